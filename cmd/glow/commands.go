@@ -1,0 +1,200 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"runtime/debug"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"glow/overlay"
+)
+
+var version = "dev" // set by the Makefile with -ldflags
+
+func printJSON(g *globals, v any) error {
+	enc := json.NewEncoder(g.out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func cmdDown(g *globals, args []string) error {
+	fs := newFlags(g, "down")
+	if pos, err := parse(fs, args); err != nil {
+		return err
+	} else if len(pos) > 0 {
+		return usagef("unexpected argument %q", pos[0])
+	}
+	c := overlay.NewClient(g.state)
+	if err := c.Down(); err != nil {
+		return err
+	}
+	// Wait for the daemon to let go of its socket (bounded).
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := c.Status(); err != nil {
+			fmt.Fprintln(g.out, "glow is down")
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("the daemon did not stop within 15s (see %s/glow.log)", g.state)
+}
+
+func cmdStatus(g *globals, args []string) error {
+	fs := newFlags(g, "status")
+	if pos, err := parse(fs, args); err != nil {
+		return err
+	} else if len(pos) > 0 {
+		return usagef("unexpected argument %q", pos[0])
+	}
+	s, err := overlay.NewClient(g.state).Status()
+	if err != nil {
+		return err
+	}
+	if g.json {
+		return printJSON(g, s)
+	}
+	tw := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "NAME\tUSER\tIPV4\tIPV6\tONLINE\tPATH\tRTT\n")
+	fmt.Fprintf(tw, "%s (this node)\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Self.Name, s.Self.User, s.Self.IPv4, s.Self.IPv6, "yes", "-", "-")
+	for _, p := range s.Peers {
+		online, path, rtt := "no", "-", "-"
+		if p.Online {
+			online = "yes"
+			rtt = fmt.Sprintf("%.1fms", p.RTTms)
+		}
+		switch p.Path {
+		case "direct":
+			path = "direct " + p.Endpoint
+		case "relay":
+			path = "relay via " + strings.Join(p.Via, ",")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.User, p.IPv4, p.IPv6, online, path, rtt)
+	}
+	return tw.Flush()
+}
+
+func cmdPing(g *globals, args []string) error {
+	fs := newFlags(g, "ping")
+	count := fs.Int("c", 4, "number of pings")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("want exactly one TARGET (a node name or an overlay address)")
+	}
+	if *count < 1 || *count > 10000 {
+		return usagef("-c %d: want 1 to 10000", *count)
+	}
+	c := overlay.NewClient(g.state)
+	ok := 0
+	var lastErr error
+	for i := 0; i < *count; i++ {
+		if i > 0 {
+			time.Sleep(time.Second)
+		}
+		r, err := c.Ping(pos[0])
+		if err != nil {
+			lastErr = err
+			if g.json {
+				printJSON(g, map[string]string{"error": err.Error()})
+			} else {
+				fmt.Fprintf(g.out, "no reply from %s: %v\n", pos[0], err)
+			}
+			if strings.Contains(err.Error(), "no such peer") || strings.Contains(err.Error(), "not running") {
+				return err
+			}
+			continue
+		}
+		ok++
+		if g.json {
+			printJSON(g, r)
+			continue
+		}
+		fmt.Fprintf(g.out, "pong from %s via %s %s in %.2fms\n", r.Peer, r.Path, r.Endpoint, float64(r.RTT.Microseconds())/1000)
+	}
+	if ok == 0 {
+		return fmt.Errorf("no reply from %s: %v", pos[0], lastErr)
+	}
+	return nil
+}
+
+func cmdIP(g *globals, args []string) error {
+	fs := newFlags(g, "ip")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 1 {
+		return usagef("want at most one TARGET")
+	}
+	target := ""
+	if len(pos) == 1 {
+		target = pos[0]
+	}
+	addrs, err := overlay.NewClient(g.state).IP(target)
+	if err != nil {
+		return err
+	}
+	if g.json {
+		return printJSON(g, addrs)
+	}
+	for _, a := range addrs {
+		fmt.Fprintln(g.out, a)
+	}
+	return nil
+}
+
+func cmdInvite(g *globals, args []string) error {
+	fs := newFlags(g, "invite")
+	ttl := fs.Duration("ttl", time.Hour, "how long the code stays valid")
+	uses := fs.Int("uses", 1, "how many devices may join with it")
+	if pos, err := parse(fs, args); err != nil {
+		return err
+	} else if len(pos) > 0 {
+		return usagef("unexpected argument %q", pos[0])
+	}
+	if *ttl <= 0 {
+		return usagef("--ttl must be positive")
+	}
+	if *uses < 1 {
+		return usagef("--uses must be at least 1")
+	}
+	code, err := overlay.NewClient(g.state).Invite(*ttl, *uses)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "On the new device run:  glow up --join CODE\n(valid %v, for %d device(s))\n", *ttl, *uses)
+	fmt.Fprintln(g.out, code)
+	return nil
+}
+
+func cmdVersion(g *globals, args []string) error {
+	fs := newFlags(g, "version")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	info := map[string]string{"version": version}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		info["go"] = bi.GoVersion
+		for _, d := range bi.Deps {
+			if d.Path == "golang.zx2c4.com/wireguard" {
+				info["wireguard-go"] = d.Version
+			}
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				info["commit"] = s.Value
+			}
+		}
+	}
+	if g.json {
+		return printJSON(g, info)
+	}
+	fmt.Fprintf(g.out, "glow %s (%s, wireguard-go %s)\n", info["version"], info["go"], info["wireguard-go"])
+	return nil
+}

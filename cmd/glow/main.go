@@ -1,0 +1,155 @@
+// Command glow is the glow daemon and its command line: `glow up` joins this
+// machine to the user's private network, the other commands ask the running
+// daemon (over STATE/glow.sock) what it knows. See CLI.md for the contract
+// and README.md for a walk through.
+//
+// This package only parses flags and prints; the node lives in package overlay.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// usageError is a mistake in the command line: exit status 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
+
+type command struct {
+	name, args, help string
+	run              func(g *globals, args []string) error
+}
+
+var commands []command
+
+func init() {
+	commands = []command{
+		{"up", "[flags]", "bring this node up (creates a user on first run, or joins one with --join)", cmdUp},
+		{"down", "", "stop the daemon and remove the interface", cmdDown},
+		{"status", "[--json]", "this node and its peers", cmdStatus},
+		{"ping", "TARGET [-c N]", "ping a peer at the overlay level", cmdPing},
+		{"ip", "[TARGET]", "overlay addresses of this node or a peer, IPv4 first", cmdIP},
+		{"invite", "[--ttl D] [--uses N]", "print a join code for another device of this user", cmdInvite},
+		{"version", "", "version and build information", cmdVersion},
+	}
+}
+
+// globals are the flags every command takes.
+type globals struct {
+	state string
+	json  bool
+	out   io.Writer
+}
+
+func defaultState() string {
+	if s := os.Getenv("GLOW_STATE"); s != "" {
+		return s
+	}
+	if os.Geteuid() == 0 {
+		return "/var/lib/glow"
+	}
+	if x := os.Getenv("XDG_STATE_HOME"); x != "" {
+		return filepath.Join(x, "glow")
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".local", "state", "glow")
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "Usage: glow [--state DIR] COMMAND [flags]\n\nCommands:\n")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-8s %-22s %s\n", c.name, c.args, c.help)
+	}
+	fmt.Fprintf(w, "\nThe state directory defaults to $GLOW_STATE, /var/lib/glow as root, else ~/.local/state/glow.\n")
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	g := &globals{out: stdout}
+	fs := flag.NewFlagSet("glow", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&g.state, "state", defaultState(), "state directory")
+	if err := fs.Parse(args); err != nil {
+		fmt.Fprintf(stderr, "glow: %v\n", err)
+		usage(stderr)
+		return 2
+	}
+	rest := fs.Args()
+	if len(rest) == 0 || rest[0] == "help" || rest[0] == "-h" || rest[0] == "--help" {
+		usage(stdout)
+		if len(rest) == 0 {
+			return 2
+		}
+		return 0
+	}
+	for _, c := range commands {
+		if c.name != rest[0] {
+			continue
+		}
+		err := c.run(g, rest[1:])
+		if err == nil {
+			return 0
+		}
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(stderr, "glow %s: %v\nUsage: glow %s %s\n", c.name, err, c.name, c.args)
+			return 2
+		}
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "glow %s: %s\n", c.name, sentence(err.Error()))
+		return 1
+	}
+	fmt.Fprintf(stderr, "glow: unknown command %q; run 'glow help' for the list\n", rest[0])
+	return 2
+}
+
+func sentence(s string) string {
+	if s == "" {
+		return s
+	}
+	if !strings.HasSuffix(s, ".") {
+		s += "."
+	}
+	return s
+}
+
+// newFlags makes a command's flag set with the shared --state and --json.
+func newFlags(g *globals, name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&g.state, "state", g.state, "state directory")
+	fs.BoolVar(&g.json, "json", false, "print JSON")
+	return fs
+}
+
+// parse parses flags that may come before or after positional arguments.
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usageError{err.Error()}
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}

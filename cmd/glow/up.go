@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"glow/overlay"
+	"glow/tun"
+)
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
+
+type upFlags struct {
+	cfg        overlay.Config
+	foreground bool
+	port       int
+	peers      listFlag
+}
+
+func cmdUp(g *globals, args []string) error {
+	var f upFlags
+	fs := newFlags(g, "up")
+	fs.StringVar(&f.cfg.UserName, "user", "", "name of the new user (first run only)")
+	fs.StringVar(&f.cfg.NodeName, "name", "", "this node's name (default: host name)")
+	fs.StringVar(&f.cfg.JoinCode, "join", "", "join the user that issued this code (glow invite)")
+	fs.IntVar(&f.port, "port", overlay.DefaultPort, "UDP port")
+	fs.Var(&f.peers, "peer", "HOST:PORT of a node to contact at start (repeatable)")
+	fs.BoolVar(&f.cfg.Userspace, "userspace", false, "no TUN: a userspace network stack and a SOCKS5 proxy")
+	fs.StringVar(&f.cfg.SOCKS5, "socks5", "localhost:1055", "with --userspace: SOCKS5 proxy address")
+	fs.StringVar(&f.cfg.TUNName, "tun", "glow0", "name of the TUN interface")
+	fs.BoolVar(&f.cfg.NoDNS, "no-dns", false, "do not touch the system resolver")
+	fs.BoolVar(&f.foreground, "foreground", false, "stay in the foreground (logs to stderr)")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("unexpected argument %q", pos[0])
+	}
+	if f.port < 0 || f.port > 65535 {
+		return usagef("--port %d: want 0 to 65535", f.port)
+	}
+	f.cfg.Port = uint16(f.port)
+	f.cfg.Random = f.port == 0
+	f.cfg.Peers = f.peers
+	f.cfg.StateDir = g.state
+	if f.cfg.JoinCode != "" && f.cfg.UserName != "" {
+		return usagef("--user creates a new user and --join joins one: give one of them")
+	}
+	if f.cfg.JoinCode != "" {
+		if _, err := overlay.ParseInvite(f.cfg.JoinCode); err != nil {
+			return usagef("--join: %v", err)
+		}
+	}
+	if !f.cfg.Userspace && os.Geteuid() != 0 {
+		return errors.New("a TUN interface needs root; run as root, or use --userspace for a SOCKS5 proxy instead")
+	}
+
+	c := overlay.NewClient(g.state)
+	if s, err := c.Status(); err == nil {
+		fmt.Fprintf(g.out, "glow is already up: %s.%s %s %s\n", s.Self.Name, s.Self.User, s.Self.IPv4, s.Self.IPv6)
+		return nil
+	}
+	if f.foreground || os.Getenv("GLOW_DAEMON") == "1" {
+		return runDaemon(g, f)
+	}
+	return startBackground(g, args)
+}
+
+// startBackground re-runs this command as a detached daemon that logs to
+// STATE/glow.log, and returns once its interface is up (or it failed).
+func startBackground(g *globals, args []string) error {
+	if err := os.MkdirAll(g.state, 0o700); err != nil {
+		return fmt.Errorf("state directory %s: %w", g.state, err)
+	}
+	logPath := g.state + "/glow.log"
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	full := append([]string{"--state", g.state, "up"}, args...)
+	cmd := exec.Command(self, full...)
+	cmd.Env = append(os.Environ(), "GLOW_DAEMON=1")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	c := overlay.NewClient(g.state)
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			return fmt.Errorf("the daemon stopped: %s (full log: %s)", lastLogLine(logPath), logPath)
+		case <-time.After(100 * time.Millisecond):
+		}
+		if s, err := c.Status(); err == nil {
+			printUp(g, s)
+			return nil
+		}
+	}
+	cmd.Process.Kill()
+	return fmt.Errorf("the daemon did not come up within 60s (see %s)", logPath)
+}
+
+func lastLogLine(path string) string {
+	data, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); l != "" {
+			// Drop the log timestamp and the "glow up: " prefix.
+			if _, rest, ok := strings.Cut(l, "glow up: "); ok {
+				return strings.TrimSuffix(rest, ".")
+			}
+			return l
+		}
+	}
+	return "no log"
+}
+
+func printUp(g *globals, s overlay.Status) {
+	if g.json {
+		printJSON(g, s.Self)
+		return
+	}
+	fmt.Fprintf(g.out, "glow is up: %s.%s\n  IPv4 %s\n  IPv6 %s\n", s.Self.Name, s.Self.User, s.Self.IPv4, s.Self.IPv6)
+	if s.Self.Admin {
+		fmt.Fprintf(g.out, "This node is the user's admin node: 'glow invite' adds another device.\n")
+	}
+}
+
+// runDaemon runs the node in this process until SIGINT/SIGTERM or 'glow down'.
+func runDaemon(g *globals, f upFlags) error {
+	logger := log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
+	f.cfg.Logf = logger.Printf
+	n, err := overlay.Start(f.cfg)
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+	os.WriteFile(g.state+"/glow.pid", []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
+	defer os.Remove(g.state + "/glow.pid")
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	if ns := n.Netstack(); ns != nil && f.cfg.SOCKS5 != "" {
+		ln, err := net.Listen("tcp", f.cfg.SOCKS5)
+		if err != nil {
+			return fmt.Errorf("SOCKS5 proxy on %s: %w", f.cfg.SOCKS5, err)
+		}
+		go tun.ServeSOCKS5(ctx, ln, tun.ProxyConfig{Dial: ns.DialContext, Resolve: n.ResolveName, Logf: logger.Printf})
+		logger.Printf("glow: SOCKS5 proxy on %s", ln.Addr())
+	}
+	apiErr := make(chan error, 1)
+	go func() { apiErr <- n.ServeAPI(ctx, cancel) }()
+	select {
+	case <-ctx.Done():
+	case err := <-apiErr:
+		if err != nil {
+			return err
+		}
+	}
+	logger.Printf("glow: shutting down")
+	return nil
+}
+
+var _ = flag.ErrHelp

@@ -1,0 +1,247 @@
+package overlay
+
+import (
+	"errors"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"golang.zx2c4.com/wireguard/conn"
+
+	"glow/internal/wire"
+)
+
+// Bind is the overlay's conn.Bind: wireguard-go sends to and receives from
+// peers named by node identity, and the Bind decides how each packet travels.
+//
+// It wraps an inner conn.Bind (conn.StdNetBind in production, so recvmmsg,
+// sendmmsg, UDP GSO/GRO and sticky sources come from wireguard-go itself) and
+// shares its one UDP socket with glow's control packets, beacons and STUN.
+// The packet path is in bind_recv.go and bind_send.go; everything else
+// changes it only through atomics (Endpoint.path, Bind.byAddr).
+type Bind struct {
+	inner conn.Bind
+	ctl   chan<- inbound // control, beacon and STUN datagrams, to the node's loop
+
+	byAddr atomic.Pointer[map[netip.AddrPort]*Endpoint] // copy on write
+
+	// Drops, counted by reason; read with Counters.
+	dropUnknownSrc  atomic.Uint64 // WireGuard packet from an address of no known peer
+	dropCtlFull     atomic.Uint64 // control queue full
+	dropUnknownKind atomic.Uint64 // neither WireGuard nor glow nor STUN
+	sendNoPath      atomic.Uint64
+
+	mu      sync.Mutex // guards the following
+	peers   map[wire.NodeID]*Endpoint
+	addrs   map[netip.AddrPort]*Endpoint // the source of byAddr
+	unknown func(netip.AddrPort)         // told about WireGuard traffic from unknown sources
+	isOpen  bool
+}
+
+// inbound is one datagram for the control loop; buf is its own copy.
+type inbound struct {
+	lan  bool // came from the LAN discovery socket
+	kind wire.Kind
+	buf  []byte
+	from netip.AddrPort
+}
+
+// Endpoint is a peer as wireguard-go sees it: a node identity. The path its
+// packets take can change at any time without wireguard-go noticing.
+type Endpoint struct {
+	ID   wire.NodeID
+	path atomic.Pointer[path]
+}
+
+// path is how packets for a peer travel now. Immutable once published.
+type path struct {
+	addr netip.AddrPort
+	ep   conn.Endpoint // inner endpoint for addr
+}
+
+var _ conn.Endpoint = (*Endpoint)(nil)
+
+func (e *Endpoint) ClearSrc() {
+	if p := e.path.Load(); p != nil {
+		p.ep.ClearSrc()
+	}
+}
+func (e *Endpoint) SrcToString() string { return "" }
+func (e *Endpoint) DstToString() string {
+	if p := e.path.Load(); p != nil {
+		return p.addr.String()
+	}
+	return e.ID.Hex()
+}
+
+// DstToBytes is used for WireGuard's cookie MACs: the identity is stable.
+func (e *Endpoint) DstToBytes() []byte { return e.ID[:] }
+func (e *Endpoint) DstIP() netip.Addr {
+	if p := e.path.Load(); p != nil {
+		return p.addr.Addr()
+	}
+	return netip.Addr{}
+}
+func (e *Endpoint) SrcIP() netip.Addr { return netip.Addr{} }
+
+// Direct returns the address of the current direct path, if any.
+func (e *Endpoint) Direct() (netip.AddrPort, bool) {
+	if p := e.path.Load(); p != nil {
+		return p.addr, true
+	}
+	return netip.AddrPort{}, false
+}
+
+// NewBind wraps inner. Datagrams that are not WireGuard go to ctl; when ctl
+// is full they are dropped and counted (the receive path never blocks).
+func NewBind(inner conn.Bind, ctl chan<- inbound) *Bind {
+	b := &Bind{inner: inner, ctl: ctl, peers: map[wire.NodeID]*Endpoint{}, addrs: map[netip.AddrPort]*Endpoint{}}
+	m := map[netip.AddrPort]*Endpoint{}
+	b.byAddr.Store(&m)
+	return b
+}
+
+// Peer returns the endpoint for id, creating it if needed.
+func (b *Bind) Peer(id wire.NodeID) *Endpoint {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.peerLocked(id)
+}
+
+func (b *Bind) peerLocked(id wire.NodeID) *Endpoint {
+	e := b.peers[id]
+	if e == nil {
+		e = &Endpoint{ID: id}
+		b.peers[id] = e
+	}
+	return e
+}
+
+// RemovePeer forgets a peer and its addresses.
+func (b *Bind) RemovePeer(id wire.NodeID) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e := b.peers[id]
+	if e == nil {
+		return
+	}
+	e.path.Store(nil)
+	delete(b.peers, id)
+	for a, p := range b.addrs {
+		if p == e {
+			delete(b.addrs, a)
+		}
+	}
+	b.publishAddrsLocked()
+}
+
+// Learn records that WireGuard packets from addr come from peer id. Only
+// addresses proven by an authenticated control packet are learned.
+func (b *Bind) Learn(id wire.NodeID, addr netip.AddrPort) {
+	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e := b.peerLocked(id)
+	if b.addrs[addr] == e {
+		return
+	}
+	b.addrs[addr] = e
+	b.publishAddrsLocked()
+}
+
+func (b *Bind) publishAddrsLocked() {
+	m := make(map[netip.AddrPort]*Endpoint, len(b.addrs))
+	for a, e := range b.addrs {
+		m[a] = e
+	}
+	b.byAddr.Store(&m)
+}
+
+// SetDirect makes addr the peer's direct path (an invalid addr clears it).
+func (b *Bind) SetDirect(id wire.NodeID, addr netip.AddrPort) error {
+	e := b.Peer(id)
+	if !addr.IsValid() {
+		e.path.Store(nil)
+		return nil
+	}
+	if p := e.path.Load(); p != nil && p.addr == addr {
+		return nil
+	}
+	ep, err := b.inner.ParseEndpoint(addr.String())
+	if err != nil {
+		return err
+	}
+	e.path.Store(&path{addr: addr, ep: ep})
+	b.Learn(id, addr)
+	return nil
+}
+
+// SendTo sends one glow datagram (control, beacon) to addr on the shared socket.
+func (b *Bind) SendTo(pkt []byte, addr netip.AddrPort) error {
+	ep, err := b.inner.ParseEndpoint(addr.String())
+	if err != nil {
+		return err
+	}
+	return b.inner.Send([][]byte{pkt}, ep)
+}
+
+// OnUnknownSource sets a function told (from the receive path; it must not
+// block) about WireGuard packets from addresses of no known peer.
+func (b *Bind) OnUnknownSource(f func(netip.AddrPort)) {
+	b.mu.Lock()
+	b.unknown = f
+	b.mu.Unlock()
+}
+
+// BindCounters are the Bind's drop counters.
+type BindCounters struct {
+	UnknownSource, ControlQueueFull, UnknownKind, SendNoPath uint64
+}
+
+// Counters returns the drop counters.
+func (b *Bind) Counters() BindCounters {
+	return BindCounters{
+		UnknownSource:    b.dropUnknownSrc.Load(),
+		ControlQueueFull: b.dropCtlFull.Load(),
+		UnknownKind:      b.dropUnknownKind.Load(),
+		SendNoPath:       b.sendNoPath.Load(),
+	}
+}
+
+// conn.Bind methods that are not the packet path.
+
+func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
+	fns, actual, err := b.inner.Open(port)
+	if err != nil {
+		return nil, 0, err
+	}
+	b.mu.Lock()
+	b.isOpen = true
+	b.mu.Unlock()
+	out := make([]conn.ReceiveFunc, len(fns))
+	for i, fn := range fns {
+		out[i] = b.makeReceive(fn)
+	}
+	return out, actual, nil
+}
+
+func (b *Bind) Close() error {
+	b.mu.Lock()
+	b.isOpen = false
+	b.mu.Unlock()
+	return b.inner.Close()
+}
+
+func (b *Bind) SetMark(mark uint32) error { return b.inner.SetMark(mark) }
+func (b *Bind) BatchSize() int            { return b.inner.BatchSize() }
+
+// ParseEndpoint accepts a node identity (64 hex digits), which is how the
+// node configures every WireGuard peer, or an address for the inner bind.
+func (b *Bind) ParseEndpoint(s string) (conn.Endpoint, error) {
+	if id, err := wire.ParseNodeID(s); err == nil {
+		return b.Peer(id), nil
+	}
+	return b.inner.ParseEndpoint(s)
+}
+
+var errNoPath = errors.New("no path to peer")

@@ -1,0 +1,285 @@
+package overlay
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"golang.org/x/crypto/nacl/box"
+
+	"glow/internal/wire"
+)
+
+// Control packets travel on the shared UDP socket (or inside relay frames):
+//
+//	"GLC" 1 | sender control key (32) | nonce (24) | NaCl box of the message
+//
+// The box is sealed from the sender's control key to the receiver's, so it
+// is secret and authenticated; the receiver finds the sender by its key.
+// A message is one type byte and a body.
+
+const (
+	ctlOverhead = wire.HeaderLen + 32 + 24 + box.Overhead
+	// maxCtlPacket keeps control packets within a minimum-MTU datagram.
+	maxCtlPacket = 1232
+	maxCtlBody   = maxCtlPacket - ctlOverhead - 1
+)
+
+type msgType uint8
+
+const (
+	msgPing     msgType = 1
+	msgPong     msgType = 2
+	msgDigest   msgType = 3
+	msgWant     msgType = 4
+	msgRecords  msgType = 5
+	msgJoinReq  msgType = 6
+	msgJoinResp msgType = 7
+)
+
+var errNotControl = errors.New("not a control packet")
+
+// sealCtl builds a control packet of message m from priv (public half pubKey) to peer.
+func sealCtl(dst []byte, pubKey wire.Key, shared *[32]byte, m []byte) []byte {
+	h := wire.Header(wire.KindControl)
+	dst = append(dst, h[:]...)
+	dst = append(dst, pubKey[:]...)
+	var nonce [24]byte
+	rand.Read(nonce[:])
+	dst = append(dst, nonce[:]...)
+	return box.SealAfterPrecomputation(dst, m, &nonce, shared)
+}
+
+// ctlSender returns the sender key of a control packet without opening it.
+func ctlSender(pkt []byte) (wire.Key, error) {
+	var k wire.Key
+	if len(pkt) < ctlOverhead || wire.Classify(pkt) != wire.KindControl {
+		return k, errNotControl
+	}
+	copy(k[:], pkt[wire.HeaderLen:])
+	return k, nil
+}
+
+// openCtl opens a control packet with the precomputed key shared with its sender.
+func openCtl(pkt []byte, shared *[32]byte) ([]byte, error) {
+	if len(pkt) < ctlOverhead {
+		return nil, errNotControl
+	}
+	var nonce [24]byte
+	copy(nonce[:], pkt[wire.HeaderLen+32:])
+	m, ok := box.OpenAfterPrecomputation(nil, pkt[wire.HeaderLen+32+24:], &nonce, shared)
+	if !ok || len(m) == 0 {
+		return nil, errors.New("control packet does not open")
+	}
+	return m, nil
+}
+
+func sharedKey(priv [32]byte, peer wire.Key) *[32]byte {
+	var s [32]byte
+	box.Precompute(&s, (*[32]byte)(&peer), &priv)
+	return &s
+}
+
+// Messages, decoded.
+
+type pingMsg struct{ TxID [12]byte }
+
+type pongMsg struct {
+	TxID [12]byte
+	Seen netip.AddrPort // the ping's source as the responder saw it
+}
+
+type joinReq struct {
+	CodeID [16]byte
+	Nonce  [16]byte
+	Proof  [32]byte
+	Node   wire.NodeID
+	WG     wire.Key
+	Name   string
+}
+
+type joinResp struct {
+	OK   bool
+	Err  string
+	Cert []byte
+}
+
+type recordMsg struct {
+	Kind RecordKind
+	Raw  []byte
+}
+
+func (m pingMsg) marshal() []byte {
+	return append([]byte{byte(msgPing)}, m.TxID[:]...)
+}
+
+func (m pongMsg) marshal() []byte {
+	w := wire.Writer{B: []byte{byte(msgPong)}}
+	w.Raw(m.TxID[:])
+	w.AddrPort(m.Seen)
+	return w.B
+}
+
+func (m joinReq) marshal() []byte {
+	w := wire.Writer{B: []byte{byte(msgJoinReq)}}
+	w.Raw(m.CodeID[:])
+	w.Raw(m.Nonce[:])
+	w.Raw(m.Proof[:])
+	w.Raw(m.Node[:])
+	w.Raw(m.WG[:])
+	w.Str(m.Name)
+	return w.B
+}
+
+func (m joinResp) marshal() []byte {
+	w := wire.Writer{B: []byte{byte(msgJoinResp)}}
+	if m.OK {
+		w.U8(1)
+	} else {
+		w.U8(0)
+	}
+	w.Str(m.Err)
+	w.Bytes16(m.Cert)
+	return w.B
+}
+
+// marshalDigests splits a digest into messages that each fit a packet.
+func marshalDigests(d []DigestEntry) [][]byte {
+	const per = (maxCtlBody - 2) / (1 + 32 + 8)
+	var out [][]byte
+	for len(d) > 0 || out == nil {
+		n := min(len(d), per)
+		w := wire.Writer{B: []byte{byte(msgDigest)}}
+		w.U16(uint16(n))
+		for _, e := range d[:n] {
+			w.U8(uint8(e.Kind))
+			w.Raw(e.Node[:])
+			w.U64(e.Version)
+		}
+		out = append(out, w.B)
+		d = d[n:]
+	}
+	return out
+}
+
+func marshalWants(keys []RecordKey) [][]byte {
+	const per = (maxCtlBody - 2) / (1 + 32)
+	var out [][]byte
+	for len(keys) > 0 {
+		n := min(len(keys), per)
+		w := wire.Writer{B: []byte{byte(msgWant)}}
+		w.U16(uint16(n))
+		for _, k := range keys[:n] {
+			w.U8(uint8(k.Kind))
+			w.Raw(k.Node[:])
+		}
+		out = append(out, w.B)
+		keys = keys[n:]
+	}
+	return out
+}
+
+// marshalRecords packs records into as few messages as fit a packet each.
+func marshalRecords(recs []recordMsg) [][]byte {
+	var out [][]byte
+	w := wire.Writer{}
+	n := 0
+	flush := func() {
+		if n > 0 {
+			w.B[1] = byte(n)
+			out = append(out, w.B)
+		}
+		w, n = wire.Writer{}, 0
+	}
+	for _, r := range recs {
+		if len(r.Raw)+3 > maxCtlBody-2 {
+			continue // cannot travel; records are far smaller than this
+		}
+		if n == 255 || len(w.B)+3+len(r.Raw) > maxCtlBody {
+			flush()
+		}
+		if n == 0 {
+			w.B = []byte{byte(msgRecords), 0}
+		}
+		w.U8(uint8(r.Kind))
+		w.Bytes16(r.Raw)
+		n++
+	}
+	flush()
+	return out
+}
+
+// parseCtl decodes one control message. It returns one of pingMsg, pongMsg,
+// []DigestEntry, []RecordKey, []recordMsg, joinReq or joinResp.
+func parseCtl(m []byte) (any, error) {
+	if len(m) == 0 {
+		return nil, errors.New("empty control message")
+	}
+	r := wire.Reader{B: m[1:]}
+	var out any
+	switch msgType(m[0]) {
+	case msgPing:
+		var p pingMsg
+		r.Fixed(p.TxID[:])
+		out = p
+	case msgPong:
+		var p pongMsg
+		r.Fixed(p.TxID[:])
+		p.Seen = r.AddrPort()
+		out = p
+	case msgDigest:
+		n := int(r.U16())
+		if n*(1+32+8) > len(r.B) {
+			return nil, fmt.Errorf("digest: %w", wire.ErrShort)
+		}
+		d := make([]DigestEntry, n)
+		for i := range d {
+			d[i].Kind = RecordKind(r.U8())
+			r.Fixed(d[i].Node[:])
+			d[i].Version = r.U64()
+		}
+		out = d
+	case msgWant:
+		n := int(r.U16())
+		if n*(1+32) > len(r.B) {
+			return nil, fmt.Errorf("want: %w", wire.ErrShort)
+		}
+		k := make([]RecordKey, n)
+		for i := range k {
+			k[i].Kind = RecordKind(r.U8())
+			r.Fixed(k[i].Node[:])
+		}
+		out = k
+	case msgRecords:
+		n := int(r.U8())
+		recs := make([]recordMsg, 0, min(n, 64))
+		for i := 0; i < n && r.Err == nil; i++ {
+			k := RecordKind(r.U8())
+			raw := r.Bytes16(maxCtlBody)
+			recs = append(recs, recordMsg{k, raw})
+		}
+		out = recs
+	case msgJoinReq:
+		var j joinReq
+		r.Fixed(j.CodeID[:])
+		r.Fixed(j.Nonce[:])
+		r.Fixed(j.Proof[:])
+		r.Fixed(j.Node[:])
+		r.Fixed(j.WG[:])
+		j.Name = r.Str(63)
+		out = j
+	case msgJoinResp:
+		var j joinResp
+		j.OK = r.U8() == 1
+		j.Err = r.Str(255)
+		j.Cert = r.Bytes16(1024)
+		out = j
+	default:
+		return nil, fmt.Errorf("unknown control message type %d", m[0])
+	}
+	if err := r.Done(); err != nil {
+		return nil, fmt.Errorf("control message type %d: %w", m[0], err)
+	}
+	return out, nil
+}

@@ -1,0 +1,161 @@
+package overlay
+
+import (
+	"net/netip"
+	"slices"
+	"time"
+
+	"glow/internal/wire"
+	"glow/nat"
+)
+
+// Anti-entropy. Every gossipEvery, and as soon as a path to a peer is
+// confirmed, a node sends its digest (which version of which record it
+// holds). The receiver answers with the records it holds newer and asks
+// (want) for those it holds older. A record that is new to a node is pushed
+// at once to every other neighbour, so a change floods the graph in one
+// pass; digests repair whatever the push missed.
+
+func (n *Node) sendDigestLocked(p *peer, addr netip.AddrPort) {
+	for _, m := range marshalDigests(n.store.Digest()) {
+		n.sendCtlLocked(p, addr, m)
+	}
+}
+
+func (n *Node) handleDigestLocked(p *peer, from netip.AddrPort, d []DigestEntry) {
+	var want []RecordKey
+	var give []RecordKey
+	for _, e := range d {
+		switch have := n.store.Version(e.RecordKey); {
+		case e.Version > have:
+			want = append(want, e.RecordKey)
+		case e.Version < have:
+			give = append(give, e.RecordKey)
+		}
+	}
+	for _, m := range marshalWants(want) {
+		n.sendCtlLocked(p, from, m)
+	}
+	n.sendRecordsLocked(p, from, give)
+}
+
+func (n *Node) sendRecordsLocked(p *peer, to netip.AddrPort, keys []RecordKey) {
+	var recs []recordMsg
+	for _, k := range keys {
+		if raw := n.store.Raw(k); raw != nil {
+			recs = append(recs, recordMsg{k.Kind, raw})
+		}
+	}
+	for _, m := range marshalRecords(recs) {
+		n.sendCtlLocked(p, to, m)
+	}
+}
+
+func (n *Node) handleRecordsLocked(from *peer, recs []recordMsg, now time.Time) {
+	var fresh []recordMsg
+	for _, r := range recs {
+		isNew, err := n.store.Apply(r.Kind, r.Raw, now)
+		if err != nil {
+			n.logf("glow: record from %s rejected: %v", from.cert.FQDN(), err)
+			continue
+		}
+		if !isNew {
+			continue
+		}
+		fresh = append(fresh, r)
+		n.recordChangedLocked(r.Kind, r.Raw, now)
+	}
+	if len(fresh) == 0 {
+		return
+	}
+	n.dirty = true
+	for _, p := range n.peers {
+		if p != from && p.active.IsValid() {
+			for _, m := range marshalRecords(fresh) {
+				n.sendCtlLocked(p, p.active, m)
+			}
+		}
+	}
+}
+
+// recordChangedLocked applies an accepted record to peers and paths.
+func (n *Node) recordChangedLocked(kind RecordKind, raw []byte, now time.Time) {
+	switch kind {
+	case KindCert:
+		c, _ := ParseCert(raw)
+		if c == nil {
+			return
+		}
+		// A newer certificate may have displaced another node (address conflict).
+		for id := range n.peers {
+			if n.store.Cert(id) == nil {
+				n.removePeerLocked(id)
+			}
+		}
+		if c.Node != n.id {
+			n.addPeerLocked(n.store.Cert(c.Node), now)
+		}
+	case KindInfo:
+		info, _ := ParseInfo(raw)
+		if info == nil {
+			return
+		}
+		if p := n.peers[info.Node]; p != nil {
+			n.addCandidatesLocked(p, info.Endpoints, now)
+		}
+	}
+}
+
+// refreshInfoLocked re-signs this node's endpoints when they changed, and
+// pushes the new record to the neighbours.
+func (n *Node) refreshInfoLocked(now time.Time) {
+	eps := n.localEndpointsLocked(now)
+	if n.info != nil && slices.Equal(n.info.Endpoints, eps) {
+		return
+	}
+	seq := uint64(now.UnixNano())
+	if n.info != nil && seq <= n.info.Seq {
+		seq = n.info.Seq + 1
+	}
+	if old := n.store.Info(n.id); old != nil && seq <= old.Seq {
+		seq = old.Seq + 1
+	}
+	info := &NodeInfo{Node: n.id, Seq: seq, Endpoints: eps}
+	SignInfo(n.keys.Sign, info)
+	if _, err := n.store.AddInfo(info); err != nil {
+		n.logf("glow: own node info: %v", err)
+		return
+	}
+	n.info = info
+	n.dirty = true
+	for _, p := range n.peers {
+		if p.active.IsValid() {
+			for _, m := range marshalRecords([]recordMsg{{KindInfo, info.Marshal()}}) {
+				n.sendCtlLocked(p, p.active, m)
+			}
+		}
+	}
+}
+
+func (n *Node) saveRecordsLocked() {
+	if err := n.state.SaveRecords(n.store); err != nil {
+		n.logf("glow: saving records: %v", err)
+		return
+	}
+	n.dirty = false
+}
+
+// handleSTUNLocked answers STUN binding requests on the glow port, so that
+// any node with a public address serves its peers as a STUN server.
+func (n *Node) handleSTUNLocked(b []byte, from netip.AddrPort) {
+	resp, ok := nat.Respond(b, from)
+	if !ok {
+		n.dropCtl["stun-not-request"]++
+		return
+	}
+	if err := n.bind.SendTo(resp, from); err != nil {
+		n.dropCtl["send-error"]++
+	}
+}
+
+var _ = wire.KindSTUN

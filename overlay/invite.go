@@ -1,0 +1,206 @@
+package overlay
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"glow/internal/wire"
+)
+
+// An Invite is what a join code carries: enough to find the inviting node,
+// seal a request to it, and prove knowledge of the secret without sending it.
+//
+// Code form: "glow-" + lower-case base32 of
+//
+//	version(1) | user key hash(16) | inviter control key(32) | secret(16) |
+//	expiry unix seconds(8) | endpoint count(1) | endpoints | checksum(4)
+//
+// The checksum (SHA-256 prefix) catches typing and copying mistakes.
+//
+// The joiner proves the secret with HMAC-SHA256(secret, transcript) where
+// the transcript binds both control keys, the joiner's node keys and a
+// nonce; the request travels sealed to the inviter's control key. An
+// eavesdropper sees neither the secret nor anything it can replay: the code
+// is single use (or N-use), and a replayed request only re-obtains the
+// certificate of keys the eavesdropper does not have.
+type Invite struct {
+	UserHash  [16]byte
+	Inviter   wire.Key // inviter's control key
+	Secret    [16]byte
+	Expires   time.Time
+	Endpoints []netip.AddrPort
+}
+
+const (
+	invitePrefix  = "glow-"
+	inviteVersion = 1
+)
+
+// ErrBadCode is the error for any code that cannot be read.
+var ErrBadCode = errors.New("this is not a valid glow invite code (check that it was copied whole)")
+
+// UserHash is the short form of a user key carried in codes.
+func UserHash(user []byte) [16]byte {
+	h := sha256.Sum256(append([]byte("glow user hash v1\x00"), user...))
+	var out [16]byte
+	copy(out[:], h[:])
+	return out
+}
+
+// ID names the invite without revealing its secret.
+func (inv *Invite) ID() [16]byte {
+	h := sha256.Sum256(append([]byte("glow invite id v1\x00"), inv.Secret[:]...))
+	var id [16]byte
+	copy(id[:], h[:])
+	return id
+}
+
+// Code encodes the invite.
+func (inv *Invite) Code() string {
+	var w wire.Writer
+	w.U8(inviteVersion)
+	w.Raw(inv.UserHash[:])
+	w.Raw(inv.Inviter[:])
+	w.Raw(inv.Secret[:])
+	w.I64(inv.Expires.Unix())
+	eps := inv.Endpoints
+	if len(eps) > 8 {
+		eps = eps[:8]
+	}
+	w.U8(uint8(len(eps)))
+	for _, ep := range eps {
+		w.AddrPort(ep)
+	}
+	sum := sha256.Sum256(w.B)
+	w.Raw(sum[:4])
+	return invitePrefix + wire.EncodeB32(w.B)
+}
+
+// ParseInvite decodes a code. It does not check expiry (the inviter does).
+func ParseInvite(code string) (*Invite, error) {
+	code = strings.TrimSpace(code)
+	if !strings.HasPrefix(code, invitePrefix) || len(code) > 512 {
+		return nil, ErrBadCode
+	}
+	b, err := wire.DecodeB32(code[len(invitePrefix):])
+	if err != nil || len(b) < 5 {
+		return nil, ErrBadCode
+	}
+	body, sum := b[:len(b)-4], b[len(b)-4:]
+	want := sha256.Sum256(body)
+	if !hmac.Equal(sum, want[:4]) {
+		return nil, ErrBadCode
+	}
+	r := wire.Reader{B: body}
+	if r.U8() != inviteVersion {
+		return nil, fmt.Errorf("%w: unknown version", ErrBadCode)
+	}
+	inv := &Invite{}
+	r.Fixed(inv.UserHash[:])
+	r.Fixed(inv.Inviter[:])
+	r.Fixed(inv.Secret[:])
+	inv.Expires = time.Unix(r.I64(), 0)
+	n := int(r.U8())
+	if n > 8 {
+		return nil, ErrBadCode
+	}
+	for i := 0; i < n; i++ {
+		inv.Endpoints = append(inv.Endpoints, r.AddrPort())
+	}
+	if r.Done() != nil {
+		return nil, ErrBadCode
+	}
+	for _, ep := range inv.Endpoints {
+		if !ep.IsValid() || ep.Port() == 0 {
+			return nil, ErrBadCode
+		}
+	}
+	return inv, nil
+}
+
+// joinProof is the HMAC a joiner sends instead of the secret.
+func joinProof(secret [16]byte, inviter, joinerCtl wire.Key, node wire.NodeID, wg wire.Key, name string, nonce [16]byte) [32]byte {
+	m := hmac.New(sha256.New, secret[:])
+	m.Write([]byte("glow join v1\x00"))
+	m.Write(inviter[:])
+	m.Write(joinerCtl[:])
+	m.Write(node[:])
+	m.Write(wg[:])
+	m.Write([]byte(name))
+	m.Write(nonce[:])
+	var out [32]byte
+	copy(out[:], m.Sum(nil))
+	return out
+}
+
+// pendingInvite is an issued code as the inviter keeps it.
+type pendingInvite struct {
+	Secret  [16]byte   `json:"secret"`
+	Expires time.Time  `json:"expires"`
+	Uses    int        `json:"uses"`    // uses left
+	UsedBy  [][32]byte `json:"used_by"` // nodes admitted with it, to answer their retries
+	Certs   [][]byte   `json:"certs"`   // the certificates given, same order
+}
+
+// invites is the inviter's book of codes, persisted in the state directory.
+type invites struct {
+	state State
+	byID  map[[16]byte]*pendingInvite
+}
+
+func loadInvites(st State) (*invites, error) {
+	iv := &invites{state: st, byID: map[[16]byte]*pendingInvite{}}
+	data, err := st.ReadFile("invites")
+	if err != nil {
+		return iv, nil // none yet
+	}
+	var list []*pendingInvite
+	if err := json.Unmarshal(data, &list); err != nil {
+		return nil, &DamagedError{st.Path("invites"), err}
+	}
+	for _, p := range list {
+		iv.byID[(&Invite{Secret: p.Secret}).ID()] = p
+	}
+	return iv, nil
+}
+
+func (iv *invites) save(now time.Time) error {
+	var list []*pendingInvite
+	for id, p := range iv.byID {
+		if now.After(p.Expires.Add(24 * time.Hour)) {
+			delete(iv.byID, id) // long expired: forget
+			continue
+		}
+		list = append(list, p)
+	}
+	data, err := json.Marshal(list)
+	if err != nil {
+		return err
+	}
+	return iv.state.WriteFile("invites", data, 0o600)
+}
+
+// issue creates a new code's secret.
+func (iv *invites) issue(ttl time.Duration, uses int, now time.Time) (*pendingInvite, error) {
+	p := &pendingInvite{Expires: now.Add(ttl), Uses: uses}
+	if _, err := rand.Read(p.Secret[:]); err != nil {
+		return nil, err
+	}
+	iv.byID[(&Invite{Secret: p.Secret}).ID()] = p
+	return p, iv.save(now)
+}
+
+// Errors a join attempt gets back.
+var (
+	errInviteUnknown = errors.New("invite code unknown to the inviting node")
+	errInviteUsed    = errors.New("invite code already used")
+	errInviteExpired = errors.New("invite code expired")
+	errInviteProof   = errors.New("invite code proof does not match")
+)

@@ -1,0 +1,241 @@
+package overlay
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"glow/internal/wire"
+)
+
+const (
+	joinTimeout = 15 * time.Second
+	joinResend  = time.Second
+)
+
+// join runs the joiner's side of an invite: a sealed request carrying a
+// proof of the code's secret, sent from a short-lived socket on the node's
+// port to every endpoint in the code until the inviter answers.
+func (n *Node) join(code string, port uint16) (*Cert, error) {
+	inv, err := ParseInvite(code)
+	if err != nil {
+		return nil, err
+	}
+	if len(inv.Endpoints) == 0 {
+		return nil, errors.New("the invite code names no address of the inviting node")
+	}
+	if time.Now().After(inv.Expires) {
+		return nil, fmt.Errorf("the invite code expired at %s; ask for a new one ('glow invite')", inv.Expires.Format(time.RFC3339))
+	}
+	uc, err := net.ListenUDP("udp", &net.UDPAddr{Port: int(port)})
+	if err != nil {
+		if uc, err = net.ListenUDP("udp", &net.UDPAddr{}); err != nil {
+			return nil, err
+		}
+	}
+	defer uc.Close()
+
+	req := joinReq{CodeID: inv.ID(), Node: n.id, WG: n.keys.WGPublic(), Name: n.cfg.NodeName}
+	rand.Read(req.Nonce[:])
+	req.Proof = joinProof(inv.Secret, inv.Inviter, n.ctlPub, n.id, req.WG, req.Name, req.Nonce)
+	shared := sharedKey(n.keys.Ctl, inv.Inviter)
+	pkt := sealCtl(nil, n.ctlPub, shared, req.marshal())
+
+	deadline := time.Now().Add(joinTimeout)
+	buf := make([]byte, 2048)
+	for time.Now().Before(deadline) {
+		for _, ep := range inv.Endpoints {
+			uc.WriteToUDPAddrPort(pkt, ep)
+		}
+		uc.SetReadDeadline(time.Now().Add(joinResend))
+		for {
+			sz, _, err := uc.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				break // deadline: send again
+			}
+			sender, err := ctlSender(buf[:sz])
+			if err != nil || sender != inv.Inviter {
+				continue
+			}
+			m, err := openCtl(buf[:sz], shared)
+			if err != nil {
+				continue
+			}
+			msg, err := parseCtl(m)
+			resp, ok := msg.(joinResp)
+			if err != nil || !ok {
+				continue
+			}
+			if !resp.OK {
+				return nil, fmt.Errorf("the inviting node refused to admit this node: %s", resp.Err)
+			}
+			c, err := ParseCert(resp.Cert)
+			if err != nil {
+				return nil, fmt.Errorf("the inviting node sent a bad certificate: %w", err)
+			}
+			if UserHash(c.User[:]) != inv.UserHash || c.Node != n.id || c.WG != req.WG || c.Ctl != n.ctlPub {
+				return nil, errors.New("the inviting node sent a certificate that does not match this node or the code")
+			}
+			n.bootstrap = append(n.bootstrap, inv.Endpoints...)
+			n.saveBootstrap()
+			n.logf("glow: joined user %s as %s (%v, %v)", c.UserName, c.Name, c.IPv4, c.IPv6)
+			return c, nil
+		}
+	}
+	return nil, fmt.Errorf("no answer from the inviting node at %v within %v; is it up and reachable?", inv.Endpoints, joinTimeout)
+}
+
+func (n *Node) saveBootstrap() {
+	var b strings.Builder
+	for _, ap := range n.bootstrap {
+		fmt.Fprintln(&b, ap)
+	}
+	n.state.WriteFile("bootstrap", []byte(b.String()), 0o644)
+}
+
+func (n *Node) loadBootstrap() {
+	data, err := n.state.ReadFile("bootstrap")
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Fields(string(data)) {
+		if ap, err := netip.ParseAddrPort(line); err == nil && !slices.Contains(n.bootstrap, ap) {
+			n.bootstrap = append(n.bootstrap, ap)
+		}
+	}
+}
+
+// handleJoinLocked is the inviter's side: check the request's proof against
+// a pending invite, admit the node, answer sealed to the joiner's key.
+func (n *Node) handleJoinLocked(pkt []byte, sender wire.Key, from netip.AddrPort, now time.Time) {
+	if n.user == nil {
+		n.dropCtl["unknown-sender"]++
+		return
+	}
+	shared := sharedKey(n.keys.Ctl, sender)
+	m, err := openCtl(pkt, shared)
+	if err != nil {
+		n.dropCtl["unknown-sender"]++
+		return
+	}
+	msg, err := parseCtl(m)
+	req, ok := msg.(joinReq)
+	if err != nil || !ok {
+		n.dropCtl["unknown-sender"]++
+		return
+	}
+	cert, err := n.admitLocked(req, sender, now)
+	resp := joinResp{OK: err == nil}
+	if err != nil {
+		n.logf("glow: join request from %v refused: %v", from, err)
+		resp.Err = err.Error()
+	} else {
+		resp.Cert = cert.Marshal()
+	}
+	n.bind.SendTo(sealCtl(nil, n.ctlPub, shared, resp.marshal()), from)
+}
+
+func (n *Node) admitLocked(req joinReq, ctl wire.Key, now time.Time) (*Cert, error) {
+	inv := n.invites.byID[req.CodeID]
+	if inv == nil {
+		return nil, errInviteUnknown
+	}
+	want := joinProof(inv.Secret, n.ctlPub, ctl, req.Node, req.WG, req.Name, req.Nonce)
+	if !hmac.Equal(want[:], req.Proof[:]) {
+		return nil, errInviteProof
+	}
+	// A retry of a request already granted gets the same certificate.
+	for i, id := range inv.UsedBy {
+		if id == req.Node {
+			if c, err := ParseCert(inv.Certs[i]); err == nil && c.Ctl == ctl && c.WG == req.WG {
+				return c, nil
+			}
+		}
+	}
+	if now.After(inv.Expires) {
+		return nil, errInviteExpired
+	}
+	if inv.Uses <= 0 {
+		return nil, errInviteUsed
+	}
+	if !ValidName(req.Name) {
+		return nil, fmt.Errorf("bad node name %q", req.Name)
+	}
+	used := map[netip.Addr]bool{}
+	names := map[string]bool{}
+	for _, c := range n.store.Certs() {
+		if c.Node == req.Node {
+			continue
+		}
+		used[c.IPv4] = true
+		names[c.Name] = true
+	}
+	name := req.Name
+	for i := 2; names[name]; i++ {
+		suffix := fmt.Sprintf("-%d", i)
+		name = strings.TrimRight(req.Name[:min(len(req.Name), 63-len(suffix))], "-") + suffix
+	}
+	v4, err := AllocIPv4(req.Node, used)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cert{
+		Node: req.Node, Name: name, WG: req.WG, Ctl: ctl,
+		IPv4: v4, IPv6: NodeAddr6(n.user.Public(), req.Node),
+		NotBefore: now, NotAfter: now.Add(certLifetime),
+	}
+	SignCert(n.user, c)
+	if _, err := n.store.AddCert(c, now); err != nil {
+		return nil, err
+	}
+	inv.Uses--
+	inv.UsedBy = append(inv.UsedBy, req.Node)
+	inv.Certs = append(inv.Certs, bytes.Clone(c.Marshal()))
+	if err := n.invites.save(now); err != nil {
+		n.logf("glow: saving invites: %v", err)
+	}
+	n.dirty = true
+	n.logf("glow: admitted %s (%v, %v)", c.FQDN(), c.IPv4, c.IPv6)
+	n.addPeerLocked(c, now)
+	// Tell the neighbours about the new member.
+	for _, p := range n.peers {
+		if p.active.IsValid() {
+			for _, m := range marshalRecords([]recordMsg{{KindCert, c.Marshal()}}) {
+				n.sendCtlLocked(p, p.active, m)
+			}
+		}
+	}
+	return c, nil
+}
+
+// Invite issues a join code valid for ttl and uses admissions.
+func (n *Node) Invite(ttl time.Duration, uses int) (string, error) {
+	if ttl <= 0 {
+		ttl = time.Hour
+	}
+	if uses <= 0 {
+		uses = 1
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.user == nil {
+		return "", errors.New("this node is not an admin node (it does not hold the user key); run 'glow invite' on the node where the user was created")
+	}
+	now := time.Now()
+	p, err := n.invites.issue(ttl, uses, now)
+	if err != nil {
+		return "", err
+	}
+	inv := &Invite{
+		UserHash: UserHash(n.cert.User[:]), Inviter: n.ctlPub, Secret: p.Secret,
+		Expires: p.Expires, Endpoints: n.localEndpointsLocked(now),
+	}
+	return inv.Code(), nil
+}

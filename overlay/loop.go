@@ -1,0 +1,170 @@
+package overlay
+
+import (
+	"net/netip"
+	"time"
+
+	"glow/internal/wire"
+	"glow/link"
+)
+
+// The control loop: one goroutine that handles every control datagram,
+// beacon and timer, holding Node.mu while it changes state. It never blocks
+// on the network: sends are UDP writes. The API reads the same state under
+// the same lock.
+
+const (
+	tickEvery      = 250 * time.Millisecond
+	gossipEvery    = 5 * time.Second
+	beaconEvery    = 5 * time.Second // LAN and bootstrap beacons
+	beaconFast     = 1 * time.Second // for the first beaconBurst seconds
+	beaconBurst    = 5 * time.Second
+	infoEvery      = 10 * time.Second // re-check our endpoints this often
+	saveEvery      = 5 * time.Second
+	maxBeaconReply = time.Second // at most one unicast beacon reply per address per second
+)
+
+func (n *Node) startControl() {
+	if !n.cfg.NoDiscovery {
+		d, err := link.ListenDiscovery(n.cfg.DiscoveryGroup)
+		if err != nil {
+			n.logf("glow: LAN discovery off: %v", err)
+		} else {
+			n.disc = d
+			n.wg.Add(1)
+			go n.readBeacons()
+		}
+	}
+	n.bind.OnUnknownSource(func(netip.AddrPort) {}) // counted by the Bind
+	n.wg.Add(1)
+	go n.loop()
+}
+
+// readBeacons feeds LAN beacons into the control loop.
+func (n *Node) readBeacons() {
+	defer n.wg.Done()
+	buf := make([]byte, 2048)
+	for {
+		sz, from, err := n.disc.Read(buf)
+		if err != nil {
+			return
+		}
+		select {
+		case n.ctlIn <- inbound{kind: wire.KindBeacon, buf: append([]byte(nil), buf[:sz]...), from: from, lan: true}:
+		default:
+		}
+	}
+}
+
+func (n *Node) loop() {
+	defer n.wg.Done()
+	t := time.NewTicker(tickEvery)
+	defer t.Stop()
+	start := time.Now()
+	var lastGossip, lastBeacon, lastInfo, lastSave time.Time
+	replied := map[netip.AddrPort]time.Time{}
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case in := <-n.ctlIn:
+			now := time.Now()
+			n.mu.Lock()
+			n.handleInboundLocked(in, now, replied)
+			n.mu.Unlock()
+		case now := <-t.C:
+			n.mu.Lock()
+			if now.Sub(lastInfo) >= infoEvery {
+				lastInfo = now
+				n.refreshInfoLocked(now)
+			}
+			every := beaconEvery
+			if now.Sub(start) < beaconBurst {
+				every = beaconFast
+			}
+			if now.Sub(lastBeacon) >= every {
+				lastBeacon = now
+				n.sendBeaconsLocked()
+				for a, t := range replied {
+					if now.Sub(t) > maxBeaconReply {
+						delete(replied, a)
+					}
+				}
+			}
+			n.tickPeersLocked(now)
+			if now.Sub(lastGossip) >= gossipEvery {
+				lastGossip = now
+				for _, p := range n.peers {
+					if p.active.IsValid() {
+						n.sendDigestLocked(p, p.active)
+					}
+				}
+			}
+			if n.dirty && now.Sub(lastSave) >= saveEvery {
+				lastSave = now
+				n.saveRecordsLocked()
+			}
+			n.mu.Unlock()
+		}
+	}
+}
+
+func (n *Node) handleInboundLocked(in inbound, now time.Time, replied map[netip.AddrPort]time.Time) {
+	switch in.kind {
+	case wire.KindBeacon:
+		n.handleBeaconLocked(in, now, replied)
+	case wire.KindControl:
+		n.handleControlLocked(in.buf, in.from, now)
+	case wire.KindSTUN:
+		n.handleSTUNLocked(in.buf, in.from)
+	default:
+		n.dropCtl["unhandled-kind"]++
+	}
+}
+
+// handleControlLocked opens and dispatches one control packet.
+func (n *Node) handleControlLocked(pkt []byte, from netip.AddrPort, now time.Time) {
+	sender, err := ctlSender(pkt)
+	if err != nil {
+		n.dropCtl["malformed"]++
+		return
+	}
+	p := n.byCtl[sender]
+	if p == nil {
+		// Only a join request may come from a key we do not know.
+		n.handleJoinLocked(pkt, sender, from, now)
+		return
+	}
+	m, err := openCtl(pkt, p.shared)
+	if err != nil {
+		n.dropCtl["does-not-open"]++
+		return
+	}
+	msg, err := parseCtl(m)
+	if err != nil {
+		n.dropCtl["malformed"]++
+		return
+	}
+	p.lastHeard = now
+	switch msg := msg.(type) {
+	case pingMsg:
+		n.bind.Learn(p.cert.Node, from)
+		n.sendCtlLocked(p, from, pongMsg{TxID: msg.TxID, Seen: from}.marshal())
+		if _, ok := p.cands[from]; !ok {
+			p.cands[from] = &candidate{learned: now}
+		}
+		if !p.active.IsValid() {
+			n.pingLocked(p, from, now, nil) // confirm the path from our side too
+		}
+	case pongMsg:
+		n.handlePongLocked(p, msg, from, now)
+	case []DigestEntry:
+		n.handleDigestLocked(p, from, msg)
+	case []RecordKey:
+		n.sendRecordsLocked(p, from, msg)
+	case []recordMsg:
+		n.handleRecordsLocked(p, msg, now)
+	default:
+		n.dropCtl["unexpected-message"]++
+	}
+}

@@ -1,0 +1,402 @@
+package overlay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
+	wgtun "golang.zx2c4.com/wireguard/tun"
+
+	"glow/internal/wire"
+	"glow/link"
+	"glow/tun"
+)
+
+// DefaultPort is glow's UDP port when none is given.
+const DefaultPort = 47470
+
+// MTU of the overlay interface: 1500 less WireGuard over IPv6 (80) less
+// room for the relay header (20), so relayed packets need no fragmentation.
+const MTU = 1400
+
+// certLifetime is how long a certificate issued at admission is valid.
+const certLifetime = 365 * 24 * time.Hour
+
+// Config is everything a node is built from. It is validated once, by Start.
+type Config struct {
+	StateDir string // required
+	UserName string // creates this user on first run (admin node)
+	NodeName string // default: host name
+	JoinCode string // join the user that issued this code
+	Port     uint16 // UDP port; 0 means DefaultPort (use Random for tests)
+	Random   bool   // pick a free UDP port
+	Peers    []string
+
+	Userspace bool   // netstack instead of a kernel TUN
+	SOCKS5    string // with Userspace: address of the SOCKS5 proxy ("" = none)
+	TUNName   string // kernel TUN name, default glow0
+	NoDNS     bool
+
+	NoDiscovery    bool           // no LAN beacons (tests on loopback)
+	DiscoveryGroup netip.AddrPort // default link.DefaultGroup
+
+	// Bind is the inner conn.Bind; nil means wireguard-go's StdNetBind.
+	Bind conn.Bind
+	Logf func(format string, args ...any)
+}
+
+// Node is one running glow node. Start builds it; Close stops it.
+type Node struct {
+	// Immutable after Start.
+	cfg    Config
+	state  State
+	keys   *NodeKeys
+	id     wire.NodeID
+	ctlPub wire.Key
+	logf   func(string, ...any)
+	bind   *Bind
+	dev    *device.Device
+	tunDev interface{ Close() error }
+	ns     *tun.Netstack // userspace only
+	port   uint16
+	disc   *link.Discovery
+	lock   *os.File
+
+	ctlIn  chan inbound
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	done   chan struct{}
+
+	mu        sync.Mutex // guards the following; never held across a blocking call
+	cert      *Cert      // this node's certificate
+	user      *UserKey   // nil unless admin
+	store     *Store
+	peers     map[wire.NodeID]*peer
+	byCtl     map[wire.Key]*peer
+	invites   *invites
+	info      *NodeInfo                    // this node's current signed endpoints
+	seen      map[netip.AddrPort]time.Time // our address as peers see it
+	bootstrap []netip.AddrPort
+	dropCtl   map[string]uint64
+	dirty     bool // records cache needs saving
+	lastPush  time.Time
+	closed    bool
+}
+
+// Start brings a node up: identity, interface, WireGuard, discovery, the
+// control loop. It returns once the interface is up.
+func Start(cfg Config) (n *Node, err error) {
+	if cfg.StateDir == "" {
+		return nil, errors.New("no state directory given")
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
+	}
+	if cfg.UserName != "" && !ValidName(cfg.UserName) {
+		return nil, fmt.Errorf("user name %q: use lower-case letters, digits and '-' (at most 63)", cfg.UserName)
+	}
+	if cfg.NodeName == "" {
+		h, _ := os.Hostname()
+		cfg.NodeName = sanitizeName(h)
+	}
+	if !ValidName(cfg.NodeName) {
+		return nil, fmt.Errorf("node name %q: use lower-case letters, digits and '-' (at most 63)", cfg.NodeName)
+	}
+	var peers []netip.AddrPort
+	for _, p := range cfg.Peers {
+		ap, err := resolvePeer(p)
+		if err != nil {
+			return nil, err
+		}
+		peers = append(peers, ap)
+	}
+	port := cfg.Port
+	if port == 0 && !cfg.Random {
+		port = DefaultPort
+	}
+
+	st := State{Dir: cfg.StateDir}
+	if err := st.Init(); err != nil {
+		return nil, err
+	}
+	lock, err := st.Lock()
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			lock.Close()
+		}
+	}()
+
+	n = &Node{
+		cfg: cfg, state: st, logf: cfg.Logf, lock: lock,
+		peers: map[wire.NodeID]*peer{}, byCtl: map[wire.Key]*peer{},
+		seen: map[netip.AddrPort]time.Time{}, dropCtl: map[string]uint64{},
+		bootstrap: peers, done: make(chan struct{}),
+	}
+	if err := n.loadIdentity(port); err != nil {
+		return nil, err
+	}
+	n.loadBootstrap()
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	if err := n.startDataPlane(port); err != nil {
+		n.cancel()
+		return nil, err
+	}
+	n.startControl()
+	n.logf("glow: node %s.%s up: %v %v, UDP port %d", n.cert.Name, n.cert.UserName, n.cert.IPv4, n.cert.IPv6, n.port)
+	return n, nil
+}
+
+func sanitizeName(h string) string {
+	h = strings.ToLower(strings.Split(h, ".")[0])
+	var b strings.Builder
+	for _, r := range h {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' {
+			b.WriteRune(r)
+		}
+	}
+	s := strings.Trim(b.String(), "-")
+	if len(s) > 63 {
+		s = s[:63]
+	}
+	if s == "" {
+		s = "node"
+	}
+	return s
+}
+
+func resolvePeer(s string) (netip.AddrPort, error) {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap, nil
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("--peer %q: want HOST:PORT", s)
+	}
+	ua, err := net.ResolveUDPAddr("udp", net.JoinHostPort(host, port))
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("--peer %q: %v", s, err)
+	}
+	ap := ua.AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+}
+
+// loadIdentity reads or creates keys and the certificate.
+func (n *Node) loadIdentity(port uint16) error {
+	st, cfg := n.state, n.cfg
+	keys, err := st.LoadNodeKeys()
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if st.Exists("cert") {
+			return &DamagedError{st.Path("node.key"), errors.New("missing while a certificate exists")}
+		}
+		if keys, err = NewNodeKeys(); err != nil {
+			return err
+		}
+		if err := st.SaveNodeKeys(keys); err != nil {
+			return err
+		}
+	case err != nil:
+		return err
+	}
+	n.keys, n.id, n.ctlPub = keys, keys.ID(), keys.CtlPublic()
+
+	cert, err := st.LoadCert()
+	switch {
+	case err == nil:
+		if cfg.JoinCode != "" {
+			return fmt.Errorf("this node already belongs to user %s (state %s); use another --state to join another user", cert.UserName, st.Dir)
+		}
+		if cert.Node != n.id {
+			return &DamagedError{st.Path("cert"), errors.New("certificate is for another node key")}
+		}
+	case errors.Is(err, fs.ErrNotExist):
+		switch {
+		case cfg.JoinCode != "":
+			if cert, err = n.join(cfg.JoinCode, port); err != nil {
+				return err
+			}
+		case cfg.UserName != "":
+			if cert, err = n.createUser(cfg.UserName); err != nil {
+				return err
+			}
+		default:
+			return errors.New("this node belongs to no user yet: run 'glow up --user NAME' to create one, or 'glow up --join CODE' with a code from 'glow invite'")
+		}
+		if err := st.WriteFile("cert", cert.Marshal(), 0o644); err != nil {
+			return err
+		}
+	default:
+		return err
+	}
+	n.cert = cert
+	if cert.Admin {
+		u, err := st.LoadUserKey()
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		n.user = u
+	}
+	n.store = NewStore(cert.User[:])
+	if _, err := n.store.AddCert(cert, time.Now()); err != nil {
+		return fmt.Errorf("own certificate: %w", err)
+	}
+	if err := st.LoadRecords(n.store, func(k RecordKind, raw []byte) error {
+		_, err := n.store.Apply(k, raw, time.Now())
+		return err
+	}); err != nil {
+		n.logf("glow: %v (continuing; records come back from peers)", err)
+	}
+	if n.invites, err = loadInvites(st); err != nil {
+		return err
+	}
+	return nil
+}
+
+// createUser makes a new user key and this node its admin.
+func (n *Node) createUser(name string) (*Cert, error) {
+	if n.state.Exists("user.key") {
+		return nil, fmt.Errorf("%s exists but this node has no certificate; move it away or restore the certificate", n.state.Path("user.key"))
+	}
+	u, err := newUserKey(name)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.state.SaveUserKey(u); err != nil {
+		return nil, err
+	}
+	v4, err := AllocIPv4(n.id, nil)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	c := &Cert{
+		Node: n.id, Name: n.cfg.NodeName, WG: n.keys.WGPublic(), Ctl: n.ctlPub,
+		IPv4: v4, IPv6: NodeAddr6(u.Public(), n.id), Admin: true,
+		NotBefore: now, NotAfter: now.Add(certLifetime),
+	}
+	SignCert(u, c)
+	return c, nil
+}
+
+// startDataPlane opens the interface, the Bind and the WireGuard device.
+func (n *Node) startDataPlane(port uint16) error {
+	inner := n.cfg.Bind
+	if inner == nil {
+		inner = conn.NewStdNetBind()
+	}
+	n.ctlIn = make(chan inbound, 1024)
+	n.bind = NewBind(inner, n.ctlIn)
+
+	var dev wgtun.Device
+	if n.cfg.Userspace {
+		ns, err := tun.OpenNetstack([]netip.Addr{n.cert.IPv4, n.cert.IPv6}, MTU)
+		if err != nil {
+			return err
+		}
+		n.ns, n.tunDev, dev = ns, ns, ns.Device()
+	} else {
+		k, err := tun.OpenKernel(tun.KernelConfig{
+			Name: n.cfg.TUNName, MTU: MTU,
+			Prefixes: []netip.Prefix{
+				netip.PrefixFrom(n.cert.IPv4, IPv4Range.Bits()),
+				netip.PrefixFrom(n.cert.IPv6, IPv6Bits),
+			},
+		})
+		if err != nil {
+			return err
+		}
+		n.tunDev, dev = k, k.Device()
+	}
+	logger := &device.Logger{
+		Verbosef: func(string, ...any) {},
+		Errorf:   func(f string, a ...any) { n.logf("wireguard: "+f, a...) },
+	}
+	n.dev = device.NewDevice(dev, n.bind, logger)
+	cfg := fmt.Sprintf("private_key=%x\nlisten_port=%d\n", n.keys.WG[:], port)
+	if err := n.dev.IpcSet(cfg); err != nil {
+		n.dev.Close()
+		return fmt.Errorf("UDP port %d: %w", port, err)
+	}
+	if err := n.dev.Up(); err != nil {
+		n.dev.Close()
+		return fmt.Errorf("UDP port %d: %w", port, err)
+	}
+	n.port = n.listenPort()
+	if n.port == 0 {
+		n.dev.Close()
+		return fmt.Errorf("UDP port %d: could not listen", port)
+	}
+	return nil
+}
+
+func (n *Node) listenPort() uint16 {
+	s, err := n.dev.IpcGet()
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(s, "\n") {
+		if v, ok := strings.CutPrefix(line, "listen_port="); ok {
+			var p uint16
+			fmt.Sscan(v, &p)
+			return p
+		}
+	}
+	return 0
+}
+
+// Port returns the node's UDP port.
+func (n *Node) Port() uint16 { return n.port }
+
+// ID returns the node's identity.
+func (n *Node) ID() wire.NodeID { return n.id }
+
+// Cert returns the node's certificate.
+func (n *Node) Cert() *Cert {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cert
+}
+
+// Netstack returns the userspace network stack (nil for a kernel TUN).
+func (n *Node) Netstack() *tun.Netstack { return n.ns }
+
+// Done is closed when the node has stopped.
+func (n *Node) Done() <-chan struct{} { return n.done }
+
+// Close stops the node: control loop, WireGuard, interface. It waits for
+// every goroutine the node started.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		<-n.done
+		return nil
+	}
+	n.closed = true
+	n.mu.Unlock()
+	n.cancel()
+	if n.disc != nil {
+		n.disc.Close()
+	}
+	n.dev.Close() // closes the bind and the TUN device
+	n.wg.Wait()
+	n.mu.Lock()
+	n.saveRecordsLocked()
+	n.mu.Unlock()
+	n.lock.Close()
+	close(n.done)
+	return nil
+}

@@ -1,0 +1,266 @@
+package overlay
+
+import (
+	"crypto/rand"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"glow/internal/wire"
+)
+
+// Path timing. A direct path is confirmed by a pong; heartbeats keep it;
+// missing pongs for pathTimeout make it dead and the node probes again.
+const (
+	heartbeat    = 2 * time.Second  // ping on the active path this often
+	pathTimeout  = 7 * time.Second  // no pong for this long: path dead
+	probeEvery   = 1 * time.Second  // while a peer has no path, probe candidates this often
+	probeIdle    = 20 * time.Second // after probing in vain for a minute, this often
+	candidateTTL = 10 * time.Minute // forget candidates not confirmed for this long
+	pingTimeout  = 5 * time.Second
+)
+
+// peer is the control loop's view of another node. Guarded by Node.mu.
+type peer struct {
+	cert                 *Cert
+	shared               *[32]byte // control box key
+	ep                   *Endpoint
+	cands                map[netip.AddrPort]*candidate
+	pings                map[[12]byte]*pendingPing
+	active               netip.AddrPort // current direct path, if valid
+	rtt                  time.Duration
+	added                time.Time // when the peer became known
+	since                time.Time // when the current probing round started
+	lastProbe, lastHeard time.Time
+}
+
+type candidate struct {
+	lastPong time.Time
+	learned  time.Time
+	rtt      time.Duration
+}
+
+type pendingPing struct {
+	to    netip.AddrPort
+	sent  time.Time
+	reply chan PingResult // nil for the node's own probes
+}
+
+// PingResult is one overlay-level ping reply.
+type PingResult struct {
+	Peer     string        `json:"peer"`
+	Path     string        `json:"path"`     // direct, relay
+	Endpoint string        `json:"endpoint"` // address the reply came from
+	RTT      time.Duration `json:"rtt_ns"`
+	Err      string        `json:"error,omitempty"`
+}
+
+// addPeerLocked makes c a WireGuard peer and a peer of the control loop.
+func (n *Node) addPeerLocked(c *Cert, now time.Time) *peer {
+	if c.Node == n.id {
+		return nil
+	}
+	p := n.peers[c.Node]
+	if p != nil && p.cert == c {
+		return p
+	}
+	if p == nil {
+		p = &peer{cands: map[netip.AddrPort]*candidate{}, pings: map[[12]byte]*pendingPing{}, added: now, since: now}
+		p.ep = n.bind.Peer(c.Node)
+		n.peers[c.Node] = p
+	}
+	if p.cert != nil {
+		delete(n.byCtl, p.cert.Ctl)
+		if p.cert.WG != c.WG {
+			n.dev.IpcSet(fmt.Sprintf("public_key=%s\nremove=true\n", p.cert.WG))
+		}
+	}
+	p.cert = c
+	p.shared = sharedKey(n.keys.Ctl, c.Ctl)
+	n.byCtl[c.Ctl] = p
+	cfg := fmt.Sprintf("public_key=%s\nendpoint=%s\nreplace_allowed_ips=true\nallowed_ip=%s/32\nallowed_ip=%s/128\n",
+		c.WG, c.Node.Hex(), c.IPv4, c.IPv6)
+	if err := n.dev.IpcSet(cfg); err != nil {
+		n.logf("glow: adding WireGuard peer %s: %v", c.FQDN(), err)
+	}
+	if info := n.store.Info(c.Node); info != nil {
+		n.addCandidatesLocked(p, info.Endpoints, now)
+	}
+	return p
+}
+
+func (n *Node) removePeerLocked(id wire.NodeID) {
+	p := n.peers[id]
+	if p == nil {
+		return
+	}
+	n.dev.IpcSet(fmt.Sprintf("public_key=%s\nremove=true\n", p.cert.WG))
+	delete(n.byCtl, p.cert.Ctl)
+	delete(n.peers, id)
+	n.bind.RemovePeer(id)
+}
+
+func (n *Node) addCandidatesLocked(p *peer, eps []netip.AddrPort, now time.Time) {
+	for _, ep := range eps {
+		if !ep.IsValid() || ep.Port() == 0 || IPv4Range.Contains(ep.Addr()) {
+			continue
+		}
+		ep = netip.AddrPortFrom(ep.Addr().Unmap(), ep.Port())
+		if c := p.cands[ep]; c != nil {
+			c.learned = now
+			continue
+		}
+		p.cands[ep] = &candidate{learned: now}
+		if !p.active.IsValid() {
+			p.lastProbe = time.Time{} // probe the newcomer at the next tick
+		}
+	}
+}
+
+// sendCtlLocked seals m to p and sends it to addr.
+func (n *Node) sendCtlLocked(p *peer, addr netip.AddrPort, m []byte) {
+	pkt := sealCtl(make([]byte, 0, ctlOverhead+len(m)), n.ctlPub, p.shared, m)
+	if err := n.bind.SendTo(pkt, addr); err != nil {
+		n.dropCtl["send-error"]++
+	}
+}
+
+// pingLocked sends a ping to addr and remembers it.
+func (n *Node) pingLocked(p *peer, addr netip.AddrPort, now time.Time, reply chan PingResult) {
+	var tx [12]byte
+	rand.Read(tx[:])
+	p.pings[tx] = &pendingPing{to: addr, sent: now, reply: reply}
+	n.sendCtlLocked(p, addr, pingMsg{TxID: tx}.marshal())
+}
+
+// handlePongLocked confirms a candidate and perhaps makes it the path.
+func (n *Node) handlePongLocked(p *peer, m pongMsg, from netip.AddrPort, now time.Time) {
+	pp := p.pings[m.TxID]
+	if pp == nil {
+		n.dropCtl["pong-unknown"]++
+		return
+	}
+	delete(p.pings, m.TxID)
+	rtt := now.Sub(pp.sent)
+	p.lastHeard = now
+	if m.Seen.IsValid() {
+		n.seen[m.Seen] = now
+	}
+	c := p.cands[from]
+	if c == nil {
+		c = &candidate{learned: now}
+		p.cands[from] = c
+	}
+	c.lastPong, c.rtt = now, rtt
+	n.bind.Learn(p.cert.Node, from)
+	if pp.reply != nil {
+		deliver(pp.reply, PingResult{Peer: p.cert.FQDN(), Path: "direct", Endpoint: from.String(), RTT: rtt})
+	}
+	switch {
+	case !p.active.IsValid():
+		n.setPathLocked(p, from, rtt, now)
+	case p.active == from:
+		p.rtt = rtt
+	default:
+		// Switch only for a clearly better path, so that paths do not flap.
+		if a := p.cands[p.active]; a == nil || now.Sub(a.lastPong) > pathTimeout || rtt*2 < a.rtt && a.rtt-rtt > time.Millisecond {
+			n.setPathLocked(p, from, rtt, now)
+		}
+	}
+}
+
+func (n *Node) setPathLocked(p *peer, addr netip.AddrPort, rtt time.Duration, now time.Time) {
+	first := !p.active.IsValid()
+	if err := n.bind.SetDirect(p.cert.Node, addr); err != nil {
+		n.logf("glow: path to %s via %v: %v", p.cert.FQDN(), addr, err)
+		return
+	}
+	p.active, p.rtt = addr, rtt
+	n.logf("glow: %s: direct path %v (rtt %v)", p.cert.FQDN(), addr, rtt.Round(time.Microsecond))
+	if first {
+		// A new neighbour: exchange records at once.
+		n.sendDigestLocked(p, addr)
+	}
+}
+
+// tickPeersLocked runs heartbeats, path expiry and probing.
+func (n *Node) tickPeersLocked(now time.Time) {
+	for _, p := range n.peers {
+		for tx, pp := range p.pings {
+			if now.Sub(pp.sent) > pingTimeout {
+				if pp.reply != nil {
+					deliver(pp.reply, PingResult{Peer: p.cert.FQDN(), Err: "timeout"})
+				}
+				delete(p.pings, tx)
+			}
+		}
+		if p.active.IsValid() {
+			c := p.cands[p.active]
+			if c == nil || now.Sub(c.lastPong) > pathTimeout {
+				n.logf("glow: %s: direct path %v lost", p.cert.FQDN(), p.active)
+				n.bind.SetDirect(p.cert.Node, netip.AddrPort{})
+				p.active = netip.AddrPort{}
+				p.since, p.lastProbe = now, time.Time{}
+			} else if now.Sub(p.lastProbe) >= heartbeat {
+				p.lastProbe = now
+				n.pingLocked(p, p.active, now, nil)
+			}
+		}
+		if !p.active.IsValid() {
+			every := probeEvery
+			if now.Sub(p.since) > time.Minute {
+				every = probeIdle
+			}
+			if now.Sub(p.lastProbe) >= every {
+				p.lastProbe = now
+				for addr := range p.cands {
+					n.pingLocked(p, addr, now, nil)
+				}
+			}
+		}
+		for addr, c := range p.cands {
+			if addr != p.active && now.Sub(later(c.learned, c.lastPong)) > candidateTTL {
+				delete(p.cands, addr)
+			}
+		}
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// localEndpointsLocked lists where this node can be reached: its interface
+// addresses with its port, and addresses peers saw it at.
+func (n *Node) localEndpointsLocked(now time.Time) []netip.AddrPort {
+	var eps []netip.AddrPort
+	for _, a := range interfaceAddrs() {
+		eps = append(eps, netip.AddrPortFrom(a, n.port))
+	}
+	for ap, t := range n.seen {
+		if now.Sub(t) > 10*time.Minute {
+			delete(n.seen, ap)
+			continue
+		}
+		if !slices.Contains(eps, ap) {
+			eps = append(eps, ap)
+		}
+	}
+	slices.SortFunc(eps, func(a, b netip.AddrPort) int { return a.Compare(b) })
+	if len(eps) > maxEndpoints {
+		eps = eps[:maxEndpoints]
+	}
+	return eps
+}
+
+// deliver hands a ping result to a waiting API call without ever blocking the loop.
+func deliver(ch chan PingResult, r PingResult) {
+	select {
+	case ch <- r:
+	default:
+	}
+}

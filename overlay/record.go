@@ -1,0 +1,303 @@
+package overlay
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"glow/internal/wire"
+)
+
+// RecordKind names what a gossiped record states.
+type RecordKind uint8
+
+// Record kinds. Each (kind, node) pair has at most one current record.
+const (
+	KindCert RecordKind = 1 // a node's certificate, signed by its user
+	KindInfo RecordKind = 2 // a node's current endpoints, signed by the node
+)
+
+func (k RecordKind) String() string {
+	switch k {
+	case KindCert:
+		return "cert"
+	case KindInfo:
+		return "info"
+	}
+	return fmt.Sprintf("kind%d", uint8(k))
+}
+
+// NodeInfo is a node's signed statement of where it can be reached now.
+// Seq orders a node's statements; a higher Seq replaces a lower one.
+type NodeInfo struct {
+	Node      wire.NodeID
+	Seq       uint64
+	Endpoints []netip.AddrPort
+	Sig       [ed25519.SignatureSize]byte
+
+	raw []byte
+}
+
+const (
+	infoVersion  = 1
+	maxEndpoints = 16
+)
+
+var infoContext = []byte("glow info v1\x00")
+
+func (n *NodeInfo) body() []byte {
+	var w wire.Writer
+	w.U8(infoVersion)
+	w.Raw(n.Node[:])
+	w.U64(n.Seq)
+	w.U8(uint8(len(n.Endpoints)))
+	for _, ep := range n.Endpoints {
+		w.AddrPort(ep)
+	}
+	return w.B
+}
+
+// SignInfo signs n with the node's key (which must be n.Node's).
+func SignInfo(k ed25519.PrivateKey, n *NodeInfo) {
+	if len(n.Endpoints) > maxEndpoints {
+		n.Endpoints = n.Endpoints[:maxEndpoints]
+	}
+	body := n.body()
+	copy(n.Sig[:], ed25519.Sign(k, append(append([]byte{}, infoContext...), body...)))
+	n.raw = append(body, n.Sig[:]...)
+}
+
+// Marshal returns the record's encoding.
+func (n *NodeInfo) Marshal() []byte { return n.raw }
+
+// ParseInfo decodes a NodeInfo and checks its signature against its node key.
+func ParseInfo(b []byte) (*NodeInfo, error) {
+	if len(b) > 1024 {
+		return nil, fmt.Errorf("node info: %w: too long", ErrMalformed)
+	}
+	r := wire.Reader{B: b}
+	n := &NodeInfo{}
+	if v := r.U8(); r.Err == nil && v != infoVersion {
+		return nil, fmt.Errorf("node info: %w: version %d", ErrMalformed, v)
+	}
+	r.Fixed(n.Node[:])
+	n.Seq = r.U64()
+	cnt := int(r.U8())
+	if cnt > maxEndpoints {
+		return nil, fmt.Errorf("node info: %w: %d endpoints", ErrMalformed, cnt)
+	}
+	for i := 0; i < cnt && r.Err == nil; i++ {
+		ep := r.AddrPort()
+		if !ep.IsValid() {
+			return nil, fmt.Errorf("node info: %w: bad endpoint", ErrMalformed)
+		}
+		n.Endpoints = append(n.Endpoints, ep)
+	}
+	r.Fixed(n.Sig[:])
+	if err := r.Done(); err != nil {
+		return nil, fmt.Errorf("node info: %w: %v", ErrMalformed, err)
+	}
+	signed := len(b) - ed25519.SignatureSize
+	if !ed25519.Verify(n.Node.PublicKey(), append(append([]byte{}, infoContext...), b[:signed]...), n.Sig[:]) {
+		return nil, fmt.Errorf("node info of %v: %w", n.Node, ErrBadSignature)
+	}
+	n.raw = bytes.Clone(b)
+	return n, nil
+}
+
+// RecordKey names the slot a record fills.
+type RecordKey struct {
+	Kind RecordKind
+	Node wire.NodeID
+}
+
+// DigestEntry says which version of a record a node holds.
+type DigestEntry struct {
+	RecordKey
+	Version uint64
+}
+
+// Rejection reasons the Store counts.
+const (
+	RejectMalformed = "malformed"
+	RejectSignature = "bad-signature"
+	RejectUser      = "unknown-user"
+	RejectExpired   = "expired"
+	RejectStale     = "stale"
+	RejectNoCert    = "no-cert"
+	RejectConflict  = "address-conflict"
+)
+
+// Store holds the records a node knows about its user's nodes and decides
+// which incoming records to accept. It is not safe for concurrent use: the
+// node's control loop owns it.
+type Store struct {
+	user  ed25519.PublicKey
+	certs map[wire.NodeID]*Cert
+	infos map[wire.NodeID]*NodeInfo
+	// Rejected counts refused records by reason.
+	Rejected map[string]uint64
+}
+
+// NewStore returns an empty store trusting the given user key.
+func NewStore(user ed25519.PublicKey) *Store {
+	return &Store{
+		user:     user,
+		certs:    map[wire.NodeID]*Cert{},
+		infos:    map[wire.NodeID]*NodeInfo{},
+		Rejected: map[string]uint64{},
+	}
+}
+
+func (s *Store) reject(reason string, err error) error {
+	s.Rejected[reason]++
+	return fmt.Errorf("%s: %w", reason, err)
+}
+
+// Change is what an accepted record changed.
+type Change struct {
+	Kind RecordKind
+	Node wire.NodeID
+}
+
+// Apply decodes one record and keeps it if it is valid, trusted and newer
+// than what the store holds. It returns whether the record was new.
+func (s *Store) Apply(kind RecordKind, b []byte, now time.Time) (bool, error) {
+	switch kind {
+	case KindCert:
+		c, err := ParseCert(b)
+		if err != nil {
+			if isErr(err, ErrBadSignature) {
+				return false, s.reject(RejectSignature, err)
+			}
+			return false, s.reject(RejectMalformed, err)
+		}
+		return s.AddCert(c, now)
+	case KindInfo:
+		n, err := ParseInfo(b)
+		if err != nil {
+			if isErr(err, ErrBadSignature) {
+				return false, s.reject(RejectSignature, err)
+			}
+			return false, s.reject(RejectMalformed, err)
+		}
+		return s.AddInfo(n)
+	}
+	return false, s.reject(RejectMalformed, fmt.Errorf("unknown record kind %d", kind))
+}
+
+// AddCert keeps a parsed certificate if it is trusted and newer.
+func (s *Store) AddCert(c *Cert, now time.Time) (bool, error) {
+	if err := c.Verify(s.user, now); err != nil {
+		if err == ErrWrongUser {
+			return false, s.reject(RejectUser, err)
+		}
+		return false, s.reject(RejectExpired, err)
+	}
+	if old := s.certs[c.Node]; old != nil && !c.NotBefore.After(old.NotBefore) {
+		if c.NotBefore.Equal(old.NotBefore) {
+			return false, nil // the same record again: not an error
+		}
+		return false, s.reject(RejectStale, fmt.Errorf("certificate of %s older than the one held", c.FQDN()))
+	}
+	for id, o := range s.certs {
+		if id != c.Node && (o.IPv4 == c.IPv4 || o.Name == c.Name) {
+			if o.NotBefore.After(c.NotBefore) {
+				return false, s.reject(RejectConflict, fmt.Errorf("%s: %v or name already held by %s", c.FQDN(), c.IPv4, o.Node))
+			}
+			// The newer certificate wins; the older holder was re-issued or replaced.
+			delete(s.certs, id)
+			delete(s.infos, id)
+		}
+	}
+	s.certs[c.Node] = c
+	return true, nil
+}
+
+// AddInfo keeps a parsed NodeInfo if its node is certified and the Seq is newer.
+func (s *Store) AddInfo(n *NodeInfo) (bool, error) {
+	if s.certs[n.Node] == nil {
+		return false, s.reject(RejectNoCert, fmt.Errorf("node info of %v with no certificate", n.Node))
+	}
+	if old := s.infos[n.Node]; old != nil && n.Seq <= old.Seq {
+		if n.Seq == old.Seq {
+			return false, nil
+		}
+		return false, s.reject(RejectStale, fmt.Errorf("node info of %v: seq %d <= %d", n.Node, n.Seq, old.Seq))
+	}
+	s.infos[n.Node] = n
+	return true, nil
+}
+
+// Expire drops certificates that are no longer valid at now.
+func (s *Store) Expire(now time.Time) (gone []wire.NodeID) {
+	for id, c := range s.certs {
+		if now.After(c.NotAfter) {
+			delete(s.certs, id)
+			delete(s.infos, id)
+			gone = append(gone, id)
+		}
+	}
+	return gone
+}
+
+// Cert returns the certificate of id, or nil.
+func (s *Store) Cert(id wire.NodeID) *Cert { return s.certs[id] }
+
+// Info returns the NodeInfo of id, or nil.
+func (s *Store) Info(id wire.NodeID) *NodeInfo { return s.infos[id] }
+
+// Certs returns every certificate held, ordered by name.
+func (s *Store) Certs() []*Cert {
+	out := make([]*Cert, 0, len(s.certs))
+	for _, c := range s.certs {
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b *Cert) int { return bytes.Compare([]byte(a.Name), []byte(b.Name)) })
+	return out
+}
+
+// Digest lists every record held with its version.
+func (s *Store) Digest() []DigestEntry {
+	d := make([]DigestEntry, 0, len(s.certs)+len(s.infos))
+	for id, c := range s.certs {
+		d = append(d, DigestEntry{RecordKey{KindCert, id}, uint64(c.NotBefore.UnixNano())})
+	}
+	for id, n := range s.infos {
+		d = append(d, DigestEntry{RecordKey{KindInfo, id}, n.Seq})
+	}
+	return d
+}
+
+// Version returns the version held for key, 0 if none.
+func (s *Store) Version(k RecordKey) uint64 {
+	switch k.Kind {
+	case KindCert:
+		if c := s.certs[k.Node]; c != nil {
+			return uint64(c.NotBefore.UnixNano())
+		}
+	case KindInfo:
+		if n := s.infos[k.Node]; n != nil {
+			return n.Seq
+		}
+	}
+	return 0
+}
+
+// Raw returns the encoding of the record at key, or nil.
+func (s *Store) Raw(k RecordKey) []byte {
+	switch k.Kind {
+	case KindCert:
+		if c := s.certs[k.Node]; c != nil {
+			return c.Marshal()
+		}
+	case KindInfo:
+		if n := s.infos[k.Node]; n != nil {
+			return n.Marshal()
+		}
+	}
+	return nil
+}

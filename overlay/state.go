@@ -1,0 +1,277 @@
+package overlay
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/ed25519"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+)
+
+// State is a node's state directory. Layout:
+//
+//	node.key     the node's private keys (0600)
+//	user.key     the user's private key, on admin nodes only (0600)
+//	cert         the node's certificate
+//	records      the records cache: peers' certificates and endpoints
+//	invites      pending invite codes (admin nodes)
+//	glow.sock    the local API (0600), glow.pid, glow.log
+//
+// Every write is atomic (temp file, fsync, rename, fsync of the directory).
+// A damaged file gives an error that names it; keys are never overwritten.
+type State struct {
+	Dir string
+}
+
+// ErrDamaged marks a state file that exists but cannot be read back.
+var ErrDamaged = errors.New("damaged")
+
+// DamagedError names the state file at fault.
+type DamagedError struct {
+	Path string
+	Err  error
+}
+
+func (e *DamagedError) Error() string {
+	return fmt.Sprintf("state file %s is damaged (%v); restore it from a backup or move it away to start this node afresh", e.Path, e.Err)
+}
+
+func (e *DamagedError) Unwrap() error { return ErrDamaged }
+
+// Path returns the path of a file in the state directory.
+func (s State) Path(name string) string { return filepath.Join(s.Dir, name) }
+
+// Init creates the directory (0700) if needed.
+func (s State) Init() error {
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return fmt.Errorf("state directory %s: %w", s.Dir, err)
+	}
+	return nil
+}
+
+// WriteFile writes name atomically with the given mode.
+func (s State) WriteFile(name string, data []byte, mode os.FileMode) error {
+	return writeAtomic(s.Path(name), data, mode)
+}
+
+func writeAtomic(path string, data []byte, mode os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // no-op after the rename
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// ReadFile reads name; a missing file gives an error matching fs.ErrNotExist.
+func (s State) ReadFile(name string) ([]byte, error) { return os.ReadFile(s.Path(name)) }
+
+// Exists reports whether name exists.
+func (s State) Exists(name string) bool {
+	_, err := os.Stat(s.Path(name))
+	return err == nil
+}
+
+// CreateKeyFile writes a key file that must not exist yet: keys are never replaced.
+func (s State) CreateKeyFile(name string, data []byte) error {
+	path := s.Path(name)
+	if _, err := os.Stat(path); err == nil {
+		return fmt.Errorf("%s already exists; glow never replaces keys", path)
+	}
+	return writeAtomic(path, data, 0o600)
+}
+
+const (
+	nodeKeyHeader = "glow node key v1"
+	userKeyHeader = "glow user key v1"
+)
+
+// fields parses "header\nkey value\n..." files.
+func parseKV(path string, data []byte, header string) (map[string]string, error) {
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	if !sc.Scan() || strings.TrimSpace(sc.Text()) != header {
+		return nil, &DamagedError{path, fmt.Errorf("first line is not %q", header)}
+	}
+	kv := map[string]string{}
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, " ")
+		if !ok {
+			return nil, &DamagedError{path, fmt.Errorf("line %q has no value", line)}
+		}
+		kv[k] = strings.TrimSpace(v)
+	}
+	return kv, nil
+}
+
+func keyField(path string, kv map[string]string, name string, n int) ([]byte, error) {
+	b, err := base64.StdEncoding.DecodeString(kv[name])
+	if err != nil || len(b) != n {
+		return nil, &DamagedError{path, fmt.Errorf("field %q is not a %d-byte base64 key", name, n)}
+	}
+	return b, nil
+}
+
+// SaveNodeKeys writes node.key; it fails if one exists.
+func (s State) SaveNodeKeys(k *NodeKeys) error {
+	data := fmt.Sprintf("%s\n# This node's private keys. Keep this file secret.\nsign %s\nwg %s\nctl %s\n",
+		nodeKeyHeader,
+		base64.StdEncoding.EncodeToString(k.Sign.Seed()),
+		base64.StdEncoding.EncodeToString(k.WG[:]),
+		base64.StdEncoding.EncodeToString(k.Ctl[:]))
+	return s.CreateKeyFile("node.key", []byte(data))
+}
+
+// LoadNodeKeys reads node.key. A missing file matches fs.ErrNotExist.
+func (s State) LoadNodeKeys() (*NodeKeys, error) {
+	path := s.Path("node.key")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	kv, err := parseKV(path, data, nodeKeyHeader)
+	if err != nil {
+		return nil, err
+	}
+	seed, err := keyField(path, kv, "sign", ed25519.SeedSize)
+	if err != nil {
+		return nil, err
+	}
+	wg, err := keyField(path, kv, "wg", 32)
+	if err != nil {
+		return nil, err
+	}
+	ctl, err := keyField(path, kv, "ctl", 32)
+	if err != nil {
+		return nil, err
+	}
+	k := &NodeKeys{Sign: ed25519.NewKeyFromSeed(seed)}
+	copy(k.WG[:], wg)
+	copy(k.Ctl[:], ctl)
+	return k, nil
+}
+
+// SaveUserKey writes user.key; it fails if one exists.
+func (s State) SaveUserKey(u *UserKey) error {
+	data := fmt.Sprintf("%s\n# The private key of user %s: it admits nodes. Keep this file secret.\nname %s\nkey %s\n",
+		userKeyHeader, u.Name, u.Name, base64.StdEncoding.EncodeToString(u.Priv.Seed()))
+	return s.CreateKeyFile("user.key", []byte(data))
+}
+
+// LoadUserKey reads user.key. A missing file matches fs.ErrNotExist.
+func (s State) LoadUserKey() (*UserKey, error) {
+	path := s.Path("user.key")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	kv, err := parseKV(path, data, userKeyHeader)
+	if err != nil {
+		return nil, err
+	}
+	seed, err := keyField(path, kv, "key", ed25519.SeedSize)
+	if err != nil {
+		return nil, err
+	}
+	if !ValidName(kv["name"]) {
+		return nil, &DamagedError{path, fmt.Errorf("bad user name %q", kv["name"])}
+	}
+	return &UserKey{Name: kv["name"], Priv: ed25519.NewKeyFromSeed(seed)}, nil
+}
+
+// LoadCert reads the node's certificate. A missing file matches fs.ErrNotExist.
+func (s State) LoadCert() (*Cert, error) {
+	path := s.Path("cert")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	c, err := ParseCert(data)
+	if err != nil {
+		return nil, &DamagedError{path, err}
+	}
+	return c, nil
+}
+
+// SaveRecords writes the records cache: (kind, length, bytes) entries.
+func (s State) SaveRecords(st *Store) error {
+	var buf []byte
+	for _, d := range st.Digest() {
+		raw := st.Raw(d.RecordKey)
+		buf = append(buf, byte(d.Kind), byte(len(raw)>>8), byte(len(raw)))
+		buf = append(buf, raw...)
+	}
+	return s.WriteFile("records", buf, 0o600)
+}
+
+// LoadRecords feeds the records cache into st. A damaged cache is not fatal
+// (records come back by gossip), so it is reported and otherwise ignored.
+func (s State) LoadRecords(st *Store, apply func(kind RecordKind, raw []byte) error) error {
+	data, err := s.ReadFile("records")
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for len(data) > 0 {
+		if len(data) < 3 {
+			return &DamagedError{s.Path("records"), errors.New("truncated")}
+		}
+		kind, n := RecordKind(data[0]), int(data[1])<<8|int(data[2])
+		data = data[3:]
+		if n > len(data) {
+			return &DamagedError{s.Path("records"), errors.New("truncated")}
+		}
+		apply(kind, data[:n])
+		data = data[n:]
+	}
+	return nil
+}
+
+// Lock takes an exclusive lock on the state directory so that two daemons
+// never share one. The lock goes with the process.
+func (s State) Lock() (*os.File, error) {
+	f, err := os.OpenFile(s.Path("glow.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("another glow daemon is running with state %s", s.Dir)
+	}
+	return f, nil
+}

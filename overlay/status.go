@@ -1,0 +1,182 @@
+package overlay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"glow/internal/wire"
+)
+
+// Status is what `glow status` shows. Field names follow CLI.md.
+type Status struct {
+	Self  SelfStatus        `json:"self"`
+	Peers []PeerStatus      `json:"peers"`
+	Drops map[string]uint64 `json:"drops"`
+}
+
+// SelfStatus describes this node.
+type SelfStatus struct {
+	Name      string   `json:"name"`
+	User      string   `json:"user"`
+	IPv4      string   `json:"ipv4"`
+	IPv6      string   `json:"ipv6"`
+	ID        string   `json:"id"`
+	Admin     bool     `json:"admin"`
+	Port      uint16   `json:"port"`
+	Endpoints []string `json:"endpoints"`
+	Expires   string   `json:"cert_expires"`
+}
+
+// PeerStatus describes one known peer.
+type PeerStatus struct {
+	Name     string   `json:"name"`
+	User     string   `json:"user"`
+	IPv4     string   `json:"ipv4"`
+	IPv6     string   `json:"ipv6"`
+	ID       string   `json:"id"`
+	Online   bool     `json:"online"`
+	Path     string   `json:"path"` // direct, relay, none
+	Endpoint string   `json:"endpoint,omitempty"`
+	Via      []string `json:"via"`
+	RTTms    float64  `json:"rtt_ms"`
+	LastSeen string   `json:"last_seen,omitempty"`
+}
+
+// Status reports this node and its peers.
+func (n *Node) Status() Status {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	now := time.Now()
+	c := n.cert
+	s := Status{
+		Self: SelfStatus{
+			Name: c.Name, User: c.UserName, IPv4: c.IPv4.String(), IPv6: c.IPv6.String(),
+			ID: c.Node.String(), Admin: n.user != nil, Port: n.port, Endpoints: []string{},
+			Expires: c.NotAfter.UTC().Format(time.RFC3339),
+		},
+		Peers: []PeerStatus{},
+		Drops: map[string]uint64{},
+	}
+	if n.info != nil {
+		for _, ep := range n.info.Endpoints {
+			s.Self.Endpoints = append(s.Self.Endpoints, ep.String())
+		}
+	}
+	for _, p := range n.peers {
+		ps := PeerStatus{
+			Name: p.cert.Name, User: p.cert.UserName, IPv4: p.cert.IPv4.String(), IPv6: p.cert.IPv6.String(),
+			ID: p.cert.Node.String(), Path: "none", Via: []string{},
+		}
+		if p.active.IsValid() {
+			ps.Online, ps.Path, ps.Endpoint = true, "direct", p.active.String()
+			ps.RTTms = float64(p.rtt.Microseconds()) / 1000
+		}
+		if !p.lastHeard.IsZero() {
+			ps.LastSeen = now.Sub(p.lastHeard).Round(time.Second).String() + " ago"
+		}
+		s.Peers = append(s.Peers, ps)
+	}
+	slices.SortFunc(s.Peers, func(a, b PeerStatus) int { return strings.Compare(a.Name, b.Name) })
+	for k, v := range n.dropCtl {
+		s.Drops["control/"+k] = v
+	}
+	for k, v := range n.store.Rejected {
+		s.Drops["record/"+k] = v
+	}
+	bc := n.bind.Counters()
+	s.Drops["bind/unknown-source"] = bc.UnknownSource
+	s.Drops["bind/control-queue-full"] = bc.ControlQueueFull
+	s.Drops["bind/unknown-kind"] = bc.UnknownKind
+	s.Drops["bind/send-no-path"] = bc.SendNoPath
+	return s
+}
+
+// ErrNoSuchPeer is returned for a target that names no known node.
+var ErrNoSuchPeer = errors.New("no such peer")
+
+// findLocked resolves a name (node, node.user, node.user.glow) or an
+// overlay address to a peer.
+func (n *Node) findLocked(target string) (*peer, error) {
+	target = strings.TrimSuffix(strings.ToLower(target), ".")
+	target = strings.TrimSuffix(target, ".glow")
+	ip, ipErr := netip.ParseAddr(target)
+	for _, p := range n.peers {
+		c := p.cert
+		if ipErr == nil && (c.IPv4 == ip || c.IPv6 == ip) ||
+			target == c.Name || target == c.FQDN() || target == c.Node.String() {
+			return p, nil
+		}
+	}
+	return nil, fmt.Errorf("%w %q (see 'glow status')", ErrNoSuchPeer, target)
+}
+
+// Addrs returns the overlay addresses of target, or of this node if target is "".
+func (n *Node) Addrs(target string) ([]netip.Addr, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if target == "" || target == n.cert.Name || target == n.cert.FQDN() {
+		return []netip.Addr{n.cert.IPv4, n.cert.IPv6}, nil
+	}
+	p, err := n.findLocked(target)
+	if err != nil {
+		return nil, err
+	}
+	return []netip.Addr{p.cert.IPv4, p.cert.IPv6}, nil
+}
+
+// Ping sends one overlay-level ping to target over its current path (or, with
+// no path yet, to every candidate) and waits for the reply.
+func (n *Node) Ping(ctx context.Context, target string) (PingResult, error) {
+	reply := make(chan PingResult, 16)
+	n.mu.Lock()
+	p, err := n.findLocked(target)
+	if err != nil {
+		n.mu.Unlock()
+		return PingResult{}, err
+	}
+	now := time.Now()
+	name := p.cert.FQDN()
+	switch {
+	case p.active.IsValid():
+		n.pingLocked(p, p.active, now, reply)
+	case len(p.cands) > 0:
+		for a := range p.cands {
+			n.pingLocked(p, a, now, reply)
+		}
+	default:
+		n.mu.Unlock()
+		return PingResult{Peer: name, Path: "none"}, fmt.Errorf("no path to %s yet", name)
+	}
+	n.mu.Unlock()
+	select {
+	case r := <-reply:
+		if r.Err != "" {
+			return r, fmt.Errorf("ping %s: %s", name, r.Err)
+		}
+		return r, nil
+	case <-ctx.Done():
+		return PingResult{Peer: name}, ctx.Err()
+	case <-n.done:
+		return PingResult{Peer: name}, errors.New("node stopped")
+	}
+}
+
+var _ = wire.NodeID{}
+
+// ResolveName resolves a node name (nas, nas.alice, nas.alice.glow) or an
+// address literal to an overlay address, for the userspace proxy.
+func (n *Node) ResolveName(_ context.Context, host string) (netip.Addr, error) {
+	if a, err := netip.ParseAddr(host); err == nil {
+		return a, nil
+	}
+	addrs, err := n.Addrs(host)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	return addrs[0], nil
+}

@@ -1,0 +1,14 @@
+package overlay
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+)
+
+func newUserKey(name string) (*UserKey, error) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	return &UserKey{Name: name, Priv: priv}, nil
+}
