@@ -1,0 +1,87 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"glow/e2e/lab"
+)
+
+var (
+	glowBin  string // the binary under test
+	buildErr error  // why there is none
+)
+
+// TestMain builds cmd/glow once for every test (GLOW_BIN=/path/to/glow uses
+// a prebuilt binary instead) and says loudly when the tier cannot run.
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 {
+		fmt.Fprintf(os.Stderr, "\n!!!!!!!! %s !!!!!!!!\n\n", lab.SkipMessage)
+		if os.Getenv("GLOW_E2E") == "require" {
+			fmt.Fprintln(os.Stderr, "GLOW_E2E=require: failing instead of skipping")
+			os.Exit(1)
+		}
+		os.Exit(m.Run())
+	}
+	tmp, err := os.MkdirTemp("", "glow-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if glowBin = os.Getenv("GLOW_BIN"); glowBin == "" {
+		glowBin, buildErr = buildGlow(filepath.Join(tmp, "glow"))
+	}
+	code := m.Run()
+	os.RemoveAll(tmp)
+	os.Exit(code)
+}
+
+// buildGlow runs `go build -o out ./cmd/glow` in the module root.
+func buildGlow(out string) (string, error) {
+	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(goTool); err != nil {
+		goTool = "go"
+	}
+	root, err := moduleRoot(goTool)
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.Command(goTool, "build", "-o", out, "./cmd/glow")
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/glow in %s: %v\n%s", root, err, b)
+	}
+	return out, nil
+}
+
+func moduleRoot(goTool string) (string, error) {
+	out, err := exec.Command(goTool, "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	mod := string(bytes.TrimSpace(out))
+	if mod == "" || mod == os.DevNull {
+		return "", fmt.Errorf("not inside the glow module")
+	}
+	return filepath.Dir(mod), nil
+}
+
+// needGlow fails t when the glow binary could not be built.
+func needGlow(t *testing.T) {
+	t.Helper()
+	if buildErr != nil {
+		t.Fatalf("no glow binary: %v", buildErr)
+	}
+	if glowBin == "" {
+		t.Fatalf("no glow binary")
+	}
+	if strings.Contains(glowBin, " ") {
+		t.Fatalf("glow binary path %q has a space", glowBin)
+	}
+}

@@ -1,0 +1,61 @@
+// Package tun gives glow its two packet devices behind one interface,
+// wireguard-go's [tun.Device]:
+//
+//   - [Kernel]: a Linux kernel TUN interface (needs root or CAP_NET_ADMIN).
+//     Applications on the machine reach the overlay through it with plain
+//     IP: the interface carries the node's overlay addresses with the
+//     overlay prefix lengths, so the kernel installs the connected routes
+//     (100.64.0.0/10 and the user's ULA /48) by itself and glow installs no
+//     routes of its own.
+//   - [Netstack]: a userspace TCP/IP stack (wireguard-go's netstack, built on
+//     gVisor), for machines where glow is not root and for fast in-process
+//     tests. Programs reach it through the SOCKS5 / HTTP CONNECT proxy
+//     served by [ServeSOCKS5].
+//
+// The overlay hands either Device to wireguard-go's device.NewDevice (through
+// its policy wrapper) and does not care which one it got.
+//
+// # Use
+//
+//	k, err := tun.OpenKernel(tun.KernelConfig{
+//		Prefixes:   []netip.Prefix{netip.MustParsePrefix("100.64.0.7/10"), v6},
+//		ExtraAddrs: []netip.Addr{netip.MustParseAddr("100.100.100.53")},
+//	})
+//	dev := k.Device() // give to wireguard-go
+//	defer k.Close()   // removes the interface
+//
+//	ns, err := tun.OpenNetstack(addrs, 1280)
+//	go tun.ServeSOCKS5(ctx, ln, tun.ProxyConfig{Dial: ns.DialContext})
+//
+// # Why this shape
+//
+// The kernel device is wireguard-go's own [tun.CreateTUN], unchanged, so the
+// Linux offloads it negotiates (IFF_VNET_HDR with TSO4/6, and USO4/6 where the
+// kernel has them, plus its GRO tables) stay on and BatchSize stays > 1:
+// throughput on a direct path stays that of plain wireguard-go. This package
+// only adds what CreateTUN leaves out: addresses (IPv6 ones with IFA_F_NODAD,
+// so they are usable at once, as Tailscale and wg-quick do), MTU and link
+// state, all through netlink rather than by running ip(8).
+//
+// An interface that already has the configured name is handled as follows:
+// if it is a TUN device that no process has open (a persistent TUN, for
+// example one a crashed daemon or `ip tuntap add` left behind) it is stale and
+// is deleted; any other interface of that name (a TUN some process still
+// holds, or a link of another kind) is left alone and OpenKernel returns an
+// error naming it. Whether a TUN is held is asked of the kernel (see
+// removeStale), never guessed. The TUN glow creates is not persistent: it
+// disappears with the process that held it, so a crashed glow daemon leaves
+// nothing behind, and a second daemon cannot take over a running one's.
+//
+// The proxy takes a Dial function instead of a *Netstack (habit 9 of STYLE.md:
+// inject the network), so the same code proxies into a netstack, into the
+// kernel stack, or into a test fake. Its handshake parser is fuzzed
+// (FuzzSOCKSHandshake). Only what applications actually use is implemented:
+// RFC 1928 with no authentication and the CONNECT command, over IPv4, IPv6
+// and domain-name targets; BIND and UDP ASSOCIATE get reply 0x07. Clients
+// that speak HTTP CONNECT instead (curl's and browsers' "HTTP proxy"
+// setting) are served on the same listener: the first byte tells them apart
+// (0x05 for SOCKS5, an ASCII letter for HTTP).
+//
+// The in-memory twin of a Device lives in package glow/tun/tuntest.
+package tun

@@ -1,0 +1,260 @@
+package tun
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// Kernel is a Linux kernel TUN interface with the node's addresses, up.
+//
+// Device's contract is wireguard-go's tun.Device; on Linux its BatchSize is
+// conn.IdealBatchSize (128) when the kernel accepted the virtio-net header
+// offloads, and Read/Write then carry TSO/GRO super-packets split and merged
+// by wireguard-go. Kernel's own methods are safe for concurrent use.
+type Kernel struct {
+	dev   tun.Device
+	name  string
+	index int
+
+	// mu guards the following, and serialises netlink requests.
+	mu     sync.Mutex
+	nl     *netlink.Handle // netlink socket in the netns OpenKernel ran in; nil after Close
+	closed bool
+}
+
+// OpenKernel creates the TUN interface cfg describes, in the network
+// namespace of the calling thread, sets its MTU and addresses and brings it
+// up. If an interface of that name exists and is a TUN device no process
+// holds open, it is deleted first (a leftover); any other existing interface
+// of that name is an error that names it.
+//
+// Close removes the interface.
+func OpenKernel(cfg KernelConfig) (*Kernel, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	// A handle made here keeps its sockets in this thread's netns, so later
+	// calls (SetAddrs from any goroutine) still act on the right interface.
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("tun: netlink: %w", err)
+	}
+	if err := removeStale(h, cfg.Name); err != nil {
+		h.Close()
+		return nil, err
+	}
+	dev, err := tun.CreateTUN(cfg.Name, cfg.MTU)
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("tun: create %s: %w", cfg.Name, err)
+	}
+	k := &Kernel{dev: dev, name: cfg.Name, nl: h}
+	if err := k.setup(cfg); err != nil {
+		k.Close()
+		return nil, err
+	}
+	return k, nil
+}
+
+func (k *Kernel) setup(cfg KernelConfig) error {
+	if name, err := k.dev.Name(); err == nil {
+		k.name = name
+	}
+	link, err := k.nl.LinkByName(k.name)
+	if err != nil {
+		return fmt.Errorf("tun: %s: find link: %w", k.name, err)
+	}
+	k.index = link.Attrs().Index
+	// CreateTUN sets the MTU with an ioctl already; setting it through the
+	// same netlink socket as the rest keeps all configuration in one netns.
+	if err := k.nl.LinkSetMTU(link, cfg.MTU); err != nil {
+		return fmt.Errorf("tun: %s: set mtu %d: %w", k.name, cfg.MTU, err)
+	}
+	if err := k.SetAddrs(cfg.Prefixes, cfg.ExtraAddrs); err != nil {
+		return err
+	}
+	if err := k.nl.LinkSetUp(link); err != nil {
+		return fmt.Errorf("tun: %s: set up: %w", k.name, err)
+	}
+	return nil
+}
+
+// removeStale deletes an interface called name if it is a TUN device that
+// no process holds open, and returns an error if name is taken by anything
+// else.
+//
+// "Held open" is decided by the kernel itself: a non-persistent TUN exists
+// only while a process holds it; a multi-queue one reports its attached
+// queues; for a persistent single-queue one (what `ip tuntap add` makes) we
+// try to attach to it, which fails with EBUSY when a process has it.
+func removeStale(h *netlink.Handle, name string) error {
+	link, err := h.LinkByName(name)
+	if err != nil {
+		if _, ok := err.(netlink.LinkNotFoundError); ok {
+			return nil
+		}
+		return fmt.Errorf("tun: look up existing interface %s: %w", name, err)
+	}
+	inUse := fmt.Errorf("tun: interface %s already exists and is held open by a running process (another glow daemon?)", name)
+	tt, ok := link.(*netlink.Tuntap)
+	switch {
+	case !ok:
+		return fmt.Errorf("tun: interface %s already exists and is a %q device, not a TUN; remove it or choose another name", name, link.Type())
+	case tt.Mode == netlink.TUNTAP_MODE_TAP:
+		return fmt.Errorf("tun: interface %s already exists and is a TAP device; remove it or choose another name", name)
+	case tt.NonPersist:
+		return inUse
+	case tt.Flags&netlink.TUNTAP_MULTI_QUEUE != 0:
+		if tt.Queues > 0 {
+			return inUse
+		}
+	default:
+		busy, err := tunAttached(name)
+		if err != nil {
+			return fmt.Errorf("tun: check existing interface %s: %w", name, err)
+		}
+		if busy {
+			return inUse
+		}
+	}
+	if err := h.LinkDel(link); err != nil {
+		return fmt.Errorf("tun: remove stale TUN interface %s: %w", name, err)
+	}
+	return nil
+}
+
+// tunAttached reports whether a process holds the existing single-queue
+// TUN device name, by trying to attach to it (and detaching at once).
+func tunAttached(name string) (bool, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false, err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return false, err
+	}
+	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	switch err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err {
+	case nil:
+		return false, nil
+	case unix.EBUSY:
+		return true, nil
+	default:
+		return false, err
+	}
+}
+
+// Device returns the TUN device, to be given to wireguard-go. Closing it
+// directly also removes the interface; prefer Kernel.Close.
+func (k *Kernel) Device() tun.Device { return k.dev }
+
+// Name returns the interface name.
+func (k *Kernel) Name() string { return k.name }
+
+// Index returns the interface index.
+func (k *Kernel) Index() int { return k.index }
+
+// SetAddrs makes the interface's addresses exactly prefixes plus extra (as
+// /32 or /128), adding the missing ones and removing the others. Link-local
+// addresses the kernel assigned are left alone. IPv6 addresses are added with
+// IFA_F_NODAD, so they are usable at once. It returns net.ErrClosed after Close.
+func (k *Kernel) SetAddrs(prefixes []netip.Prefix, extra []netip.Addr) error {
+	want, err := addrSet(prefixes, extra)
+	if err != nil {
+		return err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed {
+		return net.ErrClosed
+	}
+	link, err := k.nl.LinkByIndex(k.index)
+	if err != nil {
+		return fmt.Errorf("tun: %s: find link: %w", k.name, err)
+	}
+	cur, err := k.nl.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("tun: %s: list addresses: %w", k.name, err)
+	}
+	have := make(map[netip.Prefix]bool)
+	wanted := make(map[netip.Prefix]bool)
+	for _, p := range want {
+		wanted[p] = true
+	}
+	for _, a := range cur {
+		p, ok := prefixOf(a.IPNet)
+		if !ok || p.Addr().IsLinkLocalUnicast() {
+			continue
+		}
+		if wanted[p] {
+			have[p] = true
+			continue
+		}
+		if err := k.nl.AddrDel(link, &a); err != nil {
+			return fmt.Errorf("tun: %s: remove address %v: %w", k.name, p, err)
+		}
+	}
+	for _, p := range want {
+		if have[p] {
+			continue
+		}
+		a := &netlink.Addr{IPNet: &net.IPNet{
+			IP:   p.Addr().AsSlice(),
+			Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen()),
+		}}
+		if p.Addr().Is6() {
+			a.Flags = unix.IFA_F_NODAD
+		}
+		if err := k.nl.AddrAdd(link, a); err != nil {
+			return fmt.Errorf("tun: %s: add address %v: %w", k.name, p, err)
+		}
+	}
+	return nil
+}
+
+func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
+	if n == nil {
+		return netip.Prefix{}, false
+	}
+	a, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	a = a.Unmap()
+	ones, bits := n.Mask.Size()
+	if bits == 0 {
+		return netip.Prefix{}, false
+	}
+	if bits == 128 && a.Is4() {
+		ones -= 96
+	}
+	return netip.PrefixFrom(a, ones), true
+}
+
+// Close closes the TUN device, which removes the interface and its
+// addresses and routes. It is idempotent; later calls return nil.
+func (k *Kernel) Close() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed {
+		return nil
+	}
+	k.closed = true
+	err := k.dev.Close()
+	k.nl.Close()
+	k.nl = nil
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("tun: close %s: %w", k.name, err)
+	}
+	return nil
+}

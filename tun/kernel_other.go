@@ -1,0 +1,21 @@
+//go:build !linux
+
+package tun
+
+import (
+	"errors"
+
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// Kernel is a kernel TUN interface. It is implemented on Linux only.
+type Kernel struct{}
+
+// OpenKernel is implemented on Linux only; elsewhere use OpenNetstack.
+func OpenKernel(cfg KernelConfig) (*Kernel, error) {
+	return nil, errors.ErrUnsupported
+}
+
+func (k *Kernel) Device() tun.Device { return nil }
+func (k *Kernel) Name() string       { return "" }
+func (k *Kernel) Close() error       { return nil }
