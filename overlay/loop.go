@@ -36,6 +36,14 @@ func (n *Node) startControl() {
 		}
 	}
 	n.bind.OnUnknownSource(func(netip.AddrPort) {}) // counted by the Bind
+	// Peers known from the records cache: probe them at once.
+	now := time.Now()
+	n.mu.Lock()
+	for _, c := range n.store.Certs() {
+		n.addPeerLocked(c, now)
+	}
+	n.refreshInfoLocked(now)
+	n.mu.Unlock()
 	n.wg.Add(1)
 	go n.loop()
 }

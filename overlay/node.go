@@ -51,7 +51,11 @@ type Config struct {
 
 	// Bind is the inner conn.Bind; nil means wireguard-go's StdNetBind.
 	Bind conn.Bind
-	Logf func(format string, args ...any)
+	// HostAddrs lists the host addresses this node publishes as endpoints
+	// (with its port); nil means the addresses of the up interfaces.
+	// In-process tests pass loopback.
+	HostAddrs func() []netip.Addr
+	Logf      func(format string, args ...any)
 }
 
 // Node is one running glow node. Start builds it; Close stops it.
@@ -101,6 +105,9 @@ func Start(cfg Config) (n *Node, err error) {
 	}
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
+	}
+	if cfg.HostAddrs == nil {
+		cfg.HostAddrs = interfaceAddrs
 	}
 	if cfg.UserName != "" && !ValidName(cfg.UserName) {
 		return nil, fmt.Errorf("user name %q: use lower-case letters, digits and '-' (at most 63)", cfg.UserName)

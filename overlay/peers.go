@@ -238,7 +238,7 @@ func later(a, b time.Time) time.Time {
 // addresses with its port, and addresses peers saw it at.
 func (n *Node) localEndpointsLocked(now time.Time) []netip.AddrPort {
 	var eps []netip.AddrPort
-	for _, a := range interfaceAddrs() {
+	for _, a := range n.cfg.HostAddrs() {
 		eps = append(eps, netip.AddrPortFrom(a, n.port))
 	}
 	for ap, t := range n.seen {
