@@ -38,8 +38,9 @@ func (e *ServerError) Error() string {
 
 // ClientConfig configures a Client. Only Send is required.
 type ClientConfig struct {
-	// Send writes one datagram to the node's shared UDP socket. It must not
-	// block for long and may keep b (every call gets a fresh slice).
+	// Send writes one datagram to the node's shared UDP socket. It is
+	// called from several goroutines at once (one per server), must not
+	// block for long, and may keep b (every call gets a fresh slice).
 	Send func(b []byte, to netip.AddrPort) error
 
 	// Now returns the current time, for latencies. Nil means time.Now.

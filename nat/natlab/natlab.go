@@ -3,13 +3,13 @@
 // netip addresses, some directly on the Internet, some behind NAT gateways
 // or stateful firewalls that follow the behaviours of RFC 4787.
 //
-// # Use
+// # How to use
 //
 //	in := natlab.NewInternet()
 //	nat := in.NewNAT(natlab.NATConfig{
 //		Public:    netip.MustParseAddr("203.0.113.1"),
 //		Mapping:   natlab.EndpointIndependent,
-//		Filtering: natlab.AddressAndPortDependent,
+//		Filtering: natlab.AddressAndPortRestricted,
 //		Timeout:   30 * time.Second,
 //	})
 //	h := nat.NewHost(netip.MustParseAddr("192.168.1.2"))  // behind the NAT
