@@ -59,6 +59,7 @@ const (
 type backupState struct {
 	Path    string      `json:"path"`              // the resolv.conf backed up
 	Symlink string      `json:"symlink,omitempty"` // its link target, if it was a symlink
+	Missing bool        `json:"missing,omitempty"` // there was no file: Restore removes glow's
 	Mode    fs.FileMode `json:"mode"`              // its permission bits
 	Written string      `json:"written"`           // sha256 of the file glow wrote in its place
 }
@@ -205,7 +206,7 @@ func applyDirect(cfg OSConfig) ([]netip.AddrPort, error) {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("dns: read %s: %w", cfg.ResolvConf, err)
 	}
-	st := backupState{Path: cfg.ResolvConf, Mode: 0o644}
+	st := backupState{Path: cfg.ResolvConf, Mode: 0o644, Missing: err != nil}
 	if fi, err := os.Lstat(cfg.ResolvConf); err == nil {
 		if fi.Mode()&fs.ModeSymlink != 0 {
 			st.Symlink, _ = os.Readlink(cfg.ResolvConf)
@@ -337,6 +338,10 @@ func restoreDirect(cfg OSConfig) error {
 		return fmt.Errorf("dns: read %s: %w", cfg.ResolvConf, err)
 	case err != nil || hex.EncodeToString(sum[:]) != st.Written:
 		cfg.Logf("dns: %s changed since glow wrote it; leaving it as it is", cfg.ResolvConf)
+	case st.Missing:
+		if err := os.Remove(cfg.ResolvConf); err != nil {
+			return fmt.Errorf("dns: restore %s: %w", cfg.ResolvConf, err)
+		}
 	case st.Symlink != "":
 		if err := symlinkAtomic(st.Symlink, cfg.ResolvConf); err != nil {
 			// A bind mount cannot become a symlink: write the

@@ -299,6 +299,25 @@ func TestApplyResolvedSymlinkAndFallback(t *testing.T) {
 	}
 }
 
+func TestApplyNoResolvConf(t *testing.T) {
+	cfg := osTest(t, "")
+	os.Remove(cfg.ResolvConf)
+	ups, err := Apply(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantUpstreams(t, ups)
+	if !strings.Contains(readFile(t, cfg.ResolvConf), "nameserver 100.100.100.53") {
+		t.Error("resolv.conf not written")
+	}
+	if err := Restore(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(cfg.ResolvConf); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Restore left a resolv.conf where there was none: %v", err)
+	}
+}
+
 func TestReadUpstreams(t *testing.T) {
 	cfg := osTest(t, origResolvConf+"nameserver\nnameserver ::ffff:192.0.2.9\n")
 	wantUpstreams(t, ReadUpstreams(cfg.ResolvConf),
