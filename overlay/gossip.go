@@ -95,6 +95,7 @@ func (n *Node) recordChangedLocked(kind RecordKind, raw []byte, now time.Time) {
 		if c.Node != n.id {
 			n.addPeerLocked(n.store.Cert(c.Node), now)
 		}
+		n.updateNamesLocked()
 	case KindInfo:
 		info, _ := ParseInfo(raw)
 		if info == nil {

@@ -16,6 +16,7 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 	wgtun "golang.zx2c4.com/wireguard/tun"
 
+	glowdns "glow/dns"
 	"glow/internal/wire"
 	"glow/link"
 	"glow/tun"
@@ -61,19 +62,21 @@ type Config struct {
 // Node is one running glow node. Start builds it; Close stops it.
 type Node struct {
 	// Immutable after Start.
-	cfg    Config
-	state  State
-	keys   *NodeKeys
-	id     wire.NodeID
-	ctlPub wire.Key
-	logf   func(string, ...any)
-	bind   *Bind
-	dev    *device.Device
-	tunDev interface{ Close() error }
-	ns     *tun.Netstack // userspace only
-	port   uint16
-	disc   *link.Discovery
-	lock   *os.File
+	cfg        Config
+	state      State
+	keys       *NodeKeys
+	id         wire.NodeID
+	ctlPub     wire.Key
+	logf       func(string, ...any)
+	bind       *Bind
+	dev        *device.Device
+	tunDev     interface{ Close() error }
+	ns         *tun.Netstack // userspace only
+	port       uint16
+	disc       *link.Discovery
+	lock       *os.File
+	names      *glowdns.Table
+	dnsApplied bool
 
 	ctlIn  chan inbound
 	ctx    context.Context
@@ -160,6 +163,11 @@ func Start(cfg Config) (n *Node, err error) {
 	if err := n.startDataPlane(port); err != nil {
 		n.cancel()
 		return nil, err
+	}
+	if err := n.startDNS(); err != nil {
+		n.cancel()
+		n.dev.Close()
+		return nil, fmt.Errorf("DNS set-up (use --no-dns to leave the system resolver alone): %w", err)
 	}
 	n.startControl()
 	n.logf("glow: node %s.%s up: %v %v, UDP port %d", n.cert.Name, n.cert.UserName, n.cert.IPv4, n.cert.IPv6, n.port)
@@ -321,6 +329,7 @@ func (n *Node) startDataPlane(port uint16) error {
 				netip.PrefixFrom(n.cert.IPv4, IPv4Range.Bits()),
 				netip.PrefixFrom(n.cert.IPv6, IPv6Bits),
 			},
+			ExtraAddrs: []netip.Addr{glowdns.ServiceV4, glowdns.ServiceV6},
 		})
 		if err != nil {
 			return err
@@ -394,6 +403,7 @@ func (n *Node) Close() error {
 	}
 	n.closed = true
 	n.mu.Unlock()
+	n.stopDNS()
 	n.cancel()
 	if n.disc != nil {
 		n.disc.Close()

@@ -46,7 +46,8 @@
 //
 // Parse reads a document; Format writes it back canonically (groups, then
 // tags, then rules, each under the comments written above it, with end of
-// line comments kept), and Parse(Format(d)) equals d. Share, Unshare and
+// line comments kept), and Parse(Format(d)) equals d for every parsed d
+// (FuzzParse checks this). Share, Unshare and
 // Shares edit and list grants for "glow share nas:8080/tcp --with bob",
 // "glow unshare" and "glow friend list"; ParseShareTarget reads their
 // argument, where a bare port list means TCP.

@@ -13,6 +13,7 @@ const (
 	MaxDocumentSize = 1 << 20 // bytes
 	MaxRules        = 10000
 	MaxDefinitions  = 10000 // groups plus tags
+	MaxMembers      = 10000 // group members plus tag nodes, over all definitions
 	maxNameLen      = 63
 )
 
@@ -102,7 +103,7 @@ type Proto uint8
 // Protocol bits. ProtoOther covers every IP protocol other than TCP, UDP
 // and ICMP; only "*" (ProtoAny) grants it.
 const (
-	ProtoTCP   Proto = 1 << iota
+	ProtoTCP Proto = 1 << iota
 	ProtoUDP
 	ProtoICMP // ICMP and ICMPv6
 	ProtoOther

@@ -473,3 +473,32 @@ func FuzzInbound(f *testing.F) {
 		filter.Outbound(pkt, t0)
 	})
 }
+
+func TestConcurrentSetRules(t *testing.T) {
+	f := newFilter(t, testPolicy)
+	rs := []*Rules{compile(t, testPolicy), compile(t, ""), compile(t, policy100())}
+	done := make(chan struct{})
+	var stop = make(chan struct{})
+	for g := range 4 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				port := uint16(40000 + g*1000 + i%1000)
+				f.Inbound(pkttest.TCP(ap(laptop, port), ap(nas, 8080), pkttest.SYN, nil), t0)
+				f.Outbound(pkttest.UDP(ap(nas, port), ap(daveX, 53), nil), t0)
+			}
+		}()
+	}
+	for i := range 200 {
+		f.SetRules(rs[i%len(rs)])
+	}
+	close(stop)
+	for range 4 {
+		<-done
+	}
+}

@@ -59,6 +59,10 @@ func Parse(src []byte) (*Document, error) {
 			if err != nil {
 				return nil, err
 			}
+			if members := lines.members + len(members); members > MaxMembers {
+				return nil, errorf(n, "more than %d group members and tag nodes", MaxMembers)
+			}
+			lines.members += len(members)
 			if kw == "group" {
 				d.Groups = append(d.Groups, Group{Name: name, Members: members, Comments: pending, Note: note})
 				lines.groups = append(lines.groups, n)
@@ -96,7 +100,10 @@ func Parse(src []byte) (*Document, error) {
 }
 
 // docLines remembers where each statement was, for error messages.
-type docLines struct{ groups, tags, rules []int }
+type docLines struct {
+	groups, tags, rules []int
+	members             int // group members and tag nodes so far
+}
 
 // checkChars rejects bytes that would not survive a round trip through an
 // editor: invalid UTF-8 and control characters other than tab (and the \r
@@ -137,12 +144,10 @@ func parseDefinition(n int, kw, rest string) (string, []string, error) {
 		if err := checkName(n, what, m); err != nil {
 			return "", nil, err
 		}
-		for _, o := range members {
-			if o == m {
-				return "", nil, errorf(n, "%s %q listed twice in %s %q", what, m, kw, name)
-			}
-		}
 		members = append(members, m)
+	}
+	if dup := firstDuplicate(members); dup != "" {
+		return "", nil, errorf(n, "%s %q listed twice in %s %q", what, dup, kw, name)
 	}
 	return name, members, nil
 }
@@ -308,6 +313,16 @@ func (d *Document) check(lines *docLines) *ParseError {
 	if len(d.Groups)+len(d.Tags) > MaxDefinitions {
 		return errorf(0, "%d definitions, over the limit of %d", len(d.Groups)+len(d.Tags), MaxDefinitions)
 	}
+	members := 0
+	for _, g := range d.Groups {
+		members += len(g.Members)
+	}
+	for _, t := range d.Tags {
+		members += len(t.Nodes)
+	}
+	if members > MaxMembers {
+		return errorf(0, "%d group members and tag nodes, over the limit of %d", members, MaxMembers)
+	}
 	if err := checkComments(0, d.Header, ""); err != nil {
 		return err
 	}
@@ -394,17 +409,27 @@ func checkMembers(n int, pre, kw, name, what string, members []string) *ParseErr
 	if err := checkName(n, kw, name); err != nil {
 		return errorf(n, "%s%s", pre, err.Msg)
 	}
-	for i, m := range members {
+	for _, m := range members {
 		if err := checkName(n, what, m); err != nil {
 			return errorf(n, "%s%s", pre, err.Msg)
 		}
-		for _, o := range members[:i] {
-			if o == m {
-				return errorf(n, "%s%s %q listed twice in %s %q", pre, what, m, kw, name)
-			}
-		}
+	}
+	if dup := firstDuplicate(members); dup != "" {
+		return errorf(n, "%s%s %q listed twice in %s %q", pre, what, dup, kw, name)
 	}
 	return nil
+}
+
+// firstDuplicate returns the first name listed twice in names, or "".
+func firstDuplicate(names []string) string {
+	seen := make(map[string]bool, len(names))
+	for _, s := range names {
+		if seen[s] {
+			return s
+		}
+		seen[s] = true
+	}
+	return ""
 }
 
 // checkComments rejects comments that Format could not write back: line
@@ -477,8 +502,9 @@ func checkTarget(t Target) *ParseError {
 
 // Format writes d as canonical text: the header, then groups, tags and
 // rules in their order, each section after a blank line, each statement
-// under its comments, then the trailer. Parse(d.Format()) gives a document
-// equal to d for every valid d.
+// under its comments, then the trailer. For every document Parse returns
+// (and every valid one built in code whose comments sit where Parse would
+// put them), Parse(d.Format()) is equal to d.
 func (d *Document) Format() []byte {
 	var b bytes.Buffer
 	section := func() {

@@ -60,9 +60,11 @@ type grant struct {
 
 // index holds the grants for one destination node by source.
 type index struct {
-	byUser map[string][]grant
-	byTag  map[string][]grant
-	any    []grant
+	byUser     map[string][]grant
+	byGroup    map[string][]grant
+	byTag      map[string][]grant
+	any        []grant
+	userGroups map[string][]string // groups of each user that has a byGroup grant
 }
 
 // Compile checks doc and compiles it for the node cfg.Self of user
@@ -95,7 +97,12 @@ func Compile(doc *Document, cfg CompileConfig) (*Rules, error) {
 		owner: cfg.Owner,
 		self:  cfg.Self,
 		dir:   cfg.Directory,
-		mine:  index{byUser: map[string][]grant{}, byTag: map[string][]grant{}},
+		mine: index{
+			byUser:     map[string][]grant{},
+			byGroup:    map[string][]grant{},
+			byTag:      map[string][]grant{},
+			userGroups: map[string][]string{},
+		},
 	}
 	for _, dr := range doc.Rules {
 		c := crule{from: dr.From, to: dr.To.Kind, proto: dr.To.Proto, ports: slices.Clone(dr.To.Ports)}
@@ -122,11 +129,14 @@ func Compile(doc *Document, cfg CompileConfig) (*Rules, error) {
 		case PeerUser, PeerNode:
 			r.mine.byUser[dr.From.Name] = append(r.mine.byUser[dr.From.Name], g)
 		case PeerGroup:
-			for _, m := range c.members {
-				r.mine.byUser[m] = append(r.mine.byUser[m], g)
-			}
+			r.mine.byGroup[dr.From.Name] = append(r.mine.byGroup[dr.From.Name], g)
 		case PeerTag:
 			r.mine.byTag[dr.From.Name] = append(r.mine.byTag[dr.From.Name], g)
+		}
+	}
+	for name := range r.mine.byGroup {
+		for _, m := range groups[name] {
+			r.mine.userGroups[m] = append(r.mine.userGroups[m], name)
 		}
 	}
 	return r, nil
@@ -163,6 +173,11 @@ func (r *Rules) allowSelf(src *Principal, proto uint8, port uint16) bool {
 	if matchGrants(r.mine.byUser[src.User], src.Node, proto, port) ||
 		matchGrants(r.mine.any, src.Node, proto, port) {
 		return true
+	}
+	for _, g := range r.mine.userGroups[src.User] {
+		if matchGrants(r.mine.byGroup[g], src.Node, proto, port) {
+			return true
+		}
 	}
 	if len(r.mine.byTag) > 0 {
 		for _, t := range src.Tags {

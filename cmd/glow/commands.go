@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"runtime/debug"
@@ -29,6 +30,14 @@ func cmdDown(g *globals, args []string) error {
 	}
 	c := overlay.NewClient(g.state)
 	if err := c.Down(); err != nil {
+		if errors.Is(err, overlay.ErrNotRunning) {
+			// A crashed daemon may have left the resolver pointed at it.
+			if rerr := overlay.RepairDNS(g.state); rerr != nil {
+				return fmt.Errorf("glow is not running, and restoring DNS settings failed: %w", rerr)
+			}
+			fmt.Fprintln(g.out, "glow is not running (DNS settings checked)")
+			return nil
+		}
 		return err
 	}
 	// Wait for the daemon to let go of its socket (bounded).

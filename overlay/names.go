@@ -1,0 +1,107 @@
+package overlay
+
+import (
+	"net/netip"
+	"strings"
+
+	glowdns "glow/dns"
+)
+
+// MagicDNS wiring. The resolver (package dns) answers NODE.USER.glow from a
+// name table the node refreshes whenever a certificate changes; it listens
+// on dns.ServiceV4 and dns.ServiceV6, which the kernel TUN carries as extra
+// addresses, and forwards other names to the resolvers the system had. With
+// a userspace stack there is no system resolver to serve: the SOCKS5 proxy
+// resolves glow names itself (ResolveName).
+
+// DNSSuffix is the domain under which nodes are named.
+const DNSSuffix = "glow"
+
+func (n *Node) osDNS() glowdns.OSConfig {
+	return glowdns.OSConfig{
+		StateDir:      n.state.Dir,
+		Interface:     n.tunName(),
+		SearchDomains: []string{n.cert.UserName + "." + DNSSuffix},
+		Suffix:        DNSSuffix,
+		Logf:          n.logf,
+	}
+}
+
+func (n *Node) tunName() string {
+	if n.cfg.TUNName == "" {
+		return "glow0"
+	}
+	return n.cfg.TUNName
+}
+
+// startDNS points the system at glow's resolver (unless NoDNS) and serves it.
+func (n *Node) startDNS() error {
+	n.names = &glowdns.Table{}
+	n.mu.Lock()
+	n.updateNamesLocked()
+	n.mu.Unlock()
+	if n.cfg.Userspace {
+		return nil
+	}
+	var upstreams []netip.AddrPort
+	if n.cfg.NoDNS {
+		upstreams = glowdns.ReadUpstreams("/etc/resolv.conf")
+	} else {
+		ups, err := glowdns.Apply(n.osDNS())
+		if err != nil {
+			return err
+		}
+		upstreams = ups
+		n.dnsApplied = true
+	}
+	srv, err := glowdns.New(glowdns.Config{
+		Suffix: DNSSuffix, SelfUser: n.cert.UserName, Names: n.names,
+		Upstreams: upstreams, Logf: n.logf,
+		Prefixes: []netip.Prefix{IPv4Range, UserPrefix6(n.cert.User[:])},
+	})
+	if err != nil {
+		return err
+	}
+	addrs := []netip.AddrPort{
+		netip.AddrPortFrom(glowdns.ServiceV4, 53),
+		netip.AddrPortFrom(glowdns.ServiceV6, 53),
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := srv.ListenAndServe(n.ctx, addrs); err != nil && n.ctx.Err() == nil {
+			n.logf("glow: DNS resolver: %v", err)
+		}
+	}()
+	n.logf("glow: DNS: %s.%s names on %v; forwarding others to %v", "NODE", n.cert.UserName+"."+DNSSuffix, addrs, upstreams)
+	return nil
+}
+
+// stopDNS gives the system its resolver configuration back.
+func (n *Node) stopDNS() {
+	if n.dnsApplied {
+		if err := glowdns.Restore(n.osDNS()); err != nil {
+			n.logf("glow: restoring DNS settings: %v", err)
+		}
+	}
+}
+
+// RepairDNS restores the system resolver configuration a crashed daemon of
+// stateDir left behind. It does nothing if there is nothing to restore.
+func RepairDNS(stateDir string) error {
+	return glowdns.Restore(glowdns.OSConfig{StateDir: stateDir})
+}
+
+// updateNamesLocked rebuilds the name table from the certificates held.
+func (n *Node) updateNamesLocked() {
+	if n.names == nil {
+		return
+	}
+	var hosts []glowdns.Host
+	for _, c := range n.store.Certs() {
+		hosts = append(hosts, glowdns.Host{User: c.UserName, Node: c.Name, V4: c.IPv4, V6: c.IPv6})
+	}
+	n.names.Replace(hosts)
+}
+
+var _ = strings.ToLower
