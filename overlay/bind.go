@@ -9,6 +9,7 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 
 	"glow/internal/wire"
+	"glow/relay"
 )
 
 // Bind is the overlay's conn.Bind: wireguard-go sends to and receives from
@@ -22,14 +23,20 @@ import (
 type Bind struct {
 	inner conn.Bind
 	ctl   chan<- inbound // control, beacon and STUN datagrams, to the node's loop
+	self  wire.ShortID
+	fwd   *relay.Forwarder
 
-	byAddr atomic.Pointer[map[netip.AddrPort]*Endpoint] // copy on write
+	byAddr  atomic.Pointer[map[netip.AddrPort]*Endpoint] // copy on write
+	byShort atomic.Pointer[map[wire.ShortID]*Endpoint]   // copy on write
+	scratch sync.Pool                                    // *sendScratch for relayed sends
 
 	// Drops, counted by reason; read with Counters.
 	dropUnknownSrc  atomic.Uint64 // WireGuard packet from an address of no known peer
 	dropCtlFull     atomic.Uint64 // control queue full
 	dropUnknownKind atomic.Uint64 // neither WireGuard nor glow nor STUN
 	sendNoPath      atomic.Uint64
+	dropRelayNoPeer atomic.Uint64 // relay frame for us from an unknown source
+	dropRelayNoPath atomic.Uint64 // relay frame to forward, no path to its destination
 
 	mu      sync.Mutex // guards the following
 	peers   map[wire.NodeID]*Endpoint
@@ -43,20 +50,25 @@ type inbound struct {
 	lan  bool // came from the LAN discovery socket
 	kind wire.Kind
 	buf  []byte
-	from netip.AddrPort
+	from netip.AddrPort // invalid when the datagram came relayed
+	via  wire.NodeID    // the node that sent a relayed datagram
 }
 
 // Endpoint is a peer as wireguard-go sees it: a node identity. The path its
 // packets take can change at any time without wireguard-go noticing.
 type Endpoint struct {
-	ID   wire.NodeID
-	path atomic.Pointer[path]
+	ID       wire.NodeID
+	path     atomic.Pointer[path]
+	lastSend atomic.Int64 // unix nanos of the last WireGuard send, for heartbeats
 }
 
 // path is how packets for a peer travel now. Immutable once published.
 type path struct {
-	addr netip.AddrPort
-	ep   conn.Endpoint // inner endpoint for addr
+	addr  netip.AddrPort // the peer's address (direct) or the next hop's (relay)
+	ep    conn.Endpoint  // inner endpoint for addr
+	relay bool
+	via   wire.NodeID               // next hop, when relay
+	hdr   [wire.RelayHeaderLen]byte // frame header from this node to the peer, when relay
 }
 
 var _ conn.Endpoint = (*Endpoint)(nil)
@@ -84,20 +96,16 @@ func (e *Endpoint) DstIP() netip.Addr {
 }
 func (e *Endpoint) SrcIP() netip.Addr { return netip.Addr{} }
 
-// Direct returns the address of the current direct path, if any.
-func (e *Endpoint) Direct() (netip.AddrPort, bool) {
-	if p := e.path.Load(); p != nil {
-		return p.addr, true
-	}
-	return netip.AddrPort{}, false
-}
-
-// NewBind wraps inner. Datagrams that are not WireGuard go to ctl; when ctl
-// is full they are dropped and counted (the receive path never blocks).
-func NewBind(inner conn.Bind, ctl chan<- inbound) *Bind {
-	b := &Bind{inner: inner, ctl: ctl, peers: map[wire.NodeID]*Endpoint{}, addrs: map[netip.AddrPort]*Endpoint{}}
+// NewBind wraps inner for node self. Datagrams that are not WireGuard go to
+// ctl; when ctl is full they are dropped and counted (the receive path never
+// blocks). Relay frames for others are forwarded as fwd allows.
+func NewBind(inner conn.Bind, self wire.NodeID, fwd *relay.Forwarder, ctl chan<- inbound) *Bind {
+	b := &Bind{inner: inner, ctl: ctl, self: self.Short(), fwd: fwd,
+		peers: map[wire.NodeID]*Endpoint{}, addrs: map[netip.AddrPort]*Endpoint{}}
 	m := map[netip.AddrPort]*Endpoint{}
 	b.byAddr.Store(&m)
+	s := map[wire.ShortID]*Endpoint{}
+	b.byShort.Store(&s)
 	return b
 }
 
@@ -113,8 +121,17 @@ func (b *Bind) peerLocked(id wire.NodeID) *Endpoint {
 	if e == nil {
 		e = &Endpoint{ID: id}
 		b.peers[id] = e
+		b.publishShortLocked()
 	}
 	return e
+}
+
+func (b *Bind) publishShortLocked() {
+	m := make(map[wire.ShortID]*Endpoint, len(b.peers))
+	for id, e := range b.peers {
+		m[id.Short()] = e
+	}
+	b.byShort.Store(&m)
 }
 
 // RemovePeer forgets a peer and its addresses.
@@ -127,6 +144,7 @@ func (b *Bind) RemovePeer(id wire.NodeID) {
 	}
 	e.path.Store(nil)
 	delete(b.peers, id)
+	b.publishShortLocked()
 	for a, p := range b.addrs {
 		if p == e {
 			delete(b.addrs, a)
@@ -164,7 +182,7 @@ func (b *Bind) SetDirect(id wire.NodeID, addr netip.AddrPort) error {
 		e.path.Store(nil)
 		return nil
 	}
-	if p := e.path.Load(); p != nil && p.addr == addr {
+	if p := e.path.Load(); p != nil && !p.relay && p.addr == addr {
 		return nil
 	}
 	ep, err := b.inner.ParseEndpoint(addr.String())
@@ -174,6 +192,38 @@ func (b *Bind) SetDirect(id wire.NodeID, addr netip.AddrPort) error {
 	e.path.Store(&path{addr: addr, ep: ep})
 	b.Learn(id, addr)
 	return nil
+}
+
+// SetRelay sends the peer's packets in relay frames to the neighbour via,
+// over via's current direct path.
+func (b *Bind) SetRelay(id, via wire.NodeID) error {
+	e, v := b.Peer(id), b.Peer(via)
+	vp := v.path.Load()
+	if vp == nil || vp.relay {
+		return errNoPath
+	}
+	if p := e.path.Load(); p != nil && p.relay && p.via == via && p.addr == vp.addr {
+		return nil
+	}
+	p := &path{addr: vp.addr, ep: vp.ep, relay: true, via: via}
+	wire.PutRelayHeader(p.hdr[:], wire.DefaultHopLimit, b.self, id.Short())
+	e.path.Store(p)
+	return nil
+}
+
+// Path reports how packets for id travel: direct to addr, relayed via a
+// neighbour, or not at all.
+func (b *Bind) Path(id wire.NodeID) (addr netip.AddrPort, via wire.NodeID, relayed, ok bool) {
+	p := b.Peer(id).path.Load()
+	if p == nil {
+		return netip.AddrPort{}, via, false, false
+	}
+	return p.addr, p.via, p.relay, true
+}
+
+// SendToPeer sends one glow datagram to a peer over its current path.
+func (b *Bind) SendToPeer(pkt []byte, id wire.NodeID) error {
+	return b.Send([][]byte{pkt}, b.Peer(id))
 }
 
 // SendTo sends one glow datagram (control, beacon) to addr on the shared socket.
@@ -195,7 +245,7 @@ func (b *Bind) OnUnknownSource(f func(netip.AddrPort)) {
 
 // BindCounters are the Bind's drop counters.
 type BindCounters struct {
-	UnknownSource, ControlQueueFull, UnknownKind, SendNoPath uint64
+	UnknownSource, ControlQueueFull, UnknownKind, SendNoPath, RelayNoPeer, RelayNoPath uint64
 }
 
 // Counters returns the drop counters.
@@ -205,6 +255,8 @@ func (b *Bind) Counters() BindCounters {
 		ControlQueueFull: b.dropCtlFull.Load(),
 		UnknownKind:      b.dropUnknownKind.Load(),
 		SendNoPath:       b.sendNoPath.Load(),
+		RelayNoPeer:      b.dropRelayNoPeer.Load(),
+		RelayNoPath:      b.dropRelayNoPath.Load(),
 	}
 }
 

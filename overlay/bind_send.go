@@ -1,15 +1,31 @@
 package overlay
 
 // The send path, run by wireguard-go's per-peer send goroutine with a batch
-// of encrypted packets for one peer:
+// of encrypted packets for one peer (and by the control loop for single
+// control datagrams):
 //
-//	Endpoint (node identity) -> current path (atomic load)
-//	-> direct: the inner bind's Send (sendmmsg + UDP GSO) to the path's address
+//	Endpoint (node identity) -> current path (one atomic load)
+//	-> direct: the inner bind's Send (sendmmsg + UDP GSO) to the peer
+//	-> relay:  each packet copied behind the path's fixed relay header into
+//	           pooled scratch buffers, then one inner Send to the next hop
+//	           (equal-size frames stay GSO-able)
 //	-> none:   dropped, counted; wireguard-go retries its handshake later
 //
-// No lock and no allocation per packet; the buffers stay wireguard-go's.
+// No lock per packet; the only copies are the relay header's.
 
-import "golang.zx2c4.com/wireguard/conn"
+import (
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+
+	"glow/internal/wire"
+)
+
+// sendScratch holds relay frames for one Send call.
+type sendScratch struct {
+	bufs [][]byte
+	mem  [][]byte
+}
 
 func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	e, ok := ep.(*Endpoint)
@@ -21,5 +37,26 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		b.sendNoPath.Add(uint64(len(bufs)))
 		return errNoPath
 	}
-	return b.inner.Send(bufs, p.ep)
+	if wire.Classify(bufs[0]) == wire.KindWireGuard {
+		e.lastSend.Store(time.Now().UnixNano())
+	}
+	if !p.relay {
+		return b.inner.Send(bufs, p.ep)
+	}
+	s, _ := b.scratch.Get().(*sendScratch)
+	if s == nil {
+		s = &sendScratch{}
+	}
+	s.bufs = s.bufs[:0]
+	for i, pkt := range bufs {
+		if i == len(s.mem) {
+			s.mem = append(s.mem, make([]byte, 0, wire.RelayHeaderLen+MTU+128))
+		}
+		f := append(append(s.mem[i][:0], p.hdr[:]...), pkt...)
+		s.mem[i] = f
+		s.bufs = append(s.bufs, f)
+	}
+	err := b.inner.Send(s.bufs, p.ep)
+	b.scratch.Put(s)
+	return err
 }

@@ -104,6 +104,7 @@ func (n *Node) recordChangedLocked(kind RecordKind, raw []byte, now time.Time) {
 		if p := n.peers[info.Node]; p != nil {
 			n.addCandidatesLocked(p, info.Endpoints, now)
 		}
+		n.routesDirty = true
 	}
 }
 
@@ -111,7 +112,8 @@ func (n *Node) recordChangedLocked(kind RecordKind, raw []byte, now time.Time) {
 // pushes the new record to the neighbours.
 func (n *Node) refreshInfoLocked(now time.Time) {
 	eps := n.localEndpointsLocked(now)
-	if n.info != nil && slices.Equal(n.info.Endpoints, eps) {
+	links := n.linksLocked()
+	if n.info != nil && slices.Equal(n.info.Endpoints, eps) && slices.Equal(n.info.Links, links) {
 		return
 	}
 	seq := uint64(now.UnixNano())
@@ -121,7 +123,7 @@ func (n *Node) refreshInfoLocked(now time.Time) {
 	if old := n.store.Info(n.id); old != nil && seq <= old.Seq {
 		seq = old.Seq + 1
 	}
-	info := &NodeInfo{Node: n.id, Seq: seq, Endpoints: eps}
+	info := &NodeInfo{Node: n.id, Seq: seq, Endpoints: eps, Links: links}
 	SignInfo(n.keys.Sign, info)
 	if _, err := n.store.AddInfo(info); err != nil {
 		n.logf("glow: own node info: %v", err)

@@ -82,9 +82,12 @@ func (n *Node) loop() {
 			n.mu.Unlock()
 		case now := <-t.C:
 			n.mu.Lock()
-			if now.Sub(lastInfo) >= infoEvery {
+			if n.routesDirty || now.Sub(lastInfo) >= infoEvery {
 				lastInfo = now
-				n.refreshInfoLocked(now)
+				n.refreshInfoLocked(now) // links or endpoints may have changed
+			}
+			if n.routesDirty {
+				n.computeRoutesLocked(now)
 			}
 			every := beaconEvery
 			if now.Sub(start) < beaconBurst {

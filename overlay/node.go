@@ -19,6 +19,7 @@ import (
 	glowdns "glow/dns"
 	"glow/internal/wire"
 	"glow/link"
+	"glow/relay"
 	"glow/tun"
 )
 
@@ -26,8 +27,8 @@ import (
 const DefaultPort = 47470
 
 // MTU of the overlay interface: 1500 less WireGuard over IPv6 (80) less
-// room for the relay header (20), so relayed packets need no fragmentation.
-const MTU = 1400
+// the relay header (24), so relayed packets need no fragmentation.
+const MTU = 1500 - 80 - wire.RelayHeaderLen
 
 // certLifetime is how long a certificate issued at admission is valid.
 const certLifetime = 365 * 24 * time.Hour
@@ -69,6 +70,7 @@ type Node struct {
 	ctlPub     wire.Key
 	logf       func(string, ...any)
 	bind       *Bind
+	fwd        *relay.Forwarder
 	dev        *device.Device
 	tunDev     interface{ Close() error }
 	ns         *tun.Netstack // userspace only
@@ -84,20 +86,21 @@ type Node struct {
 	wg     sync.WaitGroup
 	done   chan struct{}
 
-	mu        sync.Mutex // guards the following; never held across a blocking call
-	cert      *Cert      // this node's certificate
-	user      *UserKey   // nil unless admin
-	store     *Store
-	peers     map[wire.NodeID]*peer
-	byCtl     map[wire.Key]*peer
-	invites   *invites
-	info      *NodeInfo                    // this node's current signed endpoints
-	seen      map[netip.AddrPort]time.Time // our address as peers see it
-	bootstrap []netip.AddrPort
-	dropCtl   map[string]uint64
-	dirty     bool // records cache needs saving
-	lastPush  time.Time
-	closed    bool
+	mu          sync.Mutex // guards the following; never held across a blocking call
+	cert        *Cert      // this node's certificate
+	user        *UserKey   // nil unless admin
+	store       *Store
+	peers       map[wire.NodeID]*peer
+	byCtl       map[wire.Key]*peer
+	invites     *invites
+	info        *NodeInfo                    // this node's current signed endpoints
+	seen        map[netip.AddrPort]time.Time // our address as peers see it
+	bootstrap   []netip.AddrPort
+	dropCtl     map[string]uint64
+	dirty       bool // records cache needs saving
+	routesDirty bool // links or records changed: recompute routes
+	lastPush    time.Time
+	closed      bool
 }
 
 // Start brings a node up: identity, interface, WireGuard, discovery, the
@@ -313,7 +316,9 @@ func (n *Node) startDataPlane(port uint16) error {
 		inner = conn.NewStdNetBind()
 	}
 	n.ctlIn = make(chan inbound, 1024)
-	n.bind = NewBind(inner, n.ctlIn)
+	n.fwd = relay.New(relay.Limits{})
+	n.fwd.SetTrust(func(src, dst wire.ShortID) bool { return false }) // until peers are known
+	n.bind = NewBind(inner, n.id, n.fwd, n.ctlIn)
 
 	var dev wgtun.Device
 	if n.cfg.Userspace {

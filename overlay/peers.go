@@ -10,29 +10,42 @@ import (
 	"glow/internal/wire"
 )
 
-// Path timing. A direct path is confirmed by a pong; heartbeats keep it;
-// missing pongs for pathTimeout make it dead and the node probes again.
+// Path timing. A direct path is confirmed by a pong and kept by heartbeat
+// pings. While the peer carries traffic, heartbeats go every second and the
+// path is dead once a heartbeat stays unanswered for deadActive; an idle
+// peer is pinged only as often as NAT mappings need, and its path is dead
+// after deadIdle. A dead direct path gives way to the best relay route at
+// once, and direct probing goes on (fast for a minute, then slower).
 const (
-	heartbeat    = 2 * time.Second  // ping on the active path this often
-	pathTimeout  = 7 * time.Second  // no pong for this long: path dead
-	probeEvery   = 1 * time.Second  // while a peer has no path, probe candidates this often
-	probeIdle    = 20 * time.Second // after probing in vain for a minute, this often
-	candidateTTL = 10 * time.Minute // forget candidates not confirmed for this long
-	pingTimeout  = 5 * time.Second
+	heartbeatActive = 1 * time.Second
+	heartbeatIdle   = 10 * time.Second
+	deadActive      = 2500 * time.Millisecond
+	deadIdle        = 25 * time.Second
+	activeWindow    = 5 * time.Second  // traffic this recent makes a peer active
+	probeEvery      = 1 * time.Second  // while a peer has no direct path, probe candidates this often
+	probeIdle       = 5 * time.Second  // after probing in vain for a minute, this often
+	candidateTTL    = 10 * time.Minute // forget candidates not confirmed for this long
+	pingTimeout     = 5 * time.Second
+	onlineWindow    = 30 * time.Second // a peer heard from this recently is online
 )
 
 // peer is the control loop's view of another node. Guarded by Node.mu.
 type peer struct {
-	cert                 *Cert
-	shared               *[32]byte // control box key
-	ep                   *Endpoint
-	cands                map[netip.AddrPort]*candidate
-	pings                map[[12]byte]*pendingPing
-	active               netip.AddrPort // current direct path, if valid
-	rtt                  time.Duration
-	added                time.Time // when the peer became known
-	since                time.Time // when the current probing round started
-	lastProbe, lastHeard time.Time
+	cert   *Cert
+	shared *[32]byte // control box key
+	ep     *Endpoint
+	cands  map[netip.AddrPort]*candidate
+	pings  map[[12]byte]*pendingPing
+	active netip.AddrPort // current direct path, if valid
+	rtt    time.Duration
+	route  []wire.NodeID // relay route when there is no direct path: next hop first, peer last
+	hbWait time.Time     // send time of the oldest heartbeat unanswered since the last pong
+	added  time.Time     // when the peer became known
+	since  time.Time     // when the current probing round started
+
+	lastProbe       time.Time // last heartbeat on the current path
+	lastDirectProbe time.Time // last probe of the direct candidates
+	lastHeard       time.Time
 }
 
 type candidate struct {
@@ -52,6 +65,7 @@ type PingResult struct {
 	Peer     string        `json:"peer"`
 	Path     string        `json:"path"`     // direct, relay
 	Endpoint string        `json:"endpoint"` // address the reply came from
+	Via      []string      `json:"via"`      // relay nodes, in order
 	RTT      time.Duration `json:"rtt_ns"`
 	Err      string        `json:"error,omitempty"`
 }
@@ -113,20 +127,28 @@ func (n *Node) addCandidatesLocked(p *peer, eps []netip.AddrPort, now time.Time)
 		}
 		p.cands[ep] = &candidate{learned: now}
 		if !p.active.IsValid() {
-			p.lastProbe = time.Time{} // probe the newcomer at the next tick
+			p.lastDirectProbe = time.Time{} // probe the newcomer at the next tick
 		}
 	}
 }
 
-// sendCtlLocked seals m to p and sends it to addr.
+// sendCtlLocked seals m to p and sends it to addr, or over p's current
+// path (direct or relayed) when addr is invalid.
 func (n *Node) sendCtlLocked(p *peer, addr netip.AddrPort, m []byte) {
 	pkt := sealCtl(make([]byte, 0, ctlOverhead+len(m)), n.ctlPub, p.shared, m)
-	if err := n.bind.SendTo(pkt, addr); err != nil {
+	var err error
+	if addr.IsValid() {
+		err = n.bind.SendTo(pkt, addr)
+	} else {
+		err = n.bind.SendToPeer(pkt, p.cert.Node)
+	}
+	if err != nil {
 		n.dropCtl["send-error"]++
 	}
 }
 
-// pingLocked sends a ping to addr and remembers it.
+// pingLocked sends a ping to addr (invalid: over the current path) and
+// remembers it.
 func (n *Node) pingLocked(p *peer, addr netip.AddrPort, now time.Time, reply chan PingResult) {
 	var tx [12]byte
 	rand.Read(tx[:])
@@ -135,6 +157,7 @@ func (n *Node) pingLocked(p *peer, addr netip.AddrPort, now time.Time, reply cha
 }
 
 // handlePongLocked confirms a candidate and perhaps makes it the path.
+// from is invalid for a pong that came relayed.
 func (n *Node) handlePongLocked(p *peer, m pongMsg, from netip.AddrPort, now time.Time) {
 	pp := p.pings[m.TxID]
 	if pp == nil {
@@ -144,6 +167,16 @@ func (n *Node) handlePongLocked(p *peer, m pongMsg, from netip.AddrPort, now tim
 	delete(p.pings, m.TxID)
 	rtt := now.Sub(pp.sent)
 	p.lastHeard = now
+	if !from.IsValid() {
+		// Relayed: the peer is alive on its relay route.
+		if !p.active.IsValid() {
+			p.rtt, p.hbWait = rtt, time.Time{}
+		}
+		if pp.reply != nil {
+			deliver(pp.reply, PingResult{Peer: p.cert.FQDN(), Path: "relay", Via: n.routeNamesLocked(p), RTT: rtt})
+		}
+		return
+	}
 	if m.Seen.IsValid() {
 		n.seen[m.Seen] = now
 	}
@@ -161,10 +194,10 @@ func (n *Node) handlePongLocked(p *peer, m pongMsg, from netip.AddrPort, now tim
 	case !p.active.IsValid():
 		n.setPathLocked(p, from, rtt, now)
 	case p.active == from:
-		p.rtt = rtt
+		p.rtt, p.hbWait = rtt, time.Time{}
 	default:
 		// Switch only for a clearly better path, so that paths do not flap.
-		if a := p.cands[p.active]; a == nil || now.Sub(a.lastPong) > pathTimeout || rtt*2 < a.rtt && a.rtt-rtt > time.Millisecond {
+		if a := p.cands[p.active]; a == nil || rtt*2 < a.rtt && a.rtt-rtt > time.Millisecond {
 			n.setPathLocked(p, from, rtt, now)
 		}
 	}
@@ -176,12 +209,25 @@ func (n *Node) setPathLocked(p *peer, addr netip.AddrPort, rtt time.Duration, no
 		n.logf("glow: path to %s via %v: %v", p.cert.FQDN(), addr, err)
 		return
 	}
-	p.active, p.rtt = addr, rtt
+	p.active, p.rtt, p.hbWait, p.route = addr, rtt, time.Time{}, nil
+	p.lastProbe = now
+	n.routesDirty = true
 	n.logf("glow: %s: direct path %v (rtt %v)", p.cert.FQDN(), addr, rtt.Round(time.Microsecond))
 	if first {
 		// A new neighbour: exchange records at once.
 		n.sendDigestLocked(p, addr)
 	}
+}
+
+// lostPathLocked drops p's direct path; the next route computation moves
+// its traffic to a relay, and probing for a direct path starts again.
+func (n *Node) lostPathLocked(p *peer, now time.Time) {
+	n.logf("glow: %s: direct path %v lost", p.cert.FQDN(), p.active)
+	n.bind.SetDirect(p.cert.Node, netip.AddrPort{})
+	p.active, p.hbWait = netip.AddrPort{}, time.Time{}
+	p.since, p.lastProbe = now, time.Time{}
+	n.routesDirty = true
+	n.computeRoutesLocked(now) // fail over now, not at the next tick
 }
 
 // tickPeersLocked runs heartbeats, path expiry and probing.
@@ -195,25 +241,29 @@ func (n *Node) tickPeersLocked(now time.Time) {
 				delete(p.pings, tx)
 			}
 		}
-		if p.active.IsValid() {
-			c := p.cands[p.active]
-			if c == nil || now.Sub(c.lastPong) > pathTimeout {
-				n.logf("glow: %s: direct path %v lost", p.cert.FQDN(), p.active)
-				n.bind.SetDirect(p.cert.Node, netip.AddrPort{})
-				p.active = netip.AddrPort{}
-				p.since, p.lastProbe = now, time.Time{}
-			} else if now.Sub(p.lastProbe) >= heartbeat {
-				p.lastProbe = now
-				n.pingLocked(p, p.active, now, nil)
+		active := now.Sub(time.Unix(0, p.ep.lastSend.Load())) < activeWindow
+		hb, dead := heartbeatIdle, deadIdle
+		if active {
+			hb, dead = heartbeatActive, deadActive
+		}
+		if p.active.IsValid() && !p.hbWait.IsZero() && now.Sub(p.hbWait) > dead {
+			n.lostPathLocked(p, now)
+		}
+		if (p.active.IsValid() || p.route != nil) && now.Sub(p.lastProbe) >= hb {
+			// Heartbeat on the current path (relayed when route is set).
+			p.lastProbe = now
+			if p.hbWait.IsZero() {
+				p.hbWait = now
 			}
+			n.pingLocked(p, p.active, now, nil)
 		}
 		if !p.active.IsValid() {
 			every := probeEvery
 			if now.Sub(p.since) > time.Minute {
 				every = probeIdle
 			}
-			if now.Sub(p.lastProbe) >= every {
-				p.lastProbe = now
+			if now.Sub(p.lastDirectProbe) >= every {
+				p.lastDirectProbe = now
 				for addr := range p.cands {
 					n.pingLocked(p, addr, now, nil)
 				}

@@ -36,6 +36,7 @@ type NodeInfo struct {
 	Node      wire.NodeID
 	Seq       uint64
 	Endpoints []netip.AddrPort
+	Links     []LinkInfo // neighbours this node reaches directly, for routing
 	Sig       [ed25519.SignatureSize]byte
 
 	raw []byte
@@ -44,7 +45,15 @@ type NodeInfo struct {
 const (
 	infoVersion  = 1
 	maxEndpoints = 16
+	maxLinks     = 64
 )
+
+// LinkInfo is one edge of the routing graph: a neighbour and the cost of
+// reaching it (lower is better).
+type LinkInfo struct {
+	Node wire.NodeID
+	Cost uint16
+}
 
 var infoContext = []byte("glow info v1\x00")
 
@@ -57,6 +66,11 @@ func (n *NodeInfo) body() []byte {
 	for _, ep := range n.Endpoints {
 		w.AddrPort(ep)
 	}
+	w.U8(uint8(len(n.Links)))
+	for _, l := range n.Links {
+		w.Raw(l.Node[:])
+		w.U16(l.Cost)
+	}
 	return w.B
 }
 
@@ -64,6 +78,9 @@ func (n *NodeInfo) body() []byte {
 func SignInfo(k ed25519.PrivateKey, n *NodeInfo) {
 	if len(n.Endpoints) > maxEndpoints {
 		n.Endpoints = n.Endpoints[:maxEndpoints]
+	}
+	if len(n.Links) > maxLinks {
+		n.Links = n.Links[:maxLinks]
 	}
 	body := n.body()
 	copy(n.Sig[:], ed25519.Sign(k, append(append([]byte{}, infoContext...), body...)))
@@ -95,6 +112,16 @@ func ParseInfo(b []byte) (*NodeInfo, error) {
 			return nil, fmt.Errorf("node info: %w: bad endpoint", ErrMalformed)
 		}
 		n.Endpoints = append(n.Endpoints, ep)
+	}
+	links := int(r.U8())
+	if links > maxLinks {
+		return nil, fmt.Errorf("node info: %w: %d links", ErrMalformed, links)
+	}
+	for i := 0; i < links && r.Err == nil; i++ {
+		var l LinkInfo
+		r.Fixed(l.Node[:])
+		l.Cost = r.U16()
+		n.Links = append(n.Links, l)
 	}
 	r.Fixed(n.Sig[:])
 	if err := r.Done(); err != nil {

@@ -72,8 +72,13 @@ func (n *Node) Status() Status {
 			Name: p.cert.Name, User: p.cert.UserName, IPv4: p.cert.IPv4.String(), IPv6: p.cert.IPv6.String(),
 			ID: p.cert.Node.String(), Path: "none", Via: []string{},
 		}
-		if p.active.IsValid() {
+		switch {
+		case p.active.IsValid():
 			ps.Online, ps.Path, ps.Endpoint = true, "direct", p.active.String()
+			ps.RTTms = float64(p.rtt.Microseconds()) / 1000
+		case p.route != nil:
+			ps.Path, ps.Via = "relay", n.routeNamesLocked(p)
+			ps.Online = now.Sub(p.lastHeard) < onlineWindow
 			ps.RTTms = float64(p.rtt.Microseconds()) / 1000
 		}
 		if !p.lastHeard.IsZero() {
@@ -144,6 +149,8 @@ func (n *Node) Ping(ctx context.Context, target string) (PingResult, error) {
 	switch {
 	case p.active.IsValid():
 		n.pingLocked(p, p.active, now, reply)
+	case p.route != nil:
+		n.pingLocked(p, netip.AddrPort{}, now, reply) // over the relay route
 	case len(p.cands) > 0:
 		for a := range p.cands {
 			n.pingLocked(p, a, now, reply)

@@ -124,7 +124,11 @@ func cmdPing(g *globals, args []string) error {
 			printJSON(g, r)
 			continue
 		}
-		fmt.Fprintf(g.out, "pong from %s via %s %s in %.2fms\n", r.Peer, r.Path, r.Endpoint, float64(r.RTT.Microseconds())/1000)
+		how := r.Path + " " + r.Endpoint
+		if r.Path == "relay" {
+			how = "relay via " + strings.Join(r.Via, ",")
+		}
+		fmt.Fprintf(g.out, "pong from %s via %s in %.2fms\n", r.Peer, how, float64(r.RTT.Microseconds())/1000)
 	}
 	if ok == 0 {
 		return fmt.Errorf("no reply from %s: %v", pos[0], lastErr)

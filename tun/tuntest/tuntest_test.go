@@ -21,6 +21,9 @@ func TestChannelCountsAndPipe(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("packet not forwarded")
 	}
+	for deadline := time.Now().Add(5 * time.Second); b.Writes.Load() == 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond) // Pipe counts after the write returns
+	}
 	if a.Reads.Load() != 1 || b.Writes.Load() != 1 || a.Writes.Load() != 0 || b.Reads.Load() != 0 {
 		t.Fatalf("counters: a r%d w%d, b r%d w%d", a.Reads.Load(), a.Writes.Load(), b.Reads.Load(), b.Writes.Load())
 	}

@@ -1,0 +1,177 @@
+package overlay
+
+import (
+	"container/heap"
+	"net/netip"
+	"slices"
+	"time"
+
+	"glow/internal/wire"
+)
+
+// Routing is link state. Each node's NodeInfo lists its links (neighbours it
+// has a live direct path to, with a cost); every node runs Dijkstra over the
+// graph of the records it holds and keeps, for each peer it cannot reach
+// directly, the route through its neighbours. An edge counts only when both
+// ends list it, so a one-sided or stale record cannot pull traffic into a
+// black hole. The Bind sends such a peer's packets in relay frames to the
+// route's first hop; each hop forwards by its own table (relay.Forwarder
+// guards what it forwards for whom).
+
+// linkCost turns a direct path's RTT into a routing cost. Coarse steps keep
+// records from changing with every jitter of the RTT.
+func linkCost(rtt time.Duration) uint16 {
+	switch {
+	case rtt < 2*time.Millisecond:
+		return 10
+	case rtt < 10*time.Millisecond:
+		return 20
+	case rtt < 50*time.Millisecond:
+		return 50
+	case rtt < 200*time.Millisecond:
+		return 100
+	}
+	return 300
+}
+
+// linksLocked lists this node's live links, ordered by node.
+func (n *Node) linksLocked() []LinkInfo {
+	var out []LinkInfo
+	for id, p := range n.peers {
+		if p.active.IsValid() {
+			out = append(out, LinkInfo{Node: id, Cost: linkCost(p.rtt)})
+		}
+	}
+	slices.SortFunc(out, func(a, b LinkInfo) int { return compareID(a.Node, b.Node) })
+	if len(out) > maxLinks {
+		out = out[:maxLinks]
+	}
+	return out
+}
+
+func compareID(a, b wire.NodeID) int {
+	for i := range a {
+		if a[i] != b[i] {
+			return int(a[i]) - int(b[i])
+		}
+	}
+	return 0
+}
+
+// computeRoutesLocked recomputes shortest paths and moves every peer
+// without a direct path onto its best relay route (or none).
+func (n *Node) computeRoutesLocked(now time.Time) {
+	n.routesDirty = false
+	// Adjacency from records, keeping only edges both ends list.
+	adj := map[wire.NodeID]map[wire.NodeID]uint16{}
+	for _, c := range n.store.Certs() {
+		info := n.store.Info(c.Node)
+		if info == nil || c.Node == n.id {
+			continue
+		}
+		for _, l := range info.Links {
+			if adj[c.Node] == nil {
+				adj[c.Node] = map[wire.NodeID]uint16{}
+			}
+			adj[c.Node][l.Node] = l.Cost
+		}
+	}
+	self := map[wire.NodeID]uint16{}
+	for _, l := range n.linksLocked() {
+		self[l.Node] = l.Cost
+	}
+	adj[n.id] = self
+	edge := func(u, v wire.NodeID) (uint16, bool) {
+		c, ok := adj[u][v]
+		if !ok {
+			return 0, false
+		}
+		if _, back := adj[v][u]; !back {
+			return 0, false
+		}
+		return c, true
+	}
+	dist := map[wire.NodeID]int{n.id: 0}
+	prev := map[wire.NodeID]wire.NodeID{}
+	q := &nodeHeap{{n.id, 0}}
+	for q.Len() > 0 {
+		it := heap.Pop(q).(heapItem)
+		if it.d > dist[it.id] {
+			continue
+		}
+		for v := range adj[it.id] {
+			c, ok := edge(it.id, v)
+			if !ok {
+				continue
+			}
+			nd := it.d + int(c)
+			if d, seen := dist[v]; !seen || nd < d || nd == d && compareID(it.id, prev[v]) < 0 {
+				dist[v], prev[v] = nd, it.id
+				heap.Push(q, heapItem{v, nd})
+			}
+		}
+	}
+	for id, p := range n.peers {
+		if p.active.IsValid() {
+			continue
+		}
+		var route []wire.NodeID
+		if _, ok := dist[id]; ok {
+			for v := id; v != n.id; v = prev[v] {
+				route = append(route, v)
+				if len(route) > wire.DefaultHopLimit {
+					route = nil
+					break
+				}
+			}
+			slices.Reverse(route)
+		}
+		if len(route) < 2 || n.peers[route[0]] == nil || !n.peers[route[0]].active.IsValid() {
+			if p.route != nil {
+				n.logf("glow: %s: no route", p.cert.FQDN())
+			}
+			p.route = nil
+			n.bind.SetDirect(id, netip.AddrPort{})
+			continue
+		}
+		if !slices.Equal(route, p.route) {
+			if err := n.bind.SetRelay(id, route[0]); err != nil {
+				continue
+			}
+			p.route = route
+			p.hbWait = time.Time{}
+			n.logf("glow: %s: relay via %v", p.cert.FQDN(), n.routeNamesLocked(p))
+		}
+	}
+}
+
+// routeNamesLocked names the relay nodes of p's route, in order.
+func (n *Node) routeNamesLocked(p *peer) []string {
+	out := []string{}
+	for _, id := range p.route[:max(0, len(p.route)-1)] {
+		if c := n.store.Cert(id); c != nil {
+			out = append(out, c.Name)
+		} else {
+			out = append(out, id.String())
+		}
+	}
+	return out
+}
+
+type heapItem struct {
+	id wire.NodeID
+	d  int
+}
+
+type nodeHeap []heapItem
+
+func (h nodeHeap) Len() int           { return len(h) }
+func (h nodeHeap) Less(i, j int) bool { return h[i].d < h[j].d }
+func (h nodeHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *nodeHeap) Push(x any)        { *h = append(*h, x.(heapItem)) }
+func (h *nodeHeap) Pop() any {
+	old := *h
+	it := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return it
+}
