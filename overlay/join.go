@@ -34,9 +34,15 @@ func (n *Node) join(code string, port uint16) (*Cert, error) {
 	if time.Now().After(inv.Expires) {
 		return nil, fmt.Errorf("the invite code expired at %s; ask for a new one ('glow invite')", inv.Expires.Format(time.RFC3339))
 	}
-	uc, err := net.ListenUDP("udp", &net.UDPAddr{Port: int(port)})
+	listen := n.cfg.ListenPacket
+	if listen == nil {
+		listen = func(port uint16) (net.PacketConn, error) {
+			return net.ListenUDP("udp", &net.UDPAddr{Port: int(port)})
+		}
+	}
+	uc, err := listen(port)
 	if err != nil {
-		if uc, err = net.ListenUDP("udp", &net.UDPAddr{}); err != nil {
+		if uc, err = listen(0); err != nil {
 			return nil, err
 		}
 	}
@@ -52,11 +58,11 @@ func (n *Node) join(code string, port uint16) (*Cert, error) {
 	buf := make([]byte, 2048)
 	for time.Now().Before(deadline) {
 		for _, ep := range inv.Endpoints {
-			uc.WriteToUDPAddrPort(pkt, ep)
+			uc.WriteTo(pkt, net.UDPAddrFromAddrPort(ep))
 		}
 		uc.SetReadDeadline(time.Now().Add(joinResend))
 		for {
-			sz, _, err := uc.ReadFromUDPAddrPort(buf)
+			sz, _, err := uc.ReadFrom(buf)
 			if err != nil {
 				break // deadline: send again
 			}

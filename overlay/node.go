@@ -51,8 +51,10 @@ type Config struct {
 	NoDiscovery    bool           // no LAN beacons (tests on loopback)
 	DiscoveryGroup netip.AddrPort // default link.DefaultGroup
 
-	// Bind is the inner conn.Bind; nil means wireguard-go's StdNetBind.
-	Bind conn.Bind
+	// ListenPacket opens the node's UDP socket on a port. nil means the
+	// host's network (wireguard-go's StdNetBind, with batching and GSO);
+	// tests pass a natlab host's, and the node then uses link.PacketBind.
+	ListenPacket func(port uint16) (net.PacketConn, error)
 	// HostAddrs lists the host addresses this node publishes as endpoints
 	// (with its port); nil means the addresses of the up interfaces.
 	// In-process tests pass loopback.
@@ -311,8 +313,10 @@ func (n *Node) createUser(name string) (*Cert, error) {
 
 // startDataPlane opens the interface, the Bind and the WireGuard device.
 func (n *Node) startDataPlane(port uint16) error {
-	inner := n.cfg.Bind
-	if inner == nil {
+	var inner conn.Bind
+	if n.cfg.ListenPacket != nil {
+		inner = link.NewPacketBind(n.cfg.ListenPacket)
+	} else {
 		inner = conn.NewStdNetBind()
 	}
 	n.ctlIn = make(chan inbound, 1024)
