@@ -23,6 +23,7 @@ import (
 //	GET  /v1/ip?target=T         {"addrs": [...]}
 //	POST /v1/ping?target=T       PingResult (one ping)
 //	POST /v1/invite?ttl=D&uses=N {"code": "..."}
+//	GET  /v1/netcheck            Netcheck (STUN and port mapping probes)
 //	POST /v1/down                stops the daemon
 
 // SocketName is the control socket's file name in the state directory.
@@ -93,6 +94,16 @@ func (n *Node) ServeAPI(ctx context.Context, down func()) error {
 			return
 		}
 		writeJSON(w, map[string]any{"code": code, "expires": time.Now().Add(ttl).UTC().Format(time.RFC3339), "uses": uses})
+	})
+	mux.HandleFunc("GET /v1/netcheck", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
+		defer cancel()
+		nc, err := n.Netcheck(ctx)
+		if err != nil {
+			writeErr(w, http.StatusInternalServerError, err)
+			return
+		}
+		writeJSON(w, nc)
 	})
 	mux.HandleFunc("POST /v1/down", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, map[string]string{"status": "stopping"})
@@ -206,6 +217,13 @@ func (c *Client) Invite(ttl time.Duration, uses int) (string, error) {
 	var out struct{ Code string }
 	err := c.do("POST", fmt.Sprintf("/v1/invite?ttl=%s&uses=%d", ttl, uses), &out)
 	return out.Code, err
+}
+
+// Netcheck asks the daemon to probe NAT behaviour and port mapping.
+func (c *Client) Netcheck() (Netcheck, error) {
+	var nc Netcheck
+	err := c.do("GET", "/v1/netcheck", &nc)
+	return nc, err
 }
 
 // Down asks the daemon to stop.

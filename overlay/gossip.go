@@ -151,6 +151,9 @@ func (n *Node) saveRecordsLocked() {
 // handleSTUNLocked answers STUN binding requests on the glow port, so that
 // any node with a public address serves its peers as a STUN server.
 func (n *Node) handleSTUNLocked(b []byte, from netip.AddrPort) {
+	if n.stun.HandleResponse(b, from) {
+		return
+	}
 	resp, ok := nat.Respond(b, from)
 	if !ok {
 		n.dropCtl["stun-not-request"]++

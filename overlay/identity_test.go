@@ -203,7 +203,7 @@ func TestJoinSingleUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	testNode(t, "n2", func(c *Config) { c.JoinCode = code })
-	cfg := Config{StateDir: t.TempDir(), NodeName: "n3", Random: true, Userspace: true, NoDiscovery: true, HostAddrs: loopback, JoinCode: code}
+	cfg := Config{StateDir: t.TempDir(), NodeName: "n3", Random: true, Userspace: true, NoDiscovery: true, NoPortMap: true, HostAddrs: loopback, JoinCode: code}
 	if n, err := Start(cfg); err == nil {
 		n.Close()
 		t.Fatal("a used code admitted a second node")
@@ -277,7 +277,7 @@ func TestStateFiles(t *testing.T) {
 		t.Fatalf("damaged cert: %v", err)
 	}
 	// Start refuses a damaged state and names the file.
-	_, err = Start(Config{StateDir: st.Dir, NodeName: "x", Random: true, Userspace: true, NoDiscovery: true})
+	_, err = Start(Config{StateDir: st.Dir, NodeName: "x", Random: true, Userspace: true, NoDiscovery: true, NoPortMap: true})
 	if err == nil || !strings.Contains(err.Error(), "cert") {
 		t.Fatalf("start on damaged state: %v", err)
 	}

@@ -82,8 +82,8 @@ func (n *Node) loop() {
 			n.mu.Unlock()
 		case now := <-t.C:
 			n.mu.Lock()
-			if n.routesDirty || now.Sub(lastInfo) >= infoEvery {
-				lastInfo = now
+			if n.routesDirty || n.infoDirty || now.Sub(lastInfo) >= infoEvery {
+				lastInfo, n.infoDirty = now, false
 				n.refreshInfoLocked(now) // links or endpoints may have changed
 			}
 			if n.routesDirty {

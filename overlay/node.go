@@ -19,6 +19,7 @@ import (
 	glowdns "glow/dns"
 	"glow/internal/wire"
 	"glow/link"
+	"glow/nat"
 	"glow/relay"
 	"glow/tun"
 )
@@ -43,10 +44,12 @@ type Config struct {
 	Random   bool   // pick a free UDP port
 	Peers    []string
 
-	Userspace bool   // netstack instead of a kernel TUN
-	SOCKS5    string // with Userspace: address of the SOCKS5 proxy ("" = none)
-	TUNName   string // kernel TUN name, default glow0
-	NoDNS     bool
+	Userspace   bool   // netstack instead of a kernel TUN
+	SOCKS5      string // with Userspace: address of the SOCKS5 proxy ("" = none)
+	TUNName     string // kernel TUN name, default glow0
+	NoDNS       bool
+	NoPortMap   bool     // do not ask the gateway for a port mapping
+	STUNServers []string // extra STUN servers (HOST:PORT) for glow netcheck
 
 	NoDiscovery    bool           // no LAN beacons (tests on loopback)
 	DiscoveryGroup netip.AddrPort // default link.DefaultGroup
@@ -65,22 +68,25 @@ type Config struct {
 // Node is one running glow node. Start builds it; Close stops it.
 type Node struct {
 	// Immutable after Start.
-	cfg        Config
-	state      State
-	keys       *NodeKeys
-	id         wire.NodeID
-	ctlPub     wire.Key
-	logf       func(string, ...any)
-	bind       *Bind
-	fwd        *relay.Forwarder
-	dev        *device.Device
-	tunDev     interface{ Close() error }
-	ns         *tun.Netstack // userspace only
-	port       uint16
-	disc       *link.Discovery
-	lock       *os.File
-	names      *glowdns.Table
-	dnsApplied bool
+	cfg         Config
+	state       State
+	keys        *NodeKeys
+	id          wire.NodeID
+	ctlPub      wire.Key
+	logf        func(string, ...any)
+	bind        *Bind
+	fwd         *relay.Forwarder
+	dev         *device.Device
+	tunDev      interface{ Close() error }
+	ns          *tun.Netstack // userspace only
+	port        uint16
+	disc        *link.Discovery
+	lock        *os.File
+	names       *glowdns.Table
+	stun        *nat.Client
+	portmap     *nat.PortMapper
+	stunServers []netip.AddrPort
+	dnsApplied  bool
 
 	ctlIn  chan inbound
 	ctx    context.Context
@@ -99,8 +105,10 @@ type Node struct {
 	seen        map[netip.AddrPort]time.Time // our address as peers see it
 	bootstrap   []netip.AddrPort
 	dropCtl     map[string]uint64
-	dirty       bool // records cache needs saving
-	routesDirty bool // links or records changed: recompute routes
+	dirty       bool           // records cache needs saving
+	routesDirty bool           // links or records changed: recompute routes
+	infoDirty   bool           // our endpoints changed: re-sign our NodeInfo now
+	mapped      netip.AddrPort // port mapping from the gateway, if any
 	lastPush    time.Time
 	closed      bool
 }
@@ -167,6 +175,11 @@ func Start(cfg Config) (n *Node, err error) {
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if err := n.startDataPlane(port); err != nil {
 		n.cancel()
+		return nil, err
+	}
+	if err := n.startNAT(); err != nil {
+		n.cancel()
+		n.dev.Close()
 		return nil, err
 	}
 	if err := n.startDNS(); err != nil {
@@ -416,6 +429,9 @@ func (n *Node) Close() error {
 	n.cancel()
 	if n.disc != nil {
 		n.disc.Close()
+	}
+	if n.portmap != nil {
+		n.portmap.Close() // releases the mapping at the gateway
 	}
 	n.dev.Close() // closes the bind and the TUN device
 	n.wg.Wait()

@@ -18,7 +18,7 @@ func testNode(t *testing.T, name string, mod func(*Config)) *Node {
 	t.Helper()
 	cfg := Config{
 		StateDir: t.TempDir(), NodeName: name, Random: true, Userspace: true,
-		NoDiscovery: true, HostAddrs: loopback,
+		NoDiscovery: true, NoPortMap: true, HostAddrs: loopback,
 		Logf: func(f string, a ...any) { t.Logf(name+": "+f, a...) },
 	}
 	if mod != nil {

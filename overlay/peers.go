@@ -178,6 +178,9 @@ func (n *Node) handlePongLocked(p *peer, m pongMsg, from netip.AddrPort, now tim
 		return
 	}
 	if m.Seen.IsValid() {
+		if _, ok := n.seen[m.Seen]; !ok {
+			n.infoDirty = true // a new public address: tell the peers now
+		}
 		n.seen[m.Seen] = now
 	}
 	c := p.cands[from]
@@ -290,6 +293,9 @@ func (n *Node) localEndpointsLocked(now time.Time) []netip.AddrPort {
 	var eps []netip.AddrPort
 	for _, a := range n.cfg.HostAddrs() {
 		eps = append(eps, netip.AddrPortFrom(a, n.port))
+	}
+	if n.mapped.IsValid() {
+		eps = append(eps, n.mapped)
 	}
 	for ap, t := range n.seen {
 		if now.Sub(t) > 10*time.Minute {

@@ -211,3 +211,50 @@ func cmdVersion(g *globals, args []string) error {
 	fmt.Fprintf(g.out, "glow %s (%s, wireguard-go %s)\n", info["version"], info["go"], info["wireguard-go"])
 	return nil
 }
+
+func cmdNetcheck(g *globals, args []string) error {
+	fs := newFlags(g, "netcheck")
+	if pos, err := parse(fs, args); err != nil {
+		return err
+	} else if len(pos) > 0 {
+		return usagef("unexpected argument %q", pos[0])
+	}
+	nc, err := overlay.NewClient(g.state).Netcheck()
+	if err != nil {
+		return err
+	}
+	if g.json {
+		return printJSON(g, nc)
+	}
+	fmt.Fprintf(g.out, "NAT mapping:      %s\n", nc.Mapping)
+	fmt.Fprintf(g.out, "Public endpoints: %s\n", orNone(strings.Join(nc.Reflexive, ", ")))
+	fmt.Fprintf(g.out, "Port mapping:     %s", nc.PortMap)
+	if nc.Mapped != "" {
+		fmt.Fprintf(g.out, " (mapped %s)", nc.Mapped)
+	}
+	fmt.Fprintln(g.out)
+	tw := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "STUN SERVER\tSEEN AS\tLATENCY\n")
+	for _, s := range nc.Servers {
+		seen := s.Reflexive
+		if s.Error != "" {
+			seen = "error: " + s.Error
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.1fms\n", s.Server, seen, s.LatencyMS)
+	}
+	tw.Flush()
+	if len(nc.Relays) > 0 {
+		fmt.Fprintln(g.out, "Nearest relays (public peers):")
+		for _, r := range nc.Relays {
+			fmt.Fprintf(g.out, "  %s at %s, %.1fms\n", r.Name, r.Addr, r.RTTms)
+		}
+	}
+	return nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none seen"
+	}
+	return s
+}

@@ -36,6 +36,7 @@ func init() {
 		{"down", "", "stop the daemon and remove the interface", cmdDown},
 		{"status", "[--json]", "this node and its peers", cmdStatus},
 		{"ping", "TARGET [-c N]", "ping a peer at the overlay level", cmdPing},
+		{"netcheck", "[--json]", "NAT behaviour, public endpoints, port mapping, nearest relays", cmdNetcheck},
 		{"ip", "[TARGET]", "overlay addresses of this node or a peer, IPv4 first", cmdIP},
 		{"invite", "[--ttl D] [--uses N]", "print a join code for another device of this user", cmdInvite},
 		{"version", "", "version and build information", cmdVersion},

@@ -29,6 +29,7 @@ type upFlags struct {
 	foreground bool
 	port       int
 	peers      listFlag
+	stun       listFlag
 }
 
 func cmdUp(g *globals, args []string) error {
@@ -39,6 +40,8 @@ func cmdUp(g *globals, args []string) error {
 	fs.StringVar(&f.cfg.JoinCode, "join", "", "join the user that issued this code (glow invite)")
 	fs.IntVar(&f.port, "port", overlay.DefaultPort, "UDP port")
 	fs.Var(&f.peers, "peer", "HOST:PORT of a node to contact at start (repeatable)")
+	fs.Var(&f.stun, "stun", "HOST:PORT of an extra STUN server for netcheck (repeatable)")
+	fs.BoolVar(&f.cfg.NoPortMap, "no-portmap", false, "do not ask the gateway (UPnP, NAT-PMP, PCP) for a port mapping")
 	fs.BoolVar(&f.cfg.Userspace, "userspace", false, "no TUN: a userspace network stack and a SOCKS5 proxy")
 	fs.StringVar(&f.cfg.SOCKS5, "socks5", "localhost:1055", "with --userspace: SOCKS5 proxy address")
 	fs.StringVar(&f.cfg.TUNName, "tun", "glow0", "name of the TUN interface")
@@ -57,6 +60,7 @@ func cmdUp(g *globals, args []string) error {
 	f.cfg.Port = uint16(f.port)
 	f.cfg.Random = f.port == 0
 	f.cfg.Peers = f.peers
+	f.cfg.STUNServers = f.stun
 	f.cfg.StateDir = g.state
 	if f.cfg.JoinCode != "" && f.cfg.UserName != "" {
 		return usagef("--user creates a new user and --join joins one: give one of them")
