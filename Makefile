@@ -37,6 +37,9 @@ vet:
 	$(GO) vet ./...
 
 test: fmt-check vet
+	@if [ "$$(id -u)" != 0 ]; then \
+		echo "!!!!!!!! SKIPPING namespace tests (e2e/): not root; run 'sudo make test' !!!!!!!!"; \
+	fi
 	$(GO) test -timeout $(TIMEOUT) ./...
 
 demo:

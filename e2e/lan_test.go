@@ -253,9 +253,9 @@ func TestCLIExitStatus(t *testing.T) {
 		res, err := h.Run(ctx, tc.argv...)
 		cancel()
 		if got := lab.ExitCode(err); got != tc.want {
-			t.Errorf("%s: exit status %d, want %d (stderr %q)", strings.Join(tc.argv[1:], " "), got, tc.want, res.Stderr)
+			t.Errorf("glow %s: exit status %d, want %d (stderr %q)", strings.Join(tc.argv[1:], " "), got, tc.want, res.Stderr)
 		} else if strings.TrimSpace(res.Stderr) == "" {
-			t.Errorf("%s: exit status %d with nothing on stderr", strings.Join(tc.argv[1:], " "), got)
+			t.Errorf("glow %s: exit status %d with nothing on stderr (stdout %q)", strings.Join(tc.argv[1:], " "), got, res.Stdout)
 		}
 	}
 	if pids, _ := h.Pids(); len(pids) != 0 {

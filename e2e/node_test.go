@@ -230,11 +230,19 @@ func waitFor(timeout, interval time.Duration, f func() error) error {
 	return fmt.Errorf("after %v: %w", timeout, err)
 }
 
-// waitPing pings addr from h until a reply or timeout; it returns how long
-// the first reply took.
+// waitPing pings addr from h until the first reply or timeout, and returns
+// how long that took. One ping process sends an echo every 100 ms and stops
+// at the first reply (-c1 with -w), so the figure is not rounded up to a
+// reply timeout; waitFor restarts it if it ends early.
 func waitPing(h *lab.Host, addr netip.Addr, timeout time.Duration) (time.Duration, error) {
 	start := time.Now()
-	err := waitFor(timeout, 100*time.Millisecond, func() error { return ping(h, addr) })
+	err := waitFor(timeout, 100*time.Millisecond, func() error {
+		left := max(timeout-time.Since(start), time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), left+5*time.Second)
+		defer cancel()
+		_, err := h.Run(ctx, "ping", "-n", "-q", "-c1", "-i", "0.1", "-w", strconv.Itoa(int(left.Seconds()+0.5)), addr.String())
+		return err
+	})
 	return time.Since(start), err
 }
 

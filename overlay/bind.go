@@ -60,6 +60,20 @@ type Endpoint struct {
 	ID       wire.NodeID
 	path     atomic.Pointer[path]
 	lastSend atomic.Int64 // unix nanos of the last WireGuard send, for heartbeats
+	// held is the latest handshake initiation wireguard-go sent while the
+	// peer had no path; it goes out as soon as a path appears, so the first
+	// connection does not wait for wireguard-go's 5 s retry.
+	held atomic.Pointer[[]byte]
+}
+
+// setPath publishes p and, if the peer had no path, sends a held handshake.
+func (b *Bind) setPath(e *Endpoint, p *path) {
+	old := e.path.Swap(p)
+	if old == nil && p != nil {
+		if h := e.held.Swap(nil); h != nil {
+			b.Send([][]byte{*h}, e)
+		}
+	}
 }
 
 // path is how packets for a peer travel now. Immutable once published.
@@ -134,6 +148,12 @@ func (b *Bind) publishShortLocked() {
 	b.byShort.Store(&m)
 }
 
+// Known reports whether id is a peer of this node.
+func (b *Bind) Known(id wire.ShortID) bool {
+	_, ok := (*b.byShort.Load())[id]
+	return ok
+}
+
 // RemovePeer forgets a peer and its addresses.
 func (b *Bind) RemovePeer(id wire.NodeID) {
 	b.mu.Lock()
@@ -189,8 +209,8 @@ func (b *Bind) SetDirect(id wire.NodeID, addr netip.AddrPort) error {
 	if err != nil {
 		return err
 	}
-	e.path.Store(&path{addr: addr, ep: ep})
 	b.Learn(id, addr)
+	b.setPath(e, &path{addr: addr, ep: ep})
 	return nil
 }
 
@@ -207,7 +227,7 @@ func (b *Bind) SetRelay(id, via wire.NodeID) error {
 	}
 	p := &path{addr: vp.addr, ep: vp.ep, relay: true, via: via}
 	wire.PutRelayHeader(p.hdr[:], wire.DefaultHopLimit, b.self, id.Short())
-	e.path.Store(p)
+	b.setPath(e, p)
 	return nil
 }
 

@@ -35,6 +35,10 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	p := e.path.Load()
 	if p == nil {
 		b.sendNoPath.Add(uint64(len(bufs)))
+		if last := bufs[len(bufs)-1]; len(last) > 0 && last[0] == 1 && wire.Classify(last) == wire.KindWireGuard {
+			h := append([]byte(nil), last...) // a handshake initiation: hold it
+			e.held.Store(&h)
+		}
 		return errNoPath
 	}
 	if wire.Classify(bufs[0]) == wire.KindWireGuard {

@@ -83,7 +83,10 @@ func sharedKey(priv [32]byte, peer wire.Key) *[32]byte {
 
 // Messages, decoded.
 
-type pingMsg struct{ TxID [12]byte }
+type pingMsg struct {
+	TxID [12]byte
+	Boot [8]byte // random per daemon start: tells a restart apart
+}
 
 type pongMsg struct {
 	TxID [12]byte
@@ -111,7 +114,8 @@ type recordMsg struct {
 }
 
 func (m pingMsg) marshal() []byte {
-	return append([]byte{byte(msgPing)}, m.TxID[:]...)
+	b := append([]byte{byte(msgPing)}, m.TxID[:]...)
+	return append(b, m.Boot[:]...)
 }
 
 func (m pongMsg) marshal() []byte {
@@ -222,6 +226,7 @@ func parseCtl(m []byte) (any, error) {
 	case msgPing:
 		var p pingMsg
 		r.Fixed(p.TxID[:])
+		r.Fixed(p.Boot[:])
 		out = p
 	case msgPong:
 		var p pongMsg

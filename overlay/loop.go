@@ -159,6 +159,11 @@ func (n *Node) handleControlLocked(pkt []byte, from netip.AddrPort, now time.Tim
 	p.lastHeard = now
 	switch msg := msg.(type) {
 	case pingMsg:
+		n.noteBootLocked(p, msg.Boot)
+		if !from.IsValid() { // relayed: answer on the same way
+			n.sendCtlLocked(p, from, pongMsg{TxID: msg.TxID}.marshal())
+			return
+		}
 		n.bind.Learn(p.cert.Node, from)
 		n.sendCtlLocked(p, from, pongMsg{TxID: msg.TxID, Seen: from}.marshal())
 		if _, ok := p.cands[from]; !ok {

@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -88,6 +89,7 @@ type Node struct {
 	stunServers []netip.AddrPort
 	dnsApplied  bool
 
+	boot   [8]byte // random per start; peers see a restart by it
 	ctlIn  chan inbound
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -172,6 +174,7 @@ func Start(cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	n.loadBootstrap()
+	rand.Read(n.boot[:])
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if err := n.startDataPlane(port); err != nil {
 		n.cancel()
@@ -334,8 +337,10 @@ func (n *Node) startDataPlane(port uint16) error {
 	}
 	n.ctlIn = make(chan inbound, 1024)
 	n.fwd = relay.New(relay.Limits{})
-	n.fwd.SetTrust(func(src, dst wire.ShortID) bool { return false }) // until peers are known
 	n.bind = NewBind(inner, n.id, n.fwd, n.ctlIn)
+	// Forward only between nodes this node has certificates for (its user's);
+	// never for strangers, so it is no open proxy.
+	n.fwd.SetTrust(func(src, dst wire.ShortID) bool { return n.bind.Known(src) && n.bind.Known(dst) })
 
 	var dev wgtun.Device
 	if n.cfg.Userspace {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"glow/internal/wire"
+	"golang.zx2c4.com/wireguard/device"
 )
 
 // Path timing. A direct path is confirmed by a pong and kept by heartbeat
@@ -46,6 +47,7 @@ type peer struct {
 	lastProbe       time.Time // last heartbeat on the current path
 	lastDirectProbe time.Time // last probe of the direct candidates
 	lastHeard       time.Time
+	boot            [8]byte // the peer's boot id from its pings: changes when it restarts
 }
 
 type candidate struct {
@@ -153,7 +155,7 @@ func (n *Node) pingLocked(p *peer, addr netip.AddrPort, now time.Time, reply cha
 	var tx [12]byte
 	rand.Read(tx[:])
 	p.pings[tx] = &pendingPing{to: addr, sent: now, reply: reply}
-	n.sendCtlLocked(p, addr, pingMsg{TxID: tx}.marshal())
+	n.sendCtlLocked(p, addr, pingMsg{TxID: tx, Boot: n.boot}.marshal())
 }
 
 // handlePongLocked confirms a candidate and perhaps makes it the path.
@@ -318,5 +320,24 @@ func deliver(ch chan PingResult, r PingResult) {
 	select {
 	case ch <- r:
 	default:
+	}
+}
+
+// noteBootLocked notices that a peer restarted (its pings carry a new boot
+// id). Its WireGuard session with us died with its old process, so the
+// session keys are expired here: the next packet starts a handshake at once
+// instead of waiting for wireguard-go's timers to give up on the old keys.
+func (n *Node) noteBootLocked(p *peer, boot [8]byte) {
+	if boot == p.boot {
+		return
+	}
+	old := p.boot
+	p.boot = boot
+	if old == ([8]byte{}) {
+		return
+	}
+	if wp := n.dev.LookupPeer(device.NoisePublicKey(p.cert.WG)); wp != nil {
+		n.logf("glow: %s restarted; starting a new WireGuard session", p.cert.FQDN())
+		wp.ExpireCurrentKeypairs()
 	}
 }

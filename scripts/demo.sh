@@ -6,6 +6,7 @@
 #
 #   sudo ./scripts/demo.sh            (or: sudo make demo)
 #   KEEP=1 sudo ./scripts/demo.sh     wait for Enter before cleaning up
+#   GLOW_BIN=/path/to/glow ...        use a prebuilt binary
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -57,8 +58,13 @@ for f in /run/netns/gd-*; do
 	fi
 done
 
-say "building glow"
-run go build -o "$GLOW" ./cmd/glow
+if [ -n "${GLOW_BIN:-}" ]; then
+	say "using $GLOW_BIN"
+	cp "$GLOW_BIN" "$GLOW"
+else
+	say "building glow"
+	run go build -o "$GLOW" ./cmd/glow
+fi
 
 say "one LAN (bridge br0 in namespace ${P}lan), three hosts 10.77.0.11-13"
 ip netns add "${P}lan"

@@ -87,11 +87,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	rest := fs.Args()
-	if len(rest) == 0 || rest[0] == "help" || rest[0] == "-h" || rest[0] == "--help" {
+	if len(rest) == 0 {
+		usage(stderr)
+		return 2
+	}
+	if rest[0] == "help" || rest[0] == "-h" || rest[0] == "--help" {
 		usage(stdout)
-		if len(rest) == 0 {
-			return 2
-		}
 		return 0
 	}
 	for _, c := range commands {
@@ -108,6 +109,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(stdout, "Usage: glow %s %s\n  %s\n", c.name, c.args, c.help)
 			return 0
 		}
 		fmt.Fprintf(stderr, "glow %s: %s\n", c.name, sentence(err.Error()))

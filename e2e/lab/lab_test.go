@@ -303,6 +303,18 @@ func TestLeftoversRemoved(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- sleeper.Wait() }()
+	// Wait until it is inside (ip netns exec has entered the namespace).
+	inside := false
+	for i := 0; i < 100 && !inside; i++ {
+		pids, _ := nsPids(ns)
+		inside = len(pids) > 0
+		if !inside {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if !inside {
+		t.Fatalf("sleeper never entered %s", ns)
+	}
 
 	// A live lab of this process must survive.
 	l := New(t)

@@ -1,0 +1,303 @@
+// Command bench measures glow's data path against plain wireguard-go and a
+// raw veth, in Linux network namespaces, and prints one table of medians.
+//
+// Usage (root; `make bench` runs it):
+//
+//	go run ./bench                 # build glow and the reference, 3 rounds, write BENCHMARKS.md
+//	go run ./bench -rounds 5 -time 10s
+//	go run ./bench -glow bin/glow -wireguard /path/to/wireguard -out ''   # prebuilt, no file
+//	go run ./bench -perf /tmp/prof # also record a perf profile of each daemon
+//
+// What it does. Each configuration (a column: raw veth, wireguard-go, glow
+// direct) is a small struct whose setup builds two namespaces joined by a
+// veth pair and brings its tunnel up; the lab it was built in is its
+// teardown. Rounds are interleaved (raw, wg, glow, raw, wg, glow, ...), and
+// every configuration is set up afresh in every round, so each round is an
+// independent sample and no idle daemon of one configuration runs during
+// another's measurement. Per instance it measures, in this order: idle RSS
+// of the daemons, idle RTT (ping every 10 ms), iperf3 TCP throughput with 1
+// and then 4 streams with the CPU time the daemons, the iperf3 processes and
+// the whole machine spent on it, RSS after the throughput runs, and RTT while
+// a 1-stream iperf3 runs. The table shows the median over rounds; the raw
+// per-round values follow it in BENCHMARKS.md. See bench/README.md for what
+// each figure means.
+//
+// The reference wireguard-go is built from the module version in go.mod
+// (`go build golang.zx2c4.com/wireguard` inside this module), run as
+// `WG_PROCESS_FOREGROUND=1 wireguard -f NAME` and configured with wg(8).
+//
+// Why this shape. Benchmarks of a VPN lie easily: one-off runs, a
+// reference built differently, or daemons left running in the background.
+// Medians of interleaved fresh rounds in the same run, against a reference
+// from the same dependency graph, make the ratios the trustworthy output;
+// absolute numbers depend on the machine. Everything is driven through
+// ip(8), wg(8), iperf3 and ping so that each step can be replayed by hand.
+//
+// Cleanup. Namespaces are named gb-<pid>-r<round>-{a,b}; each lab is
+// closed by defer even on failure or SIGINT/SIGTERM, and a run first removes
+// the namespaces, wireguard-go sockets and scratch directories of earlier
+// runs whose process is gone. Every wait is bounded.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	var (
+		rounds    = flag.Int("rounds", 3, "interleaved rounds (at least 3 for a meaningful median)")
+		duration  = flag.Duration("time", 5*time.Second, "duration of each iperf3 run")
+		pings     = flag.Int("pings", 300, "pings per RTT measurement")
+		pingEvery = flag.Duration("ping-interval", 10*time.Millisecond, "interval between pings")
+		idle      = flag.Duration("idle", 3*time.Second, "how long idle daemon CPU is measured")
+		glowBin   = flag.String("glow", "", "prebuilt glow binary (default: build ./cmd/glow)")
+		wgBin     = flag.String("wireguard", "", "prebuilt reference wireguard-go binary (default: build from go.mod's version)")
+		out       = flag.String("out", "BENCHMARKS.md", "write the report here, relative to the module root ('' = do not write)")
+		only      = flag.String("configs", "", "comma-separated configuration keys to run (raw,wg,glow; default all)")
+		goBench   = flag.String("gobench", "BenchmarkThroughput|BenchmarkLocalName|BenchmarkInbound", "also run these in-process Go benchmarks ('' = skip)")
+		perfDir   = flag.String("perf", "", "record a perf profile of each daemon during an extra run in the last round, into this directory")
+		verbose   = flag.Bool("v", false, "log every step")
+	)
+	flag.Parse()
+	if *rounds < 1 || *duration < time.Second || *pings < 10 {
+		fmt.Fprintln(os.Stderr, "bench: -rounds must be >= 1, -time >= 1s, -pings >= 10")
+		os.Exit(2)
+	}
+	o := options{duration: *duration, pings: *pings, pingEvery: *pingEvery, idle: *idle, perfDir: *perfDir}
+	err := benchMain(*rounds, o, *glowBin, *wgBin, *out, *only, *goBench, *verbose)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func benchMain(rounds int, o options, glowBin, wgBin, out, only, goBench string, verbose bool) error {
+	if os.Geteuid() != 0 {
+		return errors.New("needs root (it creates network namespaces); run `sudo make bench`")
+	}
+	for _, tool := range []string{"ip", "iperf3", "ping", "ss", "wg"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s not found: install iproute2, iperf3, iputils-ping, wireguard-tools", tool)
+		}
+	}
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
+	}
+	vlogf := func(format string, args ...any) {
+		if verbose {
+			logf(format, args...)
+		}
+	}
+	removeLeftovers(logf)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	work := filepath.Join(os.TempDir(), fmt.Sprintf("glow-bench-%d", os.Getpid()))
+	if err := os.MkdirAll(work, 0o700); err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+
+	bins, wgVersion, err := build(ctx, root, work, glowBin, wgBin, logf)
+	if err != nil {
+		return err
+	}
+
+	var cfgs []config
+	for _, c := range configs() {
+		if only == "" || contains(strings.Split(only, ","), c.key) {
+			cfgs = append(cfgs, c)
+		}
+	}
+	if len(cfgs) == 0 {
+		return fmt.Errorf("-configs %q matches none of raw, wg, glow", only)
+	}
+
+	loadStart := loadAverage()
+	logf("load average at start: %s", loadStart)
+	res := newResults(cfgs, rounds)
+	start := time.Now()
+	for r := 1; r <= rounds; r++ {
+		for _, c := range cfgs {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			oo := o
+			if r != rounds {
+				oo.perfDir = ""
+			}
+			t0 := time.Now()
+			m, err := runOne(ctx, work, r, c, bins, oo, vlogf)
+			if err != nil {
+				logf("round %d, %s: %v", r, c.title, err)
+				res.errors = append(res.errors, fmt.Sprintf("round %d, %s: %v", r, c.title, err))
+				continue
+			}
+			res.add(c.key, r, m)
+			logf("round %d/%d %-13s %5.2f Gbit/s (1 stream) %5.2f Gbit/s (4)  RTT p50 %.3f ms  [%s]",
+				r, rounds, c.title, m["tput1"], m["tput4"], m["rtt50"], time.Since(t0).Round(time.Second))
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+
+	var goLines []string
+	if goBench != "" {
+		logf("running go test -bench '%s' ./...", goBench)
+		goLines, err = runGoBench(ctx, root, goBench)
+		if err != nil {
+			res.errors = append(res.errors, "go benchmarks: "+err.Error())
+		}
+	}
+
+	env := describeEnv(ctx, root, wgVersion)
+	env.rounds, env.opts, env.elapsed = rounds, o, time.Since(start)
+	env.loadStart, env.loadEnd = loadStart, loadAverage()
+	table := res.table()
+	fmt.Println()
+	fmt.Print(table)
+	if len(goLines) > 0 {
+		fmt.Println()
+		fmt.Println(strings.Join(goLines, "\n"))
+	}
+	if out != "" {
+		path := out
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(root, path)
+		}
+		if err := os.WriteFile(path, []byte(report(env, res, table, goLines)), 0o644); err != nil {
+			return err
+		}
+		logf("wrote %s", path)
+	}
+	if len(res.errors) > 0 {
+		return fmt.Errorf("%d measurement(s) failed; see above", len(res.errors))
+	}
+	return nil
+}
+
+// runOne sets up one configuration, measures it and tears it down.
+func runOne(ctx context.Context, work string, round int, c config, bins binaries, o options, logf func(string, ...any)) (map[string]float64, error) {
+	l, err := newLab(ctx, work, round, c.key, logf)
+	if err != nil {
+		return nil, err
+	}
+	defer l.close()
+	logf("round %d: setting up %s", round, c.title)
+	t0 := time.Now()
+	inst, err := c.setup(l, bins)
+	if err != nil {
+		return nil, fmt.Errorf("setup: %w", err)
+	}
+	if err := waitPing(l, inst, 30*time.Second); err != nil {
+		return nil, err
+	}
+	setup := time.Since(t0).Seconds()
+	logf("round %d: %s up in %.2fs, measuring", round, c.title, setup)
+	m, err := measureInstance(l, c, inst, o)
+	if err != nil {
+		return nil, err
+	}
+	m["setup"] = setup
+	return m, nil
+}
+
+// build returns the glow and wireguard-go binaries to use, building the
+// ones not given, and the reference's module version.
+func build(ctx context.Context, root, work, glowBin, wgBin string, logf func(string, ...any)) (binaries, string, error) {
+	var b binaries
+	ver, err := run(ctx, time.Minute, "go", "list", "-C", root, "-m", "-f", "{{.Version}}", "golang.zx2c4.com/wireguard")
+	if err != nil {
+		return b, "", err
+	}
+	ver = strings.TrimSpace(ver)
+	abs := func(p string) (string, error) {
+		p, err := filepath.Abs(p)
+		if err != nil {
+			return "", err
+		}
+		_, err = os.Stat(p)
+		return p, err
+	}
+	if glowBin != "" {
+		if b.glow, err = abs(glowBin); err != nil {
+			return b, "", err
+		}
+	} else {
+		b.glow = filepath.Join(work, "glow")
+		logf("building glow")
+		if _, err := run(ctx, 5*time.Minute, "go", "build", "-C", root, "-o", b.glow, "./cmd/glow"); err != nil {
+			return b, "", err
+		}
+	}
+	if wgBin != "" {
+		if b.wireguard, err = abs(wgBin); err != nil {
+			return b, "", err
+		}
+		ver += " (prebuilt " + b.wireguard + ")"
+	} else {
+		b.wireguard = filepath.Join(work, "wireguard")
+		logf("building reference wireguard-go %s", ver)
+		if _, err := run(ctx, 5*time.Minute, "go", "build", "-C", root, "-o", b.wireguard, "golang.zx2c4.com/wireguard"); err != nil {
+			return b, "", err
+		}
+	}
+	return b, ver, nil
+}
+
+// runGoBench runs the in-process Go benchmarks and returns the pkg and
+// Benchmark lines.
+func runGoBench(ctx context.Context, root, pattern string) ([]string, error) {
+	out, err := run(ctx, 6*time.Minute, "go", "test", "-C", root, "-run", "^$", "-bench", pattern, "-benchmem", "./...")
+	var lines []string
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "Benchmark") {
+			lines = append(lines, line)
+		} else if strings.HasPrefix(line, "pkg: ") {
+			lines = append(lines, "", line)
+		}
+	}
+	return lines, err
+}
+
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.HasPrefix(string(b), "module glow\n") {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("run it inside the glow module (no go.mod with `module glow` above the current directory)")
+		}
+		dir = parent
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if strings.TrimSpace(x) == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,305 @@
+package main
+
+// The table: one row per figure, one column per configuration, then the
+// ratio glow / wireguard-go and the issue's target for it.
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+)
+
+// row is one figure of the table.
+type row struct {
+	key, label string
+	prec       int
+	ratio      bool    // show glow / wireguard-go
+	maxRatio   float64 // target on the ratio: <= maxRatio (0: none)
+	minRatio   float64 // target on the ratio: >= minRatio (0: none)
+	maxGlow    float64 // absolute target on glow's figure (0: none)
+	unit       string  // of the absolute target
+}
+
+var rows = []row{
+	{key: "tput1", label: "TCP 1 stream (Gbit/s)", prec: 2, ratio: true, minRatio: 0.90},
+	{key: "tput4", label: "TCP 4 streams (Gbit/s)", prec: 2, ratio: true, minRatio: 0.90},
+	{key: "cpu1", label: "daemon CPU-s/GB, 1 stream", prec: 2, ratio: true, maxRatio: 1.15},
+	{key: "cpu4", label: "daemon CPU-s/GB, 4 streams", prec: 2, ratio: true, maxRatio: 1.15},
+	{key: "csw1", label: "daemon ctx switches/GB (k), 1 stream", prec: 0, ratio: true},
+	{key: "csw4", label: "daemon ctx switches/GB (k), 4 streams", prec: 0, ratio: true},
+	{key: "ipcpu1", label: "iperf3 CPU-s/GB, 1 stream", prec: 2, ratio: true},
+	{key: "mach1", label: "machine CPU-s/GB, 1 stream", prec: 2, ratio: true},
+	{key: "mach4", label: "machine CPU-s/GB, 4 streams", prec: 2, ratio: true},
+	{key: "rtt50", label: "RTT p50 idle (ms)", prec: 3, ratio: true},
+	{key: "rtt99", label: "RTT p99 idle (ms)", prec: 3, ratio: true},
+	{key: "addrtt50", label: "added RTT p50 idle (ms)", prec: 3, ratio: true, maxRatio: 1.2},
+	{key: "lrtt50", label: "RTT p50 under load (ms)", prec: 2, ratio: true},
+	{key: "lrtt99", label: "RTT p99 under load (ms)", prec: 2, ratio: true},
+	{key: "lloss", label: "ping loss under load (%)", prec: 1},
+	{key: "idlecpu", label: "idle daemon CPU, 1 peer (ms/s)", prec: 2, ratio: true},
+	{key: "rss_idle", label: "idle RSS, 1 peer (MiB)", prec: 1, ratio: true, maxGlow: 25, unit: "MB"},
+	{key: "rss_after", label: "RSS after throughput (MiB)", prec: 1, ratio: true, maxGlow: 64, unit: "MiB"},
+	{key: "rss_peak", label: "peak RSS, VmHWM (MiB)", prec: 1, ratio: true},
+	{key: "setup", label: "setup to first ping (s)", prec: 2},
+}
+
+// results holds the per-round values: cfg key -> metric -> round -> value.
+type results struct {
+	cfgs   []config
+	rounds int
+	v      map[string]map[string]map[int]float64
+	errors []string
+}
+
+func newResults(cfgs []config, rounds int) *results {
+	r := &results{cfgs: cfgs, rounds: rounds, v: map[string]map[string]map[int]float64{}}
+	for _, c := range cfgs {
+		r.v[c.key] = map[string]map[int]float64{}
+	}
+	return r
+}
+
+func (r *results) add(cfg string, round int, m map[string]float64) {
+	for k, x := range m {
+		if r.v[cfg][k] == nil {
+			r.v[cfg][k] = map[int]float64{}
+		}
+		r.v[cfg][k][round] = x
+	}
+}
+
+// values returns a metric's per-round values, deriving added RTT (a
+// configuration's RTT p50 minus raw veth's in the same round).
+func (r *results) values(cfg, key string) map[int]float64 {
+	if key != "addrtt50" {
+		return r.v[cfg][key]
+	}
+	if cfg == "raw" {
+		return nil
+	}
+	out := map[int]float64{}
+	for round, x := range r.v[cfg]["rtt50"] {
+		if base, ok := r.v["raw"]["rtt50"][round]; ok {
+			out[round] = x - base
+		}
+	}
+	return out
+}
+
+func (r *results) median(cfg, key string) (float64, bool) {
+	vals := r.values(cfg, key)
+	if len(vals) == 0 {
+		return 0, false
+	}
+	s := make([]float64, 0, len(vals))
+	for _, x := range vals {
+		s = append(s, x)
+	}
+	sort.Float64s(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2], true
+	}
+	return (s[n/2-1] + s[n/2]) / 2, true
+}
+
+// table renders the medians as an aligned Markdown table.
+func (r *results) table() string {
+	header := []string{"figure (median of " + fmt.Sprint(r.rounds) + ")"}
+	for _, c := range r.cfgs {
+		header = append(header, c.title)
+	}
+	_, haveWG := r.v["wg"]
+	_, haveGlow := r.v["glow"]
+	withRatio := haveWG && haveGlow
+	if withRatio {
+		header = append(header, "glow / wg-go", "target")
+	}
+	var cells [][]string
+	for _, rw := range rows {
+		line := []string{rw.label}
+		for _, c := range r.cfgs {
+			if x, ok := r.median(c.key, rw.key); ok {
+				line = append(line, fmt.Sprintf("%.*f", rw.prec, x))
+			} else {
+				line = append(line, "-")
+			}
+		}
+		if withRatio {
+			ratio, target := "", ""
+			g, okG := r.median("glow", rw.key)
+			w, okW := r.median("wg", rw.key)
+			var q float64
+			if rw.ratio && okG && okW && w > 0 {
+				q = g / w
+				ratio = fmt.Sprintf("%.2f", q)
+			}
+			switch {
+			case rw.minRatio > 0:
+				target = fmt.Sprintf(">= %.2f", rw.minRatio) + verdict(ratio != "", q >= rw.minRatio)
+			case rw.maxRatio > 0:
+				target = fmt.Sprintf("<= %.2f", rw.maxRatio) + verdict(ratio != "", q <= rw.maxRatio)
+			case rw.maxGlow > 0:
+				target = fmt.Sprintf("glow <= %g %s", rw.maxGlow, rw.unit) + verdict(okG, g <= rw.maxGlow)
+			}
+			line = append(line, ratio, target)
+		}
+		cells = append(cells, line)
+	}
+	return markdownTable(header, cells)
+}
+
+func verdict(known, ok bool) string {
+	switch {
+	case !known:
+		return ""
+	case ok:
+		return " ok"
+	default:
+		return " MISSED"
+	}
+}
+
+func markdownTable(header []string, cells [][]string) string {
+	width := make([]int, len(header))
+	for i, h := range header {
+		width[i] = len(h)
+	}
+	for _, line := range cells {
+		for i, c := range line {
+			width[i] = max(width[i], len(c))
+		}
+	}
+	var b strings.Builder
+	write := func(line []string) {
+		b.WriteString("|")
+		for i, c := range line {
+			if i == 0 {
+				fmt.Fprintf(&b, " %-*s |", width[i], c)
+			} else {
+				fmt.Fprintf(&b, " %*s |", width[i], c)
+			}
+		}
+		b.WriteString("\n")
+	}
+	write(header)
+	b.WriteString("|")
+	for i, w := range width {
+		if i == 0 {
+			b.WriteString(" " + strings.Repeat("-", w) + " |")
+		} else {
+			b.WriteString(" " + strings.Repeat("-", w-1) + ": |")
+		}
+	}
+	b.WriteString("\n")
+	for _, line := range cells {
+		write(line)
+	}
+	return b.String()
+}
+
+type environment struct {
+	date, kernel, cpu, goVersion, glowRev, wgVersion string
+	loadStart, loadEnd                               string // /proc/loadavg
+	cpus                                             int
+	rounds                                           int
+	opts                                             options
+	elapsed                                          time.Duration
+}
+
+func describeEnv(ctx context.Context, root, wgVersion string) environment {
+	e := environment{
+		date:      time.Now().UTC().Format("2006-01-02 15:04 UTC"),
+		goVersion: runtime.Version(),
+		wgVersion: wgVersion,
+		cpus:      runtime.NumCPU(),
+		cpu:       "unknown",
+	}
+	if out, err := run(ctx, 5*time.Second, "uname", "-r"); err == nil {
+		e.kernel = strings.TrimSpace(out)
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				e.cpu = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if out, err := run(ctx, 10*time.Second, "go", "version"); err == nil {
+		e.goVersion = strings.TrimPrefix(strings.TrimSpace(out), "go version ")
+	}
+	if out, err := run(ctx, 10*time.Second, "git", "-C", root, "describe", "--always", "--dirty"); err == nil {
+		e.glowRev = strings.TrimSpace(out)
+	}
+	return e
+}
+
+// loadAverage is the first three fields of /proc/loadavg.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// report is the content of BENCHMARKS.md.
+func report(e environment, r *results, table string, goLines []string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Glow benchmarks\n\n")
+	fmt.Fprintf(&b, "Written by `make bench` (the tool in bench/; bench/README.md says what each figure means). Absolute numbers depend on the machine; compare the ratios, which come from the same run.\n\n")
+	fmt.Fprintf(&b, "- date: %s\n", e.date)
+	fmt.Fprintf(&b, "- kernel: %s\n", e.kernel)
+	fmt.Fprintf(&b, "- CPU: %s, %d CPUs\n", e.cpu, e.cpus)
+	fmt.Fprintf(&b, "- Go: %s; glow: %s; reference: golang.zx2c4.com/wireguard %s\n", e.goVersion, e.glowRev, e.wgVersion)
+	fmt.Fprintf(&b, "- load average (1, 5, 15 min) at start: %s; at end: %s (other work on the machine makes the absolute figures noisy)\n", e.loadStart, e.loadEnd)
+	fmt.Fprintf(&b, "- %d interleaved rounds, each configuration set up afresh per round; iperf3 %s per run; %d pings every %s; took %s\n\n",
+		e.rounds, e.opts.duration, e.opts.pings, e.opts.pingEvery, e.elapsed.Round(time.Second))
+	b.WriteString(table)
+	if len(r.errors) > 0 {
+		b.WriteString("\nFailures (medians above leave these rounds out):\n\n")
+		for _, s := range r.errors {
+			fmt.Fprintf(&b, "- %s\n", s)
+		}
+	}
+	b.WriteString("\n## Per-round values\n\n")
+	header := []string{"figure", "configuration"}
+	for i := 1; i <= r.rounds; i++ {
+		header = append(header, fmt.Sprintf("round %d", i))
+	}
+	var cells [][]string
+	for _, rw := range rows {
+		for _, c := range r.cfgs {
+			vals := r.values(c.key, rw.key)
+			if len(vals) == 0 {
+				continue
+			}
+			line := []string{rw.label, c.title}
+			for i := 1; i <= r.rounds; i++ {
+				if x, ok := vals[i]; ok && !math.IsNaN(x) {
+					line = append(line, fmt.Sprintf("%.*f", rw.prec, x))
+				} else {
+					line = append(line, "-")
+				}
+			}
+			cells = append(cells, line)
+		}
+	}
+	b.WriteString(markdownTable(header, cells))
+	if len(goLines) > 0 {
+		b.WriteString("\n## In-process Go benchmarks\n\n```\n")
+		b.WriteString(strings.TrimLeft(strings.Join(goLines, "\n"), "\n"))
+		b.WriteString("\n```\n")
+	}
+	return b.String()
+}
