@@ -66,6 +66,15 @@ type Endpoint struct {
 	held atomic.Pointer[[]byte]
 }
 
+// touch notes that traffic went out on e's path (and the link under it),
+// so that heartbeats watch it closely.
+func (e *Endpoint) touch(p *path, now int64) {
+	e.lastSend.Store(now)
+	if p.viaEP != nil {
+		p.viaEP.lastSend.Store(now)
+	}
+}
+
 // setPath publishes p and, if the peer had no path, sends a held handshake.
 func (b *Bind) setPath(e *Endpoint, p *path) {
 	old := e.path.Swap(p)
@@ -82,6 +91,7 @@ type path struct {
 	ep    conn.Endpoint  // inner endpoint for addr
 	relay bool
 	via   wire.NodeID               // next hop, when relay
+	viaEP *Endpoint                 // next hop's endpoint, when relay (its link carries our traffic)
 	hdr   [wire.RelayHeaderLen]byte // frame header from this node to the peer, when relay
 }
 
@@ -225,7 +235,7 @@ func (b *Bind) SetRelay(id, via wire.NodeID) error {
 	if p := e.path.Load(); p != nil && p.relay && p.via == via && p.addr == vp.addr {
 		return nil
 	}
-	p := &path{addr: vp.addr, ep: vp.ep, relay: true, via: via}
+	p := &path{addr: vp.addr, ep: vp.ep, relay: true, via: via, viaEP: v}
 	wire.PutRelayHeader(p.hdr[:], wire.DefaultHopLimit, b.self, id.Short())
 	b.setPath(e, p)
 	return nil

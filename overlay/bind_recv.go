@@ -86,6 +86,7 @@ func (b *Bind) makeReceive(inner conn.ReceiveFunc) conn.ReceiveFunc {
 						continue
 					}
 					pkt[4] = hops - 1
+					e.touch(p, now.UnixNano())
 					if runEP != p.ep {
 						flush()
 						runEP = p.ep

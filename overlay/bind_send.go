@@ -42,7 +42,7 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		return errNoPath
 	}
 	if wire.Classify(bufs[0]) == wire.KindWireGuard {
-		e.lastSend.Store(time.Now().UnixNano())
+		e.touch(p, time.Now().UnixNano())
 	}
 	if !p.relay {
 		return b.inner.Send(bufs, p.ep)

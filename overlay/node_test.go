@@ -19,7 +19,7 @@ func testNode(t *testing.T, name string, mod func(*Config)) *Node {
 	cfg := Config{
 		StateDir: t.TempDir(), NodeName: name, Random: true, Userspace: true,
 		NoDiscovery: true, NoPortMap: true, HostAddrs: loopback,
-		Logf: func(f string, a ...any) { t.Logf(name+": "+f, a...) },
+		Logf: func(f string, a ...any) { t.Logf(time.Now().Format("05.000")+" "+name+": "+f, a...) },
 	}
 	if mod != nil {
 		mod(&cfg)

@@ -12,15 +12,15 @@ import (
 )
 
 // Path timing. A direct path is confirmed by a pong and kept by heartbeat
-// pings. While the peer carries traffic, heartbeats go every second and the
+// pings. While the peer carries traffic, heartbeats go every 500 ms and the
 // path is dead once a heartbeat stays unanswered for deadActive; an idle
 // peer is pinged only as often as NAT mappings need, and its path is dead
 // after deadIdle. A dead direct path gives way to the best relay route at
 // once, and direct probing goes on (fast for a minute, then slower).
 const (
-	heartbeatActive = 1 * time.Second
+	heartbeatActive = 500 * time.Millisecond
 	heartbeatIdle   = 10 * time.Second
-	deadActive      = 2500 * time.Millisecond
+	deadActive      = 1600 * time.Millisecond
 	deadIdle        = 25 * time.Second
 	activeWindow    = 5 * time.Second  // traffic this recent makes a peer active
 	probeEvery      = 1 * time.Second  // while a peer has no direct path, probe candidates this often
@@ -216,7 +216,7 @@ func (n *Node) setPathLocked(p *peer, addr netip.AddrPort, rtt time.Duration, no
 	}
 	p.active, p.rtt, p.hbWait, p.route = addr, rtt, time.Time{}, nil
 	p.lastProbe = now
-	n.routesDirty = true
+	n.routesDirty, n.infoDirty = true, true // our links changed
 	n.logf("glow: %s: direct path %v (rtt %v)", p.cert.FQDN(), addr, rtt.Round(time.Microsecond))
 	if first {
 		// A new neighbour: exchange records at once.
@@ -231,7 +231,7 @@ func (n *Node) lostPathLocked(p *peer, now time.Time) {
 	n.bind.SetDirect(p.cert.Node, netip.AddrPort{})
 	p.active, p.hbWait = netip.AddrPort{}, time.Time{}
 	p.since, p.lastProbe = now, time.Time{}
-	n.routesDirty = true
+	n.routesDirty, n.infoDirty = true, true // our links changed
 	n.computeRoutesLocked(now) // fail over now, not at the next tick
 }
 

@@ -1,0 +1,183 @@
+package overlay
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"glow/nat/natlab"
+)
+
+// links is a set of allowed host pairs; packets between other hosts are
+// dropped, so a test draws any topology over the lab's Internet.
+type links struct {
+	mu      sync.Mutex
+	allowed map[[2]netip.Addr]bool
+}
+
+func (l *links) set(a, b netip.Addr, up bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.allowed[[2]netip.Addr{a, b}] = up
+	l.allowed[[2]netip.Addr{b, a}] = up
+}
+
+func (l *links) ok(a, b netip.Addr) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.allowed[[2]netip.Addr{a, b}]
+}
+
+// linkConn drops datagrams to and from hosts its links do not allow.
+type linkConn struct {
+	net.PacketConn
+	self  netip.Addr
+	links *links
+}
+
+func (c *linkConn) WriteTo(b []byte, to net.Addr) (int, error) {
+	if ua, ok := to.(*net.UDPAddr); ok && !c.links.ok(c.self, ua.AddrPort().Addr().Unmap()) {
+		return len(b), nil
+	}
+	return c.PacketConn.WriteTo(b, to)
+}
+
+func (c *linkConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, from, err := c.PacketConn.ReadFrom(b)
+		if err != nil {
+			return n, from, err
+		}
+		if ua, ok := from.(*net.UDPAddr); ok && !c.links.ok(ua.AddrPort().Addr().Unmap(), c.self) {
+			continue
+		}
+		return n, from, err
+	}
+}
+
+// provision writes a node's keys and certificate into a new state
+// directory, as an admission would, so a test can start nodes that could
+// never reach the admin node directly.
+func provision(t *testing.T, u *UserKey, name string, used map[netip.Addr]bool, admin bool) string {
+	t.Helper()
+	st := State{Dir: t.TempDir()}
+	k, err := NewNodeKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SaveNodeKeys(k); err != nil {
+		t.Fatal(err)
+	}
+	v4, _ := AllocIPv4(k.ID(), used)
+	used[v4] = true
+	now := time.Now()
+	c := &Cert{Node: k.ID(), Name: name, WG: k.WGPublic(), Ctl: k.CtlPublic(), IPv4: v4,
+		IPv6: NodeAddr6(u.Public(), k.ID()), Admin: admin, NotBefore: now, NotAfter: now.Add(time.Hour)}
+	SignCert(u, c)
+	if err := st.WriteFile("cert", c.Marshal(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if admin {
+		if err := st.SaveUserKey(u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return st.Dir
+}
+
+func routeOf(n *Node, name string) (string, []string) {
+	p, _ := peerStatus(n, name)
+	return p.Path, p.Via
+}
+
+// TestLineMultihop: A-B-C-D-E, each linked only to its neighbours. A
+// reaches E over four hops; with a shortcut B-D the route takes it; when the
+// shortcut is cut, traffic moves back to the long way within seconds.
+func TestLineMultihop(t *testing.T) {
+	in := natlab.NewInternet()
+	lk := &links{allowed: map[[2]netip.Addr]bool{}}
+	u := newTestUser(t, "alice")
+	used := map[netip.Addr]bool{}
+	names := []string{"a", "b", "c", "d", "e"}
+	var ips []netip.Addr
+	var nodes []*Node
+	for i := range names {
+		ips = append(ips, netip.AddrFrom4([4]byte{198, 51, 100, byte(i + 1)}))
+		if i > 0 {
+			lk.set(ips[i-1], ips[i], true)
+		}
+	}
+	for i, name := range names {
+		h := in.NewHost(ips[i])
+		dir := provision(t, u, name, used, i == 0)
+		var peers []string
+		if i > 0 {
+			peers = append(peers, netip.AddrPortFrom(ips[i-1], DefaultPort).String())
+		}
+		self := ips[i]
+		nodes = append(nodes, labNode(t, h, name, func(c *Config) {
+			c.StateDir, c.Peers = dir, peers
+			c.ListenPacket = func(port uint16) (net.PacketConn, error) {
+				pc, err := h.ListenPacket(port)
+				if err != nil {
+					return nil, err
+				}
+				return &linkConn{PacketConn: pc, self: self, links: lk}, nil
+			}
+		}))
+	}
+	a, e := nodes[0], nodes[4]
+	waitFor(t, 30*time.Second, "a to route to e over b,c,d", func() bool {
+		path, via := routeOf(a, "e")
+		return path == "relay" && len(via) == 3
+	})
+	path, via := routeOf(a, "e")
+	t.Logf("a -> e: %s via %v", path, via)
+	if via[0] != "b" || via[1] != "c" || via[2] != "d" {
+		t.Fatalf("route %v, want [b c d]", via)
+	}
+	tcpEcho(t, a, e, 7100)
+	tcpEcho(t, e, a, 7101)
+
+	// A shortcut B-D: the route gets shorter.
+	lk.set(ips[1], ips[3], true)
+	nodes[1].mu.Lock()
+	if p := nodes[1].peers[nodes[3].id]; p != nil {
+		p.lastDirectProbe = time.Time{}
+	}
+	nodes[1].mu.Unlock()
+	waitFor(t, 30*time.Second, "a to route to e over b,d", func() bool {
+		_, via := routeOf(a, "e")
+		return len(via) == 2 && via[0] == "b" && via[1] == "d"
+	})
+	tcpEcho(t, a, e, 7102)
+
+	// Cut the shortcut while traffic flows: back to b,c,d within seconds.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // keep the route busy, so its links are watched closely
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+				a.Ping(t.Context(), "e")
+			}
+		}
+	}()
+	cut := time.Now()
+	lk.set(ips[1], ips[3], false)
+	waitFor(t, 20*time.Second, "a to route around the cut", func() bool {
+		_, via := routeOf(a, "e")
+		return len(via) == 3
+	})
+	rerouted := time.Since(cut)
+	close(stop)
+	wg.Wait()
+	t.Logf("METRIC reroute_after_cut %v", rerouted.Round(10*time.Millisecond))
+	tcpEcho(t, a, e, 7103)
+}
