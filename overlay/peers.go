@@ -232,7 +232,7 @@ func (n *Node) lostPathLocked(p *peer, now time.Time) {
 	p.active, p.hbWait = netip.AddrPort{}, time.Time{}
 	p.since, p.lastProbe = now, time.Time{}
 	n.routesDirty, n.infoDirty = true, true // our links changed
-	n.computeRoutesLocked(now) // fail over now, not at the next tick
+	n.computeRoutesLocked(now)              // fail over now, not at the next tick
 }
 
 // tickPeersLocked runs heartbeats, path expiry and probing.
