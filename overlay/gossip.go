@@ -17,7 +17,13 @@ import (
 // pass; digests repair whatever the push missed.
 
 func (n *Node) sendDigestLocked(p *peer, addr netip.AddrPort) {
-	for _, m := range marshalDigests(n.store.Digest()) {
+	var d []DigestEntry
+	for _, e := range n.store.Digest() {
+		if n.visibleLocked(p, e.RecordKey) {
+			d = append(d, e)
+		}
+	}
+	for _, m := range marshalDigests(d) {
 		n.sendCtlLocked(p, addr, m)
 	}
 }
@@ -42,6 +48,9 @@ func (n *Node) handleDigestLocked(p *peer, from netip.AddrPort, d []DigestEntry)
 func (n *Node) sendRecordsLocked(p *peer, to netip.AddrPort, keys []RecordKey) {
 	var recs []recordMsg
 	for _, k := range keys {
+		if !n.visibleLocked(p, k) {
+			continue
+		}
 		if raw := n.store.Raw(k); raw != nil {
 			recs = append(recs, recordMsg{k.Kind, raw})
 		}
@@ -54,6 +63,10 @@ func (n *Node) sendRecordsLocked(p *peer, to netip.AddrPort, keys []RecordKey) {
 func (n *Node) handleRecordsLocked(from *peer, recs []recordMsg, now time.Time) {
 	var fresh []recordMsg
 	for _, r := range recs {
+		if !n.acceptableLocked(from, r) {
+			n.dropCtl["record-not-theirs"]++
+			continue
+		}
 		isNew, err := n.store.Apply(r.Kind, r.Raw, now)
 		if err != nil {
 			n.logf("glow: record from %s rejected: %v", from.cert.FQDN(), err)
@@ -69,13 +82,80 @@ func (n *Node) handleRecordsLocked(from *peer, recs []recordMsg, now time.Time) 
 		return
 	}
 	n.dirty = true
+	n.floodLocked(from, fresh)
+}
+
+// floodLocked pushes new records to every neighbour but from, each seeing
+// only what it may (visibleLocked).
+func (n *Node) floodLocked(from *peer, recs []recordMsg) {
 	for _, p := range n.peers {
-		if p != from && p.active.IsValid() {
-			for _, m := range marshalRecords(fresh) {
-				n.sendCtlLocked(p, p.active, m)
+		if p == from || !p.active.IsValid() && p.route == nil {
+			continue
+		}
+		var vis []recordMsg
+		for _, r := range recs {
+			if n.visibleRawLocked(p, r) {
+				vis = append(vis, r)
 			}
 		}
+		for _, m := range marshalRecords(vis) {
+			n.sendCtlLocked(p, p.active, m)
+		}
 	}
+}
+
+// visibleLocked says whether peer p may learn the record at k. A user's
+// own nodes see everything; a friend's node sees only certificates and
+// endpoints of this user's nodes that the policy shares with that friend.
+func (n *Node) visibleLocked(p *peer, k RecordKey) bool {
+	if n.store.Own(p.cert.User) {
+		return true
+	}
+	if k.Kind != KindCert && k.Kind != KindInfo {
+		return false
+	}
+	c := n.store.Cert(k.Node)
+	if c == nil || !n.store.Own(c.User) {
+		return false
+	}
+	return c.Node == n.id && n.friendContact[p.cert.User] || n.sharedWithLocked(c.Name, p.cert.User)
+}
+
+func (n *Node) visibleRawLocked(p *peer, r recordMsg) bool {
+	switch r.Kind {
+	case KindCert:
+		if c, err := ParseCert(r.Raw); err == nil {
+			return n.visibleLocked(p, RecordKey{KindCert, c.Node})
+		}
+	case KindInfo:
+		if i, err := ParseInfo(r.Raw); err == nil {
+			return n.visibleLocked(p, RecordKey{KindInfo, i.Node})
+		}
+	default:
+		return n.store.Own(p.cert.User)
+	}
+	return false
+}
+
+// acceptableLocked says whether a record from p may be taken at all: a
+// friend's node speaks only for its own user's nodes.
+func (n *Node) acceptableLocked(p *peer, r recordMsg) bool {
+	if n.store.Own(p.cert.User) {
+		return true
+	}
+	switch r.Kind {
+	case KindCert:
+		c, err := ParseCert(r.Raw)
+		return err == nil && c.User == p.cert.User
+	case KindInfo:
+		i, err := ParseInfo(r.Raw)
+		if err != nil {
+			return false
+		}
+		c := n.store.Cert(i.Node)
+		return c != nil && c.User == p.cert.User
+	}
+	return false
 }
 
 // recordChangedLocked applies an accepted record to peers and paths.
@@ -95,6 +175,15 @@ func (n *Node) recordChangedLocked(kind RecordKind, raw []byte, now time.Time) {
 		if c.Node != n.id {
 			n.addPeerLocked(n.store.Cert(c.Node), now)
 		}
+		n.updateNamesLocked()
+		n.refreshPolicyLocked()
+	case KindFriends, KindPolicy:
+		for id := range n.peers {
+			if n.store.Cert(id) == nil {
+				n.removePeerLocked(id) // a friend removed
+			}
+		}
+		n.refreshPolicyLocked()
 		n.updateNamesLocked()
 	case KindInfo:
 		info, _ := ParseInfo(raw)
@@ -131,13 +220,7 @@ func (n *Node) refreshInfoLocked(now time.Time) {
 	}
 	n.info = info
 	n.dirty = true
-	for _, p := range n.peers {
-		if p.active.IsValid() {
-			for _, m := range marshalRecords([]recordMsg{{KindInfo, info.Marshal()}}) {
-				n.sendCtlLocked(p, p.active, m)
-			}
-		}
-	}
+	n.floodLocked(nil, []recordMsg{{KindInfo, info.Marshal()}})
 }
 
 func (n *Node) saveRecordsLocked() {

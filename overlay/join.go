@@ -211,14 +211,8 @@ func (n *Node) admitLocked(req joinReq, ctl wire.Key, now time.Time) (*Cert, err
 	n.updateNamesLocked()
 	n.logf("glow: admitted %s (%v, %v)", c.FQDN(), c.IPv4, c.IPv6)
 	n.addPeerLocked(c, now)
-	// Tell the neighbours about the new member.
-	for _, p := range n.peers {
-		if p.active.IsValid() {
-			for _, m := range marshalRecords([]recordMsg{{KindCert, c.Marshal()}}) {
-				n.sendCtlLocked(p, p.active, m)
-			}
-		}
-	}
+	n.refreshPolicyLocked()
+	n.floodLocked(nil, []recordMsg{{KindCert, c.Marshal()}}) // tell the neighbours about the new member
 	return c, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
@@ -21,6 +22,7 @@ import (
 	"glow/internal/wire"
 	"glow/link"
 	"glow/nat"
+	"glow/policy"
 	"glow/relay"
 	"glow/tun"
 )
@@ -84,6 +86,9 @@ type Node struct {
 	disc        *link.Discovery
 	lock        *os.File
 	names       *glowdns.Table
+	dir         directory // overlay address -> principal, for the filter
+	filter      *policy.Filter
+	ownShort    atomic.Pointer[map[wire.ShortID]bool] // this user's nodes, for relay trust
 	stun        *nat.Client
 	portmap     *nat.PortMapper
 	stunServers []netip.AddrPort
@@ -96,23 +101,26 @@ type Node struct {
 	wg     sync.WaitGroup
 	done   chan struct{}
 
-	mu          sync.Mutex // guards the following; never held across a blocking call
-	cert        *Cert      // this node's certificate
-	user        *UserKey   // nil unless admin
-	store       *Store
-	peers       map[wire.NodeID]*peer
-	byCtl       map[wire.Key]*peer
-	invites     *invites
-	info        *NodeInfo                    // this node's current signed endpoints
-	seen        map[netip.AddrPort]time.Time // our address as peers see it
-	bootstrap   []netip.AddrPort
-	dropCtl     map[string]uint64
-	dirty       bool           // records cache needs saving
-	routesDirty bool           // links or records changed: recompute routes
-	infoDirty   bool           // our endpoints changed: re-sign our NodeInfo now
-	mapped      netip.AddrPort // port mapping from the gateway, if any
-	lastPush    time.Time
-	closed      bool
+	mu            sync.Mutex // guards the following; never held across a blocking call
+	cert          *Cert      // this node's certificate
+	user          *UserKey   // nil unless admin
+	store         *Store
+	peers         map[wire.NodeID]*peer
+	byCtl         map[wire.Key]*peer
+	invites       *invites
+	info          *NodeInfo                    // this node's current signed endpoints
+	seen          map[netip.AddrPort]time.Time // our address as peers see it
+	bootstrap     []netip.AddrPort
+	dropCtl       map[string]uint64
+	doc           *policy.Document // the policy in force
+	rules         *policy.Rules
+	friendContact map[[32]byte]bool // friends whose node reached this one with a friend code
+	dirty         bool              // records cache needs saving
+	routesDirty   bool              // links or records changed: recompute routes
+	infoDirty     bool              // our endpoints changed: re-sign our NodeInfo now
+	mapped        netip.AddrPort    // port mapping from the gateway, if any
+	lastPush      time.Time
+	closed        bool
 }
 
 // Start brings a node up: identity, interface, WireGuard, discovery, the
@@ -167,7 +175,7 @@ func Start(cfg Config) (n *Node, err error) {
 	n = &Node{
 		cfg: cfg, state: st, logf: cfg.Logf, lock: lock,
 		peers: map[wire.NodeID]*peer{}, byCtl: map[wire.Key]*peer{},
-		seen: map[netip.AddrPort]time.Time{}, dropCtl: map[string]uint64{},
+		seen: map[netip.AddrPort]time.Time{}, dropCtl: map[string]uint64{}, friendContact: map[[32]byte]bool{},
 		bootstrap: peers, done: make(chan struct{}),
 	}
 	if err := n.loadIdentity(port); err != nil {
@@ -338,9 +346,20 @@ func (n *Node) startDataPlane(port uint16) error {
 	n.ctlIn = make(chan inbound, 1024)
 	n.fwd = relay.New(relay.Limits{})
 	n.bind = NewBind(inner, n.id, n.fwd, n.ctlIn)
-	// Forward only between nodes this node has certificates for (its user's);
-	// never for strangers, so it is no open proxy.
-	n.fwd.SetTrust(func(src, dst wire.ShortID) bool { return n.bind.Known(src) && n.bind.Known(dst) })
+	// Forward only between this user's nodes, and between a friend's node and
+	// one of ours; never for strangers, so it is no open proxy.
+	n.fwd.SetTrust(n.relayTrust)
+	n.mu.Lock()
+	n.refreshPolicyLocked()
+	n.mu.Unlock()
+	if n.rules == nil {
+		return errors.New("the policy in force does not compile")
+	}
+	filter, err := policy.NewFilter(n.rules, policy.Options{})
+	if err != nil {
+		return err
+	}
+	n.filter = filter
 
 	var dev wgtun.Device
 	if n.cfg.Userspace {
@@ -367,7 +386,7 @@ func (n *Node) startDataPlane(port uint16) error {
 		Verbosef: func(string, ...any) {},
 		Errorf:   func(f string, a ...any) { n.logf("wireguard: "+f, a...) },
 	}
-	n.dev = device.NewDevice(dev, n.bind, logger)
+	n.dev = device.NewDevice(newFilteredTUN(dev, n.filter), n.bind, logger)
 	cfg := fmt.Sprintf("private_key=%x\nlisten_port=%d\n", n.keys.WG[:], port)
 	if err := n.dev.IpcSet(cfg); err != nil {
 		n.dev.Close()

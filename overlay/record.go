@@ -26,6 +26,10 @@ func (k RecordKind) String() string {
 		return "cert"
 	case KindInfo:
 		return "info"
+	case KindFriends:
+		return "friends"
+	case KindPolicy:
+		return "policy"
 	}
 	return fmt.Sprintf("kind%d", uint8(k))
 }
@@ -162,9 +166,11 @@ const (
 // which incoming records to accept. It is not safe for concurrent use: the
 // node's control loop owns it.
 type Store struct {
-	user  ed25519.PublicKey
-	certs map[wire.NodeID]*Cert
-	infos map[wire.NodeID]*NodeInfo
+	user    ed25519.PublicKey
+	trusted map[[32]byte]string // friend user keys (from our friend list) -> name
+	certs   map[wire.NodeID]*Cert
+	infos   map[wire.NodeID]*NodeInfo
+	docs    map[RecordKind]*UserDoc // our user's friend list and policy
 	// Rejected counts refused records by reason.
 	Rejected map[string]uint64
 }
@@ -173,8 +179,10 @@ type Store struct {
 func NewStore(user ed25519.PublicKey) *Store {
 	return &Store{
 		user:     user,
+		trusted:  map[[32]byte]string{},
 		certs:    map[wire.NodeID]*Cert{},
 		infos:    map[wire.NodeID]*NodeInfo{},
+		docs:     map[RecordKind]*UserDoc{},
 		Rejected: map[string]uint64{},
 	}
 }
@@ -212,16 +220,82 @@ func (s *Store) Apply(kind RecordKind, b []byte, now time.Time) (bool, error) {
 			return false, s.reject(RejectMalformed, err)
 		}
 		return s.AddInfo(n)
+	case KindFriends, KindPolicy:
+		d, err := ParseUserDoc(b)
+		if err != nil {
+			if isErr(err, ErrBadSignature) {
+				return false, s.reject(RejectSignature, err)
+			}
+			return false, s.reject(RejectMalformed, err)
+		}
+		if d.Kind != kind {
+			return false, s.reject(RejectMalformed, fmt.Errorf("%v record holds a %v document", kind, d.Kind))
+		}
+		return s.AddDoc(d)
 	}
 	return false, s.reject(RejectMalformed, fmt.Errorf("unknown record kind %d", kind))
 }
 
-// AddCert keeps a parsed certificate if it is trusted and newer.
-func (s *Store) AddCert(c *Cert, now time.Time) (bool, error) {
-	if err := c.Verify(s.user, now); err != nil {
-		if err == ErrWrongUser {
-			return false, s.reject(RejectUser, err)
+// AddDoc keeps a user document of this store's user if it is newer. A new
+// friend list changes which users' certificates are trusted; certificates of
+// users no longer trusted are dropped.
+func (s *Store) AddDoc(d *UserDoc) (bool, error) {
+	if !bytes.Equal(d.User[:], s.user) {
+		return false, s.reject(RejectUser, fmt.Errorf("%v document of another user", d.Kind))
+	}
+	if old := s.docs[d.Kind]; old != nil && d.Version <= old.Version {
+		if d.Version == old.Version {
+			return false, nil
 		}
+		return false, s.reject(RejectStale, fmt.Errorf("%v version %d <= %d", d.Kind, d.Version, old.Version))
+	}
+	if d.Kind == KindFriends {
+		fs, err := parseFriends(d.Body)
+		if err != nil {
+			return false, s.reject(RejectMalformed, err)
+		}
+		s.trusted = map[[32]byte]string{}
+		for _, f := range fs {
+			s.trusted[f.Key] = f.Name
+		}
+		for id, c := range s.certs {
+			if !s.trusts(c.User) {
+				delete(s.certs, id)
+				delete(s.infos, id)
+			}
+		}
+	}
+	s.docs[d.Kind] = d
+	return true, nil
+}
+
+// Doc returns this user's document of kind k, or nil.
+func (s *Store) Doc(k RecordKind) *UserDoc { return s.docs[k] }
+
+// Own reports whether user is this store's own user.
+func (s *Store) Own(user [32]byte) bool { return bytes.Equal(user[:], s.user) }
+
+func (s *Store) trusts(user [32]byte) bool {
+	if s.Own(user) {
+		return true
+	}
+	_, ok := s.trusted[user]
+	return ok
+}
+
+// FriendName returns the name this user gave a friend's key.
+func (s *Store) FriendName(user [32]byte) (string, bool) {
+	n, ok := s.trusted[user]
+	return n, ok
+}
+
+// AddCert keeps a parsed certificate if it is trusted and newer: issued by
+// this store's user or by a friend, in date.
+func (s *Store) AddCert(c *Cert, now time.Time) (bool, error) {
+	if !s.trusts(c.User) {
+		return false, s.reject(RejectUser, ErrWrongUser)
+	}
+	if err := c.Verify(c.User[:], now); err != nil {
 		return false, s.reject(RejectExpired, err)
 	}
 	if old := s.certs[c.Node]; old != nil && !c.NotBefore.After(old.NotBefore) {
@@ -231,7 +305,7 @@ func (s *Store) AddCert(c *Cert, now time.Time) (bool, error) {
 		return false, s.reject(RejectStale, fmt.Errorf("certificate of %s older than the one held", c.FQDN()))
 	}
 	for id, o := range s.certs {
-		if id != c.Node && (o.IPv4 == c.IPv4 || o.Name == c.Name) {
+		if id != c.Node && o.User == c.User && (o.IPv4 == c.IPv4 || o.Name == c.Name) {
 			if o.NotBefore.After(c.NotBefore) {
 				return false, s.reject(RejectConflict, fmt.Errorf("%s: %v or name already held by %s", c.FQDN(), c.IPv4, o.Node))
 			}
@@ -296,6 +370,9 @@ func (s *Store) Digest() []DigestEntry {
 	for id, n := range s.infos {
 		d = append(d, DigestEntry{RecordKey{KindInfo, id}, n.Seq})
 	}
+	for _, doc := range s.docs {
+		d = append(d, DigestEntry{doc.Key(), doc.Version})
+	}
 	return d
 }
 
@@ -309,6 +386,10 @@ func (s *Store) Version(k RecordKey) uint64 {
 	case KindInfo:
 		if n := s.infos[k.Node]; n != nil {
 			return n.Seq
+		}
+	case KindFriends, KindPolicy:
+		if d := s.docs[k.Kind]; d != nil && d.User == k.Node {
+			return d.Version
 		}
 	}
 	return 0
@@ -324,6 +405,10 @@ func (s *Store) Raw(k RecordKey) []byte {
 	case KindInfo:
 		if n := s.infos[k.Node]; n != nil {
 			return n.Marshal()
+		}
+	case KindFriends, KindPolicy:
+		if d := s.docs[k.Kind]; d != nil && d.User == k.Node {
+			return d.Marshal()
 		}
 	}
 	return nil

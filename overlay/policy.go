@@ -1,0 +1,344 @@
+package overlay
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"glow/internal/wire"
+	"glow/policy"
+)
+
+// Policy wiring. The user's policy is a text document (package policy)
+// carried in a KindPolicy UserDoc: signed by the user key on an admin node,
+// versioned, gossiped to the user's own nodes, and compiled on each node
+// into the rules of its packet filter (tunwrap.go), without a restart. The
+// admin node keeps every version in STATE/policy.d/ for history and
+// rollback; a rollback signs the old text again as a new version, so
+// versions only grow and every node converges on the newest.
+//
+// The filter learns who owns an overlay address from the certificates this
+// node holds (its user's and its friends'), through directory below.
+
+// directory maps overlay addresses to certified principals for the filter.
+type directory struct {
+	m atomic.Pointer[map[netip.Addr]policy.Principal]
+}
+
+func (d *directory) Lookup(ip netip.Addr) (policy.Principal, bool) {
+	m := d.m.Load()
+	if m == nil {
+		return policy.Principal{}, false
+	}
+	p, ok := (*m)[ip]
+	return p, ok
+}
+
+// defaultPolicy is the document in force before the user writes one.
+const defaultPolicy = `# glow policy. Your own nodes always reach each other on every port;
+# other users (friends) reach only what a rule here allows, e.g.
+#   allow bob -> nas:8080/tcp
+# Edit with 'glow share', 'glow unshare' or 'glow policy apply FILE'.
+`
+
+// userNameLocked is how this node names the user of a certificate: its
+// own user by name, a friend by the name in the friend list.
+func (n *Node) userNameLocked(c *Cert) string {
+	if n.store.Own(c.User) {
+		return n.cert.UserName
+	}
+	if name, ok := n.store.FriendName(c.User); ok {
+		return name
+	}
+	return c.UserName
+}
+
+// policyTextLocked returns the policy document in force and its version.
+func (n *Node) policyTextLocked() (string, uint64) {
+	if d := n.store.Doc(KindPolicy); d != nil {
+		return string(d.Body), d.Version
+	}
+	return defaultPolicy, 0
+}
+
+// refreshPolicyLocked rebuilds the address directory, the relay trust and
+// the filter's rules from the records held. Called whenever certificates,
+// the friend list or the policy change.
+func (n *Node) refreshPolicyLocked() {
+	m := map[netip.Addr]policy.Principal{}
+	own := map[wire.ShortID]bool{n.id.Short(): true}
+	ownV4 := map[netip.Addr]bool{}
+	for _, c := range n.store.Certs() {
+		if n.store.Own(c.User) {
+			ownV4[c.IPv4] = true
+			own[c.Node.Short()] = true
+		}
+	}
+	for _, c := range n.store.Certs() {
+		p := policy.Principal{User: n.userNameLocked(c), Node: c.Name}
+		if n.store.Own(c.User) || !ownV4[c.IPv4] {
+			m[c.IPv4] = p // a friend's IPv4 that collides with ours is not routed (see addPeerLocked)
+		}
+		m[c.IPv6] = p
+	}
+	n.dir.m.Store(&m)
+	n.ownShort.Store(&own)
+
+	text, version := n.policyTextLocked()
+	doc, err := policy.Parse([]byte(text))
+	if err != nil {
+		n.logf("glow: policy version %d does not parse (%v); keeping the rules in force", version, err)
+		return
+	}
+	rules, err := policy.Compile(doc, policy.CompileConfig{Owner: n.cert.UserName, Self: n.cert.Name, Directory: &n.dir})
+	if err != nil {
+		n.logf("glow: policy version %d: %v; keeping the rules in force", version, err)
+		return
+	}
+	n.doc = doc
+	if n.filter != nil {
+		n.filter.SetRules(rules)
+	}
+	n.rules = rules
+}
+
+// sharedWithLocked reports whether this user's node name is shared, by
+// any rule, with the friend whose user key is friend.
+func (n *Node) sharedWithLocked(node string, friend [32]byte) bool {
+	if n.doc == nil {
+		return false
+	}
+	name, ok := n.store.FriendName(friend)
+	if !ok {
+		return false
+	}
+	for _, g := range n.doc.Shares() {
+		if g.Who != name && g.Who != "*" {
+			continue
+		}
+		switch g.To.Kind {
+		case policy.TargetAny:
+			return true
+		case policy.TargetNode:
+			if g.To.Name == node {
+				return true
+			}
+		case policy.TargetTag:
+			for _, t := range n.doc.Tags {
+				if t.Name == g.To.Name {
+					for _, nn := range t.Nodes {
+						if nn == node {
+							return true
+						}
+					}
+				}
+			}
+		}
+	}
+	return false
+}
+
+// relayTrust is the relay.Forwarder's trust: forward between this user's
+// nodes, and between a friend's node and one of ours, never between two
+// strangers or two nodes of another user.
+func (n *Node) relayTrust(src, dst wire.ShortID) bool {
+	if !n.bind.Known(src) && src != n.id.Short() || !n.bind.Known(dst) {
+		return false
+	}
+	own := *n.ownShort.Load()
+	return own[src] || own[dst]
+}
+
+var errNotAdmin = errors.New("this node does not hold the user key; run this on the admin node (where the user was created)")
+
+// signDocLocked signs and applies a new version of this user's document.
+func (n *Node) signDocLocked(kind RecordKind, body []byte, now time.Time) (*UserDoc, error) {
+	if n.user == nil {
+		return nil, errNotAdmin
+	}
+	var version uint64 = 1
+	if old := n.store.Doc(kind); old != nil {
+		version = old.Version + 1
+	}
+	d := &UserDoc{Kind: kind, Version: version, Body: body}
+	SignUserDoc(n.user, d)
+	if _, err := n.store.AddDoc(d); err != nil {
+		return nil, err
+	}
+	n.dirty = true
+	n.floodLocked(nil, []recordMsg{{kind, d.Marshal()}})
+	if kind == KindFriends {
+		for id, p := range n.peers {
+			if n.store.Cert(id) == nil {
+				n.removePeerLocked(id)
+				_ = p
+			}
+		}
+	}
+	n.refreshPolicyLocked()
+	n.updateNamesLocked()
+	return d, nil
+}
+
+// PolicyInfo is the policy in force.
+type PolicyInfo struct {
+	Version uint64 `json:"version"`
+	Text    string `json:"text"`
+}
+
+// Policy returns the policy document in force.
+func (n *Node) Policy() PolicyInfo {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	text, v := n.policyTextLocked()
+	return PolicyInfo{Version: v, Text: text}
+}
+
+// ApplyPolicy validates text and, if it is good, makes it the policy of the
+// user (admin nodes only). A bad document changes nothing.
+func (n *Node) ApplyPolicy(text string) (PolicyInfo, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.applyPolicyLocked(text)
+}
+
+func (n *Node) applyPolicyLocked(text string) (PolicyInfo, error) {
+	if n.user == nil {
+		return PolicyInfo{}, errNotAdmin
+	}
+	doc, err := policy.Parse([]byte(text))
+	if err != nil {
+		return PolicyInfo{}, fmt.Errorf("policy not applied, the one in force stays: %w", err)
+	}
+	if _, err := policy.Compile(doc, policy.CompileConfig{Owner: n.cert.UserName, Self: n.cert.Name, Directory: &n.dir}); err != nil {
+		return PolicyInfo{}, fmt.Errorf("policy not applied, the one in force stays: %w", err)
+	}
+	d, err := n.signDocLocked(KindPolicy, []byte(text), time.Now())
+	if err != nil {
+		return PolicyInfo{}, err
+	}
+	if err := n.state.Init(); err == nil {
+		os.MkdirAll(n.state.Path("policy.d"), 0o700)
+		writeAtomic(filepath.Join(n.state.Path("policy.d"), fmt.Sprintf("%08d.policy", d.Version)), []byte(text), 0o600)
+	}
+	n.logf("glow: policy version %d applied", d.Version)
+	return PolicyInfo{Version: d.Version, Text: text}, nil
+}
+
+// PolicyVersion is one entry of the policy history.
+type PolicyVersion struct {
+	Version uint64 `json:"version"`
+	Time    string `json:"time"`
+	Rules   int    `json:"rules"`
+	Current bool   `json:"current"`
+}
+
+// PolicyHistory lists the versions this node keeps (admin nodes keep all).
+func (n *Node) PolicyHistory() ([]PolicyVersion, error) {
+	n.mu.Lock()
+	_, cur := n.policyTextLocked()
+	n.mu.Unlock()
+	ents, _ := os.ReadDir(n.state.Path("policy.d"))
+	var out []PolicyVersion
+	for _, e := range ents {
+		v, err := strconv.ParseUint(strings.TrimSuffix(e.Name(), ".policy"), 10, 64)
+		if err != nil {
+			continue
+		}
+		info, _ := e.Info()
+		pv := PolicyVersion{Version: v, Current: v == cur}
+		if info != nil {
+			pv.Time = info.ModTime().UTC().Format(time.RFC3339)
+		}
+		if b, err := os.ReadFile(filepath.Join(n.state.Path("policy.d"), e.Name())); err == nil {
+			if d, err := policy.Parse(b); err == nil {
+				pv.Rules = len(d.Rules)
+			}
+		}
+		out = append(out, pv)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Version < out[j].Version })
+	if len(out) == 0 || out[len(out)-1].Version != cur {
+		out = append(out, PolicyVersion{Version: cur, Current: true})
+	}
+	return out, nil
+}
+
+// RollbackPolicy applies the text of an earlier version as a new version.
+func (n *Node) RollbackPolicy(version uint64) (PolicyInfo, error) {
+	var text []byte
+	if version == 0 {
+		text = []byte(defaultPolicy)
+	} else {
+		b, err := os.ReadFile(filepath.Join(n.state.Path("policy.d"), fmt.Sprintf("%08d.policy", version)))
+		if err != nil {
+			return PolicyInfo{}, fmt.Errorf("policy version %d is not in this node's history ('glow policy history')", version)
+		}
+		text = b
+	}
+	return n.ApplyPolicy(string(text))
+}
+
+// Share lets friend user reach target ("nas:8080/tcp"); Unshare takes it back.
+func (n *Node) Share(target, user string, share bool) (PolicyInfo, bool, error) {
+	t, err := policy.ParseShareTarget(target)
+	if err != nil {
+		return PolicyInfo{}, false, err
+	}
+	if !ValidName(user) {
+		return PolicyInfo{}, false, fmt.Errorf("--with %q: not a user name", user)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.user == nil {
+		return PolicyInfo{}, false, errNotAdmin
+	}
+	if t.Kind == policy.TargetNode {
+		found := false
+		for _, c := range n.store.Certs() {
+			found = found || n.store.Own(c.User) && c.Name == t.Name
+		}
+		if !found {
+			return PolicyInfo{}, false, fmt.Errorf("%s is not a node of user %s (see 'glow status')", t.Name, n.cert.UserName)
+		}
+	}
+	text, _ := n.policyTextLocked()
+	doc, err := policy.Parse([]byte(text))
+	if err != nil {
+		return PolicyInfo{}, false, err
+	}
+	var changed bool
+	if share {
+		if changed, err = doc.Share(user, t); err != nil {
+			return PolicyInfo{}, false, err
+		}
+	} else {
+		changed = doc.Unshare(user, t)
+	}
+	if !changed {
+		info := PolicyInfo{Text: text}
+		_, info.Version = n.policyTextLocked()
+		return info, false, nil
+	}
+	info, err := n.applyPolicyLocked(string(doc.Format()))
+	return info, true, err
+}
+
+// FilterCounts returns the packet filter's decisions by reason.
+func (n *Node) FilterCounts() map[string]uint64 {
+	out := map[string]uint64{}
+	if n.filter == nil {
+		return out
+	}
+	for r, c := range n.filter.Counts() {
+		out[r.String()] = c
+	}
+	return out
+}

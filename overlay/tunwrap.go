@@ -1,0 +1,69 @@
+package overlay
+
+// The policy's place in the packet path: a tun.Device wrapper.
+//
+//	OS -> TUN Read  -> Filter.Outbound (records flows this node opens) -> wireguard-go encrypt
+//	wireguard-go decrypt -> Filter.Inbound (the policy, stateful) -> TUN Write -> OS
+//
+// Inbound runs on decrypted packets, after WireGuard checked that the source
+// address is one the sending peer is certified for (AllowedIPs), so the
+// filter can trust the source address. Dropped packets are counted by
+// reason in the Filter. Read runs in wireguard-go's one TUN reader
+// goroutine; Write runs in each peer's receive goroutine, so its scratch
+// comes from a pool.
+
+import (
+	"sync"
+	"time"
+
+	wgtun "golang.zx2c4.com/wireguard/tun"
+
+	"glow/policy"
+)
+
+type filteredTUN struct {
+	wgtun.Device
+	f       *policy.Filter
+	scratch sync.Pool // *[][]byte
+}
+
+func newFilteredTUN(dev wgtun.Device, f *policy.Filter) *filteredTUN {
+	return &filteredTUN{Device: dev, f: f}
+}
+
+// Read reads packets the OS sends into the overlay; dropped ones get size 0.
+func (t *filteredTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	n, err := t.Device.Read(bufs, sizes, offset)
+	if n > 0 {
+		now := time.Now()
+		for i := 0; i < n; i++ {
+			if sizes[i] > 0 && !t.f.Outbound(bufs[i][offset:offset+sizes[i]], now).Allow {
+				sizes[i] = 0
+			}
+		}
+	}
+	return n, err
+}
+
+// Write hands the allowed packets of a decrypted batch to the OS.
+func (t *filteredTUN) Write(bufs [][]byte, offset int) (int, error) {
+	now := time.Now()
+	sp, _ := t.scratch.Get().(*[][]byte)
+	if sp == nil {
+		sp = new([][]byte)
+	}
+	keep := (*sp)[:0]
+	for _, b := range bufs {
+		if t.f.Inbound(b[offset:], now).Allow {
+			keep = append(keep, b)
+		}
+	}
+	var err error
+	if len(keep) > 0 {
+		_, err = t.Device.Write(keep, offset)
+	}
+	clear(keep)
+	*sp = keep[:0]
+	t.scratch.Put(sp)
+	return len(bufs), err
+}

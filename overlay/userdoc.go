@@ -1,0 +1,122 @@
+package overlay
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/base64"
+	"fmt"
+	"sort"
+	"strings"
+
+	"glow/internal/wire"
+)
+
+// A UserDoc is a statement of a user, signed by the user key and gossiped
+// to the user's own nodes only: its friend list (KindFriends) and its
+// policy (KindPolicy). Version orders them; history lives in the admin
+// node's state directory.
+type UserDoc struct {
+	Kind    RecordKind
+	User    [32]byte
+	Version uint64
+	Body    []byte
+	Sig     [ed25519.SignatureSize]byte
+
+	raw []byte
+}
+
+const (
+	KindFriends RecordKind = 3
+	KindPolicy  RecordKind = 4
+	maxDocBody             = 60 << 10
+)
+
+var docContext = []byte("glow user doc v1\x00")
+
+func (d *UserDoc) body() []byte {
+	var w wire.Writer
+	w.U8(1)
+	w.U8(uint8(d.Kind))
+	w.Raw(d.User[:])
+	w.U64(d.Version)
+	w.Bytes16(d.Body)
+	return w.B
+}
+
+// SignUserDoc signs d with the user key.
+func SignUserDoc(u *UserKey, d *UserDoc) {
+	copy(d.User[:], u.Public())
+	body := d.body()
+	copy(d.Sig[:], ed25519.Sign(u.Priv, append(append([]byte{}, docContext...), body...)))
+	d.raw = append(body, d.Sig[:]...)
+}
+
+// Marshal returns the encoding.
+func (d *UserDoc) Marshal() []byte { return d.raw }
+
+// Key is the record slot of the document: one per kind and user.
+func (d *UserDoc) Key() RecordKey { return RecordKey{d.Kind, wire.NodeID(d.User)} }
+
+// ParseUserDoc decodes a user document and checks its signature.
+func ParseUserDoc(b []byte) (*UserDoc, error) {
+	if len(b) > maxDocBody+256 {
+		return nil, fmt.Errorf("user document: %w: too long", ErrMalformed)
+	}
+	r := wire.Reader{B: b}
+	d := &UserDoc{}
+	if v := r.U8(); r.Err == nil && v != 1 {
+		return nil, fmt.Errorf("user document: %w: version %d", ErrMalformed, v)
+	}
+	d.Kind = RecordKind(r.U8())
+	r.Fixed(d.User[:])
+	d.Version = r.U64()
+	d.Body = bytes.Clone(r.Bytes16(maxDocBody))
+	r.Fixed(d.Sig[:])
+	if err := r.Done(); err != nil {
+		return nil, fmt.Errorf("user document: %w: %v", ErrMalformed, err)
+	}
+	if d.Kind != KindFriends && d.Kind != KindPolicy {
+		return nil, fmt.Errorf("user document: %w: kind %d", ErrMalformed, d.Kind)
+	}
+	signed := len(b) - ed25519.SignatureSize
+	if !ed25519.Verify(d.User[:], append(append([]byte{}, docContext...), b[:signed]...), d.Sig[:]) {
+		return nil, fmt.Errorf("user document: %w", ErrBadSignature)
+	}
+	d.raw = bytes.Clone(b)
+	return d, nil
+}
+
+// Friend is another user whose key this user accepted.
+type Friend struct {
+	Name string
+	Key  [32]byte
+}
+
+// formatFriends is the body of a KindFriends document: "NAME KEY" lines.
+func formatFriends(fs []Friend) []byte {
+	sort.Slice(fs, func(i, j int) bool { return fs[i].Name < fs[j].Name })
+	var b strings.Builder
+	for _, f := range fs {
+		fmt.Fprintf(&b, "%s %s\n", f.Name, base64.StdEncoding.EncodeToString(f.Key[:]))
+	}
+	return []byte(b.String())
+}
+
+func parseFriends(body []byte) ([]Friend, error) {
+	var out []Friend
+	for i, line := range strings.Split(strings.TrimSpace(string(body)), "\n") {
+		if line == "" {
+			continue
+		}
+		name, key, ok := strings.Cut(line, " ")
+		k, err := base64.StdEncoding.DecodeString(key)
+		if !ok || !ValidName(name) || err != nil || len(k) != 32 {
+			return nil, fmt.Errorf("friend list line %d: %w", i+1, ErrMalformed)
+		}
+		var f Friend
+		f.Name = name
+		copy(f.Key[:], k)
+		out = append(out, f)
+	}
+	return out, nil
+}
