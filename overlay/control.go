@@ -281,7 +281,11 @@ func parseCtl(m []byte) (any, error) {
 		j.Cert = r.Bytes16(1024)
 		out = j
 	default:
-		return nil, fmt.Errorf("unknown control message type %d", m[0])
+		fm, ok := parseFriendMsg(msgType(m[0]), &r)
+		if !ok {
+			return nil, fmt.Errorf("unknown control message type %d", m[0])
+		}
+		out = fm
 	}
 	if err := r.Done(); err != nil {
 		return nil, fmt.Errorf("control message type %d: %w", m[0], err)

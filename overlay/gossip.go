@@ -118,7 +118,8 @@ func (n *Node) visibleLocked(p *peer, k RecordKey) bool {
 	if c == nil || !n.store.Own(c.User) {
 		return false
 	}
-	return c.Node == n.id && n.friendContact[p.cert.User] || n.sharedWithLocked(c.Name, p.cert.User)
+	// This node's own records: the friend talks to it already, so it knows them.
+	return c.Node == n.id || n.sharedWithLocked(c.Name, p.cert.User)
 }
 
 func (n *Node) visibleRawLocked(p *peer, r recordMsg) bool {

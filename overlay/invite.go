@@ -31,6 +31,7 @@ import (
 // is single use (or N-use), and a replayed request only re-obtains the
 // certificate of keys the eavesdropper does not have.
 type Invite struct {
+	Friend    bool // a friend code (glow friend invite), not a join code
 	UserHash  [16]byte
 	Inviter   wire.Key // inviter's control key
 	Secret    [16]byte
@@ -40,6 +41,7 @@ type Invite struct {
 
 const (
 	invitePrefix  = "glow-"
+	friendPrefix  = "glowf-"
 	inviteVersion = 1
 )
 
@@ -80,16 +82,24 @@ func (inv *Invite) Code() string {
 	}
 	sum := sha256.Sum256(w.B)
 	w.Raw(sum[:4])
+	if inv.Friend {
+		return friendPrefix + wire.EncodeB32(w.B)
+	}
 	return invitePrefix + wire.EncodeB32(w.B)
 }
 
 // ParseInvite decodes a code. It does not check expiry (the inviter does).
 func ParseInvite(code string) (*Invite, error) {
 	code = strings.TrimSpace(code)
-	if !strings.HasPrefix(code, invitePrefix) || len(code) > 512 {
+	friend := strings.HasPrefix(code, friendPrefix)
+	prefix := invitePrefix
+	if friend {
+		prefix = friendPrefix
+	}
+	if !strings.HasPrefix(code, prefix) || len(code) > 512 {
 		return nil, ErrBadCode
 	}
-	b, err := wire.DecodeB32(code[len(invitePrefix):])
+	b, err := wire.DecodeB32(code[len(prefix):])
 	if err != nil || len(b) < 5 {
 		return nil, ErrBadCode
 	}
@@ -102,7 +112,7 @@ func ParseInvite(code string) (*Invite, error) {
 	if r.U8() != inviteVersion {
 		return nil, fmt.Errorf("%w: unknown version", ErrBadCode)
 	}
-	inv := &Invite{}
+	inv := &Invite{Friend: friend}
 	r.Fixed(inv.UserHash[:])
 	r.Fixed(inv.Inviter[:])
 	r.Fixed(inv.Secret[:])
@@ -144,9 +154,10 @@ func joinProof(secret [16]byte, inviter, joinerCtl wire.Key, node wire.NodeID, w
 type pendingInvite struct {
 	Secret  [16]byte   `json:"secret"`
 	Expires time.Time  `json:"expires"`
-	Uses    int        `json:"uses"`    // uses left
-	UsedBy  [][32]byte `json:"used_by"` // nodes admitted with it, to answer their retries
-	Certs   [][]byte   `json:"certs"`   // the certificates given, same order
+	Uses    int        `json:"uses"`             // uses left
+	UsedBy  [][32]byte `json:"used_by"`          // nodes admitted with it, to answer their retries
+	Certs   [][]byte   `json:"certs"`            // the certificates given, same order
+	Friend  bool       `json:"friend,omitempty"` // a friend code
 }
 
 // invites is the inviter's book of codes, persisted in the state directory.
@@ -188,8 +199,8 @@ func (iv *invites) save(now time.Time) error {
 }
 
 // issue creates a new code's secret.
-func (iv *invites) issue(ttl time.Duration, uses int, now time.Time) (*pendingInvite, error) {
-	p := &pendingInvite{Expires: now.Add(ttl), Uses: uses}
+func (iv *invites) issue(ttl time.Duration, uses int, friend bool, now time.Time) (*pendingInvite, error) {
+	p := &pendingInvite{Expires: now.Add(ttl), Uses: uses, Friend: friend}
 	if _, err := rand.Read(p.Secret[:]); err != nil {
 		return nil, err
 	}

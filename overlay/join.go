@@ -28,6 +28,9 @@ func (n *Node) join(code string, port uint16) (*Cert, error) {
 	if err != nil {
 		return nil, err
 	}
+	if inv.Friend {
+		return nil, errors.New("this is a friend code: use it with 'glow friend add CODE' on your own admin node")
+	}
 	if len(inv.Endpoints) == 0 {
 		return nil, errors.New("the invite code names no address of the inviting node")
 	}
@@ -121,7 +124,8 @@ func (n *Node) loadBootstrap() {
 // handleJoinLocked is the inviter's side: check the request's proof against
 // a pending invite, admit the node, answer sealed to the joiner's key.
 func (n *Node) handleJoinLocked(pkt []byte, sender wire.Key, from netip.AddrPort, now time.Time) {
-	if n.user == nil {
+	ch := n.pendingFriend[sender]
+	if n.user == nil && ch == nil {
 		n.dropCtl["unknown-sender"]++
 		return
 	}
@@ -132,8 +136,33 @@ func (n *Node) handleJoinLocked(pkt []byte, sender wire.Key, from netip.AddrPort
 		return
 	}
 	msg, err := parseCtl(m)
+	if err != nil {
+		n.dropCtl["unknown-sender"]++
+		return
+	}
+	switch msg := msg.(type) {
+	case friendResp:
+		if ch != nil {
+			select {
+			case ch <- friendAnswer{msg, from}:
+			default:
+			}
+		}
+		return
+	case friendReq:
+		c, err := n.acceptFriendLocked(msg, sender, from, now)
+		resp := friendResp{OK: err == nil, UserKey: n.cert.User, UserName: n.cert.UserName}
+		if err != nil {
+			n.logf("glow: friend request from %v refused: %v", from, err)
+			resp.Err = err.Error()
+		} else {
+			resp.Cert = c.Marshal()
+		}
+		n.bind.SendTo(sealCtl(nil, n.ctlPub, shared, resp.marshal()), from)
+		return
+	}
 	req, ok := msg.(joinReq)
-	if err != nil || !ok {
+	if !ok {
 		n.dropCtl["unknown-sender"]++
 		return
 	}
@@ -150,7 +179,7 @@ func (n *Node) handleJoinLocked(pkt []byte, sender wire.Key, from netip.AddrPort
 
 func (n *Node) admitLocked(req joinReq, ctl wire.Key, now time.Time) (*Cert, error) {
 	inv := n.invites.byID[req.CodeID]
-	if inv == nil {
+	if inv == nil || inv.Friend {
 		return nil, errInviteUnknown
 	}
 	want := joinProof(inv.Secret, n.ctlPub, ctl, req.Node, req.WG, req.Name, req.Nonce)
@@ -230,7 +259,7 @@ func (n *Node) Invite(ttl time.Duration, uses int) (string, error) {
 		return "", errors.New("this node is not an admin node (it does not hold the user key); run 'glow invite' on the node where the user was created")
 	}
 	now := time.Now()
-	p, err := n.invites.issue(ttl, uses, now)
+	p, err := n.invites.issue(ttl, uses, false, now)
 	if err != nil {
 		return "", err
 	}

@@ -114,11 +114,11 @@ type Node struct {
 	dropCtl       map[string]uint64
 	doc           *policy.Document // the policy in force
 	rules         *policy.Rules
-	friendContact map[[32]byte]bool // friends whose node reached this one with a friend code
-	dirty         bool              // records cache needs saving
-	routesDirty   bool              // links or records changed: recompute routes
-	infoDirty     bool              // our endpoints changed: re-sign our NodeInfo now
-	mapped        netip.AddrPort    // port mapping from the gateway, if any
+	pendingFriend map[wire.Key]chan friendAnswer // friend codes in use, by inviter key
+	dirty         bool                           // records cache needs saving
+	routesDirty   bool                           // links or records changed: recompute routes
+	infoDirty     bool                           // our endpoints changed: re-sign our NodeInfo now
+	mapped        netip.AddrPort                 // port mapping from the gateway, if any
 	lastPush      time.Time
 	closed        bool
 }
@@ -175,8 +175,9 @@ func Start(cfg Config) (n *Node, err error) {
 	n = &Node{
 		cfg: cfg, state: st, logf: cfg.Logf, lock: lock,
 		peers: map[wire.NodeID]*peer{}, byCtl: map[wire.Key]*peer{},
-		seen: map[netip.AddrPort]time.Time{}, dropCtl: map[string]uint64{}, friendContact: map[[32]byte]bool{},
-		bootstrap: peers, done: make(chan struct{}),
+		seen: map[netip.AddrPort]time.Time{}, dropCtl: map[string]uint64{},
+		pendingFriend: map[wire.Key]chan friendAnswer{},
+		bootstrap:     peers, done: make(chan struct{}),
 	}
 	if err := n.loadIdentity(port); err != nil {
 		return nil, err

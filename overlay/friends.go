@@ -1,0 +1,341 @@
+package overlay
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"glow/internal/wire"
+)
+
+// Friends. A friend is another user whose public key this user accepted.
+// `glow friend invite` (on alice's admin node) prints a code like a join
+// code; `glow friend add CODE` (on bob's admin node) sends a request sealed
+// to the inviting node, proving the code's secret by HMAC, with bob's user
+// key and the certificate of bob's node; the inviter answers with its own.
+// Each side then signs a new friend list (a KindFriends UserDoc) that its
+// own nodes learn by gossip, and from then on trusts certificates signed by
+// the friend's key.
+//
+// What a friend learns is limited (visibleLocked): the node it talked to,
+// and the nodes the policy shares with it. Traffic from a friend's nodes is
+// filtered by the policy; relays forward between a friend's node and ours,
+// never between two of a friend's nodes.
+
+type friendReq struct {
+	CodeID   [16]byte
+	Nonce    [16]byte
+	Proof    [32]byte
+	UserKey  [32]byte
+	UserName string
+	Cert     []byte
+}
+
+type friendResp struct {
+	OK       bool
+	Err      string
+	UserKey  [32]byte
+	UserName string
+	Cert     []byte
+}
+
+const (
+	msgFriendReq  msgType = 8
+	msgFriendResp msgType = 9
+)
+
+func (m friendReq) marshal() []byte {
+	w := wire.Writer{B: []byte{byte(msgFriendReq)}}
+	w.Raw(m.CodeID[:])
+	w.Raw(m.Nonce[:])
+	w.Raw(m.Proof[:])
+	w.Raw(m.UserKey[:])
+	w.Str(m.UserName)
+	w.Bytes16(m.Cert)
+	return w.B
+}
+
+func (m friendResp) marshal() []byte {
+	w := wire.Writer{B: []byte{byte(msgFriendResp)}}
+	if m.OK {
+		w.U8(1)
+	} else {
+		w.U8(0)
+	}
+	w.Str(m.Err)
+	w.Raw(m.UserKey[:])
+	w.Str(m.UserName)
+	w.Bytes16(m.Cert)
+	return w.B
+}
+
+func parseFriendMsg(t msgType, r *wire.Reader) (any, bool) {
+	switch t {
+	case msgFriendReq:
+		var m friendReq
+		r.Fixed(m.CodeID[:])
+		r.Fixed(m.Nonce[:])
+		r.Fixed(m.Proof[:])
+		r.Fixed(m.UserKey[:])
+		m.UserName = r.Str(63)
+		m.Cert = r.Bytes16(1024)
+		return m, true
+	case msgFriendResp:
+		var m friendResp
+		m.OK = r.U8() == 1
+		m.Err = r.Str(255)
+		r.Fixed(m.UserKey[:])
+		m.UserName = r.Str(63)
+		m.Cert = r.Bytes16(1024)
+		return m, true
+	}
+	return nil, false
+}
+
+func friendProof(secret [16]byte, inviter, requester wire.Key, user [32]byte, cert []byte, nonce [16]byte) [32]byte {
+	m := hmac.New(sha256.New, secret[:])
+	m.Write([]byte("glow friend v1\x00"))
+	m.Write(inviter[:])
+	m.Write(requester[:])
+	m.Write(user[:])
+	m.Write(cert)
+	m.Write(nonce[:])
+	var out [32]byte
+	copy(out[:], m.Sum(nil))
+	return out
+}
+
+// FriendInvite issues a friend code valid for ttl (admin nodes only).
+func (n *Node) FriendInvite(ttl time.Duration) (string, error) {
+	if ttl <= 0 {
+		ttl = 24 * time.Hour
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.user == nil {
+		return "", errNotAdmin
+	}
+	now := time.Now()
+	p, err := n.invites.issue(ttl, 1, true, now)
+	if err != nil {
+		return "", err
+	}
+	inv := &Invite{Friend: true, UserHash: UserHash(n.cert.User[:]), Inviter: n.ctlPub, Secret: p.Secret,
+		Expires: p.Expires, Endpoints: n.localEndpointsLocked(now)}
+	return inv.Code(), nil
+}
+
+// friendsLocked returns the friend list in force.
+func (n *Node) friendsLocked() []Friend {
+	d := n.store.Doc(KindFriends)
+	if d == nil {
+		return nil
+	}
+	fs, _ := parseFriends(d.Body)
+	return fs
+}
+
+// addFriendLocked puts (name, key) in the friend list (signing a new one).
+func (n *Node) addFriendLocked(name string, key [32]byte, now time.Time) error {
+	if !ValidName(name) || name == n.cert.UserName {
+		return fmt.Errorf("cannot take a friend named %q", name)
+	}
+	fs := n.friendsLocked()
+	for _, f := range fs {
+		switch {
+		case f.Key == key && f.Name == name:
+			return nil
+		case f.Key == key:
+			return fmt.Errorf("this user is already a friend, named %s", f.Name)
+		case f.Name == name:
+			return fmt.Errorf("another friend is already named %s; remove it first", name)
+		}
+	}
+	fs = append(fs, Friend{Name: name, Key: key})
+	_, err := n.signDocLocked(KindFriends, formatFriends(fs), now)
+	return err
+}
+
+// acceptFriendLocked is the inviter's side of `glow friend add`.
+func (n *Node) acceptFriendLocked(req friendReq, sender wire.Key, from netip.AddrPort, now time.Time) (*Cert, error) {
+	inv := n.invites.byID[req.CodeID]
+	if inv == nil || !inv.Friend {
+		return nil, errInviteUnknown
+	}
+	want := friendProof(inv.Secret, n.ctlPub, sender, req.UserKey, req.Cert, req.Nonce)
+	if !hmac.Equal(want[:], req.Proof[:]) {
+		return nil, errInviteProof
+	}
+	c, err := ParseCert(req.Cert)
+	if err != nil || c.User != req.UserKey || c.Ctl != sender {
+		return nil, errors.New("the request's certificate does not match its sender")
+	}
+	if n.store.Own(c.User) {
+		return nil, errors.New("that node belongs to this same user")
+	}
+	already := slices.ContainsFunc(inv.UsedBy, func(id [32]byte) bool { return id == [32]byte(c.Node) })
+	if !already {
+		if now.After(inv.Expires) {
+			return nil, errInviteExpired
+		}
+		if inv.Uses <= 0 {
+			return nil, errInviteUsed
+		}
+	}
+	if err := n.addFriendLocked(req.UserName, req.UserKey, now); err != nil {
+		return nil, err
+	}
+	if !already {
+		inv.Uses--
+		inv.UsedBy = append(inv.UsedBy, c.Node)
+		inv.Certs = append(inv.Certs, bytes.Clone(req.Cert))
+		n.invites.save(now)
+	}
+	if _, err := n.store.AddCert(c, now); err != nil {
+		return nil, err
+	}
+	if p := n.addPeerLocked(c, now); p != nil {
+		n.addCandidatesLocked(p, []netip.AddrPort{from}, now)
+	}
+	n.refreshPolicyLocked()
+	n.updateNamesLocked()
+	n.logf("glow: %s is now a friend (their node %s)", req.UserName, c.FQDN())
+	return n.cert, nil
+}
+
+// FriendAdd accepts a friend code: both users learn each other's key.
+func (n *Node) FriendAdd(ctx context.Context, code string) (string, error) {
+	inv, err := ParseInvite(code)
+	if err != nil {
+		return "", err
+	}
+	if !inv.Friend {
+		return "", errors.New("this is a join code: use it with 'glow up --join CODE' on a new device")
+	}
+	n.mu.Lock()
+	if n.user == nil {
+		n.mu.Unlock()
+		return "", errNotAdmin
+	}
+	if inv.UserHash == UserHash(n.cert.User[:]) {
+		n.mu.Unlock()
+		return "", errors.New("this friend code is from your own user")
+	}
+	req := friendReq{UserKey: n.cert.User, UserName: n.cert.UserName, Cert: n.cert.Marshal(), CodeID: inv.ID()}
+	rand.Read(req.Nonce[:])
+	req.Proof = friendProof(inv.Secret, inv.Inviter, n.ctlPub, req.UserKey, req.Cert, req.Nonce)
+	shared := sharedKey(n.keys.Ctl, inv.Inviter)
+	pkt := sealCtl(nil, n.ctlPub, shared, req.marshal())
+	ch := make(chan friendAnswer, 1)
+	n.pendingFriend[inv.Inviter] = ch
+	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		delete(n.pendingFriend, inv.Inviter)
+		n.mu.Unlock()
+	}()
+
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		for _, ep := range inv.Endpoints {
+			n.bind.SendTo(pkt, ep)
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("no answer from the friend's node at %v; is it up and reachable?", inv.Endpoints)
+		case <-t.C:
+			continue
+		case a := <-ch:
+			if !a.resp.OK {
+				return "", fmt.Errorf("the friend's node refused: %s", a.resp.Err)
+			}
+			if UserHash(a.resp.UserKey[:]) != inv.UserHash {
+				return "", errors.New("the friend's node answered for another user than the code's")
+			}
+			c, err := ParseCert(a.resp.Cert)
+			if err != nil || c.User != a.resp.UserKey || c.Ctl != inv.Inviter {
+				return "", errors.New("the friend's node sent a certificate that does not match the code")
+			}
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			now := time.Now()
+			if err := n.addFriendLocked(a.resp.UserName, a.resp.UserKey, now); err != nil {
+				return "", err
+			}
+			if _, err := n.store.AddCert(c, now); err != nil {
+				return "", err
+			}
+			if p := n.addPeerLocked(c, now); p != nil {
+				n.addCandidatesLocked(p, append(slices.Clone(inv.Endpoints), a.from), now)
+			}
+			n.refreshPolicyLocked()
+			n.updateNamesLocked()
+			n.logf("glow: %s is now a friend (their node %s)", a.resp.UserName, c.FQDN())
+			return a.resp.UserName, nil
+		}
+	}
+}
+
+type friendAnswer struct {
+	resp friendResp
+	from netip.AddrPort
+}
+
+// FriendInfo is one line of `glow friend list`.
+type FriendInfo struct {
+	Name   string   `json:"name"`
+	Key    string   `json:"key"`
+	Nodes  []string `json:"nodes"`  // their nodes this node knows
+	Shared []string `json:"shared"` // what they may reach of ours
+}
+
+// Friends lists the friends and what each may reach.
+func (n *Node) Friends() []FriendInfo {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []FriendInfo
+	for _, f := range n.friendsLocked() {
+		fi := FriendInfo{Name: f.Name, Key: wire.EncodeB32(f.Key[:8]), Nodes: []string{}, Shared: []string{}}
+		for _, c := range n.store.Certs() {
+			if c.User == f.Key {
+				fi.Nodes = append(fi.Nodes, c.Name)
+			}
+		}
+		if n.doc != nil {
+			for _, g := range n.doc.Shares() {
+				if g.Who == f.Name || g.Who == "*" {
+					fi.Shared = append(fi.Shared, g.To.String())
+				}
+			}
+		}
+		out = append(out, fi)
+	}
+	return out
+}
+
+// FriendRemove drops a friend: its nodes can no longer reach or be reached.
+func (n *Node) FriendRemove(name string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.user == nil {
+		return errNotAdmin
+	}
+	fs := n.friendsLocked()
+	i := slices.IndexFunc(fs, func(f Friend) bool { return f.Name == name })
+	if i < 0 {
+		return fmt.Errorf("%s is not a friend (see 'glow friend list')", name)
+	}
+	fs = slices.Delete(fs, i, i+1)
+	_, err := n.signDocLocked(KindFriends, formatFriends(fs), time.Now())
+	return err
+}
