@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,6 +25,9 @@ import (
 //	POST /v1/ping?target=T       PingResult (one ping)
 //	POST /v1/invite?ttl=D&uses=N {"code": "..."}
 //	GET  /v1/netcheck            Netcheck (STUN and port mapping probes)
+//	POST /v1/friend/invite|add|remove, GET /v1/friends
+//	POST /v1/share?target=T&user=U[&undo=1]
+//	GET|POST /v1/policy, GET /v1/policy/history, POST /v1/policy/rollback?version=V
 //	POST /v1/down                stops the daemon
 
 // SocketName is the control socket's file name in the state directory.
@@ -105,6 +109,91 @@ func (n *Node) ServeAPI(ctx context.Context, down func()) error {
 		}
 		writeJSON(w, nc)
 	})
+	mux.HandleFunc("POST /v1/friend/invite", func(w http.ResponseWriter, r *http.Request) {
+		ttl := 24 * time.Hour
+		if s := r.URL.Query().Get("ttl"); s != "" {
+			d, err := time.ParseDuration(s)
+			if err != nil || d <= 0 {
+				writeErr(w, http.StatusBadRequest, fmt.Errorf("--ttl %q: want a duration such as 24h", s))
+				return
+			}
+			ttl = d
+		}
+		code, err := n.FriendInvite(ttl)
+		if err != nil {
+			writeErr(w, http.StatusForbidden, err)
+			return
+		}
+		writeJSON(w, map[string]string{"code": code})
+	})
+	mux.HandleFunc("POST /v1/friend/add", func(w http.ResponseWriter, r *http.Request) {
+		name, err := n.FriendAdd(r.Context(), r.URL.Query().Get("code"))
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+		writeJSON(w, map[string]string{"friend": name})
+	})
+	mux.HandleFunc("GET /v1/friends", func(w http.ResponseWriter, r *http.Request) {
+		fs := n.Friends()
+		if fs == nil {
+			fs = []FriendInfo{}
+		}
+		writeJSON(w, fs)
+	})
+	mux.HandleFunc("POST /v1/friend/remove", func(w http.ResponseWriter, r *http.Request) {
+		if err := n.FriendRemove(r.URL.Query().Get("name")); err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+		writeJSON(w, map[string]string{"status": "removed"})
+	})
+	mux.HandleFunc("POST /v1/share", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		info, changed, err := n.Share(q.Get("target"), q.Get("user"), q.Get("undo") != "1")
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+		writeJSON(w, map[string]any{"version": info.Version, "changed": changed})
+	})
+	mux.HandleFunc("GET /v1/policy", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, n.Policy())
+	})
+	mux.HandleFunc("POST /v1/policy", func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(io.LimitReader(r.Body, 2<<20))
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+		info, err := n.ApplyPolicy(string(body))
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+		writeJSON(w, info)
+	})
+	mux.HandleFunc("GET /v1/policy/history", func(w http.ResponseWriter, r *http.Request) {
+		h, err := n.PolicyHistory()
+		if err != nil {
+			writeErr(w, http.StatusInternalServerError, err)
+			return
+		}
+		writeJSON(w, h)
+	})
+	mux.HandleFunc("POST /v1/policy/rollback", func(w http.ResponseWriter, r *http.Request) {
+		v, err := strconv.ParseUint(r.URL.Query().Get("version"), 10, 64)
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, fmt.Errorf("version %q: want a number from 'glow policy history'", r.URL.Query().Get("version")))
+			return
+		}
+		info, err := n.RollbackPolicy(v)
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+		writeJSON(w, info)
+	})
 	mux.HandleFunc("POST /v1/down", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, map[string]string{"status": "stopping"})
 		if f, ok := w.(http.Flusher); ok {
@@ -161,7 +250,11 @@ func NewClient(stateDir string) *Client {
 }
 
 func (c *Client) do(method, path string, out any) error {
-	req, err := http.NewRequest(method, "http://glow"+path, nil)
+	return c.doBody(method, path, nil, out)
+}
+
+func (c *Client) doBody(method, path string, body io.Reader, out any) error {
+	req, err := http.NewRequest(method, "http://glow"+path, body)
 	if err != nil {
 		return err
 	}
@@ -174,19 +267,19 @@ func (c *Client) do(method, path string, out any) error {
 		return err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
 		return err
 	}
 	if resp.StatusCode != http.StatusOK {
 		var e struct{ Error string }
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
 			return errors.New(e.Error)
 		}
 		return fmt.Errorf("glow daemon: %s", resp.Status)
 	}
 	if out != nil {
-		return json.Unmarshal(body, out)
+		return json.Unmarshal(data, out)
 	}
 	return nil
 }
@@ -224,6 +317,74 @@ func (c *Client) Netcheck() (Netcheck, error) {
 	var nc Netcheck
 	err := c.do("GET", "/v1/netcheck", &nc)
 	return nc, err
+}
+
+// FriendInvite asks for a friend code.
+func (c *Client) FriendInvite(ttl time.Duration) (string, error) {
+	var out struct{ Code string }
+	err := c.do("POST", "/v1/friend/invite?ttl="+ttl.String(), &out)
+	return out.Code, err
+}
+
+// FriendAdd accepts a friend code; it returns the friend's user name.
+func (c *Client) FriendAdd(code string) (string, error) {
+	var out struct{ Friend string }
+	err := c.do("POST", "/v1/friend/add?code="+neturl.QueryEscape(code), &out)
+	return out.Friend, err
+}
+
+// Friends lists friends.
+func (c *Client) Friends() ([]FriendInfo, error) {
+	var out []FriendInfo
+	err := c.do("GET", "/v1/friends", &out)
+	return out, err
+}
+
+// FriendRemove drops a friend.
+func (c *Client) FriendRemove(name string) error {
+	return c.do("POST", "/v1/friend/remove?name="+neturl.QueryEscape(name), nil)
+}
+
+// Share (or with undo, unshare) target with user.
+func (c *Client) Share(target, user string, undo bool) (version uint64, changed bool, err error) {
+	var out struct {
+		Version uint64
+		Changed bool
+	}
+	q := "/v1/share?target=" + neturl.QueryEscape(target) + "&user=" + neturl.QueryEscape(user)
+	if undo {
+		q += "&undo=1"
+	}
+	err = c.do("POST", q, &out)
+	return out.Version, out.Changed, err
+}
+
+// Policy returns the policy in force.
+func (c *Client) Policy() (PolicyInfo, error) {
+	var p PolicyInfo
+	err := c.do("GET", "/v1/policy", &p)
+	return p, err
+}
+
+// ApplyPolicy replaces the policy (validated by the daemon first).
+func (c *Client) ApplyPolicy(text []byte) (PolicyInfo, error) {
+	var p PolicyInfo
+	err := c.doBody("POST", "/v1/policy", bytes.NewReader(text), &p)
+	return p, err
+}
+
+// PolicyHistory lists policy versions.
+func (c *Client) PolicyHistory() ([]PolicyVersion, error) {
+	var h []PolicyVersion
+	err := c.do("GET", "/v1/policy/history", &h)
+	return h, err
+}
+
+// RollbackPolicy makes an earlier version's text the policy again.
+func (c *Client) RollbackPolicy(version uint64) (PolicyInfo, error) {
+	var p PolicyInfo
+	err := c.do("POST", fmt.Sprintf("/v1/policy/rollback?version=%d", version), &p)
+	return p, err
 }
 
 // Down asks the daemon to stop.

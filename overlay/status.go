@@ -69,7 +69,7 @@ func (n *Node) Status() Status {
 	}
 	for _, p := range n.peers {
 		ps := PeerStatus{
-			Name: p.cert.Name, User: p.cert.UserName, IPv4: p.cert.IPv4.String(), IPv6: p.cert.IPv6.String(),
+			Name: p.cert.Name, User: n.userNameLocked(p.cert), IPv4: p.cert.IPv4.String(), IPv6: p.cert.IPv6.String(),
 			ID: p.cert.Node.String(), Path: "none", Via: []string{},
 		}
 		switch {
@@ -93,6 +93,14 @@ func (n *Node) Status() Status {
 	for k, v := range n.store.Rejected {
 		s.Drops["record/"+k] = v
 	}
+	for k, v := range n.FilterCounts() {
+		s.Drops["filter/"+k] = v
+	}
+	fc, fb := n.fwd.Counts()
+	for k, v := range fc {
+		s.Drops["relay/"+k] = v
+	}
+	s.Drops["relay/bytes"] = fb
 	bc := n.bind.Counters()
 	s.Drops["bind/unknown-source"] = bc.UnknownSource
 	s.Drops["bind/control-queue-full"] = bc.ControlQueueFull

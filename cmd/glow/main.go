@@ -39,6 +39,10 @@ func init() {
 		{"netcheck", "[--json]", "NAT behaviour, public endpoints, port mapping, nearest relays", cmdNetcheck},
 		{"ip", "[TARGET]", "overlay addresses of this node or a peer, IPv4 first", cmdIP},
 		{"invite", "[--ttl D] [--uses N]", "print a join code for another device of this user", cmdInvite},
+		{"friend", "invite|add CODE|list|remove NAME", "friends: other users who may reach what you share", cmdFriend},
+		{"share", "NODE:PORT[/PROTO] --with USER", "let a friend reach one service", cmdShare(false)},
+		{"unshare", "NODE:PORT[/PROTO] --with USER", "take a share back; open flows are cut", cmdShare(true)},
+		{"policy", "show|apply FILE|history|rollback V", "the whole policy", cmdPolicy},
 		{"version", "", "version and build information", cmdVersion},
 	}
 }
