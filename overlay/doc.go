@@ -1,0 +1,52 @@
+// Package overlay is a glow node: identity, membership records and their
+// gossip, link-state routing, the WireGuard data path with its conn.Bind,
+// path choice (direct, relayed), NAT traversal, friends and policy, and the
+// local API. It wires the leaf packages (tun, link, nat, relay, dns,
+// policy) together and is usable as a Go library: Start N nodes in one test
+// process with userspace network stacks, over loopback or over the
+// in-memory NAT lab (nat/natlab), as the tests here do.
+//
+// # Shape
+//
+//	cmd/glow ─► overlay.Start(Config) ─► Node
+//	              identity.go cert.go record.go userdoc.go   what a node is, what it says
+//	              state.go invite.go                           the state directory, join codes
+//	              bind.go bind_send.go bind_recv.go            the packet path (conn.Bind)
+//	              tunwrap.go                                   the policy on the packet path
+//	              loop.go peers.go gossip.go routes.go         control: one loop, one mutex
+//	              beacon.go join.go friends.go policy.go       membership and sharing
+//	              netcheck.go names.go api.go status.go        NAT, DNS, local API
+//
+// The packet path (bind_*.go, tunwrap.go) touches control state only
+// through atomics: a peer's current path is an atomic pointer that the
+// control loop swaps, so a WireGuard session never notices a path change.
+// Control state (peers, records, routes) is owned by the control loop
+// goroutine and guarded by Node.mu, which the API takes to read it; no
+// blocking call is made with it held (sends are UDP writes).
+//
+// # Trust
+//
+// A user's public key is the root of trust. A node is a member if it holds
+// a certificate signed by that key (or by a friend's key, for a friend's
+// node); records are signed by their issuer and versioned, and forged,
+// stale, expired or malformed ones are rejected and counted (Store). The
+// certificate binds the node's WireGuard key to its overlay addresses, and
+// WireGuard's AllowedIPs are exactly those, so the source address of a
+// decrypted packet names its sender for the policy filter.
+//
+// # Choices (where the design left room)
+//
+//   - Control packets use their own Curve25519 key (not the WireGuard key),
+//     sealed with NaCl box, as Tailscale's disco does: the two protocols never
+//     share a Diffie-Hellman key.
+//   - IPv4 addresses are picked by the admin node from a hash of the node key
+//     with linear probing; IPv6 addresses need no allocation (ULA /48 of the
+//     user key plus 80 bits of the node key).
+//   - Certificates are valid for a year; renewal is future work.
+//   - Heartbeats are fast only while a peer carries traffic (500 ms, dead
+//     after 1.6 s unanswered) and slow when idle (10 s, dead after 25 s), so
+//     idle nodes stay quiet and busy paths fail over in about two seconds.
+//   - A friend learns the node it talks to and the nodes the policy shares
+//     with it, nothing else; a relay forwards between a friend's node and
+//     ours, never between two nodes of another user.
+package overlay
