@@ -215,6 +215,11 @@ func applyDirect(cfg OSConfig) ([]netip.AddrPort, error) {
 		}
 	}
 	if bytes.Contains(orig, []byte(managedLine)) {
+		if other := backupNamedIn(orig); other != "" && other != filepath.Join(cfg.StateDir, backupFile) {
+			if _, err := os.Stat(other); err == nil {
+				return nil, fmt.Errorf("%w: %s (backup in %s)", ErrManagedElsewhere, cfg.ResolvConf, other)
+			}
+		}
 		cfg.Logf("dns: %s was written by glow but there is no backup; its old nameservers are lost", cfg.ResolvConf)
 	}
 	rc := parseResolvConf(orig)
@@ -241,6 +246,25 @@ func applyDirect(cfg OSConfig) ([]netip.AddrPort, error) {
 }
 
 const managedLine = "# This file is managed by glow"
+
+// ErrManagedElsewhere is returned by Apply when another glow daemon (another
+// state directory) manages the resolver configuration already: two daemons
+// on one host must not stack their changes.
+var ErrManagedElsewhere = errors.New("dns: another glow daemon manages the resolver configuration")
+
+// backupNamedIn returns the backup path a glow-written resolv.conf names.
+func backupNamedIn(conf []byte) string {
+	const marker = "it is saved in "
+	i := bytes.Index(conf, []byte(marker))
+	if i < 0 {
+		return ""
+	}
+	rest := conf[i+len(marker):]
+	if j := bytes.IndexByte(rest, '\n'); j >= 0 {
+		rest = rest[:j]
+	}
+	return strings.TrimSuffix(string(rest), ".")
+}
 
 func renderResolvConf(cfg OSConfig, search, options []string) []byte {
 	var b bytes.Buffer

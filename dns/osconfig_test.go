@@ -336,3 +336,26 @@ func TestOSConfigNeedsStateDir(t *testing.T) {
 		t.Error("Apply without StateDir succeeded")
 	}
 }
+
+// TestApplyManagedElsewhere: a second daemon (another state directory) must
+// not stack its changes on the first one's.
+func TestApplyManagedElsewhere(t *testing.T) {
+	dir := t.TempDir()
+	rc := filepath.Join(dir, "resolv.conf")
+	orig := []byte("nameserver 192.0.2.1\n")
+	os.WriteFile(rc, orig, 0o644)
+	first := OSConfig{ResolvConf: rc, StateDir: t.TempDir(), Interface: "glow0"}
+	if _, err := Apply(first); err != nil {
+		t.Fatal(err)
+	}
+	second := OSConfig{ResolvConf: rc, StateDir: t.TempDir(), Interface: "glow1"}
+	if _, err := Apply(second); !errors.Is(err, ErrManagedElsewhere) {
+		t.Fatalf("second Apply: %v", err)
+	}
+	if err := Restore(first); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(rc); string(got) != string(orig) {
+		t.Fatalf("restored %q", got)
+	}
+}

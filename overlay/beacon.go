@@ -79,7 +79,7 @@ func (n *Node) handleBeaconLocked(in inbound, now time.Time, replied map[netip.A
 	}
 	if !known {
 		n.dirty = true
-		n.updateNamesLocked()
+		n.certsChangedLocked()
 		n.logf("glow: found %s at %v", c.FQDN(), addr)
 	}
 	n.addCandidatesLocked(p, []netip.AddrPort{addr}, now)

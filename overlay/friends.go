@@ -204,8 +204,7 @@ func (n *Node) acceptFriendLocked(req friendReq, sender wire.Key, from netip.Add
 	if p := n.addPeerLocked(c, now); p != nil {
 		n.addCandidatesLocked(p, []netip.AddrPort{from}, now)
 	}
-	n.refreshPolicyLocked()
-	n.updateNamesLocked()
+	n.certsChangedLocked()
 	n.logf("glow: %s is now a friend (their node %s)", req.UserName, c.FQDN())
 	return n.cert, nil
 }
@@ -278,8 +277,7 @@ func (n *Node) FriendAdd(ctx context.Context, code string) (string, error) {
 			if p := n.addPeerLocked(c, now); p != nil {
 				n.addCandidatesLocked(p, append(slices.Clone(inv.Endpoints), a.from), now)
 			}
-			n.refreshPolicyLocked()
-			n.updateNamesLocked()
+			n.certsChangedLocked()
 			n.logf("glow: %s is now a friend (their node %s)", a.resp.UserName, c.FQDN())
 			return a.resp.UserName, nil
 		}

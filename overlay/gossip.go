@@ -176,16 +176,14 @@ func (n *Node) recordChangedLocked(kind RecordKind, raw []byte, now time.Time) {
 		if c.Node != n.id {
 			n.addPeerLocked(n.store.Cert(c.Node), now)
 		}
-		n.updateNamesLocked()
-		n.refreshPolicyLocked()
+		n.certsChangedLocked()
 	case KindFriends, KindPolicy:
 		for id := range n.peers {
 			if n.store.Cert(id) == nil {
 				n.removePeerLocked(id) // a friend removed
 			}
 		}
-		n.refreshPolicyLocked()
-		n.updateNamesLocked()
+		n.certsChangedLocked()
 	case KindInfo:
 		info, _ := ParseInfo(raw)
 		if info == nil {

@@ -237,7 +237,7 @@ func (n *Node) admitLocked(req joinReq, ctl wire.Key, now time.Time) (*Cert, err
 		n.logf("glow: saving invites: %v", err)
 	}
 	n.dirty = true
-	n.updateNamesLocked()
+	n.certsChangedLocked()
 	n.logf("glow: admitted %s (%v, %v)", c.FQDN(), c.IPv4, c.IPv6)
 	n.addPeerLocked(c, now)
 	n.refreshPolicyLocked()

@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"errors"
 	"net/netip"
 	"strings"
 
@@ -48,11 +49,16 @@ func (n *Node) startDNS() error {
 		upstreams = glowdns.ReadUpstreams("/etc/resolv.conf")
 	} else {
 		ups, err := glowdns.Apply(n.osDNS())
-		if err != nil {
+		switch {
+		case errors.Is(err, glowdns.ErrManagedElsewhere):
+			n.logf("glow: %v; leaving the system resolver to it", err)
+			upstreams = glowdns.ReadUpstreams("/etc/resolv.conf")
+		case err != nil:
 			return err
+		default:
+			upstreams = ups
+			n.dnsApplied = true
 		}
-		upstreams = ups
-		n.dnsApplied = true
 	}
 	srv, err := glowdns.New(glowdns.Config{
 		Suffix: DNSSuffix, SelfUser: n.cert.UserName, Names: n.names,

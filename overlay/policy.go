@@ -182,8 +182,7 @@ func (n *Node) signDocLocked(kind RecordKind, body []byte, now time.Time) (*User
 			}
 		}
 	}
-	n.refreshPolicyLocked()
-	n.updateNamesLocked()
+	n.certsChangedLocked()
 	return d, nil
 }
 
@@ -341,4 +340,11 @@ func (n *Node) FilterCounts() map[string]uint64 {
 		out[r.String()] = c
 	}
 	return out
+}
+
+// certsChangedLocked brings everything derived from the certificates held
+// up to date: DNS names, the filter's directory and rules, relay trust.
+func (n *Node) certsChangedLocked() {
+	n.updateNamesLocked()
+	n.refreshPolicyLocked()
 }
