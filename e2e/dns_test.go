@@ -139,7 +139,7 @@ func TestDNS(t *testing.T) {
 	}
 
 	// resolv.conf now names glow, keeps the search domain and options.
-	cur := readFile(t, rc1)
+	cur := dnsReadFile(t, rc1)
 	t.Logf("n1: resolv.conf while glow is up:\n%s", cur)
 	wantLines := []string{"nameserver " + magicV4, "search alice.glow example.test", "options ndots:1 timeout:2"}
 	for _, w := range wantLines {
@@ -153,7 +153,7 @@ func TestDNS(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(state1, "resolv.conf.orig")); err != nil || !bytes.Equal(b, orig) {
 		t.Errorf("n1: STATE/resolv.conf.orig = %q (%v), want the original %q", b, err, orig)
 	}
-	if b := readFile(t, rcNas); !bytes.Equal(b, origNas) {
+	if b := dnsReadFile(t, rcNas); !bytes.Equal(b, origNas) {
 		t.Errorf("nas (--no-dns): resolv.conf changed to %q, want %q", b, origNas)
 	}
 
@@ -170,7 +170,7 @@ func TestDNS(t *testing.T) {
 			{[]string{"getent", "ahostsv6", "nas"}, []netip.Addr{nasV6}},
 			{[]string{"getent", "ahostsv4", "NAS.Alice.Glow"}, []netip.Addr{nasV4}},
 		} {
-			out, err := runIn(h1, 10*time.Second, c.argv...)
+			out, err := dnsRunIn(h1, 10*time.Second, c.argv...)
 			if err != nil {
 				t.Errorf("%s: n1: %s: %v", stage, strings.Join(c.argv, " "), err)
 				continue
@@ -188,26 +188,26 @@ func TestDNS(t *testing.T) {
 			}
 		}
 		// getent hosts: one address, the first family glibc asks for.
-		out, err := runIn(h1, 10*time.Second, "getent", "hosts", "nas.alice.glow")
+		out, err := dnsRunIn(h1, 10*time.Second, "getent", "hosts", "nas.alice.glow")
 		if err != nil {
 			t.Errorf("%s: n1: getent hosts nas.alice.glow: %v", stage, err)
 		} else if f := strings.Fields(out); len(f) < 2 || !want[f[0]] || !slices.Contains(f[1:], "nas.alice.glow") {
 			t.Errorf("%s: n1: getent hosts nas.alice.glow = %q, want one of nas's addresses named nas.alice.glow", stage, out)
 		}
 		// Other names still come from dnsmasq, through glow.
-		out, err = runIn(h1, 10*time.Second, "getent", "hosts", "upstream.test")
+		out, err = dnsRunIn(h1, 10*time.Second, "getent", "hosts", "upstream.test")
 		if err != nil {
 			t.Errorf("%s: n1: getent hosts upstream.test: %v", stage, err)
 		} else if f := strings.Fields(out); len(f) < 1 || f[0] != upstreamTestV4 {
 			t.Errorf("%s: n1: getent hosts upstream.test = %q, want %s (from dnsmasq)", stage, out, upstreamTestV4)
 		}
 		// An unknown glow name fails in glibc too.
-		if out, err := runIn(h1, 10*time.Second, "getent", "hosts", "nosuch.alice.glow"); lab.ExitCode(err) != 2 {
+		if out, err := dnsRunIn(h1, 10*time.Second, "getent", "hosts", "nosuch.alice.glow"); lab.ExitCode(err) != 2 {
 			t.Errorf("%s: n1: getent hosts nosuch.alice.glow: %q, %v; want exit status 2 (not found)", stage, out, err)
 		}
 		// ping by short name.
 		if err := waitFor(10*time.Second, 200*time.Millisecond, func() error {
-			_, err := runIn(h1, 5*time.Second, "ping", "-c1", "-W2", "nas")
+			_, err := dnsRunIn(h1, 5*time.Second, "ping", "-c1", "-W2", "nas")
 			return err
 		}); err != nil {
 			t.Errorf("%s: n1: ping -c1 -W2 nas: %v", stage, err)
@@ -260,7 +260,7 @@ func TestDNS(t *testing.T) {
 	dnsFigures(t, h1, nasV4)
 
 	// glow down: the file is the original again, byte for byte.
-	downRestores(t, n1, "glow down", rc1, orig)
+	dnsDownRestores(t, n1, "glow down", rc1, orig)
 	if _, err := os.Stat(filepath.Join(state1, "resolv.conf.orig")); err == nil {
 		t.Errorf("glow down: STATE/resolv.conf.orig still there")
 	}
@@ -268,11 +268,11 @@ func TestDNS(t *testing.T) {
 	// Crash 1: kill -9, the file is still glow's; `glow down` with no
 	// daemon repairs it.
 	upDNS(n1)
-	if b := readFile(t, rc1); !bytes.Contains(b, []byte("nameserver "+magicV4)) {
+	if b := dnsReadFile(t, rc1); !bytes.Contains(b, []byte("nameserver "+magicV4)) {
 		t.Fatalf("n1: second glow up: resolv.conf is not glow's:\n%s", b)
 	}
-	kill9(t, n1)
-	if b := readFile(t, rc1); !bytes.Contains(b, []byte("nameserver "+magicV4)) {
+	dnsKill9(t, n1)
+	if b := dnsReadFile(t, rc1); !bytes.Contains(b, []byte("nameserver "+magicV4)) {
 		t.Errorf("after kill -9: resolv.conf no longer glow's (nothing to repair?):\n%s", b)
 	}
 	if b, err := os.ReadFile(filepath.Join(state1, "resolv.conf.orig")); err != nil || !bytes.Equal(b, orig) {
@@ -280,32 +280,32 @@ func TestDNS(t *testing.T) {
 	}
 	res := n1.mustGlow(30*time.Second, "down")
 	t.Logf("n1: glow down after kill -9: %s%s", res.Stdout, res.Stderr)
-	checkRestored(t, "kill -9, then glow down", rc1, orig)
+	dnsCheckRestored(t, "kill -9, then glow down", rc1, orig)
 
 	// Crash 2: kill -9, then `glow up` again: it restores before it backs
 	// up, so the backup is still the user's file, and names work again.
 	upDNS(n1)
-	kill9(t, n1)
+	dnsKill9(t, n1)
 	upDNS(n1)
 	if b, err := os.ReadFile(filepath.Join(state1, "resolv.conf.orig")); err != nil || !bytes.Equal(b, orig) {
 		t.Errorf("kill -9, then glow up: STATE/resolv.conf.orig = %q (%v), want the original %q", b, err, orig)
 	}
-	if b := readFile(t, rc1); !bytes.Contains(b, []byte("nameserver "+magicV4)) || bytes.Contains(b, []byte("nameserver "+ispIP.String())) {
+	if b := dnsReadFile(t, rc1); !bytes.Contains(b, []byte("nameserver "+magicV4)) || bytes.Contains(b, []byte("nameserver "+ispIP.String())) {
 		t.Errorf("kill -9, then glow up: resolv.conf is not (only) glow's:\n%s", b)
 	}
 	if _, err := waitPing(h1, nasV4, reachTimeout); err != nil {
 		t.Errorf("kill -9, then glow up: n1 cannot ping nas: %v", err)
 	}
 	checkSystemNames("kill -9, then glow up")
-	downRestores(t, n1, "kill -9, glow up, glow down", rc1, orig)
+	dnsDownRestores(t, n1, "kill -9, glow up, glow down", rc1, orig)
 
 	// n1 with --no-dns: resolv.conf untouched while up and after down.
 	n1.up()
-	if b := readFile(t, rc1); !bytes.Equal(b, orig) {
+	if b := dnsReadFile(t, rc1); !bytes.Equal(b, orig) {
 		t.Errorf("n1 up --no-dns: resolv.conf changed to %q", b)
 	}
-	downRestores(t, n1, "--no-dns, glow down", rc1, orig)
-	if b := readFile(t, rcNas); !bytes.Equal(b, origNas) {
+	dnsDownRestores(t, n1, "--no-dns, glow down", rc1, orig)
+	if b := dnsReadFile(t, rcNas); !bytes.Equal(b, origNas) {
 		t.Errorf("nas (--no-dns): resolv.conf changed to %q, want %q", b, origNas)
 	}
 }
@@ -325,7 +325,8 @@ func writeResolvConf(t *testing.T, path string, b []byte) {
 	}
 }
 
-func readFile(t *testing.T, path string) []byte {
+// dnsReadFile returns the file at path, failing the test if it cannot.
+func dnsReadFile(t *testing.T, path string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -334,7 +335,8 @@ func readFile(t *testing.T, path string) []byte {
 	return b
 }
 
-func checkRestored(t *testing.T, stage, path string, orig []byte) {
+// dnsCheckRestored reports an error unless path holds exactly orig.
+func dnsCheckRestored(t *testing.T, stage, path string, orig []byte) {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -344,14 +346,14 @@ func checkRestored(t *testing.T, stage, path string, orig []byte) {
 	}
 }
 
-// downRestores runs `glow down` on a running n and checks that resolv.conf
+// dnsDownRestores runs `glow down` on a running n and checks that resolv.conf
 // is the original once it returns, as the CLI contract says ("stop the
 // daemon, remove the interface, restore DNS settings"). If it is not, it
 // also waits (bounded) for the daemon process to exit and says whether the
 // file was restored late or not at all. Waiting for the process either way
 // keeps the next `glow up` of the test from meeting the old daemon's state
 // lock; it does not hide the failure, which is reported first.
-func downRestores(t *testing.T, n *node, stage, path string, orig []byte) {
+func dnsDownRestores(t *testing.T, n *node, stage, path string, orig []byte) {
 	t.Helper()
 	pid, err := n.daemonPid()
 	if err != nil {
@@ -377,13 +379,13 @@ func downRestores(t *testing.T, n *node, stage, path string, orig []byte) {
 		t.Logf("%s: the daemon (pid %d) exited %v after `glow down` returned", stage, pid, time.Since(returned).Round(time.Millisecond))
 	}
 	if !early {
-		checkRestored(t, stage+" (after the daemon exited)", path, orig)
+		dnsCheckRestored(t, stage+" (after the daemon exited)", path, orig)
 	}
 }
 
-// kill9 SIGKILLs n's daemon (pid from STATE/glow.pid) and waits until it is
+// dnsKill9 SIGKILLs n's daemon (pid from STATE/glow.pid) and waits until it is
 // gone.
-func kill9(t *testing.T, n *node) {
+func dnsKill9(t *testing.T, n *node) {
 	t.Helper()
 	pid, err := n.daemonPid()
 	if err != nil {
@@ -402,8 +404,8 @@ func kill9(t *testing.T, n *node) {
 	}
 }
 
-// runIn runs argv in h with a timeout and returns its trimmed stdout.
-func runIn(h *lab.Host, timeout time.Duration, argv ...string) (string, error) {
+// dnsRunIn runs argv in h with a timeout and returns its trimmed stdout.
+func dnsRunIn(h *lab.Host, timeout time.Duration, argv ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	res, err := h.Run(ctx, argv...)
@@ -412,7 +414,7 @@ func runIn(h *lab.Host, timeout time.Duration, argv ...string) (string, error) {
 
 // digOut runs dig in h (3 s per try, 2 tries) and returns its trimmed output.
 func digOut(h *lab.Host, args ...string) (string, error) {
-	return runIn(h, 15*time.Second, append([]string{"dig", "+time=3", "+tries=2"}, args...)...)
+	return dnsRunIn(h, 15*time.Second, append([]string{"dig", "+time=3", "+tries=2"}, args...)...)
 }
 
 // getentAddrs returns the distinct addresses in the first column of getent
@@ -431,10 +433,10 @@ func getentAddrs(out string) []netip.Addr {
 	return addrs
 }
 
-// inNetns runs f on an OS thread moved into h's network namespace. Sockets
+// dnsInNetns runs f on an OS thread moved into h's network namespace. Sockets
 // f opens stay in that namespace and may be used from any goroutine. The
 // thread is never unlocked, so it is thrown away when f returns.
-func inNetns(h *lab.Host, f func() error) error {
+func dnsInNetns(h *lab.Host, f func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -461,7 +463,7 @@ func dnsFigures(t *testing.T, h *lab.Host, nasV4 netip.Addr) {
 	t.Helper()
 	const nPar = 4
 	var conns []*dns.Conn
-	err := inNetns(h, func() error {
+	err := dnsInNetns(h, func() error {
 		for i := 0; i < nPar+1; i++ {
 			c, err := net.Dial("udp", net.JoinHostPort(magicV4, "53"))
 			if err != nil {

@@ -81,6 +81,14 @@ func TestThreeNodesTCP(t *testing.T) {
 			if n.Cert().UserName != "alice" {
 				t.Fatalf("%s is in user %q", n.Cert().Name, n.Cert().UserName)
 			}
+			// The filter knows every peer's addresses, however the peer was found.
+			for _, m := range nodes {
+				for _, ip := range []netip.Addr{m.Cert().IPv4, m.Cert().IPv6} {
+					if p, ok := n.dir.Lookup(ip); !ok || p.Node != m.Cert().Name {
+						t.Fatalf("%s's filter does not know %v (%s): %+v", n.Cert().Name, ip, m.Cert().Name, p)
+					}
+				}
+			}
 		}
 		for j, srv := range nodes {
 			for _, ip := range []netip.Addr{srv.Cert().IPv4, srv.Cert().IPv6} {
