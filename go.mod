@@ -3,6 +3,7 @@ module glow
 go 1.26.8
 
 require (
+	github.com/coder/websocket v1.8.15
 	github.com/miekg/dns v1.1.73
 	github.com/pion/stun v0.6.1
 	github.com/vishvananda/netlink v1.3.1
@@ -15,7 +16,6 @@ require (
 )
 
 require (
-	github.com/coder/websocket v1.8.15 // indirect
 	github.com/dblohm7/wingoes v0.0.0-20240119213807-a09d6be7affa // indirect
 	github.com/go-json-experiment/json v0.0.0-20250813024750-ebf49471dced // indirect
 	github.com/google/btree v1.1.3 // indirect

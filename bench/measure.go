@@ -84,6 +84,10 @@ func measureInstance(l *lab, cfg config, inst *instance, o options) (map[string]
 		m["mach"+suffix] = mach / gb
 	}
 	if cfg.daemon {
+		m["rss_now"] = maxRSS(inst.daemons, "VmRSS")
+		// What stays once the burst is over: a daemon that hands memory
+		// back needs a moment (glow frees after 1 s without traffic).
+		time.Sleep(3 * time.Second)
 		m["rss_after"] = maxRSS(inst.daemons, "VmRSS")
 	}
 

@@ -26,9 +26,10 @@ type Bind struct {
 	self  wire.ShortID
 	fwd   *relay.Forwarder
 
-	byAddr  atomic.Pointer[map[netip.AddrPort]*Endpoint] // copy on write
-	byShort atomic.Pointer[map[wire.ShortID]*Endpoint]   // copy on write
-	scratch sync.Pool                                    // *sendScratch for relayed sends
+	byAddr   atomic.Pointer[map[netip.AddrPort]*Endpoint] // copy on write
+	byShort  atomic.Pointer[map[wire.ShortID]*Endpoint]   // copy on write
+	scratch  sync.Pool                                    // *sendScratch for relayed sends
+	lastData atomic.Int64                                 // unix nanos of the last WireGuard send
 
 	// Drops, counted by reason; read with Counters.
 	dropUnknownSrc  atomic.Uint64 // WireGuard packet from an address of no known peer

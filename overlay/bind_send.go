@@ -42,7 +42,9 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		return errNoPath
 	}
 	if wire.Classify(bufs[0]) == wire.KindWireGuard {
-		e.touch(p, time.Now().UnixNano())
+		now := time.Now().UnixNano()
+		e.touch(p, now)
+		b.lastData.Store(now)
 	}
 	if !p.relay {
 		return b.inner.Send(bufs, p.ep)

@@ -2,6 +2,8 @@ package overlay
 
 import (
 	"net/netip"
+	"runtime"
+	"runtime/debug"
 	"time"
 
 	"glow/internal/wire"
@@ -22,7 +24,31 @@ const (
 	infoEvery      = 10 * time.Second // re-check our endpoints this often
 	saveEvery      = 5 * time.Second
 	maxBeaconReply = time.Second // at most one unicast beacon reply per address per second
+	memCheckEvery  = time.Second
 )
+
+// releaseMemory gives the operating system back the memory a burst of
+// traffic left behind. wireguard-go takes a 64 KiB buffer per packet in
+// flight from pools without a bound, so a fast transfer can hold hundreds
+// of MiB; once traffic has stopped for a while, that memory is garbage, and
+// this returns it (a collection and a scavenge, so only when idle).
+func (n *Node) releaseMemory(now time.Time) {
+	last := n.bind.lastData.Load()
+	if last == n.memReleasedAt || now.Sub(time.Unix(0, last)) < time.Second {
+		return // released since the last traffic, or traffic still flowing
+	}
+	n.memReleasedAt = last
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	if ms.HeapSys-ms.HeapReleased < 48<<20 {
+		return
+	}
+	// Pooled buffers survive one collection (sync.Pool's victim cache):
+	// collect once to move them there, then FreeOSMemory collects again
+	// and returns the pages.
+	runtime.GC()
+	debug.FreeOSMemory()
+}
 
 func (n *Node) startControl() {
 	if !n.cfg.NoDiscovery {
@@ -69,7 +95,7 @@ func (n *Node) loop() {
 	t := time.NewTicker(tickEvery)
 	defer t.Stop()
 	start := time.Now()
-	var lastGossip, lastBeacon, lastInfo, lastSave time.Time
+	var lastGossip, lastBeacon, lastInfo, lastSave, lastMem time.Time
 	replied := map[netip.AddrPort]time.Time{}
 	for {
 		select {
@@ -114,6 +140,10 @@ func (n *Node) loop() {
 			if n.dirty && now.Sub(lastSave) >= saveEvery {
 				lastSave = now
 				n.saveRecordsLocked()
+			}
+			if now.Sub(lastMem) >= memCheckEvery {
+				lastMem = now
+				n.releaseMemory(now)
 			}
 			n.mu.Unlock()
 		}

@@ -88,6 +88,7 @@ type Node struct {
 	names       *glowdns.Table
 	dir         directory // overlay address -> principal, for the filter
 	filter      *policy.Filter
+	tunf        *filteredTUN
 	ownShort    atomic.Pointer[map[wire.ShortID]bool] // this user's nodes, for relay trust
 	stun        *nat.Client
 	portmap     *nat.PortMapper
@@ -117,6 +118,7 @@ type Node struct {
 	pendingFriend map[wire.Key]chan friendAnswer // friend codes in use, by inviter key
 	dirty         bool                           // records cache needs saving
 	routesDirty   bool                           // links or records changed: recompute routes
+	memReleasedAt int64                          // Bind.lastData when memory was last handed back
 	infoDirty     bool                           // our endpoints changed: re-sign our NodeInfo now
 	mapped        netip.AddrPort                 // port mapping from the gateway, if any
 	lastPush      time.Time
@@ -387,7 +389,11 @@ func (n *Node) startDataPlane(port uint16) error {
 		Verbosef: func(string, ...any) {},
 		Errorf:   func(f string, a ...any) { n.logf("wireguard: "+f, a...) },
 	}
-	n.dev = device.NewDevice(newFilteredTUN(dev, n.filter), n.bind, logger)
+	n.tunf = newFilteredTUN(dev, n.filter)
+	n.mu.Lock()
+	n.refreshPolicyLocked() // sets whether the filter is on
+	n.mu.Unlock()
+	n.dev = device.NewDevice(n.tunf, n.bind, logger)
 	cfg := fmt.Sprintf("private_key=%x\nlisten_port=%d\n", n.keys.WG[:], port)
 	if err := n.dev.IpcSet(cfg); err != nil {
 		n.dev.Close()

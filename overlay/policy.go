@@ -90,6 +90,13 @@ func (n *Node) refreshPolicyLocked() {
 	}
 	n.dir.m.Store(&m)
 	n.ownShort.Store(&own)
+	foreign := false
+	for _, c := range n.store.Certs() {
+		foreign = foreign || !n.store.Own(c.User)
+	}
+	if n.tunf != nil {
+		n.tunf.on.Store(foreign)
+	}
 
 	text, version := n.policyTextLocked()
 	doc, err := policy.Parse([]byte(text))

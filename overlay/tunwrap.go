@@ -14,6 +14,7 @@ package overlay
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	wgtun "golang.zx2c4.com/wireguard/tun"
@@ -23,7 +24,12 @@ import (
 
 type filteredTUN struct {
 	wgtun.Device
-	f       *policy.Filter
+	f *policy.Filter
+	// on is false while every peer belongs to this node's own user: then
+	// WireGuard's AllowedIPs already guarantee that every source is one of
+	// the user's nodes, which the policy always allows, and no reply state
+	// is needed, so the filter is skipped (it costs ~0.3 µs a packet).
+	on      atomic.Bool
 	scratch sync.Pool // *[][]byte
 }
 
@@ -34,7 +40,7 @@ func newFilteredTUN(dev wgtun.Device, f *policy.Filter) *filteredTUN {
 // Read reads packets the OS sends into the overlay; dropped ones get size 0.
 func (t *filteredTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	n, err := t.Device.Read(bufs, sizes, offset)
-	if n > 0 {
+	if n > 0 && t.on.Load() {
 		now := time.Now()
 		for i := 0; i < n; i++ {
 			if sizes[i] > 0 && !t.f.Outbound(bufs[i][offset:offset+sizes[i]], now).Allow {
@@ -47,6 +53,9 @@ func (t *filteredTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) 
 
 // Write hands the allowed packets of a decrypted batch to the OS.
 func (t *filteredTUN) Write(bufs [][]byte, offset int) (int, error) {
+	if !t.on.Load() {
+		return t.Device.Write(bufs, offset)
+	}
 	now := time.Now()
 	sp, _ := t.scratch.Get().(*[][]byte)
 	if sp == nil {

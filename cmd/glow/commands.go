@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -29,6 +31,7 @@ func cmdDown(g *globals, args []string) error {
 		return usagef("unexpected argument %q", pos[0])
 	}
 	c := overlay.NewClient(g.state)
+	pid := daemonPid(g.state)
 	if err := c.Down(); err != nil {
 		if errors.Is(err, overlay.ErrNotRunning) {
 			// A crashed daemon may have left the resolver pointed at it.
@@ -40,16 +43,18 @@ func cmdDown(g *globals, args []string) error {
 		}
 		return err
 	}
-	// Wait for the daemon to let go of its socket (bounded).
-	deadline := time.Now().Add(15 * time.Second)
+	// Wait until the daemon has exited: only then are the interface gone
+	// and the resolver settings back (bounded).
+	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		if _, err := c.Status(); err != nil {
+		_, err := c.Status()
+		if err != nil && !alive(pid) {
 			fmt.Fprintln(g.out, "glow is down")
 			return nil
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("the daemon did not stop within 15s (see %s/glow.log)", g.state)
+	return fmt.Errorf("the daemon did not stop within 20s (see %s/glow.log)", g.state)
 }
 
 func cmdStatus(g *globals, args []string) error {
@@ -257,4 +262,32 @@ func orNone(s string) string {
 		return "none seen"
 	}
 	return s
+}
+
+// daemonPid reads the daemon's pid from STATE/glow.pid (0 if unknown).
+func daemonPid(state string) int {
+	b, err := os.ReadFile(state + "/glow.pid")
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return 0
+	}
+	return pid
+}
+
+// alive reports whether process pid still runs (a zombie does not).
+func alive(pid int) bool {
+	if pid == 0 || syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	if i := strings.LastIndexByte(string(b), ')'); i > 0 && i+2 < len(b) && b[i+2] == 'Z' {
+		return false
+	}
+	return true
 }

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,9 +18,6 @@ import (
 	"glow/overlay"
 	"glow/tun"
 )
-
-// daemonMemoryLimit is the daemon's soft memory limit (GOMEMLIMIT overrides it).
-const daemonMemoryLimit = 48 << 20
 
 type listFlag []string
 
@@ -161,11 +157,7 @@ func printUp(g *globals, s overlay.Status) {
 // runDaemon runs the node in this process until SIGINT/SIGTERM or 'glow down'.
 func runDaemon(g *globals, f upFlags) error {
 	logger := log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
-	if os.Getenv("GOMEMLIMIT") == "" {
-		// wireguard-go's packet buffers come from unbounded pools; a soft
-		// limit makes the collector hand them back once a burst is over.
-		debug.SetMemoryLimit(daemonMemoryLimit)
-	}
+
 	f.cfg.Logf = logger.Printf
 	n, err := overlay.Start(f.cfg)
 	if err != nil {

@@ -1,13 +1,15 @@
 package linktest_test
 
 import (
+	"net"
 	"net/netip"
+	"strconv"
 	"testing"
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
-	"golang.zx2c4.com/wireguard/conn/bindtest"
 
+	"glow/link"
 	"glow/link/linktest"
 )
 
@@ -37,15 +39,18 @@ func TestFilterRules(t *testing.T) {
 	}
 }
 
-// TestFilterBind runs the filter over wireguard-go's in-memory channel
-// binds: blocked sends are dropped and counted, unblocked ones arrive.
+func loopbackListen(port uint16) (net.PacketConn, error) {
+	return net.ListenPacket("udp4", "127.0.0.1:"+strconv.Itoa(int(port)))
+}
+
+// TestFilterBind runs the filter over two PacketBinds on loopback: blocked
+// packets are dropped and counted on send and on receive.
 func TestFilterBind(t *testing.T) {
-	inner := bindtest.NewChannelBinds()
 	ip := netip.MustParseAddr("127.0.0.1")
 	f := linktest.NewFilter()
-	a, b := f.Wrap(inner[0], ip), f.Wrap(inner[1], ip)
-	_, pa, err := a.Open(0)
-	if err != nil {
+	innerA := link.NewPacketBind(loopbackListen)
+	a, b := f.Wrap(innerA, ip), f.Wrap(link.NewPacketBind(loopbackListen), ip)
+	if _, _, err := a.Open(0); err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
@@ -54,18 +59,30 @@ func TestFilterBind(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	if a.Local().Port() != pa || b.Local().Port() != pb {
-		t.Fatalf("locals %v %v", a.Local(), b.Local())
+	if b.Local() != netip.AddrPortFrom(ip, pb) {
+		t.Fatalf("local %v, port %d", b.Local(), pb)
 	}
 	epB, _ := a.ParseEndpoint(b.Local().String())
-	recv := func() string {
-		packets, sizes, eps := [][]byte{make([]byte, 100)}, []int{0}, []conn.Endpoint{nil}
-		n, err := fns[0](packets, sizes, eps)
-		if err != nil || n != 1 {
-			t.Fatalf("receive: %d %v", n, err)
-		}
-		return string(packets[0][:sizes[0]])
+	type rx struct {
+		s   string
+		err error
 	}
+	got := make(chan rx, 1)
+	recv := func() {
+		packets, sizes, eps := make([][]byte, b.BatchSize()), make([]int, b.BatchSize()), make([]conn.Endpoint, b.BatchSize())
+		for i := range packets {
+			packets[i] = make([]byte, 100)
+		}
+		n, err := fns[0](packets, sizes, eps)
+		for i := range n {
+			if sizes[i] > 0 {
+				got <- rx{string(packets[i][:sizes[i]]), err}
+				return
+			}
+		}
+		got <- rx{"", err}
+	}
+
 	a.Block(a.Local(), b.Local())
 	if err := a.Send([][]byte{[]byte("dropped")}, epB); err != nil {
 		t.Fatal(err)
@@ -73,25 +90,29 @@ func TestFilterBind(t *testing.T) {
 	if f.Dropped() != 1 {
 		t.Errorf("dropped %d", f.Dropped())
 	}
-	a.Unblock(a.Local(), b.Local())
+	a.Unblock(b.Local(), a.Local())
 	if err := a.Send([][]byte{[]byte("passes")}, epB); err != nil {
 		t.Fatal(err)
 	}
-	if got := recv(); got != "passes" {
-		t.Errorf("got %q", got)
+	go recv()
+	if r := <-got; r.s != "passes" || r.err != nil {
+		t.Errorf("got %q %v", r.s, r.err)
 	}
 
 	// The receive side filters too (here: packets sent around a's filter).
 	b.BlockAll(a.Local())
-	got := make(chan string, 1)
-	go func() { got <- recv() }()
-	inner[0].Send([][]byte{[]byte("dropped on receive")}, epB)
+	go recv()
+	innerA.Send([][]byte{[]byte("dropped on receive")}, epB)
+	deadline := time.Now().Add(5 * time.Second)
 	for f.Dropped() != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("dropped %d, want 2", f.Dropped())
+		}
 		time.Sleep(time.Millisecond)
 	}
 	b.UnblockAll(a.Local())
-	inner[0].Send([][]byte{[]byte("after")}, epB)
-	if g := <-got; g != "after" {
-		t.Errorf("got %q", g)
+	innerA.Send([][]byte{[]byte("after")}, epB)
+	if r := <-got; r.s != "after" || r.err != nil {
+		t.Errorf("got %q %v", r.s, r.err)
 	}
 }
