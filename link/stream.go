@@ -120,6 +120,7 @@ type Stream struct {
 
 	closeOnce sync.Once
 	closeErr  error
+	done      chan struct{} // closed by Close
 
 	br *bufio.Reader // owned by the single reader
 
@@ -218,6 +219,7 @@ func runHandshake(rw io.ReadWriteCloser, self Identity, verify Verify) (*Stream,
 		peerCert: h.Cert,
 		br:       br,
 		bw:       bufio.NewWriterSize(rw, 64<<10),
+		done:     make(chan struct{}),
 	}, nil
 }
 
@@ -386,6 +388,7 @@ func readFrame(br *bufio.Reader, buf []byte, s *Stream) (int, error) {
 // command). It returns the first close's error on every call.
 func (s *Stream) Close() error {
 	s.closeOnce.Do(func() {
+		defer close(s.done)
 		s.closeErr = s.rwc.Close()
 		if s.onClose != nil {
 			if err := s.onClose(); s.closeErr == nil {
@@ -395,6 +398,10 @@ func (s *Stream) Close() error {
 	})
 	return s.closeErr
 }
+
+// Done is closed once the stream is closed (by either side's Close; a
+// reader that gets an error should Close the stream).
+func (s *Stream) Done() <-chan struct{} { return s.done }
 
 // Stats returns the stream's counters.
 func (s *Stream) Stats() StreamStats {

@@ -9,6 +9,7 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 
 	"glow/internal/wire"
+	"glow/link"
 	"glow/relay"
 )
 
@@ -38,12 +39,35 @@ type Bind struct {
 	sendNoPath      atomic.Uint64
 	dropRelayNoPeer atomic.Uint64 // relay frame for us from an unknown source
 	dropRelayNoPath atomic.Uint64 // relay frame to forward, no path to its destination
+	dropStreamFull  atomic.Uint64 // stream link's queue full (control sends, or reads faster than WireGuard takes them)
 
-	mu      sync.Mutex // guards the following
-	peers   map[wire.NodeID]*Endpoint
-	addrs   map[netip.AddrPort]*Endpoint // the source of byAddr
-	unknown func(netip.AddrPort)         // told about WireGuard traffic from unknown sources
-	isOpen  bool
+	// Datagrams read from stream links, for the streams' ReceiveFunc.
+	streamIn chan streamPkt
+
+	mu       sync.Mutex // guards the following
+	peers    map[wire.NodeID]*Endpoint
+	addrs    map[netip.AddrPort]*Endpoint // the source of byAddr
+	unknown  func(netip.AddrPort)         // told about WireGuard traffic from unknown sources
+	isOpen   bool
+	openDone chan struct{} // closed by Close: ends the streams' ReceiveFunc
+}
+
+// streamPkt is one datagram read from a stream link; buf is its own.
+type streamPkt struct {
+	buf  []byte
+	from *Endpoint // the stream's peer
+}
+
+// DeliverStream hands a datagram read from a stream link with peer e to the
+// streams' ReceiveFunc. Like a UDP socket's buffer, the queue drops what
+// does not fit: a reader that waited could stall the writer at the other
+// end, and with both ends doing so, deadlock.
+func (b *Bind) DeliverStream(buf []byte, e *Endpoint) {
+	select {
+	case b.streamIn <- streamPkt{buf, e}:
+	default:
+		b.dropStreamFull.Add(1)
+	}
 }
 
 // inbound is one datagram for the control loop; buf is its own copy.
@@ -88,18 +112,20 @@ func (b *Bind) setPath(e *Endpoint, p *path) {
 
 // path is how packets for a peer travel now. Immutable once published.
 type path struct {
-	addr  netip.AddrPort // the peer's address (direct) or the next hop's (relay)
-	ep    conn.Endpoint  // inner endpoint for addr
-	relay bool
-	via   wire.NodeID               // next hop, when relay
-	viaEP *Endpoint                 // next hop's endpoint, when relay (its link carries our traffic)
-	hdr   [wire.RelayHeaderLen]byte // frame header from this node to the peer, when relay
+	addr   netip.AddrPort // the peer's address (direct) or the next hop's (relay)
+	ep     conn.Endpoint  // inner endpoint for addr
+	stream *link.Stream   // a stream link (TCP, WebSocket, ssh) instead of UDP, if set
+	ctlq   chan<- []byte  // the stream's queue for control datagrams (the control loop never blocks)
+	relay  bool
+	via    wire.NodeID               // next hop, when relay
+	viaEP  *Endpoint                 // next hop's endpoint, when relay (its link carries our traffic)
+	hdr    [wire.RelayHeaderLen]byte // frame header from this node to the peer, when relay
 }
 
 var _ conn.Endpoint = (*Endpoint)(nil)
 
 func (e *Endpoint) ClearSrc() {
-	if p := e.path.Load(); p != nil {
+	if p := e.path.Load(); p != nil && p.ep != nil {
 		p.ep.ClearSrc()
 	}
 }
@@ -126,7 +152,8 @@ func (e *Endpoint) SrcIP() netip.Addr { return netip.Addr{} }
 // blocks). Relay frames for others are forwarded as fwd allows.
 func NewBind(inner conn.Bind, self wire.NodeID, fwd *relay.Forwarder, ctl chan<- inbound) *Bind {
 	b := &Bind{inner: inner, ctl: ctl, self: self.Short(), fwd: fwd,
-		peers: map[wire.NodeID]*Endpoint{}, addrs: map[netip.AddrPort]*Endpoint{}}
+		streamIn: make(chan streamPkt, 1024),
+		peers:    map[wire.NodeID]*Endpoint{}, addrs: map[netip.AddrPort]*Endpoint{}}
 	m := map[netip.AddrPort]*Endpoint{}
 	b.byAddr.Store(&m)
 	s := map[wire.ShortID]*Endpoint{}
@@ -225,18 +252,32 @@ func (b *Bind) SetDirect(id wire.NodeID, addr netip.AddrPort) error {
 	return nil
 }
 
+// SetStream makes the stream link s the peer's path (nil clears it);
+// control datagrams for it go through ctlq.
+func (b *Bind) SetStream(id wire.NodeID, s *link.Stream, ctlq chan<- []byte) {
+	e := b.Peer(id)
+	if s == nil {
+		e.path.Store(nil)
+		return
+	}
+	if p := e.path.Load(); p != nil && !p.relay && p.stream == s {
+		return
+	}
+	b.setPath(e, &path{stream: s, ctlq: ctlq})
+}
+
 // SetRelay sends the peer's packets in relay frames to the neighbour via,
-// over via's current direct path.
+// over via's current path (UDP or a stream link).
 func (b *Bind) SetRelay(id, via wire.NodeID) error {
 	e, v := b.Peer(id), b.Peer(via)
 	vp := v.path.Load()
 	if vp == nil || vp.relay {
 		return errNoPath
 	}
-	if p := e.path.Load(); p != nil && p.relay && p.via == via && p.addr == vp.addr {
+	if p := e.path.Load(); p != nil && p.relay && p.via == via && p.addr == vp.addr && p.stream == vp.stream {
 		return nil
 	}
-	p := &path{addr: vp.addr, ep: vp.ep, relay: true, via: via, viaEP: v}
+	p := &path{addr: vp.addr, ep: vp.ep, stream: vp.stream, ctlq: vp.ctlq, relay: true, via: via, viaEP: v}
 	wire.PutRelayHeader(p.hdr[:], wire.DefaultHopLimit, b.self, id.Short())
 	b.setPath(e, p)
 	return nil
@@ -252,10 +293,28 @@ func (b *Bind) Path(id wire.NodeID) (addr netip.AddrPort, via wire.NodeID, relay
 	return p.addr, p.via, p.relay, true
 }
 
-// SendToPeer sends one glow datagram to a peer over its current path.
+// SendToPeer sends one glow datagram to a peer over its current path. It
+// never blocks: over a stream link the datagram is queued (dropped, and
+// counted, when the queue is full).
 func (b *Bind) SendToPeer(pkt []byte, id wire.NodeID) error {
-	return b.Send([][]byte{pkt}, b.Peer(id))
+	e := b.Peer(id)
+	p := e.path.Load()
+	if p == nil || p.stream == nil {
+		return b.Send([][]byte{pkt}, e)
+	}
+	if p.relay {
+		pkt = append(p.hdr[:len(p.hdr):len(p.hdr)], pkt...)
+	}
+	select {
+	case p.ctlq <- pkt:
+		return nil
+	default:
+		b.dropStreamFull.Add(1)
+		return errStreamFull
+	}
 }
+
+var errStreamFull = errors.New("stream link queue full")
 
 // SendTo sends one glow datagram (control, beacon) to addr on the shared socket.
 func (b *Bind) SendTo(pkt []byte, addr netip.AddrPort) error {
@@ -276,7 +335,7 @@ func (b *Bind) OnUnknownSource(f func(netip.AddrPort)) {
 
 // BindCounters are the Bind's drop counters.
 type BindCounters struct {
-	UnknownSource, ControlQueueFull, UnknownKind, SendNoPath, RelayNoPeer, RelayNoPath uint64
+	UnknownSource, ControlQueueFull, UnknownKind, SendNoPath, RelayNoPeer, RelayNoPath, StreamFull uint64
 }
 
 // Counters returns the drop counters.
@@ -288,6 +347,7 @@ func (b *Bind) Counters() BindCounters {
 		SendNoPath:       b.sendNoPath.Load(),
 		RelayNoPeer:      b.dropRelayNoPeer.Load(),
 		RelayNoPath:      b.dropRelayNoPath.Load(),
+		StreamFull:       b.dropStreamFull.Load(),
 	}
 }
 
@@ -298,19 +358,26 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	if err != nil {
 		return nil, 0, err
 	}
+	done := make(chan struct{})
 	b.mu.Lock()
 	b.isOpen = true
+	b.openDone = done
 	b.mu.Unlock()
-	out := make([]conn.ReceiveFunc, len(fns))
+	out := make([]conn.ReceiveFunc, len(fns), len(fns)+1)
 	for i, fn := range fns {
 		out[i] = b.makeReceive(fn)
 	}
+	out = append(out, b.makeStreamReceive(done))
 	return out, actual, nil
 }
 
 func (b *Bind) Close() error {
 	b.mu.Lock()
 	b.isOpen = false
+	if b.openDone != nil {
+		close(b.openDone)
+		b.openDone = nil
+	}
 	b.mu.Unlock()
 	return b.inner.Close()
 }

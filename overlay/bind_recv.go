@@ -1,12 +1,14 @@
 package overlay
 
-// The receive path, run by wireguard-go's receive goroutines (one per socket
-// family), each with its own batch of up to BatchSize buffers:
+// The receive path, run by wireguard-go's receive goroutines: one per UDP
+// socket family, plus one for the stream links. Each has its own batch of up
+// to BatchSize buffers and its own rx state:
 //
-//	inner ReceiveFunc (recvmmsg + GRO split)  fills bufs, sizes, eps
+//	inner ReceiveFunc (recvmmsg + GRO split), or the streams' channel
 //	-> classify each datagram by its first bytes (wire.Classify)
-//	   WireGuard:  source address -> peer Endpoint (byAddr, lock-free);
-//	               unknown source -> size 0 (dropped, counted)
+//	   WireGuard:  its peer is the stream's, or (UDP) found by source address
+//	               (byAddr, lock-free); an unknown source gives size 0
+//	               (dropped, counted)
 //	   relay frame for this node: header stripped in place; the inner
 //	               datagram is handled as above with the frame's source as
 //	               its peer (WireGuard) or sent on to the control loop
@@ -22,6 +24,7 @@ package overlay
 // ReceiveFunc returns; only control datagrams are copied.
 
 import (
+	"net"
 	"net/netip"
 	"time"
 
@@ -31,97 +34,159 @@ import (
 	"glow/relay"
 )
 
-func (b *Bind) makeReceive(inner conn.ReceiveFunc) conn.ReceiveFunc {
-	// Owned by this receive goroutine: the run of frames being forwarded.
-	var run [][]byte
-	var runEP conn.Endpoint
-	flush := func() {
-		if len(run) > 0 {
-			b.inner.Send(run, runEP)
-			run = run[:0]
-		}
+// rx is one receive goroutine's state.
+type rx struct {
+	b     *Bind
+	run   [][]byte      // frames being forwarded to runEP
+	runEP conn.Endpoint // the run's next hop (UDP)
+	now   time.Time     // of this batch, read once when needed
+}
+
+func (r *rx) flush() {
+	if len(r.run) > 0 {
+		r.b.inner.Send(r.run, r.runEP)
+		r.run = r.run[:0]
 	}
+}
+
+// handle processes bufs[i][:sizes[i]], which came from UDP address from or
+// (from invalid) over the stream link of peer linkPeer. It leaves sizes[i]
+// non-zero, with eps[i] set, only for a WireGuard packet.
+func (r *rx) handle(i int, bufs [][]byte, sizes []int, eps []conn.Endpoint, from netip.AddrPort, linkPeer *Endpoint, addrs map[netip.AddrPort]*Endpoint) {
+	b := r.b
+	pkt := bufs[i][:sizes[i]]
+	k := wire.Classify(pkt)
+	if k == wire.KindWireGuard {
+		e := linkPeer
+		if e == nil {
+			e = addrs[from]
+		}
+		if e != nil {
+			eps[i] = e
+			return
+		}
+		b.dropUnknownSrc.Add(1)
+		sizes[i] = 0
+		return
+	}
+	sizes[i] = 0
+	via := wire.NodeID{}
+	if linkPeer != nil {
+		via = linkPeer.ID
+	}
+	if k == wire.KindRelay {
+		hops, src, dst, _ := wire.ParseRelayHeader(pkt)
+		shorts := *b.byShort.Load()
+		if dst != b.self {
+			if r.now.IsZero() {
+				r.now = time.Now()
+			}
+			if b.fwd.Allow(src, dst, hops, len(pkt), r.now) != relay.Forward {
+				return
+			}
+			e := shorts[dst]
+			var p *path
+			if e != nil {
+				p = e.path.Load()
+			}
+			if p == nil {
+				b.dropRelayNoPath.Add(1)
+				return
+			}
+			pkt[4] = hops - 1
+			e.touch(p, r.now.UnixNano())
+			if p.stream != nil {
+				// Forwarded onto a stream link: queued like control, so
+				// this receive goroutine never waits on a stream.
+				select {
+				case p.ctlq <- append([]byte(nil), pkt...):
+				default:
+					b.dropStreamFull.Add(1)
+				}
+				return
+			}
+			if r.runEP != p.ep {
+				r.flush()
+				r.runEP = p.ep
+			}
+			r.run = append(r.run, pkt)
+			return
+		}
+		e := shorts[src]
+		if e == nil {
+			b.dropRelayNoPeer.Add(1)
+			return
+		}
+		inner := pkt[wire.RelayHeaderLen:]
+		if k = wire.Classify(inner); k == wire.KindWireGuard {
+			sizes[i] = copy(bufs[i], inner)
+			eps[i] = e
+			return
+		}
+		pkt, from, via = inner, netip.AddrPort{}, e.ID
+	}
+	switch k {
+	case wire.KindControl, wire.KindBeacon, wire.KindSTUN:
+		select {
+		case b.ctl <- inbound{kind: k, buf: append([]byte(nil), pkt...), from: from, via: via}:
+		default:
+			b.dropCtlFull.Add(1)
+		}
+	default:
+		b.dropUnknownKind.Add(1)
+	}
+}
+
+func (b *Bind) makeReceive(inner conn.ReceiveFunc) conn.ReceiveFunc {
+	r := &rx{b: b}
 	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 		n, err := inner(bufs, sizes, eps)
 		if n == 0 {
 			return n, err
 		}
 		addrs := *b.byAddr.Load()
-		var now time.Time
+		r.now = time.Time{}
 		for i := 0; i < n; i++ {
-			if sizes[i] == 0 {
-				continue
+			if sizes[i] > 0 {
+				r.handle(i, bufs, sizes, eps, srcAddr(eps[i]), nil, addrs)
 			}
-			from := srcAddr(eps[i])
-			pkt := bufs[i][:sizes[i]]
-			k := wire.Classify(pkt)
-			if k == wire.KindWireGuard {
-				if e := addrs[from]; e != nil {
-					eps[i] = e
-					continue
-				}
-				b.dropUnknownSrc.Add(1)
-				sizes[i] = 0
-				continue
-			}
-			var via wire.NodeID
-			if k == wire.KindRelay {
-				hops, src, dst, _ := wire.ParseRelayHeader(pkt)
-				shorts := *b.byShort.Load()
-				if dst != b.self {
-					sizes[i] = 0
-					if now.IsZero() {
-						now = time.Now()
-					}
-					if b.fwd.Allow(src, dst, hops, len(pkt), now) != relay.Forward {
-						continue
-					}
-					e := shorts[dst]
-					var p *path
-					if e != nil {
-						p = e.path.Load()
-					}
-					if p == nil {
-						b.dropRelayNoPath.Add(1)
-						continue
-					}
-					pkt[4] = hops - 1
-					e.touch(p, now.UnixNano())
-					if runEP != p.ep {
-						flush()
-						runEP = p.ep
-					}
-					run = append(run, pkt)
-					continue
-				}
-				e := shorts[src]
-				if e == nil {
-					b.dropRelayNoPeer.Add(1)
-					sizes[i] = 0
-					continue
-				}
-				inner := pkt[wire.RelayHeaderLen:]
-				if k = wire.Classify(inner); k == wire.KindWireGuard {
-					sizes[i] = copy(bufs[i], inner)
-					eps[i] = e
-					continue
-				}
-				pkt, from, via = inner, netip.AddrPort{}, e.ID
-			}
-			switch k {
-			case wire.KindControl, wire.KindBeacon, wire.KindSTUN:
-				select {
-				case b.ctl <- inbound{kind: k, buf: append([]byte(nil), pkt...), from: from, via: via}:
-				default:
-					b.dropCtlFull.Add(1)
-				}
-			default:
-				b.dropUnknownKind.Add(1)
-			}
-			sizes[i] = 0
 		}
-		flush()
+		r.flush()
 		return n, err
+	}
+}
+
+// makeStreamReceive returns the ReceiveFunc of the stream links: it waits
+// for datagrams that stream readers deliver (DeliverStream) and takes as
+// many as are ready, up to the batch size.
+func (b *Bind) makeStreamReceive(done <-chan struct{}) conn.ReceiveFunc {
+	r := &rx{b: b}
+	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		var sp streamPkt
+		select {
+		case sp = <-b.streamIn:
+		case <-done:
+			return 0, net.ErrClosed
+		}
+		r.now = time.Time{}
+		n := 0
+		for {
+			sizes[n] = copy(bufs[n], sp.buf)
+			eps[n] = sp.from
+			r.handle(n, bufs, sizes, eps, netip.AddrPort{}, sp.from, nil)
+			n++
+			if n == len(bufs) {
+				break
+			}
+			select {
+			case sp = <-b.streamIn:
+				continue
+			default:
+			}
+			break
+		}
+		r.flush()
+		return n, nil
 	}
 }
 

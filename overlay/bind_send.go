@@ -6,9 +6,10 @@ package overlay
 //
 //	Endpoint (node identity) -> current path (one atomic load)
 //	-> direct: the inner bind's Send (sendmmsg + UDP GSO) to the peer
+//	-> stream: written to the peer's stream link (TCP, WebSocket, ssh)
 //	-> relay:  each packet copied behind the path's fixed relay header into
 //	           pooled scratch buffers, then one inner Send to the next hop
-//	           (equal-size frames stay GSO-able)
+//	           (equal-size frames stay GSO-able), or one stream write
 //	-> none:   dropped, counted; wireguard-go retries its handshake later
 //
 // No lock per packet; the only copies are the relay header's.
@@ -47,6 +48,9 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		b.lastData.Store(now)
 	}
 	if !p.relay {
+		if p.stream != nil {
+			return p.stream.WriteDatagrams(bufs)
+		}
 		return b.inner.Send(bufs, p.ep)
 	}
 	s, _ := b.scratch.Get().(*sendScratch)
@@ -62,7 +66,12 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		s.mem[i] = f
 		s.bufs = append(s.bufs, f)
 	}
-	err := b.inner.Send(s.bufs, p.ep)
+	var err error
+	if p.stream != nil {
+		err = p.stream.WriteDatagrams(s.bufs)
+	} else {
+		err = b.inner.Send(s.bufs, p.ep)
+	}
 	b.scratch.Put(s)
 	return err
 }

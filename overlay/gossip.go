@@ -89,7 +89,7 @@ func (n *Node) handleRecordsLocked(from *peer, recs []recordMsg, now time.Time) 
 // only what it may (visibleLocked).
 func (n *Node) floodLocked(from *peer, recs []recordMsg) {
 	for _, p := range n.peers {
-		if p == from || !p.active.IsValid() && p.route == nil {
+		if p == from || !p.active.IsValid() && p.route == nil && p.stream == nil {
 			continue
 		}
 		var vis []recordMsg

@@ -72,6 +72,9 @@ func (n *Node) startControl() {
 	n.mu.Unlock()
 	n.wg.Add(1)
 	go n.loop()
+	n.mu.Lock()
+	n.loadLinksLocked()
+	n.mu.Unlock()
 }
 
 // readBeacons feeds LAN beacons into the control loop.
@@ -132,8 +135,8 @@ func (n *Node) loop() {
 			if now.Sub(lastGossip) >= gossipEvery {
 				lastGossip = now
 				for _, p := range n.peers {
-					if p.active.IsValid() {
-						n.sendDigestLocked(p, p.active)
+					if p.active.IsValid() || p.stream != nil {
+						n.sendDigestLocked(p, p.active) // invalid active: over the stream
 					}
 				}
 			}

@@ -57,6 +57,9 @@ type Config struct {
 	NoDiscovery    bool           // no LAN beacons (tests on loopback)
 	DiscoveryGroup netip.AddrPort // default link.DefaultGroup
 
+	// LinkListen is the TCP address for stream links (TCP and WebSocket on one
+	// port); "" means none. cmd/glow listens on the UDP port's number.
+	LinkListen string
 	// ListenPacket opens the node's UDP socket on a port. nil means the
 	// host's network (wireguard-go's StdNetBind, with batching and GSO);
 	// tests pass a natlab host's, and the node then uses link.PacketBind.
@@ -118,6 +121,8 @@ type Node struct {
 	pendingFriend map[wire.Key]chan friendAnswer // friend codes in use, by inviter key
 	dirty         bool                           // records cache needs saving
 	routesDirty   bool                           // links or records changed: recompute routes
+	links         map[string]*configuredLink     // links this node dials (glow link add)
+	linkAddr      string                         // where serveLinks listens
 	memReleasedAt int64                          // Bind.lastData when memory was last handed back
 	infoDirty     bool                           // our endpoints changed: re-sign our NodeInfo now
 	mapped        netip.AddrPort                 // port mapping from the gateway, if any
@@ -179,6 +184,7 @@ func Start(cfg Config) (n *Node, err error) {
 		peers: map[wire.NodeID]*peer{}, byCtl: map[wire.Key]*peer{},
 		seen: map[netip.AddrPort]time.Time{}, dropCtl: map[string]uint64{},
 		pendingFriend: map[wire.Key]chan friendAnswer{},
+		links:         map[string]*configuredLink{},
 		bootstrap:     peers, done: make(chan struct{}),
 	}
 	if err := n.loadIdentity(port); err != nil {
@@ -200,6 +206,16 @@ func Start(cfg Config) (n *Node, err error) {
 		n.cancel()
 		n.dev.Close()
 		return nil, fmt.Errorf("DNS set-up (use --no-dns to leave the system resolver alone): %w", err)
+	}
+	if n.cfg.LinkListen != "" {
+		ln, err := net.Listen("tcp", n.cfg.LinkListen)
+		if err != nil {
+			n.logf("glow: stream links: not listening: %v", err)
+		} else {
+			n.linkAddr = ln.Addr().String()
+			n.wg.Add(1)
+			go n.serveLinks(ln)
+		}
 	}
 	n.startControl()
 	n.logf("glow: node %s.%s up: %v %v, UDP port %d", n.cert.Name, n.cert.UserName, n.cert.IPv4, n.cert.IPv6, n.port)
@@ -473,3 +489,6 @@ func (n *Node) Close() error {
 	close(n.done)
 	return nil
 }
+
+// LinkAddr returns the TCP address stream links are accepted on ("" if none).
+func (n *Node) LinkAddr() string { return n.linkAddr }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"glow/internal/wire"
+	"glow/link"
 	"golang.zx2c4.com/wireguard/device"
 )
 
@@ -32,17 +33,20 @@ const (
 
 // peer is the control loop's view of another node. Guarded by Node.mu.
 type peer struct {
-	cert   *Cert
-	shared *[32]byte // control box key
-	ep     *Endpoint
-	cands  map[netip.AddrPort]*candidate
-	pings  map[[12]byte]*pendingPing
-	active netip.AddrPort // current direct path, if valid
-	rtt    time.Duration
-	route  []wire.NodeID // relay route when there is no direct path: next hop first, peer last
-	hbWait time.Time     // send time of the oldest heartbeat unanswered since the last pong
-	added  time.Time     // when the peer became known
-	since  time.Time     // when the current probing round started
+	cert       *Cert
+	shared     *[32]byte // control box key
+	ep         *Endpoint
+	cands      map[netip.AddrPort]*candidate
+	pings      map[[12]byte]*pendingPing
+	active     netip.AddrPort // current direct path, if valid
+	rtt        time.Duration
+	route      []wire.NodeID // relay route when there is no direct path: next hop first, peer last
+	stream     *link.Stream  // a live stream link to the peer, if any
+	streamName string        // where the stream link goes
+	streamQ    chan []byte   // its control queue
+	hbWait     time.Time     // send time of the oldest heartbeat unanswered since the last pong
+	added      time.Time     // when the peer became known
+	since      time.Time     // when the current probing round started
 
 	lastProbe       time.Time // last heartbeat on the current path
 	lastDirectProbe time.Time // last probe of the direct candidates
@@ -175,7 +179,11 @@ func (n *Node) handlePongLocked(p *peer, m pongMsg, from netip.AddrPort, now tim
 			p.rtt, p.hbWait = rtt, time.Time{}
 		}
 		if pp.reply != nil {
-			deliver(pp.reply, PingResult{Peer: p.cert.FQDN(), Path: "relay", Via: n.routeNamesLocked(p), RTT: rtt})
+			r := PingResult{Peer: p.cert.FQDN(), Path: "relay", Via: n.routeNamesLocked(p), RTT: rtt}
+			if p.stream != nil && p.route == nil {
+				r.Path, r.Via, r.Endpoint = "direct", nil, p.streamName
+			}
+			deliver(pp.reply, r)
 		}
 		return
 	}
@@ -228,7 +236,11 @@ func (n *Node) setPathLocked(p *peer, addr netip.AddrPort, rtt time.Duration, no
 // its traffic to a relay, and probing for a direct path starts again.
 func (n *Node) lostPathLocked(p *peer, now time.Time) {
 	n.logf("glow: %s: direct path %v lost", p.cert.FQDN(), p.active)
-	n.bind.SetDirect(p.cert.Node, netip.AddrPort{})
+	if p.stream != nil {
+		n.bind.SetStream(p.cert.Node, p.stream, p.streamQ) // the stream link carries on
+	} else {
+		n.bind.SetDirect(p.cert.Node, netip.AddrPort{})
+	}
 	p.active, p.hbWait = netip.AddrPort{}, time.Time{}
 	p.since, p.lastProbe = now, time.Time{}
 	n.routesDirty, n.infoDirty = true, true // our links changed
@@ -254,7 +266,11 @@ func (n *Node) tickPeersLocked(now time.Time) {
 		if p.active.IsValid() && !p.hbWait.IsZero() && now.Sub(p.hbWait) > dead {
 			n.lostPathLocked(p, now)
 		}
-		if (p.active.IsValid() || p.route != nil) && now.Sub(p.lastProbe) >= hb {
+		if !p.active.IsValid() && p.stream != nil && !p.hbWait.IsZero() && now.Sub(p.hbWait) > deadIdle {
+			n.logf("glow: %s: link %s does not answer", p.cert.FQDN(), p.streamName)
+			p.stream.Close() // its reader detaches it
+		}
+		if (p.active.IsValid() || p.route != nil || p.stream != nil) && now.Sub(p.lastProbe) >= hb {
 			// Heartbeat on the current path (relayed when route is set).
 			p.lastProbe = now
 			if p.hbWait.IsZero() {

@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"glow/internal/wire"
@@ -38,8 +39,13 @@ func linkCost(rtt time.Duration) uint16 {
 func (n *Node) linksLocked() []LinkInfo {
 	var out []LinkInfo
 	for id, p := range n.peers {
-		if p.active.IsValid() {
+		switch {
+		case p.active.IsValid():
 			out = append(out, LinkInfo{Node: id, Cost: linkCost(p.rtt)})
+		case p.stream != nil && strings.HasPrefix(p.streamName, "ssh"):
+			out = append(out, LinkInfo{Node: id, Cost: costSSH})
+		case p.stream != nil:
+			out = append(out, LinkInfo{Node: id, Cost: costStream})
 		}
 	}
 	slices.SortFunc(out, func(a, b LinkInfo) int { return compareID(a.Node, b.Node) })
@@ -112,8 +118,8 @@ func (n *Node) computeRoutesLocked(now time.Time) {
 		}
 	}
 	for id, p := range n.peers {
-		if p.active.IsValid() {
-			continue
+		if p.active.IsValid() || p.stream != nil {
+			continue // a neighbour, over UDP or a stream link
 		}
 		var route []wire.NodeID
 		if _, ok := dist[id]; ok {
@@ -126,7 +132,7 @@ func (n *Node) computeRoutesLocked(now time.Time) {
 			}
 			slices.Reverse(route)
 		}
-		if len(route) < 2 || n.peers[route[0]] == nil || !n.peers[route[0]].active.IsValid() {
+		if len(route) < 2 || n.peers[route[0]] == nil || !n.peers[route[0]].active.IsValid() && n.peers[route[0]].stream == nil {
 			if p.route != nil {
 				n.logf("glow: %s: no route", p.cert.FQDN())
 			}

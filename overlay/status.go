@@ -76,6 +76,9 @@ func (n *Node) Status() Status {
 		case p.active.IsValid():
 			ps.Online, ps.Path, ps.Endpoint = true, "direct", p.active.String()
 			ps.RTTms = float64(p.rtt.Microseconds()) / 1000
+		case p.stream != nil:
+			ps.Online, ps.Path, ps.Endpoint = true, "direct", p.streamName
+			ps.RTTms = float64(p.rtt.Microseconds()) / 1000
 		case p.route != nil:
 			ps.Path, ps.Via = "relay", n.routeNamesLocked(p)
 			ps.Online = now.Sub(p.lastHeard) < onlineWindow
@@ -157,8 +160,8 @@ func (n *Node) Ping(ctx context.Context, target string) (PingResult, error) {
 	switch {
 	case p.active.IsValid():
 		n.pingLocked(p, p.active, now, reply)
-	case p.route != nil:
-		n.pingLocked(p, netip.AddrPort{}, now, reply) // over the relay route
+	case p.route != nil || p.stream != nil:
+		n.pingLocked(p, netip.AddrPort{}, now, reply) // over the relay route or stream link
 	case len(p.cands) > 0:
 		for a := range p.cands {
 			n.pingLocked(p, a, now, reply)

@@ -1,0 +1,436 @@
+package overlay
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"glow/internal/wire"
+	"glow/link"
+)
+
+// Stream links: where UDP does not get through, a neighbour is reached over
+// a byte stream (package link): TCP or WebSocket to the node's TCP port
+// (the same number as its UDP port; one listener tells the two apart by
+// their first bytes), or ssh running `glow link stdio` on the other side.
+// A link is authenticated with the node keys and the peer's certificate
+// must be trusted (its user's or a friend's) before it carries anything.
+//
+// A peer with a live stream link and no UDP path is a direct neighbour
+// over the stream: the Bind sends to it on the stream, routing counts the
+// link (costlier than UDP), and relayed traffic may cross it. UDP is
+// preferred whenever it works. Links added with `glow link add` are kept in
+// STATE/links and redialled with backoff while the node runs.
+
+// Link costs for routing, above any UDP path's.
+const (
+	costStream = 60
+	costSSH    = 120
+)
+
+func (n *Node) linkIdentity() link.Identity {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return link.Identity{Sign: n.keys.Sign, Cert: n.cert.Marshal()}
+}
+
+// verifyLink accepts a link peer whose certificate this node trusts.
+func (n *Node) verifyLink(peer wire.NodeID, raw []byte) error {
+	c, err := ParseCert(raw)
+	if err != nil {
+		return err
+	}
+	if c.Node != peer {
+		return errors.New("certificate of another node")
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, err := n.store.AddCert(c, time.Now()); err != nil {
+		return fmt.Errorf("link from %s refused: %w", c.FQDN(), err)
+	}
+	return nil
+}
+
+// attachStream makes s the stream link of its peer and reads from it until
+// it ends. name says where it goes ("tcp://...", "ssh://...", "tcp from ...").
+func (n *Node) attachStream(s *link.Stream, name string) {
+	now := time.Now()
+	n.mu.Lock()
+	c := n.store.Cert(s.Peer())
+	if c == nil || n.closed {
+		n.mu.Unlock()
+		s.Close()
+		return
+	}
+	fresh := n.peers[c.Node] == nil
+	p := n.addPeerLocked(c, now)
+	if fresh {
+		n.certsChangedLocked()
+	}
+	if old := p.stream; old != nil {
+		old.Close()
+	}
+	ctlq := make(chan []byte, 64)
+	p.stream, p.streamName, p.streamQ = s, name, ctlq
+	if !p.active.IsValid() {
+		n.bind.SetStream(c.Node, s, ctlq)
+		p.route = nil
+	}
+	p.hbWait = time.Time{}
+	n.routesDirty, n.infoDirty = true, true
+	n.logf("glow: %s: link %s up", c.FQDN(), name)
+	n.sendDigestLocked(p, netipInvalid)
+	ep := p.ep
+	n.mu.Unlock()
+
+	done := make(chan struct{})
+	n.wg.Add(2)
+	go func() { // the control writer: the control loop never waits on a stream
+		defer n.wg.Done()
+		for {
+			select {
+			case pkt := <-ctlq:
+				if s.WriteDatagrams([][]byte{pkt}) != nil {
+					s.Close()
+				}
+			case <-n.ctx.Done():
+				s.Close()
+				return
+			case <-done:
+				return
+			}
+		}
+	}()
+	go func() { // the reader
+		defer n.wg.Done()
+		buf := make([]byte, link.MaxDatagram)
+		for {
+			sz, err := s.ReadDatagram(buf)
+			if errors.Is(err, link.ErrFrameTooLarge) {
+				continue
+			}
+			if err != nil {
+				break
+			}
+			n.bind.DeliverStream(append([]byte(nil), buf[:sz]...), ep)
+		}
+		close(done)
+		s.Close()
+		n.mu.Lock()
+		n.detachStreamLocked(p, s, time.Now())
+		n.mu.Unlock()
+	}()
+}
+
+func (n *Node) detachStreamLocked(p *peer, s *link.Stream, now time.Time) {
+	if p.stream != s {
+		return
+	}
+	n.logf("glow: %s: link %s down", p.cert.FQDN(), p.streamName)
+	p.stream, p.streamName, p.streamQ = nil, "", nil
+	if !p.active.IsValid() {
+		n.bind.SetStream(p.cert.Node, nil, nil)
+	}
+	n.routesDirty, n.infoDirty = true, true
+	n.computeRoutesLocked(now)
+}
+
+// serveLinks accepts stream links on ln: raw link handshakes ("GLK1") and
+// WebSocket upgrades (HTTP) on the one port.
+func (n *Node) serveLinks(ln net.Listener) {
+	defer n.wg.Done()
+	id := n.linkIdentity()
+	httpConns := &chanListener{addr: ln.Addr(), c: make(chan net.Conn), done: make(chan struct{})}
+	mux := http.NewServeMux()
+	mux.Handle(link.DefaultWSPath, link.WSHandler(id, n.verifyLink, func(s *link.Stream) {
+		n.attachStream(s, "ws from "+s.Peer().String())
+	}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		srv.Serve(httpConns)
+	}()
+	go func() {
+		<-n.ctx.Done()
+		ln.Close()
+		srv.Close()
+		httpConns.Close()
+	}()
+	sem := make(chan struct{}, link.MaxPendingHandshakes)
+	var hs sync.WaitGroup
+	defer hs.Wait()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		select {
+		case sem <- struct{}{}:
+		default:
+			c.Close() // too many handshakes at once
+			continue
+		}
+		hs.Add(1)
+		go func() {
+			defer hs.Done()
+			defer func() { <-sem }()
+			c.SetReadDeadline(time.Now().Add(link.HandshakeTimeout))
+			br := bufio.NewReader(c)
+			head, err := br.Peek(4)
+			if err != nil {
+				c.Close()
+				return
+			}
+			c.SetReadDeadline(time.Time{})
+			pc := &peekedConn{Conn: c, r: br}
+			if string(head) != "GLK1" {
+				select {
+				case httpConns.c <- pc:
+				case <-httpConns.done:
+					c.Close()
+				}
+				return
+			}
+			ctx, cancel := context.WithTimeout(n.ctx, link.HandshakeTimeout)
+			defer cancel()
+			s, err := link.Handshake(ctx, pc, id, n.verifyLink)
+			if err != nil {
+				n.logf("glow: link from %v: %v", c.RemoteAddr(), err)
+				return
+			}
+			n.attachStream(s, "tcp from "+c.RemoteAddr().String())
+		}()
+	}
+}
+
+// peekedConn is a conn whose first bytes were peeked.
+type peekedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *peekedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+
+// chanListener hands connections to an http.Server.
+type chanListener struct {
+	addr net.Addr
+	c    chan net.Conn
+	once sync.Once
+	done chan struct{}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.c:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+func (l *chanListener) Close() error   { l.once.Do(func() { close(l.done) }); return nil }
+func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// LinkInfo describes a configured or live stream link for `glow link list`.
+type LinkStatus struct {
+	URL    string `json:"url,omitempty"` // configured links
+	Peer   string `json:"peer,omitempty"`
+	Via    string `json:"via,omitempty"` // the live link's name
+	Up     bool   `json:"up"`
+	InUse  bool   `json:"in_use"` // carries the peer's traffic (no UDP path)
+	Status string `json:"status,omitempty"`
+}
+
+// AddLink adds a link to a neighbour: udp://HOST:PORT (a bootstrap address),
+// tcp://, ws://, wss:// or ssh://user@host (runs the remote glow over ssh).
+func (n *Node) AddLink(raw string) error {
+	t, err := link.ParseURL(raw)
+	if err != nil {
+		return err
+	}
+	if t.Transport == link.TransportUDP {
+		ap, err := resolvePeer(t.Addr)
+		if err != nil {
+			return err
+		}
+		n.mu.Lock()
+		if !slices.Contains(n.bootstrap, ap) {
+			n.bootstrap = append(n.bootstrap, ap)
+			n.saveBootstrap()
+		}
+		b := n.beaconLocked()
+		n.mu.Unlock()
+		return n.bind.SendTo(b, ap)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	key := t.String()
+	if _, ok := n.links[key]; ok {
+		return fmt.Errorf("link %s exists already", key)
+	}
+	n.startLinkLocked(t)
+	return n.saveLinksLocked()
+}
+
+// RemoveLink stops a configured link.
+func (n *Node) RemoveLink(raw string) error {
+	t, err := link.ParseURL(raw)
+	if err != nil {
+		return err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	l := n.links[t.String()]
+	if l == nil {
+		return fmt.Errorf("no link %s (see 'glow link list')", t)
+	}
+	l.cancel()
+	delete(n.links, t.String())
+	return n.saveLinksLocked()
+}
+
+// configuredLink is a link this node dials and keeps up.
+type configuredLink struct {
+	target link.Target
+	cancel context.CancelFunc
+	status string // guarded by Node.mu
+	peer   wire.NodeID
+}
+
+func (n *Node) saveLinksLocked() error {
+	var b strings.Builder
+	for k := range n.links {
+		fmt.Fprintln(&b, k)
+	}
+	return n.state.WriteFile("links", []byte(b.String()), 0o600)
+}
+
+func (n *Node) loadLinksLocked() {
+	data, err := n.state.ReadFile("links")
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Fields(string(data)) {
+		if t, err := link.ParseURL(line); err == nil && n.links[t.String()] == nil && t.Transport != link.TransportUDP {
+			n.startLinkLocked(t)
+		}
+	}
+}
+
+func (n *Node) startLinkLocked(t link.Target) {
+	ctx, cancel := context.WithCancel(n.ctx)
+	l := &configuredLink{target: t, cancel: cancel, status: "connecting"}
+	n.links[t.String()] = l
+	n.wg.Add(1)
+	go n.keepLink(ctx, l)
+}
+
+// keepLink dials l until ctx ends, redialling with backoff when it drops.
+func (n *Node) keepLink(ctx context.Context, l *configuredLink) {
+	defer n.wg.Done()
+	bo := link.Backoff{}
+	for ctx.Err() == nil {
+		s, err := n.dialLink(ctx, l.target)
+		n.mu.Lock()
+		if err != nil {
+			l.status = "error: " + err.Error()
+		} else {
+			l.status, l.peer = "up", s.Peer()
+		}
+		n.mu.Unlock()
+		if err == nil {
+			bo.Reset()
+			n.attachStream(s, l.target.String())
+			select { // wait for it to drop
+			case <-ctx.Done():
+				s.Close()
+			case <-s.Done():
+			}
+			n.mu.Lock()
+			l.status = "down"
+			n.mu.Unlock()
+			if ctx.Err() != nil {
+				return
+			}
+		} else {
+			n.logf("glow: link %s: %v", l.target, err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(bo.Next()):
+		}
+	}
+}
+
+func (n *Node) dialLink(ctx context.Context, t link.Target) (*link.Stream, error) {
+	id := n.linkIdentity()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	switch t.Transport {
+	case link.TransportTCP:
+		return link.DialTCP(ctx, t.Addr, id, n.verifyLink)
+	case link.TransportWS, link.TransportWSS:
+		return link.DialWS(ctx, t.URL.String(), id, n.verifyLink, nil)
+	case link.TransportSSH:
+		q := t.URL.Query()
+		u := *t.URL
+		u.RawQuery = ""
+		return link.DialCommand(ctx, link.SSHArgv(&u, q.Get("glow"), q.Get("state")), id, n.verifyLink)
+	}
+	return nil, fmt.Errorf("cannot dial %s", t)
+}
+
+// Links lists configured and live stream links.
+func (n *Node) Links() []LinkStatus {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := []LinkStatus{}
+	seen := map[string]bool{}
+	for k, l := range n.links {
+		ls := LinkStatus{URL: k, Status: l.status}
+		for _, p := range n.peers {
+			if p.stream != nil && p.streamName == k {
+				ls.Up, ls.InUse, ls.Peer, ls.Via = true, !p.active.IsValid(), p.cert.FQDN(), p.streamName
+				seen[k] = true
+			}
+		}
+		out = append(out, ls)
+	}
+	for _, p := range n.peers {
+		if p.stream != nil && !seen[p.streamName] {
+			out = append(out, LinkStatus{Peer: p.cert.FQDN(), Via: p.streamName, Up: true, InUse: !p.active.IsValid(), Status: "accepted"})
+		}
+	}
+	slices.SortFunc(out, func(a, b LinkStatus) int { return strings.Compare(a.URL+a.Via, b.URL+b.Via) })
+	return out
+}
+
+// ServeStdio runs the serving end of an ssh link: `glow link stdio` on
+// this machine relays its stdin/stdout to the daemon, which handshakes here.
+func (n *Node) ServeStdio(ctx context.Context, rw interface {
+	Read([]byte) (int, error)
+	Write([]byte) (int, error)
+	Close() error
+}) error {
+	s, err := link.Handshake(ctx, rw, n.linkIdentity(), n.verifyLink)
+	if err != nil {
+		return err
+	}
+	n.attachStream(s, "ssh from "+s.Peer().String())
+	select {
+	case <-s.Done():
+	case <-n.ctx.Done():
+	}
+	return nil
+}
+
+var netipInvalid = netip.AddrPort{}

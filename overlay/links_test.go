@@ -1,0 +1,88 @@
+package overlay
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"glow/link"
+	"glow/nat/natlab"
+)
+
+// TestStreamLinks: three nodes where UDP works only between b and c. a
+// reaches b over a TCP link, then over a WebSocket link, and c through b
+// (relayed over the stream); then over an ssh-style stdio stream.
+func TestStreamLinks(t *testing.T) {
+	in := natlab.NewInternet()
+	lk := &links{allowed: map[[2]netip.Addr]bool{}}
+	u := newTestUser(t, "alice")
+	used := map[netip.Addr]bool{}
+	ips := []netip.Addr{netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("198.51.100.2"), netip.MustParseAddr("198.51.100.3")}
+	lk.set(ips[1], ips[2], true) // only b-c speak UDP
+	var nodes []*Node
+	for i, name := range []string{"a", "b", "c"} {
+		h := in.NewHost(ips[i])
+		dir := provision(t, u, name, used, i == 0)
+		self := ips[i]
+		var peers []string
+		if i == 2 {
+			peers = []string{netip.AddrPortFrom(ips[1], DefaultPort).String()}
+		}
+		nodes = append(nodes, labNode(t, h, name, func(c *Config) {
+			c.StateDir, c.Peers = dir, peers
+			if name == "b" {
+				c.LinkListen = "127.0.0.1:0"
+			}
+			c.ListenPacket = func(port uint16) (net.PacketConn, error) {
+				pc, err := h.ListenPacket(port)
+				if err != nil {
+					return nil, err
+				}
+				return &linkConn{PacketConn: pc, self: self, links: lk}, nil
+			}
+		}))
+	}
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	// a knows b and c only from its certificate store once linked; give it
+	// b's certificate by linking.
+	for _, url := range []string{"tcp://" + b.LinkAddr(), "ws://" + b.LinkAddr() + "/glow/link"} {
+		if err := a.AddLink(url); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 20*time.Second, "a to reach b over "+url, func() bool {
+			p, ok := peerStatus(a, "b")
+			return ok && p.Online && p.Path == "direct" && p.Endpoint == url
+		})
+		tcpEcho(t, a, b, 7200)
+		waitFor(t, 20*time.Second, "a to reach c through b", func() bool {
+			p, ok := peerStatus(a, "c")
+			return ok && p.Online && p.Path == "relay" && len(p.Via) == 1 && p.Via[0] == "b"
+		})
+		tcpEcho(t, a, c, 7201)
+		tcpEcho(t, c, a, 7202)
+		if err := a.RemoveLink(url); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 20*time.Second, "the link to go", func() bool {
+			p, _ := peerStatus(a, "b")
+			return p.Path != "direct"
+		})
+	}
+	// An ssh-style link: the serving side runs over a byte stream (stdio).
+	ca, cb := net.Pipe()
+	go b.ServeStdio(context.Background(), cb)
+	s, err := link.Handshake(context.Background(), ca, a.linkIdentity(), a.verifyLink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.attachStream(s, "ssh://test")
+	waitFor(t, 20*time.Second, "a to reach b over stdio", func() bool {
+		p, ok := peerStatus(a, "b")
+		return ok && p.Online && p.Endpoint == "ssh://test"
+	})
+	tcpEcho(t, a, b, 7203)
+	tcpEcho(t, a, c, 7204)
+	s.Close()
+}
