@@ -28,6 +28,7 @@ import (
 //	POST /v1/friend/invite|add|remove, GET /v1/friends
 //	POST /v1/share?target=T&user=U[&undo=1]
 //	GET|POST /v1/policy, GET /v1/policy/history, POST /v1/policy/rollback?version=V
+//	POST /v1/link/add|remove?url=U, GET /v1/links, POST /v1/link/stdio (takes the connection over)
 //	POST /v1/down                stops the daemon
 
 // SocketName is the control socket's file name in the state directory.
@@ -193,6 +194,38 @@ func (n *Node) ServeAPI(ctx context.Context, down func()) error {
 			return
 		}
 		writeJSON(w, info)
+	})
+	mux.HandleFunc("POST /v1/link/add", func(w http.ResponseWriter, r *http.Request) {
+		if err := n.AddLink(r.URL.Query().Get("url")); err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+		writeJSON(w, map[string]string{"status": "added"})
+	})
+	mux.HandleFunc("POST /v1/link/remove", func(w http.ResponseWriter, r *http.Request) {
+		if err := n.RemoveLink(r.URL.Query().Get("url")); err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+		writeJSON(w, map[string]string{"status": "removed"})
+	})
+	mux.HandleFunc("GET /v1/links", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, n.Links())
+	})
+	// The serving end of an ssh link: the connection is taken over and
+	// carries the link (glow link stdio relays its stdin/stdout to it).
+	mux.HandleFunc("POST /v1/link/stdio", func(w http.ResponseWriter, r *http.Request) {
+		hj, ok := w.(http.Hijacker)
+		if !ok {
+			writeErr(w, http.StatusInternalServerError, errors.New("cannot take over the connection"))
+			return
+		}
+		c, buf, err := hj.Hijack()
+		if err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: glow-link\r\nConnection: Upgrade\r\n\r\n")
+		n.ServeStdio(n.ctx, &hijacked{Conn: c, r: buf.Reader})
 	})
 	mux.HandleFunc("POST /v1/down", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, map[string]string{"status": "stopping"})
@@ -389,3 +422,55 @@ func (c *Client) RollbackPolicy(version uint64) (PolicyInfo, error) {
 
 // Down asks the daemon to stop.
 func (c *Client) Down() error { return c.do("POST", "/v1/down", nil) }
+
+// hijacked is a taken-over API connection; reads go through the server's
+// buffered reader, which may hold bytes already.
+type hijacked struct {
+	net.Conn
+	r io.Reader
+}
+
+func (h *hijacked) Read(b []byte) (int, error) { return h.r.Read(b) }
+
+// AddLink adds a link (see Node.AddLink).
+func (c *Client) AddLink(url string) error {
+	return c.do("POST", "/v1/link/add?url="+neturl.QueryEscape(url), nil)
+}
+
+// RemoveLink removes a configured link.
+func (c *Client) RemoveLink(url string) error {
+	return c.do("POST", "/v1/link/remove?url="+neturl.QueryEscape(url), nil)
+}
+
+// Links lists links.
+func (c *Client) Links() ([]LinkStatus, error) {
+	var out []LinkStatus
+	err := c.do("GET", "/v1/links", &out)
+	return out, err
+}
+
+// LinkStdio connects to the daemon's link endpoint and returns the raw
+// connection, for glow link stdio to relay its stdin and stdout over.
+func (c *Client) LinkStdio() (net.Conn, error) {
+	sock := State{Dir: c.StateDir}.Path(SocketName)
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		return nil, fmt.Errorf("%w (state %s)", ErrNotRunning, c.StateDir)
+	}
+	io.WriteString(conn, "POST /v1/link/stdio HTTP/1.1\r\nHost: glow\r\nContent-Length: 0\r\n\r\n")
+	// Read the status line and headers, byte by byte so nothing after them is consumed.
+	var head []byte
+	one := make([]byte, 1)
+	for !bytes.HasSuffix(head, []byte("\r\n\r\n")) {
+		if _, err := conn.Read(one); err != nil || len(head) > 4096 {
+			conn.Close()
+			return nil, fmt.Errorf("glow daemon: link stdio: %v", err)
+		}
+		head = append(head, one[0])
+	}
+	if !bytes.HasPrefix(head, []byte("HTTP/1.1 101")) {
+		conn.Close()
+		return nil, fmt.Errorf("glow daemon refused the link: %s", bytes.SplitN(head, []byte("\r\n"), 2)[0])
+	}
+	return conn, nil
+}

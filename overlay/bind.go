@@ -85,9 +85,10 @@ type Endpoint struct {
 	ID       wire.NodeID
 	path     atomic.Pointer[path]
 	lastSend atomic.Int64 // unix nanos of the last WireGuard send, for heartbeats
-	// held is the latest handshake initiation wireguard-go sent while the
-	// peer had no path; it goes out as soon as a path appears, so the first
-	// connection does not wait for wireguard-go's 5 s retry.
+	// held is the latest handshake message (initiation or response)
+	// wireguard-go sent while the peer had no path; it goes out as soon as a
+	// path appears, so a connection does not wait for wireguard-go's 5 s
+	// retry (a response can arrive relayed before the route back is known).
 	held atomic.Pointer[[]byte]
 }
 

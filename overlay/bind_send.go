@@ -36,8 +36,8 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	p := e.path.Load()
 	if p == nil {
 		b.sendNoPath.Add(uint64(len(bufs)))
-		if last := bufs[len(bufs)-1]; len(last) > 0 && last[0] == 1 && wire.Classify(last) == wire.KindWireGuard {
-			h := append([]byte(nil), last...) // a handshake initiation: hold it
+		if last := bufs[len(bufs)-1]; len(last) > 0 && (last[0] == 1 || last[0] == 2) && wire.Classify(last) == wire.KindWireGuard {
+			h := append([]byte(nil), last...) // a handshake initiation or response: hold it
 			e.held.Store(&h)
 		}
 		return errNoPath

@@ -43,9 +43,9 @@
 //     with linear probing; IPv6 addresses need no allocation (ULA /48 of the
 //     user key plus 80 bits of the node key).
 //   - Certificates are valid for a year; renewal is future work.
-//   - Heartbeats are fast only while a peer carries traffic (500 ms, dead
-//     after 1.6 s unanswered) and slow when idle (10 s, dead after 25 s), so
-//     idle nodes stay quiet and busy paths fail over in about two seconds.
+//   - Heartbeats are fast only while a peer carries traffic (300 ms, dead
+//     after 1 s unanswered) and slow when idle (10 s, dead after 25 s), so
+//     idle nodes stay quiet and busy paths fail over in about a second.
 //   - A friend learns the node it talks to and the nodes the policy shares
 //     with it, nothing else; a relay forwards between a friend's node and
 //     ours, never between two nodes of another user.

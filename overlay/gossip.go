@@ -61,6 +61,8 @@ func (n *Node) sendRecordsLocked(p *peer, to netip.AddrPort, keys []RecordKey) {
 }
 
 func (n *Node) handleRecordsLocked(from *peer, recs []recordMsg, now time.Time) {
+	// Certificates and friend lists first: other records depend on them.
+	slices.SortStableFunc(recs, func(a, b recordMsg) int { return recordOrder(a.Kind) - recordOrder(b.Kind) })
 	var fresh []recordMsg
 	for _, r := range recs {
 		if !n.acceptableLocked(from, r) {
@@ -247,3 +249,13 @@ func (n *Node) handleSTUNLocked(b []byte, from netip.AddrPort) {
 }
 
 var _ = wire.KindSTUN
+
+func recordOrder(k RecordKind) int {
+	switch k {
+	case KindFriends:
+		return 0
+	case KindCert:
+		return 1
+	}
+	return 2
+}

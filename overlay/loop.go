@@ -202,8 +202,10 @@ func (n *Node) handleControlLocked(pkt []byte, from netip.AddrPort, now time.Tim
 		if _, ok := p.cands[from]; !ok {
 			p.cands[from] = &candidate{learned: now}
 		}
-		if !p.active.IsValid() {
-			n.pingLocked(p, from, now, nil) // confirm the path from our side too
+		if !p.active.IsValid() || p.active != from && !p.hbWait.IsZero() {
+			// No path yet, or ours stalls while the peer speaks from a new
+			// address: confirm this one from our side at once.
+			n.pingLocked(p, from, now, nil)
 		}
 	case pongMsg:
 		n.handlePongLocked(p, msg, from, now)

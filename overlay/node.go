@@ -123,6 +123,7 @@ type Node struct {
 	routesDirty   bool                           // links or records changed: recompute routes
 	links         map[string]*configuredLink     // links this node dials (glow link add)
 	linkAddr      string                         // where serveLinks listens
+	friendRoutes  []netip.Prefix                 // IPv6 prefixes of friends routed through the TUN
 	memReleasedAt int64                          // Bind.lastData when memory was last handed back
 	infoDirty     bool                           // our endpoints changed: re-sign our NodeInfo now
 	mapped        netip.AddrPort                 // port mapping from the gateway, if any

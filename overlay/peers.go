@@ -19,9 +19,9 @@ import (
 // after deadIdle. A dead direct path gives way to the best relay route at
 // once, and direct probing goes on (fast for a minute, then slower).
 const (
-	heartbeatActive = 500 * time.Millisecond
+	heartbeatActive = 300 * time.Millisecond
 	heartbeatIdle   = 10 * time.Second
-	deadActive      = 1600 * time.Millisecond
+	deadActive      = 1000 * time.Millisecond
 	deadIdle        = 25 * time.Second
 	activeWindow    = 5 * time.Second  // traffic this recent makes a peer active
 	probeEvery      = 1 * time.Second  // while a peer has no direct path, probe candidates this often
@@ -209,8 +209,12 @@ func (n *Node) handlePongLocked(p *peer, m pongMsg, from netip.AddrPort, now tim
 	case p.active == from:
 		p.rtt, p.hbWait = rtt, time.Time{}
 	default:
-		// Switch only for a clearly better path, so that paths do not flap.
-		if a := p.cands[p.active]; a == nil || rtt*2 < a.rtt && a.rtt-rtt > time.Millisecond {
+		// Switch only for a clearly better path, so that paths do not flap,
+		// or when the current one has stopped answering (the peer's NAT
+		// mapping moved: roam at once rather than wait for the path to die).
+		a := p.cands[p.active]
+		stalled := !p.hbWait.IsZero() && now.Sub(p.hbWait) > heartbeatActive
+		if a == nil || stalled || rtt*2 < a.rtt && a.rtt-rtt > time.Millisecond {
 			n.setPathLocked(p, from, rtt, now)
 		}
 	}

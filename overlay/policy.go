@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"glow/internal/wire"
 	"glow/policy"
+	"glow/tun"
 )
 
 // Policy wiring. The user's policy is a text document (package policy)
@@ -97,6 +99,7 @@ func (n *Node) refreshPolicyLocked() {
 	if n.tunf != nil {
 		n.tunf.on.Store(foreign)
 	}
+	n.routeFriendsLocked()
 
 	text, version := n.policyTextLocked()
 	doc, err := policy.Parse([]byte(text))
@@ -354,4 +357,31 @@ func (n *Node) FilterCounts() map[string]uint64 {
 func (n *Node) certsChangedLocked() {
 	n.updateNamesLocked()
 	n.refreshPolicyLocked()
+}
+
+// routeFriendsLocked routes the IPv6 prefixes of friends whose nodes this
+// node knows through the TUN (the interface's own prefix covers only its
+// user's /48; IPv4 is one /10 for everyone).
+func (n *Node) routeFriendsLocked() {
+	k, ok := n.tunDev.(*tun.Kernel)
+	if !ok {
+		return
+	}
+	var want []netip.Prefix
+	seen := map[[32]byte]bool{}
+	for _, c := range n.store.Certs() {
+		if !n.store.Own(c.User) && !seen[c.User] {
+			seen[c.User] = true
+			want = append(want, UserPrefix6(c.User[:]))
+		}
+	}
+	slices.SortFunc(want, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	if slices.Equal(want, n.friendRoutes) {
+		return
+	}
+	if err := k.SetRoutes(want); err != nil {
+		n.logf("glow: routes to friends' networks: %v", err)
+		return
+	}
+	n.friendRoutes = want
 }

@@ -258,3 +258,49 @@ func (k *Kernel) Close() error {
 	}
 	return nil
 }
+
+// SetRoutes makes the routes through the interface, besides the connected
+// routes of its addresses, exactly prefixes (e.g. the IPv6 prefixes of the
+// users whose nodes are shared with this one). Routes are tagged with
+// protocol 'static' and scope link; others on the interface are left alone.
+// It returns net.ErrClosed after Close.
+func (k *Kernel) SetRoutes(prefixes []netip.Prefix) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed {
+		return net.ErrClosed
+	}
+	wanted := map[netip.Prefix]bool{}
+	for _, p := range prefixes {
+		wanted[p.Masked()] = true
+	}
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		cur, err := k.nl.RouteListFiltered(fam, &netlink.Route{LinkIndex: k.index, Protocol: unix.RTPROT_STATIC},
+			netlink.RT_FILTER_OIF|netlink.RT_FILTER_PROTOCOL)
+		if err != nil {
+			return fmt.Errorf("tun: %s: list routes: %w", k.name, err)
+		}
+		for _, r := range cur {
+			p, ok := prefixOf(r.Dst)
+			if ok && wanted[p] {
+				delete(wanted, p)
+				continue
+			}
+			if err := k.nl.RouteDel(&r); err != nil {
+				return fmt.Errorf("tun: %s: remove route %v: %w", k.name, r.Dst, err)
+			}
+		}
+	}
+	for p := range wanted {
+		r := &netlink.Route{
+			LinkIndex: k.index,
+			Dst:       &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())},
+			Scope:     netlink.SCOPE_LINK,
+			Protocol:  unix.RTPROT_STATIC,
+		}
+		if err := k.nl.RouteReplace(r); err != nil {
+			return fmt.Errorf("tun: %s: add route %v: %w", k.name, p, err)
+		}
+	}
+	return nil
+}

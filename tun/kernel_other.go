@@ -4,6 +4,7 @@ package tun
 
 import (
 	"errors"
+	"net/netip"
 
 	"golang.zx2c4.com/wireguard/tun"
 )
@@ -19,3 +20,5 @@ func OpenKernel(cfg KernelConfig) (*Kernel, error) {
 func (k *Kernel) Device() tun.Device { return nil }
 func (k *Kernel) Name() string       { return "" }
 func (k *Kernel) Close() error       { return nil }
+
+func (k *Kernel) SetRoutes([]netip.Prefix) error { return errors.ErrUnsupported }

@@ -12,9 +12,11 @@ import (
 )
 
 func cmdFriend(g *globals, args []string) error {
-	if len(args) == 0 {
+	sub, rest, err := subcommand(g, args)
+	if err != nil {
 		return usagef("want invite, add CODE, list or remove NAME")
 	}
+	args = append([]string{sub}, rest...)
 	c := overlay.NewClient(g.state)
 	fs := newFlags(g, "friend "+args[0])
 	switch args[0] {
@@ -126,9 +128,11 @@ func cmdShare(undo bool) func(g *globals, args []string) error {
 }
 
 func cmdPolicy(g *globals, args []string) error {
-	if len(args) == 0 {
+	sub, rest, err := subcommand(g, args)
+	if err != nil {
 		return usagef("want show, apply FILE, history or rollback VERSION")
 	}
+	args = append([]string{sub}, rest...)
 	c := overlay.NewClient(g.state)
 	fs := newFlags(g, "policy "+args[0])
 	pos, err := parse(fs, args[1:])

@@ -43,6 +43,7 @@ func init() {
 		{"share", "NODE:PORT[/PROTO] --with USER", "let a friend reach one service", cmdShare(false)},
 		{"unshare", "NODE:PORT[/PROTO] --with USER", "take a share back; open flows are cut", cmdShare(true)},
 		{"policy", "show|apply FILE|history|rollback V", "the whole policy", cmdPolicy},
+		{"link", "add URL|remove URL|list|stdio", "links to neighbours over UDP, TCP, WebSocket, ssh", cmdLink},
 		{"version", "", "version and build information", cmdVersion},
 	}
 }
@@ -159,4 +160,32 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, args[0])
 		args = args[1:]
 	}
+}
+
+// subcommand finds the subcommand of a two-word command (glow friend add,
+// glow policy show, glow link list), allowing the global flags (--state,
+// --json) before it: "glow friend --state DIR invite" works.
+func subcommand(g *globals, args []string) (string, []string, error) {
+	var rest []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--state" || a == "-state":
+			if i+1 == len(args) {
+				return "", nil, usagef("--state needs a directory")
+			}
+			g.state = args[i+1]
+			i++
+		case strings.HasPrefix(a, "--state=") || strings.HasPrefix(a, "-state="):
+			g.state = a[strings.IndexByte(a, '=')+1:]
+		case a == "--json" || a == "-json":
+			g.json = true
+		case strings.HasPrefix(a, "-"):
+			return "", nil, usagef("unknown flag %s before the subcommand", a)
+		default:
+			rest = append(rest, args[i+1:]...)
+			return a, rest, nil
+		}
+	}
+	return "", nil, usagef("missing subcommand")
 }

@@ -30,6 +30,7 @@ type upFlags struct {
 	port       int
 	peers      listFlag
 	stun       listFlag
+	linkListen string
 }
 
 func cmdUp(g *globals, args []string) error {
@@ -41,6 +42,7 @@ func cmdUp(g *globals, args []string) error {
 	fs.IntVar(&f.port, "port", overlay.DefaultPort, "UDP port")
 	fs.Var(&f.peers, "peer", "HOST:PORT of a node to contact at start (repeatable)")
 	fs.Var(&f.stun, "stun", "HOST:PORT of an extra STUN server for netcheck (repeatable)")
+	fs.StringVar(&f.linkListen, "link-listen", "", "TCP address for stream links (TCP, WebSocket); default the UDP port's number, 'off' for none")
 	fs.BoolVar(&f.cfg.NoPortMap, "no-portmap", false, "do not ask the gateway (UPnP, NAT-PMP, PCP) for a port mapping")
 	fs.BoolVar(&f.cfg.Userspace, "userspace", false, "no TUN: a userspace network stack and a SOCKS5 proxy")
 	fs.StringVar(&f.cfg.SOCKS5, "socks5", "localhost:1055", "with --userspace: SOCKS5 proxy address")
@@ -60,6 +62,15 @@ func cmdUp(g *globals, args []string) error {
 	f.cfg.Port = uint16(f.port)
 	f.cfg.Random = f.port == 0
 	f.cfg.Peers = f.peers
+	switch f.linkListen {
+	case "off":
+	case "":
+		if f.port != 0 {
+			f.cfg.LinkListen = fmt.Sprintf(":%d", f.port)
+		}
+	default:
+		f.cfg.LinkListen = f.linkListen
+	}
 	f.cfg.STUNServers = f.stun
 	f.cfg.StateDir = g.state
 	if f.cfg.JoinCode != "" && f.cfg.UserName != "" {
