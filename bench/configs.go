@@ -9,6 +9,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -24,6 +25,10 @@ type config struct {
 	// CPU and memory are measured (raw veth has none).
 	daemon bool
 	setup  func(l *lab, bins binaries) (*instance, error)
+	// run, when set, replaces setup and the throughput sequence: the
+	// configuration measures its own figures (the NAT rows) and is not a
+	// column of the main table.
+	run func(l *lab, bins binaries, o options) (map[string]float64, error)
 }
 
 // instance is a configuration that is up: iperf3 and ping run in client
@@ -43,6 +48,9 @@ func configs() []config {
 		{key: "raw", title: "raw veth", setup: setupRaw},
 		{key: "wg", title: "wireguard-go", daemon: true, setup: setupWireguard},
 		{key: "glow", title: "glow direct", daemon: true, setup: setupGlowDirect},
+		{key: "relay1", title: "glow 1 relay", daemon: true, setup: setupGlowRelay1},
+		{key: "relay2", title: "glow 2 relays", daemon: true, setup: setupGlowRelay2},
+		{key: "nat", title: "glow easy NATs", run: runNAT},
 	}
 }
 
@@ -125,6 +133,196 @@ func setupWireguard(l *lab, bins binaries) (*instance, error) {
 	return &instance{client: a, server: b, target: "10.79.0.2", daemons: []int{ends[0].pid, ends[1].pid}}, nil
 }
 
+// glowNode is one glow daemon of a lab, driven through the CLI.
+type glowNode struct {
+	l     *lab
+	bin   string
+	ns    string
+	name  string
+	state string
+}
+
+func newGlowNode(l *lab, bins binaries, ns, name string) (*glowNode, error) {
+	state := filepath.Join(l.dir, name)
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		return nil, err
+	}
+	return &glowNode{l: l, bin: bins.glow, ns: ns, name: name, state: state}, nil
+}
+
+// glow runs `glow --state DIR ARGS...` in the node's namespace.
+func (g *glowNode) glow(args ...string) (string, error) {
+	return run(g.l.ctx, 60*time.Second, "ip", append([]string{"netns", "exec", g.ns, g.bin, "--state", g.state}, args...)...)
+}
+
+// up runs `glow up --no-dns --name NAME ARGS...` and registers `glow down`
+// with the lab's teardown.
+func (g *glowNode) up(args ...string) error {
+	if _, err := g.glow(append([]string{"up", "--no-dns", "--name", g.name}, args...)...); err != nil {
+		return fmt.Errorf("%w (log %s/glow.log)", err, g.state)
+	}
+	g.l.onClose(func() {
+		if _, err := g.glow("down"); err != nil {
+			g.l.log("glow down in %s: %v", g.ns, err)
+		}
+	})
+	return nil
+}
+
+// down runs `glow down`.
+func (g *glowNode) down() error {
+	_, err := g.glow("down")
+	return err
+}
+
+// invite returns the last line of `glow invite`.
+func (g *glowNode) invite() (string, error) {
+	out, err := g.glow("invite")
+	if err != nil {
+		return "", err
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	code := strings.TrimSpace(lines[len(lines)-1])
+	if code == "" || strings.ContainsAny(code, " \t") {
+		return "", fmt.Errorf("glow invite in %s: no one-word code on the last line: %q", g.ns, out)
+	}
+	return code, nil
+}
+
+// join brings the node up with an invite from inviter.
+func (g *glowNode) join(inviter *glowNode) error {
+	code, err := inviter.invite()
+	if err != nil {
+		return err
+	}
+	return g.up("--join", code)
+}
+
+// ip returns the node's overlay IPv4 address.
+func (g *glowNode) ip() (string, error) {
+	out, err := g.glow("ip")
+	if err != nil {
+		return "", err
+	}
+	f := strings.Fields(out)
+	if len(f) == 0 {
+		return "", fmt.Errorf("glow ip in %s printed nothing", g.ns)
+	}
+	return f[0], nil
+}
+
+func (g *glowNode) pid() (int, error) {
+	return readPidFile(filepath.Join(g.state, "glow.pid"))
+}
+
+// peerStatus is one peer of `glow status --json`.
+type peerStatus struct {
+	Name     string   `json:"name"`
+	Online   bool     `json:"online"`
+	Path     string   `json:"path"`
+	Endpoint string   `json:"endpoint"`
+	Via      []string `json:"via"`
+}
+
+// peer returns the node's current view of the peer called name (nil when
+// it does not list it).
+func (g *glowNode) peer(name string) (*peerStatus, error) {
+	out, err := g.glow("status", "--json")
+	if err != nil {
+		return nil, err
+	}
+	var st struct {
+		Peers []peerStatus `json:"peers"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		return nil, err
+	}
+	for i := range st.Peers {
+		if shortName(st.Peers[i].Name) == name {
+			return &st.Peers[i], nil
+		}
+	}
+	return nil, nil
+}
+
+// is reports whether the peer is online on path ("direct" or "relay")
+// through exactly the relays via (for relay), or at an endpoint on the
+// address at (for direct; "" = any).
+func (p *peerStatus) is(path, at string, via ...string) bool {
+	if p == nil || !p.Online || p.Path != path {
+		return false
+	}
+	if path == "direct" && at != "" {
+		host, _, err := net.SplitHostPort(p.Endpoint)
+		return err == nil && strings.TrimPrefix(host, "::ffff:") == at
+	}
+	if path == "relay" {
+		if len(p.Via) != len(via) {
+			return false
+		}
+		for i := range via {
+			if shortName(p.Via[i]) != via[i] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func (p *peerStatus) String() string {
+	if p == nil {
+		return "not listed"
+	}
+	return fmt.Sprintf("online %v, path %q, endpoint %q, via %v", p.Online, p.Path, p.Endpoint, p.Via)
+}
+
+// waitPeer polls g's status until its peer called name passes ok, at most
+// limit, and returns when it first did.
+func (g *glowNode) waitPeer(name string, limit time.Duration, what string, ok func(*peerStatus) bool) (time.Time, error) {
+	var last *peerStatus
+	var at time.Time
+	err := waitFor(g.l.ctx, limit, 50*time.Millisecond, fmt.Sprintf("%s: %s sees %s %s", g.l.prefix, g.name, name, what), func() (bool, error) {
+		p, err := g.peer(name)
+		if err != nil {
+			return false, err
+		}
+		last = p
+		if ok(p) {
+			at = time.Now()
+			return true, nil
+		}
+		return false, nil
+	})
+	if err != nil {
+		return at, fmt.Errorf("%w (last: %s)", err, last)
+	}
+	return at, nil
+}
+
+// shortName drops the domain of a node name (r1.bench.glow -> r1).
+func shortName(s string) string {
+	name, _, _ := strings.Cut(s, ".")
+	return name
+}
+
+// glowInstance is the instance of glow nodes: iperf3 from client to
+// server's overlay IPv4, CPU and memory summed or maxed over all nodes.
+func glowInstance(client, server *glowNode, all ...*glowNode) (*instance, error) {
+	target, err := server.ip()
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, g := range all {
+		pid, err := g.pid()
+		if err != nil {
+			return nil, err
+		}
+		pids = append(pids, pid)
+	}
+	return &instance{client: client.ns, server: server.ns, target: target, daemons: pids}, nil
+}
+
 // setupGlowDirect runs one glow daemon in each namespace: a creates user
 // bench, b joins with an invite code (found by LAN beacons on the veth);
 // it is up when a's status shows b online on a direct path.
@@ -133,79 +331,133 @@ func setupGlowDirect(l *lab, bins binaries) (*instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	stA, stB := filepath.Join(l.dir, "a"), filepath.Join(l.dir, "b")
-	for _, d := range []string{stA, stB} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return nil, err
-		}
-	}
-	glow := func(ns, state string, args ...string) (string, error) {
-		return run(l.ctx, 60*time.Second, "ip", append([]string{"netns", "exec", ns, bins.glow, "--state", state}, args...)...)
-	}
-	down := func(ns, state string) func() {
-		return func() {
-			if _, err := glow(ns, state, "down"); err != nil {
-				l.log("glow down in %s: %v", ns, err)
-			}
-		}
-	}
-	if _, err := glow(a, stA, "up", "--user", "bench", "--name", "a", "--no-dns"); err != nil {
-		return nil, fmt.Errorf("%w (log %s/glow.log)", err, stA)
-	}
-	l.onClose(down(a, stA))
-	out, err := glow(a, stA, "invite")
+	ga, err := newGlowNode(l, bins, a, "a")
 	if err != nil {
 		return nil, err
 	}
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	code := strings.TrimSpace(lines[len(lines)-1])
-	if _, err := glow(b, stB, "up", "--join", code, "--name", "b", "--no-dns"); err != nil {
-		return nil, fmt.Errorf("%w (log %s/glow.log)", err, stB)
+	gb, err := newGlowNode(l, bins, b, "b")
+	if err != nil {
+		return nil, err
 	}
-	l.onClose(down(b, stB))
+	if err := ga.up("--user", "bench"); err != nil {
+		return nil, err
+	}
+	if err := gb.join(ga); err != nil {
+		return nil, err
+	}
+	if _, err := ga.waitPeer("b", 30*time.Second, "direct", func(p *peerStatus) bool { return p.is("direct", "") }); err != nil {
+		return nil, err
+	}
+	return glowInstance(ga, gb, ga, gb)
+}
 
-	err = waitFor(l.ctx, 30*time.Second, 100*time.Millisecond, "glow path direct from a to b", func() (bool, error) {
-		out, err := glow(a, stA, "status", "--json")
-		if err != nil {
-			return false, err
+// setupGlowRelay1 is a - r - b: a and b each on their own veth to r
+// (10.78.1.0/24 and 10.78.2.0/24), r does not forward, so a and b have no
+// path to each other but through r's glow. r creates user bench and
+// invites both; it is up when a's status shows b on path relay via [r].
+func setupGlowRelay1(l *lab, bins binaries) (*instance, error) {
+	var ns [3]string
+	for i, name := range []string{"a", "r", "b"} {
+		var err error
+		if ns[i], err = l.ns(name); err != nil {
+			return nil, err
 		}
-		var st struct {
-			Peers []struct {
-				Name   string `json:"name"`
-				Online bool   `json:"online"`
-				Path   string `json:"path"`
-			} `json:"peers"`
-		}
-		if err := json.Unmarshal([]byte(out), &st); err != nil {
-			return false, err
-		}
-		for _, p := range st.Peers {
-			if p.Name == "b" && p.Online && p.Path == "direct" {
-				return true, nil
-			}
-		}
-		return false, nil
-	})
-	if err != nil {
+	}
+	a, r, b := ns[0], ns[1], ns[2]
+	if err := l.veth(a, "eth0", "10.78.1.2/24", r, "eth0", "10.78.1.1/24"); err != nil {
 		return nil, err
 	}
-	out, err = glow(b, stB, "ip")
-	if err != nil {
+	if err := l.veth(r, "eth1", "10.78.2.1/24", b, "eth0", "10.78.2.2/24"); err != nil {
 		return nil, err
 	}
-	target := strings.Fields(out)
-	if len(target) == 0 {
-		return nil, fmt.Errorf("glow ip in b printed nothing")
+	if err := l.sysctl(r, "net.ipv4.ip_forward", "0"); err != nil {
+		return nil, err
 	}
-	var pids []int
-	for _, st := range []string{stA, stB} {
-		pid, err := readPidFile(filepath.Join(st, "glow.pid"))
+	nodes := map[string]*glowNode{}
+	for _, x := range [][2]string{{a, "a"}, {r, "r"}, {b, "b"}} {
+		g, err := newGlowNode(l, bins, x[0], x[1])
 		if err != nil {
 			return nil, err
 		}
-		pids = append(pids, pid)
+		nodes[x[1]] = g
 	}
-	return &instance{client: a, server: b, target: target[0], daemons: pids}, nil
+	ga, gr, gb := nodes["a"], nodes["r"], nodes["b"]
+	if err := gr.up("--user", "bench"); err != nil {
+		return nil, err
+	}
+	if err := ga.join(gr); err != nil {
+		return nil, err
+	}
+	if err := gb.join(gr); err != nil {
+		return nil, err
+	}
+	if _, err := ga.waitPeer("b", 30*time.Second, "relay via [r]", func(p *peerStatus) bool { return p.is("relay", "", "r") }); err != nil {
+		return nil, err
+	}
+	return glowInstance(ga, gb, ga, gr, gb)
+}
+
+// setupGlowRelay2 is a - r1 - r2 - b, one veth per hop (10.78.1.0/24,
+// 10.78.2.0/24, 10.78.3.0/24), nothing forwards. r1 creates user bench
+// and invites a and r2 (its neighbours). Joining needs UDP to the
+// inviter, so b joins r1 over a temporary veth (10.78.9.0/24) that is
+// deleted right after; b then restarts (glow down, glow up) with r2 as its
+// only neighbour. Up when a's status shows b on path relay via [r1 r2].
+func setupGlowRelay2(l *lab, bins binaries) (*instance, error) {
+	var ns [4]string
+	for i, name := range []string{"a", "r1", "r2", "b"} {
+		var err error
+		if ns[i], err = l.ns(name); err != nil {
+			return nil, err
+		}
+	}
+	a, r1, r2, b := ns[0], ns[1], ns[2], ns[3]
+	links := [][6]string{
+		{a, "eth0", "10.78.1.2/24", r1, "eth0", "10.78.1.1/24"},
+		{r1, "eth1", "10.78.2.1/24", r2, "eth0", "10.78.2.2/24"},
+		{r2, "eth1", "10.78.3.1/24", b, "eth0", "10.78.3.2/24"},
+		{r1, "tmp0", "10.78.9.1/24", b, "tmp0", "10.78.9.2/24"},
+	}
+	for _, k := range links {
+		if err := l.veth(k[0], k[1], k[2], k[3], k[4], k[5]); err != nil {
+			return nil, err
+		}
+	}
+	for _, r := range []string{r1, r2} {
+		if err := l.sysctl(r, "net.ipv4.ip_forward", "0"); err != nil {
+			return nil, err
+		}
+	}
+	nodes := map[string]*glowNode{}
+	for _, x := range [][2]string{{a, "a"}, {r1, "r1"}, {r2, "r2"}, {b, "b"}} {
+		g, err := newGlowNode(l, bins, x[0], x[1])
+		if err != nil {
+			return nil, err
+		}
+		nodes[x[1]] = g
+	}
+	ga, gr1, gr2, gb := nodes["a"], nodes["r1"], nodes["r2"], nodes["b"]
+	if err := gr1.up("--user", "bench"); err != nil {
+		return nil, err
+	}
+	for _, g := range []*glowNode{ga, gr2, gb} {
+		if err := g.join(gr1); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := run(l.ctx, cmdTimeout, "ip", "-n", b, "link", "del", "tmp0"); err != nil {
+		return nil, err
+	}
+	if err := gb.down(); err != nil {
+		return nil, err
+	}
+	if _, err := gb.glow("up", "--no-dns"); err != nil {
+		return nil, fmt.Errorf("%w (log %s/glow.log)", err, gb.state)
+	}
+	if _, err := ga.waitPeer("b", 30*time.Second, "relay via [r1 r2]", func(p *peerStatus) bool { return p.is("relay", "", "r1", "r2") }); err != nil {
+		return nil, err
+	}
+	return glowInstance(ga, gb, ga, gr1, gr2, gb)
 }
 
 func readPidFile(path string) (int, error) {
@@ -218,4 +470,13 @@ func readPidFile(path string) (int, error) {
 		return 0, fmt.Errorf("%s: %v", path, err)
 	}
 	return pid, nil
+}
+
+// configKeys lists the keys -configs accepts.
+func configKeys() []string {
+	var keys []string
+	for _, c := range configs() {
+		keys = append(keys, c.key)
+	}
+	return keys
 }

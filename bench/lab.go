@@ -96,6 +96,34 @@ func (l *lab) pair() (a, b string, err error) {
 	return a, b, nil
 }
 
+// veth joins namespaces x and y with a veth pair (interface xIf in x with
+// xAddr, yIf in y with yAddr; addresses with their prefix length, "" for
+// none) and brings both ends up.
+func (l *lab) veth(x, xIf, xAddr, y, yIf, yAddr string) error {
+	steps := [][]string{{"ip", "-n", x, "link", "add", xIf, "type", "veth", "peer", "name", yIf, "netns", y}}
+	if xAddr != "" {
+		steps = append(steps, []string{"ip", "-n", x, "addr", "add", xAddr, "dev", xIf})
+	}
+	if yAddr != "" {
+		steps = append(steps, []string{"ip", "-n", y, "addr", "add", yAddr, "dev", yIf})
+	}
+	steps = append(steps,
+		[]string{"ip", "-n", x, "link", "set", xIf, "up"},
+		[]string{"ip", "-n", y, "link", "set", yIf, "up"})
+	for _, s := range steps {
+		if _, err := run(l.ctx, cmdTimeout, s[0], s[1:]...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sysctl sets key=value inside namespace ns.
+func (l *lab) sysctl(ns, key, value string) error {
+	_, err := l.exec(ns, "sysctl", "-q", "-w", key+"="+value)
+	return err
+}
+
 // exec runs a command inside namespace ns, bounded by cmdTimeout.
 func (l *lab) exec(ns string, args ...string) (string, error) {
 	return run(l.ctx, cmdTimeout, "ip", append([]string{"netns", "exec", ns}, args...)...)

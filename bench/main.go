@@ -63,7 +63,7 @@ func main() {
 		glowBin   = flag.String("glow", "", "prebuilt glow binary (default: build ./cmd/glow)")
 		wgBin     = flag.String("wireguard", "", "prebuilt reference wireguard-go binary (default: build from go.mod's version)")
 		out       = flag.String("out", "BENCHMARKS.md", "write the report here, relative to the module root ('' = do not write)")
-		only      = flag.String("configs", "", "comma-separated configuration keys to run (raw,wg,glow; default all)")
+		only      = flag.String("configs", "", "comma-separated configuration keys to run (raw,wg,glow,relay1,relay2,nat; default all)")
 		goBench   = flag.String("gobench", "BenchmarkThroughput|BenchmarkLocalName|BenchmarkInbound", "also run these in-process Go benchmarks ('' = skip)")
 		perfDir   = flag.String("perf", "", "record a perf profile of each daemon during an extra run in the last round, into this directory")
 		verbose   = flag.Bool("v", false, "log every step")
@@ -125,7 +125,7 @@ func benchMain(rounds int, o options, glowBin, wgBin, out, only, goBench string,
 		}
 	}
 	if len(cfgs) == 0 {
-		return fmt.Errorf("-configs %q matches none of raw, wg, glow", only)
+		return fmt.Errorf("-configs %q matches none of %s", only, strings.Join(configKeys(), ", "))
 	}
 
 	loadStart := loadAverage()
@@ -143,13 +143,20 @@ func benchMain(rounds int, o options, glowBin, wgBin, out, only, goBench string,
 			}
 			t0 := time.Now()
 			m, err := runOne(ctx, work, r, c, bins, oo, vlogf)
+			if m != nil && err != nil {
+				res.add(c.key, r, m) // what a NAT round measured before it failed
+			}
 			if err != nil {
 				logf("round %d, %s: %v", r, c.title, err)
 				res.errors = append(res.errors, fmt.Sprintf("round %d, %s: %v", r, c.title, err))
 				continue
 			}
 			res.add(c.key, r, m)
-			logf("round %d/%d %-13s %5.2f Gbit/s (1 stream) %5.2f Gbit/s (4)  RTT p50 %.3f ms  [%s]",
+			if c.run != nil {
+				logf("round %d/%d %-14s %s  [%s]", r, rounds, c.title, natSummary(m), time.Since(t0).Round(time.Second))
+				continue
+			}
+			logf("round %d/%d %-14s %5.2f Gbit/s (1 stream) %5.2f Gbit/s (4)  RTT p50 %.3f ms  [%s]",
 				r, rounds, c.title, m["tput1"], m["tput4"], m["rtt50"], time.Since(t0).Round(time.Second))
 		}
 	}
@@ -199,6 +206,10 @@ func runOne(ctx context.Context, work string, round int, c config, bins binaries
 		return nil, err
 	}
 	defer l.close()
+	if c.run != nil {
+		logf("round %d: %s", round, c.title)
+		return c.run(l, bins, o)
+	}
 	logf("round %d: setting up %s", round, c.title)
 	t0 := time.Now()
 	inst, err := c.setup(l, bins)

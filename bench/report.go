@@ -23,11 +23,14 @@ type row struct {
 	minRatio   float64 // target on the ratio: >= minRatio (0: none)
 	maxGlow    float64 // absolute target on glow's figure (0: none)
 	unit       string  // of the absolute target
+	// relayMin: targets on glow through 1 and 2 relays / glow direct,
+	// >= (0: none). Rows with ratio also show those ratios.
+	relayMin [2]float64
 }
 
 var rows = []row{
-	{key: "tput1", label: "TCP 1 stream (Gbit/s)", prec: 2, ratio: true, minRatio: 0.90},
-	{key: "tput4", label: "TCP 4 streams (Gbit/s)", prec: 2, ratio: true, minRatio: 0.90},
+	{key: "tput1", label: "TCP 1 stream (Gbit/s)", prec: 2, ratio: true, minRatio: 0.90, relayMin: [2]float64{0.6, 0.4}},
+	{key: "tput4", label: "TCP 4 streams (Gbit/s)", prec: 2, ratio: true, minRatio: 0.90, relayMin: [2]float64{0.6, 0.4}},
 	{key: "cpu1", label: "daemon CPU-s/GB, 1 stream", prec: 2, ratio: true, maxRatio: 1.15},
 	{key: "cpu4", label: "daemon CPU-s/GB, 4 streams", prec: 2, ratio: true, maxRatio: 1.15},
 	{key: "csw1", label: "daemon ctx switches/GB (k), 1 stream", prec: 0, ratio: true},
@@ -47,6 +50,28 @@ var rows = []row{
 	{key: "rss_after", label: "RSS 3 s after throughput (MiB)", prec: 1, ratio: true, maxGlow: 64, unit: "MiB"},
 	{key: "rss_peak", label: "peak RSS, VmHWM (MiB)", prec: 1, ratio: true},
 	{key: "setup", label: "setup to first ping (s)", prec: 2},
+}
+
+// natRow is one figure of the NAT table (configuration nat; every figure
+// is better lower). The target applies to the median over rounds, or to
+// the worst round when onWorst.
+type natRow struct {
+	key, label string
+	prec       int
+	max        float64 // target: <= max (-1: none)
+	onWorst    bool
+}
+
+var natRows = []natRow{
+	{key: "nat_first", label: "first packet -> first reply, any path (s)", prec: 2, max: -1},
+	{key: "nat_direct", label: "first packet -> first reply over direct path (s)", prec: 2, max: 2},
+	{key: "nat_failstatus", label: "UDP cut -> status shows relay via pub (s)", prec: 2, max: -1},
+	{key: "nat_pinggap", label: "UDP cut: longest gap between ping replies (s)", prec: 2, max: -1},
+	{key: "nat_stall", label: "UDP cut: longest TCP stall (s)", prec: 2, max: 5},
+	{key: "nat_back", label: "cut lifted -> status shows direct again (s)", prec: 2, max: 15},
+	{key: "nat_backstall", label: "cut lifted: longest TCP stall (s)", prec: 2, max: -1},
+	{key: "nat_lost", label: "TCP bytes lost across both (sha256 checked)", prec: 0, max: 0, onWorst: true},
+	{key: "nat_setup", label: "setup: 3 nodes up, a knows b (s)", prec: 2, max: -1},
 }
 
 // results holds the per-round values: cfg key -> metric -> round -> value.
@@ -92,6 +117,35 @@ func (r *results) values(cfg, key string) map[int]float64 {
 	return out
 }
 
+// worst is the largest per-round value.
+func (r *results) worst(cfg, key string) (float64, bool) {
+	vals := r.values(cfg, key)
+	w, ok := 0.0, false
+	for _, x := range vals {
+		if !ok || x > w {
+			w, ok = x, true
+		}
+	}
+	return w, ok
+}
+
+// has says whether configuration key ran.
+func (r *results) has(key string) bool {
+	_, ok := r.v[key]
+	return ok
+}
+
+// columns are the configurations of the main table (not the NAT one).
+func (r *results) columns() []config {
+	var out []config
+	for _, c := range r.cfgs {
+		if c.run == nil {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 func (r *results) median(cfg, key string) (float64, bool) {
 	vals := r.values(cfg, key)
 	if len(vals) == 0 {
@@ -109,22 +163,47 @@ func (r *results) median(cfg, key string) (float64, bool) {
 	return (s[n/2-1] + s[n/2]) / 2, true
 }
 
-// table renders the medians as an aligned Markdown table.
+// table renders the medians as aligned Markdown tables: the main one (one
+// column per configuration, then the ratios and their targets) and, when
+// the nat configuration ran, the NAT table.
 func (r *results) table() string {
+	var b strings.Builder
+	if cols := r.columns(); len(cols) > 0 {
+		b.WriteString(r.mainTable(cols))
+	}
+	if r.has("nat") {
+		if b.Len() > 0 {
+			b.WriteString("\n")
+		}
+		b.WriteString(r.natTable())
+	}
+	return b.String()
+}
+
+func (r *results) mainTable(cols []config) string {
 	header := []string{"figure (median of " + fmt.Sprint(r.rounds) + ")"}
-	for _, c := range r.cfgs {
+	for _, c := range cols {
 		header = append(header, c.title)
 	}
-	_, haveWG := r.v["wg"]
-	_, haveGlow := r.v["glow"]
-	withRatio := haveWG && haveGlow
+	withRatio := r.has("wg") && r.has("glow")
 	if withRatio {
 		header = append(header, "glow / wg-go", "target")
+	}
+	relays := []struct{ key, title string }{{"relay1", "1 relay / direct"}, {"relay2", "2 relays / direct"}}
+	var relayCols []int // indexes into relays
+	for i, rl := range relays {
+		if r.has(rl.key) && r.has("glow") {
+			relayCols = append(relayCols, i)
+			header = append(header, rl.title)
+		}
+	}
+	if len(relayCols) > 0 {
+		header = append(header, "relay targets")
 	}
 	var cells [][]string
 	for _, rw := range rows {
 		line := []string{rw.label}
-		for _, c := range r.cfgs {
+		for _, c := range cols {
 			if x, ok := r.median(c.key, rw.key); ok {
 				line = append(line, fmt.Sprintf("%.*f", rw.prec, x))
 			} else {
@@ -150,7 +229,56 @@ func (r *results) table() string {
 			}
 			line = append(line, ratio, target)
 		}
+		var targets []string
+		for _, i := range relayCols {
+			ratio := ""
+			g, okG := r.median("glow", rw.key)
+			x, okX := r.median(relays[i].key, rw.key)
+			var q float64
+			if rw.ratio && okG && okX && g > 0 {
+				q = x / g
+				ratio = fmt.Sprintf("%.2f", q)
+			}
+			line = append(line, ratio)
+			if lo := rw.relayMin[i]; lo > 0 {
+				targets = append(targets, fmt.Sprintf("%d: >= %.2f", i+1, lo)+verdict(ratio != "", q >= lo))
+			}
+		}
+		if len(relayCols) > 0 {
+			line = append(line, strings.Join(targets, ", "))
+		}
 		cells = append(cells, line)
+	}
+	return markdownTable(header, cells)
+}
+
+// natTable is the NAT rows: median and worst round, and the target.
+func (r *results) natTable() string {
+	header := []string{"glow, two homes behind easy NATs + pub (" + fmt.Sprint(r.rounds) + " rounds)", "median", "worst", "target"}
+	var cells [][]string
+	for _, rw := range natRows {
+		line := []string{rw.label}
+		med, okM := r.median("nat", rw.key)
+		worst, okW := r.worst("nat", rw.key)
+		for _, v := range []struct {
+			x  float64
+			ok bool
+		}{{med, okM}, {worst, okW}} {
+			if v.ok {
+				line = append(line, fmt.Sprintf("%.*f", rw.prec, v.x))
+			} else {
+				line = append(line, "-")
+			}
+		}
+		target := ""
+		if rw.max >= 0 {
+			x, ok, on := med, okM, "median"
+			if rw.onWorst {
+				x, ok, on = worst, okW, "worst"
+			}
+			target = fmt.Sprintf("%s <= %g", on, rw.max) + verdict(ok, x <= rw.max)
+		}
+		cells = append(cells, append(line, target))
 	}
 	return markdownTable(header, cells)
 }
@@ -280,12 +408,29 @@ func report(e environment, r *results, table string, goLines []string) string {
 	}
 	var cells [][]string
 	for _, rw := range rows {
-		for _, c := range r.cfgs {
+		for _, c := range r.columns() {
 			vals := r.values(c.key, rw.key)
 			if len(vals) == 0 {
 				continue
 			}
 			line := []string{rw.label, c.title}
+			for i := 1; i <= r.rounds; i++ {
+				if x, ok := vals[i]; ok && !math.IsNaN(x) {
+					line = append(line, fmt.Sprintf("%.*f", rw.prec, x))
+				} else {
+					line = append(line, "-")
+				}
+			}
+			cells = append(cells, line)
+		}
+	}
+	if r.has("nat") {
+		for _, rw := range natRows {
+			vals := r.values("nat", rw.key)
+			if len(vals) == 0 {
+				continue
+			}
+			line := []string{rw.label, "glow easy NATs"}
 			for i := 1; i <= r.rounds; i++ {
 				if x, ok := vals[i]; ok && !math.IsNaN(x) {
 					line = append(line, fmt.Sprintf("%.*f", rw.prec, x))

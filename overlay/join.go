@@ -16,7 +16,7 @@ import (
 )
 
 const (
-	joinTimeout = 15 * time.Second
+	joinTimeout = 30 * time.Second
 	joinResend  = time.Second
 )
 
@@ -174,7 +174,9 @@ func (n *Node) handleJoinLocked(pkt []byte, sender wire.Key, from netip.AddrPort
 	} else {
 		resp.Cert = cert.Marshal()
 	}
-	n.bind.SendTo(sealCtl(nil, n.ctlPub, shared, resp.marshal()), from)
+	if err := n.bind.SendTo(sealCtl(nil, n.ctlPub, shared, resp.marshal()), from); err != nil {
+		n.logf("glow: answering the join request from %v: %v", from, err)
+	}
 }
 
 func (n *Node) admitLocked(req joinReq, ctl wire.Key, now time.Time) (*Cert, error) {
