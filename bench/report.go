@@ -276,7 +276,11 @@ func (r *results) natTable() string {
 			if rw.onWorst {
 				x, ok, on = worst, okW, "worst"
 			}
-			target = fmt.Sprintf("%s <= %g", on, rw.max) + verdict(ok, x <= rw.max)
+			op := "<="
+			if rw.max == 0 {
+				op = "="
+			}
+			target = fmt.Sprintf("%s %s %g", on, op, rw.max) + verdict(ok, x <= rw.max)
 		}
 		cells = append(cells, append(line, target))
 	}

@@ -379,7 +379,7 @@ func (n *Node) routeFriendsLocked() {
 	if slices.Equal(want, n.friendRoutes) {
 		return
 	}
-	if err := k.SetRoutes(want); err != nil {
+	if err := k.SetRoutes(want, n.cert.IPv4, n.cert.IPv6); err != nil {
 		n.logf("glow: routes to friends' networks: %v", err)
 		return
 	}

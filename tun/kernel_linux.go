@@ -261,10 +261,13 @@ func (k *Kernel) Close() error {
 
 // SetRoutes makes the routes through the interface, besides the connected
 // routes of its addresses, exactly prefixes (e.g. the IPv6 prefixes of the
-// users whose nodes are shared with this one). Routes are tagged with
-// protocol 'static' and scope link; others on the interface are left alone.
-// It returns net.ErrClosed after Close.
-func (k *Kernel) SetRoutes(prefixes []netip.Prefix) error {
+// users whose nodes are shared with this one). Each route prefers the
+// source address of its family in srcs (the node's own overlay address), so
+// the kernel never picks another address of the interface (such as the DNS
+// service address) as the source. Routes are tagged with protocol 'static'
+// and scope link; others on the interface are left alone. It returns
+// net.ErrClosed after Close.
+func (k *Kernel) SetRoutes(prefixes []netip.Prefix, srcs ...netip.Addr) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.closed {
@@ -297,6 +300,11 @@ func (k *Kernel) SetRoutes(prefixes []netip.Prefix) error {
 			Dst:       &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())},
 			Scope:     netlink.SCOPE_LINK,
 			Protocol:  unix.RTPROT_STATIC,
+		}
+		for _, src := range srcs {
+			if src.Is4() == p.Addr().Is4() {
+				r.Src = src.AsSlice()
+			}
 		}
 		if err := k.nl.RouteReplace(r); err != nil {
 			return fmt.Errorf("tun: %s: add route %v: %w", k.name, p, err)

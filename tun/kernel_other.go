@@ -21,4 +21,4 @@ func (k *Kernel) Device() tun.Device { return nil }
 func (k *Kernel) Name() string       { return "" }
 func (k *Kernel) Close() error       { return nil }
 
-func (k *Kernel) SetRoutes([]netip.Prefix) error { return errors.ErrUnsupported }
+func (k *Kernel) SetRoutes([]netip.Prefix, ...netip.Addr) error { return errors.ErrUnsupported }
