@@ -27,10 +27,11 @@ type Bind struct {
 	self  wire.ShortID
 	fwd   *relay.Forwarder
 
-	byAddr   atomic.Pointer[map[netip.AddrPort]*Endpoint] // copy on write
-	byShort  atomic.Pointer[map[wire.ShortID]*Endpoint]   // copy on write
-	scratch  sync.Pool                                    // *sendScratch for relayed sends
-	lastData atomic.Int64                                 // unix nanos of the last WireGuard send
+	byAddr   atomic.Pointer[map[netip.AddrPort]*Endpoint]         // copy on write
+	turnVia  atomic.Pointer[map[netip.AddrPort]*relay.TURNClient] // peers that reach us through our TURN allocation; copy on write
+	byShort  atomic.Pointer[map[wire.ShortID]*Endpoint]           // copy on write
+	scratch  sync.Pool                                            // *sendScratch for relayed sends
+	lastData atomic.Int64                                         // unix nanos of the last WireGuard send
 
 	// Drops, counted by reason; read with Counters.
 	dropUnknownSrc  atomic.Uint64 // WireGuard packet from an address of no known peer
@@ -52,10 +53,33 @@ type Bind struct {
 	openDone chan struct{} // closed by Close: ends the streams' ReceiveFunc
 }
 
-// streamPkt is one datagram read from a stream link; buf is its own.
+// streamPkt is one datagram read from a stream link (from set) or
+// through a TURN allocation (addr set: the peer's address); buf is its own.
 type streamPkt struct {
 	buf  []byte
-	from *Endpoint // the stream's peer
+	from *Endpoint
+	addr netip.AddrPort
+}
+
+// DeliverTURN hands a datagram that peer address from sent to this node's
+// TURN relayed address to the receive path, and remembers that from is
+// answered through c.
+func (b *Bind) DeliverTURN(buf []byte, from netip.AddrPort, c *relay.TURNClient) {
+	if m := *b.turnVia.Load(); m[from] != c {
+		b.mu.Lock()
+		nm := make(map[netip.AddrPort]*relay.TURNClient, len(m)+1)
+		for k, v := range *b.turnVia.Load() {
+			nm[k] = v
+		}
+		nm[from] = c
+		b.turnVia.Store(&nm)
+		b.mu.Unlock()
+	}
+	select {
+	case b.streamIn <- streamPkt{buf: buf, addr: from}:
+	default:
+		b.dropStreamFull.Add(1)
+	}
 }
 
 // DeliverStream hands a datagram read from a stream link with peer e to the
@@ -64,7 +88,7 @@ type streamPkt struct {
 // end, and with both ends doing so, deadlock.
 func (b *Bind) DeliverStream(buf []byte, e *Endpoint) {
 	select {
-	case b.streamIn <- streamPkt{buf, e}:
+	case b.streamIn <- streamPkt{buf: buf, from: e}:
 	default:
 		b.dropStreamFull.Add(1)
 	}
@@ -113,10 +137,11 @@ func (b *Bind) setPath(e *Endpoint, p *path) {
 
 // path is how packets for a peer travel now. Immutable once published.
 type path struct {
-	addr   netip.AddrPort // the peer's address (direct) or the next hop's (relay)
-	ep     conn.Endpoint  // inner endpoint for addr
-	stream *link.Stream   // a stream link (TCP, WebSocket, ssh) instead of UDP, if set
-	ctlq   chan<- []byte  // the stream's queue for control datagrams (the control loop never blocks)
+	addr   netip.AddrPort    // the peer's address (direct) or the next hop's (relay)
+	ep     conn.Endpoint     // inner endpoint for addr
+	stream *link.Stream      // a stream link (TCP, WebSocket, ssh) instead of UDP, if set
+	ctlq   chan<- []byte     // the stream's queue for control datagrams (the control loop never blocks)
+	turn   *relay.TURNClient // addr is reached through this TURN allocation
 	relay  bool
 	via    wire.NodeID               // next hop, when relay
 	viaEP  *Endpoint                 // next hop's endpoint, when relay (its link carries our traffic)
@@ -159,6 +184,8 @@ func NewBind(inner conn.Bind, self wire.NodeID, fwd *relay.Forwarder, ctl chan<-
 	b.byAddr.Store(&m)
 	s := map[wire.ShortID]*Endpoint{}
 	b.byShort.Store(&s)
+	t := map[netip.AddrPort]*relay.TURNClient{}
+	b.turnVia.Store(&t)
 	return b
 }
 
@@ -241,7 +268,8 @@ func (b *Bind) SetDirect(id wire.NodeID, addr netip.AddrPort) error {
 		e.path.Store(nil)
 		return nil
 	}
-	if p := e.path.Load(); p != nil && !p.relay && p.addr == addr {
+	turn := (*b.turnVia.Load())[addr]
+	if p := e.path.Load(); p != nil && !p.relay && p.addr == addr && p.turn == turn && p.stream == nil {
 		return nil
 	}
 	ep, err := b.inner.ParseEndpoint(addr.String())
@@ -249,7 +277,7 @@ func (b *Bind) SetDirect(id wire.NodeID, addr netip.AddrPort) error {
 		return err
 	}
 	b.Learn(id, addr)
-	b.setPath(e, &path{addr: addr, ep: ep})
+	b.setPath(e, &path{addr: addr, ep: ep, turn: turn})
 	return nil
 }
 
@@ -278,7 +306,7 @@ func (b *Bind) SetRelay(id, via wire.NodeID) error {
 	if p := e.path.Load(); p != nil && p.relay && p.via == via && p.addr == vp.addr && p.stream == vp.stream {
 		return nil
 	}
-	p := &path{addr: vp.addr, ep: vp.ep, stream: vp.stream, ctlq: vp.ctlq, relay: true, via: via, viaEP: v}
+	p := &path{addr: vp.addr, ep: vp.ep, stream: vp.stream, ctlq: vp.ctlq, turn: vp.turn, relay: true, via: via, viaEP: v}
 	wire.PutRelayHeader(p.hdr[:], wire.DefaultHopLimit, b.self, id.Short())
 	b.setPath(e, p)
 	return nil
@@ -301,7 +329,7 @@ func (b *Bind) SendToPeer(pkt []byte, id wire.NodeID) error {
 	e := b.Peer(id)
 	p := e.path.Load()
 	if p == nil || p.stream == nil {
-		return b.Send([][]byte{pkt}, e)
+		return b.Send([][]byte{pkt}, e) // TURN writes do not block (pion sends at once)
 	}
 	if p.relay {
 		pkt = append(p.hdr[:len(p.hdr):len(p.hdr)], pkt...)
@@ -317,8 +345,12 @@ func (b *Bind) SendToPeer(pkt []byte, id wire.NodeID) error {
 
 var errStreamFull = errors.New("stream link queue full")
 
-// SendTo sends one glow datagram (control, beacon) to addr on the shared socket.
+// SendTo sends one glow datagram (control, beacon) to addr on the shared
+// socket, or through the TURN allocation addr reaches this node by.
 func (b *Bind) SendTo(pkt []byte, addr netip.AddrPort) error {
+	if c := (*b.turnVia.Load())[addr]; c != nil {
+		return c.WriteTo(pkt, addr)
+	}
 	ep, err := b.inner.ParseEndpoint(addr.String())
 	if err != nil {
 		return err

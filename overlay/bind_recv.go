@@ -156,9 +156,9 @@ func (b *Bind) makeReceive(inner conn.ReceiveFunc) conn.ReceiveFunc {
 	}
 }
 
-// makeStreamReceive returns the ReceiveFunc of the stream links: it waits
-// for datagrams that stream readers deliver (DeliverStream) and takes as
-// many as are ready, up to the batch size.
+// makeStreamReceive returns the ReceiveFunc of the stream links and TURN
+// allocations: it waits for datagrams their readers deliver (DeliverStream,
+// DeliverTURN) and takes as many as are ready, up to the batch size.
 func (b *Bind) makeStreamReceive(done <-chan struct{}) conn.ReceiveFunc {
 	r := &rx{b: b}
 	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
@@ -173,7 +173,11 @@ func (b *Bind) makeStreamReceive(done <-chan struct{}) conn.ReceiveFunc {
 		for {
 			sizes[n] = copy(bufs[n], sp.buf)
 			eps[n] = sp.from
-			r.handle(n, bufs, sizes, eps, netip.AddrPort{}, sp.from, nil)
+			if sp.from == nil { // through TURN: like UDP from the peer's address
+				r.handle(n, bufs, sizes, eps, sp.addr, nil, *b.byAddr.Load())
+			} else {
+				r.handle(n, bufs, sizes, eps, netip.AddrPort{}, sp.from, nil)
+			}
 			n++
 			if n == len(bufs) {
 				break

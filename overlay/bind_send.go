@@ -7,6 +7,8 @@ package overlay
 //	Endpoint (node identity) -> current path (one atomic load)
 //	-> direct: the inner bind's Send (sendmmsg + UDP GSO) to the peer
 //	-> stream: written to the peer's stream link (TCP, WebSocket, ssh)
+//	-> turn:   a peer that reaches us at our TURN relayed address gets its
+//	           answers through the allocation, one WriteTo per packet
 //	-> relay:  each packet copied behind the path's fixed relay header into
 //	           pooled scratch buffers, then one inner Send to the next hop
 //	           (equal-size frames stay GSO-able), or one stream write
@@ -48,8 +50,11 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		b.lastData.Store(now)
 	}
 	if !p.relay {
-		if p.stream != nil {
+		switch {
+		case p.stream != nil:
 			return p.stream.WriteDatagrams(bufs)
+		case p.turn != nil:
+			return turnSend(p, bufs)
 		}
 		return b.inner.Send(bufs, p.ep)
 	}
@@ -67,11 +72,25 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		s.bufs = append(s.bufs, f)
 	}
 	var err error
-	if p.stream != nil {
+	switch {
+	case p.stream != nil:
 		err = p.stream.WriteDatagrams(s.bufs)
-	} else {
+	case p.turn != nil:
+		err = turnSend(p, s.bufs)
+	default:
 		err = b.inner.Send(s.bufs, p.ep)
 	}
 	b.scratch.Put(s)
 	return err
+}
+
+// turnSend writes each packet through the path's TURN allocation: the peer
+// sent to our relayed address and expects the answers from there.
+func turnSend(p *path, bufs [][]byte) error {
+	for _, b := range bufs {
+		if err := p.turn.WriteTo(b, p.addr); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -195,6 +195,7 @@ func (n *Node) recordChangedLocked(kind RecordKind, raw []byte, now time.Time) {
 			n.addCandidatesLocked(p, info.Endpoints, now)
 		}
 		n.routesDirty = true
+		n.permitTURNLocked()
 	}
 }
 

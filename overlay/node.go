@@ -57,6 +57,15 @@ type Config struct {
 	NoDiscovery    bool           // no LAN beacons (tests on loopback)
 	DiscoveryGroup netip.AddrPort // default link.DefaultGroup
 
+	// TURN lists TURN servers to take an allocation on
+	// (turn://user:pass@host:port); TURNServer is a UDP address to serve
+	// TURN on for others, with TURNUsers (user -> password) and the relayed
+	// address TURNPublicIP (default: the first public IPv4 of the host).
+	TURN         []string
+	TURNServer   string
+	TURNUsers    map[string]string
+	TURNPublicIP netip.Addr
+
 	// LinkListen is the TCP address for stream links (TCP and WebSocket on one
 	// port); "" means none. cmd/glow listens on the UDP port's number.
 	LinkListen string
@@ -124,9 +133,11 @@ type Node struct {
 	links         map[string]*configuredLink     // links this node dials (glow link add)
 	linkAddr      string                         // where serveLinks listens
 	friendRoutes  []netip.Prefix                 // IPv6 prefixes of friends routed through the TUN
-	memReleasedAt int64                          // Bind.lastData when memory was last handed back
-	infoDirty     bool                           // our endpoints changed: re-sign our NodeInfo now
-	mapped        netip.AddrPort                 // port mapping from the gateway, if any
+	turns         []*turnAlloc                   // TURN allocations held
+	turnServer    *relay.TURNServer
+	memReleasedAt int64          // Bind.lastData when memory was last handed back
+	infoDirty     bool           // our endpoints changed: re-sign our NodeInfo now
+	mapped        netip.AddrPort // port mapping from the gateway, if any
 	lastPush      time.Time
 	closed        bool
 }
@@ -207,6 +218,11 @@ func Start(cfg Config) (n *Node, err error) {
 		n.cancel()
 		n.dev.Close()
 		return nil, fmt.Errorf("DNS set-up (use --no-dns to leave the system resolver alone): %w", err)
+	}
+	if err := n.startTURN(); err != nil {
+		n.cancel()
+		n.dev.Close()
+		return nil, err
 	}
 	if n.cfg.LinkListen != "" {
 		ln, err := net.Listen("tcp", n.cfg.LinkListen)
@@ -480,6 +496,9 @@ func (n *Node) Close() error {
 	}
 	if n.portmap != nil {
 		n.portmap.Close() // releases the mapping at the gateway
+	}
+	if n.turnServer != nil {
+		n.turnServer.Close()
 	}
 	n.dev.Close() // closes the bind and the TUN device
 	n.wg.Wait()

@@ -319,6 +319,7 @@ func (n *Node) localEndpointsLocked(now time.Time) []netip.AddrPort {
 	if n.mapped.IsValid() {
 		eps = append(eps, n.mapped)
 	}
+	eps = append(eps, n.turnEndpointsLocked()...)
 	for ap, t := range n.seen {
 		if now.Sub(t) > 10*time.Minute {
 			delete(n.seen, ap)

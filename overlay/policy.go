@@ -357,6 +357,7 @@ func (n *Node) FilterCounts() map[string]uint64 {
 func (n *Node) certsChangedLocked() {
 	n.updateNamesLocked()
 	n.refreshPolicyLocked()
+	n.permitTURNLocked()
 }
 
 // routeFriendsLocked routes the IPv6 prefixes of friends whose nodes this

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -31,6 +32,9 @@ type upFlags struct {
 	peers      listFlag
 	stun       listFlag
 	linkListen string
+	turn       listFlag
+	turnUsers  listFlag
+	turnIP     string
 }
 
 func cmdUp(g *globals, args []string) error {
@@ -43,6 +47,10 @@ func cmdUp(g *globals, args []string) error {
 	fs.Var(&f.peers, "peer", "HOST:PORT of a node to contact at start (repeatable)")
 	fs.Var(&f.stun, "stun", "HOST:PORT of an extra STUN server for netcheck (repeatable)")
 	fs.StringVar(&f.linkListen, "link-listen", "", "TCP address for stream links (TCP, WebSocket); default the UDP port's number, 'off' for none")
+	fs.Var(&f.turn, "turn", "turn://USER:PASS@HOST:PORT: take a relayed address on this TURN server (repeatable)")
+	fs.StringVar(&f.cfg.TURNServer, "turn-server", "", "serve TURN for others on this UDP address (e.g. :3478)")
+	fs.Var(&f.turnUsers, "turn-user", "USER:PASS allowed on --turn-server (repeatable)")
+	fs.StringVar(&f.turnIP, "turn-public-ip", "", "the IPv4 address --turn-server hands out (default: the host's first public IPv4)")
 	fs.BoolVar(&f.cfg.NoPortMap, "no-portmap", false, "do not ask the gateway (UPnP, NAT-PMP, PCP) for a port mapping")
 	fs.BoolVar(&f.cfg.Userspace, "userspace", false, "no TUN: a userspace network stack and a SOCKS5 proxy")
 	fs.StringVar(&f.cfg.SOCKS5, "socks5", "localhost:1055", "with --userspace: SOCKS5 proxy address")
@@ -62,6 +70,27 @@ func cmdUp(g *globals, args []string) error {
 	f.cfg.Port = uint16(f.port)
 	f.cfg.Random = f.port == 0
 	f.cfg.Peers = f.peers
+	f.cfg.TURN = f.turn
+	if len(f.turnUsers) > 0 {
+		f.cfg.TURNUsers = map[string]string{}
+		for _, up := range f.turnUsers {
+			u, p, ok := strings.Cut(up, ":")
+			if !ok || u == "" || p == "" {
+				return usagef("--turn-user %q: want USER:PASS", up)
+			}
+			f.cfg.TURNUsers[u] = p
+		}
+	}
+	if f.cfg.TURNServer != "" && len(f.cfg.TURNUsers) == 0 {
+		return usagef("--turn-server needs at least one --turn-user USER:PASS")
+	}
+	if f.turnIP != "" {
+		ip, err := netip.ParseAddr(f.turnIP)
+		if err != nil || !ip.Is4() {
+			return usagef("--turn-public-ip %q: want an IPv4 address", f.turnIP)
+		}
+		f.cfg.TURNPublicIP = ip
+	}
 	switch f.linkListen {
 	case "off":
 	case "":
