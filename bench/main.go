@@ -9,9 +9,13 @@
 //	go run ./bench -perf /tmp/prof # also record a perf profile of each daemon
 //
 // What it does. Each configuration (a column: raw veth, wireguard-go, glow
-// direct) is a small struct whose setup builds two namespaces joined by a
-// veth pair and brings its tunnel up; the lab it was built in is its
-// teardown. Rounds are interleaved (raw, wg, glow, raw, wg, glow, ...), and
+// direct, glow through 1 and 2 relays) is a small struct whose setup builds
+// its namespaces (a veth pair, or a chain a - r - b / a - r1 - r2 - b) and
+// brings its tunnel up; the lab it was built in is its teardown. One more
+// configuration, nat, is not a column: it builds two homes behind easy NATs
+// and a public node and measures the NAT rows (time to a direct path,
+// failover to the relay when UDP between the homes is cut, back to direct)
+// in a table of its own (nat.go). Rounds are interleaved (raw, wg, glow, raw, wg, glow, ...), and
 // every configuration is set up afresh in every round, so each round is an
 // independent sample and no idle daemon of one configuration runs during
 // another's measurement. Per instance it measures, in this order: idle RSS
@@ -67,6 +71,7 @@ func main() {
 		goBench   = flag.String("gobench", "BenchmarkThroughput|BenchmarkLocalName|BenchmarkInbound", "also run these in-process Go benchmarks ('' = skip)")
 		perfDir   = flag.String("perf", "", "record a perf profile of each daemon during an extra run in the last round, into this directory")
 		verbose   = flag.Bool("v", false, "log every step")
+		keep      = flag.Bool("keep", false, "keep the scratch directory (daemon logs, ping logs) instead of removing it")
 	)
 	flag.Parse()
 	if *rounds < 1 || *duration < time.Second || *pings < 10 {
@@ -74,14 +79,14 @@ func main() {
 		os.Exit(2)
 	}
 	o := options{duration: *duration, pings: *pings, pingEvery: *pingEvery, idle: *idle, perfDir: *perfDir}
-	err := benchMain(*rounds, o, *glowBin, *wgBin, *out, *only, *goBench, *verbose)
+	err := benchMain(*rounds, o, *glowBin, *wgBin, *out, *only, *goBench, *verbose, *keep)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func benchMain(rounds int, o options, glowBin, wgBin, out, only, goBench string, verbose bool) error {
+func benchMain(rounds int, o options, glowBin, wgBin, out, only, goBench string, verbose, keep bool) error {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (it creates network namespaces); run `sudo make bench`")
 	}
@@ -111,7 +116,11 @@ func benchMain(rounds int, o options, glowBin, wgBin, out, only, goBench string,
 	if err := os.MkdirAll(work, 0o700); err != nil {
 		return err
 	}
-	defer os.RemoveAll(work)
+	if keep {
+		defer logf("kept %s", work)
+	} else {
+		defer os.RemoveAll(work)
+	}
 
 	bins, wgVersion, err := build(ctx, root, work, glowBin, wgBin, logf)
 	if err != nil {
@@ -126,6 +135,16 @@ func benchMain(rounds int, o options, glowBin, wgBin, out, only, goBench string,
 	}
 	if len(cfgs) == 0 {
 		return fmt.Errorf("-configs %q matches none of %s", only, strings.Join(configKeys(), ", "))
+	}
+	for _, c := range cfgs {
+		if c.key != "nat" {
+			continue
+		}
+		for _, tool := range []string{"iptables", "sysctl"} {
+			if _, err := exec.LookPath(tool); err != nil {
+				return fmt.Errorf("%s not found (needed by the NAT rows; or leave nat out of -configs)", tool)
+			}
+		}
 	}
 
 	loadStart := loadAverage()

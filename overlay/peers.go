@@ -48,8 +48,9 @@ type peer struct {
 	added      time.Time     // when the peer became known
 	since      time.Time     // when the current probing round started
 
-	lastProbe       time.Time // last heartbeat on the current path
-	lastDirectProbe time.Time // last probe of the direct candidates
+	quality         link.Quality // RTT and loss of the heartbeats on the current path
+	lastProbe       time.Time    // last heartbeat on the current path
+	lastDirectProbe time.Time    // last probe of the direct candidates
 	lastHeard       time.Time
 	boot            [8]byte // the peer's boot id from its pings: changes when it restarts
 }
@@ -155,11 +156,16 @@ func (n *Node) sendCtlLocked(p *peer, addr netip.AddrPort, m []byte) {
 
 // pingLocked sends a ping to addr (invalid: over the current path) and
 // remembers it.
-func (n *Node) pingLocked(p *peer, addr netip.AddrPort, now time.Time, reply chan PingResult) {
+func (n *Node) pingLocked(p *peer, addr netip.AddrPort, now time.Time, reply chan PingResult) [12]byte {
 	var tx [12]byte
 	rand.Read(tx[:])
 	p.pings[tx] = &pendingPing{to: addr, sent: now, reply: reply}
 	n.sendCtlLocked(p, addr, pingMsg{TxID: tx, Boot: n.boot}.marshal())
+	return tx
+}
+
+func txKey(tx [12]byte) uint32 {
+	return uint32(tx[0])<<24 | uint32(tx[1])<<16 | uint32(tx[2])<<8 | uint32(tx[3])
 }
 
 // handlePongLocked confirms a candidate and perhaps makes it the path.
@@ -173,6 +179,7 @@ func (n *Node) handlePongLocked(p *peer, m pongMsg, from netip.AddrPort, now tim
 	delete(p.pings, m.TxID)
 	rtt := now.Sub(pp.sent)
 	p.lastHeard = now
+	p.quality.Acked(txKey(m.TxID), now)
 	if !from.IsValid() {
 		// Relayed: the peer is alive on its relay route.
 		if !p.active.IsValid() {
@@ -227,7 +234,7 @@ func (n *Node) setPathLocked(p *peer, addr netip.AddrPort, rtt time.Duration, no
 		return
 	}
 	p.active, p.rtt, p.hbWait, p.route = addr, rtt, time.Time{}, nil
-	p.lastProbe = now
+	p.lastProbe, p.quality = now, link.Quality{}
 	n.routesDirty, n.infoDirty = true, true // our links changed
 	n.logf("glow: %s: direct path %v (rtt %v)", p.cert.FQDN(), addr, rtt.Round(time.Microsecond))
 	if first {
@@ -280,7 +287,9 @@ func (n *Node) tickPeersLocked(now time.Time) {
 			if p.hbWait.IsZero() {
 				p.hbWait = now
 			}
-			n.pingLocked(p, p.active, now, nil)
+			tx := n.pingLocked(p, p.active, now, nil)
+			p.quality.Sent(txKey(tx), now)
+			p.quality.Expire(now, pingTimeout)
 		}
 		if !p.active.IsValid() {
 			every := probeEvery

@@ -44,6 +44,7 @@ type PeerStatus struct {
 	Endpoint string   `json:"endpoint,omitempty"`
 	Via      []string `json:"via"`
 	RTTms    float64  `json:"rtt_ms"`
+	Loss     float64  `json:"loss"` // share of recent heartbeats unanswered on the current path
 	LastSeen string   `json:"last_seen,omitempty"`
 }
 
@@ -84,6 +85,7 @@ func (n *Node) Status() Status {
 			ps.Online = now.Sub(p.lastHeard) < onlineWindow
 			ps.RTTms = float64(p.rtt.Microseconds()) / 1000
 		}
+		ps.Loss = p.quality.Loss()
 		if !p.lastHeard.IsZero() {
 			ps.LastSeen = now.Sub(p.lastHeard).Round(time.Second).String() + " ago"
 		}
