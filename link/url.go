@@ -85,8 +85,17 @@ func ParseURL(s string) (Target, error) {
 		}
 		t.Addr = u.Host
 	case TransportSSH:
-		if (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-			return fail("ssh takes only [USER@]HOST[:PORT]")
+		if u.Path != "" && u.Path != "/" {
+			return fail("ssh takes only [USER@]HOST[:PORT][?glow=PATH&state=DIR]")
+		}
+		q, err := url.ParseQuery(u.RawQuery)
+		if err != nil {
+			return fail("bad query: %v", err)
+		}
+		for k := range q {
+			if k != "glow" && k != "state" {
+				return fail("ssh takes only the options glow (the remote glow binary) and state (its state directory), not %q", k)
+			}
 		}
 		if _, hasPw := u.User.Password(); hasPw {
 			return fail("no passwords in ssh URLs; use keys or an agent")

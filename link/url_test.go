@@ -22,6 +22,7 @@ func TestParseURL(t *testing.T) {
 		{"wss://example.net/x/glow", link.TransportWSS, "example.net", "wss://example.net/x/glow"},
 		{"ssh://me@nas", link.TransportSSH, "nas", "ssh://me@nas"},
 		{"ssh://nas:2222", link.TransportSSH, "nas:2222", "ssh://nas:2222"},
+		{"ssh://me@nas?glow=/opt/glow&state=/srv/g", link.TransportSSH, "nas", "ssh://me@nas?glow=/opt/glow&state=/srv/g"},
 	}
 	for _, g := range good {
 		tg, err := link.ParseURL(g.in)
@@ -43,6 +44,7 @@ func TestParseURL(t *testing.T) {
 		"ssh://me:pw@host":         "no passwords",
 		"ssh://-oProxyCommand=x":   "may not start with '-'",
 		"ssh://host/dir":           "only [USER@]HOST",
+		"ssh://host?cmd=rm":        "only the options glow",
 		"ws://user:pw@host/":       "credentials",
 		"udp://:5":                 "no host",
 		"ws://host/glow/link#frag": "fragment",

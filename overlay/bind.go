@@ -109,6 +109,10 @@ type Endpoint struct {
 	ID       wire.NodeID
 	path     atomic.Pointer[path]
 	lastSend atomic.Int64 // unix nanos of the last WireGuard send, for heartbeats
+	// relayedIn is when WireGuard traffic last came from this peer in a
+	// relay frame: if we still think our direct path works, the peer does
+	// not, and our path deserves fast heartbeats to find out.
+	relayedIn atomic.Int64
 	// held is the latest handshake message (initiation or response)
 	// wireguard-go sent while the peer had no path; it goes out as soon as a
 	// path appears, so a connection does not wait for wireguard-go's 5 s

@@ -121,6 +121,12 @@ func (r *rx) handle(i int, bufs [][]byte, sizes []int, eps []conn.Endpoint, from
 		if k = wire.Classify(inner); k == wire.KindWireGuard {
 			sizes[i] = copy(bufs[i], inner)
 			eps[i] = e
+			if p := e.path.Load(); p != nil && !p.relay {
+				if r.now.IsZero() {
+					r.now = time.Now()
+				}
+				e.relayedIn.Store(r.now.UnixNano())
+			}
 			return
 		}
 		pkt, from, via = inner, netip.AddrPort{}, e.ID

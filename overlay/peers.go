@@ -269,7 +269,8 @@ func (n *Node) tickPeersLocked(now time.Time) {
 				delete(p.pings, tx)
 			}
 		}
-		active := now.Sub(time.Unix(0, p.ep.lastSend.Load())) < activeWindow
+		active := now.Sub(time.Unix(0, p.ep.lastSend.Load())) < activeWindow ||
+			now.Sub(time.Unix(0, p.ep.relayedIn.Load())) < activeWindow
 		hb, dead := heartbeatIdle, deadIdle
 		if active {
 			hb, dead = heartbeatActive, deadActive

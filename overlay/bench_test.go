@@ -1,0 +1,509 @@
+package overlay
+
+// Benchmarks of the packet path and of record checks (STYLE habit 15, issue
+// 7). They report; nothing here asserts a speed.
+//
+//	go test -run '^$' -bench . -benchmem ./overlay/
+//
+// The Bind benchmarks run the real Send and ReceiveFunc around an inner
+// conn.Bind that only counts (countingBind), so they measure glow's own
+// per-batch cost: path lookup, classification, relay headers, forwarding
+// decisions. BenchmarkThroughput runs whole nodes (wireguard-go, netstacks)
+// in this process: over loopback sockets, and over the NAT lab directly and
+// through one relay node.
+
+import (
+	"context"
+	"crypto/rand"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+
+	"glow/internal/wire"
+	"glow/nat/natlab"
+	"glow/relay"
+)
+
+// benchBatch is the batch size of the Bind benchmarks: a typical GSO/GRO
+// batch of wireguard-go (conn.IdealBatchSize is 128).
+const benchBatch = 64
+
+// wgPacketLen is a full-size WireGuard transport packet for the overlay MTU:
+// 16 bytes of header, the padded plaintext, 16 bytes of tag.
+const wgPacketLen = 16 + MTU + 16
+
+// countingBind is an inner conn.Bind that sends nowhere and counts; its
+// Open gives receive functions that block until Close.
+type countingBind struct {
+	pkts, bytes, sends atomic.Uint64
+
+	mu     sync.Mutex
+	closed chan struct{}
+}
+
+var _ conn.Bind = (*countingBind)(nil)
+
+func (c *countingBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	done := make(chan struct{})
+	c.closed = done
+	recv := func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		<-done
+		return 0, net.ErrClosed
+	}
+	if port == 0 {
+		port = 1
+	}
+	return []conn.ReceiveFunc{recv}, port, nil
+}
+
+func (c *countingBind) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed != nil {
+		close(c.closed)
+		c.closed = nil
+	}
+	return nil
+}
+
+func (c *countingBind) SetMark(uint32) error { return nil }
+func (c *countingBind) BatchSize() int       { return conn.IdealBatchSize }
+
+func (c *countingBind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	c.sends.Add(1)
+	c.pkts.Add(uint64(len(bufs)))
+	n := 0
+	for _, b := range bufs {
+		n += len(b)
+	}
+	c.bytes.Add(uint64(n))
+	return nil
+}
+
+func (c *countingBind) ParseEndpoint(s string) (conn.Endpoint, error) {
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return nil, err
+	}
+	return &conn.StdNetEndpoint{AddrPort: ap}, nil
+}
+
+func randomNodeID(tb testing.TB) wire.NodeID {
+	var id wire.NodeID
+	if _, err := rand.Read(id[:]); err != nil {
+		tb.Fatal(err)
+	}
+	return id
+}
+
+// wgTransport fills b with a WireGuard transport message header (type 4).
+func wgTransport(b []byte) []byte {
+	b[0], b[1], b[2], b[3] = 4, 0, 0, 0
+	return b
+}
+
+// benchBind is a Bind for node self over a countingBind, trusting every
+// relay frame and with limits no benchmark reaches.
+func benchBind(tb testing.TB) (*Bind, *countingBind, wire.NodeID) {
+	inner := &countingBind{}
+	self := randomNodeID(tb)
+	fwd := relay.New(relay.Limits{PacketsPerSecond: 1e15, BytesPerSecond: 1e18, Burst: time.Second})
+	fwd.SetTrust(func(src, dst wire.ShortID) bool { return true })
+	return NewBind(inner, self, fwd, make(chan inbound, 1024)), inner, self
+}
+
+func batchOf(n, size int) [][]byte {
+	bufs := make([][]byte, n)
+	for i := range bufs {
+		bufs[i] = wgTransport(make([]byte, size))
+	}
+	return bufs
+}
+
+// BenchmarkBindSend: one Send of a batch of WireGuard packets for one peer,
+// on a direct path (handed to the inner bind as is) and on a relay path
+// (each packet copied behind the relay header into pooled scratch).
+func BenchmarkBindSend(b *testing.B) {
+	for _, relayed := range []bool{false, true} {
+		name := "direct"
+		if relayed {
+			name = "relay"
+		}
+		b.Run(name, func(b *testing.B) {
+			bind, inner, _ := benchBind(b)
+			peer, via := randomNodeID(b), randomNodeID(b)
+			if err := bind.SetDirect(via, netip.MustParseAddrPort("192.0.2.1:47470")); err != nil {
+				b.Fatal(err)
+			}
+			if relayed {
+				if err := bind.SetRelay(peer, via); err != nil {
+					b.Fatal(err)
+				}
+			} else if err := bind.SetDirect(peer, netip.MustParseAddrPort("192.0.2.2:47470")); err != nil {
+				b.Fatal(err)
+			}
+			ep := bind.Peer(peer)
+			bufs := batchOf(benchBatch, wgPacketLen)
+			b.SetBytes(int64(benchBatch * wgPacketLen))
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := bind.Send(bufs, ep); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if got := inner.pkts.Load(); got < uint64(b.N*benchBatch) {
+				b.Fatalf("inner bind saw %d packets, want %d", got, b.N*benchBatch)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*benchBatch), "ns/pkt")
+		})
+	}
+}
+
+// BenchmarkBindReceive: the ReceiveFunc classifying one batch from the
+// inner bind: WireGuard packets from a peer's known address (left for
+// wireguard-go), relay frames for this node carrying WireGuard (header
+// stripped), and relay frames for another node (forwarded in one run to
+// the next hop).
+func BenchmarkBindReceive(b *testing.B) {
+	cases := []struct {
+		name string
+		fill func(buf []byte, src, dst wire.ShortID) int // writes one datagram, returns its size
+		self bool                                        // frames are addressed to this node
+	}{
+		{"wireguard", func(buf []byte, _, _ wire.ShortID) int {
+			wgTransport(buf)
+			return wgPacketLen
+		}, false},
+		{"relay-for-us", func(buf []byte, src, dst wire.ShortID) int {
+			wire.PutRelayHeader(buf, wire.DefaultHopLimit, src, dst)
+			wgTransport(buf[wire.RelayHeaderLen:])
+			return wire.RelayHeaderLen + wgPacketLen
+		}, true},
+		{"relay-forward", func(buf []byte, src, dst wire.ShortID) int {
+			wire.PutRelayHeader(buf, wire.DefaultHopLimit, src, dst)
+			wgTransport(buf[wire.RelayHeaderLen:])
+			return wire.RelayHeaderLen + wgPacketLen
+		}, false},
+	}
+	for _, tc := range cases {
+		b.Run(tc.name, func(b *testing.B) {
+			bind, inner, self := benchBind(b)
+			from, to := randomNodeID(b), randomNodeID(b)
+			fromAddr := netip.MustParseAddrPort("192.0.2.1:47470")
+			if err := bind.SetDirect(from, fromAddr); err != nil {
+				b.Fatal(err)
+			}
+			if err := bind.SetDirect(to, netip.MustParseAddrPort("192.0.2.2:47470")); err != nil {
+				b.Fatal(err)
+			}
+			dst := to.Short()
+			if tc.self {
+				dst = self.Short()
+			}
+			src := &conn.StdNetEndpoint{AddrPort: fromAddr}
+			// The fake inner ReceiveFunc fills the whole batch afresh each
+			// call: the Bind rewrites sizes, endpoints and hop limits in place.
+			fake := func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+				for i := range bufs {
+					sizes[i] = tc.fill(bufs[i], from.Short(), dst)
+					eps[i] = src
+				}
+				return len(bufs), nil
+			}
+			recv := bind.makeReceive(fake)
+			bufs := make([][]byte, benchBatch)
+			for i := range bufs {
+				bufs[i] = make([]byte, 1<<16)
+			}
+			sizes := make([]int, benchBatch)
+			eps := make([]conn.Endpoint, benchBatch)
+			b.SetBytes(int64(benchBatch * tc.fill(make([]byte, 1<<16), from.Short(), dst)))
+			b.ReportAllocs()
+			for b.Loop() {
+				n, err := recv(bufs, sizes, eps)
+				if err != nil || n != benchBatch {
+					b.Fatalf("receive: %d, %v", n, err)
+				}
+			}
+			// What the batch came to, checked once (not timed).
+			left := 0
+			for _, s := range sizes {
+				if s > 0 {
+					left++
+				}
+			}
+			switch {
+			case tc.name == "relay-forward" && (left != 0 || inner.pkts.Load() < uint64(b.N*benchBatch)):
+				b.Fatalf("forwarding: %d left for wireguard-go, %d sent", left, inner.pkts.Load())
+			case tc.name != "relay-forward" && left != benchBatch:
+				b.Fatalf("%d of %d packets left for wireguard-go (counters %+v)", left, benchBatch, bind.Counters())
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*benchBatch), "ns/pkt")
+		})
+	}
+}
+
+// BenchmarkRecordVerify: Store.Apply of one certificate and of one
+// NodeInfo (decode and ed25519 check), each accepted as new every time;
+// and of a certificate the store already holds, which is what most gossip
+// copies of a record are.
+func BenchmarkRecordVerify(b *testing.B) {
+	u := newTestUser(b, "alice")
+	now := time.Now()
+	keys, c := newTestCert(b, u, "n1", now)
+	raw := c.Marshal()
+	info := &NodeInfo{Node: keys.ID(), Seq: 1,
+		Endpoints: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:47470"), netip.MustParseAddrPort("[2001:db8::1]:47470"), netip.MustParseAddrPort("203.0.113.9:31000")}}
+	for range 4 {
+		info.Links = append(info.Links, LinkInfo{Node: randomNodeID(b), Cost: 10})
+	}
+	SignInfo(keys.Sign, info)
+	rawInfo := info.Marshal()
+
+	b.Run("cert", func(b *testing.B) {
+		s := NewStore(u.Public())
+		b.ReportAllocs()
+		for b.Loop() {
+			delete(s.certs, c.Node) // so that every Apply accepts a new record
+			if isNew, err := s.Apply(KindCert, raw, now); err != nil || !isNew {
+				b.Fatal(isNew, err)
+			}
+		}
+	})
+	b.Run("cert-again", func(b *testing.B) {
+		s := NewStore(u.Public())
+		s.Apply(KindCert, raw, now)
+		b.ReportAllocs()
+		for b.Loop() {
+			if isNew, err := s.Apply(KindCert, raw, now); err != nil || isNew {
+				b.Fatal(isNew, err)
+			}
+		}
+	})
+	b.Run("info", func(b *testing.B) {
+		s := NewStore(u.Public())
+		if _, err := s.Apply(KindCert, raw, now); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			delete(s.infos, info.Node)
+			if isNew, err := s.Apply(KindInfo, rawInfo, now); err != nil || !isNew {
+				b.Fatal(isNew, err)
+			}
+		}
+	})
+}
+
+// benchLogf is where benchmark and scale nodes log: nowhere, unless
+// GLOW_BENCH_LOG is set (their logs would drown the figures).
+func benchLogf(tb testing.TB, name string) func(string, ...any) {
+	if os.Getenv("GLOW_BENCH_LOG") == "" {
+		return nil
+	}
+	return func(f string, a ...any) { tb.Logf(time.Now().Format("05.000")+" "+name+": "+f, a...) }
+}
+
+// startNodeTB is testNode for benchmarks and scale tests: a userspace node
+// on loopback with no LAN discovery, closed at the end of tb.
+func startNodeTB(tb testing.TB, name string, mod func(*Config)) *Node {
+	tb.Helper()
+	cfg := Config{
+		StateDir: tb.TempDir(), NodeName: name, Random: true, Userspace: true,
+		NoDiscovery: true, NoPortMap: true, NoDNS: true, HostAddrs: loopback,
+		Logf: benchLogf(tb, name),
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	n, err := Start(cfg)
+	if err != nil {
+		tb.Fatalf("start %s: %v", name, err)
+	}
+	tb.Cleanup(func() { n.Close() })
+	return n
+}
+
+// labNodeTB is labNode for benchmarks and scale tests: a node on a natlab
+// host whose datagrams pass only over the links lk allows (nil: all).
+func labNodeTB(tb testing.TB, h *natlab.Host, lk *links, name string, mod func(*Config)) *Node {
+	return startNodeTB(tb, name, func(c *Config) {
+		c.Random, c.Port = false, DefaultPort
+		c.HostAddrs = func() []netip.Addr { return []netip.Addr{h.Addr()} }
+		self := h.Addr()
+		c.ListenPacket = func(port uint16) (net.PacketConn, error) {
+			pc, err := h.ListenPacket(port)
+			if err != nil || lk == nil {
+				return pc, err
+			}
+			return &linkConn{PacketConn: pc, self: self, links: lk}, nil
+		}
+		if mod != nil {
+			mod(c)
+		}
+	})
+}
+
+// provisionTB is provision for benchmarks and scale tests.
+func provisionTB(tb testing.TB, u *UserKey, name string, used map[netip.Addr]bool, admin bool) string {
+	tb.Helper()
+	st := State{Dir: tb.TempDir()}
+	k, err := NewNodeKeys()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := st.SaveNodeKeys(k); err != nil {
+		tb.Fatal(err)
+	}
+	v4, _ := AllocIPv4(k.ID(), used)
+	used[v4] = true
+	now := time.Now()
+	c := &Cert{Node: k.ID(), Name: name, WG: k.WGPublic(), Ctl: k.CtlPublic(), IPv4: v4,
+		IPv6: NodeAddr6(u.Public(), k.ID()), Admin: admin, NotBefore: now, NotAfter: now.Add(time.Hour)}
+	SignCert(u, c)
+	if err := st.WriteFile("cert", c.Marshal(), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	if admin {
+		if err := st.SaveUserKey(u); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return st.Dir
+}
+
+// waitForTB polls cond every 20ms until it holds or d passes.
+func waitForTB(tb testing.TB, d time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// BenchmarkThroughput: one TCP stream between the netstacks of two nodes
+// in this process, b.N chunks of 128 KiB, reported as MB/s:
+//
+//   - loopback: two nodes on real loopback UDP sockets (StdNetBind);
+//   - natlab-direct: two nodes on the in-memory NAT lab (PacketBind);
+//   - natlab-relay: three nodes on the lab where UDP between the two ends is
+//     dropped (the links filter), so every packet goes through the middle
+//     node's Bind as a relay frame.
+//
+// Compare relay with natlab-direct (same substrate) for the cost of a hop.
+// Both ends, wireguard-go and gVisor share this process's CPUs, so absolute
+// figures are far below a kernel TUN's; bench/ measures those.
+func BenchmarkThroughput(b *testing.B) {
+	b.Run("loopback", func(b *testing.B) {
+		a := startNodeTB(b, "a", func(c *Config) { c.UserName = "bench" })
+		code, err := a.Invite(time.Minute, 1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		z := startNodeTB(b, "z", func(c *Config) { c.JoinCode = code })
+		waitForTB(b, 20*time.Second, "a direct to z", func() bool {
+			p, ok := peerStatus(a, "z")
+			return ok && p.Path == "direct"
+		})
+		streamBench(b, a, z)
+	})
+	for _, relayed := range []bool{false, true} {
+		name := "natlab-direct"
+		if relayed {
+			name = "natlab-relay"
+		}
+		b.Run(name, func(b *testing.B) {
+			in := natlab.New(natlab.Config{QueueLen: 1024})
+			lk := &links{allowed: map[[2]netip.Addr]bool{}}
+			ipA, ipR, ipZ := netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("198.51.100.2"), netip.MustParseAddr("198.51.100.3")
+			lk.set(ipA, ipR, true)
+			lk.set(ipR, ipZ, true)
+			lk.set(ipA, ipZ, !relayed)
+			u := newTestUser(b, "bench")
+			used := map[netip.Addr]bool{}
+			boot := func(ip netip.Addr) []string { return []string{netip.AddrPortFrom(ip, DefaultPort).String()} }
+			var a, r, z *Node
+			a = labNodeTB(b, in.NewHost(ipA), lk, "a", func(c *Config) { c.StateDir = provisionTB(b, u, "a", used, true) })
+			r = labNodeTB(b, in.NewHost(ipR), lk, "r", func(c *Config) {
+				c.StateDir, c.Peers = provisionTB(b, u, "r", used, false), boot(ipA)
+			})
+			z = labNodeTB(b, in.NewHost(ipZ), lk, "z", func(c *Config) {
+				c.StateDir, c.Peers = provisionTB(b, u, "z", used, false), boot(ipR)
+			})
+			_ = r
+			waitForTB(b, 30*time.Second, "a's path to z", func() bool {
+				p, ok := peerStatus(a, "z")
+				if relayed {
+					return ok && p.Path == "relay" && len(p.Via) == 1 && p.Via[0] == "r"
+				}
+				return ok && p.Path == "direct"
+			})
+			streamBench(b, a, z)
+		})
+	}
+}
+
+// streamBench sends b.N chunks from a to a TCP sink on z's overlay IPv4
+// address and waits until z has read them all.
+func streamBench(b *testing.B, a, z *Node) {
+	const chunk = 128 << 10
+	ap := netip.AddrPortFrom(z.Cert().IPv4, 7200)
+	ln, err := z.Netstack().Net().ListenTCPAddrPort(ap)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan int64, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- -1
+			return
+		}
+		n, _ := io.Copy(io.Discard, c)
+		c.Close()
+		got <- n
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	c, err := a.Netstack().DialContext(ctx, "tcp", ap.String())
+	cancel()
+	if err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, chunk)
+	b.SetBytes(chunk)
+	b.ReportAllocs()
+	var sent int64
+	for b.Loop() {
+		c.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		n, err := c.Write(buf)
+		sent += int64(n)
+		if err != nil {
+			b.Fatalf("after %d bytes: %v", sent, err)
+		}
+	}
+	// The bytes still in flight count: time the drain too.
+	b.StartTimer()
+	c.Close()
+	select {
+	case n := <-got:
+		if n != sent {
+			b.Fatalf("sink read %d of %d bytes", n, sent)
+		}
+	case <-time.After(30 * time.Second):
+		b.Fatal("sink did not finish")
+	}
+	b.StopTimer()
+}
