@@ -227,6 +227,13 @@ func (n *Node) ServeAPI(ctx context.Context, down func()) error {
 		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: glow-link\r\nConnection: Upgrade\r\n\r\n")
 		n.ServeStdio(n.ctx, &hijacked{Conn: c, r: buf.Reader})
 	})
+	mux.HandleFunc("POST /v1/nodes/remove", func(w http.ResponseWriter, r *http.Request) {
+		if err := n.RemoveNode(r.URL.Query().Get("name")); err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+		writeJSON(w, map[string]string{"status": "removed"})
+	})
 	mux.HandleFunc("POST /v1/down", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, map[string]string{"status": "stopping"})
 		if f, ok := w.(http.Flusher); ok {
@@ -473,4 +480,9 @@ func (c *Client) LinkStdio() (net.Conn, error) {
 		return nil, fmt.Errorf("glow daemon refused the link: %s", bytes.SplitN(head, []byte("\r\n"), 2)[0])
 	}
 	return conn, nil
+}
+
+// RemoveNode revokes a node of this user.
+func (c *Client) RemoveNode(name string) error {
+	return c.do("POST", "/v1/nodes/remove?name="+neturl.QueryEscape(name), nil)
 }

@@ -179,7 +179,7 @@ func (n *Node) recordChangedLocked(kind RecordKind, raw []byte, now time.Time) {
 			n.addPeerLocked(n.store.Cert(c.Node), now)
 		}
 		n.certsChangedLocked()
-	case KindFriends, KindPolicy:
+	case KindFriends, KindPolicy, KindRevoked:
 		for id := range n.peers {
 			if n.store.Cert(id) == nil {
 				n.removePeerLocked(id) // a friend removed

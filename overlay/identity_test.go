@@ -393,3 +393,41 @@ func TestControlSealing(t *testing.T) {
 }
 
 var _ = ed25519.PublicKeySize
+
+// TestRemoveNode: a revoked node is dropped by every node of the user and
+// cannot come back with its certificate.
+func TestRemoveNode(t *testing.T) {
+	nodes := joinedNet(t, 3)
+	admin, n2, n3 := nodes[0], nodes[1], nodes[2]
+	serveEcho(t, n2, 7000)
+	if c, err := dial(n3, n2.Cert().IPv4, 7000, 5*time.Second); err != nil {
+		t.Fatalf("before removal: %v", err)
+	} else {
+		c.Close()
+	}
+	if err := n2.RemoveNode("n3"); err == nil {
+		t.Fatal("a non-admin node removed a node")
+	}
+	if err := admin.RemoveNode("n3"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "n2 to drop n3", func() bool {
+		_, ok := peerStatus(n2, "n3")
+		return !ok
+	})
+	if _, ok := peerStatus(admin, "n3"); ok {
+		t.Fatal("the admin still has n3 as a peer")
+	}
+	// n3 still beacons and gossips its certificate; it must stay refused.
+	time.Sleep(2 * time.Second)
+	if _, ok := peerStatus(n2, "n3"); ok {
+		t.Fatal("n3 came back")
+	}
+	n2.mu.Lock()
+	refused := n2.store.Rejected[RejectRevoked]
+	n2.mu.Unlock()
+	if _, err := dial(n3, n2.Cert().IPv4, 7000, 2*time.Second); err == nil {
+		t.Fatal("the removed node reached n2")
+	}
+	t.Logf("n2 refused the removed node's certificate %d times", refused)
+}

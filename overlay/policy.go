@@ -184,7 +184,7 @@ func (n *Node) signDocLocked(kind RecordKind, body []byte, now time.Time) (*User
 	}
 	n.dirty = true
 	n.floodLocked(nil, []recordMsg{{kind, d.Marshal()}})
-	if kind == KindFriends {
+	if kind == KindFriends || kind == KindRevoked {
 		for id, p := range n.peers {
 			if n.store.Cert(id) == nil {
 				n.removePeerLocked(id)
@@ -385,4 +385,36 @@ func (n *Node) routeFriendsLocked() {
 		return
 	}
 	n.friendRoutes = want
+}
+
+// RemoveNode revokes a node of this user (admin nodes only): every node
+// drops it and refuses its certificate from then on.
+func (n *Node) RemoveNode(name string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.user == nil {
+		return errNotAdmin
+	}
+	var target *Cert
+	for _, c := range n.store.Certs() {
+		if n.store.Own(c.User) && c.Name == name {
+			target = c
+		}
+	}
+	if target == nil {
+		return fmt.Errorf("%s is not a node of user %s (see 'glow status')", name, n.cert.UserName)
+	}
+	if target.Node == n.id {
+		return errors.New("this is the node you are on; remove it from another admin node, or run 'glow down'")
+	}
+	var ids []wire.NodeID
+	if d := n.store.Doc(KindRevoked); d != nil {
+		ids, _ = parseRevoked(d.Body)
+	}
+	ids = append(ids, target.Node)
+	if _, err := n.signDocLocked(KindRevoked, formatRevoked(ids), time.Now()); err != nil {
+		return err
+	}
+	n.logf("glow: removed node %s", target.FQDN())
+	return nil
 }

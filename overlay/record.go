@@ -160,6 +160,7 @@ const (
 	RejectStale     = "stale"
 	RejectNoCert    = "no-cert"
 	RejectConflict  = "address-conflict"
+	RejectRevoked   = "revoked"
 )
 
 // Store holds the records a node knows about its user's nodes and decides
@@ -170,7 +171,8 @@ type Store struct {
 	trusted map[[32]byte]string // friend user keys (from our friend list) -> name
 	certs   map[wire.NodeID]*Cert
 	infos   map[wire.NodeID]*NodeInfo
-	docs    map[RecordKind]*UserDoc // our user's friend list and policy
+	docs    map[RecordKind]*UserDoc // our user's friend list, policy, revocations
+	revoked map[wire.NodeID]bool
 	// Rejected counts refused records by reason.
 	Rejected map[string]uint64
 }
@@ -183,6 +185,7 @@ func NewStore(user ed25519.PublicKey) *Store {
 		certs:    map[wire.NodeID]*Cert{},
 		infos:    map[wire.NodeID]*NodeInfo{},
 		docs:     map[RecordKind]*UserDoc{},
+		revoked:  map[wire.NodeID]bool{},
 		Rejected: map[string]uint64{},
 	}
 }
@@ -220,7 +223,7 @@ func (s *Store) Apply(kind RecordKind, b []byte, now time.Time) (bool, error) {
 			return false, s.reject(RejectMalformed, err)
 		}
 		return s.AddInfo(n)
-	case KindFriends, KindPolicy:
+	case KindFriends, KindPolicy, KindRevoked:
 		d, err := ParseUserDoc(b)
 		if err != nil {
 			if isErr(err, ErrBadSignature) {
@@ -265,9 +268,24 @@ func (s *Store) AddDoc(d *UserDoc) (bool, error) {
 			}
 		}
 	}
+	if d.Kind == KindRevoked {
+		ids, err := parseRevoked(d.Body)
+		if err != nil {
+			return false, s.reject(RejectMalformed, err)
+		}
+		s.revoked = map[wire.NodeID]bool{}
+		for _, id := range ids {
+			s.revoked[id] = true
+			delete(s.certs, id)
+			delete(s.infos, id)
+		}
+	}
 	s.docs[d.Kind] = d
 	return true, nil
 }
+
+// Revoked reports whether a node was removed from the user.
+func (s *Store) Revoked(id wire.NodeID) bool { return s.revoked[id] }
 
 // Doc returns this user's document of kind k, or nil.
 func (s *Store) Doc(k RecordKind) *UserDoc { return s.docs[k] }
@@ -294,6 +312,9 @@ func (s *Store) FriendName(user [32]byte) (string, bool) {
 func (s *Store) AddCert(c *Cert, now time.Time) (bool, error) {
 	if !s.trusts(c.User) {
 		return false, s.reject(RejectUser, ErrWrongUser)
+	}
+	if s.revoked[c.Node] {
+		return false, s.reject(RejectRevoked, fmt.Errorf("certificate of %s, a removed node", c.FQDN()))
 	}
 	if err := c.Verify(c.User[:], now); err != nil {
 		return false, s.reject(RejectExpired, err)
@@ -387,7 +408,7 @@ func (s *Store) Version(k RecordKey) uint64 {
 		if n := s.infos[k.Node]; n != nil {
 			return n.Seq
 		}
-	case KindFriends, KindPolicy:
+	case KindFriends, KindPolicy, KindRevoked:
 		if d := s.docs[k.Kind]; d != nil && d.User == k.Node {
 			return d.Version
 		}
@@ -406,7 +427,7 @@ func (s *Store) Raw(k RecordKey) []byte {
 		if n := s.infos[k.Node]; n != nil {
 			return n.Marshal()
 		}
-	case KindFriends, KindPolicy:
+	case KindFriends, KindPolicy, KindRevoked:
 		if d := s.docs[k.Kind]; d != nil && d.User == k.Node {
 			return d.Marshal()
 		}

@@ -28,6 +28,7 @@ type UserDoc struct {
 const (
 	KindFriends RecordKind = 3
 	KindPolicy  RecordKind = 4
+	KindRevoked RecordKind = 5 // node ids removed from the user (glow nodes remove)
 	maxDocBody             = 60 << 10
 )
 
@@ -75,7 +76,7 @@ func ParseUserDoc(b []byte) (*UserDoc, error) {
 	if err := r.Done(); err != nil {
 		return nil, fmt.Errorf("user document: %w: %v", ErrMalformed, err)
 	}
-	if d.Kind != KindFriends && d.Kind != KindPolicy {
+	if d.Kind != KindFriends && d.Kind != KindPolicy && d.Kind != KindRevoked {
 		return nil, fmt.Errorf("user document: %w: kind %d", ErrMalformed, d.Kind)
 	}
 	signed := len(b) - ed25519.SignatureSize
@@ -117,6 +118,27 @@ func parseFriends(body []byte) ([]Friend, error) {
 		f.Name = name
 		copy(f.Key[:], k)
 		out = append(out, f)
+	}
+	return out, nil
+}
+
+// formatRevoked is the body of a KindRevoked document: one node id a line.
+func formatRevoked(ids []wire.NodeID) []byte {
+	var b strings.Builder
+	for _, id := range ids {
+		fmt.Fprintln(&b, id.Hex())
+	}
+	return []byte(b.String())
+}
+
+func parseRevoked(body []byte) ([]wire.NodeID, error) {
+	var out []wire.NodeID
+	for _, line := range strings.Fields(string(body)) {
+		id, err := wire.ParseNodeID(line)
+		if err != nil {
+			return nil, fmt.Errorf("revocation list: %w", ErrMalformed)
+		}
+		out = append(out, id)
 	}
 	return out, nil
 }

@@ -43,6 +43,7 @@ func init() {
 		{"share", "NODE:PORT[/PROTO] --with USER", "let a friend reach one service", cmdShare(false)},
 		{"unshare", "NODE:PORT[/PROTO] --with USER", "take a share back; open flows are cut", cmdShare(true)},
 		{"policy", "show|apply FILE|history|rollback V", "the whole policy", cmdPolicy},
+		{"nodes", "remove NAME", "revoke a node of this user: it can no longer reach or be reached", cmdNodes},
 		{"link", "add URL|remove URL|list|stdio", "links to neighbours over UDP, TCP, WebSocket, ssh", cmdLink},
 		{"version", "", "version and build information", cmdVersion},
 	}
