@@ -61,7 +61,9 @@ func (n *Node) join(code string, port uint16) (*Cert, error) {
 	buf := make([]byte, 2048)
 	for time.Now().Before(deadline) {
 		for _, ep := range inv.Endpoints {
-			uc.WriteTo(pkt, net.UDPAddrFromAddrPort(ep))
+			if _, err := uc.WriteTo(pkt, net.UDPAddrFromAddrPort(ep)); err != nil {
+				n.logf("glow: join: sending to %v: %v", ep, err)
+			}
 		}
 		uc.SetReadDeadline(time.Now().Add(joinResend))
 		for {
@@ -71,15 +73,18 @@ func (n *Node) join(code string, port uint16) (*Cert, error) {
 			}
 			sender, err := ctlSender(buf[:sz])
 			if err != nil || sender != inv.Inviter {
+				n.logf("glow: join: ignoring a datagram that is not from the inviting node")
 				continue
 			}
 			m, err := openCtl(buf[:sz], shared)
 			if err != nil {
+				n.logf("glow: join: ignoring an answer that does not open: %v", err)
 				continue
 			}
 			msg, err := parseCtl(m)
 			resp, ok := msg.(joinResp)
 			if err != nil || !ok {
+				n.logf("glow: join: ignoring an unexpected answer: %v", err)
 				continue
 			}
 			if !resp.OK {
