@@ -94,7 +94,12 @@ func (r *rx) handle(i int, bufs [][]byte, sizes []int, eps []conn.Endpoint, from
 				return
 			}
 			pkt[4] = hops - 1
-			e.touch(p, r.now.UnixNano())
+			if len(pkt) > wire.RelayHeaderLen && pkt[wire.RelayHeaderLen] == 4 {
+				// WireGuard data: the links it crosses carry traffic and
+				// deserve fast heartbeats (relayed control does not count,
+				// or every heartbeat would keep every link busy).
+				e.touch(p, r.now.UnixNano())
+			}
 			if p.stream != nil {
 				// Forwarded onto a stream link: queued like control, so
 				// this receive goroutine never waits on a stream.

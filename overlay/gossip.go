@@ -87,11 +87,13 @@ func (n *Node) handleRecordsLocked(from *peer, recs []recordMsg, now time.Time) 
 	n.floodLocked(from, fresh)
 }
 
-// floodLocked pushes new records to every neighbour but from, each seeing
-// only what it may (visibleLocked).
+// floodLocked pushes new records to every neighbour (direct UDP or stream
+// link) but from, each seeing only what it may (visibleLocked). Peers
+// reached through relays get them from their own neighbours, so a change
+// crosses each link about once.
 func (n *Node) floodLocked(from *peer, recs []recordMsg) {
 	for _, p := range n.peers {
-		if p == from || !p.active.IsValid() && p.route == nil && p.stream == nil {
+		if p == from || !p.active.IsValid() && p.stream == nil {
 			continue
 		}
 		var vis []recordMsg
@@ -125,6 +127,9 @@ func (n *Node) visibleLocked(p *peer, k RecordKey) bool {
 }
 
 func (n *Node) visibleRawLocked(p *peer, r recordMsg) bool {
+	if n.store.Own(p.cert.User) {
+		return true // no need to parse: the user's own nodes see everything
+	}
 	switch r.Kind {
 	case KindCert:
 		if c, err := ParseCert(r.Raw); err == nil {
