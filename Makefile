@@ -9,7 +9,7 @@ TIMEOUT   ?= 15m
 FUZZTIME  ?= 10s
 GOFILES    = $(shell find . -name '*.go' -not -path './.git/*' -not -path './bin/*')
 
-.PHONY: all help build test fmt-check vet demo bench fuzz clean
+.PHONY: all help build test fmt-check vet demo bench bench-go fuzz clean
 
 all: build
 
@@ -17,7 +17,8 @@ help:
 	@echo "make build    build $(BIN)"
 	@echo "make test     gofmt check, go vet, go test ./... (e2e namespace tests need root)"
 	@echo "make demo     3 nodes in namespaces on one LAN: join, status, ping (root)"
-	@echo "make bench    go test -bench . ./..."
+	@echo "make bench    glow vs wireguard-go vs raw veth, relays, NAT timings, in namespaces -> BENCHMARKS.md (root)"
+	@echo "make bench-go the in-process Go benchmarks"
 	@echo "make fuzz     each fuzz target for FUZZTIME ($(FUZZTIME))"
 	@echo "make clean    remove bin/ and e2e/out/"
 
@@ -47,6 +48,10 @@ demo:
 	./scripts/demo.sh
 
 bench:
+	@if [ "$$(id -u)" != 0 ]; then echo "make bench needs root (network namespaces)"; exit 1; fi
+	$(GO) run ./bench $(BENCHFLAGS)
+
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 fuzz:

@@ -28,8 +28,10 @@ type Limits struct {
 	Burst            time.Duration // how much of the rate may come at once
 }
 
-// DefaultLimits allow a relayed path roughly a gigabit per source.
-var DefaultLimits = Limits{PacketsPerSecond: 200_000, BytesPerSecond: 150 << 20, Burst: 200 * time.Millisecond}
+// DefaultLimits allow one source about 8 Gbit/s through this node: well
+// above what a relay forwards (so TCP through a relay never meets them), far
+// below a flood that would starve the node's own traffic for long.
+var DefaultLimits = Limits{PacketsPerSecond: 1_000_000, BytesPerSecond: 1 << 30, Burst: 500 * time.Millisecond}
 
 // Trust tells whether a frame from src to dst may be forwarded.
 type Trust func(src, dst wire.ShortID) bool
