@@ -68,7 +68,7 @@ func main() {
 		wgBin     = flag.String("wireguard", "", "prebuilt reference wireguard-go binary (default: build from go.mod's version)")
 		out       = flag.String("out", "BENCHMARKS.md", "write the report here, relative to the module root ('' = do not write)")
 		only      = flag.String("configs", "", "comma-separated configuration keys to run (raw,wg,glow,relay1,relay2,nat; default all)")
-		goBench   = flag.String("gobench", "BenchmarkThroughput|BenchmarkLocalName|BenchmarkInbound", "also run these in-process Go benchmarks ('' = skip)")
+		goBench   = flag.String("gobench", "BenchmarkThroughput|BenchmarkBindSend|BenchmarkBindReceive|BenchmarkRecordVerify|BenchmarkSharedThroughput|BenchmarkLocalName|BenchmarkServeUDP|BenchmarkInbound", "also run these in-process Go benchmarks ('' = skip)")
 		perfDir   = flag.String("perf", "", "record a perf profile of each daemon during an extra run in the last round, into this directory")
 		verbose   = flag.Bool("v", false, "log every step")
 		keep      = flag.Bool("keep", false, "keep the scratch directory (daemon logs, ping logs) instead of removing it")
@@ -303,7 +303,25 @@ func runGoBench(ctx context.Context, root, pattern string) ([]string, error) {
 			lines = append(lines, "", line)
 		}
 	}
-	return lines, err
+	if err != nil {
+		return lines, err
+	}
+	// Scale figures (record propagation, heap per peer) from the in-process
+	// scale tests: METRIC lines.
+	sizes := os.Getenv("GLOW_SCALE_SIZES")
+	if sizes == "" {
+		sizes = "30,300"
+	}
+	cmd := exec.CommandContext(ctx, "go", "test", "-C", root, "-count=1", "-run", "TestScale", "-v", "-timeout", "15m", "./overlay/")
+	cmd.Env = append(os.Environ(), "GLOW_SCALE=1", "GLOW_SCALE_SIZES="+sizes)
+	sout, serr := cmd.CombinedOutput()
+	lines = append(lines, "", "scale (GLOW_SCALE=1 go test -run TestScale ./overlay/, sizes "+sizes+"):")
+	for _, line := range strings.Split(string(sout), "\n") {
+		if i := strings.Index(line, "METRIC "); i >= 0 {
+			lines = append(lines, line[i:])
+		}
+	}
+	return lines, serr
 }
 
 func moduleRoot() (string, error) {

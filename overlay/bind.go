@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
 
@@ -118,6 +119,11 @@ type Endpoint struct {
 	// path appears, so a connection does not wait for wireguard-go's 5 s
 	// retry (a response can arrive relayed before the route back is known).
 	held atomic.Pointer[[]byte]
+	// recentHS is the last handshake message sent on a path, and when: a
+	// path that dies right after it took the message with it, so a new
+	// path resends it rather than leave the peer to a 5 s retry.
+	recentHS   atomic.Pointer[[]byte]
+	recentHSAt atomic.Int64
 }
 
 // touch notes that traffic went out on e's path (and the link under it),
@@ -129,11 +135,22 @@ func (e *Endpoint) touch(p *path, now int64) {
 	}
 }
 
-// setPath publishes p and, if the peer had no path, sends a held handshake.
+// setPath publishes p and, if the peer had no path, sends a held handshake;
+// on a change of path, it resends a handshake message the old path carried
+// in the last seconds.
 func (b *Bind) setPath(e *Endpoint, p *path) {
 	old := e.path.Swap(p)
-	if old == nil && p != nil {
+	if p == nil {
+		return
+	}
+	if old == nil {
 		if h := e.held.Swap(nil); h != nil {
+			b.Send([][]byte{*h}, e)
+			return
+		}
+	}
+	if old != p && time.Since(time.Unix(0, e.recentHSAt.Load())) < 3*time.Second {
+		if h := e.recentHS.Swap(nil); h != nil {
 			b.Send([][]byte{*h}, e)
 		}
 	}

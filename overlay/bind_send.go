@@ -48,6 +48,11 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		now := time.Now().UnixNano()
 		e.touch(p, now)
 		b.lastData.Store(now)
+		if last := bufs[len(bufs)-1]; last[0] == 1 || last[0] == 2 {
+			h := append([]byte(nil), last...) // handshakes are rare: keep one for a path change
+			e.recentHS.Store(&h)
+			e.recentHSAt.Store(now)
+		}
 	}
 	if !p.relay {
 		switch {
