@@ -143,16 +143,17 @@ func (b *Bind) setPath(e *Endpoint, p *path) {
 	if p == nil {
 		return
 	}
+	var h *[]byte
 	if old == nil {
-		if h := e.held.Swap(nil); h != nil {
-			b.Send([][]byte{*h}, e)
-			return
-		}
+		h = e.held.Swap(nil)
 	}
-	if old != p && time.Since(time.Unix(0, e.recentHSAt.Load())) < 3*time.Second {
-		if h := e.recentHS.Swap(nil); h != nil {
-			b.Send([][]byte{*h}, e)
-		}
+	if h == nil && old != p && time.Since(time.Unix(0, e.recentHSAt.Load())) < 3*time.Second {
+		h = e.recentHS.Swap(nil)
+	}
+	if h != nil {
+		// Not here: the caller may hold the node's lock, and a stream link's
+		// write can block. The write ends when it is done or the link closes.
+		go b.Send([][]byte{*h}, e)
 	}
 }
 

@@ -46,6 +46,9 @@
 //   - Heartbeats are fast only while a peer carries traffic (300 ms, dead
 //     after 1 s unanswered) and slow when idle (10 s, dead after 25 s), so
 //     idle nodes stay quiet and busy paths fail over in about a second.
+//     Probing for a direct path to a peer without one is fast (1 s) while the
+//     peer is new or carries traffic, and slows to 5 s, then 30 s, when it
+//     is idle: probing every peer all the time costs N² packets.
 //   - A friend learns the node it talks to and the nodes the policy shares
 //     with it, nothing else; a relay forwards between a friend's node and
 //     ours, never between two nodes of another user.

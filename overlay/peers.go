@@ -25,10 +25,12 @@ const (
 	deadIdle        = 25 * time.Second
 	activeWindow    = 5 * time.Second  // traffic this recent makes a peer active
 	probeEvery      = 1 * time.Second  // while a peer has no direct path, probe candidates this often
-	probeIdle       = 5 * time.Second  // after probing in vain for a minute, this often
+	probeIdle       = 5 * time.Second  // after 10 s in vain and without traffic, this often
+	probeQuiet      = 30 * time.Second // after a minute in vain and without traffic, this often
+	heartbeatRelay  = 30 * time.Second // idle peers on a relay route (their path is the relays')
 	candidateTTL    = 10 * time.Minute // forget candidates not confirmed for this long
 	pingTimeout     = 5 * time.Second
-	onlineWindow    = 30 * time.Second // a peer heard from this recently is online
+	onlineWindow    = 75 * time.Second // a relayed peer heard from this recently is online
 )
 
 // peer is the control loop's view of another node. Guarded by Node.mu.
@@ -272,8 +274,11 @@ func (n *Node) tickPeersLocked(now time.Time) {
 		active := now.Sub(time.Unix(0, p.ep.lastSend.Load())) < activeWindow ||
 			now.Sub(time.Unix(0, p.ep.relayedIn.Load())) < activeWindow
 		hb, dead := heartbeatIdle, deadIdle
-		if active {
+		switch {
+		case active:
 			hb, dead = heartbeatActive, deadActive
+		case !p.active.IsValid() && p.stream == nil:
+			hb = heartbeatRelay // an idle relayed peer: the relays' links are watched already
 		}
 		if p.active.IsValid() && !p.hbWait.IsZero() && now.Sub(p.hbWait) > dead {
 			n.lostPathLocked(p, now)
@@ -293,8 +298,15 @@ func (n *Node) tickPeersLocked(now time.Time) {
 			p.quality.Expire(now, pingTimeout)
 		}
 		if !p.active.IsValid() {
+			// Probing for a direct path is what makes a network of N nodes
+			// cost N² packets, so it is fast only while the peer is new or
+			// carries traffic (a peer "is needed"), and slow otherwise.
 			every := probeEvery
-			if now.Sub(p.since) > time.Minute {
+			switch {
+			case active:
+			case now.Sub(p.since) > time.Minute:
+				every = probeQuiet
+			case now.Sub(p.since) > 10*time.Second:
 				every = probeIdle
 			}
 			if now.Sub(p.lastDirectProbe) >= every {
