@@ -353,46 +353,6 @@ func labNodeTB(tb testing.TB, h *natlab.Host, lk *links, name string, mod func(*
 	})
 }
 
-// provisionTB is provision for benchmarks and scale tests.
-func provisionTB(tb testing.TB, u *UserKey, name string, used map[netip.Addr]bool, admin bool) string {
-	tb.Helper()
-	st := State{Dir: tb.TempDir()}
-	k, err := NewNodeKeys()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := st.SaveNodeKeys(k); err != nil {
-		tb.Fatal(err)
-	}
-	v4, _ := AllocIPv4(k.ID(), used)
-	used[v4] = true
-	now := time.Now()
-	c := &Cert{Node: k.ID(), Name: name, WG: k.WGPublic(), Ctl: k.CtlPublic(), IPv4: v4,
-		IPv6: NodeAddr6(u.Public(), k.ID()), Admin: admin, NotBefore: now, NotAfter: now.Add(time.Hour)}
-	SignCert(u, c)
-	if err := st.WriteFile("cert", c.Marshal(), 0o644); err != nil {
-		tb.Fatal(err)
-	}
-	if admin {
-		if err := st.SaveUserKey(u); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	return st.Dir
-}
-
-// waitForTB polls cond every 20ms until it holds or d passes.
-func waitForTB(tb testing.TB, d time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // BenchmarkThroughput: one TCP stream between the netstacks of two nodes
 // in this process, b.N chunks of 128 KiB, reported as MB/s:
 //
@@ -413,7 +373,7 @@ func BenchmarkThroughput(b *testing.B) {
 			b.Fatal(err)
 		}
 		z := startNodeTB(b, "z", func(c *Config) { c.JoinCode = code })
-		waitForTB(b, 20*time.Second, "a direct to z", func() bool {
+		waitFor(b, 20*time.Second, "a direct to z", func() bool {
 			p, ok := peerStatus(a, "z")
 			return ok && p.Path == "direct"
 		})
@@ -435,15 +395,15 @@ func BenchmarkThroughput(b *testing.B) {
 			used := map[netip.Addr]bool{}
 			boot := func(ip netip.Addr) []string { return []string{netip.AddrPortFrom(ip, DefaultPort).String()} }
 			var a, r, z *Node
-			a = labNodeTB(b, in.NewHost(ipA), lk, "a", func(c *Config) { c.StateDir = provisionTB(b, u, "a", used, true) })
+			a = labNodeTB(b, in.NewHost(ipA), lk, "a", func(c *Config) { c.StateDir = provision(b, u, "a", used, true) })
 			r = labNodeTB(b, in.NewHost(ipR), lk, "r", func(c *Config) {
-				c.StateDir, c.Peers = provisionTB(b, u, "r", used, false), boot(ipA)
+				c.StateDir, c.Peers = provision(b, u, "r", used, false), boot(ipA)
 			})
 			z = labNodeTB(b, in.NewHost(ipZ), lk, "z", func(c *Config) {
-				c.StateDir, c.Peers = provisionTB(b, u, "z", used, false), boot(ipR)
+				c.StateDir, c.Peers = provision(b, u, "z", used, false), boot(ipR)
 			})
 			_ = r
-			waitForTB(b, 30*time.Second, "a's path to z", func() bool {
+			waitFor(b, 30*time.Second, "a's path to z", func() bool {
 				p, ok := peerStatus(a, "z")
 				if relayed {
 					return ok && p.Path == "relay" && len(p.Via) == 1 && p.Via[0] == "r"

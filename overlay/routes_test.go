@@ -60,7 +60,7 @@ func (c *linkConn) ReadFrom(b []byte) (int, net.Addr, error) {
 // provision writes a node's keys and certificate into a new state
 // directory, as an admission would, so a test can start nodes that could
 // never reach the admin node directly.
-func provision(t *testing.T, u *UserKey, name string, used map[netip.Addr]bool, admin bool) string {
+func provision(t testing.TB, u *UserKey, name string, used map[netip.Addr]bool, admin bool) string {
 	t.Helper()
 	st := State{Dir: t.TempDir()}
 	k, err := NewNodeKeys()

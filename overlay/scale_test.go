@@ -147,7 +147,7 @@ func propagation(t *testing.T, size int) {
 			}
 		}
 		name := fmt.Sprintf("n%d", i)
-		dir := provisionTB(t, u, name, used, i == 0)
+		dir := provision(t, u, name, used, i == 0)
 		hosts[i] = in.NewHost(scaleAddr(i))
 		nodes[i] = labNodeTB(t, hosts[i], lk, name, func(c *Config) {
 			c.StateDir, c.Peers = dir, boot
@@ -180,7 +180,7 @@ func propagation(t *testing.T, size int) {
 		return held, current, size * size
 	}
 	last := time.Now()
-	waitForTB(t, time.Duration(size)*2*time.Second+time.Minute, "records to converge", func() bool {
+	waitFor(t, time.Duration(size)*2*time.Second+time.Minute, "records to converge", func() bool {
 		held, current, want := converged()
 		if time.Since(last) > 10*time.Second {
 			last = time.Now()
@@ -308,7 +308,7 @@ func TestScaleHeapPerPeer(t *testing.T) {
 	wireguardGoPerPeer(t, peers)
 
 	in := natlab.New(natlab.Config{QueueLen: 1024})
-	dir := provisionTB(t, u, "n0", used, true)
+	dir := provision(t, u, "n0", used, true)
 	n := labNodeTB(t, in.NewHost(scaleAddr(0)), nil, "n0", func(c *Config) { c.StateDir = dir })
 	time.Sleep(time.Second) // the node's start-up settles
 
