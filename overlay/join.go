@@ -181,6 +181,8 @@ func (n *Node) handleJoinLocked(pkt []byte, sender wire.Key, from netip.AddrPort
 	}
 	if err := n.bind.SendTo(sealCtl(nil, n.ctlPub, shared, resp.marshal()), from); err != nil {
 		n.logf("glow: answering the join request from %v: %v", from, err)
+	} else if n.joinAnswers[from]++; n.joinAnswers[from] <= 3 {
+		n.logf("glow: answered the join request from %v", from)
 	}
 }
 

@@ -47,7 +47,8 @@ func TestStreamLinks(t *testing.T) {
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	// a knows b and c only from its certificate store once linked; give it
 	// b's certificate by linking.
-	for _, url := range []string{"tcp://" + b.LinkAddr(), "ws://" + b.LinkAddr() + "/glow/link"} {
+	for i, url := range []string{"tcp://" + b.LinkAddr(), "ws://" + b.LinkAddr() + "/glow/link"} {
+		port := uint16(7200 + 10*i) // each round its own ports: netstack keeps closed ones a while
 		if err := a.AddLink(url); err != nil {
 			t.Fatal(err)
 		}
@@ -55,13 +56,13 @@ func TestStreamLinks(t *testing.T) {
 			p, ok := peerStatus(a, "b")
 			return ok && p.Online && p.Path == "direct" && p.Endpoint == url
 		})
-		tcpEcho(t, a, b, 7200)
+		tcpEcho(t, a, b, port)
 		waitFor(t, 20*time.Second, "a to reach c through b", func() bool {
 			p, ok := peerStatus(a, "c")
 			return ok && p.Online && p.Path == "relay" && len(p.Via) == 1 && p.Via[0] == "b"
 		})
-		tcpEcho(t, a, c, 7201)
-		tcpEcho(t, c, a, 7202)
+		tcpEcho(t, a, c, port+1)
+		tcpEcho(t, c, a, port+2)
 		if err := a.RemoveLink(url); err != nil {
 			t.Fatal(err)
 		}
@@ -82,7 +83,7 @@ func TestStreamLinks(t *testing.T) {
 		p, ok := peerStatus(a, "b")
 		return ok && p.Online && p.Endpoint == "ssh://test"
 	})
-	tcpEcho(t, a, b, 7203)
-	tcpEcho(t, a, c, 7204)
+	tcpEcho(t, a, b, 7250)
+	tcpEcho(t, a, c, 7251)
 	s.Close()
 }

@@ -131,6 +131,7 @@ type Node struct {
 	dirty         bool                           // records cache needs saving
 	routesDirty   bool                           // links or records changed: recompute routes
 	links         map[string]*configuredLink     // links this node dials (glow link add)
+	joinAnswers   map[netip.AddrPort]int         // join answers sent, for the log
 	linkAddr      string                         // where serveLinks listens
 	friendRoutes  []netip.Prefix                 // IPv6 prefixes of friends routed through the TUN
 	turns         []*turnAlloc                   // TURN allocations held
@@ -197,6 +198,7 @@ func Start(cfg Config) (n *Node, err error) {
 		seen: map[netip.AddrPort]time.Time{}, dropCtl: map[string]uint64{},
 		pendingFriend: map[wire.Key]chan friendAnswer{},
 		links:         map[string]*configuredLink{},
+		joinAnswers:   map[netip.AddrPort]int{},
 		bootstrap:     peers, done: make(chan struct{}),
 	}
 	if err := n.loadIdentity(port); err != nil {
