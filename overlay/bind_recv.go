@@ -13,9 +13,9 @@ package overlay
 //	               datagram is handled as above with the frame's source as
 //	               its peer (WireGuard) or sent on to the control loop
 //	   relay frame for another node: relay.Forwarder decides (trust, rate);
-//	               hop limit decremented in place; sent on to the next hop
-//	               in runs of frames for the same next hop (one sendmmsg/GSO
-//	               write per run); size 0
+//	               hop limit decremented in place; grouped by next hop over
+//	               the batch and sent on, one sendmmsg/GSO write per next
+//	               hop; size 0
 //	   glow / STUN: copied out to the control loop (bounded channel,
 //	               dropped and counted when full); size 0
 //	-> wireguard-go decrypts what is left with a non-zero size
@@ -36,17 +36,45 @@ import (
 
 // rx is one receive goroutine's state.
 type rx struct {
-	b     *Bind
-	run   [][]byte      // frames being forwarded to runEP
-	runEP conn.Endpoint // the run's next hop (UDP)
-	now   time.Time     // of this batch, read once when needed
+	b    *Bind
+	runs []fwdRun  // frames of this batch to forward, grouped by next hop
+	now  time.Time // of this batch, read once when needed
+}
+
+// fwdRun is the frames of one batch that go to one next hop (UDP).
+type fwdRun struct {
+	ep   conn.Endpoint
+	bufs [][]byte
+}
+
+// forward queues a frame for next hop ep. A batch through a relay mixes
+// both directions of a flow (data one way, acknowledgements the other), so
+// frames are grouped by next hop over the whole batch, keeping each hop's
+// order, and each group goes out in one write (sendmmsg, GSO).
+func (r *rx) forward(ep conn.Endpoint, pkt []byte) {
+	for i := range r.runs {
+		if r.runs[i].ep == ep {
+			r.runs[i].bufs = append(r.runs[i].bufs, pkt)
+			return
+		}
+	}
+	if len(r.runs) < cap(r.runs) {
+		r.runs = r.runs[:len(r.runs)+1]
+		last := &r.runs[len(r.runs)-1]
+		last.ep, last.bufs = ep, append(last.bufs[:0], pkt)
+		return
+	}
+	r.runs = append(r.runs, fwdRun{ep: ep, bufs: [][]byte{pkt}})
 }
 
 func (r *rx) flush() {
-	if len(r.run) > 0 {
-		r.b.inner.Send(r.run, r.runEP)
-		r.run = r.run[:0]
+	for i := range r.runs {
+		r.b.inner.Send(r.runs[i].bufs, r.runs[i].ep)
+		clear(r.runs[i].bufs)
+		r.runs[i].bufs = r.runs[i].bufs[:0]
+		r.runs[i].ep = nil
 	}
+	r.runs = r.runs[:0]
 }
 
 // handle processes bufs[i][:sizes[i]], which came from UDP address from or
@@ -110,11 +138,7 @@ func (r *rx) handle(i int, bufs [][]byte, sizes []int, eps []conn.Endpoint, from
 				}
 				return
 			}
-			if r.runEP != p.ep {
-				r.flush()
-				r.runEP = p.ep
-			}
-			r.run = append(r.run, pkt)
+			r.forward(p.ep, pkt)
 			return
 		}
 		e := shorts[src]
