@@ -1,0 +1,57 @@
+package glow
+
+// Guards of the package map in ../shared/STYLE.md: leaves never import the
+// overlay (or cmd), policy imports no networking, internal/wire only the
+// standard library, and every package has a doc comment.
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+func deps(t *testing.T, pkg string) []string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", pkg).Output()
+	if err != nil {
+		t.Fatalf("go list -deps %s: %v", pkg, err)
+	}
+	return strings.Fields(string(out))
+}
+
+func TestImportDirection(t *testing.T) {
+	leaves := []string{"glow/tun", "glow/nat", "glow/relay", "glow/link", "glow/dns", "glow/policy", "glow/internal/wire"}
+	for _, leaf := range leaves {
+		for _, d := range deps(t, leaf) {
+			if d == "glow/overlay" || strings.HasPrefix(d, "glow/cmd") {
+				t.Errorf("%s imports %s: leaves must not import the overlay or cmd", leaf, d)
+			}
+		}
+	}
+	for _, d := range deps(t, "glow/policy") {
+		if d != "glow/policy" {
+			t.Errorf("glow/policy imports %s: it is stdlib only", d)
+		}
+	}
+	for _, d := range deps(t, "glow/internal/wire") {
+		if d != "glow/internal/wire" {
+			t.Errorf("glow/internal/wire imports %s: it is stdlib only", d)
+		}
+	}
+}
+
+func TestPackageDocs(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}} {{.Doc}}", "./...").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		path, doc, _ := strings.Cut(line, " ")
+		if path == "glow" {
+			continue // this directory holds only these guard tests
+		}
+		if strings.TrimSpace(doc) == "" {
+			t.Errorf("package %s has no doc comment", path)
+		}
+	}
+}
