@@ -49,9 +49,7 @@ type Bind struct {
 	mu       sync.Mutex // guards the following
 	peers    map[wire.NodeID]*Endpoint
 	addrs    map[netip.AddrPort]*Endpoint // the source of byAddr
-	unknown  func(netip.AddrPort)         // told about WireGuard traffic from unknown sources
-	isOpen   bool
-	openDone chan struct{} // closed by Close: ends the streams' ReceiveFunc
+	openDone chan struct{}                // closed by Close: ends the streams' ReceiveFunc
 }
 
 // streamPkt is one datagram read from a stream link (from set) or
@@ -334,16 +332,6 @@ func (b *Bind) SetRelay(id, via wire.NodeID) error {
 	return nil
 }
 
-// Path reports how packets for id travel: direct to addr, relayed via a
-// neighbour, or not at all.
-func (b *Bind) Path(id wire.NodeID) (addr netip.AddrPort, via wire.NodeID, relayed, ok bool) {
-	p := b.Peer(id).path.Load()
-	if p == nil {
-		return netip.AddrPort{}, via, false, false
-	}
-	return p.addr, p.via, p.relay, true
-}
-
 // SendToPeer sends one glow datagram to a peer over its current path. It
 // never blocks: over a stream link the datagram is queued (dropped, and
 // counted, when the queue is full).
@@ -380,14 +368,6 @@ func (b *Bind) SendTo(pkt []byte, addr netip.AddrPort) error {
 	return b.inner.Send([][]byte{pkt}, ep)
 }
 
-// OnUnknownSource sets a function told (from the receive path; it must not
-// block) about WireGuard packets from addresses of no known peer.
-func (b *Bind) OnUnknownSource(f func(netip.AddrPort)) {
-	b.mu.Lock()
-	b.unknown = f
-	b.mu.Unlock()
-}
-
 // BindCounters are the Bind's drop counters.
 type BindCounters struct {
 	UnknownSource, ControlQueueFull, UnknownKind, SendNoPath, RelayNoPeer, RelayNoPath, StreamFull uint64
@@ -415,7 +395,6 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	}
 	done := make(chan struct{})
 	b.mu.Lock()
-	b.isOpen = true
 	b.openDone = done
 	b.mu.Unlock()
 	out := make([]conn.ReceiveFunc, len(fns), len(fns)+1)
@@ -428,7 +407,6 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 
 func (b *Bind) Close() error {
 	b.mu.Lock()
-	b.isOpen = false
 	if b.openDone != nil {
 		close(b.openDone)
 		b.openDone = nil

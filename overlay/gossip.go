@@ -5,7 +5,6 @@ import (
 	"slices"
 	"time"
 
-	"glow/internal/wire"
 	"glow/nat"
 )
 
@@ -253,8 +252,6 @@ func (n *Node) handleSTUNLocked(b []byte, from netip.AddrPort) {
 		n.dropCtl["send-error"]++
 	}
 }
-
-var _ = wire.KindSTUN
 
 func recordOrder(k RecordKind) int {
 	switch k {

@@ -2,7 +2,6 @@ package overlay
 
 import (
 	"bytes"
-	"crypto/ed25519"
 	"errors"
 	"io/fs"
 	"net/netip"
@@ -292,7 +291,7 @@ func TestStateFiles(t *testing.T) {
 // addresses, and finds its peers from the records cache with no admin up.
 func TestRestartKeepsIdentity(t *testing.T) {
 	nodes := joinedNet(t, 3)
-	n2, n3 := nodes[1], nodes[2]
+	n2 := nodes[1]
 	dir := n2.cfg.StateDir
 	v4 := n2.Cert().IPv4
 	nodes[0].Close() // the admin goes away
@@ -309,7 +308,6 @@ func TestRestartKeepsIdentity(t *testing.T) {
 		}
 		return false
 	})
-	_ = n3
 }
 
 func FuzzParseCert(f *testing.F) {
@@ -391,8 +389,6 @@ func TestControlSealing(t *testing.T) {
 		t.Fatal("tampered packet opened")
 	}
 }
-
-var _ = ed25519.PublicKeySize
 
 // TestRemoveNode: a revoked node is dropped by every node of the user and
 // cannot come back with its certificate.

@@ -61,7 +61,6 @@ func (n *Node) startControl() {
 			go n.readBeacons()
 		}
 	}
-	n.bind.OnUnknownSource(func(netip.AddrPort) {}) // counted by the Bind
 	// Peers known from the records cache: probe them at once.
 	now := time.Now()
 	n.mu.Lock()

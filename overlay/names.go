@@ -3,7 +3,6 @@ package overlay
 import (
 	"errors"
 	"net/netip"
-	"strings"
 
 	glowdns "glow/dns"
 )
@@ -109,5 +108,3 @@ func (n *Node) updateNamesLocked() {
 	}
 	n.names.Replace(hosts)
 }
-
-var _ = strings.ToLower

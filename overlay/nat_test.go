@@ -2,7 +2,6 @@ package overlay
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -146,5 +145,3 @@ func TestNATMatrix(t *testing.T) {
 		}
 	}
 }
-
-var _ = fmt.Sprint

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"runtime"
 	"testing"
@@ -134,5 +133,3 @@ func TestThreeNodesTCP(t *testing.T) {
 	// Every goroutine a node started must be gone after Close.
 	waitFor(t, 5*time.Second, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before+2 })
 }
-
-var _ = net.IPv4len

@@ -3,6 +3,7 @@ package overlay
 import (
 	"bytes"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -208,7 +209,7 @@ func (s *Store) Apply(kind RecordKind, b []byte, now time.Time) (bool, error) {
 	case KindCert:
 		c, err := ParseCert(b)
 		if err != nil {
-			if isErr(err, ErrBadSignature) {
+			if errors.Is(err, ErrBadSignature) {
 				return false, s.reject(RejectSignature, err)
 			}
 			return false, s.reject(RejectMalformed, err)
@@ -217,7 +218,7 @@ func (s *Store) Apply(kind RecordKind, b []byte, now time.Time) (bool, error) {
 	case KindInfo:
 		n, err := ParseInfo(b)
 		if err != nil {
-			if isErr(err, ErrBadSignature) {
+			if errors.Is(err, ErrBadSignature) {
 				return false, s.reject(RejectSignature, err)
 			}
 			return false, s.reject(RejectMalformed, err)
@@ -226,7 +227,7 @@ func (s *Store) Apply(kind RecordKind, b []byte, now time.Time) (bool, error) {
 	case KindFriends, KindPolicy, KindRevoked:
 		d, err := ParseUserDoc(b)
 		if err != nil {
-			if isErr(err, ErrBadSignature) {
+			if errors.Is(err, ErrBadSignature) {
 				return false, s.reject(RejectSignature, err)
 			}
 			return false, s.reject(RejectMalformed, err)

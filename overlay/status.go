@@ -8,8 +8,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	"glow/internal/wire"
 )
 
 // Status is what `glow status` shows. Field names follow CLI.md.
@@ -185,8 +183,6 @@ func (n *Node) Ping(ctx context.Context, target string) (PingResult, error) {
 		return PingResult{Peer: name}, errors.New("node stopped")
 	}
 }
-
-var _ = wire.NodeID{}
 
 // ResolveName resolves a node name (nas, nas.alice, nas.alice.glow) or an
 // address literal to an overlay address, for the userspace proxy.

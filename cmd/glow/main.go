@@ -1,4 +1,4 @@
-// Command glow is the glow daemon and its command line: `glow up` joins this
+// Package main is glow, the daemon and its command line: `glow up` joins this
 // machine to the user's private network, the other commands ask the running
 // daemon (over STATE/glow.sock) what it knows. See CLI.md for the contract
 // and README.md for a walk through.

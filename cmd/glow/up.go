@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"log"
 	"net"
@@ -232,5 +231,3 @@ func runDaemon(g *globals, f upFlags) error {
 	logger.Printf("glow: shutting down")
 	return nil
 }
-
-var _ = flag.ErrHelp
