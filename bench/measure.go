@@ -325,42 +325,49 @@ func maxRSS(pids []int, field string) float64 {
 	return best
 }
 
-// perfProfile records the daemons with perf during an extra 4-stream run
-// and writes the report's top lines to perfDir/<cfg>.txt. It runs after
-// the measured runs, so its overhead does not touch the figures.
+// perfProfile records each daemon with perf during an extra 4-stream run
+// and writes the report's top lines, one section per daemon (in the
+// instance's order: client, relays, server), to perfDir/<cfg>.txt. It runs
+// after the measured runs, so its overhead does not touch the figures.
 func perfProfile(l *lab, cfg config, inst *instance, o options) error {
 	if err := os.MkdirAll(o.perfDir, 0o755); err != nil {
 		return err
 	}
-	data := fmt.Sprintf("%s/%s.perf.data", o.perfDir, cfg.key)
-	var pids []string
-	for _, p := range inst.daemons {
-		pids = append(pids, strconv.Itoa(p))
-	}
 	secs := int(o.duration/time.Second) - 1
 	ctx, cancel := context.WithTimeout(l.ctx, o.duration+30*time.Second)
 	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		_, err := run(ctx, o.duration+30*time.Second, "perf", "record", "-q", "-F", "499", "-g",
-			"-o", data, "-p", strings.Join(pids, ","), "--", "sleep", strconv.Itoa(max(secs, 1)))
-		done <- err
-	}()
+	done := make(chan error, len(inst.daemons))
+	var datas []string
+	for i, pid := range inst.daemons {
+		data := fmt.Sprintf("%s/%s-%d.perf.data", o.perfDir, cfg.key, i)
+		datas = append(datas, data)
+		go func() {
+			_, err := run(ctx, o.duration+30*time.Second, "perf", "record", "-q", "-F", "999", "-g",
+				"-o", data, "-p", strconv.Itoa(pid), "--", "sleep", strconv.Itoa(max(secs, 1)))
+			done <- err
+		}()
+	}
 	_, ierr := iperf(l, inst, 4, o.duration)
-	if err := <-done; err != nil {
-		return err
+	for range inst.daemons {
+		if err := <-done; err != nil {
+			return err
+		}
 	}
 	if ierr != nil {
 		return ierr
 	}
-	rep, err := run(l.ctx, 120*time.Second, "perf", "report", "-i", data, "--stdio", "--no-children",
-		"--percent-limit", "0.7", "-g", "none", "--sort", "symbol")
-	if err != nil {
-		return err
+	var out strings.Builder
+	for i, data := range datas {
+		rep, err := run(l.ctx, 120*time.Second, "perf", "report", "-i", data, "--stdio", "--no-children",
+			"--percent-limit", "0.7", "-g", "none", "--sort", "symbol")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&out, "## daemon %d of %d (pid %d; data %s)\n%s\n", i+1, len(datas), inst.daemons[i], data, rep)
 	}
-	out := fmt.Sprintf("%s/%s.txt", o.perfDir, cfg.key)
-	l.log("perf profile of %s: %s (data %s)", cfg.title, out, data)
-	return os.WriteFile(out, []byte(rep), 0o644)
+	file := fmt.Sprintf("%s/%s.txt", o.perfDir, cfg.key)
+	l.log("perf profile of %s: %s", cfg.title, file)
+	return os.WriteFile(file, []byte(out.String()), 0o644)
 }
 
 // runStdin is run with a string on stdin.

@@ -24,10 +24,15 @@ import (
 	"glow/internal/wire"
 )
 
-// sendScratch holds relay frames for one Send call.
+// sendScratch holds the relay frames of one Send call, laid out back to
+// back in one buffer. Each frame's slice keeps the capacity up to the end of
+// mem: the inner bind builds a GSO batch by appending the following frames
+// to the first one's slice, which with this layout writes every frame onto
+// itself, so equal-size relay frames leave in one sendmmsg entry as UDP GSO
+// segments, just as wireguard-go's own buffers do.
 type sendScratch struct {
 	bufs [][]byte
-	mem  [][]byte
+	mem  []byte
 }
 
 func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
@@ -67,14 +72,21 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if s == nil {
 		s = &sendScratch{}
 	}
+	need := 0
+	for _, pkt := range bufs {
+		need += wire.RelayHeaderLen + len(pkt)
+	}
+	if cap(s.mem) < need {
+		s.mem = make([]byte, max(need, len(bufs)*(wire.RelayHeaderLen+MTU+128)))
+	}
+	mem := s.mem[:cap(s.mem)]
 	s.bufs = s.bufs[:0]
-	for i, pkt := range bufs {
-		if i == len(s.mem) {
-			s.mem = append(s.mem, make([]byte, 0, wire.RelayHeaderLen+MTU+128))
-		}
-		f := append(append(s.mem[i][:0], p.hdr[:]...), pkt...)
-		s.mem[i] = f
-		s.bufs = append(s.bufs, f)
+	off := 0
+	for _, pkt := range bufs {
+		n := copy(mem[off:], p.hdr[:])
+		n += copy(mem[off+n:], pkt)
+		s.bufs = append(s.bufs, mem[off:off+n])
+		off += n
 	}
 	var err error
 	switch {
