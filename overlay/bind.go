@@ -34,6 +34,10 @@ type Bind struct {
 	scratch  sync.Pool                                            // *sendScratch for relayed sends
 	lastData atomic.Int64                                         // unix nanos of the last WireGuard send
 
+	// Packets inside wireguard-go, bounded (inflight.go): out from the TUN
+	// reader to Send, in from the receive functions to the TUN writer.
+	out, in *inflight
+
 	// Drops, counted by reason; read with Counters.
 	dropUnknownSrc  atomic.Uint64 // WireGuard packet from an address of no known peer
 	dropCtlFull     atomic.Uint64 // control queue full
@@ -199,6 +203,7 @@ func (e *Endpoint) SrcIP() netip.Addr { return netip.Addr{} }
 func NewBind(inner conn.Bind, self wire.NodeID, fwd *relay.Forwarder, ctl chan<- inbound) *Bind {
 	b := &Bind{inner: inner, ctl: ctl, self: self.Short(), fwd: fwd,
 		streamIn: make(chan streamPkt, 1024),
+		out:      newInflight(inflightLimit), in: newInflight(inflightLimit),
 		peers:    map[wire.NodeID]*Endpoint{}, addrs: map[netip.AddrPort]*Endpoint{}}
 	m := map[netip.AddrPort]*Endpoint{}
 	b.byAddr.Store(&m)

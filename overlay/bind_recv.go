@@ -36,7 +36,8 @@ import (
 
 // rx is one receive goroutine's state.
 type rx struct {
-	b    *Bind
+	b     *Bind
+	timer *time.Timer // for b.in.wait
 	runs []fwdRun  // frames of this batch to forward, grouped by next hop
 	now  time.Time // of this batch, read once when needed
 }
@@ -175,6 +176,7 @@ func (r *rx) handle(i int, bufs [][]byte, sizes []int, eps []conn.Endpoint, from
 func (b *Bind) makeReceive(inner conn.ReceiveFunc) conn.ReceiveFunc {
 	r := &rx{b: b}
 	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		b.in.wait(&r.timer)
 		n, err := inner(bufs, sizes, eps)
 		if n == 0 {
 			return n, err
@@ -187,6 +189,7 @@ func (b *Bind) makeReceive(inner conn.ReceiveFunc) conn.ReceiveFunc {
 			}
 		}
 		r.flush()
+		b.in.add(dataIn(bufs[:n], sizes))
 		return n, err
 	}
 }
@@ -197,6 +200,7 @@ func (b *Bind) makeReceive(inner conn.ReceiveFunc) conn.ReceiveFunc {
 func (b *Bind) makeStreamReceive(done <-chan struct{}) conn.ReceiveFunc {
 	r := &rx{b: b}
 	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		b.in.wait(&r.timer)
 		var sp streamPkt
 		select {
 		case sp = <-b.streamIn:
@@ -225,8 +229,21 @@ func (b *Bind) makeStreamReceive(done <-chan struct{}) conn.ReceiveFunc {
 			break
 		}
 		r.flush()
+		b.in.add(dataIn(bufs[:n], sizes))
 		return n, nil
 	}
+}
+
+// dataIn counts the WireGuard transport packets with a payload that a
+// receive batch hands to wireguard-go (sizes 0 are not handed over).
+func dataIn(bufs [][]byte, sizes []int) int {
+	k := 0
+	for i, p := range bufs {
+		if sizes[i] > 32 && p[0] == 4 {
+			k++
+		}
+	}
+	return k
 }
 
 // srcAddr returns the address a datagram came from.

@@ -36,6 +36,7 @@ type sendScratch struct {
 }
 
 func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	b.out.done(dataPackets(bufs))
 	e, ok := ep.(*Endpoint)
 	if !ok {
 		return b.inner.Send(bufs, ep)
@@ -99,6 +100,18 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	}
 	b.scratch.Put(s)
 	return err
+}
+
+// dataPackets counts the WireGuard transport packets with a payload
+// (keepalives are empty) in bufs: those that come from or go to the TUN.
+func dataPackets(bufs [][]byte) int {
+	k := 0
+	for _, p := range bufs {
+		if len(p) > 32 && p[0] == 4 {
+			k++
+		}
+	}
+	return k
 }
 
 // turnSend writes each packet through the path's TURN allocation: the peer

@@ -98,6 +98,7 @@ func (n *Node) loop() {
 	defer t.Stop()
 	start := time.Now()
 	var lastGossip, lastBeacon, lastInfo, lastSave, lastMem time.Time
+	var outLeft, inLeft uint64 // for the in-flight counts' idle check
 	replied := map[netip.AddrPort]time.Time{}
 	for {
 		select {
@@ -109,6 +110,8 @@ func (n *Node) loop() {
 			n.handleInboundLocked(in, now, replied)
 			n.mu.Unlock()
 		case now := <-t.C:
+			n.bind.out.idle(&outLeft)
+			n.bind.in.idle(&inLeft)
 			n.mu.Lock()
 			if n.routesDirty || n.infoDirty || now.Sub(lastInfo) >= infoEvery {
 				lastInfo, n.infoDirty = now, false

@@ -424,7 +424,7 @@ func (n *Node) startDataPlane(port uint16) error {
 		Verbosef: func(string, ...any) {},
 		Errorf:   func(f string, a ...any) { n.logf("wireguard: "+f, a...) },
 	}
-	n.tunf = newFilteredTUN(dev, n.filter)
+	n.tunf = newFilteredTUN(dev, n.filter, n.bind.out, n.bind.in)
 	n.mu.Lock()
 	n.refreshPolicyLocked() // sets whether the filter is on
 	n.mu.Unlock()

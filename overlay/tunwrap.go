@@ -31,28 +31,45 @@ type filteredTUN struct {
 	// is needed, so the filter is skipped (it costs ~0.3 µs a packet).
 	on      atomic.Bool
 	scratch sync.Pool // *[][]byte
+
+	// out and in bound the packets inside wireguard-go (inflight.go): Read
+	// waits on out, Write releases in.
+	out, in *inflight
+	timer   *time.Timer // Read's, for out.wait
 }
 
-func newFilteredTUN(dev wgtun.Device, f *policy.Filter) *filteredTUN {
-	return &filteredTUN{Device: dev, f: f}
+func newFilteredTUN(dev wgtun.Device, f *policy.Filter, out, in *inflight) *filteredTUN {
+	return &filteredTUN{Device: dev, f: f, out: out, in: in}
 }
 
 // Read reads packets the OS sends into the overlay; dropped ones get size 0.
 func (t *filteredTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	t.out.wait(&t.timer)
 	n, err := t.Device.Read(bufs, sizes, offset)
-	if n > 0 && t.on.Load() {
-		now := time.Now()
-		for i := 0; i < n; i++ {
-			if sizes[i] > 0 && !t.f.Outbound(bufs[i][offset:offset+sizes[i]], now).Allow {
-				sizes[i] = 0
-			}
+	if n <= 0 {
+		return n, err
+	}
+	filter := t.on.Load()
+	now := time.Time{}
+	if filter {
+		now = time.Now()
+	}
+	k := 0
+	for i := 0; i < n; i++ {
+		if sizes[i] > 0 && filter && !t.f.Outbound(bufs[i][offset:offset+sizes[i]], now).Allow {
+			sizes[i] = 0
+		}
+		if sizes[i] > 0 {
+			k++
 		}
 	}
+	t.out.add(k)
 	return n, err
 }
 
 // Write hands the allowed packets of a decrypted batch to the OS.
 func (t *filteredTUN) Write(bufs [][]byte, offset int) (int, error) {
+	t.in.done(len(bufs))
 	if !t.on.Load() {
 		return t.Device.Write(bufs, offset)
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -194,8 +195,21 @@ func printUp(g *globals, s overlay.Status) {
 }
 
 // runDaemon runs the node in this process until SIGINT/SIGTERM or 'glow down'.
+// daemonMemoryLimit is the daemon's soft memory limit (runtime/debug
+// SetMemoryLimit) unless GOMEMLIMIT says otherwise. wireguard-go gives each
+// packet in flight a 64 KiB buffer from a sync.Pool; the overlay bounds the
+// packets in flight (overlay/inflight.go), and this limit makes the garbage
+// collector reuse freed buffers before the heap doubles, so a daemon that
+// has just carried gigabytes stays within it (BENCHMARKS.md: "RSS right
+// after throughput"). The buffers hold no pointers, so the extra
+// collections are cheap.
+const daemonMemoryLimit = 64 << 20
+
 func runDaemon(g *globals, f upFlags) error {
 	logger := log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(daemonMemoryLimit)
+	}
 
 	f.cfg.Logf = logger.Printf
 	n, err := overlay.Start(f.cfg)
