@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
 
 	"glow/internal/wire"
 	"glow/link"
@@ -37,6 +38,11 @@ type Bind struct {
 	// Packets inside wireguard-go, bounded (inflight.go): out from the TUN
 	// reader to Send, in from the receive functions to the TUN writer.
 	out, in *inflight
+
+	// Lazy WireGuard peers (lazywg.go).
+	dev     atomic.Pointer[device.Device]            // set once the device exists
+	byIP    atomic.Pointer[map[netip.Addr]*Endpoint] // overlay address -> peer; copy on write
+	wgWakes atomic.Uint64                            // WireGuard peers configured on demand
 
 	// Drops, counted by reason; read with Counters.
 	dropUnknownSrc  atomic.Uint64 // WireGuard packet from an address of no known peer
@@ -126,6 +132,8 @@ type Endpoint struct {
 	// path resends it rather than leave the peer to a 5 s retry.
 	recentHS   atomic.Pointer[[]byte]
 	recentHSAt atomic.Int64
+	// wg is the peer's WireGuard configuration, applied on demand.
+	wg wgPeer
 }
 
 // touch notes that traffic went out on e's path (and the link under it),
@@ -209,6 +217,8 @@ func NewBind(inner conn.Bind, self wire.NodeID, fwd *relay.Forwarder, ctl chan<-
 	b.byAddr.Store(&m)
 	s := map[wire.ShortID]*Endpoint{}
 	b.byShort.Store(&s)
+	ips := map[netip.Addr]*Endpoint{}
+	b.byIP.Store(&ips)
 	t := map[netip.AddrPort]*relay.TURNClient{}
 	b.turnVia.Store(&t)
 	return b
@@ -256,6 +266,13 @@ func (b *Bind) RemovePeer(id wire.NodeID) {
 	e.path.Store(nil)
 	delete(b.peers, id)
 	b.publishShortLocked()
+	ips := make(map[netip.Addr]*Endpoint, len(*b.byIP.Load()))
+	for a, x := range *b.byIP.Load() {
+		if x != e {
+			ips[a] = x
+		}
+	}
+	b.byIP.Store(&ips)
 	for a, p := range b.addrs {
 		if p == e {
 			delete(b.addrs, a)
@@ -376,6 +393,7 @@ func (b *Bind) SendTo(pkt []byte, addr netip.AddrPort) error {
 // BindCounters are the Bind's drop counters.
 type BindCounters struct {
 	UnknownSource, ControlQueueFull, UnknownKind, SendNoPath, RelayNoPeer, RelayNoPath, StreamFull uint64
+	WireGuardWakes uint64 // WireGuard peers configured on demand (not a drop)
 }
 
 // Counters returns the drop counters.
@@ -388,6 +406,7 @@ func (b *Bind) Counters() BindCounters {
 		RelayNoPeer:      b.dropRelayNoPeer.Load(),
 		RelayNoPath:      b.dropRelayNoPath.Load(),
 		StreamFull:       b.dropStreamFull.Load(),
+		WireGuardWakes:   b.wgWakes.Load(),
 	}
 }
 

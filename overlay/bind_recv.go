@@ -92,6 +92,9 @@ func (r *rx) handle(i int, bufs [][]byte, sizes []int, eps []conn.Endpoint, from
 		}
 		if e != nil {
 			eps[i] = e
+			if pkt[0] == 1 && !e.wg.on.Load() {
+				b.wakeWG(e) // a handshake from a peer not configured in wireguard-go
+			}
 			return
 		}
 		b.dropUnknownSrc.Add(1)
@@ -151,6 +154,9 @@ func (r *rx) handle(i int, bufs [][]byte, sizes []int, eps []conn.Endpoint, from
 		if k = wire.Classify(inner); k == wire.KindWireGuard {
 			sizes[i] = copy(bufs[i], inner)
 			eps[i] = e
+			if bufs[i][0] == 1 && !e.wg.on.Load() { // (inner has moved)
+				b.wakeWG(e)
+			}
 			if p := e.path.Load(); p != nil && !p.relay {
 				if r.now.IsZero() {
 					r.now = time.Now()

@@ -99,6 +99,7 @@ func (n *Node) loop() {
 	start := time.Now()
 	var lastGossip, lastBeacon, lastInfo, lastSave, lastMem time.Time
 	var outLeft, inLeft uint64 // for the in-flight counts' idle check
+	lastTrim := time.Now()
 	replied := map[netip.AddrPort]time.Time{}
 	for {
 		select {
@@ -112,6 +113,10 @@ func (n *Node) loop() {
 		case now := <-t.C:
 			n.bind.out.idle(&outLeft)
 			n.bind.in.idle(&inLeft)
+			if now.Sub(lastTrim) >= lazyTrimEvery {
+				lastTrim = now
+				n.bind.trimWG(now)
+			}
 			n.mu.Lock()
 			if n.routesDirty || n.infoDirty || now.Sub(lastInfo) >= infoEvery {
 				lastInfo, n.infoDirty = now, false

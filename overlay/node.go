@@ -424,11 +424,12 @@ func (n *Node) startDataPlane(port uint16) error {
 		Verbosef: func(string, ...any) {},
 		Errorf:   func(f string, a ...any) { n.logf("wireguard: "+f, a...) },
 	}
-	n.tunf = newFilteredTUN(dev, n.filter, n.bind.out, n.bind.in)
+	n.tunf = newFilteredTUN(dev, n.filter, n.bind)
 	n.mu.Lock()
 	n.refreshPolicyLocked() // sets whether the filter is on
 	n.mu.Unlock()
 	n.dev = device.NewDevice(n.tunf, n.bind, logger)
+	n.bind.dev.Store(n.dev)
 	cfg := fmt.Sprintf("private_key=%x\nlisten_port=%d\n", n.keys.WG[:], port)
 	if err := n.dev.IpcSet(cfg); err != nil {
 		n.dev.Close()

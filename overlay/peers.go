@@ -95,18 +95,14 @@ func (n *Node) addPeerLocked(c *Cert, now time.Time) *peer {
 	}
 	if p.cert != nil {
 		delete(n.byCtl, p.cert.Ctl)
-		if p.cert.WG != c.WG {
-			n.dev.IpcSet(fmt.Sprintf("public_key=%s\nremove=true\n", p.cert.WG))
-		}
 	}
 	p.cert = c
 	p.shared = sharedKey(n.keys.Ctl, c.Ctl)
 	n.byCtl[c.Ctl] = p
+	// The WireGuard peer itself is configured when traffic needs it (lazywg.go).
 	cfg := fmt.Sprintf("public_key=%s\nendpoint=%s\nreplace_allowed_ips=true\nallowed_ip=%s/32\nallowed_ip=%s/128\n",
 		c.WG, c.Node.Hex(), c.IPv4, c.IPv6)
-	if err := n.dev.IpcSet(cfg); err != nil {
-		n.logf("glow: adding WireGuard peer %s: %v", c.FQDN(), err)
-	}
+	n.bind.setWG(p.ep, fmt.Sprint(c.WG), cfg, []netip.Addr{c.IPv4, c.IPv6})
 	if info := n.store.Info(c.Node); info != nil {
 		n.addCandidatesLocked(p, info.Endpoints, now)
 	}
@@ -118,7 +114,7 @@ func (n *Node) removePeerLocked(id wire.NodeID) {
 	if p == nil {
 		return
 	}
-	n.dev.IpcSet(fmt.Sprintf("public_key=%s\nremove=true\n", p.cert.WG))
+	n.bind.sleepWG(p.ep)
 	delete(n.byCtl, p.cert.Ctl)
 	delete(n.peers, id)
 	n.bind.RemovePeer(id)

@@ -44,6 +44,9 @@ type PeerStatus struct {
 	RTTms    float64  `json:"rtt_ms"`
 	Loss     float64  `json:"loss"` // share of recent heartbeats unanswered on the current path
 	LastSeen string   `json:"last_seen,omitempty"`
+	// Session: the peer is configured in WireGuard now (it carried traffic
+	// in the last minutes; idle peers are configured on demand).
+	Session bool `json:"session"`
 }
 
 // Status reports this node and its peers.
@@ -70,6 +73,7 @@ func (n *Node) Status() Status {
 		ps := PeerStatus{
 			Name: p.cert.Name, User: n.userNameLocked(p.cert), IPv4: p.cert.IPv4.String(), IPv6: p.cert.IPv6.String(),
 			ID: p.cert.Node.String(), Path: "none", Via: []string{},
+			Session: p.ep.wg.on.Load(),
 		}
 		switch {
 		case p.active.IsValid():

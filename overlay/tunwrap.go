@@ -13,6 +13,7 @@ package overlay
 // comes from a pool.
 
 import (
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,10 +37,11 @@ type filteredTUN struct {
 	// waits on out, Write releases in.
 	out, in *inflight
 	timer   *time.Timer // Read's, for out.wait
+	bind    *Bind       // configures lazy WireGuard peers (lazywg.go)
 }
 
-func newFilteredTUN(dev wgtun.Device, f *policy.Filter, out, in *inflight) *filteredTUN {
-	return &filteredTUN{Device: dev, f: f, out: out, in: in}
+func newFilteredTUN(dev wgtun.Device, f *policy.Filter, b *Bind) *filteredTUN {
+	return &filteredTUN{Device: dev, f: f, out: b.out, in: b.in, bind: b}
 }
 
 // Read reads packets the OS sends into the overlay; dropped ones get size 0.
@@ -55,13 +57,21 @@ func (t *filteredTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) 
 		now = time.Now()
 	}
 	k := 0
+	var last netip.Addr
 	for i := 0; i < n; i++ {
-		if sizes[i] > 0 && filter && !t.f.Outbound(bufs[i][offset:offset+sizes[i]], now).Allow {
+		if sizes[i] <= 0 {
+			continue
+		}
+		pkt := bufs[i][offset : offset+sizes[i]]
+		if filter && !t.f.Outbound(pkt, now).Allow {
 			sizes[i] = 0
+			continue
 		}
-		if sizes[i] > 0 {
-			k++
+		if dst, ok := dstAddr(pkt); ok && dst != last {
+			last = dst
+			t.bind.wakeForDst(dst)
 		}
+		k++
 	}
 	t.out.add(k)
 	return n, err

@@ -1,0 +1,195 @@
+package overlay
+
+// Lazy WireGuard peers.
+//
+// Every node of the user (and every shared node of a friend) is a peer of
+// the control loop, but only the peers that carry traffic are peers of
+// wireguard-go: each costs ~30 KiB of queues and two goroutines there, and a
+// node may know hundreds of peers it never talks to. Like Tailscale's
+// trimmed peers, a WireGuard peer is configured on demand:
+//
+//   - outbound: the TUN reader sees a packet for the overlay address of an
+//     unconfigured peer and configures it before wireguard-go routes the
+//     packet (Bind.wakeForDst);
+//   - inbound: a handshake initiation arrives from a known node whose peer
+//     is not configured, and the receive path configures it before
+//     wireguard-go looks for the initiator's key (Bind.handle);
+//
+// and removed again once it has had no handshake for lazyIdle. That is
+// longer than wireguard-go's RejectAfterTime (180 s), so both ends' session
+// keys have expired by then and the next packet either way starts with a
+// handshake, which configures the peer again: trimming never costs a packet
+// more than a reconfiguration (~10 µs).
+
+import (
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.zx2c4.com/wireguard/device"
+)
+
+const (
+	lazyIdle      = 5 * time.Minute  // no handshake for this long: the WireGuard peer goes
+	lazyTrimEvery = 30 * time.Second // how often the loop looks
+)
+
+// wgPeer is an Endpoint's WireGuard configuration.
+type wgPeer struct {
+	mu    sync.Mutex
+	key   string // public key, hex
+	cfg   string // IpcSet lines that add the peer
+	on    atomic.Bool
+	since time.Time // when it was last configured
+}
+
+// setWG stores e's WireGuard configuration (key and allowed IPs) and
+// applies it at once if the peer is configured in wireguard-go.
+func (b *Bind) setWG(e *Endpoint, key, cfg string, ips []netip.Addr) {
+	e.wg.mu.Lock()
+	old := e.wg.key
+	e.wg.key, e.wg.cfg = key, cfg
+	if e.wg.on.Load() {
+		if dev := b.dev.Load(); dev != nil {
+			if old != key {
+				dev.IpcSet("public_key=" + old + "\nremove=true\n")
+			}
+			if err := dev.IpcSet(cfg); err != nil {
+				e.wg.on.Store(false)
+			}
+		}
+	}
+	e.wg.mu.Unlock()
+	b.mu.Lock()
+	m := make(map[netip.Addr]*Endpoint, len(*b.byIP.Load())+len(ips))
+	for a, x := range *b.byIP.Load() {
+		if x != e {
+			m[a] = x
+		}
+	}
+	for _, a := range ips {
+		m[a] = e
+	}
+	b.byIP.Store(&m)
+	b.mu.Unlock()
+}
+
+// wakeWG configures e's WireGuard peer if it is not.
+func (b *Bind) wakeWG(e *Endpoint) {
+	e.wg.mu.Lock()
+	defer e.wg.mu.Unlock()
+	dev := b.dev.Load()
+	if e.wg.on.Load() || e.wg.cfg == "" || dev == nil {
+		return
+	}
+	if err := dev.IpcSet(e.wg.cfg); err != nil {
+		return
+	}
+	e.wg.since = time.Now()
+	e.wg.on.Store(true)
+	b.wgWakes.Add(1)
+}
+
+// sleepWG removes e's WireGuard peer if it is configured.
+func (b *Bind) sleepWG(e *Endpoint) {
+	e.wg.mu.Lock()
+	defer e.wg.mu.Unlock()
+	if !e.wg.on.Load() {
+		return
+	}
+	if dev := b.dev.Load(); dev != nil {
+		dev.IpcSet("public_key=" + e.wg.key + "\nremove=true\n")
+	}
+	e.wg.on.Store(false)
+}
+
+// wakeForDst configures the WireGuard peer that owns overlay address dst,
+// if there is one and it is not configured. The TUN reader calls it for
+// each new destination of a batch.
+func (b *Bind) wakeForDst(dst netip.Addr) {
+	if e := (*b.byIP.Load())[dst]; e != nil && !e.wg.on.Load() {
+		b.wakeWG(e)
+	}
+}
+
+// trimWG removes the WireGuard peers that had no handshake for lazyIdle
+// (or none at all since they were configured that long ago), and returns
+// how many are left.
+func (b *Bind) trimWG(now time.Time) (left int) {
+	dev := b.dev.Load()
+	if dev == nil {
+		return 0
+	}
+	b.mu.Lock()
+	var on []*Endpoint
+	for _, e := range b.peers {
+		if e.wg.on.Load() {
+			on = append(on, e)
+		}
+	}
+	b.mu.Unlock()
+	if len(on) == 0 {
+		return 0
+	}
+	last := lastHandshakes(dev)
+	for _, e := range on {
+		e.wg.mu.Lock()
+		hs, since, key := last[e.wg.key], e.wg.since, e.wg.key
+		e.wg.mu.Unlock()
+		recent := since
+		if hs.After(recent) {
+			recent = hs
+		}
+		if now.Sub(recent) < lazyIdle || now.Sub(time.Unix(0, e.lastSend.Load())) < lazyIdle {
+			left++
+			continue
+		}
+		e.wg.mu.Lock()
+		if e.wg.key == key && e.wg.on.Load() {
+			dev.IpcSet("public_key=" + key + "\nremove=true\n")
+			e.wg.on.Store(false)
+		}
+		e.wg.mu.Unlock()
+	}
+	return left
+}
+
+// lastHandshakes reads each configured peer's last handshake time.
+func lastHandshakes(dev *device.Device) map[string]time.Time {
+	s, err := dev.IpcGet()
+	if err != nil {
+		return nil
+	}
+	out := map[string]time.Time{}
+	var key string
+	var sec int64
+	for line := range strings.SplitSeq(s, "\n") {
+		k, v, _ := strings.Cut(line, "=")
+		switch k {
+		case "public_key":
+			key = v
+		case "last_handshake_time_sec":
+			sec, _ = strconv.ParseInt(v, 10, 64)
+		case "last_handshake_time_nsec":
+			nsec, _ := strconv.ParseInt(v, 10, 64)
+			if key != "" && (sec != 0 || nsec != 0) {
+				out[key] = time.Unix(sec, nsec)
+			}
+		}
+	}
+	return out
+}
+
+// dstAddr returns the destination of IP packet pkt.
+func dstAddr(pkt []byte) (netip.Addr, bool) {
+	if len(pkt) >= 20 && pkt[0]>>4 == 4 {
+		return netip.AddrFrom4([4]byte(pkt[16:20])), true
+	}
+	if len(pkt) >= 40 && pkt[0]>>4 == 6 {
+		return netip.AddrFrom16([16]byte(pkt[24:40])), true
+	}
+	return netip.Addr{}, false
+}
