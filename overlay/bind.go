@@ -212,7 +212,7 @@ func NewBind(inner conn.Bind, self wire.NodeID, fwd *relay.Forwarder, ctl chan<-
 	b := &Bind{inner: inner, ctl: ctl, self: self.Short(), fwd: fwd,
 		streamIn: make(chan streamPkt, 1024),
 		out:      newInflight(inflightLimit), in: newInflight(inflightLimit),
-		peers:    map[wire.NodeID]*Endpoint{}, addrs: map[netip.AddrPort]*Endpoint{}}
+		peers: map[wire.NodeID]*Endpoint{}, addrs: map[netip.AddrPort]*Endpoint{}}
 	m := map[netip.AddrPort]*Endpoint{}
 	b.byAddr.Store(&m)
 	s := map[wire.ShortID]*Endpoint{}
@@ -393,7 +393,7 @@ func (b *Bind) SendTo(pkt []byte, addr netip.AddrPort) error {
 // BindCounters are the Bind's drop counters.
 type BindCounters struct {
 	UnknownSource, ControlQueueFull, UnknownKind, SendNoPath, RelayNoPeer, RelayNoPath, StreamFull uint64
-	WireGuardWakes uint64 // WireGuard peers configured on demand (not a drop)
+	WireGuardWakes                                                                                 uint64 // WireGuard peers configured on demand (not a drop)
 }
 
 // Counters returns the drop counters.

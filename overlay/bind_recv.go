@@ -38,8 +38,8 @@ import (
 type rx struct {
 	b     *Bind
 	timer *time.Timer // for b.in.wait
-	runs []fwdRun  // frames of this batch to forward, grouped by next hop
-	now  time.Time // of this batch, read once when needed
+	runs  []fwdRun    // frames of this batch to forward, grouped by next hop
+	now   time.Time   // of this batch, read once when needed
 }
 
 // fwdRun is the frames of one batch that go to one next hop (UDP).
