@@ -393,7 +393,9 @@ func (b *Bind) SendTo(pkt []byte, addr netip.AddrPort) error {
 // BindCounters are the Bind's drop counters.
 type BindCounters struct {
 	UnknownSource, ControlQueueFull, UnknownKind, SendNoPath, RelayNoPeer, RelayNoPath, StreamFull uint64
-	WireGuardWakes                                                                                 uint64 // WireGuard peers configured on demand (not a drop)
+
+	// WireGuardWakes counts WireGuard peers configured on demand (not a drop).
+	WireGuardWakes uint64
 }
 
 // Counters returns the drop counters.
