@@ -86,6 +86,20 @@ func (c *Cert) Marshal() []byte {
 	return c.raw
 }
 
+// peekCertNode returns the node a certificate encoding names, unverified
+// (zero if it is too short).
+func peekCertNode(b []byte) (id wire.NodeID) {
+	r := wire.Reader{B: b}
+	r.U8()
+	r.Fixed(make([]byte, 32))
+	r.Str(63)
+	r.Fixed(id[:])
+	if r.Err != nil {
+		return wire.NodeID{}
+	}
+	return id
+}
+
 // ParseCert decodes a certificate and checks that it is well formed and that
 // its signature matches the user key it names. Whether that user is trusted,
 // and whether the certificate is in date, is for the caller (Verify).

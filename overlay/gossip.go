@@ -169,7 +169,7 @@ func (n *Node) acceptableLocked(p *peer, r recordMsg) bool {
 func (n *Node) recordChangedLocked(kind RecordKind, raw []byte, now time.Time) {
 	switch kind {
 	case KindCert:
-		c, _ := ParseCert(raw)
+		c := n.store.Cert(peekCertNode(raw)) // as just applied (and verified)
 		if c == nil {
 			return
 		}
@@ -191,7 +191,7 @@ func (n *Node) recordChangedLocked(kind RecordKind, raw []byte, now time.Time) {
 		}
 		n.certsChangedLocked()
 	case KindInfo:
-		info, _ := ParseInfo(raw)
+		info := n.store.Info(peekInfoNode(raw)) // as just applied (and verified)
 		if info == nil {
 			return
 		}

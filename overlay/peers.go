@@ -13,11 +13,14 @@ import (
 )
 
 // Path timing. A direct path is confirmed by a pong and kept by heartbeat
-// pings. While the peer carries traffic, heartbeats go every 500 ms and the
+// pings. While the peer carries traffic, heartbeats go every 300 ms and the
 // path is dead once a heartbeat stays unanswered for deadActive; an idle
 // peer is pinged only as often as NAT mappings need, and its path is dead
 // after deadIdle. A dead direct path gives way to the best relay route at
-// once, and direct probing goes on (fast for a minute, then slower).
+// once, and direct probing goes on (fast for 10 s, slower for a minute, then
+// only while the peer has traffic or new candidates). An idle peer on a relay
+// route gets no heartbeats at all: its route's links are watched by their
+// ends.
 const (
 	heartbeatActive = 300 * time.Millisecond
 	heartbeatIdle   = 10 * time.Second
@@ -26,11 +29,8 @@ const (
 	activeWindow    = 5 * time.Second  // traffic this recent makes a peer active
 	probeEvery      = 1 * time.Second  // while a peer has no direct path, probe candidates this often
 	probeIdle       = 5 * time.Second  // after 10 s in vain and without traffic, this often
-	probeQuiet      = 30 * time.Second // after a minute in vain and without traffic, this often
-	heartbeatRelay  = 30 * time.Second // idle peers on a relay route (their path is the relays')
 	candidateTTL    = 10 * time.Minute // forget candidates not confirmed for this long
 	pingTimeout     = 5 * time.Second
-	onlineWindow    = 75 * time.Second // a relayed peer heard from this recently is online
 )
 
 // peer is the control loop's view of another node. Guarded by Node.mu.
@@ -132,7 +132,8 @@ func (n *Node) addCandidatesLocked(p *peer, eps []netip.AddrPort, now time.Time)
 		}
 		p.cands[ep] = &candidate{learned: now}
 		if !p.active.IsValid() {
-			p.lastDirectProbe = time.Time{} // probe the newcomer at the next tick
+			// Probe the newcomer at the next tick, and keep probing for a while.
+			p.lastDirectProbe, p.since = time.Time{}, now
 		}
 	}
 }
@@ -274,7 +275,10 @@ func (n *Node) tickPeersLocked(now time.Time) {
 		case active:
 			hb, dead = heartbeatActive, deadActive
 		case !p.active.IsValid() && p.stream == nil:
-			hb = heartbeatRelay // an idle relayed peer: the relays' links are watched already
+			// An idle relayed peer gets no heartbeats: every link of its
+			// route is watched by the link's two ends, and a dead one
+			// leaves the records, and so the route, within deadIdle.
+			hb = -1
 		}
 		if p.active.IsValid() && !p.hbWait.IsZero() && now.Sub(p.hbWait) > dead {
 			n.lostPathLocked(p, now)
@@ -283,7 +287,7 @@ func (n *Node) tickPeersLocked(now time.Time) {
 			n.logf("glow: %s: link %s does not answer", p.cert.FQDN(), p.streamName)
 			p.stream.Close() // its reader detaches it
 		}
-		if (p.active.IsValid() || p.route != nil || p.stream != nil) && now.Sub(p.lastProbe) >= hb {
+		if (p.active.IsValid() || p.route != nil || p.stream != nil) && hb > 0 && now.Sub(p.lastProbe) >= hb {
 			// Heartbeat on the current path (relayed when route is set).
 			p.lastProbe = now
 			if p.hbWait.IsZero() {
@@ -295,17 +299,19 @@ func (n *Node) tickPeersLocked(now time.Time) {
 		}
 		if !p.active.IsValid() {
 			// Probing for a direct path is what makes a network of N nodes
-			// cost N² packets, so it is fast only while the peer is new or
-			// carries traffic (a peer "is needed"), and slow otherwise.
+			// cost N² packets, so it is fast only while the peer is new,
+			// has new candidates or carries traffic, slower for a minute,
+			// and then stops until the peer has traffic or new candidates:
+			// an idle node is quiet.
 			every := probeEvery
 			switch {
 			case active:
 			case now.Sub(p.since) > time.Minute:
-				every = probeQuiet
+				every = -1
 			case now.Sub(p.since) > 10*time.Second:
 				every = probeIdle
 			}
-			if now.Sub(p.lastDirectProbe) >= every {
+			if every > 0 && now.Sub(p.lastDirectProbe) >= every {
 				p.lastDirectProbe = now
 				for addr := range p.cands {
 					n.pingLocked(p, addr, now, nil)

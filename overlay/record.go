@@ -95,6 +95,14 @@ func SignInfo(k ed25519.PrivateKey, n *NodeInfo) {
 // Marshal returns the record's encoding.
 func (n *NodeInfo) Marshal() []byte { return n.raw }
 
+// peekInfoNode returns the node a NodeInfo encoding names, unverified.
+func peekInfoNode(b []byte) (id wire.NodeID) {
+	if len(b) > len(id) {
+		copy(id[:], b[1:])
+	}
+	return id
+}
+
 // ParseInfo decodes a NodeInfo and checks its signature against its node key.
 func ParseInfo(b []byte) (*NodeInfo, error) {
 	if len(b) > 1024 {
@@ -207,6 +215,9 @@ type Change struct {
 func (s *Store) Apply(kind RecordKind, b []byte, now time.Time) (bool, error) {
 	switch kind {
 	case KindCert:
+		if old := s.certs[peekCertNode(b)]; old != nil && bytes.Equal(old.raw, b) {
+			return false, nil // the same record again: no need to verify it
+		}
 		c, err := ParseCert(b)
 		if err != nil {
 			if errors.Is(err, ErrBadSignature) {
@@ -216,6 +227,9 @@ func (s *Store) Apply(kind RecordKind, b []byte, now time.Time) (bool, error) {
 		}
 		return s.AddCert(c, now)
 	case KindInfo:
+		if old := s.infos[peekInfoNode(b)]; old != nil && bytes.Equal(old.raw, b) {
+			return false, nil // the same record again, from another neighbour: no need to verify it
+		}
 		n, err := ParseInfo(b)
 		if err != nil {
 			if errors.Is(err, ErrBadSignature) {

@@ -84,7 +84,9 @@ func (n *Node) Status() Status {
 			ps.RTTms = float64(p.rtt.Microseconds()) / 1000
 		case p.route != nil:
 			ps.Path, ps.Via = "relay", n.routeNamesLocked(p)
-			ps.Online = now.Sub(p.lastHeard) < onlineWindow
+			// Reachable through the relays: every link of the route is
+			// confirmed by both its ends' records (peers.go).
+			ps.Online = true
 			ps.RTTms = float64(p.rtt.Microseconds()) / 1000
 		}
 		ps.Loss = p.quality.Loss()
