@@ -208,8 +208,16 @@ func (n *Node) recordChangedLocked(kind RecordKind, raw []byte, now time.Time) {
 func (n *Node) refreshInfoLocked(now time.Time) {
 	eps := n.localEndpointsLocked(now)
 	links := n.linksLocked()
-	if n.info != nil && slices.Equal(n.info.Endpoints, eps) && slices.Equal(n.info.Links, links) {
-		return
+	if n.info != nil && slices.Equal(n.info.Endpoints, eps) {
+		if slices.Equal(n.info.Links, links) {
+			return
+		}
+		// Only a cost changed: every record change costs each node of the
+		// network a signature check, so costs wait for costRefresh.
+		sameNodes := slices.EqualFunc(n.info.Links, links, func(a, b LinkInfo) bool { return a.Node == b.Node })
+		if sameNodes && now.Sub(n.infoSigned) < costRefresh {
+			return
+		}
 	}
 	seq := uint64(now.UnixNano())
 	if n.info != nil && seq <= n.info.Seq {
@@ -224,7 +232,7 @@ func (n *Node) refreshInfoLocked(now time.Time) {
 		n.logf("glow: own node info: %v", err)
 		return
 	}
-	n.info = info
+	n.info, n.infoSigned = info, now
 	n.dirty = true
 	n.floodLocked(nil, []recordMsg{{KindInfo, info.Marshal()}})
 }

@@ -122,6 +122,7 @@ type Node struct {
 	byCtl         map[wire.Key]*peer
 	invites       *invites
 	info          *NodeInfo                    // this node's current signed endpoints
+	infoSigned    time.Time                    // when info was signed
 	seen          map[netip.AddrPort]time.Time // our address as peers see it
 	bootstrap     []netip.AddrPort
 	dropCtl       map[string]uint64

@@ -35,13 +35,34 @@ func linkCost(rtt time.Duration) uint16 {
 	return 300
 }
 
+// costRefresh is how long a NodeInfo waits before it publishes a change of
+// link cost alone (links that come and go are published at once).
+const costRefresh = 30 * time.Second
+
+// stickyCost is the cost of a link whose RTT is rtt, given the cost
+// published before: that one stays while rtt is within a factor 1.5 of its
+// band, so that an RTT on a step's edge does not flip the cost.
+func stickyCost(prev uint16, rtt time.Duration) uint16 {
+	c := linkCost(rtt)
+	if prev != 0 && c != prev && linkCost(rtt*2/3) <= prev && prev <= linkCost(rtt*3/2) {
+		return prev
+	}
+	return c
+}
+
 // linksLocked lists this node's live links, ordered by node.
 func (n *Node) linksLocked() []LinkInfo {
 	var out []LinkInfo
+	prev := map[wire.NodeID]uint16{}
+	if n.info != nil {
+		for _, l := range n.info.Links {
+			prev[l.Node] = l.Cost
+		}
+	}
 	for id, p := range n.peers {
 		switch {
 		case p.active.IsValid():
-			out = append(out, LinkInfo{Node: id, Cost: linkCost(p.rtt)})
+			out = append(out, LinkInfo{Node: id, Cost: stickyCost(prev[id], p.rtt)})
 		case p.stream != nil && strings.HasPrefix(p.streamName, "ssh"):
 			out = append(out, LinkInfo{Node: id, Cost: costSSH})
 		case p.stream != nil:

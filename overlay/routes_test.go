@@ -181,3 +181,28 @@ func TestLineMultihop(t *testing.T) {
 	t.Logf("METRIC reroute_after_cut %v", rerouted.Round(10*time.Millisecond))
 	tcpEcho(t, a, e, 7103)
 }
+
+// A link's cost does not flip while its RTT hovers around a step.
+func TestStickyCost(t *testing.T) {
+	ms := func(f float64) time.Duration { return time.Duration(f * float64(time.Millisecond)) }
+	cases := []struct {
+		prev uint16
+		rtt  time.Duration
+		want uint16
+	}{
+		{0, ms(1.9), 10},    // first publication: the plain step
+		{10, ms(2.5), 10},   // just over 2 ms: stays
+		{10, ms(3.5), 20},   // clearly over: moves up
+		{20, ms(1.8), 20},   // just under 2 ms: stays
+		{20, ms(1.0), 10},   // clearly under: moves down
+		{50, ms(12), 50},    // within 1.5x of the 10 ms step
+		{50, ms(400), 300},  // far away: follows the RTT
+		{300, ms(150), 300}, // 150 ms * 1.5 is past 200 ms
+		{300, ms(100), 100},
+	}
+	for _, c := range cases {
+		if got := stickyCost(c.prev, c.rtt); got != c.want {
+			t.Errorf("stickyCost(%d, %v) = %d, want %d", c.prev, c.rtt, got, c.want)
+		}
+	}
+}
