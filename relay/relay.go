@@ -7,7 +7,8 @@
 // end-to-end encrypted WireGuard packet or a sealed control packet); this
 // package never sees plaintext. The forwarding itself happens on the
 // overlay's receive path, which asks a Forwarder for each frame; Allow is
-// safe for concurrent use and does not allocate once a source is known.
+// safe for concurrent use, takes only the frame source's own lock and does
+// not allocate once a source is known.
 //
 // Limits are token buckets per source node, refilled from the time passed
 // in, so tests step time explicitly.
@@ -69,11 +70,16 @@ type Forwarder struct {
 	counts [numVerdicts]atomic.Uint64
 	bytes  atomic.Uint64 // bytes forwarded
 
-	mu      sync.Mutex // guards buckets
-	buckets map[wire.ShortID]*bucket
+	// buckets is read without a lock (copy on write); mu serialises the
+	// writers, which run only for a source's first frame.
+	mu      sync.Mutex
+	buckets atomic.Pointer[map[wire.ShortID]*bucket]
 }
 
+// bucket is one source's token bucket, with its own lock: frames of
+// different sources never wait for each other.
 type bucket struct {
+	mu          sync.Mutex
 	pkts, bytes float64
 	last        time.Time
 }
@@ -90,7 +96,10 @@ func New(l Limits) *Forwarder {
 	if l.Burst <= 0 {
 		l.Burst = DefaultLimits.Burst
 	}
-	return &Forwarder{limits: l, buckets: map[wire.ShortID]*bucket{}}
+	f := &Forwarder{limits: l}
+	m := map[wire.ShortID]*bucket{}
+	f.buckets.Store(&m)
+	return f
 }
 
 // SetTrust replaces the trust function (on membership changes).
@@ -114,18 +123,14 @@ func (f *Forwarder) decide(src, dst wire.ShortID, hops uint8, n int, now time.Ti
 	if t == nil || !(*t)(src, dst) {
 		return DropUntrusted
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	b := f.buckets[src]
 	burstP := f.limits.PacketsPerSecond * f.limits.Burst.Seconds()
 	burstB := f.limits.BytesPerSecond * f.limits.Burst.Seconds()
+	b := (*f.buckets.Load())[src]
 	if b == nil {
-		if len(f.buckets) > 4096 {
-			f.evictLocked(now)
-		}
-		b = &bucket{pkts: burstP, bytes: burstB, last: now}
-		f.buckets[src] = b
+		b = f.newBucket(src, now, burstP, burstB)
 	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	if dt := now.Sub(b.last).Seconds(); dt > 0 {
 		b.pkts = min(burstP, b.pkts+dt*f.limits.PacketsPerSecond)
 		b.bytes = min(burstB, b.bytes+dt*f.limits.BytesPerSecond)
@@ -139,13 +144,32 @@ func (f *Forwarder) decide(src, dst wire.ShortID, hops uint8, n int, now time.Ti
 	return Forward
 }
 
-// evictLocked forgets buckets idle long enough to be full again.
-func (f *Forwarder) evictLocked(now time.Time) {
-	for id, b := range f.buckets {
-		if now.Sub(b.last) > f.limits.Burst {
-			delete(f.buckets, id)
-		}
+// newBucket adds a full bucket for src (or returns the one another
+// goroutine just added). Past 4096 sources, the buckets idle long enough to
+// be full again are forgotten.
+func (f *Forwarder) newBucket(src wire.ShortID, now time.Time, burstP, burstB float64) *bucket {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	old := *f.buckets.Load()
+	if b := old[src]; b != nil {
+		return b
 	}
+	m := make(map[wire.ShortID]*bucket, len(old)+1)
+	for id, b := range old {
+		if len(old) > 4096 {
+			b.mu.Lock()
+			idle := now.Sub(b.last) > f.limits.Burst
+			b.mu.Unlock()
+			if idle {
+				continue
+			}
+		}
+		m[id] = b
+	}
+	b := &bucket{pkts: burstP, bytes: burstB, last: now}
+	m[src] = b
+	f.buckets.Store(&m)
+	return b
 }
 
 // Counts returns how many frames got each verdict, and the bytes forwarded.
