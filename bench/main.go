@@ -69,7 +69,7 @@ func main() {
 		wgBin     = flag.String("wireguard", "", "prebuilt reference wireguard-go binary (default: build from go.mod's version)")
 		out       = flag.String("out", "BENCHMARKS.md", "write the report here, relative to the module root ('' = do not write)")
 		only      = flag.String("configs", "", "comma-separated configuration keys to run (raw,wg,glow,relay1,relay2,nat; default all)")
-		goBench   = flag.String("gobench", "BenchmarkThroughput|BenchmarkBindSend|BenchmarkBindReceive|BenchmarkRecordVerify|BenchmarkSharedThroughput|BenchmarkLocalName|BenchmarkServeUDP|BenchmarkInbound", "also run these in-process Go benchmarks ('' = skip)")
+		goBench   = flag.String("gobench", "BenchmarkThroughput|BenchmarkBindSend|BenchmarkBindReceive|BenchmarkRecordVerify|BenchmarkSharedThroughput|BenchmarkLocalName|BenchmarkServeUDP|BenchmarkForwardUDP|BenchmarkLatency|BenchmarkInbound", "also run these in-process Go benchmarks ('' = skip)")
 		perfDir   = flag.String("perf", "", "record a perf profile of each daemon during an extra run in the last round, into this directory")
 		verbose   = flag.Bool("v", false, "log every step")
 		keep      = flag.Bool("keep", false, "keep the scratch directory (daemon logs, ping logs) instead of removing it")
@@ -307,6 +307,7 @@ func runGoBench(ctx context.Context, root, pattern string) ([]string, error) {
 	if err != nil {
 		return lines, err
 	}
+	lines = append(lines, dnsTargets(lines)...)
 	// Scale figures (record propagation, heap per peer) from the in-process
 	// scale tests: METRIC lines.
 	sizes := os.Getenv("GLOW_SCALE_SIZES")
@@ -344,6 +345,37 @@ func runGoBench(ctx context.Context, root, pattern string) ([]string, error) {
 		lines = append(lines, fmt.Sprintf("- %s: %g (target <= %g)%s", t.what, v, t.max, verdict(true, v <= t.max)))
 	}
 	return lines, serr
+}
+
+// dnsTargets reads the DNS benchmarks' lines (glow names against forwarded
+// ones, over loopback UDP) and checks the targets.
+func dnsTargets(lines []string) []string {
+	metric := func(bench, unit string) (float64, bool) {
+		for _, l := range lines {
+			f := strings.Fields(l)
+			if len(f) == 0 || !strings.HasPrefix(f[0], bench+"-") && f[0] != bench {
+				continue
+			}
+			for i := 1; i < len(f); i++ {
+				if f[i] == unit {
+					v, err := strconv.ParseFloat(f[i-1], 64)
+					return v, err == nil
+				}
+			}
+		}
+		return 0, false
+	}
+	out := []string{"", "DNS (glow names against names forwarded to an upstream on loopback):"}
+	qps, ok1 := metric("BenchmarkServeUDP", "qps")
+	fqps, ok2 := metric("BenchmarkForwardUDP", "qps")
+	p50, ok3 := metric("BenchmarkLatencyLocal", "p50-µs")
+	fp50, ok4 := metric("BenchmarkLatencyForward", "p50-µs")
+	if !ok1 || !ok2 || !ok3 || !ok4 {
+		return append(out, "- not measured")
+	}
+	return append(out,
+		fmt.Sprintf("- .glow lookups per second, 8 clients: %.0f (forwarded: %.0f) (target >= 20000)%s", qps, fqps, verdict(true, qps >= 20000)),
+		fmt.Sprintf("- .glow lookup p50: %.0f µs (forwarded: %.0f µs, %.2fx) (target <= 1000 µs)%s", p50, fp50, p50/fp50, verdict(true, p50 <= 1000)))
 }
 
 func moduleRoot() (string, error) {

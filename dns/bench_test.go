@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -73,4 +74,48 @@ func BenchmarkServeUDP(b *testing.B) {
 func BenchmarkForwardUDP(b *testing.B) {
 	up := dnstest.NewUpstream(b, dnstest.Options{})
 	benchUDP(b, startServer(b, Config{Upstreams: []netip.AddrPort{up.Addr}}), "example.com.")
+}
+
+// benchLatency sends name from one client, one query at a time, and
+// reports the median and 99th percentile round trip.
+func benchLatency(b *testing.B, ts *testServer, name string) {
+	q, err := new(dns.Msg).SetQuestion(name, dns.TypeA).Pack()
+	if err != nil {
+		b.Fatal(err)
+	}
+	c, err := net.Dial("udp", ts.addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 1500)
+	var rtts []time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		c.SetDeadline(t0.Add(2 * time.Second))
+		if _, err := c.Write(q); err != nil {
+			b.Fatal(err)
+		}
+		n, err := c.Read(buf)
+		if err != nil || n < 12 || buf[3]&0x0f != 0 {
+			b.Fatalf("reply %x: %v", buf[:n], err)
+		}
+		rtts = append(rtts, time.Since(t0))
+	}
+	slices.Sort(rtts)
+	at := func(f float64) float64 { return float64(rtts[int(f*float64(len(rtts)-1))].Nanoseconds()) / 1000 }
+	b.ReportMetric(at(0.5), "p50-µs")
+	b.ReportMetric(at(0.99), "p99-µs")
+}
+
+// BenchmarkLatencyLocal is the round trip of one glow name query.
+func BenchmarkLatencyLocal(b *testing.B) {
+	benchLatency(b, startServer(b, Config{}), "nas.alice.glow.")
+}
+
+// BenchmarkLatencyForward is the round trip of one forwarded query (local
+// upstream on loopback), for comparison.
+func BenchmarkLatencyForward(b *testing.B) {
+	up := dnstest.NewUpstream(b, dnstest.Options{})
+	benchLatency(b, startServer(b, Config{Upstreams: []netip.AddrPort{up.Addr}}), "example.com.")
 }

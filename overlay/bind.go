@@ -40,9 +40,11 @@ type Bind struct {
 	out, in *inflight
 
 	// Lazy WireGuard peers (lazywg.go).
-	dev     atomic.Pointer[device.Device]            // set once the device exists
-	byIP    atomic.Pointer[map[netip.Addr]*Endpoint] // overlay address -> peer; copy on write
-	wgWakes atomic.Uint64                            // WireGuard peers configured on demand
+	dev      atomic.Pointer[device.Device]            // set once the device exists
+	byIP     atomic.Pointer[map[netip.Addr]*Endpoint] // overlay address -> peer; copy on write
+	wgWakes  atomic.Uint64                            // WireGuard peers configured on demand
+	wgMu     sync.Mutex                               // guards every Endpoint.wg and wgClosed; serialises IpcSet
+	wgClosed bool                                     // closeWG was called
 
 	// Drops, counted by reason; read with Counters.
 	dropUnknownSrc  atomic.Uint64 // WireGuard packet from an address of no known peer

@@ -25,7 +25,6 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -37,9 +36,9 @@ const (
 	lazyTrimEvery = 30 * time.Second // how often the loop looks
 )
 
-// wgPeer is an Endpoint's WireGuard configuration.
+// wgPeer is an Endpoint's WireGuard configuration, guarded by Bind.wgMu
+// (on is also read without it).
 type wgPeer struct {
-	mu    sync.Mutex
 	key   string // public key, hex
 	cfg   string // IpcSet lines that add the peer
 	on    atomic.Bool
@@ -49,10 +48,10 @@ type wgPeer struct {
 // setWG stores e's WireGuard configuration (key and allowed IPs) and
 // applies it at once if the peer is configured in wireguard-go.
 func (b *Bind) setWG(e *Endpoint, key, cfg string, ips []netip.Addr) {
-	e.wg.mu.Lock()
+	b.wgMu.Lock()
 	old := e.wg.key
 	e.wg.key, e.wg.cfg = key, cfg
-	if e.wg.on.Load() {
+	if e.wg.on.Load() && !b.wgClosed {
 		if dev := b.dev.Load(); dev != nil {
 			if old != key {
 				dev.IpcSet("public_key=" + old + "\nremove=true\n")
@@ -62,7 +61,7 @@ func (b *Bind) setWG(e *Endpoint, key, cfg string, ips []netip.Addr) {
 			}
 		}
 	}
-	e.wg.mu.Unlock()
+	b.wgMu.Unlock()
 	b.mu.Lock()
 	m := make(map[netip.Addr]*Endpoint, len(*b.byIP.Load())+len(ips))
 	for a, x := range *b.byIP.Load() {
@@ -79,10 +78,10 @@ func (b *Bind) setWG(e *Endpoint, key, cfg string, ips []netip.Addr) {
 
 // wakeWG configures e's WireGuard peer if it is not.
 func (b *Bind) wakeWG(e *Endpoint) {
-	e.wg.mu.Lock()
-	defer e.wg.mu.Unlock()
+	b.wgMu.Lock()
+	defer b.wgMu.Unlock()
 	dev := b.dev.Load()
-	if e.wg.on.Load() || e.wg.cfg == "" || dev == nil {
+	if e.wg.on.Load() || e.wg.cfg == "" || dev == nil || b.wgClosed {
 		return
 	}
 	if err := dev.IpcSet(e.wg.cfg); err != nil {
@@ -93,14 +92,23 @@ func (b *Bind) wakeWG(e *Endpoint) {
 	b.wgWakes.Add(1)
 }
 
+// closeWG stops all configuring: the device is about to close, and a
+// receive or TUN goroutine must not be inside IpcSet then (wireguard-go's
+// Close holds the IPC lock while it waits for those goroutines to end).
+func (b *Bind) closeWG() {
+	b.wgMu.Lock()
+	b.wgClosed = true
+	b.wgMu.Unlock()
+}
+
 // sleepWG removes e's WireGuard peer if it is configured.
 func (b *Bind) sleepWG(e *Endpoint) {
-	e.wg.mu.Lock()
-	defer e.wg.mu.Unlock()
+	b.wgMu.Lock()
+	defer b.wgMu.Unlock()
 	if !e.wg.on.Load() {
 		return
 	}
-	if dev := b.dev.Load(); dev != nil {
+	if dev := b.dev.Load(); dev != nil && !b.wgClosed {
 		dev.IpcSet("public_key=" + e.wg.key + "\nremove=true\n")
 	}
 	e.wg.on.Store(false)
@@ -136,9 +144,9 @@ func (b *Bind) trimWG(now time.Time) (left int) {
 	}
 	last := lastHandshakes(dev)
 	for _, e := range on {
-		e.wg.mu.Lock()
+		b.wgMu.Lock()
 		hs, since, key := last[e.wg.key], e.wg.since, e.wg.key
-		e.wg.mu.Unlock()
+		b.wgMu.Unlock()
 		recent := since
 		if hs.After(recent) {
 			recent = hs
@@ -147,12 +155,12 @@ func (b *Bind) trimWG(now time.Time) (left int) {
 			left++
 			continue
 		}
-		e.wg.mu.Lock()
-		if e.wg.key == key && e.wg.on.Load() {
+		b.wgMu.Lock()
+		if e.wg.key == key && e.wg.on.Load() && !b.wgClosed {
 			dev.IpcSet("public_key=" + key + "\nremove=true\n")
 			e.wg.on.Store(false)
 		}
-		e.wg.mu.Unlock()
+		b.wgMu.Unlock()
 	}
 	return left
 }

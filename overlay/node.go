@@ -504,6 +504,7 @@ func (n *Node) Close() error {
 	if n.turnServer != nil {
 		n.turnServer.Close()
 	}
+	n.bind.closeWG()
 	n.dev.Close() // closes the bind and the TUN device
 	n.wg.Wait()
 	n.mu.Lock()
