@@ -45,23 +45,6 @@ func echoOnce(t *testing.T, cli, srv *Node, ip netip.Addr, port uint16) {
 	}
 }
 
-func echoServer(t *testing.T, n *Node, port uint16) {
-	ln, err := n.Netstack().Net().ListenTCPAddrPort(netip.AddrPortFrom(n.Cert().IPv4, port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
-}
-
 // TestLazyWireGuardPeers: nodes that know each other but exchange no
 // traffic have no WireGuard peers; the first packet either way configures
 // the pair (outbound on the sender, by the handshake on the receiver) and
@@ -75,7 +58,7 @@ func TestLazyWireGuardPeers(t *testing.T) {
 			t.Fatalf("%s has %d WireGuard peers before any traffic, want 0", n.Cert().Name, got)
 		}
 	}
-	echoServer(t, b, 7100)
+	serveEcho(t, b, 7100)
 	echoOnce(t, a, b, b.Cert().IPv4, 7100)
 	if !session(a, b) || !session(b, a) {
 		t.Fatalf("after a connection: a has b %v, b has a %v; want both configured", session(a, b), session(b, a))
@@ -102,7 +85,7 @@ func TestLazyWireGuardPeers(t *testing.T) {
 		t.Fatalf("after trim: a %d, b %d WireGuard peers", wgPeerCount(t, a), wgPeerCount(t, b))
 	}
 	// The other way round this time: b's first packet configures both.
-	echoServer(t, a, 7101)
+	serveEcho(t, a, 7101)
 	echoOnce(t, b, a, a.Cert().IPv4, 7101)
 	if !session(a, b) || !session(b, a) {
 		t.Fatalf("after trim and a new connection: a has b %v, b has a %v", session(a, b), session(b, a))
