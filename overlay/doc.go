@@ -13,6 +13,7 @@
 //	              state.go invite.go                           the state directory, join codes
 //	              bind.go bind_send.go bind_recv.go            the packet path (conn.Bind)
 //	              tunwrap.go                                   the policy on the packet path
+//	              inflight.go lazywg.go                        bounded memory, WireGuard peers on demand
 //	              loop.go peers.go gossip.go routes.go         control: one loop, one mutex
 //	              beacon.go join.go friends.go policy.go       membership and sharing
 //	              netcheck.go names.go api.go status.go        NAT, DNS, local API
@@ -47,8 +48,13 @@
 //     after 1 s unanswered) and slow when idle (10 s, dead after 25 s), so
 //     idle nodes stay quiet and busy paths fail over in about a second.
 //     Probing for a direct path to a peer without one is fast (1 s) while the
-//     peer is new or carries traffic, and slows to 5 s, then 30 s, when it
-//     is idle: probing every peer all the time costs N² packets.
+//     peer is new, has new candidates or carries traffic, slows to 5 s, and
+//     stops after a minute of idleness: probing every peer all the time costs
+//     N² packets. An idle peer behind relays gets no heartbeats; its route's
+//     links are watched by their ends.
+//   - Only peers with traffic are WireGuard peers (lazywg.go), and at most
+//     128 packets per direction are inside wireguard-go (inflight.go), so
+//     memory grows neither with the peers known nor with the traffic.
 //   - A friend learns the node it talks to and the nodes the policy shares
 //     with it, nothing else; a relay forwards between a friend's node and
 //     ours, never between two nodes of another user.
