@@ -387,6 +387,20 @@ func loadAverage() string {
 }
 
 // report is the content of BENCHMARKS.md.
+// roundCells is one line of the per-round table: label, configuration, then
+// each round's value ("-" when missing).
+func (r *results) roundCells(label, config string, vals map[int]float64, prec int) []string {
+	line := []string{label, config}
+	for i := 1; i <= r.rounds; i++ {
+		if x, ok := vals[i]; ok && !math.IsNaN(x) {
+			line = append(line, fmt.Sprintf("%.*f", prec, x))
+		} else {
+			line = append(line, "-")
+		}
+	}
+	return line
+}
+
 func report(e environment, r *results, table string, goLines []string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Glow benchmarks\n\n")
@@ -417,15 +431,7 @@ func report(e environment, r *results, table string, goLines []string) string {
 			if len(vals) == 0 {
 				continue
 			}
-			line := []string{rw.label, c.title}
-			for i := 1; i <= r.rounds; i++ {
-				if x, ok := vals[i]; ok && !math.IsNaN(x) {
-					line = append(line, fmt.Sprintf("%.*f", rw.prec, x))
-				} else {
-					line = append(line, "-")
-				}
-			}
-			cells = append(cells, line)
+			cells = append(cells, r.roundCells(rw.label, c.title, vals, rw.prec))
 		}
 	}
 	if r.has("nat") {
@@ -434,15 +440,7 @@ func report(e environment, r *results, table string, goLines []string) string {
 			if len(vals) == 0 {
 				continue
 			}
-			line := []string{rw.label, "glow easy NATs"}
-			for i := 1; i <= r.rounds; i++ {
-				if x, ok := vals[i]; ok && !math.IsNaN(x) {
-					line = append(line, fmt.Sprintf("%.*f", rw.prec, x))
-				} else {
-					line = append(line, "-")
-				}
-			}
-			cells = append(cells, line)
+			cells = append(cells, r.roundCells(rw.label, "glow easy NATs", vals, rw.prec))
 		}
 	}
 	b.WriteString(markdownTable(header, cells))

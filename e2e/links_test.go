@@ -181,16 +181,9 @@ func blockUDPHost(h *lab.Host, iface string) {
 func TestLinkUDPBlockedTCP(t *testing.T) {
 	l := lab.New(t)
 	needGlow(t)
-	vpsH := publicHost(l, "vps")
-	_, aH := siteHost(l, "a", lab.EasyNAT)
-	rB, bH := siteHost(l, "b", lab.EasyNAT)
-	vps := newNode(t, vpsH, "vps")
-	a := newNode(t, aH, "a")
-	b := newNode(t, bH, "b")
-
-	vps.up("--user", "alice", "--name", "vps")
-	a.up("--name", "a", "--join", vps.invite())
-	b.up("--name", "b", "--join", vps.invite())
+	sv, sa, sb := vpsAndSites(t, l, lab.EasyNAT, "a", "b")
+	vpsH, vps, a := sv.h, sv.n, sa.n
+	rB, bH, b := sb.r, sb.h, sb.n
 
 	vpsV4, _ := peerIPs(t, b, "vps")
 	aV4, _ := peerIPs(t, b, "a")

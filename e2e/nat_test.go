@@ -27,6 +27,28 @@ func publicHost(l *lab.Lab, name string) *lab.Host {
 
 // siteHost returns a host alone on a new LAN behind a router of the given
 // NAT kind (the LAN is named name+"-lan", the router name+"-gw").
+// site is one node on its own LAN behind its NAT router (r is nil for a
+// public host).
+type site struct {
+	r *lab.Router
+	h *lab.Host
+	n *node
+}
+
+// vpsAndSites builds a public VPS (no router) and two sites named a and b
+// behind NATs of kind nat; then the VPS creates user alice and the sites
+// join it with its invites.
+func vpsAndSites(t *testing.T, l *lab.Lab, nat lab.NAT, a, b string) (vps, sa, sb site) {
+	vps.h = publicHost(l, "vps")
+	sa.r, sa.h = siteHost(l, a, nat)
+	sb.r, sb.h = siteHost(l, b, nat)
+	vps.n, sa.n, sb.n = newNode(t, vps.h, "vps"), newNode(t, sa.h, a), newNode(t, sb.h, b)
+	vps.n.up("--user", "alice", "--name", "vps")
+	sa.n.up("--name", a, "--join", vps.n.invite())
+	sb.n.up("--name", b, "--join", vps.n.invite())
+	return vps, sa, sb
+}
+
 func siteHost(l *lab.Lab, name string, nat lab.NAT) (*lab.Router, *lab.Host) {
 	lan := l.Bridge(name + "-lan")
 	h := l.Host(name)
@@ -266,16 +288,9 @@ func (r pingRun) longestGap(since time.Time) time.Duration {
 func TestNATEasyHomes(t *testing.T) {
 	l := lab.New(t)
 	needGlow(t)
-	vpsH := publicHost(l, "vps")
-	rA, aH := siteHost(l, "a", lab.EasyNAT)
-	rB, bH := siteHost(l, "b", lab.EasyNAT)
-	vps := newNode(t, vpsH, "vps")
-	a := newNode(t, aH, "a")
-	b := newNode(t, bH, "b")
-
-	vps.up("--user", "alice", "--name", "vps")
-	a.up("--name", "a", "--join", vps.invite())
-	b.up("--name", "b", "--join", vps.invite())
+	_, sa, sb := vpsAndSites(t, l, lab.EasyNAT, "a", "b")
+	rA, aH, a := sa.r, sa.h, sa.n
+	rB, b := sb.r, sb.n
 
 	// First packet: a kernel ping from a to b right after both are up; the
 	// time until a's status shows b direct at b's router is direct_after.

@@ -25,16 +25,8 @@ import (
 func TestRelayHardNATs(t *testing.T) {
 	l := lab.New(t)
 	needGlow(t)
-	vpsH := publicHost(l, "vps")
-	_, s1H := siteHost(l, "s1", lab.HardNAT)
-	_, s2H := siteHost(l, "s2", lab.HardNAT)
-	vps := newNode(t, vpsH, "vps")
-	s1 := newNode(t, s1H, "s1")
-	s2 := newNode(t, s2H, "s2")
-
-	vps.up("--user", "alice", "--name", "vps")
-	s1.up("--name", "s1", "--join", vps.invite())
-	s2.up("--name", "s2", "--join", vps.invite())
+	_, site1, site2 := vpsAndSites(t, l, lab.HardNAT, "s1", "s2")
+	s1H, s1, s2 := site1.h, site1.n, site2.n
 
 	s2V4, _ := s2.ips()
 	took, err := waitPing(s1H, s2V4, reachTimeout)

@@ -134,8 +134,10 @@ type Endpoint struct {
 	// path resends it rather than leave the peer to a 5 s retry.
 	recentHS   atomic.Pointer[[]byte]
 	recentHSAt atomic.Int64
-	// wg is the peer's WireGuard configuration, applied on demand.
-	wg wgPeer
+	// wg is the peer's WireGuard configuration, applied on demand; ips
+	// are its overlay addresses (guarded by Bind.mu, published in byIP).
+	wg  wgPeer
+	ips []netip.Addr
 }
 
 // touch notes that traffic went out on e's path (and the link under it),
@@ -251,6 +253,17 @@ func (b *Bind) publishShortLocked() {
 	b.byShort.Store(&m)
 }
 
+// publishIPsLocked rebuilds byIP from the peers' overlay addresses.
+func (b *Bind) publishIPsLocked() {
+	m := make(map[netip.Addr]*Endpoint, 2*len(b.peers))
+	for _, e := range b.peers {
+		for _, a := range e.ips {
+			m[a] = e
+		}
+	}
+	b.byIP.Store(&m)
+}
+
 // Known reports whether id is a peer of this node.
 func (b *Bind) Known(id wire.ShortID) bool {
 	_, ok := (*b.byShort.Load())[id]
@@ -268,13 +281,7 @@ func (b *Bind) RemovePeer(id wire.NodeID) {
 	e.path.Store(nil)
 	delete(b.peers, id)
 	b.publishShortLocked()
-	ips := make(map[netip.Addr]*Endpoint, len(*b.byIP.Load()))
-	for a, x := range *b.byIP.Load() {
-		if x != e {
-			ips[a] = x
-		}
-	}
-	b.byIP.Store(&ips)
+	b.publishIPsLocked()
 	for a, p := range b.addrs {
 		if p == e {
 			delete(b.addrs, a)

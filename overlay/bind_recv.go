@@ -92,9 +92,7 @@ func (r *rx) handle(i int, bufs [][]byte, sizes []int, eps []conn.Endpoint, from
 		}
 		if e != nil {
 			eps[i] = e
-			if pkt[0] == 1 && !e.wg.on.Load() {
-				b.wakeWG(e) // a handshake from a peer not configured in wireguard-go
-			}
+			b.wakeOnInitiation(e, pkt[0])
 			return
 		}
 		b.dropUnknownSrc.Add(1)
@@ -154,9 +152,7 @@ func (r *rx) handle(i int, bufs [][]byte, sizes []int, eps []conn.Endpoint, from
 		if k = wire.Classify(inner); k == wire.KindWireGuard {
 			sizes[i] = copy(bufs[i], inner)
 			eps[i] = e
-			if bufs[i][0] == 1 && !e.wg.on.Load() { // (inner has moved)
-				b.wakeWG(e)
-			}
+			b.wakeOnInitiation(e, bufs[i][0]) // (inner has moved)
 			if p := e.path.Load(); p != nil && !p.relay {
 				if r.now.IsZero() {
 					r.now = time.Now()
@@ -240,12 +236,12 @@ func (b *Bind) makeStreamReceive(done <-chan struct{}) conn.ReceiveFunc {
 	}
 }
 
-// dataIn counts the WireGuard transport packets with a payload that a
-// receive batch hands to wireguard-go (sizes 0 are not handed over).
+// dataIn counts the packets with a payload that a receive batch hands to
+// wireguard-go (sizes 0 are not handed over).
 func dataIn(bufs [][]byte, sizes []int) int {
 	k := 0
 	for i, p := range bufs {
-		if sizes[i] > 32 && p[0] == 4 {
+		if isData(p, sizes[i]) {
 			k++
 		}
 	}

@@ -102,12 +102,16 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	return err
 }
 
-// dataPackets counts the WireGuard transport packets with a payload
-// (keepalives are empty) in bufs: those that come from or go to the TUN.
+// isData reports whether datagram p, n bytes long, is a WireGuard transport
+// packet with a payload (keepalives are 32 bytes): one that came from or
+// goes to the TUN.
+func isData(p []byte, n int) bool { return n > 32 && p[0] == 4 }
+
+// dataPackets counts the packets with a payload in bufs.
 func dataPackets(bufs [][]byte) int {
 	k := 0
 	for _, p := range bufs {
-		if len(p) > 32 && p[0] == 4 {
+		if isData(p, len(p)) {
 			k++
 		}
 	}

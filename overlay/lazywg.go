@@ -51,45 +51,55 @@ func (b *Bind) setWG(e *Endpoint, key, cfg string, ips []netip.Addr) {
 	b.wgMu.Lock()
 	old := e.wg.key
 	e.wg.key, e.wg.cfg = key, cfg
-	if e.wg.on.Load() && !b.wgClosed {
-		if dev := b.dev.Load(); dev != nil {
-			if old != key {
-				dev.IpcSet("public_key=" + old + "\nremove=true\n")
-			}
-			if err := dev.IpcSet(cfg); err != nil {
-				e.wg.on.Store(false)
-			}
+	if e.wg.on.Load() {
+		if old != key {
+			b.removeWGLocked(e, old)
 		}
+		b.addWGLocked(e)
 	}
 	b.wgMu.Unlock()
 	b.mu.Lock()
-	m := make(map[netip.Addr]*Endpoint, len(*b.byIP.Load())+len(ips))
-	for a, x := range *b.byIP.Load() {
-		if x != e {
-			m[a] = x
-		}
-	}
-	for _, a := range ips {
-		m[a] = e
-	}
-	b.byIP.Store(&m)
+	e.ips = ips
+	b.publishIPsLocked()
 	b.mu.Unlock()
+}
+
+// addWGLocked configures e's peer in wireguard-go. b.wgMu is held.
+func (b *Bind) addWGLocked(e *Endpoint) bool {
+	dev := b.dev.Load()
+	if e.wg.cfg == "" || dev == nil || b.wgClosed || dev.IpcSet(e.wg.cfg) != nil {
+		e.wg.on.Store(false)
+		return false
+	}
+	e.wg.on.Store(true)
+	return true
+}
+
+// removeWGLocked removes the peer with key from wireguard-go. b.wgMu is held.
+func (b *Bind) removeWGLocked(e *Endpoint, key string) {
+	if dev := b.dev.Load(); dev != nil && !b.wgClosed {
+		dev.IpcSet("public_key=" + key + "\nremove=true\n")
+	}
+	e.wg.on.Store(false)
 }
 
 // wakeWG configures e's WireGuard peer if it is not.
 func (b *Bind) wakeWG(e *Endpoint) {
 	b.wgMu.Lock()
 	defer b.wgMu.Unlock()
-	dev := b.dev.Load()
-	if e.wg.on.Load() || e.wg.cfg == "" || dev == nil || b.wgClosed {
-		return
+	if !e.wg.on.Load() && b.addWGLocked(e) {
+		e.wg.since = time.Now()
+		b.wgWakes.Add(1)
 	}
-	if err := dev.IpcSet(e.wg.cfg); err != nil {
-		return
+}
+
+// wakeOnInitiation configures e's WireGuard peer when a packet of WireGuard
+// message type typ from e is a handshake initiation and the peer is not
+// configured: wireguard-go looks for the initiator's key next.
+func (b *Bind) wakeOnInitiation(e *Endpoint, typ byte) {
+	if typ == 1 && !e.wg.on.Load() {
+		b.wakeWG(e)
 	}
-	e.wg.since = time.Now()
-	e.wg.on.Store(true)
-	b.wgWakes.Add(1)
 }
 
 // closeWG stops all configuring: the device is about to close, and a
@@ -105,13 +115,9 @@ func (b *Bind) closeWG() {
 func (b *Bind) sleepWG(e *Endpoint) {
 	b.wgMu.Lock()
 	defer b.wgMu.Unlock()
-	if !e.wg.on.Load() {
-		return
+	if e.wg.on.Load() {
+		b.removeWGLocked(e, e.wg.key)
 	}
-	if dev := b.dev.Load(); dev != nil && !b.wgClosed {
-		dev.IpcSet("public_key=" + e.wg.key + "\nremove=true\n")
-	}
-	e.wg.on.Store(false)
 }
 
 // wakeForDst configures the WireGuard peer that owns overlay address dst,
@@ -143,24 +149,18 @@ func (b *Bind) trimWG(now time.Time) (left int) {
 		return 0
 	}
 	last := lastHandshakes(dev)
+	b.wgMu.Lock()
+	defer b.wgMu.Unlock()
 	for _, e := range on {
-		b.wgMu.Lock()
-		hs, since, key := last[e.wg.key], e.wg.since, e.wg.key
-		b.wgMu.Unlock()
-		recent := since
-		if hs.After(recent) {
-			recent = hs
+		if !e.wg.on.Load() {
+			continue
 		}
+		recent := later(e.wg.since, last[e.wg.key])
 		if now.Sub(recent) < lazyIdle || now.Sub(time.Unix(0, e.lastSend.Load())) < lazyIdle {
 			left++
 			continue
 		}
-		b.wgMu.Lock()
-		if e.wg.key == key && e.wg.on.Load() && !b.wgClosed {
-			dev.IpcSet("public_key=" + key + "\nremove=true\n")
-			e.wg.on.Store(false)
-		}
-		b.wgMu.Unlock()
+		b.removeWGLocked(e, e.wg.key)
 	}
 	return left
 }
