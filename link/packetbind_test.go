@@ -16,6 +16,7 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
+	"glow/internal/leaktest"
 	"glow/link"
 	"glow/link/linktest"
 	"glow/nat/natlab"
@@ -129,7 +130,7 @@ func TestPacketBindLoopback(t *testing.T) {
 }
 
 func TestPacketBindContract(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	b := link.NewPacketBind(loopbackListen)
 	fns, port, err := b.Open(0)
 	if err != nil || len(fns) != 1 || port == 0 {

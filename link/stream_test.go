@@ -12,12 +12,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"glow/internal/leaktest"
 	"glow/internal/wire"
 	"glow/link"
 	"glow/link/linktest"
@@ -60,28 +60,6 @@ func stdioHelper(mode string) int {
 	}
 }
 
-// checkGoroutines fails the test if it leaves goroutines behind.
-func checkGoroutines(t *testing.T) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(3 * time.Second)
-		for {
-			n := runtime.NumGoroutine()
-			if n <= before {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("goroutines leaked: %d before, %d after\n%s", before, n, buf)
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
-}
-
 type result struct {
 	s   *link.Stream
 	err error
@@ -99,7 +77,7 @@ func handshakePair(ctx context.Context, a, b io.ReadWriteCloser, ida, idb link.I
 }
 
 func TestHandshakePipe(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	ida, idb := linktest.NewIdentity("cert-a"), linktest.NewIdentity("cert-b")
@@ -139,7 +117,7 @@ func TestHandshakePipe(t *testing.T) {
 }
 
 func TestHandshakeRefused(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	ida, idb := linktest.NewIdentity("a"), linktest.NewIdentity("b")
@@ -160,7 +138,7 @@ func TestHandshakeRefused(t *testing.T) {
 }
 
 func TestHandshakeSelf(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	id := linktest.NewIdentity("a")
@@ -205,7 +183,7 @@ func rawPeer(t *testing.T, out []byte, hold ...bool) error {
 }
 
 func TestHandshakeRejects(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	other := linktest.NewIdentity("other")
 	good := hello(7, other, []byte("c"))
 
@@ -231,7 +209,7 @@ func TestHandshakeRejects(t *testing.T) {
 // replays A's hello and signature to B in a new handshake: B's fresh nonce
 // makes the old signature worthless.
 func TestHandshakeReplay(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	ida, idb := linktest.NewIdentity("a"), linktest.NewIdentity("b")
@@ -267,7 +245,7 @@ func TestHandshakeReplay(t *testing.T) {
 }
 
 func TestHandshakeTimeout(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	a, b := linktest.Pipe()
@@ -389,7 +367,7 @@ func exercise(t *testing.T, x, y *link.Stream) {
 }
 
 func TestTCP(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	ids, idc := linktest.NewIdentity("server"), linktest.NewIdentity("client")
@@ -435,7 +413,7 @@ func TestTCP(t *testing.T) {
 }
 
 func TestWebSocket(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	ids, idc := linktest.NewIdentity("server"), linktest.NewIdentity("client")
@@ -464,7 +442,7 @@ func TestWebSocket(t *testing.T) {
 }
 
 func TestWebSocketTLS(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	ids, idc := linktest.NewIdentity("server"), linktest.NewIdentity("client")
@@ -494,7 +472,7 @@ func TestWebSocketTLS(t *testing.T) {
 }
 
 func TestDialCommand(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	exe, err := os.Executable()

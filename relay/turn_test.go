@@ -7,10 +7,11 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"glow/internal/leaktest"
 )
 
 // All of these run on loopback: the server and its relay sockets on
@@ -80,28 +81,6 @@ func mustDialTURN(t *testing.T, s *TURNServer, conn net.PacketConn) *TURNClient 
 	return c
 }
 
-// checkGoroutines fails the test if it leaves goroutines behind once its
-// cleanups (which close servers and clients) have run.
-func checkGoroutines(t *testing.T) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(3 * time.Second)
-		for {
-			n := runtime.NumGoroutine()
-			if n <= before {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("goroutines leaked: %d before, %d after\n%s", before, n, buf)
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
-}
-
 func payload(n, seed int) []byte {
 	b := make([]byte, n)
 	for i := range b {
@@ -139,7 +118,7 @@ var turnSizes = []int{1, 28, 100, 576, 1200, 1420, 1500}
 // many times (the first ones as Send indications, later ones on the
 // channels pion binds meanwhile).
 func TestTURNClientToClient(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	s := startTURNServer(t, nil)
 	a := mustDialTURN(t, s, nil) // a socket of its own
 	b := mustDialTURN(t, s, listenUDP(t, "127.0.0.1"))
@@ -187,7 +166,7 @@ func TestTURNClientToClient(t *testing.T) {
 // socket (on another IP) talk; the client's first datagram to the new
 // peer IP arrives, because WriteTo waits for the permission.
 func TestTURNClientToPlainPeer(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	s := startTURNServer(t, nil)
 	c := mustDialTURN(t, s, listenUDP(t, "127.0.0.1"))
 	peer := listenUDP(t, "127.0.0.2")
@@ -216,7 +195,7 @@ func TestTURNClientToPlainPeer(t *testing.T) {
 // the client permits its IP; a peer the server's filter refuses gets a
 // clear error.
 func TestTURNPermit(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	s := startTURNServer(t, func(cfg *TURNServerConfig) {
 		def := DefaultTURNPermitPeer(cfg.PublicIP)
 		cfg.PermitPeer = func(p netip.Addr) bool { return p != netip.MustParseAddr("127.0.0.9") && def(p) }
@@ -261,7 +240,7 @@ func TestTURNPermit(t *testing.T) {
 }
 
 func TestTURNWrongCredentials(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	s := startTURNServer(t, nil)
 	for _, tc := range []struct{ user, pass string }{
 		{turnUser, "not-the-password"},
@@ -289,7 +268,7 @@ func TestTURNWrongCredentials(t *testing.T) {
 // TestTURNCloseReleases: Close frees the allocation on the server (the
 // count drops before Close returns) and later I/O fails with ErrClosed.
 func TestTURNCloseReleases(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	s := startTURNServer(t, nil)
 	shared := listenUDP(t, "127.0.0.1")
 	a := mustDialTURN(t, s, shared)
@@ -346,7 +325,7 @@ func TestTURNCloseReleases(t *testing.T) {
 // TestTURNCapacity: an Allocate beyond MaxAllocations is refused with
 // ErrTURNCapacity, and a released slot can be taken again.
 func TestTURNCapacity(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	s := startTURNServer(t, func(cfg *TURNServerConfig) { cfg.MaxAllocations = 2 })
 	mustDialTURN(t, s, nil)
 	b := mustDialTURN(t, s, nil)
@@ -364,7 +343,7 @@ func TestTURNCapacity(t *testing.T) {
 // TestTURNDialContext: a server that never answers makes DialTURN return
 // with the context, promptly, leaving nothing running.
 func TestTURNDialContext(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	silent := listenUDP(t, "127.0.0.1")
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
@@ -381,7 +360,7 @@ func TestTURNDialContext(t *testing.T) {
 // TestTURNStrays: datagrams from anyone but the server, even well-formed
 // TURN messages, never reach ReadFrom.
 func TestTURNStrays(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	s := startTURNServer(t, nil)
 	conn := listenUDP(t, "127.0.0.1")
 	c := mustDialTURN(t, s, conn)
