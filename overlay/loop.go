@@ -222,6 +222,10 @@ func (n *Node) handleControlLocked(pkt []byte, from netip.AddrPort, now time.Tim
 		n.sendRecordsLocked(p, from, msg)
 	case []recordMsg:
 		n.handleRecordsLocked(p, msg, now)
+	case joinReq:
+		// A joiner we admitted already is a peer now; when our answer was
+		// lost it asks again and must get its certificate again.
+		n.handleJoinLocked(pkt, sender, from, now)
 	default:
 		n.dropCtl["unexpected-message"]++
 	}
