@@ -107,7 +107,7 @@ func (n *Node) refreshPolicyLocked() {
 		n.logf("glow: policy version %d does not parse (%v); keeping the rules in force", version, err)
 		return
 	}
-	rules, err := policy.Compile(doc, policy.CompileConfig{Owner: n.cert.UserName, Self: n.cert.Name, Directory: &n.dir})
+	rules, err := policy.Compile(doc, n.compileConfigLocked())
 	if err != nil {
 		n.logf("glow: policy version %d: %v; keeping the rules in force", version, err)
 		return
@@ -117,6 +117,13 @@ func (n *Node) refreshPolicyLocked() {
 		n.filter.SetRules(rules)
 	}
 	n.rules = rules
+}
+
+// compileConfigLocked is what this node's policy compiles for: rules open
+// services on this node's own overlay addresses only.
+func (n *Node) compileConfigLocked() policy.CompileConfig {
+	return policy.CompileConfig{Owner: n.cert.UserName, Self: n.cert.Name, Directory: &n.dir,
+		Addrs: []netip.Addr{n.cert.IPv4, n.cert.IPv6}}
 }
 
 // sharedWithLocked reports whether this user's node name is shared, by
@@ -226,7 +233,7 @@ func (n *Node) applyPolicyLocked(text string) (PolicyInfo, error) {
 	if err != nil {
 		return PolicyInfo{}, fmt.Errorf("policy not applied, the one in force stays: %w", err)
 	}
-	if _, err := policy.Compile(doc, policy.CompileConfig{Owner: n.cert.UserName, Self: n.cert.Name, Directory: &n.dir}); err != nil {
+	if _, err := policy.Compile(doc, n.compileConfigLocked()); err != nil {
 		return PolicyInfo{}, fmt.Errorf("policy not applied, the one in force stays: %w", err)
 	}
 	d, err := n.signDocLocked(KindPolicy, []byte(text), time.Now())

@@ -84,6 +84,10 @@
 //   - The source of an inbound packet is identified by its address through
 //     the Directory; the overlay guarantees the address is the sender's.
 //     Unknown sources drop.
+//   - A rule opens a service on the node's own overlay addresses only
+//     (CompileConfig.Addrs, IPv4 and IPv6): another user's packet to any
+//     other address, one the node routes (containers, other interfaces) or
+//     holds on another interface, drops as wrong-destination.
 //
 // # Why this shape
 //

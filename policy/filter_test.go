@@ -30,6 +30,8 @@ var (
 	laptop6 = netip.MustParseAddr("fd7a::b1")
 	dave6   = netip.MustParseAddr("fd7a::d1")
 
+	nasAddrs = []netip.Addr{nas, nas6} // the node the tests' filter runs on
+
 	testDir = mapDir{
 		nas:     {User: "alice", Node: "nas"},
 		nas6:    {User: "alice", Node: "nas"},
@@ -62,7 +64,7 @@ func compile(t testing.TB, text string) *Rules {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := Compile(d, CompileConfig{Owner: "alice", Self: "nas", Directory: testDir})
+	r, err := Compile(d, CompileConfig{Owner: "alice", Self: "nas", Directory: testDir, Addrs: nasAddrs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +194,7 @@ func TestUnshareCutsInboundFlow(t *testing.T) {
 	if !d.Unshare("bob", tg) {
 		t.Fatal("unshare failed")
 	}
-	r, err := Compile(d, CompileConfig{Owner: "alice", Self: "nas", Directory: testDir})
+	r, err := Compile(d, CompileConfig{Owner: "alice", Self: "nas", Directory: testDir, Addrs: nasAddrs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -500,5 +502,51 @@ func TestConcurrentSetRules(t *testing.T) {
 	close(stop)
 	for range 4 {
 		<-done
+	}
+}
+
+// TestAttackShareOtherAddress: bob is granted nas:8080/tcp. His packets to
+// port 8080 on any other address (a container network nas routes, nas's LAN
+// address, another node's overlay address, a friend's own address) must
+// drop with ReasonWrongDst; only nas's own overlay addresses, v4 and v6,
+// open the service.
+func TestAttackShareOtherAddress(t *testing.T) {
+	f := newFilter(t, testPolicy)
+	others := []netip.Addr{
+		netip.MustParseAddr("172.17.0.2"),   // a container behind nas
+		netip.MustParseAddr("192.168.1.20"), // nas's LAN address
+		netip.MustParseAddr("10.0.0.1"),
+		desk,   // another node of alice
+		laptop, // bob's own address, looped back
+		nobody, // an overlay address nobody holds
+		netip.MustParseAddr("fd7a::2"),
+		netip.MustParseAddr("fd00::1"),
+	}
+	passed := 0
+	for _, dst := range others {
+		src := laptop
+		if dst.Is6() {
+			src = laptop6
+		}
+		for _, pkt := range [][]byte{
+			pkttest.TCP(ap(src, 40000), ap(dst, 8080), pkttest.SYN, nil),
+			pkttest.TCP(ap(src, 40000), ap(dst, 8080), pkttest.ACK, []byte("GET /")),
+		} {
+			v := f.Inbound(pkt, t0)
+			if v.Allow {
+				passed++
+			}
+			expect(t, v, false, ReasonWrongDst, fmt.Sprintf("bob -> %v:8080", dst))
+		}
+	}
+	t.Logf("bob's packets to port 8080 on %d other addresses: %d/%d passed", len(others), passed, 2*len(others))
+	// The shared node's own overlay addresses still open the service.
+	expect(t, f.Inbound(pkttest.TCP(ap(laptop, 40000), ap(nas, 8080), pkttest.SYN, nil), t0), true, ReasonOK, "bob -> nas:8080")
+	expect(t, f.Inbound(pkttest.TCP(ap(laptop6, 40000), ap(nas6, 8080), pkttest.SYN, nil), t0), true, ReasonOK, "bob -> [nas6]:8080")
+	// Replies to flows nas opened come back to nas's own address only.
+	expect(t, f.Outbound(pkttest.TCP(ap(nas, 50000), ap(laptop, 22), pkttest.SYN, nil), t0), true, ReasonOutbound, "nas -> bob:22")
+	expect(t, f.Inbound(pkttest.TCP(ap(laptop, 22), ap(nas, 50000), pkttest.SYN|pkttest.ACK, nil), t0), true, ReasonReply, "reply")
+	if c := f.Counts()[ReasonWrongDst]; c != uint64(2*len(others)) {
+		t.Errorf("wrong-destination counted %d, want %d", c, 2*len(others))
 	}
 }

@@ -10,6 +10,8 @@ import "time"
 //	decode     parse IPv4/IPv6, extension headers, fragment and L4 headers
 //	identify   Directory.Lookup(source address); unknown sources drop
 //	own        the owner's own nodes pass (ok-own)
+//	dst        others reach this node's own overlay addresses only
+//	           (wrong-destination), never one it routes or another of its own
 //	fragment   later fragments pass only after an allowed first fragment
 //	icmp       echo replies need our echo request; errors need a known flow
 //	flow       replies to flows this node initiated pass (ok-reply);
@@ -35,6 +37,9 @@ func (f *Filter) inbound(b []byte, now int64) Reason {
 	}
 	if src.User == r.owner {
 		return ReasonOwn
+	}
+	if !r.isSelf(p.dstAddr()) {
+		return ReasonWrongDst
 	}
 	if p.fragOff != 0 {
 		if f.frags.has(p.fragKey(), now) {

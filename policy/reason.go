@@ -20,6 +20,7 @@ const (
 	ReasonFragmentUnmatched                    // "fragment-unmatched": later fragment without an allowed first one
 	ReasonICMPErrorUnmatched                   // "icmp-error-unmatched": ICMP error about no known flow
 	ReasonUnsolicited                          // "unsolicited-reply": echo reply to no echo request
+	ReasonWrongDst                             // "wrong-destination": not to this node's own overlay address
 	numReasons
 )
 
@@ -37,6 +38,7 @@ var reasonNames = [numReasons]string{
 	ReasonFragmentUnmatched:  "fragment-unmatched",
 	ReasonICMPErrorUnmatched: "icmp-error-unmatched",
 	ReasonUnsolicited:        "unsolicited-reply",
+	ReasonWrongDst:           "wrong-destination",
 }
 
 func (r Reason) String() string {

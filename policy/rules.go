@@ -28,6 +28,11 @@ type CompileConfig struct {
 	Owner     string    // the user whose document it is and who owns this node
 	Self      string    // this node's name; the Filter enforces rules for it
 	Directory Directory // who owns each overlay address
+	// Addrs are this node's overlay addresses (IPv4 and IPv6). A rule opens
+	// a service on these only: another user's packet to any other address
+	// (one this node routes, or another of its own) drops as
+	// ReasonWrongDst, whatever the port.
+	Addrs []netip.Addr
 }
 
 // Rules is a compiled, immutable policy for one node. It is safe for
@@ -35,8 +40,9 @@ type CompileConfig struct {
 type Rules struct {
 	owner, self string
 	dir         Directory
-	all         []crule // every rule, for Allow with any destination
-	mine        index   // the rules whose destination includes self
+	addrs       []netip.Addr // this node's overlay addresses
+	all         []crule      // every rule, for Allow with any destination
+	mine        index        // the rules whose destination includes self
 }
 
 // crule is a compiled rule.
@@ -79,6 +85,14 @@ func Compile(doc *Document, cfg CompileConfig) (*Rules, error) {
 	if cfg.Directory == nil {
 		return nil, errors.New("policy: compile: Directory is nil")
 	}
+	if len(cfg.Addrs) == 0 {
+		return nil, errors.New("policy: compile: Addrs is empty (no rule could match a destination)")
+	}
+	for _, a := range cfg.Addrs {
+		if !a.IsValid() || a.Zone() != "" {
+			return nil, fmt.Errorf("policy: compile: Addrs: %v is not an overlay address", a)
+		}
+	}
 	if doc == nil {
 		doc = new(Document)
 	}
@@ -97,6 +111,7 @@ func Compile(doc *Document, cfg CompileConfig) (*Rules, error) {
 		owner: cfg.Owner,
 		self:  cfg.Self,
 		dir:   cfg.Directory,
+		addrs: unmapAll(cfg.Addrs),
 		mine: index{
 			byUser:     map[string][]grant{},
 			byGroup:    map[string][]grant{},
@@ -140,6 +155,24 @@ func Compile(doc *Document, cfg CompileConfig) (*Rules, error) {
 		}
 	}
 	return r, nil
+}
+
+func unmapAll(as []netip.Addr) []netip.Addr {
+	out := make([]netip.Addr, len(as))
+	for i, a := range as {
+		out[i] = a.Unmap()
+	}
+	return out
+}
+
+// isSelf reports whether dst is one of this node's overlay addresses.
+func (r *Rules) isSelf(dst netip.Addr) bool {
+	for _, a := range r.addrs {
+		if a == dst {
+			return true
+		}
+	}
+	return false
 }
 
 // Allow is the policy as a pure decision: may src reach node dstNode of the

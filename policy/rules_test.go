@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -59,14 +60,16 @@ func TestCompileConfig(t *testing.T) {
 	for _, cfg := range []CompileConfig{
 		{Owner: "", Self: "nas", Directory: testDir},
 		{Owner: "alice", Self: "NAS", Directory: testDir},
-		{Owner: "alice", Self: "nas"},
+		{Owner: "alice", Self: "nas", Addrs: nasAddrs},
+		{Owner: "alice", Self: "nas", Directory: testDir},
+		{Owner: "alice", Self: "nas", Directory: testDir, Addrs: []netip.Addr{{}}},
 	} {
 		if _, err := Compile(nil, cfg); err == nil {
 			t.Errorf("Compile accepted %+v", cfg)
 		}
 	}
 	bad := &Document{Rules: []Rule{{From: Peer{Kind: PeerGroup, Name: "nope"}, To: Target{Kind: TargetAny, Proto: ProtoAny}}}}
-	_, err := Compile(bad, CompileConfig{Owner: "alice", Self: "nas", Directory: testDir})
+	_, err := Compile(bad, CompileConfig{Owner: "alice", Self: "nas", Directory: testDir, Addrs: nasAddrs})
 	if err == nil || !strings.Contains(err.Error(), `rule 1: unknown group "nope"`) {
 		t.Errorf("Compile of a bad document: %v", err)
 	}
