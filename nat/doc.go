@@ -7,6 +7,8 @@
 //   - [IsSTUN], [Respond]: the STUN server side. Every glow node with a public
 //     address answers STUN Binding requests on its glow port, so any public
 //     node can serve as a STUN server for the others (no central server).
+//     It answers only requests at least as large as the answer (glow's
+//     client pads its requests with SOFTWARE), so it is no amplifier.
 //   - [Client]: the STUN client side. [Client.Probe] asks several servers in
 //     parallel and returns a [Report]: the reflexive (public) endpoints seen,
 //     whether the mapping is endpoint-independent or varies with the

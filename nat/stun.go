@@ -70,9 +70,11 @@ func decode(b []byte, m *stun.Message) bool {
 // anything but a well-formed Binding request: the caller then drops the
 // datagram. Respond never panics, whatever the bytes.
 //
-// Unknown attributes in the request are ignored. The response is at most
-// 32 bytes longer than the smallest request, so a glow node is a poor
-// amplifier.
+// Unknown attributes in the request are ignored. A request shorter than
+// the response it would get is not answered (ok false), so a glow node
+// never sends more bytes than it received to a source address it cannot
+// verify: it is no amplifier. Glow's own requests carry a SOFTWARE
+// attribute long enough for an answer about an IPv6 address.
 func Respond(req []byte, from netip.AddrPort) (resp []byte, ok bool) {
 	// A zone means nothing to the far side; a v4-mapped v6 address is
 	// reported as the v4 address it is.
@@ -93,16 +95,22 @@ func Respond(req []byte, from netip.AddrPort) (resp []byte, ok bool) {
 		&stun.XORMappedAddress{IP: net.IP(addr.AsSlice()), Port: int(from.Port())},
 		stun.Fingerprint,
 	)
-	if err != nil {
+	if err != nil || len(out.Raw) > len(req) {
 		return nil, false
 	}
 	return out.Raw, true
 }
 
+// requestSoftware pads glow's Binding requests (56 bytes) to at least the
+// size of the answer about an IPv6 address (52 bytes), which is all a glow
+// node answers (see Respond). SOFTWARE is comprehension-optional, so other
+// servers ignore it.
+const requestSoftware = "glow (reply <= request)"
+
 // newBindingRequest returns a Binding request with a fresh random
-// transaction ID and a FINGERPRINT.
+// transaction ID, a SOFTWARE attribute that pads it, and a FINGERPRINT.
 func newBindingRequest() (txID [stun.TransactionIDSize]byte, b []byte, err error) {
-	m, err := stun.Build(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
+	m, err := stun.Build(stun.TransactionID, stun.BindingRequest, stun.NewSoftware(requestSoftware), stun.Fingerprint)
 	if err != nil {
 		return txID, nil, err
 	}

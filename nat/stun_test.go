@@ -383,7 +383,8 @@ func TestIsSTUN(t *testing.T) {
 }
 
 func TestRespond(t *testing.T) {
-	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
+	// Padded, as glow's client pads (a reply is never larger than its request).
+	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.NewSoftware("glow (reply <= request)"), stun.Fingerprint)
 	for _, from := range []netip.AddrPort{
 		netip.MustParseAddrPort("203.0.113.5:41641"),
 		netip.MustParseAddrPort("[2001:db8::5]:41641"),
@@ -392,6 +393,9 @@ func TestRespond(t *testing.T) {
 		resp, ok := nat.Respond(req.Raw, from)
 		if !ok {
 			t.Fatalf("%v: no response", from)
+		}
+		if len(resp) > len(req.Raw) {
+			t.Errorf("%v: %d-byte answer to a %d-byte request", from, len(resp), len(req.Raw))
 		}
 		var m stun.Message
 		var xa stun.XORMappedAddress
@@ -418,6 +422,7 @@ func TestRespond(t *testing.T) {
 		"success, not request": stun.MustBuild(stun.TransactionID, stun.BindingSuccess).Raw,
 		"bad fingerprint":      badFP,
 		"not stun":             []byte("GLC\x01hello, this is glow"),
+		"smaller than answer":  stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.Fingerprint).Raw,
 	} {
 		if _, ok := nat.Respond(b, from); ok {
 			t.Errorf("%s: answered", name)
