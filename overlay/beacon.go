@@ -51,7 +51,22 @@ func (n *Node) sendBeaconsLocked() {
 	}
 }
 
+// beaconUser returns the user key in a beacon's certificate without
+// parsing or verifying it, so that another user's beacon costs a
+// comparison rather than an ed25519 verification.
+func beaconUser(b []byte) (u [32]byte, ok bool) {
+	const at = wire.HeaderLen + 2 + 1 // header, port, certificate version
+	if len(b) < at+32 {
+		return u, false
+	}
+	return [32]byte(b[at : at+32]), true
+}
+
 func (n *Node) handleBeaconLocked(in inbound, now time.Time, replied map[netip.AddrPort]time.Time) {
+	if u, ok := beaconUser(in.buf); ok && u != n.cert.User {
+		n.dropCtl["beacon-other-user"]++
+		return
+	}
 	port, c, err := parseBeacon(in.buf)
 	if err != nil {
 		n.dropCtl["beacon-malformed"]++

@@ -118,7 +118,7 @@ func benchBind(tb testing.TB) (*Bind, *countingBind, wire.NodeID) {
 	self := randomNodeID(tb)
 	fwd := relay.New(relay.Limits{PacketsPerSecond: 1e15, BytesPerSecond: 1e18, Burst: time.Second})
 	fwd.SetTrust(func(src, dst wire.ShortID) bool { return true })
-	return NewBind(inner, self, fwd, make(chan inbound, 1024)), inner, self
+	return NewBind(inner, self, fwd, newCtlQueues()), inner, self
 }
 
 func batchOf(n, size int) [][]byte {

@@ -25,13 +25,14 @@ import (
 // changes it only through atomics (Endpoint.path, Bind.byAddr).
 type Bind struct {
 	inner conn.Bind
-	ctl   chan<- inbound // control, beacon and STUN datagrams, to the node's loop
+	ctl   *ctlQueues // control, beacon and STUN datagrams, to the node's loop (ctlqueue.go)
 	self  wire.ShortID
 	fwd   *relay.Forwarder
 
 	byAddr   atomic.Pointer[map[netip.AddrPort]*Endpoint]         // copy on write
 	turnVia  atomic.Pointer[map[netip.AddrPort]*relay.TURNClient] // peers that reach us through our TURN allocation; copy on write
 	byShort  atomic.Pointer[map[wire.ShortID]*Endpoint]           // copy on write
+	byCtlKey atomic.Pointer[map[wire.Key]*Endpoint]               // peers' control keys; copy on write
 	scratch  sync.Pool                                            // *sendScratch for relayed sends
 	lastData atomic.Int64                                         // unix nanos of the last WireGuard send
 
@@ -49,6 +50,7 @@ type Bind struct {
 	// Drops, counted by reason; read with Counters.
 	dropUnknownSrc  atomic.Uint64 // WireGuard packet from an address of no known peer
 	dropCtlFull     atomic.Uint64 // control queue full
+	dropCtlLimited  atomic.Uint64 // unauthenticated datagram over its source's rate
 	dropUnknownKind atomic.Uint64 // neither WireGuard nor glow nor STUN
 	sendNoPath      atomic.Uint64
 	dropRelayNoPeer atomic.Uint64 // relay frame for us from an unknown source
@@ -138,6 +140,9 @@ type Endpoint struct {
 	// are its overlay addresses (guarded by Bind.mu, published in byIP).
 	wg  wgPeer
 	ips []netip.Addr
+	// ctlKey is the peer's control key (guarded by Bind.mu, published in
+	// byCtlKey).
+	ctlKey wire.Key
 }
 
 // touch notes that traffic went out on e's path (and the link under it),
@@ -210,9 +215,10 @@ func (e *Endpoint) DstIP() netip.Addr {
 func (e *Endpoint) SrcIP() netip.Addr { return netip.Addr{} }
 
 // NewBind wraps inner for node self. Datagrams that are not WireGuard go to
-// ctl; when ctl is full they are dropped and counted (the receive path never
-// blocks). Relay frames for others are forwarded as fwd allows.
-func NewBind(inner conn.Bind, self wire.NodeID, fwd *relay.Forwarder, ctl chan<- inbound) *Bind {
+// ctl's queues (ctlqueue.go); when one is full they are dropped and counted
+// (the receive path never blocks). Relay frames for others are forwarded as
+// fwd allows.
+func NewBind(inner conn.Bind, self wire.NodeID, fwd *relay.Forwarder, ctl *ctlQueues) *Bind {
 	b := &Bind{inner: inner, ctl: ctl, self: self.Short(), fwd: fwd,
 		streamIn: make(chan streamPkt, 1024),
 		out:      newInflight(inflightLimit), in: newInflight(inflightLimit),
@@ -221,6 +227,8 @@ func NewBind(inner conn.Bind, self wire.NodeID, fwd *relay.Forwarder, ctl chan<-
 	b.byAddr.Store(&m)
 	s := map[wire.ShortID]*Endpoint{}
 	b.byShort.Store(&s)
+	ck := map[wire.Key]*Endpoint{}
+	b.byCtlKey.Store(&ck)
 	ips := map[netip.Addr]*Endpoint{}
 	b.byIP.Store(&ips)
 	t := map[netip.AddrPort]*relay.TURNClient{}
@@ -282,6 +290,7 @@ func (b *Bind) RemovePeer(id wire.NodeID) {
 	delete(b.peers, id)
 	b.publishShortLocked()
 	b.publishIPsLocked()
+	b.publishCtlKeysLocked()
 	for a, p := range b.addrs {
 		if p == e {
 			delete(b.addrs, a)
@@ -402,6 +411,7 @@ func (b *Bind) SendTo(pkt []byte, addr netip.AddrPort) error {
 // BindCounters are the Bind's drop counters.
 type BindCounters struct {
 	UnknownSource, ControlQueueFull, UnknownKind, SendNoPath, RelayNoPeer, RelayNoPath, StreamFull uint64
+	ControlRateLimited                                                                             uint64 // unauthenticated, over its source's rate
 
 	// WireGuardWakes counts WireGuard peers configured on demand (not a drop).
 	WireGuardWakes uint64
@@ -410,14 +420,15 @@ type BindCounters struct {
 // Counters returns the drop counters.
 func (b *Bind) Counters() BindCounters {
 	return BindCounters{
-		UnknownSource:    b.dropUnknownSrc.Load(),
-		ControlQueueFull: b.dropCtlFull.Load(),
-		UnknownKind:      b.dropUnknownKind.Load(),
-		SendNoPath:       b.sendNoPath.Load(),
-		RelayNoPeer:      b.dropRelayNoPeer.Load(),
-		RelayNoPath:      b.dropRelayNoPath.Load(),
-		StreamFull:       b.dropStreamFull.Load(),
-		WireGuardWakes:   b.wgWakes.Load(),
+		UnknownSource:      b.dropUnknownSrc.Load(),
+		ControlQueueFull:   b.dropCtlFull.Load(),
+		ControlRateLimited: b.dropCtlLimited.Load(),
+		UnknownKind:        b.dropUnknownKind.Load(),
+		SendNoPath:         b.sendNoPath.Load(),
+		RelayNoPeer:        b.dropRelayNoPeer.Load(),
+		RelayNoPath:        b.dropRelayNoPath.Load(),
+		StreamFull:         b.dropStreamFull.Load(),
+		WireGuardWakes:     b.wgWakes.Load(),
 	}
 }
 

@@ -16,8 +16,10 @@ package overlay
 //	               hop limit decremented in place; grouped by next hop over
 //	               the batch and sent on, one sendmmsg/GSO write per next
 //	               hop; size 0
-//	   glow / STUN: copied out to the control loop (bounded channel,
-//	               dropped and counted when full); size 0
+//	   glow / STUN: copied out to the control loop: known peers' control
+//	               to one bounded queue, the rest rate limited per source
+//	               to another (ctlqueue.go); dropped and counted when
+//	               full; size 0
 //	-> wireguard-go decrypts what is left with a non-zero size
 //
 // Buffers belong to wireguard-go. Frames are forwarded from them before the
@@ -165,11 +167,7 @@ func (r *rx) handle(i int, bufs [][]byte, sizes []int, eps []conn.Endpoint, from
 	}
 	switch k {
 	case wire.KindControl, wire.KindBeacon, wire.KindSTUN:
-		select {
-		case b.ctl <- inbound{kind: k, buf: append([]byte(nil), pkt...), from: from, via: via}:
-		default:
-			b.dropCtlFull.Add(1)
-		}
+		b.putCtl(k, pkt, from, via, addrs) // to the control loop's queues (ctlqueue.go)
 	default:
 		b.dropUnknownKind.Add(1)
 	}

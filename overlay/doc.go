@@ -55,6 +55,14 @@
 //   - Only peers with traffic are WireGuard peers (lazywg.go), and at most
 //     128 packets per direction are inside wireguard-go (inflight.go), so
 //     memory grows neither with the peers known nor with the traffic.
+//   - Control datagrams reach the loop through two bounded queues
+//     (ctlqueue.go): one for known peers' control packets from their learned
+//     addresses or authenticated links, drained first, and a small one for
+//     everything else (strangers, beacons, STUN), rate limited per source
+//     address. A flood from outsiders never delays a heartbeat, and the work
+//     it causes is cheap first: another user's beacon is refused before its
+//     signature is checked, a stranger's packet is opened (an X25519) only
+//     while an invite code is live.
 //   - A friend learns the node it talks to and the nodes the policy shares
 //     with it, nothing else; a relay forwards between a friend's node and
 //     ours, never between two nodes of another user.

@@ -182,6 +182,19 @@ func loadInvites(st State) (*invites, error) {
 	return iv, nil
 }
 
+// live reports whether some code may still be used or retried at now
+// (up to joinTimeout after it expires, for a joiner's retries). With none,
+// a request from an unknown sender cannot succeed, and the node does not
+// pay an X25519 to open it.
+func (iv *invites) live(now time.Time) bool {
+	for _, p := range iv.byID {
+		if now.Before(p.Expires.Add(joinTimeout)) {
+			return true
+		}
+	}
+	return false
+}
+
 func (iv *invites) save(now time.Time) error {
 	var list []*pendingInvite
 	for id, p := range iv.byID {

@@ -134,7 +134,17 @@ func (n *Node) handleJoinLocked(pkt []byte, sender wire.Key, from netip.AddrPort
 		n.dropCtl["unknown-sender"]++
 		return
 	}
-	shared := sharedKey(n.keys.Ctl, sender)
+	// Cheap checks before the X25519: a known peer's key is precomputed;
+	// a stranger's request can only succeed while a code is live.
+	var shared *[32]byte
+	if p := n.byCtl[sender]; p != nil {
+		shared = p.shared
+	} else if ch == nil && !n.invites.live(now) {
+		n.dropCtl["unknown-sender"]++
+		return
+	} else {
+		shared = sharedKey(n.keys.Ctl, sender)
+	}
 	m, err := openCtl(pkt, shared)
 	if err != nil {
 		n.dropCtl["unknown-sender"]++

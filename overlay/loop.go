@@ -85,8 +85,11 @@ func (n *Node) readBeacons() {
 		if err != nil {
 			return
 		}
+		if !n.ctlq.lim.allow(from.Addr(), time.Now()) {
+			continue
+		}
 		select {
-		case n.ctlIn <- inbound{kind: wire.KindBeacon, buf: append([]byte(nil), buf[:sz]...), from: from, lan: true}:
+		case n.ctlq.other <- inbound{kind: wire.KindBeacon, buf: append([]byte(nil), buf[:sz]...), from: from, lan: true}:
 		default:
 		}
 	}
@@ -101,15 +104,28 @@ func (n *Node) loop() {
 	var outLeft, inLeft uint64 // for the in-flight counts' idle check
 	lastTrim := time.Now()
 	replied := map[netip.AddrPort]time.Time{}
+	handle := func(in inbound) {
+		now := time.Now()
+		n.mu.Lock()
+		n.handleInboundLocked(in, now, replied)
+		n.mu.Unlock()
+	}
 	for {
+		// Known peers' control packets first: a flood in the other queue
+		// never delays a heartbeat by more than one datagram (ctlqueue.go).
+		select {
+		case in := <-n.ctlq.known:
+			handle(in)
+			continue
+		default:
+		}
 		select {
 		case <-n.ctx.Done():
 			return
-		case in := <-n.ctlIn:
-			now := time.Now()
-			n.mu.Lock()
-			n.handleInboundLocked(in, now, replied)
-			n.mu.Unlock()
+		case in := <-n.ctlq.known:
+			handle(in)
+		case in := <-n.ctlq.other:
+			handle(in)
 		case now := <-t.C:
 			n.bind.out.idle(&outLeft)
 			n.bind.in.idle(&inLeft)

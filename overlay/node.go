@@ -107,8 +107,8 @@ type Node struct {
 	stunServers []netip.AddrPort
 	dnsApplied  bool
 
-	boot   [8]byte // random per start; peers see a restart by it
-	ctlIn  chan inbound
+	boot   [8]byte    // random per start; peers see a restart by it
+	ctlq   *ctlQueues // into the control loop (ctlqueue.go)
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -382,9 +382,9 @@ func (n *Node) startDataPlane(port uint16) error {
 	} else {
 		inner = conn.NewStdNetBind()
 	}
-	n.ctlIn = make(chan inbound, 1024)
+	n.ctlq = newCtlQueues()
 	n.fwd = relay.New(relay.Limits{})
-	n.bind = NewBind(inner, n.id, n.fwd, n.ctlIn)
+	n.bind = NewBind(inner, n.id, n.fwd, n.ctlq)
 	// Forward only between this user's nodes, and between a friend's node and
 	// one of ours; never for strangers, so it is no open proxy.
 	n.fwd.SetTrust(n.relayTrust)

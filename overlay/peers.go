@@ -99,6 +99,7 @@ func (n *Node) addPeerLocked(c *Cert, now time.Time) *peer {
 	p.cert = c
 	p.shared = sharedKey(n.keys.Ctl, c.Ctl)
 	n.byCtl[c.Ctl] = p
+	n.bind.SetControlKey(c.Node, c.Ctl)
 	// The WireGuard peer itself is configured when traffic needs it (lazywg.go).
 	cfg := fmt.Sprintf("public_key=%s\nendpoint=%s\nreplace_allowed_ips=true\nallowed_ip=%s/32\nallowed_ip=%s/128\n",
 		c.WG, c.Node.Hex(), c.IPv4, c.IPv6)
