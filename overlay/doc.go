@@ -66,4 +66,8 @@
 //   - A friend learns the node it talks to and the nodes the policy shares
 //     with it, nothing else; a relay forwards between a friend's node and
 //     ours, never between two nodes of another user.
+//   - A friend's revocation list (signed by its user key) is gossiped to us
+//     and honoured for that friend's nodes only: a friend cannot revoke our
+//     nodes or a third user's. Ours goes to friends for the same reason; it
+//     holds node ids, no names.
 package overlay

@@ -25,7 +25,8 @@ import (
 // the friend's key.
 //
 // What a friend learns is limited (visibleLocked): the node it talked to,
-// and the nodes the policy shares with it. Traffic from a friend's nodes is
+// the nodes the policy shares with it, and the user's revocation list,
+// which friends honour for this user's nodes only (Store.addFriendDoc). Traffic from a friend's nodes is
 // filtered by the policy; relays forward between a friend's node and ours,
 // never between two of a friend's nodes.
 

@@ -108,11 +108,16 @@ func (n *Node) floodLocked(from *peer, recs []recordMsg) {
 }
 
 // visibleLocked says whether peer p may learn the record at k. A user's
-// own nodes see everything; a friend's node sees only certificates and
-// endpoints of this user's nodes that the policy shares with that friend.
+// own nodes see everything (friends' revocation lists included); a
+// friend's node sees only certificates and endpoints of this user's nodes
+// that the policy shares with that friend, and this user's revocation list
+// (node ids, no names), so that it drops a removed node too.
 func (n *Node) visibleLocked(p *peer, k RecordKey) bool {
 	if n.store.Own(p.cert.User) {
 		return true
+	}
+	if k.Kind == KindRevoked {
+		return n.store.Own(k.Node)
 	}
 	if k.Kind != KindCert && k.Kind != KindInfo {
 		return false
@@ -138,6 +143,9 @@ func (n *Node) visibleRawLocked(p *peer, r recordMsg) bool {
 		if i, err := ParseInfo(r.Raw); err == nil {
 			return n.visibleLocked(p, RecordKey{KindInfo, i.Node})
 		}
+	case KindRevoked:
+		u, ok := peekDocUser(r.Raw)
+		return ok && n.visibleLocked(p, RecordKey{KindRevoked, u})
 	default:
 		return n.store.Own(p.cert.User)
 	}
@@ -145,7 +153,9 @@ func (n *Node) visibleRawLocked(p *peer, r recordMsg) bool {
 }
 
 // acceptableLocked says whether a record from p may be taken at all: a
-// friend's node speaks only for its own user's nodes.
+// friend's node speaks only for its own user's nodes, and brings only its
+// user's revocation list among the user documents (the Store checks the
+// signature, and that it revokes only that user's nodes).
 func (n *Node) acceptableLocked(p *peer, r recordMsg) bool {
 	if n.store.Own(p.cert.User) {
 		return true
@@ -161,6 +171,9 @@ func (n *Node) acceptableLocked(p *peer, r recordMsg) bool {
 		}
 		c := n.store.Cert(i.Node)
 		return c != nil && c.User == p.cert.User
+	case KindRevoked:
+		u, ok := peekDocUser(r.Raw)
+		return ok && [32]byte(u) == p.cert.User
 	}
 	return false
 }

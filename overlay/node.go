@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -336,11 +337,18 @@ func (n *Node) loadIdentity(port uint16) error {
 	if _, err := n.store.AddCert(cert, time.Now()); err != nil {
 		return fmt.Errorf("own certificate: %w", err)
 	}
+	// The cache is in no order; friend lists go first, as in gossip, so
+	// that friends' certificates and revocation lists are trusted.
+	var recs []recordMsg
 	if err := st.LoadRecords(n.store, func(k RecordKind, raw []byte) error {
-		_, err := n.store.Apply(k, raw, time.Now())
-		return err
+		recs = append(recs, recordMsg{k, raw})
+		return nil
 	}); err != nil {
 		n.logf("glow: %v (continuing; records come back from peers)", err)
+	}
+	slices.SortStableFunc(recs, func(a, b recordMsg) int { return recordOrder(a.Kind) - recordOrder(b.Kind) })
+	for _, r := range recs {
+		n.store.Apply(r.Kind, r.Raw, time.Now())
 	}
 	if n.invites, err = loadInvites(st); err != nil {
 		return err

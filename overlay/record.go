@@ -31,6 +31,8 @@ func (k RecordKind) String() string {
 		return "friends"
 	case KindPolicy:
 		return "policy"
+	case KindRevoked:
+		return "revoked"
 	}
 	return fmt.Sprintf("kind%d", uint8(k))
 }
@@ -181,7 +183,11 @@ type Store struct {
 	certs   map[wire.NodeID]*Cert
 	infos   map[wire.NodeID]*NodeInfo
 	docs    map[RecordKind]*UserDoc // our user's friend list, policy, revocations
-	revoked map[wire.NodeID]bool
+	revoked map[wire.NodeID]bool    // by our user: no certificate of these ids
+	// Friends' revocation lists, by friend user key. A friend's list
+	// revokes only that friend's certificates (friendRevoked[c.User]).
+	friendDocs    map[[32]byte]*UserDoc
+	friendRevoked map[[32]byte]map[wire.NodeID]bool
 	// Rejected counts refused records by reason.
 	Rejected map[string]uint64
 }
@@ -196,6 +202,9 @@ func NewStore(user ed25519.PublicKey) *Store {
 		docs:     map[RecordKind]*UserDoc{},
 		revoked:  map[wire.NodeID]bool{},
 		Rejected: map[string]uint64{},
+
+		friendDocs:    map[[32]byte]*UserDoc{},
+		friendRevoked: map[[32]byte]map[wire.NodeID]bool{},
 	}
 }
 
@@ -254,12 +263,13 @@ func (s *Store) Apply(kind RecordKind, b []byte, now time.Time) (bool, error) {
 	return false, s.reject(RejectMalformed, fmt.Errorf("unknown record kind %d", kind))
 }
 
-// AddDoc keeps a user document of this store's user if it is newer. A new
-// friend list changes which users' certificates are trusted; certificates of
-// users no longer trusted are dropped.
+// AddDoc keeps a user document of this store's user, or a friend's
+// revocation list, if it is newer. A new friend list changes which users'
+// certificates are trusted; certificates of users no longer trusted are
+// dropped, and so are their revocation lists.
 func (s *Store) AddDoc(d *UserDoc) (bool, error) {
 	if !bytes.Equal(d.User[:], s.user) {
-		return false, s.reject(RejectUser, fmt.Errorf("%v document of another user", d.Kind))
+		return s.addFriendDoc(d)
 	}
 	if old := s.docs[d.Kind]; old != nil && d.Version <= old.Version {
 		if d.Version == old.Version {
@@ -282,6 +292,12 @@ func (s *Store) AddDoc(d *UserDoc) (bool, error) {
 				delete(s.infos, id)
 			}
 		}
+		for u := range s.friendDocs {
+			if !s.trusts(u) {
+				delete(s.friendDocs, u)
+				delete(s.friendRevoked, u)
+			}
+		}
 	}
 	if d.Kind == KindRevoked {
 		ids, err := parseRevoked(d.Body)
@@ -299,8 +315,45 @@ func (s *Store) AddDoc(d *UserDoc) (bool, error) {
 	return true, nil
 }
 
+// addFriendDoc keeps a friend's revocation list if it is newer. It
+// revokes that friend's certificates only: ids of our nodes or of a third
+// user's in it change nothing. Friends' other documents are not ours to
+// hold.
+func (s *Store) addFriendDoc(d *UserDoc) (bool, error) {
+	if _, ok := s.trusted[d.User]; !ok || d.Kind != KindRevoked {
+		return false, s.reject(RejectUser, fmt.Errorf("%v document of another user", d.Kind))
+	}
+	if old := s.friendDocs[d.User]; old != nil && d.Version <= old.Version {
+		if d.Version == old.Version {
+			return false, nil
+		}
+		return false, s.reject(RejectStale, fmt.Errorf("%v of %s version %d <= %d", d.Kind, s.trusted[d.User], d.Version, old.Version))
+	}
+	ids, err := parseRevoked(d.Body)
+	if err != nil {
+		return false, s.reject(RejectMalformed, err)
+	}
+	set := make(map[wire.NodeID]bool, len(ids))
+	for _, id := range ids {
+		set[id] = true
+		if c := s.certs[id]; c != nil && c.User == d.User {
+			delete(s.certs, id)
+			delete(s.infos, id)
+		}
+	}
+	s.friendRevoked[d.User] = set
+	s.friendDocs[d.User] = d
+	return true, nil
+}
+
 // Revoked reports whether a node was removed from the user.
 func (s *Store) Revoked(id wire.NodeID) bool { return s.revoked[id] }
+
+// revokedCert reports whether c is revoked: by our user (any certificate of
+// the id), or by the user that issued it.
+func (s *Store) revokedCert(c *Cert) bool {
+	return s.revoked[c.Node] || s.friendRevoked[c.User][c.Node]
+}
 
 // Doc returns this user's document of kind k, or nil.
 func (s *Store) Doc(k RecordKind) *UserDoc { return s.docs[k] }
@@ -328,7 +381,7 @@ func (s *Store) AddCert(c *Cert, now time.Time) (bool, error) {
 	if !s.trusts(c.User) {
 		return false, s.reject(RejectUser, ErrWrongUser)
 	}
-	if s.revoked[c.Node] {
+	if s.revokedCert(c) {
 		return false, s.reject(RejectRevoked, fmt.Errorf("certificate of %s, a removed node", c.FQDN()))
 	}
 	if err := c.Verify(c.User[:], now); err != nil {
@@ -409,6 +462,9 @@ func (s *Store) Digest() []DigestEntry {
 	for _, doc := range s.docs {
 		d = append(d, DigestEntry{doc.Key(), doc.Version})
 	}
+	for _, doc := range s.friendDocs {
+		d = append(d, DigestEntry{doc.Key(), doc.Version})
+	}
 	return d
 }
 
@@ -424,7 +480,7 @@ func (s *Store) Version(k RecordKey) uint64 {
 			return n.Seq
 		}
 	case KindFriends, KindPolicy, KindRevoked:
-		if d := s.docs[k.Kind]; d != nil && d.User == k.Node {
+		if d := s.doc(k); d != nil {
 			return d.Version
 		}
 	}
@@ -443,9 +499,21 @@ func (s *Store) Raw(k RecordKey) []byte {
 			return n.Marshal()
 		}
 	case KindFriends, KindPolicy, KindRevoked:
-		if d := s.docs[k.Kind]; d != nil && d.User == k.Node {
+		if d := s.doc(k); d != nil {
 			return d.Marshal()
 		}
+	}
+	return nil
+}
+
+// doc returns the user document at k: this user's, or a friend's
+// revocation list.
+func (s *Store) doc(k RecordKey) *UserDoc {
+	if d := s.docs[k.Kind]; d != nil && d.User == k.Node {
+		return d
+	}
+	if d := s.friendDocs[k.Node]; d != nil && d.Kind == k.Kind {
+		return d
 	}
 	return nil
 }

@@ -12,8 +12,9 @@ import (
 )
 
 // A UserDoc is a statement of a user, signed by the user key and gossiped
-// to the user's own nodes only: its friend list (KindFriends) and its
-// policy (KindPolicy). Version orders them; history lives in the admin
+// to the user's own nodes: its friend list (KindFriends), its policy
+// (KindPolicy) and its revocation list (KindRevoked; friends get that one
+// too, and honour it for that user's nodes only). Version orders them; history lives in the admin
 // node's state directory.
 type UserDoc struct {
 	Kind    RecordKind
@@ -57,6 +58,15 @@ func (d *UserDoc) Marshal() []byte { return d.raw }
 
 // Key is the record slot of the document: one per kind and user.
 func (d *UserDoc) Key() RecordKey { return RecordKey{d.Kind, wire.NodeID(d.User)} }
+
+// peekDocUser returns the user a UserDoc encoding names, unverified.
+func peekDocUser(b []byte) (u wire.NodeID, ok bool) {
+	if len(b) < 2+len(u) {
+		return u, false
+	}
+	copy(u[:], b[2:])
+	return u, true
+}
 
 // ParseUserDoc decodes a user document and checks its signature.
 func ParseUserDoc(b []byte) (*UserDoc, error) {

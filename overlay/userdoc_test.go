@@ -1,0 +1,120 @@
+package overlay
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"glow/internal/wire"
+)
+
+// signedDoc signs a document of kind with body for user u.
+func signedDoc(u *UserKey, kind RecordKind, version uint64, body []byte) *UserDoc {
+	d := &UserDoc{Kind: kind, Version: version, Body: body}
+	SignUserDoc(u, d)
+	return d
+}
+
+// TestStoreFriendRevocations: alice's store honours bob's revocation list
+// for bob's nodes only; carol's and alice's nodes named in it stay, a
+// revoked node's certificate is refused from then on, and the list goes
+// with the friend.
+func TestStoreFriendRevocations(t *testing.T) {
+	now := time.Now()
+	alice, bob, carol := newTestUser(t, "alice"), newTestUser(t, "bob"), newTestUser(t, "carol")
+	s := NewStore(alice.Public())
+	friends := []Friend{{"bob", [32]byte(bob.Public())}, {"carol", [32]byte(carol.Public())}}
+	if _, err := s.AddDoc(signedDoc(alice, KindFriends, 1, formatFriends(friends))); err != nil {
+		t.Fatal(err)
+	}
+	_, nas := newTestCert(t, alice, "nas", now)
+	_, phone := newTestCert(t, bob, "phone", now)
+	_, laptop := newTestCert(t, bob, "laptop", now)
+	_, pc := newTestCert(t, carol, "pc", now)
+	for _, c := range []*Cert{nas, phone, laptop, pc} {
+		if _, err := s.AddCert(c, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rev := signedDoc(bob, KindRevoked, 1, formatRevoked([]wire.NodeID{phone.Node, nas.Node, pc.Node}))
+	if ok, err := s.Apply(KindRevoked, rev.Marshal(), now); !ok || err != nil {
+		t.Fatalf("bob's revocation list: %v %v", ok, err)
+	}
+	if s.Cert(phone.Node) != nil {
+		t.Error("bob's revoked phone is still held")
+	}
+	for _, c := range []*Cert{nas, laptop, pc} {
+		if s.Cert(c.Node) == nil {
+			t.Errorf("%s dropped on bob's word", c.FQDN())
+		}
+	}
+	if _, err := s.AddCert(phone, now); err == nil {
+		t.Error("the revoked phone's certificate was taken again")
+	}
+	// Gossip sees it under bob's key; the records cache keeps it.
+	k := RecordKey{KindRevoked, wire.NodeID(bob.Public())}
+	if s.Version(k) != 1 || !bytes.Equal(s.Raw(k), rev.Marshal()) {
+		t.Errorf("bob's list not held: version %d", s.Version(k))
+	}
+	// Older versions and other documents of a friend are refused.
+	if ok, _ := s.AddDoc(rev); ok {
+		t.Error("the same list counted as new")
+	}
+	if _, err := s.AddDoc(signedDoc(bob, KindPolicy, 9, []byte("allow alice -> *:*\n"))); err == nil {
+		t.Error("a friend's policy was taken")
+	}
+	if _, err := s.AddDoc(signedDoc(newTestUser(t, "mallory"), KindRevoked, 1, formatRevoked([]wire.NodeID{laptop.Node}))); err == nil || s.Cert(laptop.Node) == nil {
+		t.Error("a stranger's revocation list was taken")
+	}
+	// A new version without the phone lets bob's re-issued certificate in.
+	if _, err := s.AddDoc(signedDoc(bob, KindRevoked, 2, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AddCert(phone, now); err != nil {
+		t.Errorf("phone after bob took the revocation back: %v", err)
+	}
+	// Bob stops being a friend: his list goes with him.
+	if _, err := s.AddDoc(signedDoc(alice, KindFriends, 2, formatFriends(friends[1:]))); err != nil {
+		t.Fatal(err)
+	}
+	if s.Version(k) != 0 {
+		t.Error("a former friend's revocation list is still held")
+	}
+}
+
+func FuzzParseUserDoc(f *testing.F) {
+	u := newTestUser(f, "alice")
+	id := wire.NodeID{1, 2, 3}
+	f.Add(signedDoc(u, KindFriends, 1, formatFriends([]Friend{{"bob", [32]byte{9}}})).Marshal())
+	f.Add(signedDoc(u, KindRevoked, 2, formatRevoked([]wire.NodeID{id})).Marshal())
+	f.Add(signedDoc(u, KindPolicy, 3, []byte(defaultPolicy)).Marshal())
+	f.Add([]byte{1, 5})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d, err := ParseUserDoc(b)
+		if err == nil && !bytes.Equal(d.Marshal(), b) {
+			t.Fatal("accepted document does not re-encode to its bytes")
+		}
+	})
+}
+
+// FuzzUserDocBodies feeds the friend list and revocation list parsers
+// (bodies that arrive signed, but from any user of a friend's).
+func FuzzUserDocBodies(f *testing.F) {
+	f.Add(formatFriends([]Friend{{"bob", [32]byte{9}}, {"carol", [32]byte{8}}}))
+	f.Add(formatRevoked([]wire.NodeID{{1}, {2}}))
+	f.Add([]byte("bob AAAA\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if fs, err := parseFriends(b); err == nil {
+			again, err := parseFriends(formatFriends(fs))
+			if err != nil || len(again) != len(fs) {
+				t.Fatalf("friend list does not survive a round trip: %v", err)
+			}
+		}
+		if ids, err := parseRevoked(b); err == nil {
+			again, err := parseRevoked(formatRevoked(ids))
+			if err != nil || len(again) != len(ids) {
+				t.Fatalf("revocation list does not survive a round trip: %v", err)
+			}
+		}
+	})
+}
