@@ -100,6 +100,7 @@ type joinReq struct {
 	Node   wire.NodeID
 	WG     wire.Key
 	Name   string
+	Sig    [64]byte // by the node key Node names (see joinSigned); absent from old joiners
 }
 
 type joinResp struct {
@@ -133,6 +134,7 @@ func (m joinReq) marshal() []byte {
 	w.Raw(m.Node[:])
 	w.Raw(m.WG[:])
 	w.Str(m.Name)
+	w.Raw(m.Sig[:])
 	return w.B
 }
 
@@ -273,6 +275,9 @@ func parseCtl(m []byte) (any, error) {
 		r.Fixed(j.Node[:])
 		r.Fixed(j.WG[:])
 		j.Name = r.Str(63)
+		if len(r.B) > 0 { // a joiner older than the signature sends none: refused with a reason
+			r.Fixed(j.Sig[:])
+		}
 		out = j
 	case msgJoinResp:
 		var j joinResp

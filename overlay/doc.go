@@ -43,7 +43,10 @@
 //   - IPv4 addresses are picked by the admin node from a hash of the node key
 //     with linear probing; IPv6 addresses need no allocation (ULA /48 of the
 //     user key plus 80 bits of the node key).
-//   - Certificates are valid for a year; renewal is future work.
+//   - Certificates are valid for a year; renewal is future work. A node's
+//     keys are pinned by the certificate held for its id: a certificate that
+//     gives a known id other keys, or another user, is refused whoever signed
+//     it (Store reject "key-change"); only a revocation frees the id.
 //   - Heartbeats are fast only while a peer carries traffic (300 ms, dead
 //     after 1 s unanswered) and slow when idle (10 s, dead after 25 s), so
 //     idle nodes stay quiet and busy paths fail over in about a second.

@@ -351,9 +351,18 @@ func FuzzParseCtl(f *testing.F) {
 	f.Add(marshalDigests([]DigestEntry{{RecordKey{KindCert, wire.NodeID{1}}, 7}})[0])
 	f.Add(marshalWants([]RecordKey{{KindInfo, wire.NodeID{2}}})[0])
 	f.Add(marshalRecords([]recordMsg{{KindCert, []byte("x")}})[0])
-	f.Add(joinReq{Name: "a"}.marshal())
+	f.Add(joinReq{Name: "a", Sig: [64]byte{1}}.marshal())
+	f.Add(joinReq{Name: "a"}.marshal()[:1+16+16+32+32+32+1+1]) // from a joiner that signs nothing
 	f.Add(joinResp{OK: true, Cert: []byte("c")}.marshal())
-	f.Fuzz(func(t *testing.T, b []byte) { parseCtl(b) })
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := parseCtl(b)
+		if j, ok := m.(joinReq); ok && err == nil {
+			// A join request re-encodes to its bytes (with a signature, zero if it had none).
+			if again, err := parseCtl(j.marshal()); err != nil || again.(joinReq) != j {
+				t.Fatalf("join request does not round-trip: %v", err)
+			}
+		}
+	})
 }
 
 func FuzzParseBeacon(f *testing.F) {
@@ -426,4 +435,64 @@ func TestRemoveNode(t *testing.T) {
 		t.Fatal("the removed node reached n2")
 	}
 	t.Logf("n2 refused the removed node's certificate %d times", refused)
+}
+
+// TestStoreRefusesKeyChange: a certificate that gives a known node other
+// keys, or puts it under another user, is refused even when the user key
+// signed it; after a revocation of the node, and only then, the id is free.
+func TestStoreRefusesKeyChange(t *testing.T) {
+	now := time.Now()
+	alice, bob := newTestUser(t, "alice"), newTestUser(t, "bob")
+	st := NewStore(alice.Public())
+	_, c := newTestCert(t, alice, "nas", now)
+	if ok, err := st.Apply(KindCert, c.Marshal(), now); !ok || err != nil {
+		t.Fatalf("valid cert: %v %v", ok, err)
+	}
+	other, _ := NewNodeKeys()
+	rekey := func(u *UserKey, wg, ctl wire.Key, at time.Time) *Cert {
+		c2 := *c
+		c2.raw, c2.WG, c2.Ctl, c2.NotBefore = nil, wg, ctl, at
+		c2.IPv6 = NodeAddr6(u.Public(), c.Node)
+		SignCert(u, &c2)
+		return &c2
+	}
+	newWG := rekey(alice, other.WGPublic(), c.Ctl, now.Add(time.Second))
+	newCtl := rekey(alice, c.WG, other.CtlPublic(), now.Add(time.Second))
+	for _, bad := range []*Cert{newWG, newCtl} {
+		if ok, err := st.Apply(KindCert, bad.Marshal(), now); ok || err == nil {
+			t.Fatalf("key change accepted: %v %v", ok, err)
+		}
+	}
+	// A friend's user key cannot claim the node either.
+	st.AddDoc(signedDoc(alice, KindFriends, 1, formatFriends([]Friend{{Name: "bob", Key: [32]byte(bob.Public())}})))
+	if ok, err := st.Apply(KindCert, rekey(bob, c.WG, c.Ctl, now.Add(time.Second)).Marshal(), now); ok || err == nil {
+		t.Fatalf("another user's certificate for the node accepted: %v %v", ok, err)
+	}
+	if n := st.Rejected[RejectKeyChange]; n != 3 {
+		t.Fatalf("key-change refusals counted %d, want 3", n)
+	}
+	if !bytes.Equal(st.Cert(c.Node).Marshal(), c.Marshal()) {
+		t.Fatal("the held certificate changed")
+	}
+	// A renewal with the same keys is fine.
+	renewed := rekey(alice, c.WG, c.Ctl, now.Add(2*time.Second))
+	if ok, err := st.Apply(KindCert, renewed.Marshal(), now); !ok || err != nil {
+		t.Fatalf("renewal: %v %v", ok, err)
+	}
+	// Revoked, the id takes no certificate; once the revocation is lifted by
+	// a newer list, it takes one with new keys.
+	st.AddDoc(signedDoc(alice, KindRevoked, 1, formatRevoked([]wire.NodeID{c.Node})))
+	if ok, err := st.Apply(KindCert, newWG.Marshal(), now); ok || err == nil || st.Rejected[RejectRevoked] != 1 {
+		t.Fatalf("certificate of a revoked node: %v %v", ok, err)
+	}
+	st.AddDoc(signedDoc(alice, KindRevoked, 2, nil))
+	if ok, err := st.Apply(KindCert, newWG.Marshal(), now); !ok || err != nil {
+		t.Fatalf("new keys after a revocation: %v %v", ok, err)
+	}
+}
+
+func signedDoc(u *UserKey, kind RecordKind, version uint64, body []byte) *UserDoc {
+	d := &UserDoc{Kind: kind, Version: version, Body: body}
+	SignUserDoc(u, d)
+	return d
 }

@@ -150,6 +150,27 @@ func joinProof(secret [16]byte, inviter, joinerCtl wire.Key, node wire.NodeID, w
 	return out
 }
 
+// joinSigContext starts what a joiner signs with its node key.
+var joinSigContext = []byte("glow join sig v1\x00")
+
+// joinSigned is what a joiner signs with the node key its request names:
+// both control keys and the whole request but its signature. The inviter
+// checks it against the node id (the public half of that key), so a code
+// admits only the holder of the key it names, never someone naming another
+// node's id.
+func joinSigned(inviter, joinerCtl wire.Key, req joinReq) []byte {
+	w := wire.Writer{B: append([]byte{}, joinSigContext...)}
+	w.Raw(inviter[:])
+	w.Raw(joinerCtl[:])
+	w.Raw(req.CodeID[:])
+	w.Raw(req.Nonce[:])
+	w.Raw(req.Proof[:])
+	w.Raw(req.Node[:])
+	w.Raw(req.WG[:])
+	w.Str(req.Name)
+	return w.B
+}
+
 // pendingInvite is an issued code as the inviter keeps it.
 type pendingInvite struct {
 	Secret  [16]byte   `json:"secret"`
@@ -227,4 +248,7 @@ var (
 	errInviteUsed    = errors.New("invite code already used")
 	errInviteExpired = errors.New("invite code expired")
 	errInviteProof   = errors.New("invite code proof does not match")
+	errJoinNodeProof = errors.New("the request is not signed by the node key it names (a glow older than this inviter signs none: upgrade it)")
+	errJoinMember    = errors.New("a node with this id is a member already; it needs no invite")
+	errJoinRevoked   = errors.New("this node was removed from the user ('glow nodes remove'); start it with a fresh --state to join again")
 )

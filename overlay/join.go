@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/rand"
 	"errors"
@@ -54,56 +55,67 @@ func (n *Node) join(code string, port uint16) (*Cert, error) {
 	req := joinReq{CodeID: inv.ID(), Node: n.id, WG: n.keys.WGPublic(), Name: n.cfg.NodeName}
 	rand.Read(req.Nonce[:])
 	req.Proof = joinProof(inv.Secret, inv.Inviter, n.ctlPub, n.id, req.WG, req.Name, req.Nonce)
-	shared := sharedKey(n.keys.Ctl, inv.Inviter)
-	pkt := sealCtl(nil, n.ctlPub, shared, req.marshal())
+	copy(req.Sig[:], ed25519.Sign(n.keys.Sign, joinSigned(inv.Inviter, n.ctlPub, req)))
+	resp, err := joinExchange(uc, inv, n.keys.Ctl, n.ctlPub, req, n.logf)
+	if err != nil {
+		return nil, err
+	}
+	if !resp.OK {
+		return nil, fmt.Errorf("the inviting node refused to admit this node: %s", resp.Err)
+	}
+	c, err := ParseCert(resp.Cert)
+	if err != nil {
+		return nil, fmt.Errorf("the inviting node sent a bad certificate: %w", err)
+	}
+	if UserHash(c.User[:]) != inv.UserHash || c.Node != n.id || c.WG != req.WG || c.Ctl != n.ctlPub {
+		return nil, errors.New("the inviting node sent a certificate that does not match this node or the code")
+	}
+	n.bootstrap = append(n.bootstrap, inv.Endpoints...)
+	n.saveBootstrap()
+	n.logf("glow: joined user %s as %s (%v, %v)", c.UserName, c.Name, c.IPv4, c.IPv6)
+	return c, nil
+}
 
+// joinExchange sends req, sealed from the control key ctl (public half
+// ctlPub) to the inviter, from pc to every endpoint of inv until the
+// inviter answers or joinTimeout passes, and returns the answer.
+func joinExchange(pc net.PacketConn, inv *Invite, ctl [32]byte, ctlPub wire.Key, req joinReq, logf func(string, ...any)) (joinResp, error) {
+	shared := sharedKey(ctl, inv.Inviter)
+	pkt := sealCtl(nil, ctlPub, shared, req.marshal())
 	deadline := time.Now().Add(joinTimeout)
 	buf := make([]byte, 2048)
 	for time.Now().Before(deadline) {
 		for _, ep := range inv.Endpoints {
-			if _, err := uc.WriteTo(pkt, net.UDPAddrFromAddrPort(ep)); err != nil {
-				n.logf("glow: join: sending to %v: %v", ep, err)
+			if _, err := pc.WriteTo(pkt, net.UDPAddrFromAddrPort(ep)); err != nil {
+				logf("glow: join: sending to %v: %v", ep, err)
 			}
 		}
-		uc.SetReadDeadline(time.Now().Add(joinResend))
+		pc.SetReadDeadline(time.Now().Add(joinResend))
 		for {
-			sz, _, err := uc.ReadFrom(buf)
+			sz, _, err := pc.ReadFrom(buf)
 			if err != nil {
 				break // deadline: send again
 			}
 			sender, err := ctlSender(buf[:sz])
 			if err != nil || sender != inv.Inviter {
-				n.logf("glow: join: ignoring a datagram that is not from the inviting node")
+				logf("glow: join: ignoring a datagram that is not from the inviting node")
 				continue
 			}
 			m, err := openCtl(buf[:sz], shared)
 			if err != nil {
-				n.logf("glow: join: ignoring an answer that does not open: %v", err)
+				logf("glow: join: ignoring an answer that does not open: %v", err)
 				continue
 			}
 			msg, err := parseCtl(m)
 			resp, ok := msg.(joinResp)
 			if err != nil || !ok {
-				n.logf("glow: join: ignoring an unexpected answer: %v", err)
+				logf("glow: join: ignoring an unexpected answer: %v", err)
 				continue
 			}
-			if !resp.OK {
-				return nil, fmt.Errorf("the inviting node refused to admit this node: %s", resp.Err)
-			}
-			c, err := ParseCert(resp.Cert)
-			if err != nil {
-				return nil, fmt.Errorf("the inviting node sent a bad certificate: %w", err)
-			}
-			if UserHash(c.User[:]) != inv.UserHash || c.Node != n.id || c.WG != req.WG || c.Ctl != n.ctlPub {
-				return nil, errors.New("the inviting node sent a certificate that does not match this node or the code")
-			}
-			n.bootstrap = append(n.bootstrap, inv.Endpoints...)
-			n.saveBootstrap()
-			n.logf("glow: joined user %s as %s (%v, %v)", c.UserName, c.Name, c.IPv4, c.IPv6)
-			return c, nil
+			return resp, nil
 		}
 	}
-	return nil, fmt.Errorf("no answer from the inviting node at %v within %v; is it up and reachable?", inv.Endpoints, joinTimeout)
+	return joinResp{}, fmt.Errorf("no answer from the inviting node at %v within %v; is it up and reachable?", inv.Endpoints, joinTimeout)
 }
 
 func (n *Node) saveBootstrap() {
@@ -184,6 +196,7 @@ func (n *Node) handleJoinLocked(pkt []byte, sender wire.Key, from netip.AddrPort
 	cert, err := n.admitLocked(req, sender, now)
 	resp := joinResp{OK: err == nil}
 	if err != nil {
+		n.dropCtl["join-refused"]++
 		n.logf("glow: join request from %v refused: %v", from, err)
 		resp.Err = err.Error()
 	} else {
@@ -205,6 +218,9 @@ func (n *Node) admitLocked(req joinReq, ctl wire.Key, now time.Time) (*Cert, err
 	if !hmac.Equal(want[:], req.Proof[:]) {
 		return nil, errInviteProof
 	}
+	if !ed25519.Verify(req.Node.PublicKey(), joinSigned(n.ctlPub, ctl, req), req.Sig[:]) {
+		return nil, errJoinNodeProof
+	}
 	// A retry of a request already granted gets the same certificate.
 	for i, id := range inv.UsedBy {
 		if id == req.Node {
@@ -222,12 +238,16 @@ func (n *Node) admitLocked(req joinReq, ctl wire.Key, now time.Time) (*Cert, err
 	if !ValidName(req.Name) {
 		return nil, fmt.Errorf("bad node name %q", req.Name)
 	}
+	// An id is certified once: never again, and never to other keys.
+	if n.store.Revoked(req.Node) {
+		return nil, errJoinRevoked
+	}
+	if n.store.Cert(req.Node) != nil {
+		return nil, errJoinMember
+	}
 	used := map[netip.Addr]bool{}
 	names := map[string]bool{}
 	for _, c := range n.store.Certs() {
-		if c.Node == req.Node {
-			continue
-		}
 		used[c.IPv4] = true
 		names[c.Name] = true
 	}

@@ -172,6 +172,7 @@ const (
 	RejectNoCert    = "no-cert"
 	RejectConflict  = "address-conflict"
 	RejectRevoked   = "revoked"
+	RejectKeyChange = "key-change" // a certificate giving a known node other keys or another user
 )
 
 // Store holds the records a node knows about its user's nodes and decides
@@ -376,7 +377,10 @@ func (s *Store) FriendName(user [32]byte) (string, bool) {
 }
 
 // AddCert keeps a parsed certificate if it is trusted and newer: issued by
-// this store's user or by a friend, in date.
+// this store's user or by a friend, in date. A node's keys are pinned by the
+// certificate held: one for the same id with other WireGuard or control
+// keys, or of another user, is refused whoever signed it. Only a
+// revocation, which drops the held certificate, unpins the id.
 func (s *Store) AddCert(c *Cert, now time.Time) (bool, error) {
 	if !s.trusts(c.User) {
 		return false, s.reject(RejectUser, ErrWrongUser)
@@ -386,6 +390,9 @@ func (s *Store) AddCert(c *Cert, now time.Time) (bool, error) {
 	}
 	if err := c.Verify(c.User[:], now); err != nil {
 		return false, s.reject(RejectExpired, err)
+	}
+	if old := s.certs[c.Node]; old != nil && (old.WG != c.WG || old.Ctl != c.Ctl || old.User != c.User) {
+		return false, s.reject(RejectKeyChange, fmt.Errorf("certificate of %s with other keys than %s's held for node %v", c.FQDN(), old.FQDN(), c.Node))
 	}
 	if old := s.certs[c.Node]; old != nil && !c.NotBefore.After(old.NotBefore) {
 		if c.NotBefore.Equal(old.NotBefore) {

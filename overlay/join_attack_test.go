@@ -1,0 +1,157 @@
+package overlay
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"net"
+	"testing"
+	"time"
+
+	"glow/internal/wire"
+)
+
+// redeem sends one join request for code, naming node, with the WireGuard
+// and control keys of keys and signed by keys' node key, from a fresh
+// loopback socket, and returns the inviter's answer. It is the wire-level
+// join, without a Node around it, so a test can name any node id.
+func redeem(t *testing.T, code string, node wire.NodeID, keys *NodeKeys, name string) joinResp {
+	t.Helper()
+	inv, err := ParseInvite(code)
+	if err != nil {
+		t.Error(err)
+		return joinResp{}
+	}
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Error(err)
+		return joinResp{}
+	}
+	defer pc.Close()
+	req := joinReq{CodeID: inv.ID(), Node: node, WG: keys.WGPublic(), Name: name}
+	rand.Read(req.Nonce[:])
+	req.Proof = joinProof(inv.Secret, inv.Inviter, keys.CtlPublic(), node, req.WG, name, req.Nonce)
+	copy(req.Sig[:], ed25519.Sign(keys.Sign, joinSigned(inv.Inviter, keys.CtlPublic(), req)))
+	resp, err := joinExchange(pc, inv, keys.Ctl, keys.CtlPublic(), req, func(string, ...any) {})
+	if err != nil {
+		t.Error(err)
+	}
+	return resp
+}
+
+// heldCert returns the certificate n holds for id, or nil.
+func heldCert(n *Node, id wire.NodeID) *Cert {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.store.Cert(id)
+}
+
+// TestAttackJoinTakeover: an attacker holding a spare invite code asks to
+// join under the admin's node id, then under another member's, with its own
+// keys. Neither request may get a certificate, and every node must keep the
+// victim's certificate. Then a certificate for a member's id with other
+// keys, signed by the user key itself (an old or rogue inviter), is flooded:
+// every node refuses it.
+func TestAttackJoinTakeover(t *testing.T) {
+	nodes := joinedNet(t, 3)
+	admin := nodes[0]
+	victims := []*Node{nodes[0], nodes[1]}
+	orig := map[wire.NodeID][]byte{}
+	for _, v := range victims {
+		orig[v.id] = bytes.Clone(v.Cert().Marshal())
+	}
+	issued := 0
+	for _, v := range victims {
+		code, err := admin.Invite(time.Minute, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		atk, _ := NewNodeKeys()
+		resp := redeem(t, code, v.id, atk, v.Cert().Name)
+		if resp.OK {
+			issued++
+			t.Logf("the admin issued a certificate for %s's id with the attacker's keys", v.Cert().Name)
+		} else {
+			t.Logf("refused (%s's id): %s", v.Cert().Name, resp.Err)
+		}
+	}
+	// Let gossip carry whatever was issued (bounded; stops early once every
+	// node holds an attacker's certificate).
+	replaced := func() int {
+		c := 0
+		for _, n := range nodes {
+			for _, v := range victims {
+				if h := heldCert(n, v.id); h == nil || !bytes.Equal(h.Marshal(), orig[v.id]) {
+					c++
+				}
+			}
+		}
+		return c
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for replaced() < len(nodes)*len(victims) && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	got := replaced()
+	for _, n := range nodes {
+		for _, v := range victims {
+			if h := heldCert(n, v.id); h == nil || !bytes.Equal(h.Marshal(), orig[v.id]) {
+				t.Logf("%s now holds for %s's id: %v", n.Cert().Name, v.Cert().Name, h != nil)
+			}
+		}
+	}
+	t.Logf("issued %d/%d takeover certificates; victim certificates replaced on %d/%d (node, victim) pairs",
+		issued, len(victims), got, len(nodes)*len(victims))
+	if issued != 0 || got != 0 {
+		t.Fatalf("identity takeover: issued %d, replaced %d", issued, got)
+	}
+	// Even the holder of a member's node key gets no certificate for it
+	// with other keys: the id is a member already.
+	code, err := admin.Invite(time.Minute, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	atk, _ := NewNodeKeys()
+	stolen := &NodeKeys{Sign: nodes[1].keys.Sign, WG: atk.WG, Ctl: atk.Ctl}
+	if resp := redeem(t, code, nodes[1].id, stolen, "n2"); resp.OK || resp.Err != errJoinMember.Error() {
+		t.Fatalf("a second certificate for n2's id: %+v", resp)
+	}
+
+	v := nodes[1]
+	rogue := *v.Cert()
+	rogue.raw, rogue.WG, rogue.Ctl = nil, atk.WGPublic(), atk.CtlPublic()
+	rogue.NotBefore = time.Now()
+	admin.mu.Lock()
+	SignCert(admin.user, &rogue)
+	admin.floodLocked(nil, []recordMsg{{KindCert, rogue.Marshal()}})
+	admin.mu.Unlock()
+	refusedBy := func(n *Node) uint64 {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return n.store.Rejected[RejectKeyChange]
+	}
+	took := func(n *Node) bool {
+		h := heldCert(n, v.id)
+		return h != nil && h.WG == rogue.WG
+	}
+	receivers := nodes[1:]
+	waitFor(t, 10*time.Second, "the rogue certificate to be taken or refused", func() bool {
+		for _, n := range receivers {
+			if !took(n) && refusedBy(n) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	taken := 0
+	for _, n := range receivers {
+		if took(n) {
+			taken++
+			t.Errorf("%s took the rogue certificate for %s", n.Cert().Name, v.Cert().Name)
+		}
+	}
+	t.Logf("a user-signed certificate giving %s other keys: taken by %d/%d receivers", v.Cert().Name, taken, len(receivers))
+	if s := nodes[2].Status(); s.Drops["record/"+RejectKeyChange] == 0 {
+		t.Errorf("status does not show the refusal: %v", s.Drops)
+	}
+}
