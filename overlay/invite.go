@@ -251,4 +251,5 @@ var (
 	errJoinNodeProof = errors.New("the request is not signed by the node key it names (a glow older than this inviter signs none: upgrade it)")
 	errJoinMember    = errors.New("a node with this id is a member already; it needs no invite")
 	errJoinRevoked   = errors.New("this node was removed from the user ('glow nodes remove'); start it with a fresh --state to join again")
+	errInviteSave    = errors.New("the inviting node could not record the invite code's use in its state directory, so it admitted nothing; try again")
 )

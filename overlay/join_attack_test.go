@@ -5,6 +5,9 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"net"
+	"os"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -153,5 +156,89 @@ func TestAttackJoinTakeover(t *testing.T) {
 	t.Logf("a user-signed certificate giving %s other keys: taken by %d/%d receivers", v.Cert().Name, taken, len(receivers))
 	if s := nodes[2].Status(); s.Drops["record/"+RejectKeyChange] == 0 {
 		t.Errorf("status does not show the refusal: %v", s.Drops)
+	}
+}
+
+// TestAttackInviteRace: 50 joiners redeem one one-use code at once; exactly
+// one is admitted.
+func TestAttackInviteRace(t *testing.T) {
+	admin := testNode(t, "n1", func(c *Config) { c.UserName = "alice" })
+	code, err := admin.Invite(time.Minute, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const joiners = 50
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	admitted := 0
+	for i := 0; i < joiners; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			k, _ := NewNodeKeys()
+			if resp := redeem(t, code, k.ID(), k, "racer"); resp.OK {
+				mu.Lock()
+				admitted++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	admin.mu.Lock()
+	members := len(admin.store.Certs())
+	admin.mu.Unlock()
+	t.Logf("%d concurrent redemptions of a one-use code: %d admitted; the admin holds %d certificates", joiners, admitted, members)
+	if admitted != 1 || members != 2 {
+		t.Fatalf("one-use code admitted %d nodes (%d certificates held)", admitted, members)
+	}
+}
+
+// TestAttackInviteSaveFails: the admin cannot save the invite book when a
+// node joins (the disk refuses). The join must fail and leave no
+// certificate; after a restart of the admin, on the state the disk kept, the
+// one-use code admits one node, not a second.
+func TestAttackInviteSaveFails(t *testing.T) {
+	admin := testNode(t, "n1", func(c *Config) { c.UserName = "alice" })
+	code, err := admin.Invite(time.Minute, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := admin.state
+	book, err := os.ReadFile(st.Path("invites"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A directory where the file was: the atomic rename fails, even as root.
+	os.Remove(st.Path("invites"))
+	if err := os.Mkdir(st.Path("invites"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	admitted := 0
+	k1, _ := NewNodeKeys()
+	resp := redeem(t, code, k1.ID(), k1, "n2")
+	if resp.OK {
+		admitted++
+		t.Log("admitted a node while the use count could not be saved")
+	} else if !strings.Contains(resp.Err, "invite") {
+		t.Errorf("refusal does not say why: %q", resp.Err)
+	}
+	leftCert := heldCert(admin, k1.ID()) != nil
+	// The disk kept the book as it was before the join; restart on it.
+	os.Remove(st.Path("invites"))
+	os.WriteFile(st.Path("invites"), book, 0o600)
+	port := admin.Port()
+	admin.Close()
+	admin = testNode(t, "n1", func(c *Config) { c.StateDir, c.Port, c.Random = st.Dir, port, false })
+	k2, _ := NewNodeKeys()
+	if resp := redeem(t, code, k2.ID(), k2, "n3"); resp.OK {
+		admitted++
+	}
+	k3, _ := NewNodeKeys()
+	if resp := redeem(t, code, k3.ID(), k3, "n4"); resp.OK {
+		admitted++
+	}
+	t.Logf("one-use code, failed save then a restart: %d nodes admitted; certificate left by the failed join: %v", admitted, leftCert)
+	if admitted != 1 || leftCert {
+		t.Fatalf("one-use code admitted %d nodes; failed join left a certificate: %v", admitted, leftCert)
 	}
 }
