@@ -490,9 +490,3 @@ func TestStoreRefusesKeyChange(t *testing.T) {
 		t.Fatalf("new keys after a revocation: %v %v", ok, err)
 	}
 }
-
-func signedDoc(u *UserKey, kind RecordKind, version uint64, body []byte) *UserDoc {
-	d := &UserDoc{Kind: kind, Version: version, Body: body}
-	SignUserDoc(u, d)
-	return d
-}
