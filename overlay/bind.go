@@ -3,6 +3,7 @@ package overlay
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -141,8 +142,9 @@ type Endpoint struct {
 	wg  wgPeer
 	ips []netip.Addr
 	// ctlKey is the peer's control key (guarded by Bind.mu, published in
-	// byCtlKey).
-	ctlKey wire.Key
+	// byCtlKey); learned are its addresses in byAddr, oldest first (Learn).
+	ctlKey  wire.Key
+	learned []netip.AddrPort
 }
 
 // touch notes that traffic went out on e's path (and the link under it),
@@ -296,11 +298,17 @@ func (b *Bind) RemovePeer(id wire.NodeID) {
 			delete(b.addrs, a)
 		}
 	}
+	e.learned = nil
 	b.publishAddrsLocked()
 }
 
+// maxLearnedAddrs bounds the addresses learned for one peer: the oldest
+// gives way (never the peer's current path).
+const maxLearnedAddrs = 16
+
 // Learn records that WireGuard packets from addr come from peer id. Only
-// addresses proven by an authenticated control packet are learned.
+// addresses proven by an authenticated control packet are learned, at most
+// maxLearnedAddrs per peer.
 func (b *Bind) Learn(id wire.NodeID, addr netip.AddrPort) {
 	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
 	b.mu.Lock()
@@ -309,6 +317,22 @@ func (b *Bind) Learn(id wire.NodeID, addr netip.AddrPort) {
 	if b.addrs[addr] == e {
 		return
 	}
+	if old := b.addrs[addr]; old != nil {
+		old.learned = slices.DeleteFunc(old.learned, func(a netip.AddrPort) bool { return a == addr })
+	}
+	if len(e.learned) >= maxLearnedAddrs {
+		var cur netip.AddrPort
+		if p := e.path.Load(); p != nil && !p.relay {
+			cur = p.addr
+		}
+		i := 0
+		if e.learned[0] == cur {
+			i = 1
+		}
+		delete(b.addrs, e.learned[i])
+		e.learned = slices.Delete(e.learned, i, i+1)
+	}
+	e.learned = append(e.learned, addr)
 	b.addrs[addr] = e
 	b.publishAddrsLocked()
 }

@@ -204,7 +204,7 @@ func (n *Node) handleJoinLocked(pkt []byte, sender wire.Key, from netip.AddrPort
 	}
 	if err := n.bind.SendTo(sealCtl(nil, n.ctlPub, shared, resp.marshal()), from); err != nil {
 		n.logf("glow: answering the join request from %v: %v", from, err)
-	} else if n.joinAnswers[from]++; n.joinAnswers[from] <= 3 {
+	} else if n.noteJoinAnswerLocked(from) {
 		n.logf("glow: answered the join request from %v", from)
 	}
 }
@@ -321,4 +321,18 @@ func (n *Node) Invite(ttl time.Duration, uses int) (string, error) {
 		Expires: p.Expires, Endpoints: n.localEndpointsLocked(now),
 	}
 	return inv.Code(), nil
+}
+
+// maxJoinAnswers bounds joinAnswers: every source address that sends a
+// request gets an answer, so the table is forgotten when it is full.
+const maxJoinAnswers = 256
+
+// noteJoinAnswerLocked counts an answer to from and reports whether to log
+// it (the first three per address).
+func (n *Node) noteJoinAnswerLocked(from netip.AddrPort) bool {
+	if len(n.joinAnswers) >= maxJoinAnswers && n.joinAnswers[from] == 0 {
+		clear(n.joinAnswers)
+	}
+	n.joinAnswers[from]++
+	return n.joinAnswers[from] <= 3
 }

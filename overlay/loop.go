@@ -223,7 +223,7 @@ func (n *Node) handleControlLocked(pkt []byte, from netip.AddrPort, now time.Tim
 		n.bind.Learn(p.cert.Node, from)
 		n.sendCtlLocked(p, from, pongMsg{TxID: msg.TxID, Seen: from}.marshal())
 		if _, ok := p.cands[from]; !ok {
-			p.cands[from] = &candidate{learned: now}
+			n.addCandLocked(p, from, now)
 		}
 		if !p.active.IsValid() || p.active != from && !p.hbWait.IsZero() {
 			// No path yet, or ours stalls while the peer speaks from a new

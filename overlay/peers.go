@@ -131,12 +131,51 @@ func (n *Node) addCandidatesLocked(p *peer, eps []netip.AddrPort, now time.Time)
 			c.learned = now
 			continue
 		}
-		p.cands[ep] = &candidate{learned: now}
+		n.addCandLocked(p, ep, now)
 		if !p.active.IsValid() {
 			// Probe the newcomer at the next tick, and keep probing for a while.
 			p.lastDirectProbe, p.since = time.Time{}, now
 		}
 	}
+}
+
+// maxCandidates bounds a peer's candidates: addresses from beacons, records
+// and pings, which an outsider replaying them could send from any number of
+// source addresses.
+const maxCandidates = 32
+
+// addCandLocked adds ep to p's candidates (it is not one yet). At
+// maxCandidates, the oldest candidate that never answered gives way (nor
+// the current path); when every one has answered, the oldest answered one
+// does.
+func (n *Node) addCandLocked(p *peer, ep netip.AddrPort, now time.Time) *candidate {
+	if len(p.cands) >= maxCandidates {
+		var victim netip.AddrPort
+		var vc *candidate
+		for a, c := range p.cands {
+			if a == p.active {
+				continue
+			}
+			if vc == nil || evictBefore(c, vc) {
+				victim, vc = a, c
+			}
+		}
+		if vc != nil {
+			delete(p.cands, victim)
+		}
+	}
+	c := &candidate{learned: now}
+	p.cands[ep] = c
+	return c
+}
+
+// evictBefore reports whether candidate c should go before vc: one that
+// never answered before one that did, then the one heard of longest ago.
+func evictBefore(c, vc *candidate) bool {
+	if c.lastPong.IsZero() != vc.lastPong.IsZero() {
+		return c.lastPong.IsZero()
+	}
+	return later(c.learned, c.lastPong).Before(later(vc.learned, vc.lastPong))
 }
 
 // sendCtlLocked seals m to p and sends it to addr, or over p's current
@@ -202,8 +241,7 @@ func (n *Node) handlePongLocked(p *peer, m pongMsg, from netip.AddrPort, now tim
 	}
 	c := p.cands[from]
 	if c == nil {
-		c = &candidate{learned: now}
-		p.cands[from] = c
+		c = n.addCandLocked(p, from, now)
 	}
 	c.lastPong, c.rtt = now, rtt
 	n.bind.Learn(p.cert.Node, from)

@@ -1,0 +1,97 @@
+package overlay
+
+import (
+	"crypto/rand"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// TestAttackStateGrowth: 10,000 distinct source addresses (127.1.0.0/16 on
+// loopback) each send one admin node a join request with a bogus code
+// (sealed to the admin's control key: anyone can), a replay of a member's
+// beacon, and a sealed ping of that member (the replay of a captured one,
+// as long as pings can be replayed). Every table they reach stays bounded,
+// and the heap in use is reported before and after.
+func TestAttackStateGrowth(t *testing.T) {
+	const sources = 10000
+	n1 := testNode(t, "n1", func(c *Config) { c.UserName = "alice" })
+	code, err := n1.Invite(time.Hour, 1) // a live code: strangers' requests are opened
+	if err != nil {
+		t.Fatal(err)
+	}
+	n2 := testNode(t, "n2", func(c *Config) { c.JoinCode = code })
+	for _, n := range []*Node{n1, n2} {
+		waitFor(t, 20*time.Second, "a direct path", func() bool { return directPeers(n) == 1 })
+	}
+	if _, err := n1.Invite(time.Hour, 1); err != nil {
+		t.Fatal(err)
+	}
+	n2.mu.Lock()
+	beacon := n2.beaconLocked()
+	n2.mu.Unlock()
+	toN2 := sharedKey(n2.keys.Ctl, n1.ctlPub)
+	heap0 := heapInUse()
+	to := net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), n1.port))
+	for i := range sources {
+		src := netip.AddrFrom4([4]byte{127, 1, byte(i / 250), byte(1 + i%250)})
+		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var key [32]byte
+		rand.Read(key[:])
+		stranger := NodeKeys{Ctl: key}
+		req := joinReq{Name: "x"}
+		rand.Read(req.CodeID[:])
+		join := sealCtl(nil, stranger.CtlPublic(), sharedKey(key, n1.ctlPub), req.marshal())
+		var ping pingMsg
+		rand.Read(ping.TxID[:])
+		ping.Boot = n2.boot
+		for _, b := range [][]byte{join, beacon, sealCtl(nil, n2.ctlPub, toN2, ping.marshal())} {
+			c.WriteTo(b, to)
+		}
+		c.Close()
+		if i%25 == 24 {
+			time.Sleep(10 * time.Millisecond) // the loop keeps up: no queue drops
+		}
+	}
+	time.Sleep(time.Second)
+	heap1 := heapInUse()
+	n1.mu.Lock()
+	answers := len(n1.joinAnswers)
+	cands := len(n1.peers[n2.id].cands)
+	drops := fmt.Sprint(n1.dropCtl)
+	n1.mu.Unlock()
+	n1.bind.mu.Lock()
+	learned := len(n1.bind.addrs)
+	n1.bind.mu.Unlock()
+	limiter := n1.ctlq.lim.sources()
+	t.Logf("after %d sources: join answers remembered %d, candidates of n2 %d, learned addresses %d, rate-limiter sources %d; heap in use %.1f MiB -> %.1f MiB (two nodes in one process); queue full %d, rate limited %d; loop drops %s",
+		sources, answers, cands, learned, limiter, float64(heap0)/(1<<20), float64(heap1)/(1<<20),
+		n1.bind.dropCtlFull.Load(), n1.bind.dropCtlLimited.Load(), drops)
+	for _, c := range []struct {
+		what     string
+		got, max int
+	}{
+		{"join answers remembered", answers, maxJoinAnswers},
+		{"candidates of one peer", cands, maxCandidates},
+		{"learned addresses", learned, maxLearnedAddrs},
+		{"rate-limiter sources", limiter, maxSources},
+	} {
+		if c.got > c.max {
+			t.Errorf("%s: %d after %d sources (cap %d)", c.what, c.got, sources, c.max)
+		}
+	}
+}
+
+// heapInUse is the heap in use after a collection.
+func heapInUse() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse
+}
