@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/coder/websocket v1.8.15
+	github.com/google/nftables v0.3.0
 	github.com/miekg/dns v1.1.73
 	github.com/pion/logging v0.2.2
 	github.com/pion/stun v0.6.1

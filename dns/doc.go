@@ -35,6 +35,10 @@
 //   - Everything else goes to Config.Upstreams in order, each given ~2 s,
 //     over the client's transport; a truncated UDP answer is retried over
 //     TCP. All failing: SERVFAIL. No upstreams: REFUSED.
+//   - Only loopback and overlay clients (Config.Prefixes and the service
+//     addresses) are served; queries from anyone else are dropped and
+//     counted ([Server.ClientAllowed], Stats.DropClient), so a LAN host
+//     that routes the service address at this machine learns nothing.
 //   - Malformed or oversized queries get FORMERR when a header can be read,
 //     else they are dropped and counted ([Stats]). A UDP reply larger than
 //     the client's limit (512, or its EDNS0 size) is truncated with TC set.

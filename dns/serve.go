@@ -16,7 +16,8 @@ import (
 
 // Query path, UDP (ServeUDP; one read loop per socket):
 //
-//	read ─► parse (too short or a response: drop, counted; malformed or
+//	read ─► client check (not loopback or overlay: drop, counted)
+//	     ─► parse (too short or a response: drop, counted; malformed or
 //	over MaxQuerySize: FORMERR built from the header) ─► answer
 //	    ├─ glow name ─► finish (EDNS, truncate to the client's size) ─► write,
 //	    │   all in the read loop: no goroutine, no blocking
@@ -54,6 +55,9 @@ func (s *Server) ServeUDP(ctx context.Context, pc net.PacketConn) error {
 			return fmt.Errorf("dns: serve udp: %w", err)
 		}
 		s.stats.queries.Add(1)
+		if !s.clientAllowed(addr) {
+			continue
+		}
 		req, raw := s.parse(rbuf[:n])
 		if raw != nil {
 			s.writeTo(pc, addr, raw)
@@ -162,6 +166,10 @@ func (s *Server) ServeTCP(ctx context.Context, ln net.Listener) error {
 				return nil
 			case <-time.After(50 * time.Millisecond):
 			}
+			continue
+		}
+		if !s.clientAllowed(c.RemoteAddr()) {
+			c.Close()
 			continue
 		}
 		select {

@@ -23,6 +23,9 @@ import (
 var (
 	ServiceV4 = netip.MustParseAddr("100.100.100.53")
 	ServiceV6 = netip.MustParseAddr("fd00:676c:6f77::53")
+	// ServicePrefix6 is the /48 that ServiceV6 is in; glow's firewall keeps
+	// it (with the overlay's other ranges) off the underlay.
+	ServicePrefix6 = netip.MustParsePrefix("fd00:676c:6f77::/48")
 )
 
 // TTL is the time to live of every answer from the name table, and the
@@ -55,7 +58,7 @@ const (
 // NXDOMAIN rather than being leaked to the upstream resolvers.
 var DefaultPrefixes = []netip.Prefix{
 	netip.MustParsePrefix("100.64.0.0/10"),
-	netip.MustParsePrefix("fd00:676c:6f77::/48"),
+	ServicePrefix6,
 }
 
 // Config configures a Server. It is validated once, by [New].
@@ -190,12 +193,14 @@ type Stats struct {
 	DropResponse uint64 // a response (QR set), not a query: never answer those
 	DropOverload uint64 // too many forwards or TCP connections in flight
 	DropWrite    uint64 // the reply could not be packed or sent
+	DropClient   uint64 // from a client outside the overlay and loopback (see [Server.ClientAllowed])
 }
 
 type counters struct {
 	queries, local, forwarded, upstreamErrors, servFail, refused atomic.Uint64
 	formErr, notImp, truncated                                   atomic.Uint64
 	dropShort, dropResponse, dropOverload, dropWrite             atomic.Uint64
+	dropClient                                                   atomic.Uint64
 }
 
 // Stats returns a snapshot of the counters.
@@ -207,5 +212,48 @@ func (s *Server) Stats() Stats {
 		FormErr: c.formErr.Load(), NotImp: c.notImp.Load(), Truncated: c.truncated.Load(),
 		DropShort: c.dropShort.Load(), DropResponse: c.dropResponse.Load(),
 		DropOverload: c.dropOverload.Load(), DropWrite: c.dropWrite.Load(),
+		DropClient: c.dropClient.Load(),
 	}
+}
+
+// ClientAllowed reports whether the resolver answers a client at a: only
+// programs of this machine (loopback, or an overlay source address such as
+// the service addresses themselves) and the overlay (Config.Prefixes) are
+// served. A LAN host that routes the service address at this machine gets
+// nothing: an open resolver on the LAN would leak the names of the user's
+// nodes and forward for strangers. Queries from others are dropped, not
+// REFUSED (no reply to a forged source), and counted as DropClient. glow's
+// firewall (tun/firewall) already keeps such packets out; this check holds
+// without it (--no-firewall) too.
+func (s *Server) ClientAllowed(a netip.Addr) bool {
+	a = a.Unmap()
+	if a.IsLoopback() || a == ServiceV4 || a == ServiceV6 {
+		return true
+	}
+	for _, p := range s.prefixes {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// clientAllowed is ClientAllowed for a socket address; it counts a refusal.
+func (s *Server) clientAllowed(addr net.Addr) bool {
+	var a netip.Addr
+	switch v := addr.(type) {
+	case *net.UDPAddr:
+		a = v.AddrPort().Addr()
+	case *net.TCPAddr:
+		a = v.AddrPort().Addr()
+	default:
+		if ap, err := netip.ParseAddrPort(addr.String()); err == nil {
+			a = ap.Addr()
+		}
+	}
+	if s.ClientAllowed(a) {
+		return true
+	}
+	s.stats.dropClient.Add(1)
+	return false
 }

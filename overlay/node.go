@@ -26,6 +26,7 @@ import (
 	"glow/policy"
 	"glow/relay"
 	"glow/tun"
+	"glow/tun/firewall"
 )
 
 // DefaultPort is glow's UDP port when none is given.
@@ -52,6 +53,7 @@ type Config struct {
 	SOCKS5      string // with Userspace: address of the SOCKS5 proxy ("" = none)
 	TUNName     string // kernel TUN name, default glow0
 	NoDNS       bool
+	NoFirewall  bool     // no nftables table keeping the underlay off the overlay (kernel TUN only)
 	NoPortMap   bool     // do not ask the gateway for a port mapping
 	STUNServers []string // extra STUN servers (HOST:PORT) for glow netcheck
 
@@ -423,7 +425,11 @@ func (n *Node) startDataPlane(port uint16) error {
 				netip.PrefixFrom(n.cert.IPv6, IPv6Bits),
 			},
 			ExtraAddrs: []netip.Addr{glowdns.ServiceV4, glowdns.ServiceV6},
+			Firewall:   n.firewallPrefixes(),
 		})
+		if errors.Is(err, firewall.ErrInstall) {
+			return fmt.Errorf("%w; without it hosts on this machine's networks could reach the overlay: fix that, or run with --no-firewall (not recommended)", err)
+		}
 		if err != nil {
 			return err
 		}
@@ -471,6 +477,23 @@ func (n *Node) listenPort() uint16 {
 	return 0
 }
 
+// firewallPrefixes are the ranges the kernel TUN's firewall keeps off the
+// underlay (tun/firewall): every overlay IPv4 address (the resolver's
+// included), the user's ULA /48 and the resolver's /48. Friends' /48s are
+// added as they are routed (routeFriendsLocked). None with NoFirewall.
+func (n *Node) firewallPrefixes() []netip.Prefix {
+	if n.cfg.NoFirewall {
+		n.logf("glow: WARNING: --no-firewall: hosts on this machine's networks can reach the overlay addresses and the resolver")
+		return nil
+	}
+	return []netip.Prefix{IPv4Range, UserPrefix6(n.cert.User[:]), glowdns.ServicePrefix6}
+}
+
+// RepairFirewall removes the firewall table a crashed daemon left in this
+// network namespace (its interface is gone); a live daemon's table stays. It
+// reports whether it removed one.
+func RepairFirewall() (bool, error) { return firewall.RemoveStale() }
+
 // Port returns the node's UDP port.
 func (n *Node) Port() uint16 { return n.port }
 
@@ -514,6 +537,11 @@ func (n *Node) Close() error {
 	}
 	n.bind.closeWG()
 	n.dev.Close() // closes the bind and the TUN device
+	if k, ok := n.tunDev.(*tun.Kernel); ok {
+		if err := k.Close(); err != nil { // removes the firewall table
+			n.logf("glow: %v", err)
+		}
+	}
 	n.wg.Wait()
 	n.mu.Lock()
 	n.saveRecordsLocked()

@@ -12,6 +12,11 @@
 //     tests. Programs reach it through the SOCKS5 / HTTP CONNECT proxy
 //     served by [ServeSOCKS5].
 //
+// A Kernel opened with KernelConfig.Firewall also carries glow's nftables
+// table (package glow/tun/firewall): packets with overlay addresses arriving
+// on any other interface are dropped; SetRoutes extends it to the routed
+// prefixes, Close removes it.
+//
 // The overlay hands either Device to wireguard-go's device.NewDevice (through
 // its policy wrapper) and does not care which one it got.
 //

@@ -28,6 +28,12 @@ type KernelConfig struct {
 	// ExtraAddrs are added as /32 or /128: local service addresses such as
 	// the DNS service 100.100.100.53 and fd00:676c:6f77::53.
 	ExtraAddrs []netip.Addr
+	// Firewall, when not empty, are the overlay's address ranges that
+	// glow's nftables table (package glow/tun/firewall) keeps off every
+	// other interface: packets with such a source or destination address
+	// are dropped unless they arrive on this interface or on loopback.
+	// [Kernel.SetRoutes] adds its prefixes to these. Empty: no table.
+	Firewall []netip.Prefix
 }
 
 // withDefaults returns c with defaults filled in, or an error naming the bad field.
@@ -46,6 +52,11 @@ func (c KernelConfig) withDefaults() (KernelConfig, error) {
 	}
 	if _, err := addrSet(c.Prefixes, c.ExtraAddrs); err != nil {
 		return c, err
+	}
+	for _, p := range c.Firewall {
+		if !p.IsValid() {
+			return c, fmt.Errorf("tun: KernelConfig.Firewall: invalid prefix %v", p)
+		}
 	}
 	if c.MTU < 1280 && hasIPv6(c.Prefixes, c.ExtraAddrs) {
 		return c, fmt.Errorf("tun: KernelConfig.MTU %d is below 1280, the IPv6 minimum, but there are IPv6 addresses", c.MTU)

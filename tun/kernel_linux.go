@@ -5,11 +5,14 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/tun"
+
+	"glow/tun/firewall"
 )
 
 // Kernel is a Linux kernel TUN interface with the node's addresses, up.
@@ -25,7 +28,9 @@ type Kernel struct {
 
 	// mu guards the following, and serialises netlink requests.
 	mu     sync.Mutex
-	nl     *netlink.Handle // netlink socket in the netns OpenKernel ran in; nil after Close
+	nl     *netlink.Handle    // netlink socket in the netns OpenKernel ran in; nil after Close
+	fw     *firewall.Firewall // nil without KernelConfig.Firewall
+	fwBase []netip.Prefix     // KernelConfig.Firewall; SetRoutes adds its routes
 	closed bool
 }
 
@@ -35,7 +40,11 @@ type Kernel struct {
 // holds open, it is deleted first (a leftover); any other existing interface
 // of that name is an error that names it.
 //
-// Close removes the interface.
+// With cfg.Firewall it also installs glow's nftables table (package
+// glow/tun/firewall) before the interface gets its addresses; a failure to
+// install it is an error (the interface is removed again).
+//
+// Close removes the interface and the table.
 func OpenKernel(cfg KernelConfig) (*Kernel, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -73,6 +82,15 @@ func (k *Kernel) setup(cfg KernelConfig) error {
 		return fmt.Errorf("tun: %s: find link: %w", k.name, err)
 	}
 	k.index = link.Attrs().Index
+	if len(cfg.Firewall) > 0 {
+		fw, err := firewall.Install(firewall.Config{Interface: k.name, Prefixes: cfg.Firewall})
+		if err != nil {
+			return err
+		}
+		k.mu.Lock()
+		k.fw, k.fwBase = fw, cfg.Firewall
+		k.mu.Unlock()
+	}
 	// CreateTUN sets the MTU with an ioctl already; setting it through the
 	// same netlink socket as the rest keeps all configuration in one netns.
 	if err := k.nl.LinkSetMTU(link, cfg.MTU); err != nil {
@@ -242,7 +260,8 @@ func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
 }
 
 // Close closes the TUN device, which removes the interface and its
-// addresses and routes. It is idempotent; later calls return nil.
+// addresses and routes, and then removes the firewall table. It is
+// idempotent; later calls return nil.
 func (k *Kernel) Close() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -254,9 +273,14 @@ func (k *Kernel) Close() error {
 	k.nl.Close()
 	k.nl = nil
 	if err != nil && !errors.Is(err, net.ErrClosed) {
-		return fmt.Errorf("tun: close %s: %w", k.name, err)
+		err = fmt.Errorf("tun: close %s: %w", k.name, err)
+	} else {
+		err = nil
 	}
-	return nil
+	if k.fw != nil {
+		err = errors.Join(err, k.fw.Close())
+	}
+	return err
 }
 
 // SetRoutes makes the routes through the interface, besides the connected
@@ -265,13 +289,20 @@ func (k *Kernel) Close() error {
 // source address of its family in srcs (the node's own overlay address), so
 // the kernel never picks another address of the interface (such as the DNS
 // service address) as the source. Routes are tagged with protocol 'static'
-// and scope link; others on the interface are left alone. It returns
-// net.ErrClosed after Close.
+// and scope link; others on the interface are left alone. With a firewall
+// (KernelConfig.Firewall), the prefixes are guarded too, before any route
+// to them exists. It returns net.ErrClosed after Close.
 func (k *Kernel) SetRoutes(prefixes []netip.Prefix, srcs ...netip.Addr) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.closed {
 		return net.ErrClosed
+	}
+	if k.fw != nil {
+		// The firewall first: a route is a way in once it exists.
+		if err := k.fw.SetPrefixes(append(slices.Clone(k.fwBase), prefixes...)); err != nil {
+			return fmt.Errorf("tun: %s: %w", k.name, err)
+		}
 	}
 	wanted := map[netip.Prefix]bool{}
 	for _, p := range prefixes {

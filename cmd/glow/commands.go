@@ -34,9 +34,18 @@ func cmdDown(g *globals, args []string) error {
 	pid := daemonPid(g.state)
 	if err := c.Down(); err != nil {
 		if errors.Is(err, overlay.ErrNotRunning) {
-			// A crashed daemon may have left the resolver pointed at it.
+			// A crashed daemon may have left the resolver pointed at it,
+			// and its firewall table behind.
 			if rerr := overlay.RepairDNS(g.state); rerr != nil {
 				return fmt.Errorf("glow is not running, and restoring DNS settings failed: %w", rerr)
+			}
+			removed, ferr := overlay.RepairFirewall()
+			if ferr != nil {
+				return fmt.Errorf("glow is not running, and removing its stale firewall table failed: %w", ferr)
+			}
+			if removed {
+				fmt.Fprintln(g.out, "glow is not running (DNS settings checked, stale firewall table removed)")
+				return nil
 			}
 			fmt.Fprintln(g.out, "glow is not running (DNS settings checked)")
 			return nil

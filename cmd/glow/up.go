@@ -56,6 +56,7 @@ func cmdUp(g *globals, args []string) error {
 	fs.StringVar(&f.cfg.SOCKS5, "socks5", "localhost:1055", "with --userspace: SOCKS5 proxy address")
 	fs.StringVar(&f.cfg.TUNName, "tun", "glow0", "name of the TUN interface")
 	fs.BoolVar(&f.cfg.NoDNS, "no-dns", false, "do not touch the system resolver")
+	fs.BoolVar(&f.cfg.NoFirewall, "no-firewall", false, "no nftables table keeping other interfaces' traffic off the overlay addresses (not recommended)")
 	fs.BoolVar(&f.foreground, "foreground", false, "stay in the foreground (logs to stderr)")
 	pos, err := parse(fs, args)
 	if err != nil {
