@@ -47,10 +47,16 @@ func (e *DamagedError) Unwrap() error { return ErrDamaged }
 // Path returns the path of a file in the state directory.
 func (s State) Path(name string) string { return filepath.Join(s.Dir, name) }
 
-// Init creates the directory (0700) if needed.
+// Init creates the directory if needed and makes its mode 0700 either way:
+// it holds keys, the local API socket and the log, which no other local
+// user may read or reach (a directory made 0755 by hand or by an older
+// version would otherwise stay open).
 func (s State) Init() error {
 	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
 		return fmt.Errorf("state directory %s: %w", s.Dir, err)
+	}
+	if err := os.Chmod(s.Dir, 0o700); err != nil {
+		return fmt.Errorf("state directory %s: make it private (0700): %w", s.Dir, err)
 	}
 	return nil
 }
