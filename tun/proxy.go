@@ -55,6 +55,12 @@ type ProxyConfig struct {
 	HandshakeTimeout time.Duration
 	// DialTimeout bounds Resolve plus Dial; 0 means 30s.
 	DialTimeout time.Duration
+	// User and Password, when User is not empty, are required of every
+	// client: SOCKS5 username/password authentication (RFC 1929) or, for
+	// HTTP CONNECT, a Proxy-Authorization: Basic header. Without them,
+	// anyone who can connect to the listener may use the proxy: on a
+	// loopback address that is every user of the machine.
+	User, Password string
 }
 
 // maxHandshakeBytes bounds what a client may send before its request is
@@ -68,6 +74,7 @@ type proxy struct {
 	logf             func(format string, args ...any)
 	handshakeTimeout time.Duration
 	dialTimeout      time.Duration
+	creds            *credentials // nil: no authentication
 }
 
 func newProxy(cfg ProxyConfig) *proxy {
@@ -77,6 +84,9 @@ func newProxy(cfg ProxyConfig) *proxy {
 		logf:             cfg.Logf,
 		handshakeTimeout: cfg.HandshakeTimeout,
 		dialTimeout:      cfg.DialTimeout,
+	}
+	if cfg.User != "" {
+		p.creds = &credentials{user: cfg.User, pass: cfg.Password}
 	}
 	if p.dial == nil {
 		p.dial = (&net.Dialer{}).DialContext
@@ -93,8 +103,9 @@ func newProxy(cfg ProxyConfig) *proxy {
 	return p
 }
 
-// ServeSOCKS5 serves SOCKS5 (RFC 1928: no authentication, CONNECT only) and
-// HTTP CONNECT on ln until ctx is done or ln fails.
+// ServeSOCKS5 serves SOCKS5 (RFC 1928, CONNECT only; no authentication, or
+// RFC 1929 username/password with cfg.User) and HTTP CONNECT on ln until ctx
+// is done or ln fails.
 //
 // ServeSOCKS5 owns ln and closes it. When it returns, every connection it
 // accepted has been closed and every goroutine it started has exited. It

@@ -7,12 +7,15 @@ package tun
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 )
 
 var httpStatus = [...]int{
@@ -34,6 +37,13 @@ func (p *proxy) httpConnect(ctx context.Context, br *bufio.Reader, c net.Conn) (
 		httpError(c, http.StatusMethodNotAllowed, "Allow: CONNECT\r\n")
 		return nil, fmt.Errorf("http: method %q not supported (only CONNECT)", req.Method)
 	}
+	if p.creds != nil {
+		user, pass, ok := parseBasic(req.Header.Get("Proxy-Authorization"))
+		if !ok || !p.creds.match([]byte(user), []byte(pass)) {
+			httpError(c, http.StatusProxyAuthRequired, "Proxy-Authenticate: Basic realm=\"glow\"\r\n")
+			return nil, errors.New("http: missing or wrong Proxy-Authorization")
+		}
+	}
 	host, sport, err := net.SplitHostPort(req.Host)
 	port, perr := strconv.ParseUint(sport, 10, 16)
 	if err != nil || perr != nil || !validHost(host) {
@@ -50,6 +60,19 @@ func (p *proxy) httpConnect(ctx context.Context, br *bufio.Reader, c net.Conn) (
 		return nil, fmt.Errorf("http: write reply: %w", err)
 	}
 	return t, nil
+}
+
+// parseBasic parses "Basic base64(user:pass)".
+func parseBasic(h string) (user, pass string, ok bool) {
+	scheme, enc, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Basic") {
+		return "", "", false
+	}
+	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(enc))
+	if err != nil {
+		return "", "", false
+	}
+	return strings.Cut(string(b), ":")
 }
 
 // httpError writes a response with no body; extra is more header lines.

@@ -1,13 +1,14 @@
 package tun
 
-// SOCKS5 wire format (RFC 1928), server side, no authentication, CONNECT
-// only. socksHandshake is the parser of untrusted bytes; it is fuzzed by
-// FuzzSOCKSHandshake.
+// SOCKS5 wire format (RFC 1928), server side, CONNECT only, with no
+// authentication or username/password (RFC 1929). socksHandshake is the
+// parser of untrusted bytes; it is fuzzed by FuzzSOCKSHandshake.
 
 import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -21,7 +22,10 @@ const (
 	socksVersion = 0x05
 
 	socksMethodNoAuth       = 0x00
+	socksMethodUserPass     = 0x02
 	socksMethodNoAcceptable = 0xff
+
+	socksUserPassVersion = 0x01 // RFC 1929
 
 	socksCmdConnect = 0x01
 
@@ -55,14 +59,31 @@ func (r socksRequest) String() string {
 }
 
 var (
-	errSOCKSVersion  = errors.New("socks: bad version")
-	errSOCKSNoMethod = errors.New("socks: client offers no acceptable auth method (only no-auth is supported)")
+	errSOCKSVersion    = errors.New("socks: bad version")
+	errSOCKSNoMethod   = errors.New("socks: client offers no acceptable auth method (only no-auth is supported)")
+	errSOCKSNeedAuth   = errors.New("socks: client offers no username/password authentication, which this proxy requires")
+	errSOCKSBadVersion = errors.New("socks: bad username/password subnegotiation version")
+	errSOCKSBadCreds   = errors.New("socks: wrong username or password")
 )
+
+// credentials are what a client must present; nil means none.
+type credentials struct {
+	user, pass string
+}
+
+// match compares in constant time (for equal lengths).
+func (c *credentials) match(user, pass []byte) bool {
+	u := subtle.ConstantTimeCompare(user, []byte(c.user))
+	p := subtle.ConstantTimeCompare(pass, []byte(c.pass))
+	return u&p == 1
+}
 
 // socksHandshake reads a greeting and a request from r and writes the method
 // selection to w, and the error reply when the request cannot be served.
-// On success the caller writes the final reply (socksReply).
-func socksHandshake(r io.Reader, w io.Writer) (socksRequest, error) {
+// With creds, the client must choose username/password and present them
+// (RFC 1929) before its request. On success the caller writes the final
+// reply (socksReply).
+func socksHandshake(r io.Reader, w io.Writer, creds *credentials) (socksRequest, error) {
 	var buf [2 + 255]byte
 
 	// Greeting: VER NMETHODS METHODS...
@@ -76,12 +97,25 @@ func socksHandshake(r io.Reader, w io.Writer) (socksRequest, error) {
 	if _, err := io.ReadFull(r, methods); err != nil {
 		return socksRequest{}, fmt.Errorf("socks: read greeting: %w", err)
 	}
-	if bytes.IndexByte(methods, socksMethodNoAuth) < 0 {
-		w.Write([]byte{socksVersion, socksMethodNoAcceptable})
-		return socksRequest{}, errSOCKSNoMethod
-	}
-	if _, err := w.Write([]byte{socksVersion, socksMethodNoAuth}); err != nil {
-		return socksRequest{}, err
+	if creds != nil {
+		if bytes.IndexByte(methods, socksMethodUserPass) < 0 {
+			w.Write([]byte{socksVersion, socksMethodNoAcceptable})
+			return socksRequest{}, errSOCKSNeedAuth
+		}
+		if _, err := w.Write([]byte{socksVersion, socksMethodUserPass}); err != nil {
+			return socksRequest{}, err
+		}
+		if err := socksUserPass(r, w, creds, &buf); err != nil {
+			return socksRequest{}, err
+		}
+	} else {
+		if bytes.IndexByte(methods, socksMethodNoAuth) < 0 {
+			w.Write([]byte{socksVersion, socksMethodNoAcceptable})
+			return socksRequest{}, errSOCKSNoMethod
+		}
+		if _, err := w.Write([]byte{socksVersion, socksMethodNoAuth}); err != nil {
+			return socksRequest{}, err
+		}
 	}
 
 	// Request: VER CMD RSV ATYP DST.ADDR DST.PORT
@@ -128,6 +162,36 @@ func socksHandshake(r io.Reader, w io.Writer) (socksRequest, error) {
 		return socksRequest{}, fmt.Errorf("socks: command %#02x not supported (only CONNECT)", cmd)
 	}
 	return req, nil
+}
+
+// socksUserPass runs the RFC 1929 subnegotiation: VER ULEN UNAME PLEN
+// PASSWD from the client, VER STATUS back (0 success, 1 failure, after which
+// the connection is closed).
+func socksUserPass(r io.Reader, w io.Writer, creds *credentials, buf *[2 + 255]byte) error {
+	if _, err := io.ReadFull(r, buf[:2]); err != nil {
+		return fmt.Errorf("socks: read username: %w", err)
+	}
+	if buf[0] != socksUserPassVersion {
+		w.Write([]byte{socksUserPassVersion, 1})
+		return errSOCKSBadVersion
+	}
+	user := make([]byte, buf[1])
+	if _, err := io.ReadFull(r, user); err != nil {
+		return fmt.Errorf("socks: read username: %w", err)
+	}
+	if _, err := io.ReadFull(r, buf[:1]); err != nil {
+		return fmt.Errorf("socks: read password: %w", err)
+	}
+	pass := make([]byte, buf[0])
+	if _, err := io.ReadFull(r, pass); err != nil {
+		return fmt.Errorf("socks: read password: %w", err)
+	}
+	if !creds.match(user, pass) {
+		w.Write([]byte{socksUserPassVersion, 1})
+		return errSOCKSBadCreds
+	}
+	_, err := w.Write([]byte{socksUserPassVersion, 0})
+	return err
 }
 
 // validHostname reports whether s looks like a DNS name: letters, digits,
@@ -179,7 +243,7 @@ var socksReplyCodes = [...]byte{
 // socks serves a SOCKS5 client up to and including the final reply, and
 // returns the connected target.
 func (p *proxy) socks(ctx context.Context, br *bufio.Reader, c net.Conn) (net.Conn, error) {
-	req, err := socksHandshake(br, c)
+	req, err := socksHandshake(br, c, p.creds)
 	if err != nil {
 		return nil, err
 	}

@@ -37,6 +37,8 @@ func FuzzSOCKSHandshake(f *testing.F) {
 		{5, 1, 0, 5, 2, 0, 1, 1, 2, 3, 4, 0, 80},
 		{5, 1, 0, 5, 1, 0, 9},
 		{5, 1, 2},
+		append(append(append([]byte{5, 1, 2, 1, 5}, "alice"...), 6), append([]byte("s3cret"), 5, 1, 0, 1, 100, 64, 0, 2, 0, 7)...),
+		append(append(append([]byte{5, 2, 0, 2, 1, 5}, "alice"...), 5), "wrong"...),
 		{5, 255},
 		{5},
 		[]byte("CONNECT nas.glow:22 HTTP/1.1\r\nHost: nas.glow:22\r\n\r\nSSH-2.0"),
@@ -47,7 +49,7 @@ func FuzzSOCKSHandshake(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		// The bare parser.
 		c := &memConn{in: bytes.NewReader(in)}
-		req, err := socksHandshake(c.in, &c.out)
+		req, err := socksHandshake(c.in, &c.out, nil)
 		if err == nil {
 			if req.host == "" || (!validHost(req.host)) {
 				t.Fatalf("accepted request with host %q", req.host)
@@ -57,6 +59,20 @@ func FuzzSOCKSHandshake(f *testing.F) {
 			}
 		} else if out := c.out.Bytes(); len(out) > 0 {
 			checkSOCKSOutput(t, out)
+		}
+
+		// The bare parser with credentials required.
+		c = &memConn{in: bytes.NewReader(in)}
+		req, err = socksHandshake(c.in, &c.out, &credentials{user: "alice", pass: "s3cret"})
+		if err == nil {
+			if !bytes.Contains(in, []byte("alice")) || !bytes.Contains(in, []byte("s3cret")) {
+				t.Fatalf("accepted a client that never sent the credentials: %x", in)
+			}
+			if out := c.out.Bytes(); !bytes.Equal(out, []byte{5, 2, 1, 0}) {
+				t.Fatalf("success with credentials wrote %x, want method 2 and auth success only", out)
+			}
+		} else if out := c.out.Bytes(); len(out) > 0 {
+			checkSOCKSAuthOutput(t, out)
 		}
 
 		// The whole connection, with a target that is an empty memConn.
@@ -111,6 +127,21 @@ func checkSOCKSOutput(t *testing.T, out []byte) {
 	}
 	if rest[1] != socksSucceeded && len(rest) != 4+n+2 {
 		t.Fatalf("bytes after an error reply: %x", rest)
+	}
+}
+
+// checkSOCKSAuthOutput checks what a handshake that requires credentials
+// wrote before failing: a refusal of every method, or the choice of
+// username/password, its failure status, or its success and one reply.
+func checkSOCKSAuthOutput(t *testing.T, out []byte) {
+	t.Helper()
+	switch {
+	case bytes.Equal(out, []byte{5, 0xff}), bytes.Equal(out, []byte{5, 2}),
+		bytes.Equal(out, []byte{5, 2, 1, 1}), bytes.Equal(out, []byte{5, 2, 1, 0}):
+	case len(out) > 4 && bytes.Equal(out[:4], []byte{5, 2, 1, 0}):
+		checkSOCKSOutput(t, append([]byte{5, 0}, out[4:]...))
+	default:
+		t.Fatalf("bad output with credentials required: %x", out)
 	}
 }
 
