@@ -16,6 +16,7 @@
 //	              inflight.go lazywg.go                        bounded memory, WireGuard peers on demand
 //	              loop.go peers.go gossip.go routes.go         control: one loop, one mutex
 //	              beacon.go join.go friends.go policy.go       membership and sharing
+//	              shadow.go                                    friends' addresses that collide with ours
 //	              netcheck.go names.go api.go status.go        NAT, DNS, local API
 //
 // The packet path (bind_*.go, tunwrap.go) touches control state only
@@ -32,7 +33,8 @@
 // node); records are signed by their issuer and versioned, and forged,
 // stale, expired or malformed ones are rejected and counted (Store). The
 // certificate binds the node's WireGuard key to its overlay addresses, and
-// WireGuard's AllowedIPs are exactly those, so the source address of a
+// WireGuard's AllowedIPs are exactly those (less a friend's address that
+// another user's node holds: shadow.go), so the source address of a
 // decrypted packet names its sender for the policy filter.
 //
 // # Choices (where the design left room)
@@ -69,6 +71,10 @@
 //   - A friend learns the node it talks to and the nodes the policy shares
 //     with it, nothing else; a relay forwards between a friend's node and
 //     ours, never between two nodes of another user.
+//   - A friend's certificate may claim any IPv4 address (each user
+//     allocates its own): one that our node (or another friend's) holds is
+//     not routed to the friend at all, and status lists the conflict; the
+//     friend stays reachable over IPv6, whose /48 is per user.
 //   - A friend's revocation list (signed by its user key) is gossiped to us
 //     and honoured for that friend's nodes only: a friend cannot revoke our
 //     nodes or a third user's. Ours goes to friends for the same reason; it

@@ -2,7 +2,10 @@ package overlay
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -118,5 +121,132 @@ func TestAttackFriendRevocationIgnored(t *testing.T) {
 	}
 	if got := dialCount(u.laptop, nasIP, 8080, 1); got != 1 {
 		t.Fatal("bob's laptop (not revoked) lost nas:8080")
+	}
+}
+
+// serveEchoOn serves TCP echo on ip:port of n's userspace stack.
+func serveEchoOn(t *testing.T, n *Node, ip netip.Addr, port uint16) {
+	ln, err := n.Netstack().Net().ListenTCPAddrPort(netip.AddrPortFrom(ip, port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+}
+
+// wgOwner returns the WireGuard public key (hex) that holds prefix in n's
+// device, or "".
+func wgOwner(n *Node, prefix string) string {
+	s, err := n.bind.dev.Load().IpcGet()
+	if err != nil {
+		return ""
+	}
+	var key string
+	for line := range strings.SplitSeq(s, "\n") {
+		k, v, _ := strings.Cut(line, "=")
+		switch {
+		case k == "public_key":
+			key = v
+		case k == "allowed_ip" && v == prefix:
+			return key
+		}
+	}
+	return ""
+}
+
+// TestAttackFriendAddressShadow: bob signs a certificate for a node of his,
+// evil, with the IPv4 address of alice's desk, and shares evil with alice.
+// Alice's nodes must not route that address to evil (WireGuard allowed
+// IPs, the packet path's address map, DNS), must keep it mapped to desk
+// for the filter, must show the collision in status, and must still reach
+// evil over IPv6.
+func TestAttackFriendAddressShadow(t *testing.T) {
+	nas := testNode(t, "nas", func(c *Config) { c.UserName = "alice" })
+	code, _ := nas.Invite(time.Minute, 1)
+	desk := testNode(t, "desk", func(c *Config) { c.JoinCode = code })
+	laptop := testNode(t, "laptop", func(c *Config) { c.UserName = "bob" })
+	waitFor(t, 20*time.Second, "desk and nas direct", func() bool { return directPeers(desk) == 1 })
+	serveEcho(t, desk, 8080)
+	serveEcho(t, nas, 9999) // shared with nobody
+	fcode, _ := nas.FriendInvite(time.Minute)
+	if _, err := laptop.FriendAdd(context.Background(), fcode); err != nil {
+		t.Fatal(err)
+	}
+	deskV4 := desk.Cert().IPv4
+
+	// Bob's evil node: a certificate his user key signs, with desk's IPv4.
+	keys, _ := NewNodeKeys()
+	now := time.Now()
+	c := &Cert{Node: keys.ID(), Name: "evil", WG: keys.WGPublic(), Ctl: keys.CtlPublic(), IPv4: deskV4,
+		IPv6: NodeAddr6(laptop.user.Public(), keys.ID()), NotBefore: now, NotAfter: now.Add(time.Hour)}
+	SignCert(laptop.user, c)
+	st := State{Dir: t.TempDir()}
+	if err := st.SaveNodeKeys(keys); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.WriteFile("cert", c.Marshal(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	evil := testNode(t, "evil", func(cfg *Config) {
+		cfg.StateDir = st.Dir
+		cfg.Peers = []string{fmt.Sprintf("127.0.0.1:%d", laptop.Port())}
+	})
+	serveEchoOn(t, evil, c.IPv6, 22)
+	waitFor(t, 20*time.Second, "laptop to know evil", func() bool { _, ok := peerStatus(laptop, "evil"); return ok })
+	if _, _, err := laptop.Share("evil:22/tcp", "alice", true); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "nas to learn evil", func() bool { _, ok := peerStatus(nas, "evil"); return ok })
+	waitFor(t, 20*time.Second, "evil to learn nas", func() bool { _, ok := peerStatus(evil, "nas"); return ok })
+
+	// The attack: evil speaks to nas from desk's address, then nas speaks to desk.
+	ownBefore := nas.FilterCounts()["ok-own"]
+	evilIn := dialCount(evil, nas.Cert().IPv4, 9999, 3)
+	ownAfter := nas.FilterCounts()["ok-own"]
+	deskOK := dialCount(nas, deskV4, 8080, 3)
+	prefix := netip.PrefixFrom(deskV4, 32).String()
+	holder := wgOwner(nas, prefix)
+	nas.mu.Lock()
+	ep := (*nas.bind.byIP.Load())[deskV4]
+	evilCfg := nas.bind.Peer(evil.ID()).wg.cfg
+	nas.mu.Unlock()
+	principal, _ := nas.dir.Lookup(deskV4)
+	v4, _, _ := nas.names.LookupHost("bob", "evil")
+	conflicts := nas.Status().Conflicts
+	t.Logf("evil -> nas:9999 from desk's address: %d/3 connected (nas counted %d ok-own packets meanwhile); nas -> desk:8080: %d/3",
+		evilIn, ownAfter-ownBefore, deskOK)
+	t.Logf("on nas: %s held by desk=%v evil=%v; packet path maps it to %v; evil's allowed IPs list it: %v; filter principal %+v; DNS evil.bob A %v; conflicts in status: %d",
+		prefix, holder == desk.Cert().WG.String(), holder == keys.WGPublic().String(), ep != nil && ep.ID == evil.ID(),
+		strings.Contains(evilCfg, deskV4.String()+"/32"), principal, v4, len(conflicts))
+
+	if evilIn != 0 {
+		t.Error("evil's packets from desk's address reached nas")
+	}
+	if deskOK != 3 {
+		t.Error("nas's traffic to desk did not reach desk")
+	}
+	if holder != desk.Cert().WG.String() || ep == nil || ep.ID != desk.ID() || strings.Contains(evilCfg, deskV4.String()) {
+		t.Error("desk's address is routed to evil")
+	}
+	if principal.User != "alice" || principal.Node != "desk" {
+		t.Errorf("desk's address maps to %+v", principal)
+	}
+	if v4.IsValid() {
+		t.Errorf("evil.bob resolves to %v", v4)
+	}
+	if len(conflicts) != 1 || conflicts[0].Addr != deskV4.String() || conflicts[0].Node != "evil.bob" || conflicts[0].Holder != "desk.alice" {
+		t.Errorf("status conflicts: %+v", conflicts)
+	}
+	// Evil stays reachable over IPv6.
+	if got := dialCount(nas, c.IPv6, 22, 3); got != 3 {
+		t.Errorf("nas -> [evil]:22 over IPv6: %d/3", got)
 	}
 }

@@ -104,7 +104,17 @@ func (n *Node) updateNamesLocked() {
 	}
 	var hosts []glowdns.Host
 	for _, c := range n.store.Certs() {
-		hosts = append(hosts, glowdns.Host{User: c.UserName, Node: c.Name, V4: c.IPv4, V6: c.IPv6})
+		// A friend's node goes by the name our friend list gives its user
+		// (never ours), and only with the addresses routed to it (shadow.go).
+		h := glowdns.Host{User: n.userNameLocked(c), Node: c.Name}
+		for _, a := range n.routedLocked(c) {
+			if a.Is4() {
+				h.V4 = a
+			} else {
+				h.V6 = a
+			}
+		}
+		hosts = append(hosts, h)
 	}
 	n.names.Replace(hosts)
 }

@@ -138,6 +138,7 @@ type Node struct {
 	joinAnswers   map[netip.AddrPort]int         // join answers sent, for the log
 	linkAddr      string                         // where serveLinks listens
 	friendRoutes  []netip.Prefix                 // IPv6 prefixes of friends routed through the TUN
+	shadow        *shadowState                   // friends' addresses not routed (shadow.go)
 	turns         []*turnAlloc                   // TURN allocations held
 	turnServer    *relay.TURNServer
 	memReleasedAt int64          // Bind.lastData when memory was last handed back

@@ -2,7 +2,6 @@ package overlay
 
 import (
 	"crypto/rand"
-	"fmt"
 	"net/netip"
 	"slices"
 	"time"
@@ -36,7 +35,8 @@ const (
 // peer is the control loop's view of another node. Guarded by Node.mu.
 type peer struct {
 	cert       *Cert
-	shared     *[32]byte // control box key
+	routed     []netip.Addr // the cert's addresses routed to the peer (shadow.go)
+	shared     *[32]byte    // control box key
 	ep         *Endpoint
 	cands      map[netip.AddrPort]*candidate
 	pings      map[[12]byte]*pendingPing
@@ -100,10 +100,9 @@ func (n *Node) addPeerLocked(c *Cert, now time.Time) *peer {
 	p.shared = sharedKey(n.keys.Ctl, c.Ctl)
 	n.byCtl[c.Ctl] = p
 	n.bind.SetControlKey(c.Node, c.Ctl)
-	// The WireGuard peer itself is configured when traffic needs it (lazywg.go).
-	cfg := fmt.Sprintf("public_key=%s\nendpoint=%s\nreplace_allowed_ips=true\nallowed_ip=%s/32\nallowed_ip=%s/128\n",
-		c.WG, c.Node.Hex(), c.IPv4, c.IPv6)
-	n.bind.setWG(p.ep, fmt.Sprint(c.WG), cfg, []netip.Addr{c.IPv4, c.IPv6})
+	// The WireGuard peer itself is configured when traffic needs it
+	// (lazywg.go), with the addresses routed to it (shadow.go).
+	n.wgConfigLocked(p)
 	if info := n.store.Info(c.Node); info != nil {
 		n.addCandidatesLocked(p, info.Endpoints, now)
 	}

@@ -76,19 +76,16 @@ func (n *Node) policyTextLocked() (string, uint64) {
 func (n *Node) refreshPolicyLocked() {
 	m := map[netip.Addr]policy.Principal{}
 	own := map[wire.ShortID]bool{n.id.Short(): true}
-	ownV4 := map[netip.Addr]bool{}
 	for _, c := range n.store.Certs() {
 		if n.store.Own(c.User) {
-			ownV4[c.IPv4] = true
 			own[c.Node.Short()] = true
 		}
 	}
 	for _, c := range n.store.Certs() {
 		p := policy.Principal{User: n.userNameLocked(c), Node: c.Name}
-		if n.store.Own(c.User) || !ownV4[c.IPv4] {
-			m[c.IPv4] = p // a friend's IPv4 that collides with ours is not routed (see addPeerLocked)
+		for _, a := range n.routedLocked(c) { // a friend's shadowed address maps to nobody of theirs (shadow.go)
+			m[a] = p
 		}
-		m[c.IPv6] = p
 	}
 	n.dir.m.Store(&m)
 	n.ownShort.Store(&own)
@@ -362,6 +359,7 @@ func (n *Node) FilterCounts() map[string]uint64 {
 // certsChangedLocked brings everything derived from the certificates held
 // up to date: DNS names, the filter's directory and rules, relay trust.
 func (n *Node) certsChangedLocked() {
+	n.refreshShadowLocked()
 	n.updateNamesLocked()
 	n.refreshPolicyLocked()
 	n.permitTURNLocked()

@@ -15,6 +15,8 @@ type Status struct {
 	Self  SelfStatus        `json:"self"`
 	Peers []PeerStatus      `json:"peers"`
 	Drops map[string]uint64 `json:"drops"`
+	// Conflicts are friends' addresses this node does not route (shadow.go).
+	Conflicts []AddrConflict `json:"conflicts"`
 }
 
 // SelfStatus describes this node.
@@ -110,6 +112,10 @@ func (n *Node) Status() Status {
 		s.Drops["relay/"+k] = v
 	}
 	s.Drops["relay/bytes"] = fb
+	if n.shadow == nil {
+		n.shadow = n.computeShadowLocked()
+	}
+	s.Conflicts = slices.Clone(n.shadow.conflicts)
 	bc := n.bind.Counters()
 	s.Drops["bind/unknown-source"] = bc.UnknownSource
 	s.Drops["bind/control-queue-full"] = bc.ControlQueueFull
@@ -129,7 +135,7 @@ func (n *Node) findLocked(target string) (*peer, error) {
 	ip, ipErr := netip.ParseAddr(target)
 	for _, p := range n.peers {
 		c := p.cert
-		if ipErr == nil && (c.IPv4 == ip || c.IPv6 == ip) ||
+		if ipErr == nil && p.routesTo(ip) ||
 			target == c.Name || target == c.FQDN() || target == c.Node.String() {
 			return p, nil
 		}
@@ -148,7 +154,7 @@ func (n *Node) Addrs(target string) ([]netip.Addr, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []netip.Addr{p.cert.IPv4, p.cert.IPv6}, nil
+	return slices.Clone(p.routed), nil
 }
 
 // Ping sends one overlay-level ping to target over its current path (or, with
@@ -199,6 +205,9 @@ func (n *Node) ResolveName(_ context.Context, host string) (netip.Addr, error) {
 	addrs, err := n.Addrs(host)
 	if err != nil {
 		return netip.Addr{}, err
+	}
+	if len(addrs) == 0 {
+		return netip.Addr{}, fmt.Errorf("%s has no address this node routes (see conflicts in 'glow status')", host)
 	}
 	return addrs[0], nil
 }

@@ -2,6 +2,8 @@ package overlay
 
 import (
 	"bytes"
+	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -117,4 +119,58 @@ func FuzzUserDocBodies(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestShadowedAddresses: which friends' addresses a node routes. Ours win
+// over a friend's; two friends claiming one address both lose it; a
+// friend's IPv6 in our /48 is not routed; everything else is.
+func TestShadowedAddresses(t *testing.T) {
+	now := time.Now()
+	alice, bob, carol := newTestUser(t, "alice"), newTestUser(t, "bob"), newTestUser(t, "carol")
+	s := NewStore(alice.Public())
+	friends := []Friend{{"bob", [32]byte(bob.Public())}, {"carol", [32]byte(carol.Public())}}
+	if _, err := s.AddDoc(signedDoc(alice, KindFriends, 1, formatFriends(friends))); err != nil {
+		t.Fatal(err)
+	}
+	_, nas := newTestCert(t, alice, "nas", now)
+	_, desk := newTestCert(t, alice, "desk", now)
+	cert := func(u *UserKey, name string, mod func(c *Cert)) *Cert {
+		_, c := newTestCert(t, u, name, now)
+		mod(c)
+		return c
+	}
+	spare := netip.MustParseAddr("100.127.1.1")
+	b1 := cert(bob, "b1", func(c *Cert) { c.IPv4 = desk.IPv4 })
+	b2 := cert(bob, "b2", func(c *Cert) { c.IPv4 = spare })
+	c1 := cert(carol, "c1", func(c *Cert) { c.IPv4 = spare })
+	c2 := cert(carol, "c2", func(c *Cert) { c.IPv6 = NodeAddr6(alice.Public(), c.Node) })
+	c3 := cert(carol, "c3", func(c *Cert) {})
+	for _, c := range []*Cert{nas, desk, b1, b2, c1, c2, c3} {
+		if _, err := s.AddCert(c, now); err != nil {
+			t.Fatalf("%s: %v", c.FQDN(), err)
+		}
+	}
+	n := &Node{cert: nas, id: nas.Node, store: s}
+	want := map[*Cert][]netip.Addr{
+		nas:  {nas.IPv4, nas.IPv6},
+		desk: {desk.IPv4, desk.IPv6},
+		b1:   {b1.IPv6},
+		b2:   {b2.IPv6},
+		c1:   {c1.IPv6},
+		c2:   {c2.IPv4},
+		c3:   {c3.IPv4, c3.IPv6},
+	}
+	for c, w := range want {
+		if got := n.routedLocked(c); !slices.Equal(got, w) {
+			t.Errorf("%s: routed %v, want %v", c.FQDN(), got, w)
+		}
+	}
+	if got := len(n.shadow.conflicts); got != 4 {
+		t.Errorf("%d conflicts, want 4: %+v", got, n.shadow.conflicts)
+	}
+	// A friend's certificate newer than the shadow state is checked too.
+	late := cert(bob, "late", func(c *Cert) { c.IPv4 = nas.IPv4 })
+	if got := n.routedLocked(late); !slices.Equal(got, []netip.Addr{late.IPv6}) {
+		t.Errorf("a new certificate claiming nas's address is routed %v", got)
+	}
 }

@@ -97,7 +97,14 @@ func cmdStatus(g *globals, args []string) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.User, p.IPv4, p.IPv6, online, path, rtt)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, c := range s.Conflicts {
+		fmt.Fprintf(g.out, "conflict: %s claims %s, held by %s: not routed to %s (reach it at its other address)\n",
+			c.Node, c.Addr, c.Holder, c.Node)
+	}
+	return nil
 }
 
 func cmdPing(g *globals, args []string) error {
