@@ -36,6 +36,8 @@ const (
 	msgRecords  msgType = 5
 	msgJoinReq  msgType = 6
 	msgJoinResp msgType = 7
+	// msgFriendReq, msgFriendResp: 8, 9 (friends.go)
+	msgRecordFrag msgType = 10 // fragment.go
 )
 
 var errNotControl = errors.New("not a control packet")
@@ -199,8 +201,8 @@ func marshalRecords(recs []recordMsg) [][]byte {
 		w, n = wire.Writer{}, 0
 	}
 	for _, r := range recs {
-		if len(r.Raw)+3 > maxCtlBody-2 {
-			continue // cannot travel; records are far smaller than this
+		if !fitsOnePacket(r) {
+			continue // travels in fragments (fragment.go)
 		}
 		if n == 255 || len(w.B)+3+len(r.Raw) > maxCtlBody {
 			flush()
@@ -217,7 +219,7 @@ func marshalRecords(recs []recordMsg) [][]byte {
 }
 
 // parseCtl decodes one control message. It returns one of pingMsg, pongMsg,
-// []DigestEntry, []RecordKey, []recordMsg, joinReq or joinResp.
+// []DigestEntry, []RecordKey, []recordMsg, fragMsg, joinReq or joinResp.
 func parseCtl(m []byte) (any, error) {
 	if len(m) == 0 {
 		return nil, errors.New("empty control message")
@@ -267,6 +269,12 @@ func parseCtl(m []byte) (any, error) {
 			recs = append(recs, recordMsg{k, raw})
 		}
 		out = recs
+	case msgRecordFrag:
+		f, err := parseFragment(&r)
+		if err != nil {
+			return nil, err
+		}
+		out = f
 	case msgJoinReq:
 		var j joinReq
 		r.Fixed(j.CodeID[:])

@@ -15,6 +15,7 @@
 //	              tunwrap.go                                   the policy on the packet path
 //	              inflight.go lazywg.go                        bounded memory, WireGuard peers on demand
 //	              loop.go peers.go gossip.go routes.go         control: one loop, one mutex
+//	              fragment.go                                  records over one packet, in pieces
 //	              beacon.go join.go friends.go policy.go       membership and sharing
 //	              shadow.go                                    friends' addresses that collide with ours
 //	              netcheck.go names.go api.go status.go        NAT, DNS, local API
@@ -68,6 +69,11 @@
 //     it causes is cheap first: another user's beacon is refused before its
 //     signature is checked, a stranger's packet is opened (an X25519) only
 //     while an invite code is live.
+//   - User documents hold up to MaxDocBody (64 KiB); records that do not fit
+//     one control packet go as fragments, each sealed on its own, paced per
+//     peer, reassembled in bounded memory and verified whole; a lost
+//     fragment is not asked for, since anti-entropy brings the record again.
+//     A document change is stored before it takes effect, or refused.
 //   - A friend learns the node it talks to and the nodes the policy shares
 //     with it, nothing else; a relay forwards between a friend's node and
 //     ours, never between two nodes of another user.

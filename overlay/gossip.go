@@ -54,9 +54,7 @@ func (n *Node) sendRecordsLocked(p *peer, to netip.AddrPort, keys []RecordKey) {
 			recs = append(recs, recordMsg{k.Kind, raw})
 		}
 	}
-	for _, m := range marshalRecords(recs) {
-		n.sendCtlLocked(p, to, m)
-	}
+	n.sendRecordMsgsLocked(p, to, recs)
 }
 
 func (n *Node) handleRecordsLocked(from *peer, recs []recordMsg, now time.Time) {
@@ -101,9 +99,7 @@ func (n *Node) floodLocked(from *peer, recs []recordMsg) {
 				vis = append(vis, r)
 			}
 		}
-		for _, m := range marshalRecords(vis) {
-			n.sendCtlLocked(p, p.active, m)
-		}
+		n.sendRecordMsgsLocked(p, p.active, vis)
 	}
 }
 

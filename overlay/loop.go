@@ -155,6 +155,7 @@ func (n *Node) loop() {
 				}
 			}
 			n.tickPeersLocked(now)
+			n.paceFragmentsLocked(now)
 			if now.Sub(lastGossip) >= gossipEvery {
 				lastGossip = now
 				for _, p := range n.peers {
@@ -238,6 +239,8 @@ func (n *Node) handleControlLocked(pkt []byte, from netip.AddrPort, now time.Tim
 		n.sendRecordsLocked(p, from, msg)
 	case []recordMsg:
 		n.handleRecordsLocked(p, msg, now)
+	case fragMsg:
+		n.handleFragmentLocked(p, msg, now)
 	case joinReq:
 		// A joiner we admitted already is a peer now; when our answer was
 		// lost it asks again and must get its certificate again.

@@ -132,6 +132,7 @@ type Node struct {
 	doc           *policy.Document // the policy in force
 	rules         *policy.Rules
 	pendingFriend map[wire.Key]chan friendAnswer // friend codes in use, by inviter key
+	frags         fragments                      // records in pieces, both ways (fragment.go)
 	dirty         bool                           // records cache needs saving
 	routesDirty   bool                           // links or records changed: recompute routes
 	links         map[string]*configuredLink     // links this node dials (glow link add)

@@ -172,7 +172,10 @@ func (n *Node) relayTrust(src, dst wire.ShortID) bool {
 
 var errNotAdmin = errors.New("this node does not hold the user key; run this on the admin node (where the user was created)")
 
-// signDocLocked signs and applies a new version of this user's document.
+// signDocLocked signs, stores and applies a new version of this user's
+// document. It changes nothing when the document is over MaxDocBody
+// (*DocTooLargeError) or cannot be stored in the records cache: a change the
+// user was told about must reach the other nodes and survive a restart.
 func (n *Node) signDocLocked(kind RecordKind, body []byte, now time.Time) (*UserDoc, error) {
 	if n.user == nil {
 		return nil, errNotAdmin
@@ -182,11 +185,15 @@ func (n *Node) signDocLocked(kind RecordKind, body []byte, now time.Time) (*User
 		version = old.Version + 1
 	}
 	d := &UserDoc{Kind: kind, Version: version, Body: body}
-	SignUserDoc(n.user, d)
+	if err := SignUserDoc(n.user, d); err != nil {
+		return nil, err
+	}
+	if err := n.state.saveRecordsWith(n.store, d); err != nil {
+		return nil, fmt.Errorf("storing the records cache: %w", err)
+	}
 	if _, err := n.store.AddDoc(d); err != nil {
 		return nil, err
 	}
-	n.dirty = true
 	n.floodLocked(nil, []recordMsg{{kind, d.Marshal()}})
 	if kind == KindFriends || kind == KindRevoked {
 		for id, p := range n.peers {
@@ -233,13 +240,22 @@ func (n *Node) applyPolicyLocked(text string) (PolicyInfo, error) {
 	if _, err := policy.Compile(doc, n.compileConfigLocked()); err != nil {
 		return PolicyInfo{}, fmt.Errorf("policy not applied, the one in force stays: %w", err)
 	}
+	if len(text) > MaxDocBody {
+		return PolicyInfo{}, fmt.Errorf("policy not applied, the one in force stays: %w", &DocTooLargeError{KindPolicy, len(text)})
+	}
+	// History first: a version the nodes enforce is always in it.
+	_, cur := n.policyTextLocked()
+	hist := filepath.Join(n.state.Path("policy.d"), fmt.Sprintf("%08d.policy", cur+1))
+	if err := os.MkdirAll(n.state.Path("policy.d"), 0o700); err != nil {
+		return PolicyInfo{}, fmt.Errorf("policy not applied, the one in force stays: %w", err)
+	}
+	if err := writeAtomic(hist, []byte(text), 0o600); err != nil {
+		return PolicyInfo{}, fmt.Errorf("policy not applied, the one in force stays: history: %w", err)
+	}
 	d, err := n.signDocLocked(KindPolicy, []byte(text), time.Now())
 	if err != nil {
-		return PolicyInfo{}, err
-	}
-	if err := n.state.Init(); err == nil {
-		os.MkdirAll(n.state.Path("policy.d"), 0o700)
-		writeAtomic(filepath.Join(n.state.Path("policy.d"), fmt.Sprintf("%08d.policy", d.Version)), []byte(text), 0o600)
+		os.Remove(hist)
+		return PolicyInfo{}, fmt.Errorf("policy not applied, the one in force stays: %w", err)
 	}
 	n.logf("glow: policy version %d applied", d.Version)
 	return PolicyInfo{Version: d.Version, Text: text}, nil
@@ -341,7 +357,10 @@ func (n *Node) Share(target, user string, share bool) (PolicyInfo, bool, error) 
 		return info, false, nil
 	}
 	info, err := n.applyPolicyLocked(string(doc.Format()))
-	return info, true, err
+	if err != nil {
+		return PolicyInfo{}, false, err
+	}
+	return info, true, nil
 }
 
 // FilterCounts returns the packet filter's decisions by reason.
@@ -418,7 +437,7 @@ func (n *Node) RemoveNode(name string) error {
 	}
 	ids = append(ids, target.Node)
 	if _, err := n.signDocLocked(KindRevoked, formatRevoked(ids), time.Now()); err != nil {
-		return err
+		return fmt.Errorf("%s not removed: %w", target.FQDN(), err)
 	}
 	n.logf("glow: removed node %s", target.FQDN())
 	return nil

@@ -15,6 +15,15 @@ import (
 type links struct {
 	mu      sync.Mutex
 	allowed map[[2]netip.Addr]bool
+	// lose, if set, drops the datagrams from a to b it returns true for.
+	lose func(a, b netip.Addr, pkt []byte) bool
+}
+
+func (l *links) loses(a, b netip.Addr, pkt []byte) bool {
+	l.mu.Lock()
+	f := l.lose
+	l.mu.Unlock()
+	return f != nil && f(a, b, pkt)
 }
 
 func (l *links) set(a, b netip.Addr, up bool) {
@@ -39,6 +48,8 @@ type linkConn struct {
 
 func (c *linkConn) WriteTo(b []byte, to net.Addr) (int, error) {
 	if ua, ok := to.(*net.UDPAddr); ok && !c.links.ok(c.self, ua.AddrPort().Addr().Unmap()) {
+		return len(b), nil
+	} else if ok && c.links.loses(c.self, ua.AddrPort().Addr().Unmap(), b) {
 		return len(b), nil
 	}
 	return c.PacketConn.WriteTo(b, to)
@@ -92,15 +103,14 @@ func routeOf(n *Node, name string) (string, []string) {
 	return p.Path, p.Via
 }
 
-// TestLineMultihop: A-B-C-D-E, each linked only to its neighbours. A
-// reaches E over four hops; with a shortcut B-D the route takes it; when the
-// shortcut is cut, traffic moves back to the long way within seconds.
-func TestLineMultihop(t *testing.T) {
+// lineNet starts nodes on a line of natlab hosts, each linked only to its
+// neighbours (the first is the admin). Every node but the first learns the
+// others through relays along the line.
+func lineNet(t *testing.T, names []string) ([]*Node, *links, []netip.Addr) {
 	in := natlab.NewInternet()
 	lk := &links{allowed: map[[2]netip.Addr]bool{}}
 	u := newTestUser(t, "alice")
 	used := map[netip.Addr]bool{}
-	names := []string{"a", "b", "c", "d", "e"}
 	var ips []netip.Addr
 	var nodes []*Node
 	for i := range names {
@@ -128,6 +138,14 @@ func TestLineMultihop(t *testing.T) {
 			}
 		}))
 	}
+	return nodes, lk, ips
+}
+
+// TestLineMultihop: A-B-C-D-E, each linked only to its neighbours. A
+// reaches E over four hops; with a shortcut B-D the route takes it; when the
+// shortcut is cut, traffic moves back to the long way within seconds.
+func TestLineMultihop(t *testing.T) {
+	nodes, lk, ips := lineNet(t, []string{"a", "b", "c", "d", "e"})
 	a, e := nodes[0], nodes[4]
 	waitFor(t, 30*time.Second, "a to route to e over b,c,d", func() bool {
 		path, via := routeOf(a, "e")

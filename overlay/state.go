@@ -5,11 +5,13 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 )
@@ -19,7 +21,7 @@ import (
 //	node.key     the node's private keys (0600)
 //	user.key     the user's private key, on admin nodes only (0600)
 //	cert         the node's certificate
-//	records      the records cache: peers' certificates and endpoints
+//	records      the records cache: certificates, endpoints, user documents
 //	invites      pending invite codes (admin nodes)
 //	glow.sock    the local API (0600), glow.pid, glow.log
 //
@@ -232,15 +234,55 @@ func (s State) LoadCert() (*Cert, error) {
 	return c, nil
 }
 
-// SaveRecords writes the records cache: (kind, length, bytes) entries.
-func (s State) SaveRecords(st *Store) error {
-	var buf []byte
-	for _, d := range st.Digest() {
-		raw := st.Raw(d.RecordKey)
-		buf = append(buf, byte(d.Kind), byte(len(raw)>>8), byte(len(raw)))
+// The records cache. Version 2 (since documents may exceed 64 KiB with
+// their signature) is a magic line and (kind, 4-byte length, bytes)
+// entries:
+//
+//	"glow records v2\n" | kind (1) | length (4, big endian) | record | ...
+//
+// Version 1, written before, has no magic and 2-byte lengths; it is still
+// read (its first byte is a record kind, never 'g'), and the next save
+// writes version 2. Entries are written friend lists first, then
+// certificates, then the rest, so that loading them in order trusts a
+// friend's certificates.
+const (
+	recordsMagic = "glow records v2\n"
+	// maxCachedRecord bounds one entry of the records cache.
+	maxCachedRecord = 1 << 20
+)
+
+// SaveRecords writes the records cache.
+func (s State) SaveRecords(st *Store) error { return s.saveRecordsWith(st, nil) }
+
+// saveRecordsWith writes the records cache as it will be once doc (if not
+// nil) replaces the store's document of its kind: a new document is stored
+// before it takes effect.
+func (s State) saveRecordsWith(st *Store, doc *UserDoc) error {
+	return s.WriteFile("records", marshalRecordsCache(st, doc), 0o600)
+}
+
+func marshalRecordsCache(st *Store, doc *UserDoc) []byte {
+	d := st.Digest()
+	slices.SortStableFunc(d, func(a, b DigestEntry) int { return recordOrder(a.Kind) - recordOrder(b.Kind) })
+	buf := []byte(recordsMagic)
+	add := func(kind RecordKind, raw []byte) {
+		buf = append(buf, byte(kind))
+		buf = binary.BigEndian.AppendUint32(buf, uint32(len(raw)))
 		buf = append(buf, raw...)
 	}
-	return s.WriteFile("records", buf, 0o600)
+	if doc != nil && doc.Kind == KindFriends {
+		add(doc.Kind, doc.Marshal())
+	}
+	for _, e := range d {
+		if doc != nil && e.RecordKey == doc.Key() {
+			continue
+		}
+		add(e.Kind, st.Raw(e.RecordKey))
+	}
+	if doc != nil && doc.Kind != KindFriends {
+		add(doc.Kind, doc.Marshal())
+	}
+	return buf
 }
 
 // LoadRecords feeds the records cache into st. A damaged cache is not fatal
@@ -253,14 +295,37 @@ func (s State) LoadRecords(st *Store, apply func(kind RecordKind, raw []byte) er
 	if err != nil {
 		return err
 	}
+	if err := parseRecordsCache(data, apply); err != nil {
+		return &DamagedError{s.Path("records"), err}
+	}
+	return nil
+}
+
+// parseRecordsCache calls apply for each entry of a records cache of either
+// version, in order, up to the first damaged one. apply's errors (a record
+// no longer valid) do not stop it.
+func parseRecordsCache(data []byte, apply func(kind RecordKind, raw []byte) error) error {
+	lenSize := 2 // version 1
+	if rest, ok := bytes.CutPrefix(data, []byte(recordsMagic)); ok {
+		data, lenSize = rest, 4
+	}
 	for len(data) > 0 {
-		if len(data) < 3 {
-			return &DamagedError{s.Path("records"), errors.New("truncated")}
+		if len(data) < 1+lenSize {
+			return errors.New("truncated")
 		}
-		kind, n := RecordKind(data[0]), int(data[1])<<8|int(data[2])
-		data = data[3:]
+		kind := RecordKind(data[0])
+		var n int
+		if lenSize == 2 {
+			n = int(binary.BigEndian.Uint16(data[1:]))
+		} else {
+			n = int(min(binary.BigEndian.Uint32(data[1:]), maxCachedRecord+1))
+		}
+		data = data[1+lenSize:]
+		if n > maxCachedRecord {
+			return fmt.Errorf("a %v record of over %d bytes", kind, maxCachedRecord)
+		}
 		if n > len(data) {
-			return &DamagedError{s.Path("records"), errors.New("truncated")}
+			return errors.New("truncated")
 		}
 		apply(kind, data[:n])
 		data = data[n:]

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -30,8 +31,35 @@ const (
 	KindFriends RecordKind = 3
 	KindPolicy  RecordKind = 4
 	KindRevoked RecordKind = 5 // node ids removed from the user (glow nodes remove)
-	maxDocBody             = 60 << 10
 )
+
+// MaxDocBody is the largest body of a user document, in bytes: the most
+// its 16-bit length field holds. A policy of up to 64 KiB, a revocation
+// list of up to 1,008 nodes (65 bytes a node) fit. Documents larger than
+// one control packet travel in fragments (fragment.go).
+const MaxDocBody = 1<<16 - 1
+
+// maxDocRaw bounds the encoding of a user document: header, body, signature.
+const maxDocRaw = 1 + 1 + 32 + 8 + 2 + MaxDocBody + ed25519.SignatureSize
+
+// ErrDocTooLarge marks a user document over MaxDocBody.
+var ErrDocTooLarge = errors.New("document too large")
+
+// DocTooLargeError says which document is too large, and by how much.
+type DocTooLargeError struct {
+	Kind RecordKind
+	Size int
+}
+
+func (e *DocTooLargeError) Error() string {
+	what := map[RecordKind]string{KindFriends: "friend list", KindPolicy: "policy", KindRevoked: "list of removed nodes"}[e.Kind]
+	if what == "" {
+		what = e.Kind.String() + " document"
+	}
+	return fmt.Sprintf("the %s would be %d bytes, over the maximum of %d", what, e.Size, MaxDocBody)
+}
+
+func (e *DocTooLargeError) Unwrap() error { return ErrDocTooLarge }
 
 var docContext = []byte("glow user doc v1\x00")
 
@@ -45,12 +73,17 @@ func (d *UserDoc) body() []byte {
 	return w.B
 }
 
-// SignUserDoc signs d with the user key.
-func SignUserDoc(u *UserKey, d *UserDoc) {
+// SignUserDoc signs d with the user key. A body over MaxDocBody is refused
+// with a *DocTooLargeError.
+func SignUserDoc(u *UserKey, d *UserDoc) error {
+	if len(d.Body) > MaxDocBody {
+		return &DocTooLargeError{d.Kind, len(d.Body)}
+	}
 	copy(d.User[:], u.Public())
 	body := d.body()
 	copy(d.Sig[:], ed25519.Sign(u.Priv, append(append([]byte{}, docContext...), body...)))
 	d.raw = append(body, d.Sig[:]...)
+	return nil
 }
 
 // Marshal returns the encoding.
@@ -70,7 +103,7 @@ func peekDocUser(b []byte) (u wire.NodeID, ok bool) {
 
 // ParseUserDoc decodes a user document and checks its signature.
 func ParseUserDoc(b []byte) (*UserDoc, error) {
-	if len(b) > maxDocBody+256 {
+	if len(b) > maxDocRaw {
 		return nil, fmt.Errorf("user document: %w: too long", ErrMalformed)
 	}
 	r := wire.Reader{B: b}
@@ -81,7 +114,7 @@ func ParseUserDoc(b []byte) (*UserDoc, error) {
 	d.Kind = RecordKind(r.U8())
 	r.Fixed(d.User[:])
 	d.Version = r.U64()
-	d.Body = bytes.Clone(r.Bytes16(maxDocBody))
+	d.Body = bytes.Clone(r.Bytes16(MaxDocBody))
 	r.Fixed(d.Sig[:])
 	if err := r.Done(); err != nil {
 		return nil, fmt.Errorf("user document: %w: %v", ErrMalformed, err)
