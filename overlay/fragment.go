@@ -48,10 +48,12 @@ const (
 	fragMaxBytes      = 1 << 20
 	fragTimeout       = 10 * time.Second
 
-	// fragBurst fragments per peer per control tick (250 ms): about
-	// 140 KB/s, a 64 KiB document in half a second, far under relays'
-	// per-source limits and the receiver's control queue.
-	fragBurst  = 32
+	// fragBurst fragments per peer per control tick (250 ms): 80 a second,
+	// about 85 KB/s, a 64 KiB document in under a second. That stays under
+	// the receiver's limit for datagrams it cannot yet tie to a path
+	// (unauthRate, ctlqueue.go), far under relays' per-source limits, and
+	// within a stream link's control queue.
+	fragBurst  = 20
 	fragQueued = 8 // records waiting to go to one peer
 )
 
