@@ -23,7 +23,7 @@ import (
 //	cert         the node's certificate
 //	records      the records cache: certificates, endpoints, user documents
 //	invites      pending invite codes (admin nodes)
-//	glow.sock    the local API (0600), glow.pid, glow.log
+//	glow.sock    the local API (0600), glow.pid, glow.log (and glow.log.1)
 //
 // Every write is atomic (temp file, fsync, rename, fsync of the directory).
 // A damaged file gives an error that names it; keys are never overwritten.
