@@ -56,11 +56,15 @@
 // inject the network), so the same code proxies into a netstack, into the
 // kernel stack, or into a test fake. Its handshake parser is fuzzed
 // (FuzzSOCKSHandshake). Only what applications actually use is implemented:
-// RFC 1928 with no authentication and the CONNECT command, over IPv4, IPv6
-// and domain-name targets; BIND and UDP ASSOCIATE get reply 0x07. Clients
+// RFC 1928 with no authentication, or with username/password (RFC 1929)
+// when ProxyConfig.User is set, and the CONNECT command, over IPv4, IPv6
+// and domain-name targets; BIND and UDP ASSOCIATE get reply 0x07. Without
+// credentials the proxy serves whoever can connect to its listener: on a
+// loopback address, every user of the machine. Clients
 // that speak HTTP CONNECT instead (curl's and browsers' "HTTP proxy"
 // setting) are served on the same listener: the first byte tells them apart
-// (0x05 for SOCKS5, an ASCII letter for HTTP).
+// (0x05 for SOCKS5, an ASCII letter for HTTP); with credentials, HTTP
+// clients must send Proxy-Authorization: Basic (else 407).
 //
 // The in-memory twin of a Device lives in package glow/tun/tuntest.
 package tun

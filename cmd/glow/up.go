@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -35,6 +35,7 @@ type upFlags struct {
 	turn       listFlag
 	turnUsers  listFlag
 	turnIP     string
+	socksAuth  string
 }
 
 func cmdUp(g *globals, args []string) error {
@@ -53,7 +54,8 @@ func cmdUp(g *globals, args []string) error {
 	fs.StringVar(&f.turnIP, "turn-public-ip", "", "the IPv4 address --turn-server hands out (default: the host's first public IPv4)")
 	fs.BoolVar(&f.cfg.NoPortMap, "no-portmap", false, "do not ask the gateway (UPnP, NAT-PMP, PCP) for a port mapping")
 	fs.BoolVar(&f.cfg.Userspace, "userspace", false, "no TUN: a userspace network stack and a SOCKS5 proxy")
-	fs.StringVar(&f.cfg.SOCKS5, "socks5", "localhost:1055", "with --userspace: SOCKS5 proxy address")
+	fs.StringVar(&f.cfg.SOCKS5, "socks5", "localhost:1055", "with --userspace: SOCKS5/HTTP proxy address, loopback (any other needs --socks5-auth), or unix:PATH")
+	fs.StringVar(&f.socksAuth, "socks5-auth", "", "USER:PASS (or @FILE holding it) that proxy clients must give (SOCKS5 RFC 1929, HTTP Basic); also $GLOW_SOCKS5_AUTH")
 	fs.StringVar(&f.cfg.TUNName, "tun", "glow0", "name of the TUN interface")
 	fs.BoolVar(&f.cfg.NoDNS, "no-dns", false, "do not touch the system resolver")
 	fs.BoolVar(&f.cfg.NoFirewall, "no-firewall", false, "no nftables table keeping other interfaces' traffic off the overlay addresses (not recommended)")
@@ -111,6 +113,17 @@ func cmdUp(g *globals, args []string) error {
 			return usagef("--join: %v", err)
 		}
 	}
+	if f.socksAuth == "" {
+		f.socksAuth = os.Getenv(socksAuthEnv)
+	}
+	if f.cfg.Userspace {
+		if _, _, err := socksCredentials(f.socksAuth); err != nil {
+			return usagef("--socks5-auth: %v", err)
+		}
+		if err := checkSOCKSAddr(f.cfg.SOCKS5, f.socksAuth != ""); err != nil {
+			return usagef("--socks5 %s: %v", f.cfg.SOCKS5, err)
+		}
+	}
 	if !f.cfg.Userspace && os.Geteuid() != 0 {
 		return errors.New("a TUN interface needs root; run as root, or use --userspace for a SOCKS5 proxy instead")
 	}
@@ -123,16 +136,21 @@ func cmdUp(g *globals, args []string) error {
 	if f.foreground || os.Getenv("GLOW_DAEMON") == "1" {
 		return runDaemon(g, f)
 	}
-	return startBackground(g, args)
+	return startBackground(g, args, f.socksAuth)
 }
 
 // startBackground re-runs this command as a detached daemon that logs to
 // STATE/glow.log, and returns once its interface is up (or it failed).
-func startBackground(g *globals, args []string) error {
+//
+// The proxy credentials go to the daemon in its environment, never on its
+// command line: /proc/PID/cmdline is readable by every local user, and the
+// daemon runs for days.
+func startBackground(g *globals, args []string, socksAuth string) error {
 	if err := os.MkdirAll(g.state, 0o700); err != nil {
 		return fmt.Errorf("state directory %s: %w", g.state, err)
 	}
-	logPath := g.state + "/glow.log"
+	args = dropFlag(args, "socks5-auth")
+	logPath := g.state + "/" + logName
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
@@ -145,6 +163,9 @@ func startBackground(g *globals, args []string) error {
 	full := append([]string{"--state", g.state, "up"}, args...)
 	cmd := exec.Command(self, full...)
 	cmd.Env = append(os.Environ(), "GLOW_DAEMON=1")
+	if socksAuth != "" {
+		cmd.Env = append(cmd.Env, socksAuthEnv+"="+socksAuth)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -208,7 +229,21 @@ func printUp(g *globals, s overlay.Status) {
 const daemonMemoryLimit = 72 << 20
 
 func runDaemon(g *globals, f upFlags) error {
-	logger := log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
+	var out io.Writer = os.Stderr
+	if !f.foreground {
+		// The background daemon (started by startBackground with its
+		// stdio on glow.log) writes the log itself, with a size cap.
+		if err := os.MkdirAll(g.state, 0o700); err != nil {
+			return fmt.Errorf("state directory %s: %w", g.state, err)
+		}
+		lf, err := openRotatingLog(g.state+"/"+logName, logMaxSize, true)
+		if err != nil {
+			return err
+		}
+		defer lf.Close()
+		out = lf
+	}
+	logger := log.New(out, "", log.LstdFlags|log.Lmicroseconds)
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(daemonMemoryLimit)
 	}
@@ -228,12 +263,18 @@ func runDaemon(g *globals, f upFlags) error {
 	defer cancel()
 
 	if ns := n.Netstack(); ns != nil && f.cfg.SOCKS5 != "" {
-		ln, err := net.Listen("tcp", f.cfg.SOCKS5)
+		user, pass, _ := socksCredentials(f.socksAuth)
+		ln, err := listenSOCKS(f.cfg.SOCKS5)
 		if err != nil {
 			return fmt.Errorf("SOCKS5 proxy on %s: %w", f.cfg.SOCKS5, err)
 		}
-		go tun.ServeSOCKS5(ctx, ln, tun.ProxyConfig{Dial: ns.DialContext, Resolve: n.ResolveName, Logf: logger.Printf})
-		logger.Printf("glow: SOCKS5 proxy on %s", ln.Addr())
+		go tun.ServeSOCKS5(ctx, ln, tun.ProxyConfig{Dial: ns.DialContext, Resolve: n.ResolveName, Logf: logger.Printf,
+			User: user, Password: pass})
+		who := "every local user may use it (--socks5-auth to require credentials)"
+		if user != "" {
+			who = "clients must give the --socks5-auth credentials"
+		}
+		logger.Printf("glow: SOCKS5/HTTP proxy on %s %s; %s", ln.Addr().Network(), ln.Addr(), who)
 	}
 	apiErr := make(chan error, 1)
 	go func() { apiErr <- n.ServeAPI(ctx, cancel) }()
