@@ -9,13 +9,12 @@ import (
 	"fmt"
 	"net"
 	"sync"
-	"syscall"
 	"time"
 )
 
-// MaxPendingHandshakes bounds the handshakes a server runs at once; a
-// connection beyond it is closed at once, so a flood of idle connections
-// cannot pin memory and goroutines.
+// MaxPendingHandshakes bounds the connections a server holds before they
+// authenticate (see Gate); a connection beyond it is closed at once, so a
+// flood of idle connections cannot pin memory and goroutines.
 const MaxPendingHandshakes = 64
 
 // DialTCP connects to addr ("host:port") and runs Handshake over it; ctx
@@ -45,13 +44,15 @@ func ListenTCP(ctx context.Context, addr string) (net.Listener, error) {
 }
 
 // ServeTCP accepts connections on ln, runs Handshake on each in its own
-// goroutine (at most MaxPendingHandshakes at once), and hands every
-// authenticated Stream to accept, which then owns it. accept should return
-// promptly (start a goroutine for a long-lived reader).
+// goroutine (at most MaxPendingHandshakes at once, MaxPendingPerSource from
+// one address), and hands every authenticated Stream to accept, which then
+// owns it. accept should return promptly (start a goroutine for a
+// long-lived reader). A failing Accept is retried with a backoff (see
+// Accept).
 //
-// ServeTCP returns when ctx is done (it then closes ln) or ln fails, after
-// every handshake and accept call it started has returned. A ctx that ends
-// returns nil.
+// ServeTCP returns when ctx is done (it then closes ln) or ln is closed,
+// after every handshake and accept call it started has returned. A ctx
+// that ends returns nil.
 func ServeTCP(ctx context.Context, ln net.Listener, self Identity, verify Verify, accept func(*Stream)) error {
 	if verify == nil || accept == nil {
 		return errors.New("link: ServeTCP: nil verify or accept")
@@ -60,26 +61,17 @@ func ServeTCP(ctx context.Context, ln net.Listener, self Identity, verify Verify
 	defer wg.Wait()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
-	sem := make(chan struct{}, MaxPendingHandshakes)
-	var backoff time.Duration
+	gate := NewGate(MaxPendingHandshakes, MaxPendingPerSource)
 	for {
-		c, err := ln.Accept()
+		c, err := Accept(ctx, ln, nil)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
-				errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOBUFS) {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				time.Sleep(backoff)
-				continue
-			}
 			return fmt.Errorf("link: accept on %v: %w", ln.Addr(), err)
 		}
-		backoff = 0
-		select {
-		case sem <- struct{}{}:
-		default:
+		release, ok := gate.Admit(c.RemoteAddr())
+		if !ok {
 			c.Close()
 			continue
 		}
@@ -88,7 +80,7 @@ func ServeTCP(ctx context.Context, ln net.Listener, self Identity, verify Verify
 		go func() {
 			defer wg.Done()
 			s, err := Handshake(ctx, c, self, verify)
-			<-sem
+			release()
 			if err != nil {
 				return // a failed handshake is the peer's problem; it sees the close
 			}

@@ -144,16 +144,37 @@ func (n *Node) detachStreamLocked(p *peer, s *link.Stream, now time.Time) {
 }
 
 // serveLinks accepts stream links on ln: raw link handshakes ("GLK1") and
-// WebSocket upgrades (HTTP) on the one port.
+// WebSocket upgrades (HTTP) on the one port. Until a connection has
+// authenticated it holds a slot of a link.Gate (bounded in total and per
+// source address) and has a deadline: the first bytes and a link handshake
+// within link.HandshakeTimeout, HTTP headers within the same, and an idle
+// HTTP connection is closed after it. A failing Accept is retried.
 func (n *Node) serveLinks(ln net.Listener) {
 	defer n.wg.Done()
 	id := n.linkIdentity()
 	httpConns := &chanListener{addr: ln.Addr(), c: make(chan net.Conn), done: make(chan struct{})}
 	mux := http.NewServeMux()
-	mux.Handle(link.DefaultWSPath, link.WSHandler(id, n.verifyLink, func(s *link.Stream) {
-		n.attachStream(s, "ws from "+s.Peer().String())
-	}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	mux.HandleFunc(link.DefaultWSPath, func(w http.ResponseWriter, r *http.Request) {
+		gc, _ := r.Context().Value(gatedConnKey{}).(*link.GatedConn)
+		link.WSHandler(id, n.verifyLink, func(s *link.Stream) {
+			if gc != nil {
+				gc.Release() // authenticated: no longer counts against the gate
+			}
+			n.attachStream(s, "ws from "+s.Peer().String())
+		}).ServeHTTP(w, r)
+	})
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: link.HandshakeTimeout,
+		IdleTimeout:       link.HandshakeTimeout,
+		MaxHeaderBytes:    16 << 10,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if pc, ok := c.(*peekedConn); ok {
+				ctx = context.WithValue(ctx, gatedConnKey{}, pc.Conn)
+			}
+			return ctx
+		},
+	}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -165,41 +186,41 @@ func (n *Node) serveLinks(ln net.Listener) {
 		srv.Close()
 		httpConns.Close()
 	}()
-	sem := make(chan struct{}, link.MaxPendingHandshakes)
+	gate := link.NewGate(maxLinkConnsPending, link.MaxPendingPerSource)
 	var hs sync.WaitGroup
 	defer hs.Wait()
 	for {
-		c, err := ln.Accept()
+		c, err := link.Accept(n.ctx, ln, n.logf)
 		if err != nil {
 			return
 		}
-		select {
-		case sem <- struct{}{}:
-		default:
-			c.Close() // too many handshakes at once
+		release, ok := gate.Admit(c.RemoteAddr())
+		if !ok {
+			c.Close() // too many connections not yet authenticated
 			continue
 		}
+		gc := link.NewGatedConn(c, release)
 		hs.Add(1)
 		go func() {
 			defer hs.Done()
-			defer func() { <-sem }()
-			c.SetReadDeadline(time.Now().Add(link.HandshakeTimeout))
-			br := bufio.NewReader(c)
+			gc.SetReadDeadline(time.Now().Add(link.HandshakeTimeout))
+			br := bufio.NewReader(gc)
 			head, err := br.Peek(4)
 			if err != nil {
-				c.Close()
+				gc.Close()
 				return
 			}
-			c.SetReadDeadline(time.Time{})
-			pc := &peekedConn{Conn: c, r: br}
+			gc.SetReadDeadline(time.Time{})
+			pc := &peekedConn{Conn: gc, r: br}
 			if string(head) != "GLK1" {
 				select {
-				case httpConns.c <- pc:
+				case httpConns.c <- pc: // the slot goes with it, until close or upgrade
 				case <-httpConns.done:
-					c.Close()
+					gc.Close()
 				}
 				return
 			}
+			defer gc.Release()
 			ctx, cancel := context.WithTimeout(n.ctx, link.HandshakeTimeout)
 			defer cancel()
 			s, err := link.Handshake(ctx, pc, id, n.verifyLink)
@@ -211,6 +232,13 @@ func (n *Node) serveLinks(ln net.Listener) {
 		}()
 	}
 }
+
+// maxLinkConnsPending bounds the connections to the link port that have not
+// authenticated yet (link handshakes and HTTP, together).
+const maxLinkConnsPending = link.MaxPendingHandshakes
+
+// gatedConnKey finds an HTTP request's connection in its context.
+type gatedConnKey struct{}
 
 // peekedConn is a conn whose first bytes were peeked.
 type peekedConn struct {
