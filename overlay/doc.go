@@ -73,7 +73,9 @@
 //     one control packet go as fragments, each sealed on its own, paced per
 //     peer, reassembled in bounded memory and verified whole; a lost
 //     fragment is not asked for, since anti-entropy brings the record again.
-//     A document change is stored before it takes effect, or refused.
+//     Such records are announced and pulled rather than pushed, so each
+//     node receives one about once. A document change is stored before it
+//     takes effect, or refused.
 //   - A friend learns the node it talks to and the nodes the policy shares
 //     with it, nothing else; a relay forwards between a friend's node and
 //     ours, never between two nodes of another user.

@@ -17,7 +17,11 @@ import (
 // fragment is a sealed control message of its own, so it fits a
 // minimum-MTU datagram, directly or inside a relay frame:
 //
-//	send:    sendRecordMsgsLocked ─ fits one packet? ─► records message
+//	flood:   pushRecordMsgsLocked ─ fits one packet? ─► records message
+//	                               └─ too big ─► announced: a digest of its one entry
+//	         handleDigestLocked (the neighbour) ─ newer, and not coming already
+//	                               from another neighbour (wantNow) ─► want
+//	send:    sendRecordMsgsLocked (answer to a want) ─ fits? ─► records message
 //	                               └─ too big ─► out queue of the peer (one entry per record slot)
 //	         paceFragmentsLocked (every tick) ─► at most fragBurst fragments per peer
 //	receive: handleFragmentLocked ─ stale version? drop
@@ -55,6 +59,9 @@ const (
 	// within a stream link's control queue.
 	fragBurst  = 20
 	fragQueued = 8 // records waiting to go to one peer
+	// fragStall: a record asked for, or an assembly that made progress,
+	// this recently is coming; other neighbours are not asked for it.
+	fragStall = 2 * time.Second
 )
 
 // fragMsg is one fragment of a record.
@@ -123,6 +130,15 @@ type fragments struct {
 	in    map[fragKey]*assembly
 	bytes int // held by in
 	out   map[wire.NodeID]*fragQueue
+	// asked: when a possibly large record (a user document) was last asked
+	// for, and which version; one entry per slot, dropped after fragStall.
+	asked map[RecordKey]askedAt
+	sent  uint64 // fragments sent, for tests
+}
+
+type askedAt struct {
+	version uint64
+	at      time.Time
 }
 
 type fragKey struct {
@@ -189,6 +205,30 @@ func (fs *fragments) add(from wire.NodeID, f fragMsg, now time.Time) (raw []byte
 	return a.buf, drop
 }
 
+// wantNow says whether to ask a neighbour for version of the record at key
+// now, and notes it when so. A user document (which may be large) asked
+// for less than fragStall ago, or arriving in fragments that recently made
+// progress, is not asked for again: it comes already. Other records are
+// small and always asked for.
+func (fs *fragments) wantNow(key RecordKey, version uint64, now time.Time) bool {
+	if key.Kind != KindFriends && key.Kind != KindPolicy && key.Kind != KindRevoked {
+		return true
+	}
+	if a, ok := fs.asked[key]; ok && a.version >= version && now.Sub(a.at) < fragStall {
+		return false
+	}
+	for k, a := range fs.in {
+		if k.key == key && k.version >= version && now.Sub(a.last) < fragStall {
+			return false
+		}
+	}
+	if fs.asked == nil {
+		fs.asked = map[RecordKey]askedAt{}
+	}
+	fs.asked[key] = askedAt{version, now}
+	return true
+}
+
 func (fs *fragments) remove(k fragKey) {
 	if a := fs.in[k]; a != nil {
 		fs.bytes -= len(a.buf)
@@ -239,6 +279,31 @@ type fragOut struct {
 
 // fitsOnePacket says whether a record travels in a records message.
 func fitsOnePacket(r recordMsg) bool { return len(r.Raw)+3 <= maxCtlBody-2 }
+
+// pushRecordMsgsLocked pushes new records to p: those that fit a packet
+// in records messages, larger ones announced by a digest (p asks for them
+// unless they come to it already).
+func (n *Node) pushRecordMsgsLocked(p *peer, to netip.AddrPort, recs []recordMsg) {
+	small := recs[:0:0]
+	var announce []DigestEntry
+	for _, r := range recs {
+		if fitsOnePacket(r) {
+			small = append(small, r)
+		} else if key, version, ok := peekDocSlot(r.Kind, r.Raw); ok {
+			announce = append(announce, DigestEntry{key, version})
+		} else {
+			n.dropCtl["record-too-big"]++
+		}
+	}
+	for _, m := range marshalRecords(small) {
+		n.sendCtlLocked(p, to, m)
+	}
+	if len(announce) > 0 {
+		for _, m := range marshalDigests(announce) {
+			n.sendCtlLocked(p, to, m)
+		}
+	}
+}
 
 // sendRecordMsgsLocked sends records to p: those that fit a packet packed
 // into records messages at once, larger ones in fragments, paced.
@@ -296,6 +361,7 @@ func (n *Node) sendFragmentsLocked(p *peer, q *fragQueue) {
 		end := min(o.off+fragData, len(o.raw))
 		f := fragMsg{Key: o.key, Version: o.version, Total: len(o.raw), Sum: o.sum, Off: o.off, Data: o.raw[o.off:end]}
 		n.sendCtlLocked(p, o.to, f.marshal())
+		n.frags.sent++
 		q.budget--
 		if o.off = end; o.off == len(o.raw) {
 			q.recs = q.recs[1:]
@@ -317,5 +383,10 @@ func (n *Node) paceFragmentsLocked(now time.Time) {
 	}
 	if k := n.frags.expire(now); k > 0 {
 		n.dropCtl["frag-timeout"] += uint64(k)
+	}
+	for k, a := range n.frags.asked {
+		if now.Sub(a.at) >= fragStall {
+			delete(n.frags.asked, k)
+		}
 	}
 }

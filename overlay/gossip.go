@@ -13,7 +13,10 @@ import (
 // holds). The receiver answers with the records it holds newer and asks
 // (want) for those it holds older. A record that is new to a node is pushed
 // at once to every other neighbour, so a change floods the graph in one
-// pass; digests repair whatever the push missed.
+// pass; digests repair whatever the push missed. A record too large for one
+// packet is announced instead (a digest of that one entry) and pulled by a
+// want, so that it crosses to each node about once, not from every
+// neighbour (fragment.go).
 
 func (n *Node) sendDigestLocked(p *peer, addr netip.AddrPort) {
 	var d []DigestEntry
@@ -30,9 +33,13 @@ func (n *Node) sendDigestLocked(p *peer, addr netip.AddrPort) {
 func (n *Node) handleDigestLocked(p *peer, from netip.AddrPort, d []DigestEntry) {
 	var want []RecordKey
 	var give []RecordKey
+	now := time.Now()
 	for _, e := range d {
 		switch have := n.store.Version(e.RecordKey); {
 		case e.Version > have:
+			if !n.frags.wantNow(e.RecordKey, e.Version, now) {
+				continue // coming already from another neighbour
+			}
 			want = append(want, e.RecordKey)
 		case e.Version < have:
 			give = append(give, e.RecordKey)
@@ -41,10 +48,17 @@ func (n *Node) handleDigestLocked(p *peer, from netip.AddrPort, d []DigestEntry)
 	for _, m := range marshalWants(want) {
 		n.sendCtlLocked(p, from, m)
 	}
-	n.sendRecordsLocked(p, from, give)
+	// Newer records the peer did not ask for: large ones only announced,
+	// since they may be on their way to it from another neighbour.
+	n.pushRecordMsgsLocked(p, from, n.visibleRecordsLocked(p, give))
 }
 
+// sendRecordsLocked answers a want.
 func (n *Node) sendRecordsLocked(p *peer, to netip.AddrPort, keys []RecordKey) {
+	n.sendRecordMsgsLocked(p, to, n.visibleRecordsLocked(p, keys))
+}
+
+func (n *Node) visibleRecordsLocked(p *peer, keys []RecordKey) []recordMsg {
 	var recs []recordMsg
 	for _, k := range keys {
 		if !n.visibleLocked(p, k) {
@@ -54,7 +68,7 @@ func (n *Node) sendRecordsLocked(p *peer, to netip.AddrPort, keys []RecordKey) {
 			recs = append(recs, recordMsg{k.Kind, raw})
 		}
 	}
-	n.sendRecordMsgsLocked(p, to, recs)
+	return recs
 }
 
 func (n *Node) handleRecordsLocked(from *peer, recs []recordMsg, now time.Time) {
@@ -99,7 +113,7 @@ func (n *Node) floodLocked(from *peer, recs []recordMsg) {
 				vis = append(vis, r)
 			}
 		}
-		n.sendRecordMsgsLocked(p, p.active, vis)
+		n.pushRecordMsgsLocked(p, p.active, vis)
 	}
 }
 

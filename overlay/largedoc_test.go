@@ -192,3 +192,30 @@ func TestAttackOversizeDocRefused(t *testing.T) {
 		t.Error("the share taken back without being stored is gone from the policy in force")
 	}
 }
+
+// TestLargeDocMeshOnce: in a full mesh of 6 nodes, a 40 KiB policy crosses
+// to each node about once, not from every neighbour: a large record is
+// announced (a digest entry) and pulled, not pushed.
+func TestLargeDocMeshOnce(t *testing.T) {
+	nodes := joinedNet(t, 6)
+	pi, err := nodes[0].ApplyPolicy(bigPolicy(40 << 10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		waitFor(t, 30*time.Second, n.Cert().Name+" to get the policy", func() bool { return docVersion(n, KindPolicy) == pi.Version })
+	}
+	time.Sleep(2 * time.Second) // fragments still queued go out
+	var sent uint64
+	for _, n := range nodes {
+		n.mu.Lock()
+		sent += n.frags.sent
+		n.mu.Unlock()
+	}
+	per := uint64((len(nodes[0].Policy().Text) + 120 + fragData - 1) / fragData)
+	transfers := float64(sent) / float64(per)
+	t.Logf("%d fragments sent, %.1f transfers of the policy (%d fragments each) for %d nodes", sent, transfers, per, len(nodes)-1)
+	if transfers > 2*float64(len(nodes)-1) {
+		t.Fatalf("%.1f transfers of the policy to %d nodes", transfers, len(nodes)-1)
+	}
+}
