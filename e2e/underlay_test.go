@@ -30,8 +30,9 @@ import (
 //
 // A listener on the node (every address, one port) counts what arrives, by
 // case; the DNS client counts answers. Nothing of it may arrive, while plain
-// LAN-to-LAN datagrams (the control) all do, and the node itself still gets
-// answers from its resolver. Then the firewall table's life: it outlives a
+// LAN-to-LAN datagrams (the control) all do, as do datagrams between the
+// two hosts' addresses on a carrier-grade NAT subnet inside 100.64.0.0/10,
+// and the node itself still gets answers from its resolver. Then the firewall table's life: it outlives a
 // kill -9 and `glow down` removes it, as a later `glow up` replaces it.
 func TestAttackUnderlayReachesOverlay(t *testing.T) {
 	l := lab.New(t)
@@ -55,6 +56,15 @@ func TestAttackUnderlayReachesOverlay(t *testing.T) {
 	eh.MustRun("ip", "route", "add", "100.64.0.0/10", "via", gh.IP().String())
 	eh.MustRun("ip", "-6", "route", "add", ula.String(), "via", gh.IP6().String())
 	eh.MustRun("ip", "-6", "route", "add", "fd00:676c:6f77::/48", "via", gh.IP6().String())
+	// Both hosts also sit on a carrier-grade NAT subnet (100.64.0.0/10 is
+	// that too): traffic on it is not the overlay's and must pass.
+	cgnat := netip.MustParsePrefix("100.127.255.0/24")
+	if cgnat.Contains(v4) {
+		cgnat = netip.MustParsePrefix("100.127.254.0/24")
+	}
+	cgGlow, cgEvil := cgnat.Addr().Next().Next(), cgnat.Addr().Next().Next().Next()
+	gh.MustRun("ip", "addr", "add", netip.PrefixFrom(cgGlow, 24).String(), "dev", "eth0")
+	eh.MustRun("ip", "addr", "add", netip.PrefixFrom(cgEvil, 24).String(), "dev", "eth0")
 	eh.MustRun("ip", "addr", "add", forged4.String()+"/32", "dev", "lo")
 	eh.MustRun("ip", "-6", "addr", "add", forged6.String()+"/128", "dev", "lo", "nodad")
 
@@ -75,6 +85,7 @@ func TestAttackUnderlayReachesOverlay(t *testing.T) {
 		{"both-overlay-v6", forged6, v6, false},
 		{"dst-resolver-v4", eh.IP(), resolver4, false},
 		{"dst-resolver-v6", eh.IP6(), resolver6, false},
+		{"control-cgnat-v4", cgEvil, cgGlow, true},
 		{"control-lan-v4", eh.IP(), gh.IP(), true}, // last: once these are in, the rest had their chance
 		{"control-lan-v6", eh.IP6(), gh.IP6(), true},
 	}

@@ -26,8 +26,18 @@
 //
 //	iifname "glow0" accept
 //	iifname "lo" accept
-//	ip saddr 100.64.0.0/10 counter drop     (and daddr, and each IPv4 prefix)
-//	ip6 saddr fdxx:xxxx:xxxx::/48 counter drop   (and daddr, each IPv6 prefix)
+//	ip saddr 100.64.0.0/10 fib saddr . iif oif missing counter drop
+//	ip daddr 100.64.0.0/10 fib daddr . iif type != local counter drop
+//	ip6 saddr fdxx:xxxx:xxxx::/48 counter drop   (and daddr; each IPv6 prefix)
+//
+// The fib conditions are for carrier-grade NAT, which uses 100.64.0.0/10
+// too: a host whose WAN address is 100.72.5.9/20 keeps receiving on that
+// address (it is the incoming interface's own) and from its neighbours in
+// that /20 (the more specific route leads back out the same interface),
+// while the overlay's addresses, and forged sources that route into glow's
+// interface, are still dropped. Tailscale's chain drops the whole /10 and
+// cuts such hosts off their CGNAT neighbours. IPv6 needs no such care: the
+// ULA /48s are glow's own.
 //
 // The counters count what was dropped, by rule (`nft list table inet glow`).
 // Everything else is left to the machine's own firewall: glow only removes

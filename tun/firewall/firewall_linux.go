@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
@@ -78,8 +79,9 @@ func normalize(ps []netip.Prefix) []netip.Prefix {
 
 // Rules returns the table, its chain and the chain's rules for cfg, in
 // order: accept from the interface, accept from loopback, then for each
-// prefix a counted drop of packets with it as source, then as destination.
-// It talks to no kernel.
+// prefix a counted drop of packets with it as source, then as destination
+// (for IPv4 prefixes, only when the address is not the incoming interface's
+// own: see notOwnedByIncoming). It talks to no kernel.
 func Rules(cfg Config) (*nftables.Table, *nftables.Chain, []*nftables.Rule) {
 	table := &nftables.Table{Name: Table, Family: nftables.TableFamilyINet}
 	accept := nftables.ChainPolicyAccept
@@ -109,11 +111,36 @@ func Rules(cfg Config) (*nftables.Table, *nftables.Chain, []*nftables.Rule) {
 			if dst {
 				dir = "destination"
 			}
-			exprs := append(matchPrefix(p, dst), &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop})
+			exprs := matchPrefix(p, dst)
+			if p.Addr().Is4() {
+				exprs = append(exprs, notOwnedByIncoming(dst)...)
+			}
+			exprs = append(exprs, &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop})
 			rules = append(rules, rule(fmt.Sprintf("glow: overlay %s %v from the underlay", dir, p), exprs...))
 		}
 	}
 	return table, chain, rules
+}
+
+// notOwnedByIncoming matches an IPv4 packet whose address is not the
+// incoming interface's business: for a destination, one that is not an
+// address of that interface (fib daddr . iif type != local); for a source,
+// one that is not routed back through it (fib saddr . iif oif missing, the
+// strict reverse-path check). 100.64.0.0/10 is also carrier-grade NAT
+// space: a host whose WAN address is 100.72.5.9/20 must keep receiving on
+// it, and from its neighbours in that /20 (a more specific route than the
+// overlay's /10), while a forged or misrouted overlay address never passes.
+func notOwnedByIncoming(dst bool) []expr.Any {
+	if dst {
+		return []expr.Any{
+			&expr.Fib{Register: 1, ResultADDRTYPE: true, FlagDADDR: true, FlagIIF: true},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
+		}
+	}
+	return []expr.Any{
+		&expr.Fib{Register: 1, ResultOIF: true, FlagSADDR: true, FlagIIF: true, FlagPRESENT: true},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0}},
+	}
 }
 
 // ifname is an interface name as iifname compares it: NUL-padded, as nft does.

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
@@ -56,10 +57,20 @@ func describe(t *testing.T, r *nftables.Rule) string {
 			}
 			reg = e.Mask
 		case *expr.Cmp:
-			if e.Op != expr.CmpOpEq || e.Register != 1 {
-				t.Fatalf("unexpected cmp %+v", e)
+			if e.Register != 1 || e.Op != expr.CmpOpEq && !(e.Op == expr.CmpOpNeq && field == "fib daddr . iif type") {
+				t.Fatalf("unexpected cmp %+v after %s", e, field)
 			}
 			switch field {
+			case "fib daddr . iif type":
+				if !bytes.Equal(e.Data, binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)) {
+					t.Fatalf("fib type compared with %x, want local", e.Data)
+				}
+				out = append(out, field+" != local")
+			case "fib saddr . iif oif":
+				if !bytes.Equal(e.Data, []byte{0}) {
+					t.Fatalf("fib oif presence compared with %x, want 0 (missing)", e.Data)
+				}
+				out = append(out, field+" missing")
 			case "iifname":
 				if len(e.Data) != unix.IFNAMSIZ {
 					t.Fatalf("iifname data %q is not IFNAMSIZ long", e.Data)
@@ -83,6 +94,15 @@ func describe(t *testing.T, r *nftables.Rule) string {
 					t.Fatalf("%v is not masked", p)
 				}
 				out = append(out, field+" "+p.String())
+			}
+		case *expr.Fib:
+			switch {
+			case e.ResultADDRTYPE && e.FlagDADDR && e.FlagIIF && !e.FlagSADDR && !e.FlagPRESENT && e.Register == 1:
+				field = "fib daddr . iif type"
+			case e.ResultOIF && e.FlagSADDR && e.FlagIIF && e.FlagPRESENT && !e.FlagDADDR && e.Register == 1:
+				field = "fib saddr . iif oif"
+			default:
+				t.Fatalf("unexpected fib %+v", e)
 			}
 		case *expr.Counter:
 			out = append(out, "counter")
@@ -130,8 +150,8 @@ func TestRules(t *testing.T) {
 	want := []string{
 		`iifname "glow0" accept`,
 		`iifname "lo" accept`,
-		"ipv4 ip saddr 100.64.0.0/10 counter drop",
-		"ipv4 ip daddr 100.64.0.0/10 counter drop",
+		"ipv4 ip saddr 100.64.0.0/10 fib saddr . iif oif missing counter drop",
+		"ipv4 ip daddr 100.64.0.0/10 fib daddr . iif type != local counter drop",
 		"ipv6 ip6 saddr fd00:676c:6f77::/48 counter drop",
 		"ipv6 ip6 daddr fd00:676c:6f77::/48 counter drop",
 		"ipv6 ip6 saddr fd12:3456:789a:1::/64 counter drop",
