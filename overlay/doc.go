@@ -76,6 +76,11 @@
 //     Such records are announced and pulled rather than pushed, so each
 //     node receives one about once. A document change is stored before it
 //     takes effect, or refused.
+//   - With a kernel TUN the node installs glow's nftables table
+//     (tun/firewall) unless Config.NoFirewall: overlay addresses arriving
+//     on any other interface are dropped; friends' /48s join it as they
+//     are routed (routeFriendsLocked), Close removes it, RepairFirewall
+//     removes one a crashed daemon left.
 //   - A friend learns the node it talks to and the nodes the policy shares
 //     with it, nothing else; a relay forwards between a friend's node and
 //     ours, never between two nodes of another user.
