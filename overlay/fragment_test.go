@@ -176,3 +176,33 @@ func FuzzParseFragment(f *testing.F) {
 		}
 	})
 }
+
+// TestLargeDocOverRelay: a-b-c, a sends c a 60 KiB policy over its relay
+// route (inside relay frames through b), as it answers a want that came
+// relayed: every fragment fits a relay frame and passes b's limits.
+func TestLargeDocOverRelay(t *testing.T) {
+	nodes, _, _ := lineNet(t, []string{"a", "b", "c"})
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	waitFor(t, 60*time.Second, "a to route to c over b", func() bool {
+		path, via := routeOf(a, "c")
+		return path == "relay" && len(via) == 1
+	})
+	fwd0 := b.Status().Drops["relay/forwarded"]
+	a.mu.Lock()
+	d := &UserDoc{Kind: KindPolicy, Version: 99, Body: []byte(bigPolicy(60 << 10))}
+	if err := SignUserDoc(a.user, d); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.store.AddDoc(d); err != nil { // held, not flooded
+		t.Fatal(err)
+	}
+	a.sendRecordsLocked(a.peers[c.id], netip.AddrPort{}, []RecordKey{d.Key()})
+	a.mu.Unlock()
+	waitFor(t, 30*time.Second, "c to get the policy", func() bool { return docVersion(c, KindPolicy) == d.Version })
+	fwd := b.Status().Drops["relay/forwarded"] - fwd0
+	per := uint64((len(d.Marshal()) + fragData - 1) / fragData)
+	t.Logf("b forwarded %d frames; the policy is %d fragments", fwd, per)
+	if fwd < per {
+		t.Fatalf("b forwarded %d frames, fewer than the %d fragments", fwd, per)
+	}
+}
