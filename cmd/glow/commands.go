@@ -39,7 +39,12 @@ func cmdDown(g *globals, args []string) error {
 			if rerr := overlay.RepairDNS(g.state); rerr != nil {
 				return fmt.Errorf("glow is not running, and restoring DNS settings failed: %w", rerr)
 			}
-			removed, ferr := overlay.RepairFirewall()
+			// Only root installs the table (a kernel TUN), and only root
+			// may look at it.
+			removed, ferr := false, error(nil)
+			if os.Geteuid() == 0 {
+				removed, ferr = overlay.RepairFirewall()
+			}
 			if ferr != nil {
 				return fmt.Errorf("glow is not running, and removing its stale firewall table failed: %w", ferr)
 			}

@@ -281,16 +281,22 @@ func (f *Firewall) Close() error {
 	return nil
 }
 
+var errNoNftables = errors.New("firewall: nftables not available in this kernel")
+
 // RemoveStale deletes glow's table in the calling thread's network namespace
 // if the interface it guards no longer exists (its daemon crashed: the TUN
 // died with it). It reports whether it removed one; no table, or a table
-// whose interface is alive, is not an error.
+// whose interface is alive, or a kernel without nftables, is not an error.
+// It needs CAP_NET_ADMIN.
 func RemoveStale() (removed bool, err error) {
 	c, err := nftables.New()
 	if err != nil {
 		return false, fmt.Errorf("firewall: netlink: %w", err)
 	}
 	owner, ok, err := tableOwner(c)
+	if errors.Is(err, errNoNftables) {
+		return false, nil // then no table can exist either
+	}
 	if err != nil || !ok {
 		return false, err
 	}
@@ -314,7 +320,7 @@ func tableOwner(c *nftables.Conn) (string, bool, error) {
 	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
 	if err != nil {
 		if errors.Is(err, unix.EPROTONOSUPPORT) || errors.Is(err, unix.ENOENT) {
-			return "", false, fmt.Errorf("firewall: nftables not available in this kernel (modprobe nf_tables): %w", err)
+			return "", false, fmt.Errorf("%w (modprobe nf_tables): %w", errNoNftables, err)
 		}
 		return "", false, fmt.Errorf("firewall: list nftables tables: %w", err)
 	}
