@@ -250,3 +250,56 @@ func TestAttackFriendAddressShadow(t *testing.T) {
 		t.Errorf("nas -> [evil]:22 over IPv6: %d/3", got)
 	}
 }
+
+// TestAttackShareOtherAddressOverlay: the in-process half of
+// policy.TestAttackShareOtherAddress. Bob, granted nas:8080/tcp, makes his
+// laptop route a container network (172.17.0.0/16) and an address of
+// nas's LAN to nas, as a modified client could, and sends to port 8080
+// there: nas's filter drops every packet as wrong-destination, while
+// nas:8080 works over IPv4 and IPv6.
+func TestAttackShareOtherAddressOverlay(t *testing.T) {
+	nas := testNode(t, "nas", func(c *Config) { c.UserName = "alice" })
+	laptop := testNode(t, "laptop", func(c *Config) { c.UserName = "bob" })
+	serveEcho(t, nas, 8080)
+	serveEchoOn(t, nas, nas.Cert().IPv6, 8080)
+	fcode, _ := nas.FriendInvite(time.Minute)
+	if _, err := laptop.FriendAdd(context.Background(), fcode); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := nas.Share("nas:8080/tcp", "bob", true); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "bob to reach nas:8080", func() bool { return dialCount(laptop, nas.Cert().IPv4, 8080, 1) == 1 })
+
+	laptop.mu.Lock()
+	p := laptop.peers[nas.ID()]
+	ep := p.ep
+	laptop.bind.setWG(ep, ep.wg.key, ep.wg.cfg+"allowed_ip=172.17.0.0/16\nallowed_ip=192.168.77.0/24\n", p.routed)
+	laptop.mu.Unlock()
+	// Let the first connection's closing packets pass before counting.
+	for i, last := 0, uint64(0); i < 25; i++ {
+		time.Sleep(200 * time.Millisecond)
+		c := nas.FilterCounts()["ok"]
+		if i > 0 && c == last {
+			break
+		}
+		last = c
+	}
+	before, okBefore := nas.FilterCounts()["wrong-destination"], nas.FilterCounts()["ok"]
+	reached := 0
+	for _, dst := range []string{"172.17.0.2", "192.168.77.1"} {
+		reached += dialCount(laptop, netip.MustParseAddr(dst), 8080, 2)
+	}
+	waitFor(t, 5*time.Second, "nas to count the drops", func() bool { return nas.FilterCounts()["wrong-destination"] >= before+4 })
+	dropped, passed := nas.FilterCounts()["wrong-destination"]-before, nas.FilterCounts()["ok"]-okBefore
+	t.Logf("bob -> other addresses:8080 through nas: %d/4 connected, %d packets passed nas's filter, %d dropped as wrong-destination",
+		reached, passed, dropped)
+	if reached != 0 || passed != 0 {
+		t.Fatal("bob's packets to another address passed nas's filter")
+	}
+	for _, ip := range []netip.Addr{nas.Cert().IPv4, nas.Cert().IPv6} {
+		if got := dialCount(laptop, ip, 8080, 1); got != 1 {
+			t.Errorf("bob -> %v:8080 (shared): %d/1", ip, got)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -199,4 +200,34 @@ func TestRelayRefusesStrangers(t *testing.T) {
 	if got := target.bind.Counters().RelayNoPeer; got != 0 {
 		t.Fatalf("target received %d frames of a stranger", got)
 	}
+}
+
+// FuzzParseFriendMsg: friend requests and answers as they arrive, opened
+// (parseCtl dispatches them to parseFriendMsg). An accepted message must
+// survive a round trip (the OK byte reads any value but 1 as false, so the
+// bytes may differ).
+func FuzzParseFriendMsg(f *testing.F) {
+	f.Add(friendReq{UserName: "bob", Cert: []byte("cert")}.marshal())
+	f.Add(friendResp{OK: true, UserName: "alice", Cert: []byte("cert")}.marshal())
+	f.Add(friendResp{Err: "no"}.marshal())
+	f.Add([]byte{byte(msgFriendReq)})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := parseCtl(b)
+		if err != nil {
+			return
+		}
+		var again []byte
+		switch m := m.(type) {
+		case friendReq:
+			again = m.marshal()
+		case friendResp:
+			again = m.marshal()
+		default:
+			return
+		}
+		m2, err := parseCtl(again)
+		if err != nil || !reflect.DeepEqual(m, m2) {
+			t.Fatalf("friend message %x re-encodes to %x: %v", b, again, err)
+		}
+	})
 }
