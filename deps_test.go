@@ -1,8 +1,9 @@
 package glow
 
 // Guards of the package map in ../shared/STYLE.md: leaves never import the
-// overlay (or cmd), policy imports no networking, internal/wire only the
-// standard library, and every package has a doc comment.
+// overlay (or cmd), policy imports no networking, internal/wire and the
+// local-API client overlay/api only the standard library, and every package
+// has a doc comment.
 
 import (
 	"os/exec"
@@ -36,6 +37,18 @@ func TestImportDirection(t *testing.T) {
 	for _, d := range deps(t, "glow/internal/wire") {
 		if d != "glow/internal/wire" {
 			t.Errorf("glow/internal/wire imports %s: it is stdlib only", d)
+		}
+	}
+}
+
+// TestAPIClientNeedsNoNode: a client of the local API (the CLI's client
+// commands, a status bar) links only the standard library, never
+// wireguard-go, gVisor or the node (overlay imports overlay/api, never the
+// other way).
+func TestAPIClientNeedsNoNode(t *testing.T) {
+	for _, d := range deps(t, "glow/overlay/api") {
+		if d != "glow/overlay/api" {
+			t.Errorf("glow/overlay/api imports %s: the local-API client is stdlib only", d)
 		}
 	}
 }

@@ -18,7 +18,8 @@
 //	              fragment.go                                  records over one packet, in pieces
 //	              beacon.go join.go friends.go policy.go       membership and sharing
 //	              shadow.go                                    friends' addresses that collide with ours
-//	              netcheck.go names.go api.go status.go        NAT, DNS, local API
+//	              netcheck.go names.go api.go status.go        NAT, DNS, local API (server)
+//	cmd/glow ─► overlay/api                                    the local API's bodies and client (stdlib only)
 //
 // The packet path (bind_*.go, tunwrap.go) touches control state only
 // through atomics: a peer's current path is an atomic pointer that the

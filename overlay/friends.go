@@ -290,14 +290,6 @@ type friendAnswer struct {
 	from netip.AddrPort
 }
 
-// FriendInfo is one line of `glow friend list`.
-type FriendInfo struct {
-	Name   string   `json:"name"`
-	Key    string   `json:"key"`
-	Nodes  []string `json:"nodes"`  // their nodes this node knows
-	Shared []string `json:"shared"` // what they may reach of ours
-}
-
 // Friends lists the friends and what each may reach.
 func (n *Node) Friends() []FriendInfo {
 	n.mu.Lock()

@@ -267,16 +267,6 @@ func (l *chanListener) Accept() (net.Conn, error) {
 func (l *chanListener) Close() error   { l.once.Do(func() { close(l.done) }); return nil }
 func (l *chanListener) Addr() net.Addr { return l.addr }
 
-// LinkInfo describes a configured or live stream link for `glow link list`.
-type LinkStatus struct {
-	URL    string `json:"url,omitempty"` // configured links
-	Peer   string `json:"peer,omitempty"`
-	Via    string `json:"via,omitempty"` // the live link's name
-	Up     bool   `json:"up"`
-	InUse  bool   `json:"in_use"` // carries the peer's traffic (no UDP path)
-	Status string `json:"status,omitempty"`
-}
-
 // AddLink adds a link to a neighbour: udp://HOST:PORT (a bootstrap address),
 // tcp://, ws://, wss:// or ssh://user@host (runs the remote glow over ssh).
 func (n *Node) AddLink(raw string) error {

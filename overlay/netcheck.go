@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"glow/nat"
+	"glow/overlay/api"
 )
 
 // NAT traversal wiring. Every node answers STUN on its glow port
@@ -17,31 +18,6 @@ import (
 // (UPnP-IGD, NAT-PMP, PCP) adds a mapped endpoint. All of them go into the
 // node's signed NodeInfo, so peers learn them by gossip and probe them at
 // once from both sides: that simultaneous probing is the hole punch.
-
-// Netcheck is what `glow netcheck` reports.
-type Netcheck struct {
-	Mapping   string           `json:"mapping"` // endpoint-independent, endpoint-dependent, unknown
-	Reflexive []string         `json:"reflexive"`
-	Servers   []NetcheckServer `json:"servers"`
-	PortMap   nat.PortMapProbe `json:"portmap"`
-	Mapped    string           `json:"mapped,omitempty"`
-	Relays    []NetcheckRelay  `json:"relays"`
-}
-
-// NetcheckServer is one STUN server's answer.
-type NetcheckServer struct {
-	Server    string  `json:"server"`
-	Reflexive string  `json:"reflexive,omitempty"`
-	LatencyMS float64 `json:"latency_ms"`
-	Error     string  `json:"error,omitempty"`
-}
-
-// NetcheckRelay is a peer with a public address, usable as a relay and STUN server.
-type NetcheckRelay struct {
-	Name  string  `json:"name"`
-	Addr  string  `json:"addr"`
-	RTTms float64 `json:"rtt_ms"`
-}
 
 // isPublic reports whether a is an address other networks can reach.
 func isPublic(a netip.Addr) bool {
@@ -98,7 +74,8 @@ func (n *Node) Netcheck(ctx context.Context) (Netcheck, error) {
 	}
 	if n.portmap != nil {
 		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		nc.PortMap, _ = n.portmap.Probe(pctx)
+		pm, _ := n.portmap.Probe(pctx)
+		nc.PortMap = api.PortMapProbe(pm)
 		cancel()
 		n.mu.Lock()
 		if n.mapped.IsValid() {

@@ -69,16 +69,6 @@ type pendingPing struct {
 	reply chan PingResult // nil for the node's own probes
 }
 
-// PingResult is one overlay-level ping reply.
-type PingResult struct {
-	Peer     string        `json:"peer"`
-	Path     string        `json:"path"`     // direct, relay
-	Endpoint string        `json:"endpoint"` // address the reply came from
-	Via      []string      `json:"via"`      // relay nodes, in order
-	RTT      time.Duration `json:"rtt_ns"`
-	Err      string        `json:"error,omitempty"`
-}
-
 // addPeerLocked makes c a WireGuard peer and a peer of the control loop.
 func (n *Node) addPeerLocked(c *Cert, now time.Time) *peer {
 	if c.Node == n.id {

@@ -207,12 +207,6 @@ func (n *Node) signDocLocked(kind RecordKind, body []byte, now time.Time) (*User
 	return d, nil
 }
 
-// PolicyInfo is the policy in force.
-type PolicyInfo struct {
-	Version uint64 `json:"version"`
-	Text    string `json:"text"`
-}
-
 // Policy returns the policy document in force.
 func (n *Node) Policy() PolicyInfo {
 	n.mu.Lock()
@@ -259,14 +253,6 @@ func (n *Node) applyPolicyLocked(text string) (PolicyInfo, error) {
 	}
 	n.logf("glow: policy version %d applied", d.Version)
 	return PolicyInfo{Version: d.Version, Text: text}, nil
-}
-
-// PolicyVersion is one entry of the policy history.
-type PolicyVersion struct {
-	Version uint64 `json:"version"`
-	Time    string `json:"time"`
-	Rules   int    `json:"rules"`
-	Current bool   `json:"current"`
 }
 
 // PolicyHistory lists the versions this node keeps (admin nodes keep all).

@@ -148,11 +148,3 @@ func (n *Node) refreshShadowLocked() {
 
 // routesTo reports whether this node routes ip to p.
 func (p *peer) routesTo(ip netip.Addr) bool { return slices.Contains(p.routed, ip) }
-
-// AddrConflict is an address a friend's certificate claims that another
-// user's node holds too (or that lies in our /48): not routed to the friend.
-type AddrConflict struct {
-	Addr   string `json:"addr"`
-	Node   string `json:"node"`   // the friend's node claiming it (node.user)
-	Holder string `json:"holder"` // who keeps it (node.user)
-}

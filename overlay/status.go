@@ -10,47 +10,6 @@ import (
 	"time"
 )
 
-// Status is what `glow status` shows. Field names follow CLI.md.
-type Status struct {
-	Self  SelfStatus        `json:"self"`
-	Peers []PeerStatus      `json:"peers"`
-	Drops map[string]uint64 `json:"drops"`
-	// Conflicts are friends' addresses this node does not route (shadow.go).
-	Conflicts []AddrConflict `json:"conflicts"`
-}
-
-// SelfStatus describes this node.
-type SelfStatus struct {
-	Name      string   `json:"name"`
-	User      string   `json:"user"`
-	IPv4      string   `json:"ipv4"`
-	IPv6      string   `json:"ipv6"`
-	ID        string   `json:"id"`
-	Admin     bool     `json:"admin"`
-	Port      uint16   `json:"port"`
-	Endpoints []string `json:"endpoints"`
-	Expires   string   `json:"cert_expires"`
-}
-
-// PeerStatus describes one known peer.
-type PeerStatus struct {
-	Name     string   `json:"name"`
-	User     string   `json:"user"`
-	IPv4     string   `json:"ipv4"`
-	IPv6     string   `json:"ipv6"`
-	ID       string   `json:"id"`
-	Online   bool     `json:"online"`
-	Path     string   `json:"path"` // direct, relay, none
-	Endpoint string   `json:"endpoint,omitempty"`
-	Via      []string `json:"via"`
-	RTTms    float64  `json:"rtt_ms"`
-	Loss     float64  `json:"loss"` // share of recent heartbeats unanswered on the current path
-	LastSeen string   `json:"last_seen,omitempty"`
-	// Session: the peer is configured in WireGuard now (it carried traffic
-	// in the last minutes; idle peers are configured on demand).
-	Session bool `json:"session"`
-}
-
 // Status reports this node and its peers.
 func (n *Node) Status() Status {
 	n.mu.Lock()

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"glow/overlay"
+	"glow/overlay/api"
 )
 
 var version = "dev" // set by the Makefile with -ldflags
@@ -30,10 +31,10 @@ func cmdDown(g *globals, args []string) error {
 	} else if len(pos) > 0 {
 		return usagef("unexpected argument %q", pos[0])
 	}
-	c := overlay.NewClient(g.state)
+	c := api.NewClient(g.state)
 	pid := daemonPid(g.state)
 	if err := c.Down(); err != nil {
-		if errors.Is(err, overlay.ErrNotRunning) {
+		if errors.Is(err, api.ErrNotRunning) {
 			// A crashed daemon may have left the resolver pointed at it,
 			// and its firewall table behind.
 			if rerr := overlay.RepairDNS(g.state); rerr != nil {
@@ -78,7 +79,7 @@ func cmdStatus(g *globals, args []string) error {
 	} else if len(pos) > 0 {
 		return usagef("unexpected argument %q", pos[0])
 	}
-	s, err := overlay.NewClient(g.state).Status()
+	s, err := api.NewClient(g.state).Status()
 	if err != nil {
 		return err
 	}
@@ -125,7 +126,7 @@ func cmdPing(g *globals, args []string) error {
 	if *count < 1 || *count > 10000 {
 		return usagef("-c %d: want 1 to 10000", *count)
 	}
-	c := overlay.NewClient(g.state)
+	c := api.NewClient(g.state)
 	ok := 0
 	var lastErr error
 	for i := 0; i < *count; i++ {
@@ -175,7 +176,7 @@ func cmdIP(g *globals, args []string) error {
 	if len(pos) == 1 {
 		target = pos[0]
 	}
-	addrs, err := overlay.NewClient(g.state).IP(target)
+	addrs, err := api.NewClient(g.state).IP(target)
 	if err != nil {
 		return err
 	}
@@ -203,7 +204,7 @@ func cmdInvite(g *globals, args []string) error {
 	if *uses < 1 {
 		return usagef("--uses must be at least 1")
 	}
-	code, err := overlay.NewClient(g.state).Invite(*ttl, *uses)
+	code, err := api.NewClient(g.state).Invite(*ttl, *uses)
 	if err != nil {
 		return err
 	}
@@ -245,7 +246,7 @@ func cmdNetcheck(g *globals, args []string) error {
 	} else if len(pos) > 0 {
 		return usagef("unexpected argument %q", pos[0])
 	}
-	nc, err := overlay.NewClient(g.state).Netcheck()
+	nc, err := api.NewClient(g.state).Netcheck()
 	if err != nil {
 		return err
 	}

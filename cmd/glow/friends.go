@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"glow/overlay"
+	"glow/overlay/api"
 )
 
 func cmdFriend(g *globals, args []string) error {
@@ -17,7 +18,7 @@ func cmdFriend(g *globals, args []string) error {
 		return usagef("want invite, add CODE, list or remove NAME")
 	}
 	args = append([]string{sub}, rest...)
-	c := overlay.NewClient(g.state)
+	c := api.NewClient(g.state)
 	fs := newFlags(g, "friend "+args[0])
 	switch args[0] {
 	case "invite":
@@ -109,7 +110,7 @@ func cmdShare(undo bool) func(g *globals, args []string) error {
 		if len(pos) != 1 || *with == "" {
 			return usagef("want NODE:PORT[/tcp|/udp] --with USER")
 		}
-		v, changed, err := overlay.NewClient(g.state).Share(pos[0], *with, undo)
+		v, changed, err := api.NewClient(g.state).Share(pos[0], *with, undo)
 		if err != nil {
 			return err
 		}
@@ -133,7 +134,7 @@ func cmdPolicy(g *globals, args []string) error {
 		return usagef("want show, apply FILE, history or rollback VERSION")
 	}
 	args = append([]string{sub}, rest...)
-	c := overlay.NewClient(g.state)
+	c := api.NewClient(g.state)
 	fs := newFlags(g, "policy "+args[0])
 	pos, err := parse(fs, args[1:])
 	if err != nil {

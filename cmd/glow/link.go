@@ -7,7 +7,7 @@ import (
 	"text/tabwriter"
 
 	"glow/link"
-	"glow/overlay"
+	"glow/overlay/api"
 )
 
 func cmdLink(g *globals, args []string) error {
@@ -15,7 +15,7 @@ func cmdLink(g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	c := overlay.NewClient(g.state)
+	c := api.NewClient(g.state)
 	fs := newFlags(g, "link "+sub)
 	pos, err := parse(fs, rest)
 	if err != nil {
@@ -88,7 +88,7 @@ func cmdNodes(g *globals, args []string) error {
 	if len(pos) != 1 {
 		return usagef("want exactly one node NAME")
 	}
-	if err := overlay.NewClient(g.state).RemoveNode(pos[0]); err != nil {
+	if err := api.NewClient(g.state).RemoveNode(pos[0]); err != nil {
 		return err
 	}
 	fmt.Fprintf(g.out, "%s is removed: no node of this user talks to it any more\n", pos[0])

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"glow/overlay"
+	"glow/overlay/api"
 	"glow/tun"
 )
 
@@ -128,7 +129,7 @@ func cmdUp(g *globals, args []string) error {
 		return errors.New("a TUN interface needs root; run as root, or use --userspace for a SOCKS5 proxy instead")
 	}
 
-	c := overlay.NewClient(g.state)
+	c := api.NewClient(g.state)
 	if s, err := c.Status(); err == nil {
 		fmt.Fprintf(g.out, "glow is already up: %s.%s %s %s\n", s.Self.Name, s.Self.User, s.Self.IPv4, s.Self.IPv6)
 		return nil
@@ -173,7 +174,7 @@ func startBackground(g *globals, args []string, socksAuth string) error {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	c := overlay.NewClient(g.state)
+	c := api.NewClient(g.state)
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
@@ -205,7 +206,7 @@ func lastLogLine(path string) string {
 	return "no log"
 }
 
-func printUp(g *globals, s overlay.Status) {
+func printUp(g *globals, s api.Status) {
 	if g.json {
 		printJSON(g, s.Self)
 		return
