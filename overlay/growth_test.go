@@ -95,3 +95,40 @@ func heapInUse() uint64 {
 	runtime.ReadMemStats(&ms)
 	return ms.HeapInuse
 }
+
+// TestAttackFriendCertFlood: a friend holds its user key and can mint node
+// certificates without end, and its nodes push them to ours (each would
+// become a peer). The store keeps at most maxFriendCerts of one friend.
+func TestAttackFriendCertFlood(t *testing.T) {
+	const pushed = 1000
+	alice, bob := newTestUser(t, "alice"), newTestUser(t, "bob")
+	st := NewStore(alice.Public())
+	if _, err := st.AddDoc(signedDoc(alice, KindFriends, 1, formatFriends([]Friend{{Name: "bob", Key: [32]byte(bob.Public())}}))); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	_, own := newTestCert(t, alice, "nas", now)
+	first := map[string]bool{}
+	for i := range pushed {
+		_, c := newTestCert(t, bob, fmt.Sprintf("b%d", i), now)
+		if ok, _ := st.Apply(KindCert, c.Marshal(), now); ok && len(first) < 3 {
+			first[c.Name] = true
+		}
+	}
+	held := 0
+	for _, c := range st.Certs() {
+		if c.User == [32]byte(bob.Public()) {
+			held++
+		}
+	}
+	t.Logf("a friend pushed %d node certificates; the store holds %d of them (refused as over the cap: %d)", pushed, held, st.Rejected[RejectFriendCap])
+	if held > maxFriendCerts {
+		t.Errorf("the store holds %d certificates of one friend (cap %d)", held, maxFriendCerts)
+	}
+	if len(first) == 0 {
+		t.Error("no friend certificate was accepted at all")
+	}
+	if ok, err := st.Apply(KindCert, own.Marshal(), now); !ok || err != nil {
+		t.Errorf("our own certificate after the flood: %v %v", ok, err)
+	}
+}

@@ -173,7 +173,12 @@ const (
 	RejectConflict  = "address-conflict"
 	RejectRevoked   = "revoked"
 	RejectKeyChange = "key-change" // a certificate giving a known node other keys or another user
+	RejectFriendCap = "friend-cap" // a friend's node beyond maxFriendCerts
 )
+
+// maxFriendCerts bounds the certificates of one friend user a store keeps:
+// a friend can mint them without end, and each would be a peer.
+const maxFriendCerts = 256
 
 // Store holds the records a node knows about its user's nodes and decides
 // which incoming records to accept. It is not safe for concurrent use: the
@@ -399,6 +404,17 @@ func (s *Store) AddCert(c *Cert, now time.Time) (bool, error) {
 			return false, nil // the same record again: not an error
 		}
 		return false, s.reject(RejectStale, fmt.Errorf("certificate of %s older than the one held", c.FQDN()))
+	}
+	if s.certs[c.Node] == nil && !s.Own(c.User) {
+		held := 0
+		for _, o := range s.certs {
+			if o.User == c.User {
+				held++
+			}
+		}
+		if held >= maxFriendCerts {
+			return false, s.reject(RejectFriendCap, fmt.Errorf("certificate of %s: %d nodes of that friend held already", c.FQDN(), held))
+		}
 	}
 	for id, o := range s.certs {
 		if id != c.Node && o.User == c.User && (o.IPv4 == c.IPv4 || o.Name == c.Name) {
