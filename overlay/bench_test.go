@@ -111,14 +111,23 @@ func wgTransport(b []byte) []byte {
 	return b
 }
 
-// benchBind is a Bind for node self over a countingBind, trusting every
-// relay frame and with limits no benchmark reaches.
+// benchBind is a Bind for node self over a countingBind, with limits no
+// benchmark reaches; its relay trusts nodes as members of self's user
+// once they are passed to trustAll.
 func benchBind(tb testing.TB) (*Bind, *countingBind, wire.NodeID) {
 	inner := &countingBind{}
 	self := randomNodeID(tb)
 	fwd := relay.New(relay.Limits{PacketsPerSecond: 1e15, BytesPerSecond: 1e18, Burst: time.Second})
-	fwd.SetTrust(func(src, dst wire.ShortID) bool { return true })
 	return NewBind(inner, self, fwd, newCtlQueues()), inner, self
+}
+
+// trustAll makes ids members of the Bind's user, for its relay.
+func trustAll(b *Bind, ids ...wire.NodeID) {
+	m := relay.Members{}
+	for _, id := range ids {
+		m[id.Short()] = relay.Own
+	}
+	b.fwd.SetMembers(b.self, m)
 }
 
 func batchOf(n, size int) [][]byte {
@@ -198,6 +207,7 @@ func BenchmarkBindReceive(b *testing.B) {
 		b.Run(tc.name, func(b *testing.B) {
 			bind, inner, self := benchBind(b)
 			from, to := randomNodeID(b), randomNodeID(b)
+			trustAll(bind, from, to)
 			fromAddr := netip.MustParseAddrPort("192.0.2.1:47470")
 			if err := bind.SetDirect(from, fromAddr); err != nil {
 				b.Fatal(err)

@@ -55,6 +55,8 @@ type Bind struct {
 	dropUnknownKind atomic.Uint64 // neither WireGuard nor glow nor STUN
 	sendNoPath      atomic.Uint64
 	dropRelayNoPeer atomic.Uint64 // relay frame for us from an unknown source
+	dropRelayUnauth atomic.Uint64 // relay frame from an address or link of no known peer
+	dropRelayShort  atomic.Uint64 // relay frame shorter than its header
 	dropRelayNoPath atomic.Uint64 // relay frame to forward, no path to its destination
 	dropStreamFull  atomic.Uint64 // stream link's queue full (control sends, or reads faster than WireGuard takes them)
 
@@ -437,6 +439,10 @@ type BindCounters struct {
 	UnknownSource, ControlQueueFull, UnknownKind, SendNoPath, RelayNoPeer, RelayNoPath, StreamFull uint64
 	ControlRateLimited                                                                             uint64 // unauthenticated, over its source's rate
 
+	// RelayUnauthenticated: relay frames from a sender that is not a
+	// peer's proven path; RelayShort: relay frames shorter than a header.
+	RelayUnauthenticated, RelayShort uint64
+
 	// WireGuardWakes counts WireGuard peers configured on demand (not a drop).
 	WireGuardWakes uint64
 }
@@ -444,15 +450,17 @@ type BindCounters struct {
 // Counters returns the drop counters.
 func (b *Bind) Counters() BindCounters {
 	return BindCounters{
-		UnknownSource:      b.dropUnknownSrc.Load(),
-		ControlQueueFull:   b.dropCtlFull.Load(),
-		ControlRateLimited: b.dropCtlLimited.Load(),
-		UnknownKind:        b.dropUnknownKind.Load(),
-		SendNoPath:         b.sendNoPath.Load(),
-		RelayNoPeer:        b.dropRelayNoPeer.Load(),
-		RelayNoPath:        b.dropRelayNoPath.Load(),
-		StreamFull:         b.dropStreamFull.Load(),
-		WireGuardWakes:     b.wgWakes.Load(),
+		UnknownSource:        b.dropUnknownSrc.Load(),
+		ControlQueueFull:     b.dropCtlFull.Load(),
+		ControlRateLimited:   b.dropCtlLimited.Load(),
+		UnknownKind:          b.dropUnknownKind.Load(),
+		SendNoPath:           b.sendNoPath.Load(),
+		RelayNoPeer:          b.dropRelayNoPeer.Load(),
+		RelayNoPath:          b.dropRelayNoPath.Load(),
+		StreamFull:           b.dropStreamFull.Load(),
+		RelayUnauthenticated: b.dropRelayUnauth.Load(),
+		RelayShort:           b.dropRelayShort.Load(),
+		WireGuardWakes:       b.wgWakes.Load(),
 	}
 }
 

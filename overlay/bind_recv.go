@@ -9,13 +9,18 @@ package overlay
 //	   WireGuard:  its peer is the stream's, or (UDP) found by source address
 //	               (byAddr, lock-free); an unknown source gives size 0
 //	               (dropped, counted)
-//	   relay frame for this node: header stripped in place; the inner
+//	   relay frame: taken only from an authenticated neighbour: the
+//	               stream's peer, or (UDP) the peer whose proven address
+//	               it came from (byAddr); from anyone else dropped, counted
+//	   relay frame for this node: relay.Forwarder.Accept checks that the
+//	               neighbour may send it (its source, or a relay trusted
+//	               for that source); header stripped in place; the inner
 //	               datagram is handled as above with the frame's source as
 //	               its peer (WireGuard) or sent on to the control loop
-//	   relay frame for another node: relay.Forwarder decides (trust, rate);
-//	               hop limit decremented in place; grouped by next hop over
-//	               the batch and sent on, one sendmmsg/GSO write per next
-//	               hop; size 0
+//	   relay frame for another node: relay.Forwarder.Allow decides (the
+//	               same check, trust, rate); hop limit decremented in
+//	               place; grouped by next hop over the batch and sent on,
+//	               one sendmmsg/GSO write per next hop; size 0
 //	   glow / STUN: copied out to the control loop: known peers' control
 //	               to one bounded queue, the rest rate limited per source
 //	               to another (ctlqueue.go); dropped and counted when
@@ -107,13 +112,26 @@ func (r *rx) handle(i int, bufs [][]byte, sizes []int, eps []conn.Endpoint, from
 		via = linkPeer.ID
 	}
 	if k == wire.KindRelay {
-		hops, src, dst, _ := wire.ParseRelayHeader(pkt)
+		// The neighbour that sent the frame: its header proves nothing.
+		nb := linkPeer
+		if nb == nil {
+			nb = addrs[from]
+		}
+		if nb == nil {
+			b.dropRelayUnauth.Add(1)
+			return
+		}
+		hops, src, dst, ok := wire.ParseRelayHeader(pkt)
+		if !ok {
+			b.dropRelayShort.Add(1)
+			return
+		}
 		shorts := *b.byShort.Load()
 		if dst != b.self {
 			if r.now.IsZero() {
 				r.now = time.Now()
 			}
-			if b.fwd.Allow(src, dst, hops, len(pkt), r.now) != relay.Forward {
+			if b.fwd.Allow(nb.ID.Short(), src, dst, hops, len(pkt), r.now) != relay.Forward {
 				return
 			}
 			e := shorts[dst]
@@ -143,6 +161,9 @@ func (r *rx) handle(i int, bufs [][]byte, sizes []int, eps []conn.Endpoint, from
 				return
 			}
 			r.forward(p.ep, pkt)
+			return
+		}
+		if b.fwd.Accept(nb.ID.Short(), src, hops) != relay.Deliver {
 			return
 		}
 		e := shorts[src]

@@ -93,4 +93,10 @@
 //     and honoured for that friend's nodes only: a friend cannot revoke our
 //     nodes or a third user's. Ours goes to friends for the same reason; it
 //     holds node ids, no names.
+//   - A relay frame's header is not signed, so a node takes one only from
+//     a peer's proven path (an address a pong answered from, a stream link
+//     whose handshake proved the peer), and only if that neighbour may send
+//     it: its source on the first hop (the hop limit still at 8, the most a
+//     sender may start with), else a node of ours or of the source's user
+//     (package relay). Refusals show in `glow status --json` as relay/*.
 package overlay

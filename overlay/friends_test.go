@@ -191,8 +191,7 @@ func TestRelayRefusesStrangers(t *testing.T) {
 		uc.WriteTo(frame, dst)
 	}
 	waitFor(t, 5*time.Second, "the relay to count the frames", func() bool {
-		c, _ := relay.fwd.Counts()
-		return c["untrusted"] >= 5
+		return relay.bind.Counters().RelayUnauthenticated >= 5
 	})
 	if c, _ := relay.fwd.Counts(); c["forwarded"] != 0 {
 		t.Fatalf("forwarded a stranger's frame: %v", c)

@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
@@ -104,7 +103,6 @@ type Node struct {
 	dir         directory // overlay address -> principal, for the filter
 	filter      *policy.Filter
 	tunf        *filteredTUN
-	ownShort    atomic.Pointer[map[wire.ShortID]bool] // this user's nodes, for relay trust
 	stun        *nat.Client
 	portmap     *nat.PortMapper
 	stunServers []netip.AddrPort
@@ -397,11 +395,8 @@ func (n *Node) startDataPlane(port uint16) error {
 	n.ctlq = newCtlQueues()
 	n.fwd = relay.New(relay.Limits{})
 	n.bind = NewBind(inner, n.id, n.fwd, n.ctlq)
-	// Forward only between this user's nodes, and between a friend's node and
-	// one of ours; never for strangers, so it is no open proxy.
-	n.fwd.SetTrust(n.relayTrust)
 	n.mu.Lock()
-	n.refreshPolicyLocked()
+	n.refreshPolicyLocked() // sets the relay's members
 	n.mu.Unlock()
 	if n.rules == nil {
 		return errors.New("the policy in force does not compile")

@@ -15,6 +15,7 @@ import (
 
 	"glow/internal/wire"
 	"glow/policy"
+	"glow/relay"
 	"glow/tun"
 )
 
@@ -75,12 +76,6 @@ func (n *Node) policyTextLocked() (string, uint64) {
 // the friend list or the policy change.
 func (n *Node) refreshPolicyLocked() {
 	m := map[netip.Addr]policy.Principal{}
-	own := map[wire.ShortID]bool{n.id.Short(): true}
-	for _, c := range n.store.Certs() {
-		if n.store.Own(c.User) {
-			own[c.Node.Short()] = true
-		}
-	}
 	for _, c := range n.store.Certs() {
 		p := policy.Principal{User: n.userNameLocked(c), Node: c.Name}
 		for _, a := range n.routedLocked(c) { // a friend's shadowed address maps to nobody of theirs (shadow.go)
@@ -88,7 +83,7 @@ func (n *Node) refreshPolicyLocked() {
 		}
 	}
 	n.dir.m.Store(&m)
-	n.ownShort.Store(&own)
+	n.fwd.SetMembers(n.id.Short(), n.relayMembersLocked())
 	foreign := false
 	for _, c := range n.store.Certs() {
 		foreign = foreign || !n.store.Own(c.User)
@@ -159,15 +154,30 @@ func (n *Node) sharedWithLocked(node string, friend [32]byte) bool {
 	return false
 }
 
-// relayTrust is the relay.Forwarder's trust: forward between this user's
+// relayMembersLocked is the relay.Forwarder's trust: which user each node
+// with a certificate belongs to. The Forwarder forwards between this user's
 // nodes, and between a friend's node and one of ours, never between two
-// strangers or two nodes of another user.
-func (n *Node) relayTrust(src, dst wire.ShortID) bool {
-	if !n.bind.Known(src) && src != n.id.Short() || !n.bind.Known(dst) {
-		return false
+// strangers or two nodes of another user; and it takes a frame only from
+// its source or a neighbour trusted to relay for it (relay package doc).
+func (n *Node) relayMembersLocked() relay.Members {
+	m := relay.Members{}
+	friends := map[[32]byte]relay.User{}
+	for _, c := range n.store.Certs() {
+		id := c.Node.Short()
+		switch {
+		case c.Node == n.id:
+		case n.store.Own(c.User):
+			m[id] = relay.Own
+		default:
+			u, ok := friends[c.User]
+			if !ok {
+				u = relay.Friend + relay.User(len(friends))
+				friends[c.User] = u
+			}
+			m[id] = u
+		}
 	}
-	own := *n.ownShort.Load()
-	return own[src] || own[dst]
+	return m
 }
 
 var errNotAdmin = errors.New("this node does not hold the user key; run this on the admin node (where the user was created)")

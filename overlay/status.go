@@ -76,6 +76,10 @@ func (n *Node) Status() Status {
 	}
 	s.Conflicts = slices.Clone(n.shadow.conflicts)
 	bc := n.bind.Counters()
+	s.Drops["relay/unauthenticated-neighbour"] = bc.RelayUnauthenticated
+	s.Drops["relay/short"] = bc.RelayShort
+	s.Drops["relay/unknown-source"] = bc.RelayNoPeer
+	s.Drops["relay/no-path"] = bc.RelayNoPath
 	s.Drops["bind/unknown-source"] = bc.UnknownSource
 	s.Drops["bind/control-queue-full"] = bc.ControlQueueFull
 	s.Drops["bind/unknown-kind"] = bc.UnknownKind

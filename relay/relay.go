@@ -1,14 +1,31 @@
 // Package relay decides whether this node forwards a relay frame for
-// others, and keeps it from being an open proxy: it forwards only between
-// nodes it trusts (its user's, and friends' for traffic between them), with
-// a per-source rate and byte limit, and counts every decision.
+// others, or takes one addressed to it, and keeps it from being an open
+// proxy: it forwards only between nodes it trusts (its user's, and friends'
+// for traffic between them), only frames that come from a neighbour
+// entitled to send them, with a per-source rate and byte limit, and counts
+// every decision.
+//
+// A frame's header is not authenticated, so its source is believed only
+// as far as the neighbour it came from vouches for it. The caller (the
+// overlay's receive path) names that neighbour: the peer whose proven path
+// (UDP address or stream link) the frame arrived on; frames from anywhere
+// else never get here (the caller drops and counts them). Then:
+//
+//   - a frame that still has the starting hop limit (wire.MaxHopLimit) has
+//     crossed no relay, so its neighbour must be its source;
+//   - otherwise the neighbour is a relay that forwarded it: one of this
+//     user's nodes (trusted to relay for anyone it knows), or a friend's
+//     node, which forwards only for its own user's nodes;
+//   - no frame may carry a hop limit above wire.MaxHopLimit, or claim this
+//     node as its source.
 //
 // The frame format is internal/wire's (RelayHeaderLen bytes, then an
 // end-to-end encrypted WireGuard packet or a sealed control packet); this
 // package never sees plaintext. The forwarding itself happens on the
-// overlay's receive path, which asks a Forwarder for each frame; Allow is
-// safe for concurrent use, takes only the frame source's own lock and does
-// not allocate once a source is known.
+// overlay's receive path, which asks a Forwarder for each frame; Allow and
+// Accept are safe for concurrent use, read the membership table without a
+// lock (copy on write), take only the frame source's own lock (Allow) and
+// do not allocate once a source is known.
 //
 // Limits are token buckets per source node, refilled from the time passed
 // in, so tests step time explicitly.
@@ -34,17 +51,33 @@ type Limits struct {
 // below a flood that would starve the node's own traffic for long.
 var DefaultLimits = Limits{PacketsPerSecond: 1_000_000, BytesPerSecond: 1 << 30, Burst: 500 * time.Millisecond}
 
-// Trust tells whether a frame from src to dst may be forwarded.
-type Trust func(src, dst wire.ShortID) bool
+// User says whose a node is, as far as relaying goes.
+type User uint32
+
+const (
+	// Stranger is a node this one has no certificate for (the zero value,
+	// so a node missing from Members is one).
+	Stranger User = iota
+	// Own is this node's user.
+	Own
+	// Friend users are numbered from Friend up, one number per user.
+	Friend
+)
+
+// Members maps the nodes this node knows to their users.
+type Members map[wire.ShortID]User
 
 // Verdict is what Allow decided, and why.
 type Verdict uint8
 
 const (
-	Forward Verdict = iota
-	DropUntrusted
-	DropRateLimited
-	DropHopLimit
+	Forward             Verdict = iota // Allow: send it on
+	DropUntrusted                      // a source or destination this node does not relay for
+	DropRateLimited                    // the source's bucket is empty
+	DropHopLimit                       // the hop limit ran out
+	DropHopLimitTooHigh                // a hop limit above wire.MaxHopLimit
+	DropSourceMismatch                 // the neighbour may not send frames of that source
+	Deliver                            // Accept: a frame for this node, take it (not counted)
 	numVerdicts
 )
 
@@ -58,14 +91,20 @@ func (v Verdict) String() string {
 		return "rate-limited"
 	case DropHopLimit:
 		return "hop-limit"
+	case DropHopLimitTooHigh:
+		return "hop-limit-too-high"
+	case DropSourceMismatch:
+		return "source-mismatch"
+	case Deliver:
+		return "delivered"
 	}
 	return "unknown"
 }
 
 // Forwarder applies trust and limits to frames in transit.
 type Forwarder struct {
-	limits Limits
-	trust  atomic.Pointer[Trust]
+	limits  Limits
+	members atomic.Pointer[table] // nil: trust nothing
 
 	counts [numVerdicts]atomic.Uint64
 	bytes  atomic.Uint64 // bytes forwarded
@@ -84,8 +123,14 @@ type bucket struct {
 	last        time.Time
 }
 
+// table is a membership snapshot; immutable once published.
+type table struct {
+	self  wire.ShortID
+	users Members
+}
+
 // New returns a Forwarder with the given limits (zero fields take defaults)
-// that trusts nothing until SetTrust.
+// that trusts nothing until SetMembers.
 func New(l Limits) *Forwarder {
 	if l.PacketsPerSecond <= 0 {
 		l.PacketsPerSecond = DefaultLimits.PacketsPerSecond
@@ -102,12 +147,17 @@ func New(l Limits) *Forwarder {
 	return f
 }
 
-// SetTrust replaces the trust function (on membership changes).
-func (f *Forwarder) SetTrust(t Trust) { f.trust.Store(&t) }
+// SetMembers replaces the membership table (on membership changes): self
+// is this node, m every other node it has a certificate for. m must not
+// change afterwards.
+func (f *Forwarder) SetMembers(self wire.ShortID, m Members) {
+	f.members.Store(&table{self: self, users: m})
+}
 
-// Allow decides for one frame of n bytes with hop limit hops, at now.
-func (f *Forwarder) Allow(src, dst wire.ShortID, hops uint8, n int, now time.Time) Verdict {
-	v := f.decide(src, dst, hops, n, now)
+// Allow decides for one frame of n bytes from src to dst with hop limit
+// hops, which neighbour from sent this node, at now.
+func (f *Forwarder) Allow(from, src, dst wire.ShortID, hops uint8, n int, now time.Time) Verdict {
+	v := f.decide(from, src, dst, hops, n, now)
 	f.counts[v].Add(1)
 	if v == Forward {
 		f.bytes.Add(uint64(n))
@@ -115,12 +165,66 @@ func (f *Forwarder) Allow(src, dst wire.ShortID, hops uint8, n int, now time.Tim
 	return v
 }
 
-func (f *Forwarder) decide(src, dst wire.ShortID, hops uint8, n int, now time.Time) Verdict {
-	if hops <= 1 {
+// Accept decides for one frame addressed to this node from src with hop
+// limit hops, which neighbour from sent: Deliver, or why not (counted).
+func (f *Forwarder) Accept(from, src wire.ShortID, hops uint8) Verdict {
+	t := f.members.Load()
+	if t == nil {
+		f.counts[DropUntrusted].Add(1)
+		return DropUntrusted
+	}
+	v := t.check(from, src, hops)
+	if v == Forward {
+		return Deliver
+	}
+	f.counts[v].Add(1)
+	return v
+}
+
+// check applies the rules that hold for every frame, forwarded or not (see
+// the package doc); Forward means they pass.
+func (t *table) check(from, src wire.ShortID, hops uint8) Verdict {
+	switch {
+	case hops > wire.MaxHopLimit:
+		return DropHopLimitTooHigh
+	case hops == 0:
+		return DropHopLimit
+	case src == t.self:
+		return DropSourceMismatch // ours never come back to us
+	}
+	us := t.users[src]
+	if us == Stranger {
+		return DropUntrusted
+	}
+	if from == src {
+		return Forward
+	}
+	if hops == wire.MaxHopLimit {
+		return DropSourceMismatch // crossed no relay, so from must have made it
+	}
+	switch uf := t.users[from]; {
+	case uf == Own, uf == us:
+		return Forward
+	case uf == Stranger:
+		return DropUntrusted
+	}
+	return DropSourceMismatch // a friend's node relays for its own user only
+}
+
+func (f *Forwarder) decide(from, src, dst wire.ShortID, hops uint8, n int, now time.Time) Verdict {
+	if hops == 1 {
 		return DropHopLimit
 	}
-	t := f.trust.Load()
-	if t == nil || !(*t)(src, dst) {
+	t := f.members.Load()
+	if t == nil {
+		return DropUntrusted
+	}
+	if v := t.check(from, src, hops); v != Forward {
+		return v
+	}
+	// Between this user's nodes, or a friend's and one of ours: never
+	// between two nodes of other users.
+	if ud := t.users[dst]; ud == Stranger || ud != Own && t.users[src] != Own {
 		return DropUntrusted
 	}
 	burstP := f.limits.PacketsPerSecond * f.limits.Burst.Seconds()
@@ -172,11 +276,14 @@ func (f *Forwarder) newBucket(src wire.ShortID, now time.Time, burstP, burstB fl
 	return b
 }
 
-// Counts returns how many frames got each verdict, and the bytes forwarded.
+// Counts returns how many frames got each verdict (frames delivered to
+// this node aside), and the bytes forwarded.
 func (f *Forwarder) Counts() (byVerdict map[string]uint64, bytes uint64) {
 	m := map[string]uint64{}
 	for v := Verdict(0); v < numVerdicts; v++ {
-		m[v.String()] = f.counts[v].Load()
+		if v != Deliver {
+			m[v.String()] = f.counts[v].Load()
+		}
 	}
 	return m, f.bytes.Load()
 }

@@ -8,12 +8,20 @@ package wire
 // Source and destination are ShortIDs. The header has a fixed size so that
 // relayed packets of one batch stay equal in size (UDP GSO), and the overlay
 // MTU is lowered by exactly RelayHeaderLen.
+//
+// The header is not authenticated: a relay trusts a frame by the neighbour
+// it came from (see package relay), and a sender starts every frame at
+// DefaultHopLimit, so a frame that still has it has crossed no relay yet.
 
 // RelayHeaderLen is the size of a relay frame's header.
 const RelayHeaderLen = 24
 
 // DefaultHopLimit is the hop limit a relay frame starts with.
-const DefaultHopLimit = 8
+const DefaultHopLimit = MaxHopLimit
+
+// MaxHopLimit is the highest hop limit a frame may carry: relays refuse
+// frames above it, so no sender buys itself a longer path.
+const MaxHopLimit = 8
 
 // ShortID is the first 8 bytes of a NodeID, enough to name a node in frames.
 type ShortID [8]byte
