@@ -47,6 +47,20 @@ type rx struct {
 	timer *time.Timer // for b.in.wait
 	runs  []fwdRun    // frames of this batch to forward, grouped by next hop
 	now   time.Time   // of this batch, read once when needed
+	// The neighbour that the last relay frame of this batch came from (UDP),
+	// and its address: the frames of a batch mostly share one sender.
+	nbAddr netip.AddrPort
+	nb     *Endpoint
+	// The last relay frame for this node that Accept passed in this batch:
+	// the next from the same neighbour, source and hop limit passes too.
+	accNB   *Endpoint
+	accSrc  wire.ShortID
+	accHops uint8
+}
+
+// batch starts a receive batch: what was read once per batch is stale.
+func (r *rx) batch() {
+	r.now, r.nbAddr, r.nb, r.accNB = time.Time{}, netip.AddrPort{}, nil, nil
 }
 
 // fwdRun is the frames of one batch that go to one next hop (UDP).
@@ -115,7 +129,10 @@ func (r *rx) handle(i int, bufs [][]byte, sizes []int, eps []conn.Endpoint, from
 		// The neighbour that sent the frame: its header proves nothing.
 		nb := linkPeer
 		if nb == nil {
-			nb = addrs[from]
+			if r.nb == nil || r.nbAddr != from {
+				r.nbAddr, r.nb = from, addrs[from]
+			}
+			nb = r.nb
 		}
 		if nb == nil {
 			b.dropRelayUnauth.Add(1)
@@ -163,8 +180,11 @@ func (r *rx) handle(i int, bufs [][]byte, sizes []int, eps []conn.Endpoint, from
 			r.forward(p.ep, pkt)
 			return
 		}
-		if b.fwd.Accept(nb.ID.Short(), src, hops) != relay.Deliver {
-			return
+		if nb != r.accNB || src != r.accSrc || hops != r.accHops {
+			if b.fwd.Accept(nb.ID.Short(), src, hops) != relay.Deliver {
+				return
+			}
+			r.accNB, r.accSrc, r.accHops = nb, src, hops
 		}
 		e := shorts[src]
 		if e == nil {
@@ -203,7 +223,7 @@ func (b *Bind) makeReceive(inner conn.ReceiveFunc) conn.ReceiveFunc {
 			return n, err
 		}
 		addrs := *b.byAddr.Load()
-		r.now = time.Time{}
+		r.batch()
 		for i := 0; i < n; i++ {
 			if sizes[i] > 0 {
 				r.handle(i, bufs, sizes, eps, srcAddr(eps[i]), nil, addrs)
@@ -228,7 +248,7 @@ func (b *Bind) makeStreamReceive(done <-chan struct{}) conn.ReceiveFunc {
 		case <-done:
 			return 0, net.ErrClosed
 		}
-		r.now = time.Time{}
+		r.batch()
 		n := 0
 		for {
 			sizes[n] = copy(bufs[n], sp.buf)

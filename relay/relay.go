@@ -103,8 +103,9 @@ func (v Verdict) String() string {
 
 // Forwarder applies trust and limits to frames in transit.
 type Forwarder struct {
-	limits  Limits
-	members atomic.Pointer[table] // nil: trust nothing
+	limits         Limits
+	burstP, burstB float64               // bucket sizes: limits times Burst
+	members        atomic.Pointer[table] // nil: trust nothing
 
 	counts [numVerdicts]atomic.Uint64
 	bytes  atomic.Uint64 // bytes forwarded
@@ -141,7 +142,7 @@ func New(l Limits) *Forwarder {
 	if l.Burst <= 0 {
 		l.Burst = DefaultLimits.Burst
 	}
-	f := &Forwarder{limits: l}
+	f := &Forwarder{limits: l, burstP: l.PacketsPerSecond * l.Burst.Seconds(), burstB: l.BytesPerSecond * l.Burst.Seconds()}
 	m := map[wire.ShortID]*bucket{}
 	f.buckets.Store(&m)
 	return f
@@ -173,7 +174,7 @@ func (f *Forwarder) Accept(from, src wire.ShortID, hops uint8) Verdict {
 		f.counts[DropUntrusted].Add(1)
 		return DropUntrusted
 	}
-	v := t.check(from, src, hops)
+	v, _ := t.check(from, src, hops)
 	if v == Forward {
 		return Deliver
 	}
@@ -182,33 +183,33 @@ func (f *Forwarder) Accept(from, src wire.ShortID, hops uint8) Verdict {
 }
 
 // check applies the rules that hold for every frame, forwarded or not (see
-// the package doc); Forward means they pass.
-func (t *table) check(from, src wire.ShortID, hops uint8) Verdict {
+// the package doc); Forward means they pass. It returns src's user too.
+func (t *table) check(from, src wire.ShortID, hops uint8) (Verdict, User) {
 	switch {
 	case hops > wire.MaxHopLimit:
-		return DropHopLimitTooHigh
+		return DropHopLimitTooHigh, Stranger
 	case hops == 0:
-		return DropHopLimit
+		return DropHopLimit, Stranger
 	case src == t.self:
-		return DropSourceMismatch // ours never come back to us
+		return DropSourceMismatch, Stranger // ours never come back to us
 	}
 	us := t.users[src]
 	if us == Stranger {
-		return DropUntrusted
+		return DropUntrusted, us
 	}
 	if from == src {
-		return Forward
+		return Forward, us
 	}
 	if hops == wire.MaxHopLimit {
-		return DropSourceMismatch // crossed no relay, so from must have made it
+		return DropSourceMismatch, us // crossed no relay, so from must have made it
 	}
 	switch uf := t.users[from]; {
 	case uf == Own, uf == us:
-		return Forward
+		return Forward, us
 	case uf == Stranger:
-		return DropUntrusted
+		return DropUntrusted, us
 	}
-	return DropSourceMismatch // a friend's node relays for its own user only
+	return DropSourceMismatch, us // a friend's node relays for its own user only
 }
 
 func (f *Forwarder) decide(from, src, dst wire.ShortID, hops uint8, n int, now time.Time) Verdict {
@@ -219,25 +220,25 @@ func (f *Forwarder) decide(from, src, dst wire.ShortID, hops uint8, n int, now t
 	if t == nil {
 		return DropUntrusted
 	}
-	if v := t.check(from, src, hops); v != Forward {
+	v, us := t.check(from, src, hops)
+	if v != Forward {
 		return v
 	}
 	// Between this user's nodes, or a friend's and one of ours: never
 	// between two nodes of other users.
-	if ud := t.users[dst]; ud == Stranger || ud != Own && t.users[src] != Own {
+	if ud := t.users[dst]; ud == Stranger || ud != Own && us != Own {
 		return DropUntrusted
 	}
-	burstP := f.limits.PacketsPerSecond * f.limits.Burst.Seconds()
-	burstB := f.limits.BytesPerSecond * f.limits.Burst.Seconds()
 	b := (*f.buckets.Load())[src]
 	if b == nil {
-		b = f.newBucket(src, now, burstP, burstB)
+		b = f.newBucket(src, now)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if dt := now.Sub(b.last).Seconds(); dt > 0 {
-		b.pkts = min(burstP, b.pkts+dt*f.limits.PacketsPerSecond)
-		b.bytes = min(burstB, b.bytes+dt*f.limits.BytesPerSecond)
+	if dt := now.Sub(b.last); dt > 0 {
+		s := dt.Seconds()
+		b.pkts = min(f.burstP, b.pkts+s*f.limits.PacketsPerSecond)
+		b.bytes = min(f.burstB, b.bytes+s*f.limits.BytesPerSecond)
 		b.last = now
 	}
 	if b.pkts < 1 || b.bytes < float64(n) {
@@ -251,7 +252,7 @@ func (f *Forwarder) decide(from, src, dst wire.ShortID, hops uint8, n int, now t
 // newBucket adds a full bucket for src (or returns the one another
 // goroutine just added). Past 4096 sources, the buckets idle long enough to
 // be full again are forgotten.
-func (f *Forwarder) newBucket(src wire.ShortID, now time.Time, burstP, burstB float64) *bucket {
+func (f *Forwarder) newBucket(src wire.ShortID, now time.Time) *bucket {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	old := *f.buckets.Load()
@@ -270,7 +271,7 @@ func (f *Forwarder) newBucket(src wire.ShortID, now time.Time, burstP, burstB fl
 		}
 		m[id] = b
 	}
-	b := &bucket{pkts: burstP, bytes: burstB, last: now}
+	b := &bucket{pkts: f.burstP, bytes: f.burstB, last: now}
 	m[src] = b
 	f.buckets.Store(&m)
 	return b
