@@ -396,6 +396,12 @@ func (s *Store) AddCert(c *Cert, now time.Time) (bool, error) {
 	if err := c.Verify(c.User[:], now); err != nil {
 		return false, s.reject(RejectExpired, err)
 	}
+	if old := s.certs[c.Node]; old != nil && s.Own(c.User) && !s.Own(old.User) {
+		// A friend's certificate for an id of ours never shadows ours,
+		// whichever arrived first.
+		delete(s.certs, c.Node)
+		delete(s.infos, c.Node)
+	}
 	if old := s.certs[c.Node]; old != nil && (old.WG != c.WG || old.Ctl != c.Ctl || old.User != c.User) {
 		return false, s.reject(RejectKeyChange, fmt.Errorf("certificate of %s with other keys than %s's held for node %v", c.FQDN(), old.FQDN(), c.Node))
 	}

@@ -174,3 +174,31 @@ func TestShadowedAddresses(t *testing.T) {
 		t.Errorf("a new certificate claiming nas's address is routed %v", got)
 	}
 }
+
+// TestStoreFriendCannotTakeOurID: a friend's certificate naming one of
+// our node ids is refused when ours is held, and gives way to ours when it
+// came first.
+func TestStoreFriendCannotTakeOurID(t *testing.T) {
+	now := time.Now()
+	alice, bob := newTestUser(t, "alice"), newTestUser(t, "bob")
+	keys, desk := newTestCert(t, alice, "desk", now)
+	fake := &Cert{Node: desk.Node, Name: "desk", WG: keys.WGPublic(), Ctl: keys.CtlPublic(), IPv4: desk.IPv4,
+		IPv6: NodeAddr6(bob.Public(), desk.Node), NotBefore: now.Add(time.Second), NotAfter: now.Add(time.Hour)}
+	SignCert(bob, fake)
+	for _, order := range [][]*Cert{{desk, fake}, {fake, desk}} {
+		s := NewStore(alice.Public())
+		if _, err := s.AddDoc(signedDoc(alice, KindFriends, 1, formatFriends([]Friend{{"bob", [32]byte(bob.Public())}}))); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range order {
+			s.AddCert(c, now)
+		}
+		if got := s.Cert(desk.Node); got == nil || got.User != desk.User {
+			holder := "nobody"
+			if got != nil {
+				holder = got.FQDN()
+			}
+			t.Errorf("%s then %s: desk's id is held by %s", order[0].FQDN(), order[1].FQDN(), holder)
+		}
+	}
+}
