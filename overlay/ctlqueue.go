@@ -15,8 +15,8 @@ package overlay
 //	  something, and from the other queue only when it is empty.
 //
 // A full queue drops and counts (the receive path never blocks). The
-// limit is per source address, not address and port, since ports cost an
-// attacker nothing; the table of sources is bounded.
+// limit is per source address (an IPv6 /64), not address and port, since
+// ports cost an attacker nothing; the table of sources is bounded.
 
 import (
 	"net/netip"
@@ -69,7 +69,7 @@ func (b *Bind) putCtl(k wire.Kind, pkt []byte, from netip.AddrPort, via wire.Nod
 			}
 		}
 	}
-	if from.IsValid() && !q.lim.allow(from.Addr(), time.Now()) {
+	if from.IsValid() && !q.lim.allow(sourceKey(from.Addr()), time.Now()) {
 		b.dropCtlLimited.Add(1)
 		return
 	}
@@ -78,6 +78,17 @@ func (b *Bind) putCtl(k wire.Kind, pkt []byte, from netip.AddrPort, via wire.Nod
 	default:
 		b.dropCtlFull.Add(1)
 	}
+}
+
+// sourceKey is what the rate limit counts by: an IPv4 address, or the /64
+// of an IPv6 address (one host commonly holds a whole /64).
+func sourceKey(a netip.Addr) netip.Addr {
+	a = a.Unmap()
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.Addr()
+	}
+	return a
 }
 
 // SetControlKey makes key the control key of peer id: its control packets

@@ -85,7 +85,7 @@ func (n *Node) readBeacons() {
 		if err != nil {
 			return
 		}
-		if !n.ctlq.lim.allow(from.Addr(), time.Now()) {
+		if !n.ctlq.lim.allow(sourceKey(from.Addr()), time.Now()) {
 			continue
 		}
 		select {
