@@ -69,7 +69,10 @@
 //     address. A flood from outsiders never delays a heartbeat, and the work
 //     it causes is cheap first: another user's beacon is refused before its
 //     signature is checked, a stranger's packet is opened (an X25519) only
-//     while an invite code is live.
+//     while an invite code is live. What outsiders can make grow is capped:
+//     32 candidates and 16 learned addresses per peer (the oldest unproven
+//     go first), 256 certificates per friend user, 64 unauthenticated
+//     connections on the link port (8 per address).
 //   - User documents hold up to MaxDocBody (64 KiB); records that do not fit
 //     one control packet go as fragments, each sealed on its own, paced per
 //     peer, reassembled in bounded memory and verified whole; a lost
