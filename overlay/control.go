@@ -2,9 +2,11 @@ package overlay
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"golang.org/x/crypto/nacl/box"
 
@@ -17,10 +19,12 @@ import (
 //
 // The box is sealed from the sender's control key to the receiver's, so it
 // is secret and authenticated; the receiver finds the sender by its key.
-// A message is one type byte and a body.
+// The nonce is an epoch and a sequence number that make the packet fresh
+// exactly once (replay.go). A message is one type byte and a body.
 
 const (
 	ctlOverhead = wire.HeaderLen + 32 + 24 + box.Overhead
+	ctlNonceAt  = wire.HeaderLen + 32
 	// maxCtlPacket keeps control packets within a minimum-MTU datagram.
 	maxCtlPacket = 1232
 	maxCtlBody   = maxCtlPacket - ctlOverhead - 1
@@ -42,13 +46,22 @@ const (
 
 var errNotControl = errors.New("not a control packet")
 
-// sealCtl builds a control packet of message m from priv (public half pubKey) to peer.
+// sealCtl builds a handshake packet (join, friend: no peer state yet) of
+// message m from pubKey to the key shared holds: a new epoch, sequence 0.
 func sealCtl(dst []byte, pubKey wire.Key, shared *[32]byte, m []byte) []byte {
+	return sealCtlSeq(dst, pubKey, shared, m, newEpoch(time.Now()), 0)
+}
+
+// sealCtlSeq builds a control packet of message m from pubKey to the key
+// shared holds, numbered seq in the sender's epoch for that peer.
+func sealCtlSeq(dst []byte, pubKey wire.Key, shared *[32]byte, m []byte, epoch, seq uint64) []byte {
 	h := wire.Header(wire.KindControl)
 	dst = append(dst, h[:]...)
 	dst = append(dst, pubKey[:]...)
 	var nonce [24]byte
-	rand.Read(nonce[:])
+	binary.BigEndian.PutUint64(nonce[:], epoch)
+	binary.BigEndian.PutUint64(nonce[8:], seq)
+	rand.Read(nonce[16:])
 	dst = append(dst, nonce[:]...)
 	return box.SealAfterPrecomputation(dst, m, &nonce, shared)
 }

@@ -85,6 +85,14 @@
 //     on any other interface are dropped; friends' /48s join it as they
 //     are routed (routeFriendsLocked), Close removes it, RepairFirewall
 //     removes one a crashed daemon left.
+//   - Control packets are fresh exactly once: an epoch and a counter in the
+//     box nonce and a replay window per peer (replay.go); beacons are signed
+//     and timed (beacon.go). Candidates from unauthenticated sources get no
+//     more bytes than they sent and at most maxUnprovenProbes pings.
+//     Endpoints that no peer should probe (loopback outside a lab whose host
+//     addresses are loopback, link-local, multicast, unspecified, our own)
+//     are neither taken nor published; pongs' "seen" addresses are hints,
+//     capped, after the endpoints the node verified.
 //   - A friend learns the node it talks to and the nodes the policy shares
 //     with it, nothing else; a relay forwards between a friend's node and
 //     ours, never between two nodes of another user.

@@ -367,7 +367,8 @@ func FuzzParseCtl(f *testing.F) {
 
 func FuzzParseBeacon(f *testing.F) {
 	u := newTestUser(f, "alice")
-	_, c := newTestCert(f, u, "nas", time.Now())
+	k, c := newTestCert(f, u, "nas", time.Now())
+	f.Add((&Node{keys: k, cert: c, port: 1}).beaconLocked())
 	h := wire.Header(wire.KindBeacon)
 	f.Add(append(append(h[:], 0, 1), c.Marshal()...))
 	f.Fuzz(func(t *testing.T, b []byte) { parseBeacon(b) })

@@ -213,6 +213,13 @@ func (n *Node) handleControlLocked(pkt []byte, from netip.AddrPort, now time.Tim
 		n.dropCtl["malformed"]++
 		return
 	}
+	// Fresh packets only: nothing is learned from a replay (replay.go).
+	if !isHandshake(msg) {
+		if err := p.rx.accept(ctlNonce(pkt)); err != nil {
+			n.dropCtl["replay"]++
+			return
+		}
+	}
 	p.lastHeard = now
 	switch msg := msg.(type) {
 	case pingMsg:

@@ -108,12 +108,13 @@ type Node struct {
 	stunServers []netip.AddrPort
 	dnsApplied  bool
 
-	boot   [8]byte    // random per start; peers see a restart by it
-	ctlq   *ctlQueues // into the control loop (ctlqueue.go)
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	done   chan struct{}
+	boot        [8]byte    // random per start; peers see a restart by it
+	loopbackLab bool       // our host addresses are loopback (tests, labs): loopback endpoints are fine
+	ctlq        *ctlQueues // into the control loop (ctlqueue.go)
+	ctx         context.Context
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup
+	done        chan struct{}
 
 	mu            sync.Mutex // guards the following; never held across a blocking call
 	cert          *Cert      // this node's certificate
@@ -122,9 +123,9 @@ type Node struct {
 	peers         map[wire.NodeID]*peer
 	byCtl         map[wire.Key]*peer
 	invites       *invites
-	info          *NodeInfo                    // this node's current signed endpoints
-	infoSigned    time.Time                    // when info was signed
-	seen          map[netip.AddrPort]time.Time // our address as peers see it
+	info          *NodeInfo                      // this node's current signed endpoints
+	infoSigned    time.Time                      // when info was signed
+	unproven      map[netip.AddrPort]*addrCredit // addresses learned unauthenticated, not yet answering (beacon.go)
 	bootstrap     []netip.AddrPort
 	dropCtl       map[string]uint64
 	doc           *policy.Document // the policy in force
@@ -159,6 +160,7 @@ func Start(cfg Config) (n *Node, err error) {
 	if cfg.HostAddrs == nil {
 		cfg.HostAddrs = interfaceAddrs
 	}
+	loopbackLab := slices.ContainsFunc(cfg.HostAddrs(), netip.Addr.IsLoopback)
 	if cfg.UserName != "" && !ValidName(cfg.UserName) {
 		return nil, fmt.Errorf("user name %q: use lower-case letters, digits and '-' (at most 63)", cfg.UserName)
 	}
@@ -199,11 +201,12 @@ func Start(cfg Config) (n *Node, err error) {
 	n = &Node{
 		cfg: cfg, state: st, logf: cfg.Logf, lock: lock,
 		peers: map[wire.NodeID]*peer{}, byCtl: map[wire.Key]*peer{},
-		seen: map[netip.AddrPort]time.Time{}, dropCtl: map[string]uint64{},
+		dropCtl:       map[string]uint64{},
 		pendingFriend: map[wire.Key]chan friendAnswer{},
 		links:         map[string]*configuredLink{},
 		joinAnswers:   map[netip.AddrPort]int{},
 		bootstrap:     peers, done: make(chan struct{}),
+		loopbackLab: loopbackLab,
 	}
 	if err := n.loadIdentity(port); err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"crypto/rand"
+	"maps"
 	"net/netip"
 	"slices"
 	"time"
@@ -55,13 +56,29 @@ type peer struct {
 	lastDirectProbe time.Time    // last probe of the direct candidates
 	lastHeard       time.Time
 	boot            [8]byte // the peer's boot id from its pings: changes when it restarts
+
+	txEpoch, txSeq uint64         // numbering of our control packets to the peer (replay.go)
+	rx             replayWindow   // freshness of its control packets to us
+	beaconAt       time.Time      // time of the newest beacon taken from it
+	seenUs         netip.AddrPort // where it last saw us (a pong's Seen): a hint
+	seenAt         time.Time
 }
 
 type candidate struct {
 	lastPong time.Time
 	learned  time.Time
 	rtt      time.Duration
+	unproven bool // learned from an unauthenticated source and never answered
+	probes   int  // pings sent while unproven
 }
+
+// Candidates of a peer from unauthenticated sources (beacons' senders) at
+// most, of its maxCandidates.
+const maxUnprovenCands = 4
+
+// maxSeenHints is how many addresses that peers say they saw us at are
+// published, after the endpoints this node verified itself.
+const maxSeenHints = 4
 
 type pendingPing struct {
 	to    netip.AddrPort
@@ -79,12 +96,16 @@ func (n *Node) addPeerLocked(c *Cert, now time.Time) *peer {
 		return p
 	}
 	if p == nil {
-		p = &peer{cands: map[netip.AddrPort]*candidate{}, pings: map[[12]byte]*pendingPing{}, added: now, since: now}
+		p = &peer{cands: map[netip.AddrPort]*candidate{}, pings: map[[12]byte]*pendingPing{}, added: now, since: now,
+			txEpoch: newEpoch(now)}
 		p.ep = n.bind.Peer(c.Node)
 		n.peers[c.Node] = p
 	}
 	if p.cert != nil {
 		delete(n.byCtl, p.cert.Ctl)
+		if p.cert.Ctl != c.Ctl {
+			p.rx = replayWindow{} // another sender now
+		}
 	}
 	p.cert = c
 	p.shared = sharedKey(n.keys.Ctl, c.Ctl)
@@ -110,22 +131,71 @@ func (n *Node) removePeerLocked(id wire.NodeID) {
 	n.bind.RemovePeer(id)
 }
 
+// addCandidatesLocked adds the endpoints p's signed record names.
 func (n *Node) addCandidatesLocked(p *peer, eps []netip.AddrPort, now time.Time) {
 	for _, ep := range eps {
-		if !ep.IsValid() || ep.Port() == 0 || IPv4Range.Contains(ep.Addr()) {
-			continue
+		n.addCandidateLocked(p, ep, false, now)
+	}
+}
+
+// addCandidateLocked makes ep a candidate of p, unless no node should
+// probe it (endpointOK) or it is one of ours. Of unproven ones (from an
+// unauthenticated source) p keeps the maxUnprovenCands heard of last.
+func (n *Node) addCandidateLocked(p *peer, ep netip.AddrPort, unproven bool, now time.Time) *candidate {
+	ep = netip.AddrPortFrom(ep.Addr().Unmap(), ep.Port())
+	if !endpointOK(ep, n.loopbackLab) || n.info != nil && slices.Contains(n.info.Endpoints, ep) {
+		n.dropCtl["endpoint-refused"]++
+		return nil
+	}
+	if c := p.cands[ep]; c != nil {
+		c.learned = now
+		if !unproven && c.unproven {
+			c.unproven = false // the peer itself names it
+			delete(n.unproven, ep)
 		}
-		ep = netip.AddrPortFrom(ep.Addr().Unmap(), ep.Port())
-		if c := p.cands[ep]; c != nil {
-			c.learned = now
-			continue
+		return c
+	}
+	if unproven {
+		// At maxUnprovenCands, the one heard of longest ago gives way.
+		var weak []netip.AddrPort
+		for a, c := range p.cands {
+			if c.unproven {
+				weak = append(weak, a)
+			}
 		}
-		n.addCandLocked(p, ep, now)
-		if !p.active.IsValid() {
-			// Probe the newcomer at the next tick, and keep probing for a while.
-			p.lastDirectProbe, p.since = time.Time{}, now
+		if len(weak) >= maxUnprovenCands {
+			old := slices.MinFunc(weak, func(a, b netip.AddrPort) int { return p.cands[a].learned.Compare(p.cands[b].learned) })
+			delete(p.cands, old)
+			delete(n.unproven, old)
+			n.dropCtl["candidate-cap"]++
 		}
 	}
+	c := n.addCandLocked(p, ep, now)
+	c.unproven = unproven
+	if !p.active.IsValid() {
+		// Probe the newcomer at the next tick, and keep probing for a while.
+		p.lastDirectProbe, p.since = time.Time{}, now
+	}
+	return c
+}
+
+// endpointOK says whether any node should send to ep as a peer's endpoint:
+// not loopback (unless loopback is where this node's own host addresses
+// are: tests and labs), link-local, multicast, unspecified, broadcast, or
+// an overlay address.
+func endpointOK(ep netip.AddrPort, loopback bool) bool {
+	a := ep.Addr().Unmap()
+	switch {
+	case !a.IsValid() || ep.Port() == 0 || a.IsUnspecified() || a.IsMulticast():
+		return false
+	case a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() || a.IsInterfaceLocalMulticast():
+		return false
+	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) || IPv4Range.Contains(a):
+		return false
+	case a.IsLoopback():
+		return loopback
+	}
+	return true
 }
 
 // maxCandidates bounds a peer's candidates: addresses from beacons, records
@@ -151,6 +221,7 @@ func (n *Node) addCandLocked(p *peer, ep netip.AddrPort, now time.Time) *candida
 		}
 		if vc != nil {
 			delete(p.cands, victim)
+			delete(n.unproven, victim)
 		}
 	}
 	c := &candidate{learned: now}
@@ -170,7 +241,8 @@ func evictBefore(c, vc *candidate) bool {
 // sendCtlLocked seals m to p and sends it to addr, or over p's current
 // path (direct or relayed) when addr is invalid.
 func (n *Node) sendCtlLocked(p *peer, addr netip.AddrPort, m []byte) {
-	pkt := sealCtl(make([]byte, 0, ctlOverhead+len(m)), n.ctlPub, p.shared, m)
+	p.txSeq++
+	pkt := sealCtlSeq(make([]byte, 0, ctlOverhead+len(m)), n.ctlPub, p.shared, m, p.txEpoch, p.txSeq)
 	var err error
 	if addr.IsValid() {
 		err = n.bind.SendTo(pkt, addr)
@@ -222,15 +294,20 @@ func (n *Node) handlePongLocked(p *peer, m pongMsg, from netip.AddrPort, now tim
 		}
 		return
 	}
-	if m.Seen.IsValid() {
-		if _, ok := n.seen[m.Seen]; !ok {
-			n.infoDirty = true // a new public address: tell the peers now
+	if seen := netip.AddrPortFrom(m.Seen.Addr().Unmap(), m.Seen.Port()); endpointOK(seen, n.loopbackLab) {
+		// Where the peer saw us: one hint per peer (localEndpointsLocked).
+		if seen != p.seenUs {
+			n.infoDirty = true // perhaps a new public address: tell the peers now
 		}
-		n.seen[m.Seen] = now
+		p.seenUs, p.seenAt = seen, now
 	}
 	c := p.cands[from]
 	if c == nil {
 		c = n.addCandLocked(p, from, now)
+	}
+	if c.unproven {
+		c.unproven = false // it answered: proven
+		delete(n.unproven, from)
 	}
 	c.lastPong, c.rtt = now, rtt
 	n.bind.Learn(p.cert.Node, from)
@@ -341,7 +418,21 @@ func (n *Node) tickPeersLocked(now time.Time) {
 			}
 			if every > 0 && now.Sub(p.lastDirectProbe) >= every {
 				p.lastDirectProbe = now
-				for addr := range p.cands {
+				for addr, c := range p.cands {
+					if c.unproven {
+						// From an unauthenticated source: a few pings
+						// within its credit, then it is given up.
+						if c.probes >= maxUnprovenProbes {
+							delete(p.cands, addr)
+							delete(n.unproven, addr)
+							n.dropCtl["candidate-unanswered"]++
+							continue
+						}
+						if !n.spendLocked(c, addr, pingSize) {
+							continue
+						}
+						c.probes++
+					}
 					n.pingLocked(p, addr, now, nil)
 				}
 			}
@@ -349,6 +440,7 @@ func (n *Node) tickPeersLocked(now time.Time) {
 		for addr, c := range p.cands {
 			if addr != p.active && now.Sub(later(c.learned, c.lastPong)) > candidateTTL {
 				delete(p.cands, addr)
+				delete(n.unproven, addr)
 			}
 		}
 	}
@@ -361,30 +453,48 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
-// localEndpointsLocked lists where this node can be reached: its interface
-// addresses with its port, and addresses peers saw it at.
+// localEndpointsLocked lists where this node can be reached: first the
+// endpoints it verified itself (interface addresses with its port, the
+// gateway's port mapping, TURN allocations), then as hints, in the room
+// left and at most maxSeenHints, addresses peers saw it at (one per peer,
+// those most peers agree on first). A hint never pushes out a verified
+// endpoint, and an endpoint no peer should probe (endpointOK) is left out.
 func (n *Node) localEndpointsLocked(now time.Time) []netip.AddrPort {
 	var eps []netip.AddrPort
-	for _, a := range n.cfg.HostAddrs() {
-		eps = append(eps, netip.AddrPortFrom(a, n.port))
-	}
-	if n.mapped.IsValid() {
-		eps = append(eps, n.mapped)
-	}
-	eps = append(eps, n.turnEndpointsLocked()...)
-	for ap, t := range n.seen {
-		if now.Sub(t) > 10*time.Minute {
-			delete(n.seen, ap)
-			continue
-		}
-		if !slices.Contains(eps, ap) {
+	add := func(ap netip.AddrPort) {
+		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		if endpointOK(ap, n.loopbackLab) && !slices.Contains(eps, ap) {
 			eps = append(eps, ap)
 		}
+	}
+	for _, a := range n.cfg.HostAddrs() {
+		add(netip.AddrPortFrom(a, n.port))
+	}
+	if n.mapped.IsValid() {
+		add(n.mapped)
+	}
+	for _, ap := range n.turnEndpointsLocked() {
+		add(ap)
 	}
 	slices.SortFunc(eps, func(a, b netip.AddrPort) int { return a.Compare(b) })
 	if len(eps) > maxEndpoints {
 		eps = eps[:maxEndpoints]
 	}
+	votes := map[netip.AddrPort]int{}
+	for _, p := range n.peers {
+		if p.seenUs.IsValid() && now.Sub(p.seenAt) <= 10*time.Minute && !slices.Contains(eps, p.seenUs) {
+			votes[p.seenUs]++
+		}
+	}
+	hints := slices.Collect(maps.Keys(votes))
+	slices.SortFunc(hints, func(a, b netip.AddrPort) int {
+		if votes[a] != votes[b] {
+			return votes[b] - votes[a]
+		}
+		return a.Compare(b)
+	})
+	eps = append(eps, hints[:min(len(hints), maxSeenHints, maxEndpoints-len(eps))]...)
+	slices.SortFunc(eps, func(a, b netip.AddrPort) int { return a.Compare(b) })
 	return eps
 }
 

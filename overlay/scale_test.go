@@ -219,7 +219,9 @@ func propagation(t *testing.T, size int) {
 		cpuStart := cpuSeconds()
 		t0 := time.Now()
 		target.mu.Lock()
-		target.seen[addr] = t0
+		for _, p := range target.peers { // every peer saw it there: a hint published first
+			p.seenUs, p.seenAt = addr, t0
+		}
 		target.refreshInfoLocked(t0)
 		seq := target.info.Seq
 		target.mu.Unlock()

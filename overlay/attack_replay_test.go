@@ -1,0 +1,346 @@
+package overlay
+
+import (
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"glow/internal/wire"
+)
+
+// Attacks on the control plane from the network (issue 11 item 7, issue 12
+// items 1 and 5), performed in-process over loopback.
+
+// tapConn is a node's UDP socket that keeps a copy of every control packet
+// the node sends to the address in to.
+type tapConn struct {
+	net.PacketConn
+	to  atomic.Pointer[netip.AddrPort]
+	mu  sync.Mutex
+	got [][]byte
+}
+
+func (c *tapConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	if to := c.to.Load(); to != nil && wire.Classify(b) == wire.KindControl {
+		if ua, ok := addr.(*net.UDPAddr); ok && ua.AddrPort() == *to {
+			c.mu.Lock()
+			c.got = append(c.got, append([]byte(nil), b...))
+			c.mu.Unlock()
+		}
+	}
+	return c.PacketConn.WriteTo(b, addr)
+}
+
+// memberPair starts an admin node (changed by mod) and a node that joins it,
+// and waits for a direct path both ways.
+func memberPair(t *testing.T, mod func(*Config)) (admin, member *Node) {
+	t.Helper()
+	admin = testNode(t, "n1", func(c *Config) {
+		c.UserName = "alice"
+		if mod != nil {
+			mod(c)
+		}
+	})
+	code, err := admin.Invite(time.Minute, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	member = testNode(t, "n2", func(c *Config) { c.JoinCode = code })
+	for _, n := range []*Node{admin, member} {
+		waitFor(t, 20*time.Second, n.Cert().Name+" has a direct path", func() bool { return directPeers(n) == 1 })
+	}
+	return admin, member
+}
+
+// sink is a UDP socket on a loopback address that counts what arrives.
+type sink struct {
+	pc          *net.UDPConn
+	pkts, bytes atomic.Int64
+	ctl         atomic.Int64 // sealed control packets among them
+}
+
+func newSink(t *testing.T, ip string) *sink {
+	t.Helper()
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(ip)})
+	if err != nil {
+		t.Fatalf("listen on %s: %v", ip, err)
+	}
+	s := &sink{pc: pc}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 2048)
+		for {
+			n, _, err := pc.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			s.pkts.Add(1)
+			s.bytes.Add(int64(n))
+			if wire.Classify(buf[:n]) == wire.KindControl {
+				s.ctl.Add(1)
+			}
+		}
+	}()
+	t.Cleanup(func() { pc.Close(); <-done })
+	return s
+}
+
+func (s *sink) addr() netip.AddrPort { return s.pc.LocalAddr().(*net.UDPAddr).AddrPort() }
+
+func (s *sink) send(t *testing.T, b []byte, to netip.AddrPort) {
+	t.Helper()
+	if _, err := s.pc.WriteToUDPAddrPort(b, to); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func loopbackAP(port uint16) netip.AddrPort {
+	return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)
+}
+
+func dropped(n *Node, reason string) uint64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.dropCtl[reason]
+}
+
+// TestAttackControlReplay: sealed control packets a node really sent (a
+// ping, a digest, a want), captured on the wire and replayed to their
+// receiver from another address, must change nothing there: the receiver
+// neither learns that address nor sends it anything.
+func TestAttackControlReplay(t *testing.T) {
+	tap := &tapConn{}
+	a, b := memberPair(t, func(c *Config) {
+		c.ListenPacket = func(port uint16) (net.PacketConn, error) {
+			pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(port)})
+			tap.PacketConn = pc
+			return tap, err
+		}
+	})
+	bAddr := loopbackAP(b.Port())
+	tap.to.Store(&bAddr)
+
+	// a sends b one message of each kind, over the path in use; b gets them.
+	a.mu.Lock()
+	pb := a.peers[b.id]
+	a.pingLocked(pb, pb.active, time.Now(), nil)
+	a.sendDigestLocked(pb, pb.active)
+	a.sendCtlLocked(pb, pb.active, marshalWants([]RecordKey{{KindInfo, b.id}, {KindCert, b.id}})[0])
+	a.mu.Unlock()
+	captured := map[string][]byte{}
+	shared := sharedKey(b.keys.Ctl, a.ctlPub)
+	waitFor(t, 5*time.Second, "a ping, a digest and a want on the wire", func() bool {
+		tap.mu.Lock()
+		defer tap.mu.Unlock()
+		for _, pkt := range tap.got {
+			m, err := openCtl(pkt, shared)
+			if err != nil {
+				continue
+			}
+			switch m[0] {
+			case byte(msgPing):
+				captured["ping"] = pkt
+			case byte(msgDigest):
+				captured["digest"] = pkt
+			case byte(msgWant):
+				captured["want"] = pkt
+			}
+		}
+		return len(captured) == 3
+	})
+	time.Sleep(300 * time.Millisecond) // b has handled the originals
+	// b's records move on, so the captured digest asks for them.
+	b.mu.Lock()
+	b.info = nil
+	b.refreshInfoLocked(time.Now())
+	b.mu.Unlock()
+
+	// The attacker replays each packet 10 times from its own address.
+	atk := newSink(t, "127.0.0.1")
+	before := dropped(b, "replay")
+	const copies = 10
+	for _, kind := range []string{"ping", "digest", "want"} {
+		for range copies {
+			atk.send(t, captured[kind], bAddr)
+		}
+	}
+	time.Sleep(2 * time.Second)
+	b.mu.Lock()
+	pa := b.peers[a.id]
+	_, cand := pa.cands[atk.addr()]
+	learned := b.bind.addrs[atk.addr()] != nil
+	b.mu.Unlock()
+	drops := dropped(b, "replay") - before
+	t.Logf("replayed %d sealed packets from %v: b sent it %d packets (%d sealed, %d B), candidate %v, learned %v, counted replays %d",
+		3*copies, atk.addr(), atk.pkts.Load(), atk.ctl.Load(), atk.bytes.Load(), cand, learned, drops)
+	if atk.pkts.Load() != 0 || cand || learned {
+		t.Errorf("a replay made b learn the attacker's address or send to it")
+	}
+	if drops < 3*copies {
+		t.Errorf("%d replays counted, want %d", drops, 3*copies)
+	}
+	// The real sender still gets through.
+	waitFor(t, 10*time.Second, "a ping from a to b after the replays", func() bool {
+		r, err := a.Ping(t.Context(), "n2")
+		return err == nil && r.Err == ""
+	})
+}
+
+// TestAttackBeaconReflection: beacons carrying a member's certificate,
+// replayed from many spoofed source addresses, must not make a node send
+// those addresses more than they sent it.
+func TestAttackBeaconReflection(t *testing.T) {
+	a := testNode(t, "n1", func(c *Config) { c.UserName = "alice" })
+	// A member a has never heard of, whose beacon the attacker captured.
+	k, err := NewNodeKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	user := a.user
+	a.mu.Unlock()
+	now := time.Now()
+	c := &Cert{Node: k.ID(), Name: "laptop", WG: k.WGPublic(), Ctl: k.CtlPublic(), IPv4: netip.MustParseAddr("100.64.9.9"),
+		IPv6: NodeAddr6(user.Public(), k.ID()), NotBefore: now, NotAfter: now.Add(time.Hour)}
+	SignCert(user, c)
+	c, _ = ParseCert(c.Marshal())
+	member := &Node{id: k.ID(), keys: k, cert: c, port: 9}
+	beacon := member.beaconLocked()
+
+	// The member itself sends it once; then 40 spoofed sources replay it.
+	origin := newSink(t, "127.0.0.1")
+	origin.send(t, beacon, loopbackAP(a.Port()))
+	time.Sleep(200 * time.Millisecond)
+	var fakes []*sink
+	for i := range 40 {
+		s := newSink(t, netip.AddrFrom4([4]byte{127, 0, 1, byte(2 + i)}).String())
+		s.send(t, beacon, loopbackAP(a.Port()))
+		fakes = append(fakes, s)
+	}
+	const window = 3 * time.Second
+	time.Sleep(window)
+	var pkts, ctl, bytes int64
+	for _, s := range fakes {
+		pkts += s.pkts.Load()
+		ctl += s.ctl.Load()
+		bytes += s.bytes.Load()
+	}
+	in := int64(len(fakes) * len(beacon))
+	t.Logf("%d replayed beacons of %d B (%d B in): %v later the node had sent the spoofed sources %d packets (%d sealed pings), %d B; ratio out/in %.2f; the origin got %d B for its %d B",
+		len(fakes), len(beacon), in, window, pkts, ctl, bytes, float64(bytes)/float64(in), origin.bytes.Load(), len(beacon))
+	if bytes > in || ctl > 0 {
+		t.Errorf("reflection: %d B out for %d B in, %d sealed pings to spoofed sources", bytes, in, ctl)
+	}
+	for _, s := range append(fakes, origin) {
+		if s.bytes.Load() > int64(len(beacon)) {
+			t.Errorf("%v got %d B for the %d B it sent", s.addr(), s.bytes.Load(), len(beacon))
+		}
+	}
+
+	// An attacker on the path sends live beacons on from 40 other sources
+	// (each one fresh): the node may probe them, but sends no source more
+	// than it sent, and stops when they do not answer.
+	var relayed []*sink
+	for i := range 40 {
+		s := newSink(t, netip.AddrFrom4([4]byte{127, 0, 2, byte(2 + i)}).String())
+		s.send(t, member.beaconLocked(), loopbackAP(a.Port()))
+		relayed = append(relayed, s)
+	}
+	time.Sleep(window)
+	bytes, ctl = 0, 0
+	for _, s := range relayed {
+		bytes += s.bytes.Load()
+		ctl += s.ctl.Load()
+		if s.bytes.Load() > int64(len(beacon)) {
+			t.Errorf("%v got %d B for the %d B it sent", s.addr(), s.bytes.Load(), len(beacon))
+		}
+	}
+	a.mu.Lock()
+	cands := len(a.peers[k.ID()].cands)
+	a.mu.Unlock()
+	t.Logf("%d fresh beacons from as many sources (%d B in): %d B out (%d sealed pings), ratio %.2f; %d candidates left",
+		len(relayed), len(relayed)*len(beacon), bytes, ctl, float64(bytes)/float64(len(relayed)*len(beacon)), cands)
+}
+
+// TestAttackEndpointPoison: a member's record naming endpoints no node
+// should probe (link-local, multicast, unspecified, the receiver's own),
+// and a peer's pongs naming fake addresses as where it saw us, must neither
+// become candidates nor push our own endpoints out of our record.
+func TestAttackEndpointPoison(t *testing.T) {
+	m, v := memberPair(t, nil)
+	own := loopbackAP(v.Port())
+	bad := []netip.AddrPort{
+		netip.MustParseAddrPort("169.254.0.1:9"),
+		netip.MustParseAddrPort("[fe80::1]:9"),
+		netip.MustParseAddrPort("224.0.0.1:9"),
+		netip.MustParseAddrPort("0.0.0.0:9"),
+		netip.MustParseAddrPort("[::]:9"),
+		own,
+	}
+	// m signs a record of its own endpoints naming them, and sends it to v.
+	m.mu.Lock()
+	info := &NodeInfo{Node: m.id, Seq: m.info.Seq + 1, Endpoints: append(slices.Clone(m.info.Endpoints), bad...), Links: m.info.Links}
+	SignInfo(m.keys.Sign, info)
+	pv := m.peers[v.id]
+	for _, msg := range marshalRecords([]recordMsg{{KindInfo, info.Marshal()}}) {
+		m.sendCtlLocked(pv, pv.active, msg)
+	}
+	m.mu.Unlock()
+	waitFor(t, 5*time.Second, "v to take m's new record", func() bool {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		i := v.store.Info(m.id)
+		return i != nil && i.Seq == info.Seq
+	})
+	v.mu.Lock()
+	var taken []netip.AddrPort
+	for _, ap := range bad {
+		if _, ok := v.peers[m.id].cands[ap]; ok {
+			taken = append(taken, ap)
+		}
+	}
+	v.mu.Unlock()
+	t.Logf("record naming %d bad endpoints: %d became candidates %v", len(bad), len(taken), taken)
+	if len(taken) > 0 {
+		t.Errorf("bad endpoints became candidates: %v", taken)
+	}
+
+	// m answers 20 of v's pings saying it saw v at fake, low addresses.
+	m.mu.Lock()
+	pv = m.peers[v.id]
+	v.mu.Lock()
+	pm := v.peers[m.id]
+	for i := range 20 {
+		var tx [12]byte
+		tx[0], tx[1] = 0xee, byte(i)
+		pm.pings[tx] = &pendingPing{to: pm.active, sent: time.Now()}
+		seen := netip.AddrPortFrom(netip.AddrFrom4([4]byte{1, 0, 0, byte(1 + i)}), 1)
+		m.sendCtlLocked(pv, pv.active, pongMsg{TxID: tx, Seen: seen}.marshal())
+	}
+	v.mu.Unlock()
+	m.mu.Unlock()
+	time.Sleep(500 * time.Millisecond)
+	v.mu.Lock()
+	v.refreshInfoLocked(time.Now())
+	eps := slices.Clone(v.info.Endpoints)
+	v.mu.Unlock()
+	fake := 0
+	for _, ep := range eps {
+		if ep.Addr().As4()[0] == 1 {
+			fake++
+		}
+	}
+	t.Logf("after 20 pongs naming fake addresses, v publishes %d endpoints, %d fake, its own %v: %v",
+		len(eps), fake, own, slices.Contains(eps, own))
+	if !slices.Contains(eps, own) {
+		t.Errorf("v's own endpoint %v pushed out of its record: %v", own, eps)
+	}
+	if fake > maxSeenHints {
+		t.Errorf("%d fake endpoints published, at most %d hints allowed", fake, maxSeenHints)
+	}
+}
