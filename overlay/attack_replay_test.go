@@ -284,7 +284,8 @@ func TestAttackEndpointPoison(t *testing.T) {
 	}
 	// m signs a record of its own endpoints naming them, and sends it to v.
 	m.mu.Lock()
-	info := &NodeInfo{Node: m.id, Seq: m.info.Seq + 1, Endpoints: append(slices.Clone(m.info.Endpoints), bad...), Links: m.info.Links}
+	// (a Seq ahead of any m signs meanwhile, so that v takes this one)
+	info := &NodeInfo{Node: m.id, Seq: uint64(time.Now().Add(time.Hour).UnixNano()), Endpoints: append(slices.Clone(m.info.Endpoints), bad...), Links: m.info.Links}
 	SignInfo(m.keys.Sign, info)
 	pv := m.peers[v.id]
 	for _, msg := range marshalRecords([]recordMsg{{KindInfo, info.Marshal()}}) {
