@@ -74,7 +74,7 @@ func (n *Node) Status() Status {
 	if n.shadow == nil {
 		n.shadow = n.computeShadowLocked()
 	}
-	s.Conflicts = slices.Clone(n.shadow.conflicts)
+	s.Conflicts = append([]AddrConflict{}, n.shadow.conflicts...) // [] rather than null in JSON
 	bc := n.bind.Counters()
 	s.Drops["relay/unauthenticated-neighbour"] = bc.RelayUnauthenticated
 	s.Drops["relay/short"] = bc.RelayShort
