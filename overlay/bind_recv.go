@@ -56,11 +56,17 @@ type rx struct {
 	accNB   *Endpoint
 	accSrc  wire.ShortID
 	accHops uint8
+	// Likewise the last frame for another node that Allow let through: the
+	// next with the same header from the same neighbour meets only its
+	// source's rate limit (Forwarder.Again).
+	fwdNB          *Endpoint
+	fwdSrc, fwdDst wire.ShortID
+	fwdHops        uint8
 }
 
 // batch starts a receive batch: what was read once per batch is stale.
 func (r *rx) batch() {
-	r.now, r.nbAddr, r.nb, r.accNB = time.Time{}, netip.AddrPort{}, nil, nil
+	r.now, r.nbAddr, r.nb, r.accNB, r.fwdNB = time.Time{}, netip.AddrPort{}, nil, nil, nil
 }
 
 // fwdRun is the frames of one batch that go to one next hop (UDP).
@@ -148,8 +154,14 @@ func (r *rx) handle(i int, bufs [][]byte, sizes []int, eps []conn.Endpoint, from
 			if r.now.IsZero() {
 				r.now = time.Now()
 			}
-			if b.fwd.Allow(nb.ID.Short(), src, dst, hops, len(pkt), r.now) != relay.Forward {
+			if nb == r.fwdNB && src == r.fwdSrc && dst == r.fwdDst && hops == r.fwdHops {
+				if b.fwd.Again(src, len(pkt), r.now) != relay.Forward {
+					return
+				}
+			} else if b.fwd.Allow(nb.ID.Short(), src, dst, hops, len(pkt), r.now) != relay.Forward {
 				return
+			} else {
+				r.fwdNB, r.fwdSrc, r.fwdDst, r.fwdHops = nb, src, dst, hops
 			}
 			e := shorts[dst]
 			var p *path

@@ -166,6 +166,19 @@ func (f *Forwarder) Allow(from, src, dst wire.ShortID, hops uint8, n int, now ti
 	return v
 }
 
+// Again decides for one more frame of n bytes with the same neighbour,
+// source, destination and hop limit as one that Allow just let through
+// (the receive path checks once per batch and header): only src's rate
+// limit is left to apply.
+func (f *Forwarder) Again(src wire.ShortID, n int, now time.Time) Verdict {
+	v := f.limit(src, n, now)
+	f.counts[v].Add(1)
+	if v == Forward {
+		f.bytes.Add(uint64(n))
+	}
+	return v
+}
+
 // Accept decides for one frame addressed to this node from src with hop
 // limit hops, which neighbour from sent: Deliver, or why not (counted).
 func (f *Forwarder) Accept(from, src wire.ShortID, hops uint8) Verdict {
@@ -229,6 +242,11 @@ func (f *Forwarder) decide(from, src, dst wire.ShortID, hops uint8, n int, now t
 	if ud := t.users[dst]; ud == Stranger || ud != Own && us != Own {
 		return DropUntrusted
 	}
+	return f.limit(src, n, now)
+}
+
+// limit takes one frame of n bytes from src's bucket.
+func (f *Forwarder) limit(src wire.ShortID, n int, now time.Time) Verdict {
 	b := (*f.buckets.Load())[src]
 	if b == nil {
 		b = f.newBucket(src, now)

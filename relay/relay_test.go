@@ -66,6 +66,28 @@ func TestForwarder(t *testing.T) {
 	}
 }
 
+// TestForwarderAgain: a frame that repeats an allowed header still meets
+// its source's rate limit, and is counted.
+func TestForwarderAgain(t *testing.T) {
+	a, b := wire.ShortID{1}, wire.ShortID{2}
+	f := New(Limits{PacketsPerSecond: 10, BytesPerSecond: 1e6, Burst: time.Second})
+	f.SetMembers(wire.ShortID{7}, Members{a: Own, b: Own})
+	now := time.Unix(100, 0)
+	if v := f.Allow(a, a, b, 8, 100, now); v != Forward {
+		t.Fatalf("first: %v", v)
+	}
+	n := 0
+	for i := 0; i < 20; i++ {
+		if f.Again(a, 100, now) == Forward {
+			n++
+		}
+	}
+	counts, bytes := f.Counts()
+	if n != 9 || counts["forwarded"] != 10 || counts["rate-limited"] != 11 || bytes != 1000 {
+		t.Fatalf("again: %d forwarded, counts %v, bytes %d", n, counts, bytes)
+	}
+}
+
 // TestForwarderNeighbours: who may hand this node a frame of which source
 // (issue 11, item 2). self is this node; a, b are its user's nodes; f1, f2
 // nodes of friend 1, g1 a node of friend 2.
