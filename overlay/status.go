@@ -82,6 +82,7 @@ func (n *Node) Status() Status {
 	s.Drops["relay/no-path"] = bc.RelayNoPath
 	s.Drops["bind/unknown-source"] = bc.UnknownSource
 	s.Drops["bind/control-queue-full"] = bc.ControlQueueFull
+	s.Drops["bind/control-rate-limited"] = bc.ControlRateLimited
 	s.Drops["bind/unknown-kind"] = bc.UnknownKind
 	s.Drops["bind/send-no-path"] = bc.SendNoPath
 	return s
