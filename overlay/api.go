@@ -57,7 +57,7 @@ func (n *Node) ServeAPI(ctx context.Context, down func()) error {
 	mux.HandleFunc("GET /v1/ip", func(w http.ResponseWriter, r *http.Request) {
 		addrs, err := n.Addrs(r.URL.Query().Get("target"))
 		if err != nil {
-			writeErr(w, http.StatusNotFound, err)
+			writeErr(w, api.CodeInternal, err)
 			return
 		}
 		writeJSON(w, map[string][]netip.Addr{"addrs": addrs})
@@ -67,11 +67,7 @@ func (n *Node) ServeAPI(ctx context.Context, down func()) error {
 		defer cancel()
 		res, err := n.Ping(ctx, r.URL.Query().Get("target"))
 		if err != nil {
-			status := http.StatusGatewayTimeout
-			if errors.Is(err, ErrNoSuchPeer) {
-				status = http.StatusNotFound
-			}
-			writeErr(w, status, err)
+			writeErr(w, api.CodeUnavailable, err)
 			return
 		}
 		writeJSON(w, res)
@@ -82,7 +78,7 @@ func (n *Node) ServeAPI(ctx context.Context, down func()) error {
 		if s := q.Get("ttl"); s != "" {
 			d, err := time.ParseDuration(s)
 			if err != nil || d <= 0 {
-				writeErr(w, http.StatusBadRequest, fmt.Errorf("--ttl %q: want a duration such as 30m or 24h", s))
+				writeErr(w, api.CodeInvalidArgument, fmt.Errorf("--ttl %q: want a duration such as 30m or 24h", s))
 				return
 			}
 			ttl = d
@@ -91,14 +87,14 @@ func (n *Node) ServeAPI(ctx context.Context, down func()) error {
 		if s := q.Get("uses"); s != "" {
 			u, err := strconv.Atoi(s)
 			if err != nil || u < 1 {
-				writeErr(w, http.StatusBadRequest, fmt.Errorf("--uses %q: want a whole number of at least 1", s))
+				writeErr(w, api.CodeInvalidArgument, fmt.Errorf("--uses %q: want a whole number of at least 1", s))
 				return
 			}
 			uses = u
 		}
 		code, err := n.Invite(ttl, uses)
 		if err != nil {
-			writeErr(w, http.StatusForbidden, err)
+			writeErr(w, api.CodeInternal, err)
 			return
 		}
 		writeJSON(w, map[string]any{"code": code, "expires": time.Now().Add(ttl).UTC().Format(time.RFC3339), "uses": uses})
@@ -108,7 +104,7 @@ func (n *Node) ServeAPI(ctx context.Context, down func()) error {
 		defer cancel()
 		nc, err := n.Netcheck(ctx)
 		if err != nil {
-			writeErr(w, http.StatusInternalServerError, err)
+			writeErr(w, api.CodeUnavailable, err)
 			return
 		}
 		writeJSON(w, nc)
@@ -118,14 +114,14 @@ func (n *Node) ServeAPI(ctx context.Context, down func()) error {
 		if s := r.URL.Query().Get("ttl"); s != "" {
 			d, err := time.ParseDuration(s)
 			if err != nil || d <= 0 {
-				writeErr(w, http.StatusBadRequest, fmt.Errorf("--ttl %q: want a duration such as 24h", s))
+				writeErr(w, api.CodeInvalidArgument, fmt.Errorf("--ttl %q: want a duration such as 24h", s))
 				return
 			}
 			ttl = d
 		}
 		code, err := n.FriendInvite(ttl)
 		if err != nil {
-			writeErr(w, http.StatusForbidden, err)
+			writeErr(w, api.CodeInternal, err)
 			return
 		}
 		writeJSON(w, map[string]string{"code": code})
@@ -133,7 +129,7 @@ func (n *Node) ServeAPI(ctx context.Context, down func()) error {
 	mux.HandleFunc("POST /v1/friend/add", func(w http.ResponseWriter, r *http.Request) {
 		name, err := n.FriendAdd(r.Context(), r.URL.Query().Get("code"))
 		if err != nil {
-			writeErr(w, http.StatusBadRequest, err)
+			writeErr(w, api.CodeInternal, err)
 			return
 		}
 		writeJSON(w, map[string]string{"friend": name})
@@ -147,7 +143,7 @@ func (n *Node) ServeAPI(ctx context.Context, down func()) error {
 	})
 	mux.HandleFunc("POST /v1/friend/remove", func(w http.ResponseWriter, r *http.Request) {
 		if err := n.FriendRemove(r.URL.Query().Get("name")); err != nil {
-			writeErr(w, http.StatusBadRequest, err)
+			writeErr(w, api.CodeInternal, err)
 			return
 		}
 		writeJSON(w, map[string]string{"status": "removed"})
@@ -156,7 +152,7 @@ func (n *Node) ServeAPI(ctx context.Context, down func()) error {
 		q := r.URL.Query()
 		info, changed, err := n.Share(q.Get("target"), q.Get("user"), q.Get("undo") != "1")
 		if err != nil {
-			writeErr(w, http.StatusBadRequest, err)
+			writeErr(w, api.CodeInternal, err)
 			return
 		}
 		writeJSON(w, map[string]any{"version": info.Version, "changed": changed})
@@ -167,12 +163,12 @@ func (n *Node) ServeAPI(ctx context.Context, down func()) error {
 	mux.HandleFunc("POST /v1/policy", func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(io.LimitReader(r.Body, 2<<20))
 		if err != nil {
-			writeErr(w, http.StatusBadRequest, err)
+			writeErr(w, api.CodeInvalidArgument, err)
 			return
 		}
 		info, err := n.ApplyPolicy(string(body))
 		if err != nil {
-			writeErr(w, http.StatusBadRequest, err)
+			writeErr(w, api.CodeInternal, err)
 			return
 		}
 		writeJSON(w, info)
@@ -180,7 +176,7 @@ func (n *Node) ServeAPI(ctx context.Context, down func()) error {
 	mux.HandleFunc("GET /v1/policy/history", func(w http.ResponseWriter, r *http.Request) {
 		h, err := n.PolicyHistory()
 		if err != nil {
-			writeErr(w, http.StatusInternalServerError, err)
+			writeErr(w, api.CodeInternal, err)
 			return
 		}
 		writeJSON(w, h)
@@ -188,26 +184,26 @@ func (n *Node) ServeAPI(ctx context.Context, down func()) error {
 	mux.HandleFunc("POST /v1/policy/rollback", func(w http.ResponseWriter, r *http.Request) {
 		v, err := strconv.ParseUint(r.URL.Query().Get("version"), 10, 64)
 		if err != nil {
-			writeErr(w, http.StatusBadRequest, fmt.Errorf("version %q: want a number from 'glow policy history'", r.URL.Query().Get("version")))
+			writeErr(w, api.CodeInvalidArgument, fmt.Errorf("version %q: want a number from 'glow policy history'", r.URL.Query().Get("version")))
 			return
 		}
 		info, err := n.RollbackPolicy(v)
 		if err != nil {
-			writeErr(w, http.StatusBadRequest, err)
+			writeErr(w, api.CodeInternal, err)
 			return
 		}
 		writeJSON(w, info)
 	})
 	mux.HandleFunc("POST /v1/link/add", func(w http.ResponseWriter, r *http.Request) {
 		if err := n.AddLink(r.URL.Query().Get("url")); err != nil {
-			writeErr(w, http.StatusBadRequest, err)
+			writeErr(w, api.CodeInternal, err)
 			return
 		}
 		writeJSON(w, map[string]string{"status": "added"})
 	})
 	mux.HandleFunc("POST /v1/link/remove", func(w http.ResponseWriter, r *http.Request) {
 		if err := n.RemoveLink(r.URL.Query().Get("url")); err != nil {
-			writeErr(w, http.StatusBadRequest, err)
+			writeErr(w, api.CodeInternal, err)
 			return
 		}
 		writeJSON(w, map[string]string{"status": "removed"})
@@ -220,7 +216,7 @@ func (n *Node) ServeAPI(ctx context.Context, down func()) error {
 	mux.HandleFunc("POST /v1/link/stdio", func(w http.ResponseWriter, r *http.Request) {
 		hj, ok := w.(http.Hijacker)
 		if !ok {
-			writeErr(w, http.StatusInternalServerError, errors.New("cannot take over the connection"))
+			writeErr(w, api.CodeInternal, errors.New("cannot take over the connection"))
 			return
 		}
 		c, buf, err := hj.Hijack()
@@ -232,7 +228,7 @@ func (n *Node) ServeAPI(ctx context.Context, down func()) error {
 	})
 	mux.HandleFunc("POST /v1/nodes/remove", func(w http.ResponseWriter, r *http.Request) {
 		if err := n.RemoveNode(r.URL.Query().Get("name")); err != nil {
-			writeErr(w, http.StatusBadRequest, err)
+			writeErr(w, api.CodeInternal, err)
 			return
 		}
 		writeJSON(w, map[string]string{"status": "removed"})
@@ -265,10 +261,16 @@ func writeJSON(w http.ResponseWriter, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
-func writeErr(w http.ResponseWriter, status int, err error) {
+// writeErr answers with err's code (api.CodeOf: the node's errors are
+// api.Errorf values or wrap an api sentinel), or def when it has none.
+func writeErr(w http.ResponseWriter, def api.Code, err error) {
+	code := api.CodeOf(err)
+	if code == "" {
+		code = def
+	}
 	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+	w.WriteHeader(api.HTTPStatus(code))
+	json.NewEncoder(w).Encode(api.ErrorBody{Error: err.Error(), Code: code})
 }
 
 // hijacked is a taken-over API connection; reads go through the server's

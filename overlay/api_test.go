@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -49,4 +50,62 @@ func TestAPIRoundTrip(t *testing.T) {
 	if _, err := ParseInvite(code); err != nil {
 		t.Errorf("invite code %q: %v", code, err)
 	}
+}
+
+// TestAPITypedErrors: the client gets an error of the right code for each
+// kind of failure, so callers (the CLI) branch with errors.Is on the
+// sentinel, not on the message.
+func TestAPITypedErrors(t *testing.T) {
+	nodes := joinedNet(t, 2)
+	admin, member := serveAPI(t, nodes[0]), serveAPI(t, nodes[1])
+	type call struct {
+		what string
+		err  error
+		want error
+	}
+	var calls []call
+	add := func(what string, err error, want error) { calls = append(calls, call{what, err, want}) }
+
+	_, err := admin.Ping("nosuch")
+	add("ping of an unknown peer", err, api.ErrNoSuchPeer)
+	_, err = admin.IP("nosuch")
+	add("ip of an unknown peer", err, api.ErrNoSuchPeer)
+	_, err = member.Invite(time.Minute, 1)
+	add("invite on a node without the user key", err, api.ErrNotAdmin)
+	_, err = member.FriendInvite(time.Hour)
+	add("friend invite on a node without the user key", err, api.ErrNotAdmin)
+	_, err = member.ApplyPolicy([]byte(defaultPolicy))
+	add("policy apply on a node without the user key", err, api.ErrNotAdmin)
+	_, err = admin.ApplyPolicy([]byte("this is not a policy {"))
+	add("policy apply of a bad document", err, api.ErrInvalidArgument)
+	_, _, err = admin.Share("n2:http/tcp", "bob", false)
+	add("share of a bad target", err, api.ErrInvalidArgument)
+	_, err = admin.FriendAdd("not-a-code")
+	add("friend add of a bad code", err, api.ErrInvalidArgument)
+	err = admin.AddLink("gopher://x")
+	add("link add of a bad URL", err, api.ErrInvalidArgument)
+	_, err = admin.Invite(-time.Minute, 1)
+	add("invite with a negative ttl", err, api.ErrInvalidArgument)
+	_, err = admin.RollbackPolicy(999)
+	add("rollback to an unknown version", err, api.ErrNotFound)
+	err = admin.FriendRemove("nobody")
+	add("friend remove of a stranger", err, api.ErrNotFound)
+	err = admin.RemoveNode("n1")
+	add("remove of the node itself", err, api.ErrConflict)
+
+	typed := 0
+	for _, c := range calls {
+		var ae *api.Error
+		switch {
+		case c.err == nil:
+			t.Errorf("%s: no error", c.what)
+		case !errors.Is(c.err, c.want):
+			t.Errorf("%s: %q (%T, code %q), want errors.Is %v", c.what, c.err, c.err, api.CodeOf(c.err), c.want)
+		case !errors.As(c.err, &ae) || ae.Message == "":
+			t.Errorf("%s: %q is not an *api.Error with a message", c.what, c.err)
+		default:
+			typed++
+		}
+	}
+	t.Logf("%d of %d failures came back with the right code", typed, len(calls))
 }

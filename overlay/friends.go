@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"glow/internal/wire"
+	"glow/overlay/api"
 )
 
 // Friends. A friend is another user whose public key this user accepted.
@@ -217,7 +218,7 @@ func (n *Node) FriendAdd(ctx context.Context, code string) (string, error) {
 		return "", err
 	}
 	if !inv.Friend {
-		return "", errors.New("this is a join code: use it with 'glow up --join CODE' on a new device")
+		return "", api.Errorf(api.CodeInvalidArgument, "this is a join code: use it with 'glow up --join CODE' on a new device")
 	}
 	n.mu.Lock()
 	if n.user == nil {
@@ -226,7 +227,7 @@ func (n *Node) FriendAdd(ctx context.Context, code string) (string, error) {
 	}
 	if inv.UserHash == UserHash(n.cert.User[:]) {
 		n.mu.Unlock()
-		return "", errors.New("this friend code is from your own user")
+		return "", api.Errorf(api.CodeInvalidArgument, "this friend code is from your own user")
 	}
 	req := friendReq{UserKey: n.cert.User, UserName: n.cert.UserName, Cert: n.cert.Marshal(), CodeID: inv.ID()}
 	rand.Read(req.Nonce[:])
@@ -252,12 +253,12 @@ func (n *Node) FriendAdd(ctx context.Context, code string) (string, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return "", fmt.Errorf("no answer from the friend's node at %v; is it up and reachable?", inv.Endpoints)
+			return "", api.Errorf(api.CodeUnavailable, "no answer from the friend's node at %v; is it up and reachable?", inv.Endpoints)
 		case <-t.C:
 			continue
 		case a := <-ch:
 			if !a.resp.OK {
-				return "", fmt.Errorf("the friend's node refused: %s", a.resp.Err)
+				return "", api.Errorf(api.CodeInvalidArgument, "the friend's node refused: %s", a.resp.Err)
 			}
 			if UserHash(a.resp.UserKey[:]) != inv.UserHash {
 				return "", errors.New("the friend's node answered for another user than the code's")
@@ -324,7 +325,7 @@ func (n *Node) FriendRemove(name string) error {
 	fs := n.friendsLocked()
 	i := slices.IndexFunc(fs, func(f Friend) bool { return f.Name == name })
 	if i < 0 {
-		return fmt.Errorf("%s is not a friend (see 'glow friend list')", name)
+		return api.Errorf(api.CodeNotFound, "%s is not a friend (see 'glow friend list')", name)
 	}
 	fs = slices.Delete(fs, i, i+1)
 	_, err := n.signDocLocked(KindFriends, formatFriends(fs), time.Now())

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"glow/internal/wire"
+	"glow/overlay/api"
 )
 
 // An Invite is what a join code carries: enough to find the inviting node,
@@ -46,7 +47,7 @@ const (
 )
 
 // ErrBadCode is the error for any code that cannot be read.
-var ErrBadCode = errors.New("this is not a valid glow invite code (check that it was copied whole)")
+var ErrBadCode = api.Errorf(api.CodeInvalidArgument, "this is not a valid glow invite code (check that it was copied whole)")
 
 // UserHash is the short form of a user key carried in codes.
 func UserHash(user []byte) [16]byte {

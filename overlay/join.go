@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"glow/internal/wire"
+	"glow/overlay/api"
 )
 
 const (
@@ -309,7 +310,7 @@ func (n *Node) Invite(ttl time.Duration, uses int) (string, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.user == nil {
-		return "", errors.New("this node is not an admin node (it does not hold the user key); run 'glow invite' on the node where the user was created")
+		return "", api.Errorf(api.CodeNotAdmin, "this node is not an admin node (it does not hold the user key); run 'glow invite' on the node where the user was created")
 	}
 	now := time.Now()
 	p, err := n.invites.issue(ttl, uses, false, now)

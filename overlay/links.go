@@ -15,6 +15,7 @@ import (
 
 	"glow/internal/wire"
 	"glow/link"
+	"glow/overlay/api"
 )
 
 // Stream links: where UDP does not get through, a neighbour is reached over
@@ -272,7 +273,7 @@ func (l *chanListener) Addr() net.Addr { return l.addr }
 func (n *Node) AddLink(raw string) error {
 	t, err := link.ParseURL(raw)
 	if err != nil {
-		return err
+		return api.Errorf(api.CodeInvalidArgument, "%w", err)
 	}
 	if t.Transport == link.TransportUDP {
 		ap, err := resolvePeer(t.Addr)
@@ -292,7 +293,7 @@ func (n *Node) AddLink(raw string) error {
 	defer n.mu.Unlock()
 	key := t.String()
 	if _, ok := n.links[key]; ok {
-		return fmt.Errorf("link %s exists already", key)
+		return api.Errorf(api.CodeConflict, "link %s exists already", key)
 	}
 	n.startLinkLocked(t)
 	return n.saveLinksLocked()
@@ -302,13 +303,13 @@ func (n *Node) AddLink(raw string) error {
 func (n *Node) RemoveLink(raw string) error {
 	t, err := link.ParseURL(raw)
 	if err != nil {
-		return err
+		return api.Errorf(api.CodeInvalidArgument, "%w", err)
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	l := n.links[t.String()]
 	if l == nil {
-		return fmt.Errorf("no link %s (see 'glow link list')", t)
+		return api.Errorf(api.CodeNotFound, "no link %s (see 'glow link list')", t)
 	}
 	l.cancel()
 	delete(n.links, t.String())

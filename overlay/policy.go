@@ -1,7 +1,6 @@
 package overlay
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"glow/internal/wire"
+	"glow/overlay/api"
 	"glow/policy"
 	"glow/relay"
 	"glow/tun"
@@ -180,7 +180,7 @@ func (n *Node) relayMembersLocked() relay.Members {
 	return m
 }
 
-var errNotAdmin = errors.New("this node does not hold the user key; run this on the admin node (where the user was created)")
+var errNotAdmin = api.Errorf(api.CodeNotAdmin, "this node does not hold the user key; run this on the admin node (where the user was created)")
 
 // signDocLocked signs, stores and applies a new version of this user's
 // document. It changes nothing when the document is over MaxDocBody
@@ -239,10 +239,10 @@ func (n *Node) applyPolicyLocked(text string) (PolicyInfo, error) {
 	}
 	doc, err := policy.Parse([]byte(text))
 	if err != nil {
-		return PolicyInfo{}, fmt.Errorf("policy not applied, the one in force stays: %w", err)
+		return PolicyInfo{}, api.Errorf(api.CodeInvalidArgument, "policy not applied, the one in force stays: %w", err)
 	}
 	if _, err := policy.Compile(doc, n.compileConfigLocked()); err != nil {
-		return PolicyInfo{}, fmt.Errorf("policy not applied, the one in force stays: %w", err)
+		return PolicyInfo{}, api.Errorf(api.CodeInvalidArgument, "policy not applied, the one in force stays: %w", err)
 	}
 	if len(text) > MaxDocBody {
 		return PolicyInfo{}, fmt.Errorf("policy not applied, the one in force stays: %w", &DocTooLargeError{KindPolicy, len(text)})
@@ -304,7 +304,7 @@ func (n *Node) RollbackPolicy(version uint64) (PolicyInfo, error) {
 	} else {
 		b, err := os.ReadFile(filepath.Join(n.state.Path("policy.d"), fmt.Sprintf("%08d.policy", version)))
 		if err != nil {
-			return PolicyInfo{}, fmt.Errorf("policy version %d is not in this node's history ('glow policy history')", version)
+			return PolicyInfo{}, api.Errorf(api.CodeNotFound, "policy version %d is not in this node's history ('glow policy history')", version)
 		}
 		text = b
 	}
@@ -315,10 +315,10 @@ func (n *Node) RollbackPolicy(version uint64) (PolicyInfo, error) {
 func (n *Node) Share(target, user string, share bool) (PolicyInfo, bool, error) {
 	t, err := policy.ParseShareTarget(target)
 	if err != nil {
-		return PolicyInfo{}, false, err
+		return PolicyInfo{}, false, api.Errorf(api.CodeInvalidArgument, "%w", err)
 	}
 	if !ValidName(user) {
-		return PolicyInfo{}, false, fmt.Errorf("--with %q: not a user name", user)
+		return PolicyInfo{}, false, api.Errorf(api.CodeInvalidArgument, "--with %q: not a user name", user)
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -331,7 +331,7 @@ func (n *Node) Share(target, user string, share bool) (PolicyInfo, bool, error) 
 			found = found || n.store.Own(c.User) && c.Name == t.Name
 		}
 		if !found {
-			return PolicyInfo{}, false, fmt.Errorf("%s is not a node of user %s (see 'glow status')", t.Name, n.cert.UserName)
+			return PolicyInfo{}, false, api.Errorf(api.CodeNotFound, "%s is not a node of user %s (see 'glow status')", t.Name, n.cert.UserName)
 		}
 	}
 	text, _ := n.policyTextLocked()
@@ -342,7 +342,7 @@ func (n *Node) Share(target, user string, share bool) (PolicyInfo, bool, error) 
 	var changed bool
 	if share {
 		if changed, err = doc.Share(user, t); err != nil {
-			return PolicyInfo{}, false, err
+			return PolicyInfo{}, false, api.Errorf(api.CodeInvalidArgument, "%w", err)
 		}
 	} else {
 		changed = doc.Unshare(user, t)
@@ -422,10 +422,10 @@ func (n *Node) RemoveNode(name string) error {
 		}
 	}
 	if target == nil {
-		return fmt.Errorf("%s is not a node of user %s (see 'glow status')", name, n.cert.UserName)
+		return api.Errorf(api.CodeNotFound, "%s is not a node of user %s (see 'glow status')", name, n.cert.UserName)
 	}
 	if target.Node == n.id {
-		return errors.New("this is the node you are on; remove it from another admin node, or run 'glow down'")
+		return api.Errorf(api.CodeConflict, "this is the node you are on; remove it from another admin node, or run 'glow down'")
 	}
 	var ids []wire.NodeID
 	if d := n.store.Doc(KindRevoked); d != nil {

@@ -2,12 +2,13 @@ package overlay
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
 	"time"
+
+	"glow/overlay/api"
 )
 
 // Status reports this node and its peers.
@@ -88,8 +89,9 @@ func (n *Node) Status() Status {
 	return s
 }
 
-// ErrNoSuchPeer is returned for a target that names no known node.
-var ErrNoSuchPeer = errors.New("no such peer")
+// ErrNoSuchPeer is returned for a target that names no known node (the
+// API's sentinel, so that errors.Is holds on both sides of the socket).
+var ErrNoSuchPeer = api.ErrNoSuchPeer
 
 // findLocked resolves a name (node, node.user, node.user.glow) or an
 // overlay address to a peer.
@@ -144,19 +146,19 @@ func (n *Node) Ping(ctx context.Context, target string) (PingResult, error) {
 		}
 	default:
 		n.mu.Unlock()
-		return PingResult{Peer: name, Path: "none"}, fmt.Errorf("no path to %s yet", name)
+		return PingResult{Peer: name, Path: "none"}, api.Errorf(api.CodeUnavailable, "no path to %s yet", name)
 	}
 	n.mu.Unlock()
 	select {
 	case r := <-reply:
 		if r.Err != "" {
-			return r, fmt.Errorf("ping %s: %s", name, r.Err)
+			return r, api.Errorf(api.CodeUnavailable, "ping %s: %s", name, r.Err)
 		}
 		return r, nil
 	case <-ctx.Done():
-		return PingResult{Peer: name}, ctx.Err()
+		return PingResult{Peer: name}, api.Errorf(api.CodeUnavailable, "%w", ctx.Err())
 	case <-n.done:
-		return PingResult{Peer: name}, errors.New("node stopped")
+		return PingResult{Peer: name}, api.Errorf(api.CodeUnavailable, "node stopped")
 	}
 }
 

@@ -137,11 +137,13 @@ func cmdPing(g *globals, args []string) error {
 		if err != nil {
 			lastErr = err
 			if g.json {
-				printJSON(g, map[string]string{"error": err.Error()})
+				printJSON(g, api.ErrorBody{Error: err.Error(), Code: api.CodeOf(err)})
 			} else {
 				fmt.Fprintf(g.out, "no reply from %s: %v\n", pos[0], err)
 			}
-			if strings.Contains(err.Error(), "no such peer") || strings.Contains(err.Error(), "not running") {
+			// An unknown peer or a stopped daemon stays so; no reply or no
+			// path yet may change by the next ping.
+			if errors.Is(err, api.ErrNoSuchPeer) || errors.Is(err, api.ErrNotRunning) {
 				return err
 			}
 			continue

@@ -52,6 +52,7 @@ const SocketName = "glow.sock"
 func SocketPath(stateDir string) string { return filepath.Join(stateDir, SocketName) }
 
 // ErrNotRunning means no daemon answers on the state directory's socket.
+// Every other failure the daemon reports is an *Error (errors.go).
 var ErrNotRunning = errors.New("glow is not running")
 
 // Client talks to a daemon's local API.
@@ -95,11 +96,14 @@ func (c *Client) doBody(method, path string, body io.Reader, out any) error {
 		return err
 	}
 	if resp.StatusCode != http.StatusOK {
-		var e struct{ Error string }
-		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return errors.New(e.Error)
+		var e ErrorBody
+		if json.Unmarshal(data, &e) != nil || e.Error == "" {
+			e.Error = "glow daemon: " + resp.Status
 		}
-		return fmt.Errorf("glow daemon: %s", resp.Status)
+		if e.Code == "" {
+			e.Code = codeOfStatus(resp.StatusCode)
+		}
+		return &Error{Code: e.Code, Message: e.Error}
 	}
 	if out != nil {
 		return json.Unmarshal(data, out)
