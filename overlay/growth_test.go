@@ -13,9 +13,10 @@ import (
 // TestAttackStateGrowth: 10,000 distinct source addresses (127.1.0.0/16 on
 // loopback) each send one admin node a join request with a bogus code
 // (sealed to the admin's control key: anyone can), a replay of a member's
-// beacon, and a sealed ping of that member (the replay of a captured one,
-// as long as pings can be replayed). Every table they reach stays bounded,
-// and the heap in use is reported before and after.
+// beacon, and a sealed ping of that member (a replay: refused since
+// control packets and beacons are fresh; TestCandidateAndLearnedCaps
+// covers the caps behind that). Every table they reach stays bounded, and
+// the heap in use is reported before and after.
 func TestAttackStateGrowth(t *testing.T) {
 	const sources = 10000
 	n1 := testNode(t, "n1", func(c *Config) { c.UserName = "alice" })
@@ -130,5 +131,37 @@ func TestAttackFriendCertFlood(t *testing.T) {
 	}
 	if ok, err := st.Apply(KindCert, own.Marshal(), now); !ok || err != nil {
 		t.Errorf("our own certificate after the flood: %v %v", ok, err)
+	}
+}
+
+// TestCandidateAndLearnedCaps: replayed beacons and pings no longer reach
+// the candidate and learned-address tables (control.go, beacon.go), but a
+// peer's own records and fresh pings still can, from as many addresses as
+// it likes: both tables stay bounded, and the current path stays in both.
+func TestCandidateAndLearnedCaps(t *testing.T) {
+	nodes := joinedNet(t, 2)
+	n1, n2 := nodes[0], nodes[1]
+	n1.mu.Lock()
+	p := n1.peers[n2.id]
+	active := p.active
+	now := time.Now()
+	for i := range 1000 {
+		ap := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, byte(i >> 8), byte(i)}), 47470)
+		n1.addCandidatesLocked(p, []netip.AddrPort{ap}, now.Add(time.Duration(i)))
+		n1.bind.Learn(n2.id, ap)
+	}
+	cands := len(p.cands)
+	_, activeKept := p.cands[active]
+	n1.mu.Unlock()
+	n1.bind.mu.Lock()
+	learned := len(n1.bind.addrs)
+	activeLearned := n1.bind.addrs[active] != nil
+	n1.bind.mu.Unlock()
+	t.Logf("1000 addresses named and learned for one peer: %d candidates, %d learned addresses", cands, learned)
+	if cands > maxCandidates || learned > maxLearnedAddrs {
+		t.Errorf("%d candidates (cap %d), %d learned addresses (cap %d)", cands, maxCandidates, learned, maxLearnedAddrs)
+	}
+	if !activeKept || !activeLearned {
+		t.Errorf("the current path %v was evicted: candidate %v, learned %v", active, activeKept, activeLearned)
 	}
 }
