@@ -15,41 +15,63 @@ import (
 // Attacks on the control plane from the network (issue 11 item 7, issue 12
 // items 1 and 5), performed in-process over loopback.
 
-// tapConn is a node's UDP socket that keeps a copy of every control packet
-// the node sends to the address in to.
+// tapConn is a node's UDP socket (its join socket too) that keeps a copy
+// of every control packet the node sends.
 type tapConn struct {
 	net.PacketConn
-	to  atomic.Pointer[netip.AddrPort]
 	mu  sync.Mutex
 	got [][]byte
 }
 
 func (c *tapConn) WriteTo(b []byte, addr net.Addr) (int, error) {
-	if to := c.to.Load(); to != nil && wire.Classify(b) == wire.KindControl {
-		if ua, ok := addr.(*net.UDPAddr); ok && ua.AddrPort() == *to {
-			c.mu.Lock()
-			c.got = append(c.got, append([]byte(nil), b...))
-			c.mu.Unlock()
-		}
+	if wire.Classify(b) == wire.KindControl {
+		c.mu.Lock()
+		c.got = append(c.got, append([]byte(nil), b...))
+		c.mu.Unlock()
 	}
 	return c.PacketConn.WriteTo(b, addr)
 }
 
-// memberPair starts an admin node (changed by mod) and a node that joins it,
-// and waits for a direct path both ways.
-func memberPair(t *testing.T, mod func(*Config)) (admin, member *Node) {
+// listen returns a Config.ListenPacket on IPv4 loopback through c.
+func (c *tapConn) listen(port uint16) (net.PacketConn, error) {
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(port)})
+	c.PacketConn = pc
+	return c, err
+}
+
+// captured returns the first packet c holds that opens with shared and
+// holds a message of type t.
+func (c *tapConn) captured(shared *[32]byte, t msgType) []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, pkt := range c.got {
+		if m, err := openCtl(pkt, shared); err == nil && msgType(m[0]) == t {
+			return pkt
+		}
+	}
+	return nil
+}
+
+// memberPair starts an admin node and a node that joins it (changed by
+// modAdmin, modMember), and waits for a direct path both ways.
+func memberPair(t *testing.T, modAdmin, modMember func(*Config)) (admin, member *Node) {
 	t.Helper()
 	admin = testNode(t, "n1", func(c *Config) {
 		c.UserName = "alice"
-		if mod != nil {
-			mod(c)
+		if modAdmin != nil {
+			modAdmin(c)
 		}
 	})
 	code, err := admin.Invite(time.Minute, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	member = testNode(t, "n2", func(c *Config) { c.JoinCode = code })
+	member = testNode(t, "n2", func(c *Config) {
+		c.JoinCode = code
+		if modMember != nil {
+			modMember(c)
+		}
+	})
 	for _, n := range []*Node{admin, member} {
 		waitFor(t, 20*time.Second, n.Cert().Name+" has a direct path", func() bool { return directPeers(n) == 1 })
 	}
@@ -110,20 +132,13 @@ func dropped(n *Node, reason string) uint64 {
 }
 
 // TestAttackControlReplay: sealed control packets a node really sent (a
-// ping, a digest, a want), captured on the wire and replayed to their
-// receiver from another address, must change nothing there: the receiver
-// neither learns that address nor sends it anything.
+// ping, a digest, a want, its join request), captured on the wire and
+// replayed to their receiver from another address, must change nothing
+// there: the receiver neither learns that address nor sends it anything.
 func TestAttackControlReplay(t *testing.T) {
-	tap := &tapConn{}
-	a, b := memberPair(t, func(c *Config) {
-		c.ListenPacket = func(port uint16) (net.PacketConn, error) {
-			pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(port)})
-			tap.PacketConn = pc
-			return tap, err
-		}
-	})
+	tap, tapB := &tapConn{}, &tapConn{}
+	a, b := memberPair(t, func(c *Config) { c.ListenPacket = tap.listen }, func(c *Config) { c.ListenPacket = tapB.listen })
 	bAddr := loopbackAP(b.Port())
-	tap.to.Store(&bAddr)
 
 	// a sends b one message of each kind, over the path in use; b gets them.
 	a.mu.Lock()
@@ -135,20 +150,9 @@ func TestAttackControlReplay(t *testing.T) {
 	captured := map[string][]byte{}
 	shared := sharedKey(b.keys.Ctl, a.ctlPub)
 	waitFor(t, 5*time.Second, "a ping, a digest and a want on the wire", func() bool {
-		tap.mu.Lock()
-		defer tap.mu.Unlock()
-		for _, pkt := range tap.got {
-			m, err := openCtl(pkt, shared)
-			if err != nil {
-				continue
-			}
-			switch m[0] {
-			case byte(msgPing):
-				captured["ping"] = pkt
-			case byte(msgDigest):
-				captured["digest"] = pkt
-			case byte(msgWant):
-				captured["want"] = pkt
+		for kind, typ := range map[string]msgType{"ping": msgPing, "digest": msgDigest, "want": msgWant} {
+			if pkt := tap.captured(shared, typ); pkt != nil {
+				captured[kind] = pkt
 			}
 		}
 		return len(captured) == 3
@@ -169,6 +173,16 @@ func TestAttackControlReplay(t *testing.T) {
 			atk.send(t, captured[kind], bAddr)
 		}
 	}
+	// And b's join request, which a answered (with b's certificate).
+	join := tapB.captured(sharedKey(a.keys.Ctl, b.ctlPub), msgJoinReq)
+	if join == nil {
+		t.Fatal("no join request captured")
+	}
+	atkA := newSink(t, "127.0.0.1")
+	beforeA := dropped(a, "handshake-replay")
+	for range copies {
+		atkA.send(t, join, loopbackAP(a.Port()))
+	}
 	time.Sleep(2 * time.Second)
 	b.mu.Lock()
 	pa := b.peers[a.id]
@@ -183,6 +197,12 @@ func TestAttackControlReplay(t *testing.T) {
 	}
 	if drops < 3*copies {
 		t.Errorf("%d replays counted, want %d", drops, 3*copies)
+	}
+	dropsA := dropped(a, "handshake-replay") - beforeA
+	t.Logf("replayed b's join request (%d B) %d times from %v: a sent it %d packets (%d B), counted %d",
+		len(join), copies, atkA.addr(), atkA.pkts.Load(), atkA.bytes.Load(), dropsA)
+	if atkA.pkts.Load() != 0 || dropsA < copies {
+		t.Errorf("a replayed join request was answered")
 	}
 	// The real sender still gets through.
 	waitFor(t, 10*time.Second, "a ping from a to b after the replays", func() bool {
@@ -272,7 +292,7 @@ func TestAttackBeaconReflection(t *testing.T) {
 // and a peer's pongs naming fake addresses as where it saw us, must neither
 // become candidates nor push our own endpoints out of our record.
 func TestAttackEndpointPoison(t *testing.T) {
-	m, v := memberPair(t, nil)
+	m, v := memberPair(t, nil, nil)
 	own := loopbackAP(v.Port())
 	bad := []netip.AddrPort{
 		netip.MustParseAddrPort("169.254.0.1:9"),

@@ -86,7 +86,8 @@
 //     are routed (routeFriendsLocked), Close removes it, RepairFirewall
 //     removes one a crashed daemon left.
 //   - Control packets are fresh exactly once: an epoch and a counter in the
-//     box nonce and a replay window per peer (replay.go); beacons are signed
+//     box nonce and a replay window per peer, join and friend requests by
+//     their time and a bounded nonce cache (replay.go); beacons are signed
 //     and timed (beacon.go). Candidates from unauthenticated sources get no
 //     more bytes than they sent and at most maxUnprovenProbes pings.
 //     Endpoints that no peer should probe (loopback outside a lab whose host

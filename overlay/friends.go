@@ -233,7 +233,6 @@ func (n *Node) FriendAdd(ctx context.Context, code string) (string, error) {
 	rand.Read(req.Nonce[:])
 	req.Proof = friendProof(inv.Secret, inv.Inviter, n.ctlPub, req.UserKey, req.Cert, req.Nonce)
 	shared := sharedKey(n.keys.Ctl, inv.Inviter)
-	pkt := sealCtl(nil, n.ctlPub, shared, req.marshal())
 	ch := make(chan friendAnswer, 1)
 	n.pendingFriend[inv.Inviter] = ch
 	n.mu.Unlock()
@@ -248,6 +247,7 @@ func (n *Node) FriendAdd(ctx context.Context, code string) (string, error) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
+		pkt := sealCtl(nil, n.ctlPub, shared, req.marshal()) // fresh each time: the inviter takes a packet once
 		for _, ep := range inv.Endpoints {
 			n.bind.SendTo(pkt, ep)
 		}

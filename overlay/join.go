@@ -82,10 +82,10 @@ func (n *Node) join(code string, port uint16) (*Cert, error) {
 // inviter answers or joinTimeout passes, and returns the answer.
 func joinExchange(pc net.PacketConn, inv *Invite, ctl [32]byte, ctlPub wire.Key, req joinReq, logf func(string, ...any)) (joinResp, error) {
 	shared := sharedKey(ctl, inv.Inviter)
-	pkt := sealCtl(nil, ctlPub, shared, req.marshal())
 	deadline := time.Now().Add(joinTimeout)
 	buf := make([]byte, 2048)
 	for time.Now().Before(deadline) {
+		pkt := sealCtl(nil, ctlPub, shared, req.marshal()) // fresh each time: the inviter takes a packet once
 		for _, ep := range inv.Endpoints {
 			if _, err := pc.WriteTo(pkt, net.UDPAddrFromAddrPort(ep)); err != nil {
 				logf("glow: join: sending to %v: %v", ep, err)
@@ -166,6 +166,10 @@ func (n *Node) handleJoinLocked(pkt []byte, sender wire.Key, from netip.AddrPort
 	msg, err := parseCtl(m)
 	if err != nil {
 		n.dropCtl["unknown-sender"]++
+		return
+	}
+	if err := n.handshakes.fresh(msg, pkt, now); err != nil {
+		n.dropCtl["handshake-replay"]++
 		return
 	}
 	switch msg := msg.(type) {

@@ -126,6 +126,7 @@ type Node struct {
 	info          *NodeInfo                      // this node's current signed endpoints
 	infoSigned    time.Time                      // when info was signed
 	unproven      map[netip.AddrPort]*addrCredit // addresses learned unauthenticated, not yet answering (beacon.go)
+	handshakes    handshakeNonces                // join and friend requests taken lately (replay.go)
 	bootstrap     []netip.AddrPort
 	dropCtl       map[string]uint64
 	doc           *policy.Document // the policy in force

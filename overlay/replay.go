@@ -23,13 +23,18 @@ import (
 // window, or a newer epoch (the sender restarted, or forgot us and met us
 // again). Memory is one fixed-size window per peer.
 //
-// The join and friend handshakes are not windowed: the sender has no peer
-// state then, and retries repeat the same packet; they are answered by the
-// handshake's own checks (join.go, friends.go). Like WireGuard's handshake
-// timestamp, epochs assume a clock that does not step back across a
-// restart of the sender; if it does, the sender's peers refuse its control
-// packets until they restart or its clock passes the old epoch. The window
-// lives in memory: after the receiver restarts, packets of the sender's
+// The join and friend handshakes are not windowed (the sender has no peer
+// state then): every handshake packet has an epoch of its own, the time it
+// was sealed, and a request (join, friend) is taken only if that time is
+// within clockSkew of ours and its nonce is not among the last
+// maxHandshakeNonces taken; retries are sealed anew. (A joiner whose clock
+// is more than clockSkew off the inviter's gets no answer; one that far
+// behind could not use its certificate anyway.)
+//
+// Like WireGuard's handshake timestamp, epochs assume a clock that does not
+// step back across a restart of the sender; if it does, the sender's peers
+// refuse its control packets until they restart or its clock passes the
+// old epoch. The window lives in memory: after the receiver restarts, packets of the sender's
 // current epoch captured earlier are taken once each, until the sender's
 // next packet moves the window on (in practice within a second: peers
 // probe a restarted node at once).
@@ -117,4 +122,46 @@ func isHandshake(msg any) bool {
 		return true
 	}
 	return false
+}
+
+// maxHandshakeNonces bounds the handshake requests remembered: past it the
+// oldest is forgotten (a request is refused by its time after clockSkew
+// anyway, so only a burst of that many requests within it reopens one).
+const maxHandshakeNonces = 1024
+
+var errHandshakeTime = errors.New("handshake request sealed too long ago or ahead")
+
+// handshakeNonces remembers the nonces of the join and friend requests
+// taken lately. Guarded by Node.mu.
+type handshakeNonces struct {
+	seen  map[[24]byte]struct{}
+	order [][24]byte // oldest first
+}
+
+// fresh takes the handshake request msg in pkt if its time is within
+// clockSkew of now and its nonce is new; other messages pass.
+func (h *handshakeNonces) fresh(msg any, pkt []byte, now time.Time) error {
+	switch msg.(type) {
+	case joinReq, friendReq:
+	default:
+		return nil
+	}
+	epoch, _ := ctlNonce(pkt)
+	if d := now.Sub(time.Unix(0, int64(epoch))); d > clockSkew || d < -clockSkew {
+		return errHandshakeTime
+	}
+	k := [24]byte(pkt[ctlNonceAt:])
+	if _, ok := h.seen[k]; ok {
+		return errReplay
+	}
+	if h.seen == nil {
+		h.seen = map[[24]byte]struct{}{}
+	}
+	if len(h.order) >= maxHandshakeNonces {
+		delete(h.seen, h.order[0])
+		h.order = h.order[1:]
+	}
+	h.seen[k] = struct{}{}
+	h.order = append(h.order, k)
+	return nil
 }
