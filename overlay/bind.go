@@ -158,9 +158,10 @@ func (e *Endpoint) touch(p *path, now int64) {
 	}
 }
 
-// setPath publishes p and, if the peer had no path, sends a held handshake;
-// on a change of path, it resends a handshake message the old path carried
-// in the last seconds.
+// setPath publishes p (nil: no path), the one swap of a live peer's path,
+// and, if the peer had no path, sends a held handshake; on a change of
+// path, it resends a handshake message the old path carried in the last
+// seconds.
 func (b *Bind) setPath(e *Endpoint, p *path) {
 	old := e.path.Swap(p)
 	if p == nil {
@@ -347,11 +348,18 @@ func (b *Bind) publishAddrsLocked() {
 	b.byAddr.Store(&m)
 }
 
+// The node chooses each peer's path and sets it with one of the following
+// (paths.go: applyPathLocked); setPath is where it is swapped.
+
+// ClearPath leaves the peer without a path: its packets are dropped, and a
+// handshake is held for the next path.
+func (b *Bind) ClearPath(id wire.NodeID) { b.setPath(b.Peer(id), nil) }
+
 // SetDirect makes addr the peer's direct path (an invalid addr clears it).
 func (b *Bind) SetDirect(id wire.NodeID, addr netip.AddrPort) error {
 	e := b.Peer(id)
 	if !addr.IsValid() {
-		e.path.Store(nil)
+		b.setPath(e, nil)
 		return nil
 	}
 	turn := (*b.turnVia.Load())[addr]
@@ -372,7 +380,7 @@ func (b *Bind) SetDirect(id wire.NodeID, addr netip.AddrPort) error {
 func (b *Bind) SetStream(id wire.NodeID, s *link.Stream, ctlq chan<- []byte) {
 	e := b.Peer(id)
 	if s == nil {
-		e.path.Store(nil)
+		b.setPath(e, nil)
 		return
 	}
 	if p := e.path.Load(); p != nil && !p.relay && p.stream == s {

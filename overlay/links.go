@@ -81,10 +81,8 @@ func (n *Node) attachStream(s *link.Stream, name string) {
 	}
 	ctlq := make(chan []byte, 64)
 	p.stream, p.streamName, p.streamQ = s, name, ctlq
-	if !p.active.IsValid() {
-		n.bind.SetStream(c.Node, s, ctlq)
-		p.route = nil
-	}
+	p.route = nil // a neighbour now: no relay route
+	n.applyPathLocked(p)
 	p.hbWait = time.Time{}
 	n.routesDirty, n.infoDirty = true, true
 	n.logf("glow: %s: link %s up", c.FQDN(), name)
@@ -137,9 +135,7 @@ func (n *Node) detachStreamLocked(p *peer, s *link.Stream, now time.Time) {
 	}
 	n.logf("glow: %s: link %s down", p.cert.FQDN(), p.streamName)
 	p.stream, p.streamName, p.streamQ = nil, "", nil
-	if !p.active.IsValid() {
-		n.bind.SetStream(p.cert.Node, nil, nil)
-	}
+	n.applyPathLocked(p) // none, if the stream was the path, until the routes below
 	n.routesDirty, n.infoDirty = true, true
 	n.computeRoutesLocked(now)
 }
@@ -418,7 +414,7 @@ func (n *Node) Links() []LinkStatus {
 		ls := LinkStatus{URL: k, Status: l.status}
 		for _, p := range n.peers {
 			if p.stream != nil && p.streamName == k {
-				ls.Up, ls.InUse, ls.Peer, ls.Via = true, !p.active.IsValid(), p.cert.FQDN(), p.streamName
+				ls.Up, ls.InUse, ls.Peer, ls.Via = true, p.path().kind == pathStream, p.cert.FQDN(), p.streamName
 				seen[k] = true
 			}
 		}
@@ -426,7 +422,7 @@ func (n *Node) Links() []LinkStatus {
 	}
 	for _, p := range n.peers {
 		if p.stream != nil && !seen[p.streamName] {
-			out = append(out, LinkStatus{Peer: p.cert.FQDN(), Via: p.streamName, Up: true, InUse: !p.active.IsValid(), Status: "accepted"})
+			out = append(out, LinkStatus{Peer: p.cert.FQDN(), Via: p.streamName, Up: true, InUse: p.path().kind == pathStream, Status: "accepted"})
 		}
 	}
 	slices.SortFunc(out, func(a, b LinkStatus) int { return strings.Compare(a.URL+a.Via, b.URL+b.Via) })

@@ -286,9 +286,11 @@ func (n *Node) handlePongLocked(p *peer, m pongMsg, from netip.AddrPort, now tim
 			p.rtt, p.hbWait = rtt, time.Time{}
 		}
 		if pp.reply != nil {
-			r := PingResult{Peer: p.cert.FQDN(), Path: "relay", Via: n.routeNamesLocked(p), RTT: rtt}
-			if p.stream != nil && p.route == nil {
-				r.Path, r.Via, r.Endpoint = "direct", nil, p.streamName
+			r := PingResult{Peer: p.cert.FQDN(), Path: pathRelay.String(), Via: n.routeNamesLocked(p), RTT: rtt}
+			if p.stream != nil {
+				// Not relayed (a peer with a stream link has no route):
+				// over the link.
+				r.Path, r.Via, r.Endpoint = pathStream.String(), nil, p.streamName
 			}
 			deliver(pp.reply, r)
 		}
@@ -331,13 +333,17 @@ func (n *Node) handlePongLocked(p *peer, m pongMsg, from netip.AddrPort, now tim
 	}
 }
 
+// setPathLocked makes addr, which a pong just proved, p's direct path.
 func (n *Node) setPathLocked(p *peer, addr netip.AddrPort, rtt time.Duration, now time.Time) {
 	first := !p.active.IsValid()
-	if err := n.bind.SetDirect(p.cert.Node, addr); err != nil {
+	old, oldRoute := p.active, p.route
+	p.active, p.route = addr, nil // a neighbour now: no relay route
+	if err := n.applyPathLocked(p); err != nil {
+		p.active, p.route = old, oldRoute
 		n.logf("glow: path to %s via %v: %v", p.cert.FQDN(), addr, err)
 		return
 	}
-	p.active, p.rtt, p.hbWait, p.route = addr, rtt, time.Time{}, nil
+	p.rtt, p.hbWait = rtt, time.Time{}
 	p.lastProbe, p.quality = now, link.Quality{}
 	n.routesDirty, n.infoDirty = true, true // our links changed
 	n.logf("glow: %s: direct path %v (rtt %v)", p.cert.FQDN(), addr, rtt.Round(time.Microsecond))
@@ -351,12 +357,8 @@ func (n *Node) setPathLocked(p *peer, addr netip.AddrPort, rtt time.Duration, no
 // its traffic to a relay, and probing for a direct path starts again.
 func (n *Node) lostPathLocked(p *peer, now time.Time) {
 	n.logf("glow: %s: direct path %v lost", p.cert.FQDN(), p.active)
-	if p.stream != nil {
-		n.bind.SetStream(p.cert.Node, p.stream, p.streamQ) // the stream link carries on
-	} else {
-		n.bind.SetDirect(p.cert.Node, netip.AddrPort{})
-	}
 	p.active, p.hbWait = netip.AddrPort{}, time.Time{}
+	n.applyPathLocked(p) // a stream link carries on; else none until the routes below
 	p.since, p.lastProbe = now, time.Time{}
 	n.routesDirty, n.infoDirty = true, true // our links changed
 	n.computeRoutesLocked(now)              // fail over now, not at the next tick

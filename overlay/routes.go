@@ -2,7 +2,6 @@ package overlay
 
 import (
 	"container/heap"
-	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -60,13 +59,15 @@ func (n *Node) linksLocked() []LinkInfo {
 		}
 	}
 	for id, p := range n.peers {
-		switch {
-		case p.active.IsValid():
+		switch p.path().kind {
+		case pathDirect:
 			out = append(out, LinkInfo{Node: id, Cost: stickyCost(prev[id], p.rtt)})
-		case p.stream != nil && strings.HasPrefix(p.streamName, "ssh"):
-			out = append(out, LinkInfo{Node: id, Cost: costSSH})
-		case p.stream != nil:
-			out = append(out, LinkInfo{Node: id, Cost: costStream})
+		case pathStream:
+			cost := uint16(costStream)
+			if strings.HasPrefix(p.streamName, "ssh") {
+				cost = costSSH
+			}
+			out = append(out, LinkInfo{Node: id, Cost: cost})
 		}
 	}
 	slices.SortFunc(out, func(a, b LinkInfo) int { return compareID(a.Node, b.Node) })
@@ -86,7 +87,9 @@ func compareID(a, b wire.NodeID) int {
 }
 
 // computeRoutesLocked recomputes shortest paths and moves every peer
-// without a direct path onto its best relay route (or none).
+// without a direct path onto its best relay route (or none). It applies the
+// path of every relayed peer, changed route or not, so that one follows its
+// next hop's path when that changed (a relay path copies it: Bind.SetRelay).
 func (n *Node) computeRoutesLocked(now time.Time) {
 	n.routesDirty = false
 	// Adjacency from records, keeping only edges both ends list.
@@ -139,8 +142,8 @@ func (n *Node) computeRoutesLocked(now time.Time) {
 		}
 	}
 	for id, p := range n.peers {
-		if p.active.IsValid() || p.stream != nil {
-			continue // a neighbour, over UDP or a stream link
+		if p.path().neighbour() {
+			continue // over UDP or a stream link
 		}
 		var route []wire.NodeID
 		if _, ok := dist[id]; ok {
@@ -153,19 +156,21 @@ func (n *Node) computeRoutesLocked(now time.Time) {
 			}
 			slices.Reverse(route)
 		}
-		if len(route) < 2 || n.peers[route[0]] == nil || !n.peers[route[0]].active.IsValid() && n.peers[route[0]].stream == nil {
+		if len(route) < 2 || n.peers[route[0]] == nil || !n.peers[route[0]].path().neighbour() {
 			if p.route != nil {
 				n.logf("glow: %s: no route", p.cert.FQDN())
 			}
 			p.route = nil
-			n.bind.SetDirect(id, netip.AddrPort{})
+			n.applyPathLocked(p)
 			continue
 		}
-		if !slices.Equal(route, p.route) {
-			if err := n.bind.SetRelay(id, route[0]); err != nil {
-				continue
-			}
-			p.route = route
+		old := p.route
+		p.route = route
+		if err := n.applyPathLocked(p); err != nil {
+			p.route = old
+			continue
+		}
+		if !slices.Equal(route, old) {
 			p.hbWait = time.Time{}
 			n.logf("glow: %s: relay via %v", p.cert.FQDN(), n.routeNamesLocked(p))
 		}

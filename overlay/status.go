@@ -37,18 +37,19 @@ func (n *Node) Status() Status {
 			ID: p.cert.Node.String(), Path: "none", Via: []string{},
 			Session: p.ep.wg.on.Load(),
 		}
-		switch {
-		case p.active.IsValid():
-			ps.Online, ps.Path, ps.Endpoint = true, "direct", p.active.String()
-			ps.RTTms = float64(p.rtt.Microseconds()) / 1000
-		case p.stream != nil:
-			ps.Online, ps.Path, ps.Endpoint = true, "direct", p.streamName
-			ps.RTTms = float64(p.rtt.Microseconds()) / 1000
-		case p.route != nil:
-			ps.Path, ps.Via = "relay", n.routeNamesLocked(p)
+		c := p.path()
+		switch c.kind {
+		case pathDirect:
+			ps.Endpoint = c.direct.String()
+		case pathStream:
+			ps.Endpoint = p.streamName
+		case pathRelay:
 			// Reachable through the relays: every link of the route is
-			// confirmed by both its ends' records (peers.go).
-			ps.Online = true
+			// confirmed by both its ends' records (routes.go).
+			ps.Via = n.routeNamesLocked(p)
+		}
+		if c.kind != pathNone {
+			ps.Online, ps.Path = true, c.kind.String()
 			ps.RTTms = float64(p.rtt.Microseconds()) / 1000
 		}
 		ps.Loss = p.quality.Loss()
@@ -135,10 +136,10 @@ func (n *Node) Ping(ctx context.Context, target string) (PingResult, error) {
 	}
 	now := time.Now()
 	name := p.cert.FQDN()
-	switch {
-	case p.active.IsValid():
-		n.pingLocked(p, p.active, now, reply)
-	case p.route != nil || p.stream != nil:
+	switch c := p.path(); {
+	case c.kind == pathDirect:
+		n.pingLocked(p, c.direct, now, reply)
+	case c.kind != pathNone:
 		n.pingLocked(p, netip.AddrPort{}, now, reply) // over the relay route or stream link
 	case len(p.cands) > 0:
 		for a := range p.cands {
