@@ -15,6 +15,7 @@
 //	              tunwrap.go                                   the policy on the packet path
 //	              inflight.go lazywg.go                        bounded memory, WireGuard peers on demand
 //	              loop.go peers.go gossip.go routes.go         control: one loop, one mutex
+//	              paths.go                                     a peer's path: chosen from its state, applied to the Bind
 //	              fragment.go                                  records over one packet, in pieces
 //	              beacon.go join.go friends.go policy.go       membership and sharing
 //	              shadow.go                                    friends' addresses that collide with ours
