@@ -177,7 +177,9 @@ func (n *Node) serveLinks(ln net.Listener) {
 		defer n.wg.Done()
 		srv.Serve(httpConns)
 	}()
+	n.wg.Add(1)
 	go func() {
+		defer n.wg.Done()
 		<-n.ctx.Done()
 		ln.Close()
 		srv.Close()

@@ -57,6 +57,7 @@ func (n *Node) startControl() {
 			n.logf("glow: LAN discovery off: %v", err)
 		} else {
 			n.disc = d
+			n.atClose(func() { d.Close() })
 			n.wg.Add(1)
 			go n.readBeacons()
 		}

@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 
@@ -43,6 +44,13 @@ func (n *Node) startDNS() error {
 	if n.cfg.Userspace {
 		return nil
 	}
+	// The resolver has a context of its own: the teardown gives the system
+	// its resolver back first, then stops glow's (see Start).
+	ctx, stop := context.WithCancel(context.Background())
+	n.atClose(func() {
+		n.stopDNS()
+		stop()
+	})
 	var upstreams []netip.AddrPort
 	if n.cfg.NoDNS {
 		upstreams = glowdns.ReadUpstreams("/etc/resolv.conf")
@@ -74,7 +82,7 @@ func (n *Node) startDNS() error {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		if err := srv.ListenAndServe(n.ctx, addrs); err != nil && n.ctx.Err() == nil {
+		if err := srv.ListenAndServe(ctx, addrs); err != nil && ctx.Err() == nil {
 			n.logf("glow: DNS resolver: %v", err)
 		}
 	}()

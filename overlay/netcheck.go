@@ -86,6 +86,9 @@ func (n *Node) Netcheck(ctx context.Context) (Netcheck, error) {
 	return nc, nil
 }
 
+// newPortMapper is nat.NewPortMapper; tests replace it (start_test.go).
+var newPortMapper = nat.NewPortMapper
+
 // startNAT sets up the STUN client and, on the host's real network, port mapping.
 func (n *Node) startNAT() error {
 	c, err := nat.NewClient(nat.ClientConfig{Send: func(b []byte, to netip.AddrPort) error { return n.bind.SendTo(b, to) }})
@@ -103,7 +106,7 @@ func (n *Node) startNAT() error {
 	if n.cfg.ListenPacket != nil || n.cfg.NoPortMap {
 		return nil
 	}
-	pm, err := nat.NewPortMapper(nat.PortMapConfig{
+	pm, err := newPortMapper(nat.PortMapConfig{
 		LocalPort: n.port,
 		Logf:      func(string, ...any) {},
 		OnChange: func(m netip.AddrPort) {
@@ -119,6 +122,7 @@ func (n *Node) startNAT() error {
 		return err
 	}
 	n.portmap = pm
+	n.atClose(func() { pm.Close() }) // releases the mapping at the gateway
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()

@@ -113,7 +113,8 @@ type Node struct {
 	ctlq        *ctlQueues // into the control loop (ctlqueue.go)
 	ctx         context.Context
 	cancel      context.CancelFunc
-	wg          sync.WaitGroup
+	wg          sync.WaitGroup // every goroutine the node starts
+	undo        []func()       // the teardown, run last first (Start)
 	done        chan struct{}
 
 	mu            sync.Mutex // guards the following; never held across a blocking call
@@ -151,7 +152,28 @@ type Node struct {
 
 // Start brings a node up: identity, interface, WireGuard, discovery, the
 // control loop. It returns once the interface is up.
-func Start(cfg Config) (n *Node, err error) {
+//
+// Each step that takes hold of something outside the process (a socket,
+// the TUN, a gateway's port mapping, the system resolver) or starts a
+// goroutine pushes what undoes it onto n.undo as soon as it holds it; every
+// goroutine is counted in n.wg. One teardown (n.teardown) serves Start,
+// when any step fails, and Close. It cancels n.ctx (every goroutine of the
+// node but the DNS server watches it), then undoes the steps, the last one
+// first:
+//
+//	control       LAN discovery socket closed (the loop, link dialers and
+//	              the stream-link listener stop with n.ctx)
+//	TURN          the TURN server closed, then its socket (TURN clients
+//	              stop with n.ctx)
+//	DNS           the system resolver given back, then glow's resolver
+//	              stopped: it answers until the system no longer asks it
+//	NAT           the port mapping released at the gateway
+//	data plane    WireGuard device and Bind closed, then the TUN: its
+//	              routes go with it, and its firewall table is removed
+//	              wait for every goroutine in n.wg
+//	records       the records cache saved (the loop has stopped)
+//	state         the state directory's lock released
+func Start(cfg Config) (*Node, error) {
 	if cfg.StateDir == "" {
 		return nil, errors.New("no state directory given")
 	}
@@ -193,13 +215,7 @@ func Start(cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		if err != nil {
-			lock.Close()
-		}
-	}()
-
-	n = &Node{
+	n := &Node{
 		cfg: cfg, state: st, logf: cfg.Logf, lock: lock,
 		peers: map[wire.NodeID]*peer{}, byCtl: map[wire.Key]*peer{},
 		dropCtl:       map[string]uint64{},
@@ -209,30 +225,40 @@ func Start(cfg Config) (n *Node, err error) {
 		bootstrap:     peers, done: make(chan struct{}),
 		loopbackLab: loopbackLab,
 	}
-	if err := n.loadIdentity(port); err != nil {
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.atClose(func() { n.lock.Close() })
+	if err := n.start(port); err != nil {
+		n.teardown()
 		return nil, err
+	}
+	n.logf("glow: node %s.%s up: %v %v, UDP port %d", n.cert.Name, n.cert.UserName, n.cert.IPv4, n.cert.IPv6, n.port)
+	return n, nil
+}
+
+// start runs Start's steps; on an error the caller runs the teardown.
+func (n *Node) start(port uint16) error {
+	if err := n.loadIdentity(port); err != nil {
+		return err
 	}
 	n.loadBootstrap()
 	rand.Read(n.boot[:])
-	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.atClose(func() {
+		n.mu.Lock()
+		n.saveRecordsLocked()
+		n.mu.Unlock()
+	})
+	n.atClose(n.wg.Wait)
 	if err := n.startDataPlane(port); err != nil {
-		n.cancel()
-		return nil, err
+		return err
 	}
 	if err := n.startNAT(); err != nil {
-		n.cancel()
-		n.dev.Close()
-		return nil, err
+		return err
 	}
 	if err := n.startDNS(); err != nil {
-		n.cancel()
-		n.dev.Close()
-		return nil, fmt.Errorf("DNS set-up (use --no-dns to leave the system resolver alone): %w", err)
+		return fmt.Errorf("DNS set-up (use --no-dns to leave the system resolver alone): %w", err)
 	}
 	if err := n.startTURN(); err != nil {
-		n.cancel()
-		n.dev.Close()
-		return nil, err
+		return err
 	}
 	if n.cfg.LinkListen != "" {
 		ln, err := net.Listen("tcp", n.cfg.LinkListen)
@@ -241,12 +267,25 @@ func Start(cfg Config) (n *Node, err error) {
 		} else {
 			n.linkAddr = ln.Addr().String()
 			n.wg.Add(1)
-			go n.serveLinks(ln)
+			go n.serveLinks(ln) // closes ln when n.ctx ends
 		}
 	}
 	n.startControl()
-	n.logf("glow: node %s.%s up: %v %v, UDP port %d", n.cert.Name, n.cert.UserName, n.cert.IPv4, n.cert.IPv6, n.port)
-	return n, nil
+	return nil
+}
+
+// atClose pushes f onto the teardown (see Start). Only Start calls it.
+func (n *Node) atClose(f func()) { n.undo = append(n.undo, f) }
+
+// teardown undoes Start: it cancels n.ctx, then runs n.undo, the last
+// pushed first. Start runs it when a step fails, Close otherwise; it runs
+// once.
+func (n *Node) teardown() {
+	n.cancel()
+	for i := len(n.undo) - 1; i >= 0; i-- {
+		n.undo[i]()
+	}
+	n.undo = nil
 }
 
 func sanitizeName(h string) string {
@@ -418,6 +457,13 @@ func (n *Node) startDataPlane(port uint16) error {
 			return err
 		}
 		n.ns, n.tunDev, dev = ns, ns, ns.Device()
+		// Closing the device closes the stack; a stack without a
+		// device yet is closed on its own.
+		n.atClose(func() {
+			if n.dev == nil {
+				ns.Close()
+			}
+		})
 	} else {
 		k, err := tun.OpenKernel(tun.KernelConfig{
 			Name: n.cfg.TUNName, MTU: MTU,
@@ -435,6 +481,11 @@ func (n *Node) startDataPlane(port uint16) error {
 			return err
 		}
 		n.tunDev, dev = k, k.Device()
+		n.atClose(func() {
+			if err := k.Close(); err != nil { // removes the firewall table
+				n.logf("glow: %v", err)
+			}
+		})
 	}
 	logger := &device.Logger{
 		Verbosef: func(string, ...any) {},
@@ -445,19 +496,20 @@ func (n *Node) startDataPlane(port uint16) error {
 	n.refreshPolicyLocked() // sets whether the filter is on
 	n.mu.Unlock()
 	n.dev = device.NewDevice(n.tunf, n.bind, logger)
+	n.atClose(func() {
+		n.bind.closeWG()
+		n.dev.Close() // closes the bind and the TUN device
+	})
 	n.bind.dev.Store(n.dev)
 	cfg := fmt.Sprintf("private_key=%x\nlisten_port=%d\n", n.keys.WG[:], port)
 	if err := n.dev.IpcSet(cfg); err != nil {
-		n.dev.Close()
 		return fmt.Errorf("UDP port %d: %w", port, err)
 	}
 	if err := n.dev.Up(); err != nil {
-		n.dev.Close()
 		return fmt.Errorf("UDP port %d: %w", port, err)
 	}
 	n.port = n.listenPort()
 	if n.port == 0 {
-		n.dev.Close()
 		return fmt.Errorf("UDP port %d: could not listen", port)
 	}
 	return nil
@@ -514,8 +566,8 @@ func (n *Node) Netstack() *tun.Netstack { return n.ns }
 // Done is closed when the node has stopped.
 func (n *Node) Done() <-chan struct{} { return n.done }
 
-// Close stops the node: control loop, WireGuard, interface. It waits for
-// every goroutine the node started.
+// Close stops the node: control loop, WireGuard, interface, in the order
+// Start gives. It waits for every goroutine the node started.
 func (n *Node) Close() error {
 	n.mu.Lock()
 	if n.closed {
@@ -525,29 +577,7 @@ func (n *Node) Close() error {
 	}
 	n.closed = true
 	n.mu.Unlock()
-	n.stopDNS()
-	n.cancel()
-	if n.disc != nil {
-		n.disc.Close()
-	}
-	if n.portmap != nil {
-		n.portmap.Close() // releases the mapping at the gateway
-	}
-	if n.turnServer != nil {
-		n.turnServer.Close()
-	}
-	n.bind.closeWG()
-	n.dev.Close() // closes the bind and the TUN device
-	if k, ok := n.tunDev.(*tun.Kernel); ok {
-		if err := k.Close(); err != nil { // removes the firewall table
-			n.logf("glow: %v", err)
-		}
-	}
-	n.wg.Wait()
-	n.mu.Lock()
-	n.saveRecordsLocked()
-	n.mu.Unlock()
-	n.lock.Close()
+	n.teardown()
 	close(n.done)
 	return nil
 }

@@ -47,6 +47,7 @@ func (n *Node) startTURN() error {
 	if err != nil {
 		return fmt.Errorf("TURN server on %s: %w", n.cfg.TURNServer, err)
 	}
+	n.atClose(func() { pc.Close() })
 	pub := n.cfg.TURNPublicIP
 	if !pub.IsValid() {
 		for _, a := range n.cfg.HostAddrs() {
@@ -56,7 +57,6 @@ func (n *Node) startTURN() error {
 		}
 	}
 	if !pub.IsValid() {
-		pc.Close()
 		return fmt.Errorf("TURN server: no IPv4 address to hand out; give --turn-public-ip")
 	}
 	srv, err := relay.ListenTURN(relay.TURNServerConfig{PacketConn: pc, PublicIP: pub, Users: n.cfg.TURNUsers, Logf: n.logf})
@@ -64,6 +64,7 @@ func (n *Node) startTURN() error {
 		return err
 	}
 	n.turnServer = srv
+	n.atClose(func() { srv.Close() })
 	n.logf("glow: TURN server on %v, relaying from %v", srv.Addr(), pub)
 	return nil
 }
