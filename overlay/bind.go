@@ -291,7 +291,7 @@ func (b *Bind) RemovePeer(id wire.NodeID) {
 	if e == nil {
 		return
 	}
-	e.path.Store(nil)
+	b.setPath(e, nil)
 	delete(b.peers, id)
 	b.publishShortLocked()
 	b.publishIPsLocked()

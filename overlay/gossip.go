@@ -104,7 +104,7 @@ func (n *Node) handleRecordsLocked(from *peer, recs []recordMsg, now time.Time) 
 // crosses each link about once.
 func (n *Node) floodLocked(from *peer, recs []recordMsg) {
 	for _, p := range n.peers {
-		if p == from || !p.active.IsValid() && p.stream == nil {
+		if p == from || !p.path().neighbour() {
 			continue
 		}
 		var vis []recordMsg
