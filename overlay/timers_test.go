@@ -1,0 +1,392 @@
+package overlay
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"glow/internal/wire"
+)
+
+// Tests of the control plane's timers on a clockRig (clockrig_test.go):
+// every instant is chosen by the test, nothing waits on the wall clock.
+
+var (
+	addrX = netip.MustParseAddrPort("198.51.100.1:47470")
+	addrY = netip.MustParseAddrPort("198.51.100.2:47470")
+	addrZ = netip.MustParseAddrPort("203.0.113.9:47470")
+)
+
+// The timings the package doc promises, written out rather than taken from
+// the constants, so that changing one fails here.
+const (
+	wantHeartbeatActive = 300 * time.Millisecond
+	wantHeartbeatIdle   = 10 * time.Second
+	wantDeadActive      = time.Second
+	wantDeadIdle        = 25 * time.Second
+	wantActiveWindow    = 5 * time.Second
+	wantPingTimeout     = 5 * time.Second
+	wantCandidateTTL    = 10 * time.Minute
+	wantFragTimeout     = 10 * time.Second
+	wantClockSkew       = 10 * time.Minute
+)
+
+func secs(ds ...float64) []time.Duration {
+	out := make([]time.Duration, len(ds))
+	for i, d := range ds {
+		out[i] = time.Duration(d * float64(time.Second))
+	}
+	return out
+}
+
+// answerPending has every peer answer the pings of the node it has not
+// answered yet (from the address each went to), or only those to addrs.
+func (r *clockRig) answerPending(done map[[12]byte]bool, addrs ...netip.AddrPort) {
+	for _, m := range r.msgs {
+		if pm, ok := m.msg.(pingMsg); ok && !done[pm.TxID] && (len(addrs) == 0 || slices.Contains(addrs, m.to)) {
+			done[pm.TxID] = true
+			r.answer(m)
+		}
+	}
+}
+
+// TestTimerHeartbeatIdle: an idle peer's direct path is pinged every
+// heartbeatIdle (10 s) and not sooner.
+func TestTimerHeartbeatIdle(t *testing.T) {
+	r := newClockRig(t, "b")
+	r.direct("b", addrX)
+	t0 := r.now
+	done := map[[12]byte]bool{}
+	r.answerPending(done)
+	r.run(t0.Add(wantHeartbeatIdle-250*time.Millisecond), 250*time.Millisecond, nil)
+	r.tickAt(t0.Add(wantHeartbeatIdle - time.Nanosecond))
+	if hb := r.pings("b", addrX, t0.Add(time.Nanosecond)); len(hb) != 0 {
+		t.Fatalf("heartbeat %v after the path was set, before heartbeatIdle", offsets(hb, t0))
+	}
+	r.tickAt(t0.Add(wantHeartbeatIdle))
+	r.run(t0.Add(35*time.Second), 250*time.Millisecond, func(time.Time) { r.answerPending(done) })
+	got := offsets(r.pings("b", addrX, t0.Add(time.Nanosecond)), t0)
+	if want := secs(10, 20, 30); !slices.Equal(got, want) {
+		t.Fatalf("idle heartbeats at %v, want %v", got, want)
+	}
+	r.locked(func() {
+		if p := r.peer("b"); p.active != addrX || p.quality.Loss() != 0 {
+			t.Fatalf("path %v, loss %v after answered heartbeats", p.active, p.quality.Loss())
+		}
+	})
+}
+
+// TestTimerHeartbeatActive: while the peer carries traffic its path is
+// pinged every heartbeatActive (300 ms); once traffic stops, heartbeats
+// stay fast for activeWindow and then slow to heartbeatIdle.
+func TestTimerHeartbeatActive(t *testing.T) {
+	r := newClockRig(t, "b")
+	r.direct("b", addrX)
+	t0 := r.now
+	done := map[[12]byte]bool{}
+	trafficUntil := t0.Add(2 * time.Second)
+	r.run(t0.Add(20*time.Second), 50*time.Millisecond, func(now time.Time) {
+		if !now.After(trafficUntil) {
+			r.busy("b", now)
+		}
+		r.answerPending(done)
+	})
+	hb := r.pings("b", addrX, t0.Add(time.Nanosecond))
+	var fast []time.Duration
+	for d := 300 * time.Millisecond; d < 2*time.Second+wantActiveWindow; d += wantHeartbeatActive {
+		fast = append(fast, d)
+	}
+	want := append(fast, fast[len(fast)-1]+wantHeartbeatIdle)
+	if got := offsets(hb, t0); !slices.Equal(got, want) {
+		t.Fatalf("heartbeats at %v,\nwant %v (every 300 ms while traffic is recent, then 10 s)", got, want)
+	}
+}
+
+// TestTimerPathDeadActive: a busy peer's path whose heartbeats stay
+// unanswered is dead after deadActive (1 s) from the first of them, not
+// sooner; its traffic moves to a relay route at once (heartbeats follow it,
+// relayed), and probing for a direct path starts again.
+func TestTimerPathDeadActive(t *testing.T) {
+	r := newClockRig(t, "b", "c")
+	r.direct("b", addrX)
+	r.direct("c", addrZ)
+	// c links a and b: b's route without its direct path is a-c-b.
+	r.publishInfo("c", "a", "b")
+	r.publishInfo("b", "c")
+	t0 := r.now
+	r.run(t0.Add(300*time.Millisecond), 50*time.Millisecond, func(now time.Time) { r.busy("b", now) })
+	first := r.lastPing("b")
+	if first.at != t0.Add(wantHeartbeatActive) {
+		t.Fatalf("first heartbeat at %v, want %v", first.at.Sub(t0), wantHeartbeatActive)
+	}
+	r.run(first.at.Add(wantDeadActive), 50*time.Millisecond, func(now time.Time) { r.busy("b", now) })
+	r.locked(func() {
+		if p := r.peer("b"); p.active != addrX {
+			t.Fatalf("path %v at deadActive after the first unanswered heartbeat, want it kept", p.active)
+		}
+	})
+	lost := first.at.Add(wantDeadActive + time.Nanosecond)
+	r.busy("b", lost)
+	r.tickAt(lost)
+	r.locked(func() {
+		p := r.peer("b")
+		if p.active.IsValid() || !slices.Equal(p.route, []wire.NodeID{r.peers["c"].cert.Node, r.peers["b"].cert.Node}) {
+			t.Fatalf("path %v, route %v just past deadActive; want none, via c", p.active, p.route)
+		}
+		if bp := p.ep.path.Load(); bp == nil || !bp.relay || bp.addr != addrZ {
+			t.Fatalf("the Bind's path for b is %+v, want relayed to c at %v", bp, addrZ)
+		}
+	})
+	if probes := r.pings("b", addrX, lost); len(probes) != 1 {
+		t.Fatalf("%d probes of the lost address at the failover, want 1", len(probes))
+	}
+	r.run(lost.Add(time.Second), 50*time.Millisecond, func(now time.Time) { r.busy("b", now) })
+	var relayed []rigMsg
+	for _, m := range r.pings("b", addrZ, lost.Add(time.Nanosecond)) {
+		if m.relayed {
+			relayed = append(relayed, m)
+		}
+	}
+	if got, want := intervals(relayed), []time.Duration{wantHeartbeatActive, wantHeartbeatActive}; len(relayed) != 3 || !slices.Equal(got, want) {
+		t.Fatalf("relayed heartbeats at %v after the failover, want 3, 300 ms apart", offsets(relayed, lost))
+	}
+}
+
+// TestTimerPathDeadIdle: an idle peer's path is dead deadIdle (25 s) after
+// its first unanswered heartbeat; heartbeats it misses count as lost in its
+// link quality meanwhile (after pingTimeout, at the next heartbeat).
+func TestTimerPathDeadIdle(t *testing.T) {
+	r := newClockRig(t, "b")
+	r.direct("b", addrX)
+	t0 := r.now
+	done := map[[12]byte]bool{}
+	// Three heartbeats answered, then none.
+	r.run(t0.Add(30*time.Second+250*time.Millisecond), 250*time.Millisecond, func(time.Time) { r.answerPending(done) })
+	first := t0.Add(40 * time.Second) // the first unanswered one
+	r.run(first.Add(wantDeadIdle), 250*time.Millisecond, nil)
+	var loss float64
+	r.locked(func() {
+		p := r.peer("b")
+		if p.active != addrX {
+			t.Fatalf("path %v at deadIdle after the first unanswered heartbeat, want it kept", p.active)
+		}
+		loss = p.quality.Loss()
+	})
+	// Heartbeats at 10, 20, 30 answered; 40, 50, 60 not, of which 40 and
+	// 50 were counted lost by the heartbeat at 60.
+	if got := offsets(r.pings("b", addrX, t0.Add(time.Nanosecond)), t0); !slices.Equal(got, secs(10, 20, 30, 40, 50, 60)) {
+		t.Fatalf("heartbeats at %v", got)
+	}
+	if loss != 2.0/5 {
+		t.Fatalf("loss %v after 3 answered and 2 expired heartbeats, want 0.4", loss)
+	}
+	r.tickAt(first.Add(wantDeadIdle + time.Nanosecond))
+	r.locked(func() {
+		if p := r.peer("b"); p.active.IsValid() {
+			t.Fatalf("path %v kept past deadIdle", p.active)
+		}
+	})
+}
+
+// TestTimerProbing: a peer without a direct path is probed every
+// probeEvery (1 s) for 10 s, every probeIdle (5 s) until a minute, then not
+// at all; traffic makes probing fast again while it lasts, and a new
+// candidate starts a new round.
+func TestTimerProbing(t *testing.T) {
+	r := newClockRig(t, "b")
+	r.addCandidate("b", addrX)
+	t0 := r.now
+	r.tickAt(t0)
+	r.run(t0.Add(2*time.Minute), 250*time.Millisecond, func(now time.Time) {
+		if d := now.Sub(t0); d >= 90*time.Second && d <= 95*time.Second {
+			r.busy("b", now)
+		}
+	})
+	var want []time.Duration
+	for s := 0; s <= 10; s++ {
+		want = append(want, time.Duration(s)*time.Second)
+	}
+	for s := 15; s <= 60; s += 5 {
+		want = append(want, time.Duration(s)*time.Second)
+	}
+	for s := 90; s <= 99; s++ { // traffic 90-95 s, recent until 100 s
+		want = append(want, time.Duration(s)*time.Second)
+	}
+	if got := offsets(r.pings("b", addrX, t0), t0); !slices.Equal(got, want) {
+		t.Fatalf("probes at %v,\nwant %v", got, want)
+	}
+	// A new candidate: both are probed at once, and fast again.
+	t1 := r.now
+	r.addCandidate("b", addrY)
+	r.run(t1.Add(3*time.Second), 250*time.Millisecond, nil)
+	for _, a := range []netip.AddrPort{addrX, addrY} {
+		if got := offsets(r.pings("b", a, t1), t1); !slices.Equal(got, secs(0.25, 1.25, 2.25)) {
+			t.Errorf("probes of %v after a new candidate at %v, want 0.25 s, 1.25 s, 2.25 s", a, got)
+		}
+	}
+}
+
+// TestTimerCandidateExpiry: a candidate neither named again nor answering
+// for candidateTTL (10 min) is forgotten; the current path is kept however
+// old, and naming a candidate again renews it.
+func TestTimerCandidateExpiry(t *testing.T) {
+	r := newClockRig(t, "b")
+	r.addCandidate("b", addrX)
+	r.direct("b", addrY) // the path, answered at t0; X never answers
+	t0 := r.now
+	done := map[[12]byte]bool{}
+	r.tickAt(t0.Add(5 * time.Minute))
+	r.answerPending(done, addrY) // heartbeats on the path answered
+	r.addCandidate("b", addrZ)
+	has := func(at time.Time, want ...netip.AddrPort) {
+		t.Helper()
+		r.tickAt(at)
+		r.answerPending(done, addrY)
+		var got []netip.AddrPort
+		r.locked(func() {
+			for a := range r.peer("b").cands {
+				got = append(got, a)
+			}
+		})
+		slices.SortFunc(got, netip.AddrPort.Compare)
+		if !slices.Equal(got, want) {
+			t.Fatalf("at %v: candidates %v, want %v", at.Sub(t0), got, want)
+		}
+	}
+	has(t0.Add(wantCandidateTTL), addrX, addrY, addrZ)
+	has(t0.Add(wantCandidateTTL+time.Nanosecond), addrY, addrZ)
+	has(t0.Add(5*time.Minute+wantCandidateTTL), addrY, addrZ)
+	has(t0.Add(5*time.Minute+wantCandidateTTL+time.Nanosecond), addrY)
+	has(t0.Add(time.Hour), addrY)
+}
+
+// TestTimerPingTimeout: a ping (glow ping) unanswered for pingTimeout gets
+// a timeout result, not sooner.
+func TestTimerPingTimeout(t *testing.T) {
+	r := newClockRig(t, "b")
+	r.direct("b", addrX)
+	t0 := r.now
+	reply := make(chan PingResult, 1)
+	r.locked(func() { r.n.pingLocked(r.peer("b"), netip.AddrPort{}, t0, reply) })
+	r.tickAt(t0.Add(wantPingTimeout))
+	select {
+	case res := <-reply:
+		t.Fatalf("result %+v at pingTimeout", res)
+	default:
+	}
+	r.tickAt(t0.Add(wantPingTimeout + time.Nanosecond))
+	select {
+	case res := <-reply:
+		if res.Err != "timeout" {
+			t.Fatalf("result %+v past pingTimeout, want a timeout", res)
+		}
+	default:
+		t.Fatal("no result past pingTimeout")
+	}
+}
+
+// TestTimerFragmentTimeout: a record's fragments are held fragTimeout after
+// the last one arrived, then dropped and counted.
+func TestTimerFragmentTimeout(t *testing.T) {
+	r := newClockRig(t, "b")
+	r.direct("b", addrX)
+	t0 := r.now
+	parts := splitRecord(RecordKey{Kind: KindPolicy}, 1, bytes.Repeat([]byte("p"), 3*maxCtlBody))
+	if len(parts) < 3 {
+		t.Fatalf("%d fragments", len(parts))
+	}
+	pace := func(at time.Time) (held int, dropped uint64) {
+		r.now = at
+		r.locked(func() {
+			r.n.paceFragmentsLocked(at)
+			held, dropped = len(r.n.frags.in), r.n.dropCtl["frag-timeout"]
+		})
+		return held, dropped
+	}
+	r.deliver("b", parts[0].marshal(), addrX)
+	r.now = t0.Add(3 * time.Second)
+	r.deliver("b", parts[1].marshal(), addrX) // the assembly's last fragment: 3 s
+	last := r.now
+	if h, d := pace(last.Add(wantFragTimeout)); h != 1 || d != 0 {
+		t.Fatalf("at fragTimeout after the last fragment: %d assemblies held, %d timed out", h, d)
+	}
+	if h, d := pace(last.Add(wantFragTimeout + time.Nanosecond)); h != 0 || d != 1 {
+		t.Fatalf("past fragTimeout: %d assemblies held, %d timed out", h, d)
+	}
+}
+
+// TestTimerHandshakeClockSkew: a join or friend request is taken only if it
+// was sealed within clockSkew of the receiver's clock, either way.
+func TestTimerHandshakeClockSkew(t *testing.T) {
+	var h handshakeNonces
+	shared := sharedKey([32]byte{1}, wire.Key{2})
+	sealed := time.Unix(1_800_000_000, 0)
+	for _, c := range []struct {
+		now time.Time
+		ok  bool
+	}{
+		{sealed.Add(wantClockSkew), true},
+		{sealed.Add(wantClockSkew + time.Nanosecond), false},
+		{sealed.Add(-wantClockSkew), true},
+		{sealed.Add(-wantClockSkew - time.Nanosecond), false},
+	} {
+		pkt := sealCtlSeq(nil, wire.Key{3}, shared, []byte{byte(msgJoinReq)}, uint64(sealed.UnixNano()), 0)
+		if err := h.fresh(joinReq{}, pkt, c.now); (err == nil) != c.ok {
+			t.Errorf("request sealed %v from now: %v, want ok %v", sealed.Sub(c.now), err, c.ok)
+		}
+	}
+}
+
+// rigBeacon is the named peer's beacon stamped at.
+func (r *clockRig) rigBeacon(name string, at time.Time) []byte {
+	p := r.peers[name]
+	h := wire.Header(wire.KindBeacon)
+	w := wire.Writer{B: h[:]}
+	w.U16(47470)
+	w.I64(at.UnixNano())
+	w.Raw(p.cert.Marshal())
+	return append(w.B, ed25519.Sign(p.keys.Sign, append(bytes.Clone(beaconContext), w.B...))...)
+}
+
+// TestTimerBeaconClockSkew: a beacon is taken only if stamped within
+// clockSkew of the receiver's clock and after the last one taken from its
+// sender.
+func TestTimerBeaconClockSkew(t *testing.T) {
+	r := newClockRig(t, "b")
+	stamp := r.now
+	from := netip.MustParseAddrPort("192.168.1.20:47470")
+	take := func(b []byte, now time.Time) map[string]uint64 {
+		r.now = now
+		var drops map[string]uint64
+		r.locked(func() {
+			before := map[string]uint64{}
+			for k, v := range r.n.dropCtl {
+				before[k] = v
+			}
+			r.n.handleBeaconLocked(inbound{kind: wire.KindBeacon, buf: b, from: from, lan: true}, now, map[netip.AddrPort]time.Time{})
+			drops = map[string]uint64{}
+			for k, v := range r.n.dropCtl {
+				if v != before[k] {
+					drops[k] = v - before[k]
+				}
+			}
+		})
+		return drops
+	}
+	if d := take(r.rigBeacon("b", stamp), stamp.Add(wantClockSkew+time.Nanosecond)); d["beacon-stale"] != 1 {
+		t.Fatalf("beacon stamped clockSkew+1ns ago: drops %v, want beacon-stale", d)
+	}
+	if d := take(r.rigBeacon("b", stamp.Add(wantClockSkew+time.Nanosecond)), stamp); d["beacon-stale"] != 1 {
+		t.Fatalf("beacon stamped clockSkew+1ns ahead: drops %v, want beacon-stale", d)
+	}
+	b := r.rigBeacon("b", stamp)
+	if d := take(b, stamp.Add(wantClockSkew)); len(d) != 0 {
+		t.Fatalf("beacon stamped clockSkew ago: drops %v, want it taken", d)
+	}
+	if d := take(b, stamp.Add(wantClockSkew)); d["beacon-replay"] != 1 {
+		t.Fatalf("the same beacon again: drops %v, want beacon-replay", d)
+	}
+}
