@@ -40,6 +40,20 @@
 // another user's node holds: shadow.go), so the source address of a
 // decrypted packet names its sender for the policy filter.
 //
+// # Testing timers
+//
+// The control plane's timers (heartbeats, path expiry, probing, candidate
+// expiry, ping and fragment timeouts, lazy WireGuard peers, clock skew) are
+// tested on a synthetic clock, not by waiting (clockrig_test.go,
+// timers_test.go): a node built without goroutines, whose Bind records
+// what it sends, has its tick functions called at instants the test
+// chooses and is answered by packets sealed as its peers would seal them.
+// The tick functions take now for this; the rig does not depend on how
+// often the loop calls them. testing/synctest runs the tests of code that
+// waits on real timers in one goroutine's reach (inflight.go); whole nodes
+// cannot live in a synctest bubble (sockets, wireguard-go and gVisor
+// goroutines), so multi-node tests wait on conditions, bounded.
+//
 // # Choices (where the design left room)
 //
 //   - Control packets use their own Curve25519 key (not the WireGuard key),

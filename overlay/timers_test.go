@@ -3,10 +3,14 @@ package overlay
 import (
 	"bytes"
 	"crypto/ed25519"
+	"fmt"
 	"net/netip"
 	"slices"
 	"testing"
 	"time"
+
+	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun/tuntest"
 
 	"glow/internal/wire"
 )
@@ -32,6 +36,7 @@ const (
 	wantCandidateTTL    = 10 * time.Minute
 	wantFragTimeout     = 10 * time.Second
 	wantClockSkew       = 10 * time.Minute
+	wantLazyIdle        = 5 * time.Minute
 )
 
 func secs(ds ...float64) []time.Duration {
@@ -388,5 +393,63 @@ func TestTimerBeaconClockSkew(t *testing.T) {
 	}
 	if d := take(b, stamp.Add(wantClockSkew)); d["beacon-replay"] != 1 {
 		t.Fatalf("the same beacon again: drops %v, want beacon-replay", d)
+	}
+}
+
+// withDevice gives the rig's node a wireguard-go device over its Bind (on
+// an in-memory TUN, never brought up: nothing is sent or read), for the
+// lazy WireGuard peers.
+func (r *clockRig) withDevice() {
+	r.t.Helper()
+	dev := device.NewDevice(tuntest.NewChannelTUN().TUN(), r.n.bind, device.NewLogger(device.LogLevelSilent, ""))
+	r.t.Cleanup(dev.Close)
+	if err := dev.IpcSet(fmt.Sprintf("private_key=%x\n", r.n.keys.WG[:])); err != nil {
+		r.t.Fatal(err)
+	}
+	r.n.dev = dev
+	r.n.bind.dev.Store(dev)
+}
+
+// TestTimerLazyWireGuardTrim: a WireGuard peer configured on demand is
+// removed lazyIdle (5 min) after it was configured or last sent to (it has
+// had no handshake), not sooner.
+func TestTimerLazyWireGuardTrim(t *testing.T) {
+	r := newClockRig(t, "b")
+	r.withDevice()
+	e := r.n.bind.Peer(r.peers["b"].cert.Node)
+	key := device.NoisePublicKey(r.peers["b"].cert.WG)
+	configured := func() bool {
+		on := e.wg.on.Load()
+		if inDev := r.n.dev.LookupPeer(key) != nil; inDev != on {
+			t.Fatalf("the Endpoint says configured %v, wireguard-go %v", on, inDev)
+		}
+		return on
+	}
+	r.n.bind.wakeWG(e) // a packet for b from the TUN
+	r.n.bind.wgMu.Lock()
+	since := e.wg.since // wakeWG reads the wall clock; the trims are relative to it
+	r.n.bind.wgMu.Unlock()
+	if !configured() {
+		t.Fatal("not configured on demand")
+	}
+	if left := r.n.bind.trimWG(since.Add(wantLazyIdle - time.Nanosecond)); left != 1 || !configured() {
+		t.Fatalf("trimmed before lazyIdle (%d left)", left)
+	}
+	if left := r.n.bind.trimWG(since.Add(wantLazyIdle)); left != 0 || configured() {
+		t.Fatalf("kept at lazyIdle after it was configured (%d left)", left)
+	}
+	// Configured again, and sent to 4 minutes later: lazyIdle counts from
+	// the last send.
+	r.n.bind.wakeWG(e)
+	r.n.bind.wgMu.Lock()
+	since = e.wg.since
+	r.n.bind.wgMu.Unlock()
+	sent := since.Add(4 * time.Minute)
+	e.lastSend.Store(sent.UnixNano())
+	if left := r.n.bind.trimWG(sent.Add(wantLazyIdle - time.Nanosecond)); left != 1 || !configured() {
+		t.Fatalf("trimmed before lazyIdle after the last send (%d left)", left)
+	}
+	if left := r.n.bind.trimWG(sent.Add(wantLazyIdle)); left != 0 || configured() {
+		t.Fatalf("kept at lazyIdle after the last send (%d left)", left)
 	}
 }
