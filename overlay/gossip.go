@@ -30,10 +30,9 @@ func (n *Node) sendDigestLocked(p *peer, addr netip.AddrPort) {
 	}
 }
 
-func (n *Node) handleDigestLocked(p *peer, from netip.AddrPort, d []DigestEntry) {
+func (n *Node) handleDigestLocked(p *peer, from netip.AddrPort, d []DigestEntry, now time.Time) {
 	var want []RecordKey
 	var give []RecordKey
-	now := time.Now()
 	for _, e := range d {
 		switch have := n.store.Version(e.RecordKey); {
 		case e.Version > have:

@@ -242,7 +242,7 @@ func (n *Node) handleControlLocked(pkt []byte, from netip.AddrPort, now time.Tim
 	case pongMsg:
 		n.handlePongLocked(p, msg, from, now)
 	case []DigestEntry:
-		n.handleDigestLocked(p, from, msg)
+		n.handleDigestLocked(p, from, msg, now)
 	case []RecordKey:
 		n.sendRecordsLocked(p, from, msg)
 	case []recordMsg:

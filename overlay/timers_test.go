@@ -37,6 +37,7 @@ const (
 	wantFragTimeout     = 10 * time.Second
 	wantClockSkew       = 10 * time.Minute
 	wantLazyIdle        = 5 * time.Minute
+	wantFragStall       = 2 * time.Second
 )
 
 func secs(ds ...float64) []time.Duration {
@@ -451,5 +452,39 @@ func TestTimerLazyWireGuardTrim(t *testing.T) {
 	}
 	if left := r.n.bind.trimWG(sent.Add(wantLazyIdle)); left != 0 || configured() {
 		t.Fatalf("kept at lazyIdle after the last send (%d left)", left)
+	}
+}
+
+// TestTimerWantOnce: a user document a neighbour announces newer is asked
+// of one neighbour at a time: another that announces it within fragStall
+// (2 s) is not asked too, one that announces it after is.
+func TestTimerWantOnce(t *testing.T) {
+	r := newClockRig(t, "b", "c")
+	r.direct("b", addrX)
+	r.direct("c", addrZ)
+	t0 := r.now
+	key := RecordKey{Kind: KindPolicy, Node: r.peers["b"].cert.Node}
+	announce := func(name string, from netip.AddrPort, at time.Time) (wants int) {
+		t.Helper()
+		r.now = at
+		seen := len(r.msgs)
+		for _, m := range marshalDigests([]DigestEntry{{key, 7}}) {
+			r.deliver(name, m, from)
+		}
+		for _, m := range r.msgs[seen:] {
+			if w, ok := m.msg.([]RecordKey); ok && m.peer == name && slices.Contains(w, key) {
+				wants++
+			}
+		}
+		return wants
+	}
+	if w := announce("b", addrX, t0); w != 1 {
+		t.Fatalf("first announcement: %d wants, want 1", w)
+	}
+	if w := announce("c", addrZ, t0.Add(wantFragStall-time.Nanosecond)); w != 0 {
+		t.Fatalf("second announcement within fragStall: %d wants, want 0", w)
+	}
+	if w := announce("c", addrZ, t0.Add(wantFragStall)); w != 1 {
+		t.Fatalf("announcement at fragStall: %d wants, want 1", w)
 	}
 }
