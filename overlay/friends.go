@@ -191,14 +191,30 @@ func (n *Node) acceptFriendLocked(req friendReq, sender wire.Key, from netip.Add
 			return nil, errInviteUsed
 		}
 	}
-	if err := n.addFriendLocked(req.UserName, req.UserKey, now); err != nil {
-		return nil, err
-	}
+	// As for a join (admitLocked), the use is on disk before it takes
+	// effect: a friend code whose use cannot be recorded makes no friend.
+	undo := func() {}
 	if !already {
 		inv.Uses--
 		inv.UsedBy = append(inv.UsedBy, c.Node)
 		inv.Certs = append(inv.Certs, bytes.Clone(req.Cert))
-		n.invites.save(now)
+		undo = func() {
+			inv.Uses++
+			inv.UsedBy = inv.UsedBy[:len(inv.UsedBy)-1]
+			inv.Certs = inv.Certs[:len(inv.Certs)-1]
+		}
+		if err := n.invites.save(now); err != nil {
+			undo()
+			n.logf("glow: saving invites: %v", err)
+			return nil, errInviteSave
+		}
+	}
+	if err := n.addFriendLocked(req.UserName, req.UserKey, now); err != nil {
+		undo()
+		if err := n.invites.save(now); err != nil {
+			n.logf("glow: saving invites (the code stays used): %v", err)
+		}
+		return nil, err
 	}
 	if _, err := n.store.AddCert(c, now); err != nil {
 		return nil, err

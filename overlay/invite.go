@@ -194,14 +194,38 @@ func loadInvites(st State) (*invites, error) {
 	if err != nil {
 		return iv, nil // none yet
 	}
-	var list []*pendingInvite
-	if err := json.Unmarshal(data, &list); err != nil {
-		return nil, &DamagedError{st.Path("invites"), err}
-	}
-	for _, p := range list {
-		iv.byID[(&Invite{Secret: p.Secret}).ID()] = p
+	if iv.byID, err = parseInvites(st.Path("invites"), data); err != nil {
+		return nil, err
 	}
 	return iv, nil
+}
+
+// maxInviteUses bounds the uses of one code (glow invite --uses), and so
+// the nodes an invites file may list per code.
+const maxInviteUses = 1 << 16
+
+// parseInvites parses the invites file (read from path). A damaged file
+// is an error that names it, never a book the join code would trip over:
+// every entry is checked (no null entries, uses in range, one
+// certificate per node it admitted).
+func parseInvites(path string, data []byte) (map[[16]byte]*pendingInvite, error) {
+	var list []*pendingInvite
+	if err := json.Unmarshal(data, &list); err != nil {
+		return nil, &DamagedError{path, err}
+	}
+	byID := make(map[[16]byte]*pendingInvite, len(list))
+	for i, p := range list {
+		switch {
+		case p == nil:
+			return nil, &DamagedError{path, fmt.Errorf("entry %d is empty", i)}
+		case p.Uses < 0 || p.Uses > maxInviteUses || len(p.UsedBy) > maxInviteUses:
+			return nil, &DamagedError{path, fmt.Errorf("entry %d: %d uses left, %d used: out of range", i, p.Uses, len(p.UsedBy))}
+		case len(p.UsedBy) != len(p.Certs):
+			return nil, &DamagedError{path, fmt.Errorf("entry %d: %d nodes admitted but %d certificates", i, len(p.UsedBy), len(p.Certs))}
+		}
+		byID[(&Invite{Secret: p.Secret}).ID()] = p
+	}
+	return byID, nil
 }
 
 // live reports whether some code may still be used or retried at now

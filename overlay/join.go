@@ -132,11 +132,32 @@ func (n *Node) loadBootstrap() {
 	if err != nil {
 		return
 	}
-	for _, line := range strings.Fields(string(data)) {
-		if ap, err := netip.ParseAddrPort(line); err == nil && !slices.Contains(n.bootstrap, ap) {
+	for _, ap := range parseBootstrap(data) {
+		if !slices.Contains(n.bootstrap, ap) {
 			n.bootstrap = append(n.bootstrap, ap)
 		}
 	}
+}
+
+// maxBootstrap bounds the addresses taken from the bootstrap file: it
+// holds the endpoints of invite codes used, a handful.
+const maxBootstrap = 64
+
+// parseBootstrap parses the bootstrap file: one HOST:PORT a line. Lines
+// that do not parse are skipped (the file is a cache of hints), and at
+// most maxBootstrap distinct addresses are taken.
+func parseBootstrap(data []byte) []netip.AddrPort {
+	var aps []netip.AddrPort
+	for _, line := range strings.Fields(string(data)) {
+		ap, err := netip.ParseAddrPort(line)
+		if err != nil || !ap.IsValid() || ap.Port() == 0 || slices.Contains(aps, ap) {
+			continue
+		}
+		if aps = append(aps, ap); len(aps) == maxBootstrap {
+			break
+		}
+	}
+	return aps
 }
 
 // handleJoinLocked is the inviter's side: check the request's proof against
@@ -310,6 +331,9 @@ func (n *Node) Invite(ttl time.Duration, uses int) (string, error) {
 	}
 	if uses <= 0 {
 		uses = 1
+	}
+	if uses > maxInviteUses {
+		return "", api.Errorf(api.CodeInvalidArgument, "a code admits at most %d nodes (--uses %d)", maxInviteUses, uses)
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()

@@ -170,6 +170,11 @@ func (s State) LoadNodeKeys() (*NodeKeys, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseNodeKeys(path, data)
+}
+
+// parseNodeKeys parses the contents of node.key (read from path).
+func parseNodeKeys(path string, data []byte) (*NodeKeys, error) {
 	kv, err := parseKV(path, data, nodeKeyHeader)
 	if err != nil {
 		return nil, err
@@ -206,6 +211,11 @@ func (s State) LoadUserKey() (*UserKey, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseUserKey(path, data)
+}
+
+// parseUserKey parses the contents of user.key (read from path).
+func parseUserKey(path string, data []byte) (*UserKey, error) {
 	kv, err := parseKV(path, data, userKeyHeader)
 	if err != nil {
 		return nil, err
