@@ -32,6 +32,7 @@ type sentLog struct {
 }
 
 type sentPkt struct {
+	at  time.Time // by the clock Send reads: synctest's, in a bubble
 	to  netip.AddrPort
 	pkt []byte
 }
@@ -47,10 +48,11 @@ func (s *sentLog) BatchSize() int       { return 1 }
 
 func (s *sentLog) Send(bufs [][]byte, ep conn.Endpoint) error {
 	to, _ := netip.ParseAddrPort(ep.DstToString())
+	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, b := range bufs {
-		s.sent = append(s.sent, sentPkt{to, append([]byte(nil), b...)})
+		s.sent = append(s.sent, sentPkt{now, to, append([]byte(nil), b...)})
 	}
 	return nil
 }

@@ -2,17 +2,21 @@ package overlay
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
 	"glow/internal/wire"
+	"glow/overlay/api"
 )
 
 // Tests of the control plane's timers on a clockRig (clockrig_test.go):
@@ -487,4 +491,59 @@ func TestTimerWantOnce(t *testing.T) {
 	if w := announce("c", addrZ, t0.Add(wantFragStall)); w != 1 {
 		t.Fatalf("announcement at fragStall: %d wants, want 1", w)
 	}
+}
+
+// TestTimerFriendRequestResend: glow friend add sends its request every
+// second, each sealed anew, and gives up after 15 s with "unavailable".
+// FriendAdd waits on real timers, so it runs under testing/synctest: the
+// rig's node has no goroutines, and the bubble's clock jumps whenever
+// FriendAdd waits.
+func TestTimerFriendRequestResend(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newClockRig(t)
+		bob := newTestUser(t, "bob")
+		bobKeys, err := NewNodeKeys()
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		inv := &Invite{Friend: true, UserHash: UserHash(bob.Public()), Inviter: bobKeys.CtlPublic(),
+			Expires: start.Add(time.Hour), Endpoints: []netip.AddrPort{addrX}}
+		_, err = r.n.FriendAdd(context.Background(), inv.Code())
+		if !errors.Is(err, api.ErrUnavailable) {
+			t.Fatalf("FriendAdd without an answer: %v, want unavailable", err)
+		}
+		if d := time.Since(start); d != 15*time.Second {
+			t.Fatalf("gave up after %v, want 15s", d)
+		}
+		shared := sharedKey(bobKeys.Ctl, r.n.ctlPub)
+		nonces := map[[24]byte]bool{}
+		var at []time.Duration
+		sent := r.log.take()
+		for _, s := range sent {
+			m, err := openCtl(s.pkt, shared)
+			if err != nil || s.to != addrX {
+				t.Fatalf("sent %d bytes to %v that bob does not open", len(s.pkt), s.to)
+			}
+			if msg, _ := parseCtl(m); msg == nil {
+				t.Fatalf("sent bob a message that does not parse")
+			} else if _, ok := msg.(friendReq); !ok {
+				t.Fatalf("sent bob a %T", msg)
+			}
+			nonces[[24]byte(s.pkt[ctlNonceAt:])] = true
+			at = append(at, s.at.Sub(start))
+		}
+		// At 15 s the ticker and the deadline fire together: one more
+		// request may go out before it gives up.
+		want := secs(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14)
+		if len(at) == len(want)+1 && at[len(want)] == 15*time.Second {
+			at = at[:len(want)]
+		}
+		if !slices.Equal(at, want) {
+			t.Fatalf("requests at %v, want one a second from 0 to 14 s", at)
+		}
+		if len(nonces) != len(sent) {
+			t.Fatalf("%d distinct nonces in %d requests, want each sealed anew", len(nonces), len(sent))
+		}
+	})
 }
