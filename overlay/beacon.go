@@ -87,8 +87,7 @@ func parseBeacon(b []byte) (beacon, error) {
 
 func (n *Node) sendBeaconsLocked() {
 	b := n.beaconLocked()
-	if n.disc != nil {
-		n.disc.Refresh()
+	if n.disc != nil { // its multicast joins were refreshed before n.mu (loop.go)
 		if err := n.disc.Announce(b); err != nil {
 			n.dropCtl["beacon-send"]++
 		}

@@ -16,6 +16,7 @@
 //	              inflight.go lazywg.go                        bounded memory, WireGuard peers on demand
 //	              loop.go peers.go gossip.go routes.go         control: one loop, one mutex
 //	              paths.go                                     a peer's path: chosen from its state, applied to the Bind
+//	              save.go                                      its blocking work, off the mutex
 //	              fragment.go                                  records over one packet, in pieces
 //	              beacon.go join.go friends.go policy.go       membership and sharing
 //	              shadow.go                                    friends' addresses that collide with ours
@@ -27,7 +28,10 @@
 // control loop swaps, so a WireGuard session never notices a path change.
 // Control state (peers, records, routes) is owned by the control loop
 // goroutine and guarded by Node.mu, which the API takes to read it; no
-// blocking call is made with it held (sends are UDP writes).
+// blocking call is made with it held (sends are UDP writes): state file
+// writes, routes and memory release are done after it, from a snapshot
+// (save.go). The lock order and the two exceptions (redeeming a code,
+// WireGuard peer changes) are written at Node.mu.
 //
 // # Trust
 //

@@ -146,23 +146,32 @@ func (n *Node) friendsLocked() []Friend {
 
 // addFriendLocked puts (name, key) in the friend list (signing a new one).
 func (n *Node) addFriendLocked(name string, key [32]byte, now time.Time) error {
+	body, err := n.friendAddedLocked(name, key)
+	if err != nil || body == nil {
+		return err
+	}
+	_, err = n.signDocLocked(KindFriends, body, now)
+	return err
+}
+
+// friendAddedLocked returns the friend list with (name, key) in it, or nil
+// if it is there already.
+func (n *Node) friendAddedLocked(name string, key [32]byte) ([]byte, error) {
 	if !ValidName(name) || name == n.cert.UserName {
-		return fmt.Errorf("cannot take a friend named %q", name)
+		return nil, fmt.Errorf("cannot take a friend named %q", name)
 	}
 	fs := n.friendsLocked()
 	for _, f := range fs {
 		switch {
 		case f.Key == key && f.Name == name:
-			return nil
+			return nil, nil
 		case f.Key == key:
-			return fmt.Errorf("this user is already a friend, named %s", f.Name)
+			return nil, fmt.Errorf("this user is already a friend, named %s", f.Name)
 		case f.Name == name:
-			return fmt.Errorf("another friend is already named %s; remove it first", name)
+			return nil, fmt.Errorf("another friend is already named %s; remove it first", name)
 		}
 	}
-	fs = append(fs, Friend{Name: name, Key: key})
-	_, err := n.signDocLocked(KindFriends, formatFriends(fs), now)
-	return err
+	return formatFriends(append(fs, Friend{Name: name, Key: key})), nil
 }
 
 // acceptFriendLocked is the inviter's side of `glow friend add`.
@@ -283,12 +292,16 @@ func (n *Node) FriendAdd(ctx context.Context, code string) (string, error) {
 			if err != nil || c.User != a.resp.UserKey || c.Ctl != inv.Inviter {
 				return "", errors.New("the friend's node sent a certificate that does not match the code")
 			}
+			n.saveMu.Lock()
+			defer n.saveMu.Unlock()
+			if _, _, err := n.changeDoc(KindFriends, func() ([]byte, error) {
+				return n.friendAddedLocked(a.resp.UserName, a.resp.UserKey)
+			}, nil); err != nil {
+				return "", err
+			}
 			n.mu.Lock()
 			defer n.mu.Unlock()
 			now := time.Now()
-			if err := n.addFriendLocked(a.resp.UserName, a.resp.UserKey, now); err != nil {
-				return "", err
-			}
 			if _, err := n.store.AddCert(c, now); err != nil {
 				return "", err
 			}
@@ -333,17 +346,18 @@ func (n *Node) Friends() []FriendInfo {
 
 // FriendRemove drops a friend: its nodes can no longer reach or be reached.
 func (n *Node) FriendRemove(name string) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.user == nil {
-		return errNotAdmin
-	}
-	fs := n.friendsLocked()
-	i := slices.IndexFunc(fs, func(f Friend) bool { return f.Name == name })
-	if i < 0 {
-		return api.Errorf(api.CodeNotFound, "%s is not a friend (see 'glow friend list')", name)
-	}
-	fs = slices.Delete(fs, i, i+1)
-	_, err := n.signDocLocked(KindFriends, formatFriends(fs), time.Now())
+	n.saveMu.Lock()
+	defer n.saveMu.Unlock()
+	_, _, err := n.changeDoc(KindFriends, func() ([]byte, error) {
+		if n.user == nil {
+			return nil, errNotAdmin
+		}
+		fs := n.friendsLocked()
+		i := slices.IndexFunc(fs, func(f Friend) bool { return f.Name == name })
+		if i < 0 {
+			return nil, api.Errorf(api.CodeNotFound, "%s is not a friend (see 'glow friend list')", name)
+		}
+		return formatFriends(slices.Delete(fs, i, i+1)), nil
+	}, nil)
 	return err
 }

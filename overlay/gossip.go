@@ -259,14 +259,6 @@ func (n *Node) refreshInfoLocked(now time.Time) {
 	n.floodLocked(nil, []recordMsg{{KindInfo, info.Marshal()}})
 }
 
-func (n *Node) saveRecordsLocked() {
-	if err := n.state.SaveRecords(n.store); err != nil {
-		n.logf("glow: saving records: %v", err)
-		return
-	}
-	n.dirty = false
-}
-
 // handleSTUNLocked answers STUN binding requests on the glow port, so that
 // any node with a public address serves its peers as a STUN server.
 func (n *Node) handleSTUNLocked(b []byte, from netip.AddrPort) {

@@ -72,7 +72,7 @@ func (n *Node) join(code string, port uint16) (*Cert, error) {
 		return nil, errors.New("the inviting node sent a certificate that does not match this node or the code")
 	}
 	n.bootstrap = append(n.bootstrap, inv.Endpoints...)
-	n.saveBootstrap()
+	n.state.WriteFile("bootstrap", n.bootstrapFile(), 0o644)
 	n.logf("glow: joined user %s as %s (%v, %v)", c.UserName, c.Name, c.IPv4, c.IPv6)
 	return c, nil
 }
@@ -119,12 +119,14 @@ func joinExchange(pc net.PacketConn, inv *Invite, ctl [32]byte, ctlPub wire.Key,
 	return joinResp{}, fmt.Errorf("no answer from the inviting node at %v within %v; is it up and reachable?", inv.Endpoints, joinTimeout)
 }
 
-func (n *Node) saveBootstrap() {
+// bootstrapFile is the bootstrap file's content. n.mu is held once the
+// node runs.
+func (n *Node) bootstrapFile() []byte {
 	var b strings.Builder
 	for _, ap := range n.bootstrap {
 		fmt.Fprintln(&b, ap)
 	}
-	n.state.WriteFile("bootstrap", []byte(b.String()), 0o644)
+	return []byte(b.String())
 }
 
 func (n *Node) loadBootstrap() {

@@ -278,23 +278,33 @@ func (n *Node) AddLink(raw string) error {
 		if err != nil {
 			return err
 		}
+		n.saveMu.Lock()
+		defer n.saveMu.Unlock()
 		n.mu.Lock()
+		var boot []byte
 		if !slices.Contains(n.bootstrap, ap) {
 			n.bootstrap = append(n.bootstrap, ap)
-			n.saveBootstrap()
+			boot = n.bootstrapFile()
 		}
 		b := n.beaconLocked()
 		n.mu.Unlock()
+		if boot != nil {
+			n.state.WriteFile("bootstrap", boot, 0o644)
+		}
 		return n.bind.SendTo(b, ap)
 	}
+	n.saveMu.Lock()
+	defer n.saveMu.Unlock()
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	key := t.String()
 	if _, ok := n.links[key]; ok {
+		n.mu.Unlock()
 		return api.Errorf(api.CodeConflict, "link %s exists already", key)
 	}
 	n.startLinkLocked(t)
-	return n.saveLinksLocked()
+	data := n.linksFileLocked()
+	n.mu.Unlock()
+	return n.state.WriteFile("links", data, 0o600)
 }
 
 // RemoveLink stops a configured link.
@@ -303,15 +313,19 @@ func (n *Node) RemoveLink(raw string) error {
 	if err != nil {
 		return api.Errorf(api.CodeInvalidArgument, "%w", err)
 	}
+	n.saveMu.Lock()
+	defer n.saveMu.Unlock()
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	l := n.links[t.String()]
 	if l == nil {
+		n.mu.Unlock()
 		return api.Errorf(api.CodeNotFound, "no link %s (see 'glow link list')", t)
 	}
 	l.cancel()
 	delete(n.links, t.String())
-	return n.saveLinksLocked()
+	data := n.linksFileLocked()
+	n.mu.Unlock()
+	return n.state.WriteFile("links", data, 0o600)
 }
 
 // configuredLink is a link this node dials and keeps up.
@@ -322,12 +336,13 @@ type configuredLink struct {
 	peer   wire.NodeID
 }
 
-func (n *Node) saveLinksLocked() error {
+// linksFileLocked is the links file's content: the links this node dials.
+func (n *Node) linksFileLocked() []byte {
 	var b strings.Builder
 	for k := range n.links {
 		fmt.Fprintln(&b, k)
 	}
-	return n.state.WriteFile("links", []byte(b.String()), 0o600)
+	return []byte(b.String())
 }
 
 func (n *Node) loadLinksLocked() {

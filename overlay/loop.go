@@ -12,7 +12,8 @@ import (
 
 // The control loop: one goroutine that handles every control datagram,
 // beacon and timer, holding Node.mu while it changes state. It never blocks
-// on the network: sends are UDP writes. The API reads the same state under
+// on the network: sends are UDP writes; file writes and routes go to the
+// saver and the route setter (save.go). The API reads the same state under
 // the same lock.
 
 const (
@@ -70,8 +71,9 @@ func (n *Node) startControl() {
 	}
 	n.refreshInfoLocked(now)
 	n.mu.Unlock()
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go n.loop()
+	go n.saver()
 	n.mu.Lock()
 	n.loadLinksLocked()
 	n.mu.Unlock()
@@ -134,6 +136,14 @@ func (n *Node) loop() {
 				lastTrim = now
 				n.bind.trimWG(now)
 			}
+			every := beaconEvery
+			if now.Sub(start) < beaconBurst {
+				every = beaconFast
+			}
+			beaconDue := now.Sub(lastBeacon) >= every
+			if beaconDue && n.disc != nil {
+				n.disc.Refresh() // multicast joins on new interfaces: never under n.mu
+			}
 			n.mu.Lock()
 			if n.routesDirty || n.infoDirty || now.Sub(lastInfo) >= infoEvery {
 				lastInfo, n.infoDirty = now, false
@@ -142,11 +152,7 @@ func (n *Node) loop() {
 			if n.routesDirty {
 				n.computeRoutesLocked(now)
 			}
-			every := beaconEvery
-			if now.Sub(start) < beaconBurst {
-				every = beaconFast
-			}
-			if now.Sub(lastBeacon) >= every {
+			if beaconDue {
 				lastBeacon = now
 				n.sendBeaconsLocked()
 				for a, t := range replied {
@@ -167,13 +173,13 @@ func (n *Node) loop() {
 			}
 			if n.dirty && now.Sub(lastSave) >= saveEvery {
 				lastSave = now
-				n.saveRecordsLocked()
-			}
-			if now.Sub(lastMem) >= memCheckEvery {
-				lastMem = now
-				n.releaseMemory(now)
+				n.kickSaver()
 			}
 			n.mu.Unlock()
+			if now.Sub(lastMem) >= memCheckEvery {
+				lastMem = now
+				n.releaseMemory(now) // a collection: never under n.mu
+			}
 		}
 	}
 }

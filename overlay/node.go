@@ -80,6 +80,8 @@ type Config struct {
 	// In-process tests pass loopback.
 	HostAddrs func() []netip.Addr
 	Logf      func(format string, args ...any)
+
+	stateWrite func(name string) // tests: called before each state file write (State.beforeWrite)
 }
 
 // Node is one running glow node. Start builds it; Close stops it.
@@ -116,10 +118,44 @@ type Node struct {
 	wg          sync.WaitGroup // every goroutine the node starts
 	undo        []func()       // the teardown, run last first (Start)
 	done        chan struct{}
+	saveKick    chan struct{}       // cap 1: the records cache is dirty (saver, save.go)
+	routesWant  chan []netip.Prefix // cap 1: friends' prefixes to route (routeSetter, save.go)
+	records     recordsWriter       // writes records cache snapshots in order (state.go)
 
-	mu            sync.Mutex // guards the following; never held across a blocking call
-	cert          *Cert      // this node's certificate
-	user          *UserKey   // nil unless admin
+	memReleasedAt int64 // Bind.lastData when memory was last handed back; the control loop's own
+
+	// Lock order: saveMu, then mu, then records.mu (or the Bind's locks,
+	// bind.go); never the other way.
+	//
+	// saveMu is held by an API call that writes a state file (records cache,
+	// policy history, links, bootstrap) from the snapshot it takes under mu
+	// to the end of the write, and for a document change to its commit
+	// (changeDoc, save.go): writes of a file land in the order of their
+	// snapshots, and two changes never interleave. It may be held across
+	// blocking I/O; the control loop never takes it.
+	saveMu sync.Mutex
+
+	// mu guards the following. It is held for computation and for sends
+	// that do not block (UDP writes, channel sends with a default), never
+	// across a file write or fsync, a netlink call, a multicast join, a
+	// garbage collection or a wait for another goroutine: such work is
+	// snapshotted under mu and done after it (save.go; disc.Refresh and
+	// releaseMemory in loop.go). Kept under mu on purpose:
+	//   - Redeeming a code on the control loop (handleJoinLocked,
+	//     acceptFriendLocked) and issuing one (Invite, FriendInvite) write
+	//     the invites file, and a friend's admission the records cache, under
+	//     mu: the code's use, its record on disk and the admission are one
+	//     step, so two redemptions of a one-use code can never both pass and
+	//     a restart cannot make a used code good again (ea29935). Only an
+	//     admin node with a live code does this, a few times per code.
+	//   - A WireGuard peer's reconfiguration and removal (setWG, sleepWG in
+	//     lazywg.go) call wireguard-go's IpcSet under mu, through Bind.wgMu,
+	//     in the order the control state changed; it waits only for the
+	//     device's IPC lock, which Close alone holds long, and only after
+	//     closeWG has made IpcSet a no-op.
+	mu            sync.Mutex
+	cert          *Cert    // this node's certificate
+	user          *UserKey // nil unless admin
 	store         *Store
 	peers         map[wire.NodeID]*peer
 	byCtl         map[wire.Key]*peer
@@ -143,11 +179,12 @@ type Node struct {
 	shadow        *shadowState                   // friends' addresses not routed (shadow.go)
 	turns         []*turnAlloc                   // TURN allocations held
 	turnServer    *relay.TURNServer
-	memReleasedAt int64          // Bind.lastData when memory was last handed back
 	infoDirty     bool           // our endpoints changed: re-sign our NodeInfo now
 	mapped        netip.AddrPort // port mapping from the gateway, if any
 	lastPush      time.Time
 	closed        bool
+	pendingDoc    *UserDoc // a document change being stored (changeDoc): in every snapshot meanwhile
+	saveSeq       uint64   // the last records cache snapshot's number
 }
 
 // Start brings a node up: identity, interface, WireGuard, discovery, the
@@ -207,7 +244,7 @@ func Start(cfg Config) (*Node, error) {
 		port = DefaultPort
 	}
 
-	st := State{Dir: cfg.StateDir}
+	st := State{Dir: cfg.StateDir, beforeWrite: cfg.stateWrite}
 	if err := st.Init(); err != nil {
 		return nil, err
 	}
@@ -223,6 +260,7 @@ func Start(cfg Config) (*Node, error) {
 		links:         map[string]*configuredLink{},
 		joinAnswers:   map[netip.AddrPort]int{},
 		bootstrap:     peers, done: make(chan struct{}),
+		saveKick: make(chan struct{}, 1), routesWant: make(chan []netip.Prefix, 1),
 		loopbackLab: loopbackLab,
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
@@ -242,11 +280,7 @@ func (n *Node) start(port uint16) error {
 	}
 	n.loadBootstrap()
 	rand.Read(n.boot[:])
-	n.atClose(func() {
-		n.mu.Lock()
-		n.saveRecordsLocked()
-		n.mu.Unlock()
-	})
+	n.atClose(n.saveRecords) // after the goroutines, the saver's included
 	n.atClose(n.wg.Wait)
 	if err := n.startDataPlane(port); err != nil {
 		return err
@@ -486,6 +520,8 @@ func (n *Node) startDataPlane(port uint16) error {
 				n.logf("glow: %v", err)
 			}
 		})
+		n.wg.Add(1)
+		go n.routeSetter(k, n.cert.IPv4, n.cert.IPv6)
 	}
 	logger := &device.Logger{
 		Verbosef: func(string, ...any) {},

@@ -182,41 +182,6 @@ func (n *Node) relayMembersLocked() relay.Members {
 
 var errNotAdmin = api.Errorf(api.CodeNotAdmin, "this node does not hold the user key; run this on the admin node (where the user was created)")
 
-// signDocLocked signs, stores and applies a new version of this user's
-// document. It changes nothing when the document is over MaxDocBody
-// (*DocTooLargeError) or cannot be stored in the records cache: a change the
-// user was told about must reach the other nodes and survive a restart.
-func (n *Node) signDocLocked(kind RecordKind, body []byte, now time.Time) (*UserDoc, error) {
-	if n.user == nil {
-		return nil, errNotAdmin
-	}
-	var version uint64 = 1
-	if old := n.store.Doc(kind); old != nil {
-		version = old.Version + 1
-	}
-	d := &UserDoc{Kind: kind, Version: version, Body: body}
-	if err := SignUserDoc(n.user, d); err != nil {
-		return nil, err
-	}
-	if err := n.state.saveRecordsWith(n.store, d); err != nil {
-		return nil, fmt.Errorf("storing the records cache: %w", err)
-	}
-	if _, err := n.store.AddDoc(d); err != nil {
-		return nil, err
-	}
-	n.floodLocked(nil, []recordMsg{{kind, d.Marshal()}})
-	if kind == KindFriends || kind == KindRevoked {
-		for id, p := range n.peers {
-			if n.store.Cert(id) == nil {
-				n.removePeerLocked(id)
-				_ = p
-			}
-		}
-	}
-	n.certsChangedLocked()
-	return d, nil
-}
-
 // Policy returns the policy document in force.
 func (n *Node) Policy() PolicyInfo {
 	n.mu.Lock()
@@ -228,41 +193,58 @@ func (n *Node) Policy() PolicyInfo {
 // ApplyPolicy validates text and, if it is good, makes it the policy of the
 // user (admin nodes only). A bad document changes nothing.
 func (n *Node) ApplyPolicy(text string) (PolicyInfo, error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.applyPolicyLocked(text)
+	n.saveMu.Lock()
+	defer n.saveMu.Unlock()
+	return n.applyPolicy(text)
 }
 
-func (n *Node) applyPolicyLocked(text string) (PolicyInfo, error) {
-	if n.user == nil {
-		return PolicyInfo{}, errNotAdmin
-	}
-	doc, err := policy.Parse([]byte(text))
+// applyPolicy is ApplyPolicy with n.saveMu held.
+func (n *Node) applyPolicy(text string) (PolicyInfo, error) {
+	n.mu.Lock()
+	err := n.checkPolicyLocked(text)
+	n.mu.Unlock()
 	if err != nil {
-		return PolicyInfo{}, api.Errorf(api.CodeInvalidArgument, "policy not applied, the one in force stays: %w", err)
+		return PolicyInfo{}, err
 	}
-	if _, err := policy.Compile(doc, n.compileConfigLocked()); err != nil {
-		return PolicyInfo{}, api.Errorf(api.CodeInvalidArgument, "policy not applied, the one in force stays: %w", err)
-	}
-	if len(text) > MaxDocBody {
-		return PolicyInfo{}, fmt.Errorf("policy not applied, the one in force stays: %w", &DocTooLargeError{KindPolicy, len(text)})
-	}
-	// History first: a version the nodes enforce is always in it.
-	_, cur := n.policyTextLocked()
-	hist := filepath.Join(n.state.Path("policy.d"), fmt.Sprintf("%08d.policy", cur+1))
-	if err := os.MkdirAll(n.state.Path("policy.d"), 0o700); err != nil {
-		return PolicyInfo{}, fmt.Errorf("policy not applied, the one in force stays: %w", err)
-	}
-	if err := writeAtomic(hist, []byte(text), 0o600); err != nil {
-		return PolicyInfo{}, fmt.Errorf("policy not applied, the one in force stays: history: %w", err)
-	}
-	d, err := n.signDocLocked(KindPolicy, []byte(text), time.Now())
+	var hist string // written
+	d, _, err := n.changeDoc(KindPolicy, func() ([]byte, error) { return []byte(text), nil }, func(d *UserDoc) error {
+		// History first: a version the nodes enforce is always in it.
+		if err := os.MkdirAll(n.state.Path("policy.d"), 0o700); err != nil {
+			return err
+		}
+		name := filepath.Join("policy.d", fmt.Sprintf("%08d.policy", d.Version))
+		if err := n.state.WriteFile(name, []byte(text), 0o600); err != nil {
+			return fmt.Errorf("history: %w", err)
+		}
+		hist = name
+		return nil
+	})
 	if err != nil {
-		os.Remove(hist)
+		if hist != "" {
+			os.Remove(n.state.Path(hist))
+		}
 		return PolicyInfo{}, fmt.Errorf("policy not applied, the one in force stays: %w", err)
 	}
 	n.logf("glow: policy version %d applied", d.Version)
 	return PolicyInfo{Version: d.Version, Text: text}, nil
+}
+
+// checkPolicyLocked refuses a policy text that cannot be applied.
+func (n *Node) checkPolicyLocked(text string) error {
+	if n.user == nil {
+		return errNotAdmin
+	}
+	doc, err := policy.Parse([]byte(text))
+	if err != nil {
+		return api.Errorf(api.CodeInvalidArgument, "policy not applied, the one in force stays: %w", err)
+	}
+	if _, err := policy.Compile(doc, n.compileConfigLocked()); err != nil {
+		return api.Errorf(api.CodeInvalidArgument, "policy not applied, the one in force stays: %w", err)
+	}
+	if len(text) > MaxDocBody {
+		return fmt.Errorf("policy not applied, the one in force stays: %w", &DocTooLargeError{KindPolicy, len(text)})
+	}
+	return nil
 }
 
 // PolicyHistory lists the versions this node keeps (admin nodes keep all).
@@ -320,10 +302,25 @@ func (n *Node) Share(target, user string, share bool) (PolicyInfo, bool, error) 
 	if !ValidName(user) {
 		return PolicyInfo{}, false, api.Errorf(api.CodeInvalidArgument, "--with %q: not a user name", user)
 	}
+	n.saveMu.Lock()
+	defer n.saveMu.Unlock()
 	n.mu.Lock()
-	defer n.mu.Unlock()
+	info, text, err := n.sharedLocked(t, user, share)
+	n.mu.Unlock()
+	if err != nil || text == "" {
+		return info, false, err
+	}
+	if info, err = n.applyPolicy(text); err != nil {
+		return PolicyInfo{}, false, err
+	}
+	return info, true, nil
+}
+
+// sharedLocked returns the policy text with target shared with user (or
+// not), or "" and the policy in force when that changes nothing.
+func (n *Node) sharedLocked(t policy.Target, user string, share bool) (PolicyInfo, string, error) {
 	if n.user == nil {
-		return PolicyInfo{}, false, errNotAdmin
+		return PolicyInfo{}, "", errNotAdmin
 	}
 	if t.Kind == policy.TargetNode {
 		found := false
@@ -331,32 +328,26 @@ func (n *Node) Share(target, user string, share bool) (PolicyInfo, bool, error) 
 			found = found || n.store.Own(c.User) && c.Name == t.Name
 		}
 		if !found {
-			return PolicyInfo{}, false, api.Errorf(api.CodeNotFound, "%s is not a node of user %s (see 'glow status')", t.Name, n.cert.UserName)
+			return PolicyInfo{}, "", api.Errorf(api.CodeNotFound, "%s is not a node of user %s (see 'glow status')", t.Name, n.cert.UserName)
 		}
 	}
-	text, _ := n.policyTextLocked()
+	text, version := n.policyTextLocked()
 	doc, err := policy.Parse([]byte(text))
 	if err != nil {
-		return PolicyInfo{}, false, err
+		return PolicyInfo{}, "", err
 	}
 	var changed bool
 	if share {
 		if changed, err = doc.Share(user, t); err != nil {
-			return PolicyInfo{}, false, api.Errorf(api.CodeInvalidArgument, "%w", err)
+			return PolicyInfo{}, "", api.Errorf(api.CodeInvalidArgument, "%w", err)
 		}
 	} else {
 		changed = doc.Unshare(user, t)
 	}
 	if !changed {
-		info := PolicyInfo{Text: text}
-		_, info.Version = n.policyTextLocked()
-		return info, false, nil
+		return PolicyInfo{Text: text, Version: version}, "", nil
 	}
-	info, err := n.applyPolicyLocked(string(doc.Format()))
-	if err != nil {
-		return PolicyInfo{}, false, err
-	}
-	return info, true, nil
+	return PolicyInfo{}, string(doc.Format()), nil
 }
 
 // FilterCounts returns the packet filter's decisions by reason.
@@ -384,8 +375,7 @@ func (n *Node) certsChangedLocked() {
 // node knows through the TUN (the interface's own prefix covers only its
 // user's /48; IPv4 is one /10 for everyone).
 func (n *Node) routeFriendsLocked() {
-	k, ok := n.tunDev.(*tun.Kernel)
-	if !ok {
+	if _, ok := n.tunDev.(*tun.Kernel); !ok {
 		return
 	}
 	var want []netip.Prefix
@@ -400,40 +390,42 @@ func (n *Node) routeFriendsLocked() {
 	if slices.Equal(want, n.friendRoutes) {
 		return
 	}
-	if err := k.SetRoutes(want, n.cert.IPv4, n.cert.IPv6); err != nil {
-		n.logf("glow: routes to friends' networks: %v", err)
-		return
-	}
 	n.friendRoutes = want
+	n.setRoutesLocked(want) // applied by routeSetter, off n.mu
 }
 
 // RemoveNode revokes a node of this user (admin nodes only): every node
 // drops it and refuses its certificate from then on.
 func (n *Node) RemoveNode(name string) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.user == nil {
-		return errNotAdmin
-	}
+	n.saveMu.Lock()
+	defer n.saveMu.Unlock()
 	var target *Cert
-	for _, c := range n.store.Certs() {
-		if n.store.Own(c.User) && c.Name == name {
-			target = c
+	_, built, err := n.changeDoc(KindRevoked, func() ([]byte, error) {
+		if n.user == nil {
+			return nil, errNotAdmin
 		}
-	}
-	if target == nil {
-		return api.Errorf(api.CodeNotFound, "%s is not a node of user %s (see 'glow status')", name, n.cert.UserName)
-	}
-	if target.Node == n.id {
-		return api.Errorf(api.CodeConflict, "this is the node you are on; remove it from another admin node, or run 'glow down'")
-	}
-	var ids []wire.NodeID
-	if d := n.store.Doc(KindRevoked); d != nil {
-		ids, _ = parseRevoked(d.Body)
-	}
-	ids = append(ids, target.Node)
-	if _, err := n.signDocLocked(KindRevoked, formatRevoked(ids), time.Now()); err != nil {
+		for _, c := range n.store.Certs() {
+			if n.store.Own(c.User) && c.Name == name {
+				target = c
+			}
+		}
+		if target == nil {
+			return nil, api.Errorf(api.CodeNotFound, "%s is not a node of user %s (see 'glow status')", name, n.cert.UserName)
+		}
+		if target.Node == n.id {
+			return nil, api.Errorf(api.CodeConflict, "this is the node you are on; remove it from another admin node, or run 'glow down'")
+		}
+		var ids []wire.NodeID
+		if d := n.store.Doc(KindRevoked); d != nil {
+			ids, _ = parseRevoked(d.Body)
+		}
+		return formatRevoked(append(ids, target.Node)), nil
+	}, nil)
+	if err != nil && built {
 		return fmt.Errorf("%s not removed: %w", target.FQDN(), err)
+	}
+	if err != nil {
+		return err
 	}
 	n.logf("glow: removed node %s", target.FQDN())
 	return nil

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -29,6 +30,10 @@ import (
 // A damaged file gives an error that names it; keys are never overwritten.
 type State struct {
 	Dir string
+
+	// beforeWrite, when set (tests, through Config.stateWrite), is called
+	// with the file's name before each write.
+	beforeWrite func(name string)
 }
 
 // ErrDamaged marks a state file that exists but cannot be read back.
@@ -65,6 +70,9 @@ func (s State) Init() error {
 
 // WriteFile writes name atomically with the given mode.
 func (s State) WriteFile(name string, data []byte, mode os.FileMode) error {
+	if s.beforeWrite != nil {
+		s.beforeWrite(name)
+	}
 	return writeAtomic(s.Path(name), data, mode)
 }
 
@@ -262,16 +270,15 @@ const (
 )
 
 // SaveRecords writes the records cache.
-func (s State) SaveRecords(st *Store) error { return s.saveRecordsWith(st, nil) }
-
-// saveRecordsWith writes the records cache as it will be once doc (if not
-// nil) replaces the store's document of its kind: a new document is stored
-// before it takes effect.
-func (s State) saveRecordsWith(st *Store, doc *UserDoc) error {
-	return s.WriteFile("records", marshalRecordsCache(st, doc), 0o600)
+func (s State) SaveRecords(st *Store) error {
+	return s.WriteFile("records", marshalRecordsCache(st), 0o600)
 }
 
-func marshalRecordsCache(st *Store, doc *UserDoc) []byte {
+// marshalRecordsCache is the records cache as it will be once docs (nil
+// ones aside) replace the store's documents of their kinds: a new document
+// is stored before it takes effect.
+func marshalRecordsCache(st *Store, docs ...*UserDoc) []byte {
+	docs = slices.DeleteFunc(slices.Clone(docs), func(d *UserDoc) bool { return d == nil })
 	d := st.Digest()
 	slices.SortStableFunc(d, func(a, b DigestEntry) int { return recordOrder(a.Kind) - recordOrder(b.Kind) })
 	buf := []byte(recordsMagic)
@@ -280,19 +287,45 @@ func marshalRecordsCache(st *Store, doc *UserDoc) []byte {
 		buf = binary.BigEndian.AppendUint32(buf, uint32(len(raw)))
 		buf = append(buf, raw...)
 	}
-	if doc != nil && doc.Kind == KindFriends {
-		add(doc.Kind, doc.Marshal())
+	for _, doc := range docs {
+		if doc.Kind == KindFriends {
+			add(doc.Kind, doc.Marshal())
+		}
 	}
 	for _, e := range d {
-		if doc != nil && e.RecordKey == doc.Key() {
+		if slices.ContainsFunc(docs, func(doc *UserDoc) bool { return e.RecordKey == doc.Key() }) {
 			continue
 		}
 		add(e.Kind, st.Raw(e.RecordKey))
 	}
-	if doc != nil && doc.Kind != KindFriends {
-		add(doc.Kind, doc.Marshal())
+	for _, doc := range docs {
+		if doc.Kind != KindFriends {
+			add(doc.Kind, doc.Marshal())
+		}
 	}
 	return buf
+}
+
+// recordsWriter writes snapshots of the records cache in the order they
+// were taken (numbered under Node.mu): one older than the last written is
+// dropped, as a newer one is on disk. Its mutex is held across the write,
+// never while taking Node.mu.
+type recordsWriter struct {
+	mu   sync.Mutex
+	last uint64 // the newest snapshot written
+}
+
+func (w *recordsWriter) write(st State, seq uint64, data []byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if seq <= w.last {
+		return nil
+	}
+	if err := st.WriteFile("records", data, 0o600); err != nil {
+		return err
+	}
+	w.last = seq
+	return nil
 }
 
 // LoadRecords feeds the records cache into st. A damaged cache is not fatal

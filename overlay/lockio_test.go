@@ -1,0 +1,120 @@
+package overlay
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// lockWatch is a state-write hook (Config.stateWrite) that checks, for
+// each write, that Node.mu comes free while the write waits: if the writing
+// goroutine holds it, or another goroutine holding it waits for the write,
+// it never does. The wait is bounded (lockWatchBound), and a write that
+// outlasts it is recorded as made under the lock.
+type lockWatch struct {
+	node atomic.Pointer[Node]
+
+	mu     sync.Mutex
+	writes map[string]int // by file
+	held   map[string]int // by file: made with Node.mu held
+}
+
+// lockWatchBound is how long a write waits for Node.mu to come free; the
+// control loop holds it for microseconds at a time.
+const lockWatchBound = 5 * time.Second
+
+func newLockWatch() *lockWatch {
+	return &lockWatch{writes: map[string]int{}, held: map[string]int{}}
+}
+
+func (w *lockWatch) hook(name string) {
+	n := w.node.Load()
+	if n == nil {
+		return // Start: no lock yet
+	}
+	free := false
+	for deadline := time.Now().Add(lockWatchBound); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if n.mu.TryLock() {
+			n.mu.Unlock()
+			free = true
+			break
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.writes[name]++
+	if !free {
+		w.held[name]++
+	}
+}
+
+func (w *lockWatch) count(name string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.writes[name]
+}
+
+// TestStateWritesOutsideLock: every state file write a node makes (the
+// records cache, saved in the background and by document changes; policy
+// history; bootstrap; links) is made without Node.mu held, so the control
+// loop and the API never wait for an fsync. The invites file is the
+// exception, written under the lock (Node.mu's comment says why).
+func TestStateWritesOutsideLock(t *testing.T) {
+	w := newLockWatch()
+	admin := testNode(t, "n1", func(c *Config) { c.UserName = "alice"; c.stateWrite = w.hook })
+	w.node.Store(admin)
+
+	saved := w.count("records")
+	code, err := admin.Invite(time.Minute, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n2 := testNode(t, "n2", func(c *Config) { c.JoinCode = code })
+	waitFor(t, 20*time.Second, "n1 sees n2 direct", func() bool { return directPeers(admin) == 1 })
+	// The admission dirtied the records cache: the background save.
+	waitFor(t, 20*time.Second, "a records save after the admission", func() bool { return w.count("records") > saved })
+
+	if _, _, err := admin.Share("n1:8080/tcp", "bob", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := admin.Share("n1:8080/tcp", "bob", false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.ApplyPolicy(defaultPolicy + "# again\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.AddLink("udp://127.0.0.1:9"); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.AddLink("tcp://127.0.0.1:9"); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.RemoveLink("tcp://127.0.0.1:9"); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.RemoveNode(n2.Cert().Name); err != nil {
+		t.Fatal(err)
+	}
+	admin.Close() // the last records save
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	total, held := 0, 0
+	for name, c := range w.writes {
+		if name == "invites" {
+			continue
+		}
+		total += c
+		held += w.held[name]
+	}
+	t.Logf("writes %v, with Node.mu held %v: %d of %d (invites aside)", w.writes, w.held, held, total)
+	for _, name := range []string{"records", "bootstrap", "links"} {
+		if w.writes[name] == 0 {
+			t.Errorf("no %s write seen: the test does not exercise it", name)
+		}
+	}
+	if held > 0 {
+		t.Errorf("%d of %d state writes made with Node.mu held: %v", held, total, w.held)
+	}
+}
