@@ -118,6 +118,7 @@ func newClockRig(t *testing.T, peers ...string) *clockRig {
 	cert := rigCert(u, keys, "a", now, true)
 	log := &sentLog{}
 	n := &Node{
+		cfg:  Config{HostAddrs: func() []netip.Addr { return nil }},
 		keys: keys, id: keys.ID(), ctlPub: keys.CtlPublic(), cert: cert, user: u,
 		logf:  func(string, ...any) {},
 		peers: map[wire.NodeID]*peer{}, byCtl: map[wire.Key]*peer{},

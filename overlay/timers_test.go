@@ -42,6 +42,7 @@ const (
 	wantClockSkew       = 10 * time.Minute
 	wantLazyIdle        = 5 * time.Minute
 	wantFragStall       = 2 * time.Second
+	wantCostRefresh     = 30 * time.Second
 )
 
 func secs(ds ...float64) []time.Duration {
@@ -546,4 +547,70 @@ func TestTimerFriendRequestResend(t *testing.T) {
 			t.Fatalf("%d distinct nonces in %d requests, want each sealed anew", len(nonces), len(sent))
 		}
 	})
+}
+
+// TestTimerCostRefresh: a change of a link's cost alone is published
+// costRefresh (30 s) after the node info was last signed, not sooner; a
+// new link is published at once.
+func TestTimerCostRefresh(t *testing.T) {
+	r := newClockRig(t, "b", "c")
+	r.direct("b", addrX)
+	t0 := r.now
+	links := func(at time.Time) (out []LinkInfo) {
+		r.now = at
+		r.locked(func() {
+			r.n.refreshInfoLocked(at)
+			out = slices.Clone(r.n.info.Links)
+		})
+		return out
+	}
+	b, c := r.peers["b"].cert.Node, r.peers["c"].cert.Node
+	if l := links(t0); !slices.Equal(l, []LinkInfo{{b, 10}}) {
+		t.Fatalf("links %v, want b at cost 10", l)
+	}
+	r.locked(func() { r.peer("b").rtt = 100 * time.Millisecond })
+	if l := links(t0.Add(wantCostRefresh - time.Nanosecond)); !slices.Equal(l, []LinkInfo{{b, 10}}) {
+		t.Fatalf("links %v before costRefresh, want the old cost", l)
+	}
+	if l := links(t0.Add(wantCostRefresh)); !slices.Equal(l, []LinkInfo{{b, 100}}) {
+		t.Fatalf("links %v at costRefresh, want b at cost 100", l)
+	}
+	r.direct("c", addrZ)
+	want := []LinkInfo{{b, 100}, {c, 10}}
+	slices.SortFunc(want, func(x, y LinkInfo) int { return compareID(x.Node, y.Node) })
+	if l := links(r.now.Add(time.Nanosecond)); !slices.Equal(l, want) {
+		t.Fatalf("links %v just after a new link, want %v", l, want)
+	}
+}
+
+// TestTimerUnprovenProbes: a candidate from an unauthenticated source (a
+// beacon's sender) is probed at the probing pace within the bytes it sent,
+// at most maxUnprovenProbes (3) times, and then given up.
+func TestTimerUnprovenProbes(t *testing.T) {
+	r := newClockRig(t, "b")
+	t0 := r.now
+	r.locked(func() {
+		r.n.earnLocked(addrY, 100*pingSize, t0) // a beacon's worth of credit, and more
+		r.n.addCandidateLocked(r.peer("b"), addrY, true, t0)
+	})
+	r.tickAt(t0)
+	r.run(t0.Add(10*time.Second), 250*time.Millisecond, nil)
+	if got := offsets(r.pings("b", addrY, t0), t0); !slices.Equal(got, secs(0, 1, 2)) {
+		t.Fatalf("probes of an unproven candidate at %v, want 0, 1, 2 s", got)
+	}
+	r.locked(func() {
+		if _, ok := r.peer("b").cands[addrY]; ok || r.n.dropCtl["candidate-unanswered"] != 1 {
+			t.Fatalf("unproven candidate kept after %d unanswered probes (drops %v)", maxUnprovenProbes, r.n.dropCtl)
+		}
+	})
+	// With credit for one ping only: one probe, then none.
+	r.locked(func() {
+		r.n.earnLocked(addrX, pingSize, r.now)
+		r.n.addCandidateLocked(r.peer("b"), addrX, true, r.now)
+	})
+	t1 := r.now
+	r.run(t1.Add(5*time.Second), 250*time.Millisecond, nil)
+	if got := offsets(r.pings("b", addrX, t1), t1); !slices.Equal(got, secs(0.25)) {
+		t.Fatalf("probes of a candidate that sent one ping's worth at %v, want one", got)
+	}
 }
