@@ -614,3 +614,38 @@ func TestTimerUnprovenProbes(t *testing.T) {
 		t.Fatalf("probes of a candidate that sent one ping's worth at %v, want one", got)
 	}
 }
+
+// TestTimerRelayedIdleQuiet: a peer reached only through a relay gets
+// heartbeats (relayed, every 300 ms) while it carries traffic and none at
+// all once idle: the links of its route are watched by their ends.
+func TestTimerRelayedIdleQuiet(t *testing.T) {
+	r := newClockRig(t, "b", "c")
+	r.direct("c", addrZ)
+	r.publishInfo("c", "a", "b")
+	r.publishInfo("b", "c")
+	r.locked(func() { r.n.computeRoutesLocked(r.now) })
+	t0 := r.now
+	done := map[[12]byte]bool{}
+	r.run(t0.Add(time.Minute), 50*time.Millisecond, func(now time.Time) {
+		if now.Sub(t0) <= time.Second {
+			r.busy("b", now)
+		}
+		r.answerPending(done, addrZ) // c answers its heartbeats and relays b's answers
+	})
+	var got []time.Duration
+	for _, m := range r.pings("b", netip.AddrPort{}, t0) {
+		if !m.relayed || m.to != addrZ {
+			t.Fatalf("a ping to b went to %v (relayed %v), want relayed through c", m.to, m.relayed)
+		}
+		got = append(got, m.at.Sub(t0))
+	}
+	// Traffic until 1 s, recent until 6 s: a heartbeat at the first tick
+	// (50 ms; none went on this route before), then every 300 ms to 5.75 s.
+	var want []time.Duration
+	for d := 50 * time.Millisecond; d < time.Second+wantActiveWindow; d += wantHeartbeatActive {
+		want = append(want, d)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("heartbeats to relayed b at %v,\nwant %v and none once idle", got, want)
+	}
+}
