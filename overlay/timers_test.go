@@ -6,8 +6,11 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -16,6 +19,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
 	"glow/internal/wire"
+	"glow/link"
 	"glow/overlay/api"
 )
 
@@ -648,4 +652,59 @@ func TestTimerRelayedIdleQuiet(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("heartbeats to relayed b at %v,\nwant %v and none once idle", got, want)
 	}
+}
+
+// TestTimerLinkRedial: a configured link (glow link add) that cannot be
+// dialled is tried again after a backoff that doubles from 1 s, with
+// jitter, up to 60 s. keepLink waits on real timers: it runs under
+// testing/synctest, dialling a loopback port nobody listens on (refused at
+// once), for ten minutes of the bubble's clock.
+func TestTimerLinkRedial(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	target, err := link.ParseURL("tcp://" + addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	synctest.Test(t, func(t *testing.T) {
+		r := newClockRig(t)
+		var mu sync.Mutex
+		var tries []time.Time
+		r.n.logf = func(format string, args ...any) {
+			if strings.HasPrefix(format, "glow: link %s:") {
+				mu.Lock()
+				tries = append(tries, time.Now())
+				mu.Unlock()
+			}
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		l := &configuredLink{target: target, cancel: cancel, status: "connecting"}
+		start := time.Now()
+		r.n.wg.Add(1)
+		go r.n.keepLink(ctx, l)
+		time.Sleep(10 * time.Minute)
+		cancel()
+		r.n.wg.Wait()
+		r.locked(func() {
+			if !strings.HasPrefix(l.status, "error: ") {
+				t.Errorf("status %q, want the dial error", l.status)
+			}
+		})
+		mu.Lock()
+		defer mu.Unlock()
+		if len(tries) < 10 || tries[0] != start {
+			t.Fatalf("%d dials in 10 minutes, the first at %v", len(tries), tries[0].Sub(start))
+		}
+		d := time.Second
+		for i := 1; i < len(tries); i++ {
+			if gap := tries[i].Sub(tries[i-1]); gap < d/2 || gap >= d {
+				t.Fatalf("dial %d came %v after the one before, want within [%v, %v)", i, gap, d/2, d)
+			}
+			d = min(2*d, time.Minute)
+		}
+	})
 }
