@@ -191,7 +191,7 @@ func TestPortMapperProtocols(t *testing.T) {
 				t.Errorf("Close: %v", err)
 			}
 			// NAT-PMP and PCP releases are fire-and-forget datagrams.
-			deadline := time.Now().Add(3 * time.Second)
+			deadline := time.Now().Add(30 * time.Second) // bounds a failing test
 			for len(gw.Mappings()) != 0 && time.Now().Before(deadline) {
 				time.Sleep(10 * time.Millisecond)
 			}
@@ -232,25 +232,23 @@ func TestPortMapperNoGatewayService(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pm.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// The context only bounds a failing test: Probe and Mapping must give
+	// up on their own (the gateway's port unreachable, their own retry
+	// limits), before it ends.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	start := time.Now()
 	probe, err := pm.Probe(ctx)
 	if err != nil {
 		t.Fatalf("Probe: %v", err)
 	}
-	if d := time.Since(start); probe.Any() || d > 2*time.Second {
-		t.Errorf("Probe = %v after %v, want none within 2s", probe, d)
+	if probe.Any() || ctx.Err() != nil {
+		t.Errorf("Probe = %v (context: %v), want none, found without waiting for the context", probe, ctx.Err())
 	}
 
-	start = time.Now()
 	ext, err := pm.Mapping(ctx)
-	if !errors.Is(err, nat.ErrNoPortMapping) {
-		t.Errorf("Mapping = %v, %v; want ErrNoPortMapping", ext, err)
-	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("Mapping took %v to fail, want under 2s", d)
+	if !errors.Is(err, nat.ErrNoPortMapping) || ctx.Err() != nil {
+		t.Errorf("Mapping = %v, %v (context: %v); want ErrNoPortMapping before the context ends", ext, err, ctx.Err())
 	}
 	t.Logf("Mapping: %v", err)
 }

@@ -55,6 +55,12 @@ func startTURNServer(t *testing.T, mod func(*TURNServerConfig)) *TURNServer {
 	return s
 }
 
+// hangBound is how long a test waits for something that should happen at
+// once (a blocked call to return after Close or its deadline, a datagram
+// on loopback to be counted) before it fails: a bound on a failing test,
+// not a timed assertion, so generous for a loaded machine.
+const hangBound = 30 * time.Second
+
 func dialTURN(t *testing.T, s *TURNServer, user, pass string, conn net.PacketConn) (*TURNClient, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -247,7 +253,6 @@ func TestTURNWrongCredentials(t *testing.T) {
 		{"mallory", turnPass},
 		{"bob", turnPass}, // another user's password
 	} {
-		start := time.Now()
 		_, err := dialTURN(t, s, tc.user, tc.pass, nil)
 		if !errors.Is(err, ErrTURNAuth) {
 			t.Fatalf("user %q: err %v, want ErrTURNAuth", tc.user, err)
@@ -255,8 +260,8 @@ func TestTURNWrongCredentials(t *testing.T) {
 		if !strings.Contains(err.Error(), tc.user) || strings.Contains(err.Error(), tc.pass) {
 			t.Errorf("error should name the user and not the password: %v", err)
 		}
-		if d := time.Since(start); d > 2*time.Second {
-			t.Errorf("refusal took %v", d)
+		if errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("refused only when the context ran out, not on the server's answer: %v", err)
 		}
 		t.Logf("user %q: %v", tc.user, err)
 	}
@@ -301,8 +306,8 @@ func TestTURNCloseReleases(t *testing.T) {
 		if !errors.Is(err, net.ErrClosed) {
 			t.Fatalf("blocked ReadFrom returned %v, want net.ErrClosed", err)
 		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("ReadFrom still blocked after Close")
+	case <-time.After(hangBound):
+		t.Fatalf("ReadFrom still blocked %v after Close", hangBound)
 	}
 	if err := a.WriteTo([]byte("hi"), b.RelayedAddr()); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("WriteTo after Close: %v, want net.ErrClosed", err)
@@ -347,13 +352,18 @@ func TestTURNDialContext(t *testing.T) {
 	silent := listenUDP(t, "127.0.0.1")
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	start := time.Now()
-	_, err := DialTURN(ctx, TURNClientConfig{Server: addrPortOf(silent.LocalAddr()), Username: "u", Password: "p"})
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("err %v, want DeadlineExceeded", err)
-	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Fatalf("DialTURN took %v after a 300ms deadline", d)
+	done := make(chan error, 1)
+	go func() {
+		_, err := DialTURN(ctx, TURNClientConfig{Server: addrPortOf(silent.LocalAddr()), Username: "u", Password: "p"})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("err %v, want DeadlineExceeded", err)
+		}
+	case <-time.After(hangBound):
+		t.Fatalf("DialTURN still running %v after a 300ms deadline", hangBound)
 	}
 }
 
@@ -369,7 +379,7 @@ func TestTURNStrays(t *testing.T) {
 	if _, err := forger.WriteTo([]byte{0x40, 0, 0, 4, 'e', 'v', 'i', 'l'}, conn.LocalAddr()); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(hangBound)
 	for c.Strays() == 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
