@@ -56,26 +56,12 @@ func (c *tapConn) captured(shared *[32]byte, t msgType) []byte {
 // modAdmin, modMember), and waits for a direct path both ways.
 func memberPair(t *testing.T, modAdmin, modMember func(*Config)) (admin, member *Node) {
 	t.Helper()
-	admin = testNode(t, "n1", func(c *Config) {
-		c.UserName = "alice"
-		if modAdmin != nil {
-			modAdmin(c)
+	nodes := joinedNetMod(t, 2, func(i int, c *Config) {
+		if mod := []func(*Config){modAdmin, modMember}[i]; mod != nil {
+			mod(c)
 		}
 	})
-	code, err := admin.Invite(time.Minute, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	member = testNode(t, "n2", func(c *Config) {
-		c.JoinCode = code
-		if modMember != nil {
-			modMember(c)
-		}
-	})
-	for _, n := range []*Node{admin, member} {
-		waitFor(t, 20*time.Second, n.Cert().Name+" has a direct path", func() bool { return directPeers(n) == 1 })
-	}
-	return admin, member
+	return nodes[0], nodes[1]
 }
 
 // sink is a UDP socket on a loopback address that counts what arrives.

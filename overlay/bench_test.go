@@ -327,46 +327,6 @@ func benchLogf(tb testing.TB, name string) func(string, ...any) {
 	return func(f string, a ...any) { tb.Logf(time.Now().Format("05.000")+" "+name+": "+f, a...) }
 }
 
-// startNodeTB is testNode for benchmarks and scale tests: a userspace node
-// on loopback with no LAN discovery, closed at the end of tb.
-func startNodeTB(tb testing.TB, name string, mod func(*Config)) *Node {
-	tb.Helper()
-	cfg := Config{
-		StateDir: tb.TempDir(), NodeName: name, Random: true, Userspace: true,
-		NoDiscovery: true, NoPortMap: true, NoDNS: true, HostAddrs: loopback,
-		Logf: benchLogf(tb, name),
-	}
-	if mod != nil {
-		mod(&cfg)
-	}
-	n, err := Start(cfg)
-	if err != nil {
-		tb.Fatalf("start %s: %v", name, err)
-	}
-	tb.Cleanup(func() { n.Close() })
-	return n
-}
-
-// labNodeTB is labNode for benchmarks and scale tests: a node on a natlab
-// host whose datagrams pass only over the links lk allows (nil: all).
-func labNodeTB(tb testing.TB, h *natlab.Host, lk *links, name string, mod func(*Config)) *Node {
-	return startNodeTB(tb, name, func(c *Config) {
-		c.Random, c.Port = false, DefaultPort
-		c.HostAddrs = func() []netip.Addr { return []netip.Addr{h.Addr()} }
-		self := h.Addr()
-		c.ListenPacket = func(port uint16) (net.PacketConn, error) {
-			pc, err := h.ListenPacket(port)
-			if err != nil || lk == nil {
-				return pc, err
-			}
-			return &linkConn{PacketConn: pc, self: self, links: lk}, nil
-		}
-		if mod != nil {
-			mod(c)
-		}
-	})
-}
-
 // BenchmarkThroughput: one TCP stream between the netstacks of two nodes
 // in this process, b.N chunks of 128 KiB, reported as MB/s:
 //
@@ -381,12 +341,12 @@ func labNodeTB(tb testing.TB, h *natlab.Host, lk *links, name string, mod func(*
 // figures are far below a kernel TUN's; bench/ measures those.
 func BenchmarkThroughput(b *testing.B) {
 	b.Run("loopback", func(b *testing.B) {
-		a := startNodeTB(b, "a", func(c *Config) { c.UserName = "bench" })
+		a := testNode(b, "a", func(c *Config) { c.UserName = "bench" })
 		code, err := a.Invite(time.Minute, 1)
 		if err != nil {
 			b.Fatal(err)
 		}
-		z := startNodeTB(b, "z", func(c *Config) { c.JoinCode = code })
+		z := testNode(b, "z", func(c *Config) { c.JoinCode = code })
 		waitFor(b, 20*time.Second, "a direct to z", func() bool {
 			p, ok := peerStatus(a, "z")
 			return ok && p.Path == "direct"
@@ -409,11 +369,11 @@ func BenchmarkThroughput(b *testing.B) {
 			used := map[netip.Addr]bool{}
 			boot := func(ip netip.Addr) []string { return []string{netip.AddrPortFrom(ip, DefaultPort).String()} }
 			var a, r, z *Node
-			a = labNodeTB(b, in.NewHost(ipA), lk, "a", func(c *Config) { c.StateDir = provision(b, u, "a", used, true) })
-			r = labNodeTB(b, in.NewHost(ipR), lk, "r", func(c *Config) {
+			a = labNode(b, in.NewHost(ipA), lk, "a", func(c *Config) { c.StateDir = provision(b, u, "a", used, true) })
+			r = labNode(b, in.NewHost(ipR), lk, "r", func(c *Config) {
 				c.StateDir, c.Peers = provision(b, u, "r", used, false), boot(ipA)
 			})
-			z = labNodeTB(b, in.NewHost(ipZ), lk, "z", func(c *Config) {
+			z = labNode(b, in.NewHost(ipZ), lk, "z", func(c *Config) {
 				c.StateDir, c.Peers = provision(b, u, "z", used, false), boot(ipR)
 			})
 			_ = r

@@ -32,6 +32,34 @@ func serveEcho(t *testing.T, n *Node, port uint16) {
 }
 
 // dial tries a TCP connection from a to ip:port within d.
+// holdsOffered reports whether to holds every record that from would show
+// it (visibleLocked), at from's version or newer: from's gossip to to has
+// caught up with from's store, so a record from would offer to is there.
+func holdsOffered(from, to *Node) bool {
+	from.mu.Lock()
+	p := from.peers[to.ID()]
+	var offered []DigestEntry
+	if p != nil {
+		for _, e := range from.store.Digest() {
+			if from.visibleLocked(p, e.RecordKey) {
+				offered = append(offered, e)
+			}
+		}
+	}
+	from.mu.Unlock()
+	if p == nil {
+		return false
+	}
+	to.mu.Lock()
+	defer to.mu.Unlock()
+	for _, e := range offered {
+		if to.store.Version(e.RecordKey) < e.Version {
+			return false
+		}
+	}
+	return true
+}
+
 func dial(a *Node, ip netip.Addr, port uint16, d time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
@@ -109,9 +137,20 @@ func TestFriendShare(t *testing.T) {
 		c.Close()
 		t.Fatal("bob reached nas:8081, which is not shared")
 	}
-	// Desk is not shared: bob's nodes do not even learn it.
-	time.Sleep(gossipEvery + time.Second)
-	if _, ok := peerStatus(laptop, "desk"); ok {
+	// Desk is not shared: bob's nodes do not even learn it. Looked at once
+	// laptop holds everything nas offers it (a digest round since the
+	// share), which would include desk's records if they were offered.
+	waitFor(t, 30*time.Second, "laptop to hold what nas offers it", func() bool { return holdsOffered(nas, laptop) })
+	nas.mu.Lock()
+	deskKnown := nas.store.Cert(desk.ID()) != nil
+	nas.mu.Unlock()
+	laptop.mu.Lock()
+	leaked := laptop.store.Cert(desk.ID()) != nil || laptop.store.Version(RecordKey{KindInfo, desk.ID()}) != 0
+	laptop.mu.Unlock()
+	if !deskKnown {
+		t.Fatal("nas does not hold desk's certificate: nothing to keep from bob")
+	}
+	if _, ok := peerStatus(laptop, "desk"); ok || leaked {
 		t.Fatal("bob learned of desk, which is not shared with him")
 	}
 	if c, err := dial(laptop, desk.Cert().IPv4, 8080, 2*time.Second); err == nil {

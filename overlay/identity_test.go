@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"glow/internal/leaktest"
 	"glow/internal/wire"
 )
 
@@ -234,6 +235,7 @@ func TestJoinSingleUse(t *testing.T) {
 }
 
 func TestStateFiles(t *testing.T) {
+	leaktest.Check(t) // a Start that fails leaves nothing running
 	st := State{Dir: t.TempDir()}
 	if _, err := st.LoadNodeKeys(); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("missing keys: %v", err)
@@ -424,18 +426,27 @@ func TestRemoveNode(t *testing.T) {
 	if _, ok := peerStatus(admin, "n3"); ok {
 		t.Fatal("the admin still has n3 as a peer")
 	}
-	// n3 still beacons and gossips its certificate; it must stay refused.
-	time.Sleep(2 * time.Second)
+	// n3 still pings and gossips; it must stay refused. Looked at once
+	// something of n3's has reached n2 since it dropped n3 and was refused
+	// (its certificate, or a control packet from a sender n2 no longer
+	// knows): n3 was heard, and not taken back.
+	refusedRevoked := func() uint64 {
+		n2.mu.Lock()
+		defer n2.mu.Unlock()
+		return n2.store.Rejected[RejectRevoked]
+	}
+	r0, d0 := refusedRevoked(), controlDrops(n2)
+	waitFor(t, 30*time.Second, "n2 to refuse something of n3's", func() bool {
+		return refusedRevoked() > r0 || controlDrops(n2) > d0
+	})
 	if _, ok := peerStatus(n2, "n3"); ok {
 		t.Fatal("n3 came back")
 	}
-	n2.mu.Lock()
-	refused := n2.store.Rejected[RejectRevoked]
-	n2.mu.Unlock()
+	refused := refusedRevoked()
 	if _, err := dial(n3, n2.Cert().IPv4, 7000, 2*time.Second); err == nil {
 		t.Fatal("the removed node reached n2")
 	}
-	t.Logf("n2 refused the removed node's certificate %d times", refused)
+	t.Logf("n2 refused the removed node's certificate %d times, and %d control packets", refused, controlDrops(n2))
 }
 
 // TestStoreRefusesKeyChange: a certificate that gives a known node other

@@ -3,7 +3,6 @@ package overlay
 import (
 	"context"
 	"io"
-	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -27,18 +26,6 @@ var (
 	sitePortRestr = siteKind{"EIM-APDF", false, natlab.EndpointIndependent, natlab.AddressAndPortDependentFiltering}
 	siteSymmetric = siteKind{"APDM-APDF", false, natlab.AddressAndPortDependent, natlab.AddressAndPortDependentFiltering}
 )
-
-// labNode starts a userspace node on a natlab host.
-func labNode(t *testing.T, h *natlab.Host, name string, mod func(*Config)) *Node {
-	return testNode(t, name, func(c *Config) {
-		c.Random, c.Port = false, DefaultPort
-		c.ListenPacket = func(port uint16) (net.PacketConn, error) { return h.ListenPacket(port) }
-		c.HostAddrs = func() []netip.Addr { return []netip.Addr{h.Addr()} }
-		if mod != nil {
-			mod(c)
-		}
-	})
-}
 
 func (k siteKind) host(in *natlab.Internet, i int) *natlab.Host {
 	pub := netip.AddrFrom4([4]byte{203, 0, 113, byte(i)})
@@ -116,13 +103,13 @@ func TestNATMatrix(t *testing.T) {
 				t.Parallel()
 				in := natlab.NewInternet()
 				vps := in.NewHost(netip.MustParseAddr("198.51.100.10"))
-				v := labNode(t, vps, "vps", func(c *Config) { c.UserName = "alice" })
+				v := labNode(t, vps, nil, "vps", func(c *Config) { c.UserName = "alice" })
 				join := func(h *natlab.Host, name string) *Node {
 					code, err := v.Invite(time.Minute, 1)
 					if err != nil {
 						t.Fatal(err)
 					}
-					return labNode(t, h, name, func(c *Config) { c.JoinCode = code })
+					return labNode(t, h, nil, name, func(c *Config) { c.JoinCode = code })
 				}
 				a := join(ka.host(in, 1), "a")
 				b := join(kb.host(in, 2), "b")

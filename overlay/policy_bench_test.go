@@ -16,8 +16,8 @@ import (
 func BenchmarkSharedThroughput(b *testing.B) {
 	for _, rules := range []int{1, 100} {
 		b.Run(fmt.Sprintf("rules=%d", rules), func(b *testing.B) {
-			nas := benchNode(b, "nas", func(c *Config) { c.UserName = "alice" })
-			laptop := benchNode(b, "laptop", func(c *Config) { c.UserName = "bob" })
+			nas := testNode(b, "nas", func(c *Config) { c.UserName = "alice" })
+			laptop := testNode(b, "laptop", func(c *Config) { c.UserName = "bob" })
 			fcode, err := nas.FriendInvite(time.Minute)
 			if err != nil {
 				b.Fatal(err)
@@ -77,17 +77,4 @@ func BenchmarkSharedThroughput(b *testing.B) {
 			}
 		})
 	}
-}
-
-// benchNode is testNode for benchmarks.
-func benchNode(b *testing.B, name string, mod func(*Config)) *Node {
-	cfg := Config{StateDir: b.TempDir(), NodeName: name, Random: true, Userspace: true,
-		NoDiscovery: true, NoPortMap: true, HostAddrs: loopback}
-	mod(&cfg)
-	n, err := Start(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { n.Close() })
-	return n
 }

@@ -126,16 +126,8 @@ func lineNet(t *testing.T, names []string) ([]*Node, *links, []netip.Addr) {
 		if i > 0 {
 			peers = append(peers, netip.AddrPortFrom(ips[i-1], DefaultPort).String())
 		}
-		self := ips[i]
-		nodes = append(nodes, labNode(t, h, name, func(c *Config) {
+		nodes = append(nodes, labNode(t, h, lk, name, func(c *Config) {
 			c.StateDir, c.Peers = dir, peers
-			c.ListenPacket = func(port uint16) (net.PacketConn, error) {
-				pc, err := h.ListenPacket(port)
-				if err != nil {
-					return nil, err
-				}
-				return &linkConn{PacketConn: pc, self: self, links: lk}, nil
-			}
 		}))
 	}
 	return nodes, lk, ips

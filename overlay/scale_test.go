@@ -149,7 +149,8 @@ func propagation(t *testing.T, size int) {
 		name := fmt.Sprintf("n%d", i)
 		dir := provision(t, u, name, used, i == 0)
 		hosts[i] = in.NewHost(scaleAddr(i))
-		nodes[i] = labNodeTB(t, hosts[i], lk, name, func(c *Config) {
+		nodes[i] = labNode(t, hosts[i], lk, name, func(c *Config) {
+			quiet(t, name)(c)
 			c.StateDir, c.Peers = dir, boot
 		})
 	}
@@ -311,7 +312,10 @@ func TestScaleHeapPerPeer(t *testing.T) {
 
 	in := natlab.New(natlab.Config{QueueLen: 1024})
 	dir := provision(t, u, "n0", used, true)
-	n := labNodeTB(t, in.NewHost(scaleAddr(0)), nil, "n0", func(c *Config) { c.StateDir = dir })
+	n := labNode(t, in.NewHost(scaleAddr(0)), nil, "n0", func(c *Config) {
+		quiet(t, "n0")(c)
+		c.StateDir = dir
+	})
 	time.Sleep(time.Second) // the node's start-up settles
 
 	before := heapStats()
