@@ -182,6 +182,11 @@ func (c *Conn) LocalAddr() net.Addr { return net.UDPAddrFromAddrPort(c.local) }
 // LocalAddrPort returns the socket's address.
 func (c *Conn) LocalAddrPort() netip.AddrPort { return c.local }
 
+// Queued returns how many datagrams wait in the socket's receive queue.
+// Delivery is synchronous, so a test can tell, without a read deadline,
+// whether a datagram it just sent has arrived.
+func (c *Conn) Queued() int { return len(c.queue) }
+
 // ReadFrom reads one datagram; a datagram longer than b is truncated.
 func (c *Conn) ReadFrom(b []byte) (int, net.Addr, error) {
 	n, from, err := c.ReadFromUDPAddrPort(b)
