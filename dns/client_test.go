@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"glow/internal/leaktest"
 )
 
 // fakePacketConn is a net.PacketConn whose datagrams come from a test, with
@@ -71,6 +73,7 @@ func (c *fakePacketConn) repliesTo(a netip.Addr) int {
 // asks for a glow name. The resolver must answer the overlay and the
 // machine's own programs, and drop (and count) everyone else.
 func TestAttackResolverAnswersUnderlay(t *testing.T) {
+	leaktest.Check(t)
 	s, err := New(Config{SelfUser: "alice", Names: testTable(),
 		Prefixes: []netip.Prefix{netip.MustParsePrefix("100.64.0.0/10"), netip.MustParsePrefix("fd12:3456:789a::/48")}})
 	if err != nil {

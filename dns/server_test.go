@@ -13,6 +13,7 @@ import (
 	"github.com/miekg/dns"
 
 	"glow/dns/dnstest"
+	"glow/internal/leaktest"
 )
 
 var (
@@ -51,14 +52,25 @@ func startServer(tb testing.TB, cfg Config) *testServer {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	addr := pc.LocalAddr().String()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		tb.Fatal(err)
+	// UDP and TCP on one port: the UDP port is free, the same TCP port may
+	// not be (other tests on this machine): try another, a bounded number
+	// of times.
+	var pc net.PacketConn
+	var ln net.Listener
+	var addr string
+	for try := 0; ; try++ {
+		pc, err = net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		addr = pc.LocalAddr().String()
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		pc.Close()
+		if try == 20 {
+			tb.Fatal(err)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -71,8 +83,8 @@ func startServer(tb testing.TB, cfg Config) *testServer {
 		go func() { wg.Wait(); close(done) }()
 		select {
 		case <-done:
-		case <-time.After(5 * time.Second):
-			tb.Error("ServeUDP/ServeTCP did not return after cancel")
+		case <-time.After(30 * time.Second): // bounds a failing test
+			tb.Error("ServeUDP/ServeTCP did not return 30 s after cancel")
 		}
 		close(errs)
 		for err := range errs {
@@ -134,6 +146,7 @@ func reverse(tb testing.TB, a string) string {
 }
 
 func TestLocalNames(t *testing.T) {
+	leaktest.Check(t)
 	ts := startServer(t, Config{})
 	tests := []struct {
 		name  string
@@ -213,6 +226,7 @@ func TestSuffixAndNoTrailingDot(t *testing.T) {
 }
 
 func TestNamesUpdateLive(t *testing.T) {
+	leaktest.Check(t)
 	tab := testTable()
 	ts := startServer(t, Config{Names: tab})
 	check := func(name string, qtype uint16, want string) {
@@ -236,6 +250,7 @@ func TestNamesUpdateLive(t *testing.T) {
 }
 
 func TestMalformed(t *testing.T) {
+	leaktest.Check(t)
 	ts := startServer(t, Config{})
 	c, err := net.Dial("udp", ts.addr)
 	if err != nil {
@@ -328,6 +343,7 @@ func TestMalformed(t *testing.T) {
 }
 
 func TestEDNS(t *testing.T) {
+	leaktest.Check(t)
 	ts := startServer(t, Config{})
 	m := new(dns.Msg).SetQuestion("nas.alice.glow.", dns.TypeA)
 	m.SetEdns0(4096, false)
@@ -363,6 +379,7 @@ func manyA(n int) func(q dns.Question) []dns.RR {
 }
 
 func TestForward(t *testing.T) {
+	leaktest.Check(t)
 	up := dnstest.NewUpstream(t, dnstest.Options{})
 	ts := startServer(t, Config{Upstreams: []netip.AddrPort{up.Addr}})
 	want := "NOERROR example.com./A/60=192.0.2.1"
@@ -396,6 +413,7 @@ func TestForward(t *testing.T) {
 }
 
 func TestForwardTruncatedRetriesTCP(t *testing.T) {
+	leaktest.Check(t)
 	up := dnstest.NewUpstream(t, dnstest.Options{TruncateUDP: true})
 	ts := startServer(t, Config{Upstreams: []netip.AddrPort{up.Addr}})
 	r := ts.query(t, "udp", "example.com.", dns.TypeA)
@@ -408,6 +426,7 @@ func TestForwardTruncatedRetriesTCP(t *testing.T) {
 }
 
 func TestOversizedReplyTruncatedOverUDP(t *testing.T) {
+	leaktest.Check(t)
 	up := dnstest.NewUpstream(t, dnstest.Options{Answer: manyA(100)})
 	ts := startServer(t, Config{Upstreams: []netip.AddrPort{up.Addr}})
 
@@ -436,6 +455,7 @@ func TestOversizedReplyTruncatedOverUDP(t *testing.T) {
 }
 
 func TestUpstreamFailure(t *testing.T) {
+	leaktest.Check(t)
 	good := dnstest.NewUpstream(t, dnstest.Options{})
 	dead := dnstest.DeadAddr(t)
 	silent := dnstest.SilentAddr(t)
@@ -480,6 +500,7 @@ func TestNewValidates(t *testing.T) {
 }
 
 func TestListenAndServe(t *testing.T) {
+	leaktest.Check(t)
 	s, err := New(Config{Names: testTable()})
 	if err != nil {
 		t.Fatal(err)

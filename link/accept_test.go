@@ -7,9 +7,12 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"glow/internal/leaktest"
 )
 
 func TestGate(t *testing.T) {
+	leaktest.Check(t)
 	g := NewGate(3, 2)
 	a := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 1}
 	a2 := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 2} // same address, other port
@@ -53,6 +56,7 @@ func (l *failingListener) Accept() (net.Conn, error) {
 }
 
 func TestAcceptRetries(t *testing.T) {
+	leaktest.Check(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -104,6 +104,7 @@ func loopbackListen(port uint16) (net.PacketConn, error) {
 var loopback = netip.MustParseAddr("127.0.0.1")
 
 func TestPacketBindLoopback(t *testing.T) {
+	leaktest.Check(t)
 	a := newWGNode(t, 0, link.NewPacketBind(loopbackListen))
 	b := newWGNode(t, 1, link.NewPacketBind(loopbackListen))
 	a.addPeer(t, b, netip.AddrPortFrom(loopback, b.port))
@@ -201,6 +202,7 @@ func natlabListen(h *natlab.Host) func(uint16) (net.PacketConn, error) {
 }
 
 func TestPacketBindNatlab(t *testing.T) {
+	leaktest.Check(t)
 	in := natlab.NewInternet()
 	ha := in.NewHost(netip.MustParseAddr("198.51.100.1"))
 	hb := in.NewHost(netip.MustParseAddr("198.51.100.2"))
@@ -235,6 +237,7 @@ func TestPacketBindNatlab(t *testing.T) {
 // TestFilterBindLine runs five devices in a line, A-B-C-D-E, each linked to
 // its neighbours over loopback, and cuts and heals links at run time.
 func TestFilterBindLine(t *testing.T) {
+	leaktest.Check(t)
 	f := linktest.NewFilter()
 	var nodes []*wgNode
 	var binds []*linktest.FilterBind

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"glow/internal/leaktest"
 	"glow/nat"
 	"glow/nat/igdtest"
 )
@@ -113,6 +114,7 @@ func inGatewayNetns(t *testing.T, f func()) {
 func testGateway() (gw, self netip.Addr, ok bool) { return testGW, testSelf, true }
 
 func TestPortMapperProtocols(t *testing.T) {
+	leaktest.Check(t)
 	if !inNetns(t) {
 		return
 	}
@@ -223,6 +225,7 @@ func TestPortMapperProtocols(t *testing.T) {
 }
 
 func TestPortMapperNoGatewayService(t *testing.T) {
+	leaktest.Check(t)
 	if !inNetns(t) {
 		return
 	}
@@ -256,6 +259,7 @@ func TestPortMapperNoGatewayService(t *testing.T) {
 // The tests below send nothing: no namespace needed.
 
 func TestPortMapperNoGateway(t *testing.T) {
+	leaktest.Check(t)
 	pm, err := nat.NewPortMapper(nat.PortMapConfig{
 		LocalPort: 41641,
 		Gateway:   func() (gw, self netip.Addr, ok bool) { return },
@@ -282,6 +286,7 @@ func TestPortMapperNoGateway(t *testing.T) {
 }
 
 func TestPortMapperConfig(t *testing.T) {
+	leaktest.Check(t)
 	if _, err := nat.NewPortMapper(nat.PortMapConfig{}); err == nil {
 		t.Error("NewPortMapper without LocalPort succeeded")
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/pion/stun"
 
+	"glow/internal/leaktest"
 	"glow/nat"
 	"glow/nat/natlab"
 )
@@ -175,6 +176,7 @@ func TestProbePublicHost(t *testing.T) {
 
 // TestProbeLoopback runs the client and two responders on real sockets.
 func TestProbeLoopback(t *testing.T) {
+	leaktest.Check(t)
 	lc := func() *net.UDPConn {
 		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
 		if err != nil {
@@ -217,6 +219,7 @@ func TestProbeLoopback(t *testing.T) {
 // TestProbeRetries drops requests in Send and checks backoff, the bound on
 // attempts, and the errors, in fake time.
 func TestProbeRetries(t *testing.T) {
+	leaktest.Check(t)
 	synctest.Test(t, func(t *testing.T) {
 		in := natlab.NewInternet()
 		srv, _ := in.NewHost(stun1.Addr()).ListenPacket(stun1.Port())
@@ -290,6 +293,7 @@ func TestProbeRetries(t *testing.T) {
 // TestHandleResponse checks matching by transaction ID and source, and
 // error responses.
 func TestHandleResponse(t *testing.T) {
+	leaktest.Check(t)
 	synctest.Test(t, func(t *testing.T) {
 		type sent struct {
 			b  []byte

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"glow/internal/leaktest"
 	"glow/internal/pkttest"
 )
 
@@ -477,6 +478,7 @@ func FuzzInbound(f *testing.F) {
 }
 
 func TestConcurrentSetRules(t *testing.T) {
+	leaktest.Check(t)
 	f := newFilter(t, testPolicy)
 	rs := []*Rules{compile(t, testPolicy), compile(t, ""), compile(t, policy100())}
 	done := make(chan struct{})

@@ -389,6 +389,7 @@ func TestTURNStrays(t *testing.T) {
 }
 
 func TestTURNConfigErrors(t *testing.T) {
+	leaktest.Check(t)
 	pc := listenUDP(t, "127.0.0.1")
 	users := map[string]string{"u": "p"}
 	for _, tc := range []struct {

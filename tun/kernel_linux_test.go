@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"glow/internal/leaktest"
 	"glow/tun/tuntest"
 	"net"
 	"net/netip"
@@ -308,6 +309,7 @@ func TestKernelConfigValidation(t *testing.T) {
 // through the kernel TUN (with its offloads), into a netstack joined to it
 // back to back, and checks the echo.
 func TestKernelToNetstack(t *testing.T) {
+	leaktest.Check(t)
 	enterNewNetns(t)
 	k, err := OpenKernel(KernelConfig{Name: "glowtest1", Prefixes: []netip.Prefix{
 		netip.MustParsePrefix("100.64.0.7/10"),

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"glow/internal/leaktest"
 )
 
 // TestAttackProxyWithoutCredentials (issue 12, item 7): the proxy listens on
@@ -17,6 +19,7 @@ import (
 // to CONNECT; the test counts what the proxy dialled for the ones without
 // (or with wrong) credentials, and the replies they got.
 func TestAttackProxyWithoutCredentials(t *testing.T) {
+	leaktest.Check(t)
 	target, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

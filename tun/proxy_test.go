@@ -18,6 +18,7 @@ import (
 
 	xproxy "golang.org/x/net/proxy"
 
+	"glow/internal/leaktest"
 	"glow/tun/tuntest"
 )
 
@@ -158,6 +159,7 @@ func checkEcho(t *testing.T, c *net.TCPConn, data []byte) {
 }
 
 func TestProxyNetstackEcho(t *testing.T) {
+	leaktest.Check(t)
 	a, b, ca, cb := newNetstackPair(t)
 	ln, err := b.Net().ListenTCPAddrPort(netip.AddrPortFrom(addrB4, 7))
 	if err != nil {
@@ -282,6 +284,7 @@ func TestProxyNetstackEcho(t *testing.T) {
 }
 
 func TestProxyRejects(t *testing.T) {
+	leaktest.Check(t)
 	dialed := make(chan string, 1)
 	paddr := startProxy(t, ProxyConfig{
 		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -333,6 +336,7 @@ func TestProxyRejects(t *testing.T) {
 }
 
 func TestProxyHandshakeTimeout(t *testing.T) {
+	leaktest.Check(t)
 	paddr := startProxy(t, ProxyConfig{HandshakeTimeout: 100 * time.Millisecond})
 	c, err := net.Dial("tcp", paddr)
 	if err != nil {
@@ -349,6 +353,7 @@ func TestProxyHandshakeTimeout(t *testing.T) {
 // TestProxyCancelClosesRelays checks that ServeSOCKS5 returns, closing a
 // connection in the middle of a relay, when its ctx is cancelled.
 func TestProxyCancelClosesRelays(t *testing.T) {
+	leaktest.Check(t)
 	target, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -382,6 +387,7 @@ func TestProxyCancelClosesRelays(t *testing.T) {
 }
 
 func TestProxyListenerClosed(t *testing.T) {
+	leaktest.Check(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

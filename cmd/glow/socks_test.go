@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"glow/internal/leaktest"
 )
 
 // TestAttackProxyOpenToNetwork (issue 12, item 7): --socks5 on an address
@@ -77,6 +79,7 @@ func TestDropFlag(t *testing.T) {
 }
 
 func TestListenSOCKSUnix(t *testing.T) {
+	leaktest.Check(t)
 	path := filepath.Join(t.TempDir(), "proxy.sock")
 	ln, err := listenSOCKS("unix:" + path)
 	if err != nil {

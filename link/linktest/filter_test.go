@@ -9,6 +9,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/conn"
 
+	"glow/internal/leaktest"
 	"glow/link"
 	"glow/link/linktest"
 )
@@ -46,6 +47,7 @@ func loopbackListen(port uint16) (net.PacketConn, error) {
 // TestFilterBind runs the filter over two PacketBinds on loopback: blocked
 // packets are dropped and counted on send and on receive.
 func TestFilterBind(t *testing.T) {
+	leaktest.Check(t)
 	ip := netip.MustParseAddr("127.0.0.1")
 	f := linktest.NewFilter()
 	innerA := link.NewPacketBind(loopbackListen)
