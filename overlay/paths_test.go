@@ -2,7 +2,6 @@ package overlay
 
 import (
 	"context"
-	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -69,7 +68,6 @@ func TestRelayFollowsHopPath(t *testing.T) {
 	for i, name := range []string{"a", "b", "c"} {
 		h := in.NewHost(ips[i])
 		dir := provision(t, u, name, used, i == 0)
-		self := ips[i]
 		var peers []string
 		if i > 0 {
 			peers = []string{netip.AddrPortFrom(ips[1], DefaultPort).String()}
@@ -77,17 +75,10 @@ func TestRelayFollowsHopPath(t *testing.T) {
 				peers = []string{netip.AddrPortFrom(ips[0], DefaultPort).String()}
 			}
 		}
-		nodes = append(nodes, labNode(t, h, name, func(c *Config) {
+		nodes = append(nodes, labNode(t, h, lk, name, func(c *Config) {
 			c.StateDir, c.Peers = dir, peers
 			if name == "b" {
 				c.LinkListen = "127.0.0.1:0"
-			}
-			c.ListenPacket = func(port uint16) (net.PacketConn, error) {
-				pc, err := h.ListenPacket(port)
-				if err != nil {
-					return nil, err
-				}
-				return &linkConn{PacketConn: pc, self: self, links: lk}, nil
 			}
 		}))
 	}
