@@ -708,3 +708,84 @@ func TestTimerLinkRedial(t *testing.T) {
 		}
 	})
 }
+
+// streamTo gives the named peer a stream link as its path, as attachStream
+// does but without its reader and writer goroutines: the node's control
+// packets for the peer wait in the returned queue.
+func (r *clockRig) streamTo(name string) (s *link.Stream, ctlq chan []byte) {
+	r.t.Helper()
+	rp := r.peers[name]
+	ca, cb := net.Pipe()
+	accept := func(wire.NodeID, []byte) error { return nil }
+	other := make(chan *link.Stream, 1)
+	go func() {
+		s, err := link.Handshake(context.Background(), cb, link.Identity{Sign: rp.keys.Sign, Cert: rp.cert.Marshal()}, accept)
+		if err != nil {
+			r.t.Error(err)
+		}
+		other <- s
+	}()
+	s, err := link.Handshake(context.Background(), ca, link.Identity{Sign: r.n.keys.Sign, Cert: r.n.cert.Marshal()}, accept)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if b := <-other; b != nil {
+		r.t.Cleanup(func() { b.Close() })
+	}
+	r.t.Cleanup(func() { s.Close() })
+	ctlq = make(chan []byte, 64)
+	r.locked(func() {
+		p := r.peer(name)
+		p.stream, p.streamName, p.streamQ = s, "tcp://test", ctlq
+		p.route = nil
+		r.n.applyPathLocked(p)
+		p.hbWait = time.Time{}
+	})
+	return s, ctlq
+}
+
+// TestTimerStreamDeadIdle: a peer reached over a stream link (TCP,
+// WebSocket, ssh) is pinged every 10 s over it; a link whose heartbeats go
+// unanswered for deadIdle (25 s) after the first is closed, not sooner.
+func TestTimerStreamDeadIdle(t *testing.T) {
+	r := newClockRig(t, "b")
+	s, ctlq := r.streamTo("b")
+	shared := r.peers["b"].shared
+	t0 := r.now
+	var pings []time.Duration
+	drain := func() {
+		for {
+			select {
+			case pkt := <-ctlq:
+				if m, err := openCtl(pkt, shared); err == nil && msgType(m[0]) == msgPing {
+					pings = append(pings, r.now.Sub(t0))
+				}
+			default:
+				return
+			}
+		}
+	}
+	closed := func() bool {
+		select {
+		case <-s.Done():
+			return true
+		default:
+			return false
+		}
+	}
+	first := t0 // the first heartbeat goes at once: none went on this link
+	for at := t0; !at.After(first.Add(wantDeadIdle)); at = at.Add(250 * time.Millisecond) {
+		r.tickAt(at)
+		drain()
+	}
+	if !slices.Equal(pings, secs(0, 10, 20)) {
+		t.Fatalf("heartbeats over the link at %v, want 0, 10, 20 s", pings)
+	}
+	if closed() {
+		t.Fatal("link closed at deadIdle after the first unanswered heartbeat")
+	}
+	r.tickAt(first.Add(wantDeadIdle + time.Nanosecond))
+	if !closed() {
+		t.Fatal("link still open past deadIdle")
+	}
+}
