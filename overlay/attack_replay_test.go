@@ -143,7 +143,12 @@ func TestAttackControlReplay(t *testing.T) {
 		}
 		return len(captured) == 3
 	})
-	time.Sleep(300 * time.Millisecond) // b has handled the originals
+	// b has handled the originals: a ping sent after them over the same
+	// path is answered (b's loop takes control packets in order).
+	waitFor(t, 10*time.Second, "a ping from a to b after the originals", func() bool {
+		r, err := a.Ping(t.Context(), "n2")
+		return err == nil && r.Err == ""
+	})
 	// b's records move on, so the captured digest asks for them.
 	b.mu.Lock()
 	b.info = nil
@@ -169,7 +174,11 @@ func TestAttackControlReplay(t *testing.T) {
 	for range copies {
 		atkA.send(t, join, loopbackAP(a.Port()))
 	}
-	time.Sleep(2 * time.Second)
+	// Looked at once every replay has been taken and refused: anything b or
+	// a would have sent the attacker was sent while handling them.
+	waitFor(t, 30*time.Second, "b and a to refuse every replay", func() bool {
+		return dropped(b, "replay")-before >= 3*copies && dropped(a, "handshake-replay")-beforeA >= copies
+	})
 	b.mu.Lock()
 	pa := b.peers[a.id]
 	_, cand := pa.cands[atk.addr()]
@@ -331,7 +340,16 @@ func TestAttackEndpointPoison(t *testing.T) {
 	}
 	v.mu.Unlock()
 	m.mu.Unlock()
-	time.Sleep(500 * time.Millisecond)
+	waitFor(t, 10*time.Second, "v to take the 20 pongs", func() bool {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		for tx := range pm.pings {
+			if tx[0] == 0xee {
+				return false
+			}
+		}
+		return true
+	})
 	v.mu.Lock()
 	v.refreshInfoLocked(time.Now())
 	eps := slices.Clone(v.info.Endpoints)
