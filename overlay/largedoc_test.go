@@ -205,7 +205,21 @@ func TestLargeDocMeshOnce(t *testing.T) {
 	for _, n := range nodes {
 		waitFor(t, 30*time.Second, n.Cert().Name+" to get the policy", func() bool { return docVersion(n, KindPolicy) == pi.Version })
 	}
-	time.Sleep(2 * time.Second) // fragments still queued go out
+	// Fragments still queued go out before they are counted.
+	waitFor(t, 30*time.Second, "every node's fragment queues to drain", func() bool {
+		for _, n := range nodes {
+			n.mu.Lock()
+			queued := 0
+			for _, q := range n.frags.out {
+				queued += len(q.recs)
+			}
+			n.mu.Unlock()
+			if queued > 0 {
+				return false
+			}
+		}
+		return true
+	})
 	var sent uint64
 	for _, n := range nodes {
 		n.mu.Lock()
