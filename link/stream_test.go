@@ -367,7 +367,7 @@ func exercise(t *testing.T, x, y *link.Stream) {
 			if err == nil {
 				t.Error("read after Close succeeded")
 			}
-		case <-time.After(5 * time.Second):
+		case <-time.After(30 * time.Second):
 			t.Fatal("Close did not unblock a reader")
 		}
 	}
@@ -517,7 +517,7 @@ func TestDialCommand(t *testing.T) {
 		if err == nil {
 			t.Error("read after close succeeded")
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("Close did not unblock the reader")
 	}
 

@@ -97,7 +97,7 @@ func payload(n, seed int) []byte {
 
 func readTURN(t *testing.T, c *TURNClient) ([]byte, netip.AddrPort) {
 	t.Helper()
-	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	c.SetReadDeadline(time.Now().Add(hangBound))
 	buf := make([]byte, 64<<10)
 	n, from, err := c.ReadFrom(buf)
 	if err != nil {
@@ -108,7 +108,7 @@ func readTURN(t *testing.T, c *TURNClient) ([]byte, netip.AddrPort) {
 
 func readUDP(t *testing.T, pc net.PacketConn) ([]byte, netip.AddrPort) {
 	t.Helper()
-	pc.SetReadDeadline(time.Now().Add(3 * time.Second))
+	pc.SetReadDeadline(time.Now().Add(hangBound))
 	buf := make([]byte, 64<<10)
 	n, from, err := pc.ReadFrom(buf)
 	if err != nil {
