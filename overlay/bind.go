@@ -45,8 +45,13 @@ type Bind struct {
 	dev      atomic.Pointer[device.Device]            // set once the device exists
 	byIP     atomic.Pointer[map[netip.Addr]*Endpoint] // overlay address -> peer; copy on write
 	wgWakes  atomic.Uint64                            // WireGuard peers configured on demand
-	wgMu     sync.Mutex                               // guards every Endpoint.wg and wgClosed; serialises IpcSet
+	wgMu     sync.Mutex                               // guards what wireguard-go holds (Endpoint.wg.on, inKey, since) and wgClosed; serialises IpcSet; taken before wgCfgMu
+	wgCfgMu  sync.Mutex                               // guards every Endpoint.wg.key, wg.cfg and wgQueue; never held across IpcSet, so Node.mu may be held
 	wgClosed bool                                     // closeWG was called
+	wgHook   func()                                   // tests: called before each IpcSet of a peer (Config.beforeIpcSet); set before use
+	wgQueue  []func()                                 // changes made under Node.mu, applied in order by applyWG
+	wgOwner  map[string]*Endpoint                     // public key -> the endpoint configured with it in wireguard-go; guarded by wgMu
+	wgKick   chan struct{}                            // cap 1: wgQueue has work
 
 	// Drops, counted by reason; read with Counters.
 	dropUnknownSrc  atomic.Uint64 // WireGuard packet from an address of no known peer
@@ -226,7 +231,8 @@ func (e *Endpoint) SrcIP() netip.Addr { return netip.Addr{} }
 func NewBind(inner conn.Bind, self wire.NodeID, fwd *relay.Forwarder, ctl *ctlQueues) *Bind {
 	b := &Bind{inner: inner, ctl: ctl, self: self.Short(), fwd: fwd,
 		streamIn: make(chan streamPkt, 1024),
-		out:      newInflight(inflightLimit), in: newInflight(inflightLimit),
+		wgOwner:  map[string]*Endpoint{}, wgKick: make(chan struct{}, 1),
+		out: newInflight(inflightLimit), in: newInflight(inflightLimit),
 		peers: map[wire.NodeID]*Endpoint{}, addrs: map[netip.AddrPort]*Endpoint{}}
 	m := map[netip.AddrPort]*Endpoint{}
 	b.byAddr.Store(&m)

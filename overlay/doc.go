@@ -29,9 +29,9 @@
 // Control state (peers, records, routes) is owned by the control loop
 // goroutine and guarded by Node.mu, which the API takes to read it; no
 // blocking call is made with it held (sends are UDP writes): state file
-// writes, routes and memory release are done after it, from a snapshot
-// (save.go). The lock order and the two exceptions (redeeming a code,
-// WireGuard peer changes) are written at Node.mu.
+// writes, routes, WireGuard peer changes and memory release are done after
+// it, from a snapshot or a queue (save.go). The lock order and the one
+// exception (redeeming or issuing a code) are written at Node.mu.
 //
 // # Trust
 //

@@ -36,51 +36,109 @@ const (
 	lazyTrimEvery = 30 * time.Second // how often the loop looks
 )
 
-// wgPeer is an Endpoint's WireGuard configuration, guarded by Bind.wgMu
-// (on is also read without it).
+// wgPeer is an Endpoint's WireGuard configuration: key and cfg, what the
+// control state wants, are guarded by Bind.wgCfgMu; the rest, what
+// wireguard-go holds, by Bind.wgMu (on is also read without it).
 type wgPeer struct {
 	key   string // public key, hex
 	cfg   string // IpcSet lines that add the peer
+	inKey string // the key configured in wireguard-go, while on
 	on    atomic.Bool
 	since time.Time // when it was last configured
 }
 
-// setWG stores e's WireGuard configuration (key and allowed IPs) and
-// applies it at once if the peer is configured in wireguard-go.
+// setWG stores e's WireGuard configuration (key and allowed IPs); if the
+// peer is configured in wireguard-go, applyWG applies the new one. The
+// control loop calls it under Node.mu, so it queues rather than call
+// IpcSet, which waits for the device's IPC lock.
 func (b *Bind) setWG(e *Endpoint, key, cfg string, ips []netip.Addr) {
-	b.wgMu.Lock()
-	old := e.wg.key
+	b.wgCfgMu.Lock()
 	e.wg.key, e.wg.cfg = key, cfg
-	if e.wg.on.Load() {
-		if old != key {
-			b.removeWGLocked(e, old)
+	b.queueWGLocked(func() {
+		if e.wg.on.Load() { // else the next wake takes the new one
+			if e.wg.inKey != key {
+				b.removeWGLocked(e)
+			}
+			b.addWGLocked(e)
 		}
-		b.addWGLocked(e)
-	}
-	b.wgMu.Unlock()
+	})
+	b.wgCfgMu.Unlock()
 	b.mu.Lock()
 	e.ips = ips
 	b.publishIPsLocked()
 	b.mu.Unlock()
 }
 
+// sleepWG removes e's WireGuard peer if it is configured: queued for
+// applyWG, as setWG.
+func (b *Bind) sleepWG(e *Endpoint) {
+	b.wgCfgMu.Lock()
+	defer b.wgCfgMu.Unlock()
+	b.queueWGLocked(func() {
+		if e.wg.on.Load() {
+			b.removeWGLocked(e)
+		}
+	})
+}
+
+// queueWGLocked queues a change for applyWG. b.wgCfgMu is held.
+func (b *Bind) queueWGLocked(f func()) {
+	b.wgQueue = append(b.wgQueue, f)
+	select {
+	case b.wgKick <- struct{}{}:
+	default:
+	}
+}
+
+// applyWG applies the queued changes, in the order they were made, under
+// b.wgMu (the Node's WireGuard applier goroutine).
+func (b *Bind) applyWG() {
+	b.wgCfgMu.Lock()
+	q := b.wgQueue
+	b.wgQueue = nil
+	b.wgCfgMu.Unlock()
+	b.wgMu.Lock()
+	defer b.wgMu.Unlock()
+	for _, f := range q {
+		f()
+	}
+}
+
 // addWGLocked configures e's peer in wireguard-go. b.wgMu is held.
 func (b *Bind) addWGLocked(e *Endpoint) bool {
+	b.wgCfgMu.Lock()
+	key, cfg := e.wg.key, e.wg.cfg
+	b.wgCfgMu.Unlock()
 	dev := b.dev.Load()
-	if e.wg.cfg == "" || dev == nil || b.wgClosed || dev.IpcSet(e.wg.cfg) != nil {
+	if cfg == "" || dev == nil || b.wgClosed || b.ipcSet(dev, cfg) != nil {
 		e.wg.on.Store(false)
 		return false
 	}
+	e.wg.inKey = key
+	b.wgOwner[key] = e
 	e.wg.on.Store(true)
 	return true
 }
 
-// removeWGLocked removes the peer with key from wireguard-go. b.wgMu is held.
-func (b *Bind) removeWGLocked(e *Endpoint, key string) {
-	if dev := b.dev.Load(); dev != nil && !b.wgClosed {
-		dev.IpcSet("public_key=" + key + "\nremove=true\n")
+// removeWGLocked removes e's peer from wireguard-go, unless another
+// endpoint (the same node added again) has configured its key since.
+// b.wgMu is held.
+func (b *Bind) removeWGLocked(e *Endpoint) {
+	key := e.wg.inKey
+	if o := b.wgOwner[key]; o == nil || o == e {
+		delete(b.wgOwner, key)
+		if dev := b.dev.Load(); dev != nil && !b.wgClosed {
+			b.ipcSet(dev, "public_key="+key+"\nremove=true\n")
+		}
 	}
 	e.wg.on.Store(false)
+}
+
+func (b *Bind) ipcSet(dev *device.Device, cfg string) error {
+	if b.wgHook != nil {
+		b.wgHook()
+	}
+	return dev.IpcSet(cfg)
 }
 
 // wakeWG configures e's WireGuard peer if it is not.
@@ -109,15 +167,6 @@ func (b *Bind) closeWG() {
 	b.wgMu.Lock()
 	b.wgClosed = true
 	b.wgMu.Unlock()
-}
-
-// sleepWG removes e's WireGuard peer if it is configured.
-func (b *Bind) sleepWG(e *Endpoint) {
-	b.wgMu.Lock()
-	defer b.wgMu.Unlock()
-	if e.wg.on.Load() {
-		b.removeWGLocked(e, e.wg.key)
-	}
 }
 
 // wakeForDst configures the WireGuard peer that owns overlay address dst,
@@ -155,12 +204,12 @@ func (b *Bind) trimWG(now time.Time) (left int) {
 		if !e.wg.on.Load() {
 			continue
 		}
-		recent := later(e.wg.since, last[e.wg.key])
+		recent := later(e.wg.since, last[e.wg.inKey])
 		if now.Sub(recent) < lazyIdle || now.Sub(time.Unix(0, e.lastSend.Load())) < lazyIdle {
 			left++
 			continue
 		}
-		b.removeWGLocked(e, e.wg.key)
+		b.removeWGLocked(e)
 	}
 	return left
 }

@@ -57,12 +57,18 @@ func (w *lockWatch) count(name string) int {
 
 // TestStateWritesOutsideLock: every state file write a node makes (the
 // records cache, saved in the background and by document changes; policy
-// history; bootstrap; links) is made without Node.mu held, so the control
-// loop and the API never wait for an fsync. The invites file is the
-// exception, written under the lock (Node.mu's comment says why).
+// history; bootstrap; links) and every IpcSet of a WireGuard peer (one
+// configured by traffic, removed by nodes remove) is made without Node.mu
+// held, so the control loop and the API never wait for an fsync or for
+// wireguard-go. The invites file is the exception, written under the lock
+// (Node.mu's comment says why).
 func TestStateWritesOutsideLock(t *testing.T) {
 	w := newLockWatch()
-	admin := testNode(t, "n1", func(c *Config) { c.UserName = "alice"; c.stateWrite = w.hook })
+	admin := testNode(t, "n1", func(c *Config) {
+		c.UserName = "alice"
+		c.stateWrite = w.hook
+		c.beforeIpcSet = func() { w.hook("IpcSet") }
+	})
 	w.node.Store(admin)
 
 	saved := w.count("records")
@@ -72,6 +78,11 @@ func TestStateWritesOutsideLock(t *testing.T) {
 	}
 	n2 := testNode(t, "n2", func(c *Config) { c.JoinCode = code })
 	waitFor(t, 20*time.Second, "n1 sees n2 direct", func() bool { return directPeers(admin) == 1 })
+	// Traffic makes n2 a WireGuard peer of n1: nodes remove takes it out.
+	serveEcho(t, n2, 8080)
+	if dialCount(admin, n2.Cert().IPv4, 8080, 1) != 1 {
+		t.Fatal("n1 cannot reach n2:8080")
+	}
 	// The admission dirtied the records cache: the background save.
 	waitFor(t, 20*time.Second, "a records save after the admission", func() bool { return w.count("records") > saved })
 
@@ -93,9 +104,11 @@ func TestStateWritesOutsideLock(t *testing.T) {
 	if err := admin.RemoveLink("tcp://127.0.0.1:9"); err != nil {
 		t.Fatal(err)
 	}
+	ipcs := w.count("IpcSet")
 	if err := admin.RemoveNode(n2.Cert().Name); err != nil {
 		t.Fatal(err)
 	}
+	waitFor(t, 20*time.Second, "n2's WireGuard peer removed", func() bool { return w.count("IpcSet") > ipcs })
 	admin.Close() // the last records save
 
 	w.mu.Lock()
@@ -108,13 +121,13 @@ func TestStateWritesOutsideLock(t *testing.T) {
 		total += c
 		held += w.held[name]
 	}
-	t.Logf("writes %v, with Node.mu held %v: %d of %d (invites aside)", w.writes, w.held, held, total)
-	for _, name := range []string{"records", "bootstrap", "links"} {
+	t.Logf("writes and IpcSets %v, with Node.mu held %v: %d of %d (invites aside)", w.writes, w.held, held, total)
+	for _, name := range []string{"records", "bootstrap", "links", "IpcSet"} {
 		if w.writes[name] == 0 {
 			t.Errorf("no %s write seen: the test does not exercise it", name)
 		}
 	}
 	if held > 0 {
-		t.Errorf("%d of %d state writes made with Node.mu held: %v", held, total, w.held)
+		t.Errorf("%d of %d state writes and IpcSets made with Node.mu held: %v", held, total, w.held)
 	}
 }

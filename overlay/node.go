@@ -81,7 +81,8 @@ type Config struct {
 	HostAddrs func() []netip.Addr
 	Logf      func(format string, args ...any)
 
-	stateWrite func(name string) // tests: called before each state file write (State.beforeWrite)
+	stateWrite   func(name string) // tests: called before each state file write (State.beforeWrite)
+	beforeIpcSet func()            // tests: called before each IpcSet of a WireGuard peer (Bind.wgHook)
 }
 
 // Node is one running glow node. Start builds it; Close stops it.
@@ -140,19 +141,14 @@ type Node struct {
 	// across a file write or fsync, a netlink call, a multicast join, a
 	// garbage collection or a wait for another goroutine: such work is
 	// snapshotted under mu and done after it (save.go; disc.Refresh and
-	// releaseMemory in loop.go). Kept under mu on purpose:
-	//   - Redeeming a code on the control loop (handleJoinLocked,
-	//     acceptFriendLocked) and issuing one (Invite, FriendInvite) write
-	//     the invites file, and a friend's admission the records cache, under
-	//     mu: the code's use, its record on disk and the admission are one
-	//     step, so two redemptions of a one-use code can never both pass and
-	//     a restart cannot make a used code good again (ea29935). Only an
-	//     admin node with a live code does this, a few times per code.
-	//   - A WireGuard peer's reconfiguration and removal (setWG, sleepWG in
-	//     lazywg.go) call wireguard-go's IpcSet under mu, through Bind.wgMu,
-	//     in the order the control state changed; it waits only for the
-	//     device's IPC lock, which Close alone holds long, and only after
-	//     closeWG has made IpcSet a no-op.
+	// releaseMemory in loop.go; WireGuard peer changes in lazywg.go). Kept
+	// under mu on purpose: redeeming a code on the control loop (handleJoinLocked,
+	// acceptFriendLocked) and issuing one (Invite, FriendInvite) write the
+	// invites file, and a friend's admission the records cache, under mu:
+	// the code's use, its record on disk and the admission are one step, so
+	// two redemptions of a one-use code can never both pass and a restart
+	// cannot make a used code good again (ea29935). Only an admin node with
+	// a live code does this, a few times per code.
 	mu            sync.Mutex
 	cert          *Cert    // this node's certificate
 	user          *UserKey // nil unless admin
@@ -472,6 +468,9 @@ func (n *Node) startDataPlane(port uint16) error {
 	n.ctlq = newCtlQueues()
 	n.fwd = relay.New(relay.Limits{})
 	n.bind = NewBind(inner, n.id, n.fwd, n.ctlq)
+	n.bind.wgHook = n.cfg.beforeIpcSet
+	n.wg.Add(1)
+	go n.wgApplier()
 	n.mu.Lock()
 	n.refreshPolicyLocked() // sets the relay's members
 	n.mu.Unlock()

@@ -28,6 +28,8 @@ import (
 //   - routes to friends' networks (netlink, nftables): routeFriendsLocked
 //     hands the latest set to the route setter goroutine.
 //   - links and bootstrap files: snapshot under n.mu, write under saveMu.
+//   - WireGuard peer changes (Bind.setWG, sleepWG): queued in order under
+//     Bind.wgMu, applied with IpcSet by the WireGuard applier goroutine.
 
 // kickSaver asks the saver for a records cache save.
 func (n *Node) kickSaver() {
@@ -217,6 +219,20 @@ func (n *Node) routeSetter(k *tun.Kernel, v4, v6 netip.Addr) {
 				n.friendRoutes = nil
 			}
 			n.mu.Unlock()
+		}
+	}
+}
+
+// wgApplier applies the WireGuard peer changes the control state queued
+// (lazywg.go), off n.mu, until the node stops.
+func (n *Node) wgApplier() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-n.bind.wgKick:
+			n.bind.applyWG()
 		}
 	}
 }
