@@ -24,9 +24,13 @@ type tapConn struct {
 }
 
 func (c *tapConn) WriteTo(b []byte, addr net.Addr) (int, error) {
-	if wire.Classify(b) == wire.KindControl {
+	ctl := b
+	if wire.Classify(b) == wire.KindJoin && len(b) > joinViaOverhead { // a join request, for any member to pass on
+		ctl = b[joinViaOverhead:]
+	}
+	if wire.Classify(ctl) == wire.KindControl {
 		c.mu.Lock()
-		c.got = append(c.got, append([]byte(nil), b...))
+		c.got = append(c.got, append([]byte(nil), ctl...))
 		c.mu.Unlock()
 	}
 	return c.PacketConn.WriteTo(b, addr)

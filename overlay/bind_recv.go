@@ -219,7 +219,7 @@ func (r *rx) handle(i int, bufs [][]byte, sizes []int, eps []conn.Endpoint, from
 		pkt, from, via = inner, netip.AddrPort{}, e.ID
 	}
 	switch k {
-	case wire.KindControl, wire.KindBeacon, wire.KindSTUN:
+	case wire.KindControl, wire.KindBeacon, wire.KindSTUN, wire.KindJoin:
 		b.putCtl(k, pkt, from, via, addrs) // to the control loop's queues (ctlqueue.go)
 	default:
 		b.dropUnknownKind.Add(1)

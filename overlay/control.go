@@ -42,6 +42,7 @@ const (
 	msgJoinResp msgType = 7
 	// msgFriendReq, msgFriendResp: 8, 9 (friends.go)
 	msgRecordFrag msgType = 10 // fragment.go
+	// msgJoinFwd, msgJoinBack: 20, 21 (joinrelay.go)
 )
 
 var errNotControl = errors.New("not a control packet")
@@ -306,6 +307,8 @@ func parseCtl(m []byte) (any, error) {
 		j.Err = r.Str(255)
 		j.Cert = r.Bytes16(1024)
 		out = j
+	case msgJoinFwd, msgJoinBack:
+		out = parseJoinRelay(msgType(m[0]), &r)
 	default:
 		fm, ok := parseFriendMsg(msgType(m[0]), &r)
 		if !ok {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,6 +23,10 @@ import (
 //
 //	version(1) | user key hash(16) | inviter control key(32) | secret(16) |
 //	expiry unix seconds(8) | endpoint count(1) | endpoints | checksum(4)
+//
+// The endpoints are the inviter's and those of the user's nodes the inviter
+// reaches directly at a public address (a VPS): a joiner that cannot reach
+// the inviter asks one of them to pass its request on (joinrelay.go).
 //
 // The checksum (SHA-256 prefix) catches typing and copying mistakes.
 //
@@ -74,8 +79,8 @@ func (inv *Invite) Code() string {
 	w.Raw(inv.Secret[:])
 	w.I64(inv.Expires.Unix())
 	eps := inv.Endpoints
-	if len(eps) > 8 {
-		eps = eps[:8]
+	if len(eps) > maxInviteEndpoints {
+		eps = eps[:maxInviteEndpoints]
 	}
 	w.U8(uint8(len(eps)))
 	for _, ep := range eps {
@@ -119,7 +124,7 @@ func ParseInvite(code string) (*Invite, error) {
 	r.Fixed(inv.Secret[:])
 	inv.Expires = time.Unix(r.I64(), 0)
 	n := int(r.U8())
-	if n > 8 {
+	if n > maxInviteEndpoints {
 		return nil, ErrBadCode
 	}
 	for i := 0; i < n; i++ {
@@ -266,6 +271,41 @@ func (iv *invites) issue(ttl time.Duration, uses int, friend bool, now time.Time
 	iv.byID[(&Invite{Secret: p.Secret}).ID()] = p
 	return p, iv.save(now)
 }
+
+// maxInviteEndpoints bounds a code's endpoints; up to maxInvitePublic of
+// them are other nodes' public addresses.
+const (
+	maxInviteEndpoints = 8
+	maxInvitePublic    = 3
+)
+
+// inviteEndpointsLocked lists where a joiner may find the user: this node's
+// endpoints, then the public addresses of nodes it reaches directly.
+func (n *Node) inviteEndpointsLocked(now time.Time) []netip.AddrPort {
+	var pub []netip.AddrPort
+	for _, p := range n.peers {
+		a := p.active.Addr().Unmap()
+		if p.cert.User != n.cert.User || !endpointOK(p.active, n.loopbackLab) {
+			continue
+		}
+		if !n.loopbackLab && (a.IsPrivate() || a.IsLoopback() || cgnat.Contains(a)) {
+			continue
+		}
+		pub = append(pub, netip.AddrPortFrom(a, p.active.Port()))
+	}
+	slices.SortFunc(pub, func(a, b netip.AddrPort) int { return a.Compare(b) })
+	pub = pub[:min(len(pub), maxInvitePublic)]
+	own := n.localEndpointsLocked(now)
+	own = own[:min(len(own), maxInviteEndpoints-len(pub))]
+	for _, ap := range pub {
+		if !slices.Contains(own, ap) {
+			own = append(own, ap)
+		}
+	}
+	return own
+}
+
+var cgnat = netip.MustParsePrefix("100.64.0.0/10")
 
 // Errors a join attempt gets back.
 var (

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"glow/internal/wire"
+	"glow/link"
 	"glow/overlay/api"
 )
 
@@ -57,7 +58,14 @@ func (n *Node) join(code string, port uint16) (*Cert, error) {
 	rand.Read(req.Nonce[:])
 	req.Proof = joinProof(inv.Secret, inv.Inviter, n.ctlPub, n.id, req.WG, req.Name, req.Nonce)
 	copy(req.Sig[:], ed25519.Sign(n.keys.Sign, joinSigned(inv.Inviter, n.ctlPub, req)))
-	resp, err := joinExchange(uc, inv, n.keys.Ctl, n.ctlPub, req, n.logf)
+	j := &joiner{pc: uc, inv: inv, ctl: n.keys.Ctl, ctlPub: n.ctlPub, req: req, logf: n.logf, hostAddrs: n.cfg.HostAddrs}
+	if !n.cfg.NoDiscovery {
+		if d, err := link.ListenDiscovery(n.cfg.DiscoveryGroup); err == nil {
+			defer d.Close()
+			j.disc = d
+		}
+	}
+	resp, err := j.run()
 	if err != nil {
 		return nil, err
 	}
@@ -71,9 +79,13 @@ func (n *Node) join(code string, port uint16) (*Cert, error) {
 	if UserHash(c.User[:]) != inv.UserHash || c.Node != n.id || c.WG != req.WG || c.Ctl != n.ctlPub {
 		return nil, errors.New("the inviting node sent a certificate that does not match this node or the code")
 	}
-	n.bootstrap = append(n.bootstrap, inv.Endpoints...)
+	for _, ap := range j.targets { // the code's addresses and the members found meanwhile
+		if !slices.Contains(n.bootstrap, ap) {
+			n.bootstrap = append(n.bootstrap, ap)
+		}
+	}
 	n.state.WriteFile("bootstrap", n.bootstrapFile(), 0o644)
-	n.logf("glow: joined user %s as %s (%v, %v)", c.UserName, c.Name, c.IPv4, c.IPv6)
+	n.logf("glow: joined user %s as %s (%v, %v) in %v", c.UserName, c.Name, c.IPv4, c.IPv6, time.Since(j.start).Round(time.Millisecond))
 	return c, nil
 }
 
@@ -81,42 +93,220 @@ func (n *Node) join(code string, port uint16) (*Cert, error) {
 // ctlPub) to the inviter, from pc to every endpoint of inv until the
 // inviter answers or joinTimeout passes, and returns the answer.
 func joinExchange(pc net.PacketConn, inv *Invite, ctl [32]byte, ctlPub wire.Key, req joinReq, logf func(string, ...any)) (joinResp, error) {
-	shared := sharedKey(ctl, inv.Inviter)
-	deadline := time.Now().Add(joinTimeout)
-	buf := make([]byte, 2048)
-	for time.Now().Before(deadline) {
-		pkt := sealCtl(nil, ctlPub, shared, req.marshal()) // fresh each time: the inviter takes a packet once
-		for _, ep := range inv.Endpoints {
-			if _, err := pc.WriteTo(pkt, net.UDPAddrFromAddrPort(ep)); err != nil {
-				logf("glow: join: sending to %v: %v", ep, err)
-			}
-		}
-		pc.SetReadDeadline(time.Now().Add(joinResend))
+	j := &joiner{pc: pc, inv: inv, ctl: ctl, ctlPub: ctlPub, req: req, logf: logf}
+	return j.run()
+}
+
+const (
+	joinHintAfter  = 5 * time.Second // then the joiner says what it tried and what to run
+	maxJoinTargets = 32
+)
+
+// A joiner sends a join request to every address where a member of the
+// code's user may be: the code's endpoints, and members that show
+// themselves with a beacon (on the LAN, or unicast after 'glow link add
+// udp://THIS:PORT' on a member). Every request is sealed anew to the
+// inviter and wrapped for any member to pass on (joinrelay.go); the answer
+// counts from whatever address it comes, if it is sealed by the inviter.
+type joiner struct {
+	pc        net.PacketConn
+	disc      *link.Discovery // LAN beacons, or nil
+	inv       *Invite
+	ctl       [32]byte
+	ctlPub    wire.Key
+	req       joinReq
+	logf      func(string, ...any)
+	hostAddrs func() []netip.Addr // for the hint; nil: none
+
+	start   time.Time
+	targets []netip.AddrPort
+	shared  *[32]byte
+}
+
+type joinDatagram struct {
+	b    []byte
+	from netip.AddrPort
+	lan  bool
+}
+
+func (j *joiner) run() (joinResp, error) {
+	j.start = time.Now()
+	j.shared = sharedKey(j.ctl, j.inv.Inviter)
+	j.targets = slices.Clone(j.inv.Endpoints)
+	in := make(chan joinDatagram, 16)
+	done := make(chan struct{})
+	defer close(done)
+	read := func(rd func([]byte) (int, netip.AddrPort, error), lan bool) {
 		for {
-			sz, _, err := pc.ReadFrom(buf)
+			buf := make([]byte, 2048)
+			sz, from, err := rd(buf)
 			if err != nil {
-				break // deadline: send again
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					continue
+				}
+				return
 			}
-			sender, err := ctlSender(buf[:sz])
-			if err != nil || sender != inv.Inviter {
-				logf("glow: join: ignoring a datagram that is not from the inviting node")
-				continue
+			select {
+			case in <- joinDatagram{buf[:sz], from, lan}:
+			case <-done:
+				return
 			}
-			m, err := openCtl(buf[:sz], shared)
-			if err != nil {
-				logf("glow: join: ignoring an answer that does not open: %v", err)
-				continue
-			}
-			msg, err := parseCtl(m)
-			resp, ok := msg.(joinResp)
-			if err != nil || !ok {
-				logf("glow: join: ignoring an unexpected answer: %v", err)
-				continue
-			}
-			return resp, nil
 		}
 	}
-	return joinResp{}, fmt.Errorf("no answer from the inviting node at %v within %v; is it up and reachable?", inv.Endpoints, joinTimeout)
+	// The readers end when run returns: the socket gets a past deadline,
+	// the discovery socket is closed by the caller.
+	defer j.pc.SetReadDeadline(time.Unix(1, 0))
+	j.pc.SetReadDeadline(time.Time{})
+	go read(func(b []byte) (int, netip.AddrPort, error) {
+		sz, a, err := j.pc.ReadFrom(b)
+		if err != nil {
+			select {
+			case <-done:
+				return 0, netip.AddrPort{}, net.ErrClosed
+			default:
+				return 0, netip.AddrPort{}, err
+			}
+		}
+		return sz, udpAddrPort(a), nil
+	}, false)
+	if j.disc != nil {
+		go read(j.disc.Read, true)
+	}
+	for _, t := range j.targets {
+		j.send(t)
+	}
+	resend := time.NewTicker(joinResend)
+	defer resend.Stop()
+	deadline := time.NewTimer(joinTimeout)
+	defer deadline.Stop()
+	hint := time.NewTimer(joinHintAfter)
+	defer hint.Stop()
+	for {
+		select {
+		case <-deadline.C:
+			return joinResp{}, fmt.Errorf("no answer from the inviting node within %v (tried %v); is a node of the user up and reachable from here, or can one reach this machine ('glow link add udp://ADDR:PORT' on it)?", joinTimeout, j.targets)
+		case <-hint.C:
+			j.hint()
+		case <-resend.C:
+			for _, t := range j.targets {
+				j.send(t)
+			}
+		case d := <-in:
+			if resp, ok := j.handle(d); ok {
+				return resp, nil
+			}
+		}
+	}
+}
+
+// send sends a fresh request to t: the inviter takes each packet once.
+func (j *joiner) send(t netip.AddrPort) {
+	pkt := joinVia(j.inv.Inviter, sealCtl(nil, j.ctlPub, j.shared, j.req.marshal()))
+	if _, err := j.pc.WriteTo(pkt, net.UDPAddrFromAddrPort(t)); err != nil {
+		j.logf("glow: join: sending to %v: %v", t, err)
+	}
+}
+
+// handle takes one datagram: the inviter's answer ends the join; a beacon
+// of a member of the code's user adds its address to the targets.
+func (j *joiner) handle(d joinDatagram) (joinResp, bool) {
+	switch wire.Classify(d.b) {
+	case wire.KindControl:
+		sender, err := ctlSender(d.b)
+		if err != nil || sender != j.inv.Inviter {
+			j.logf("glow: join: ignoring a control packet from %v that is not the inviting node's", d.from)
+			return joinResp{}, false
+		}
+		m, err := openCtl(d.b, j.shared)
+		if err != nil {
+			j.logf("glow: join: ignoring an answer that does not open: %v", err)
+			return joinResp{}, false
+		}
+		msg, err := parseCtl(m)
+		resp, ok := msg.(joinResp)
+		if err != nil || !ok {
+			j.logf("glow: join: ignoring an unexpected answer: %v", err)
+			return joinResp{}, false
+		}
+		return resp, true
+	case wire.KindBeacon:
+		c, port, err := joinBeacon(d.b, j.inv.UserHash, time.Now())
+		if err != nil {
+			return joinResp{}, false // another user's node, or a stale beacon: not a way in
+		}
+		addr := d.from
+		if d.lan {
+			addr = netip.AddrPortFrom(d.from.Addr(), port)
+		}
+		addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+		if !addr.IsValid() || slices.Contains(j.targets, addr) || len(j.targets) >= maxJoinTargets {
+			return joinResp{}, false
+		}
+		j.logf("glow: join: %s.%s shows itself at %v; asking it", c.Name, c.UserName, addr)
+		j.targets = append(j.targets, addr)
+		j.send(addr)
+	}
+	return joinResp{}, false
+}
+
+// hint says, after joinHintAfter without an answer, what was tried and
+// what to run on a member that can reach this machine.
+func (j *joiner) hint() {
+	j.logf("glow: join: no answer yet after %v; tried %v. Still trying for %v.", joinHintAfter, j.targets, joinTimeout-joinHintAfter)
+	port := udpAddrPort(j.pc.LocalAddr()).Port()
+	var lines []string
+	if j.hostAddrs != nil {
+		for _, a := range j.hostAddrs() {
+			if a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsMulticast() || a.IsUnspecified() {
+				continue
+			}
+			lines = append(lines, "glow: join:     glow link add udp://"+netip.AddrPortFrom(a, port).String())
+		}
+	}
+	if len(lines) == 0 {
+		j.logf("glow: join: if a node of the user can reach this machine, run there: glow link add udp://ADDRESS:%d (this machine's address)", port)
+		return
+	}
+	j.logf("glow: join: if a node of the user can reach this machine, run on it one of:")
+	for _, l := range lines {
+		j.logf("%s", l)
+	}
+}
+
+// joinBeacon checks a beacon for a joiner, who holds no certificate: it is
+// from a member of the user the code names (its certificate signed by that
+// user, the beacon by the node), and fresh.
+func joinBeacon(b []byte, user [16]byte, now time.Time) (*Cert, uint16, error) {
+	bc, err := parseBeacon(b)
+	if err != nil {
+		return nil, 0, err
+	}
+	if UserHash(bc.user[:]) != user {
+		return nil, 0, errors.New("beacon of another user")
+	}
+	if d := now.Sub(bc.time); d > clockSkew || d < -clockSkew {
+		return nil, 0, errors.New("stale beacon")
+	}
+	c, err := ParseCert(bc.cert)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := c.Verify(c.User[:], now); err != nil {
+		return nil, 0, err
+	}
+	if !ed25519.Verify(bc.node.PublicKey(), append(bytes.Clone(beaconContext), bc.signed...), bc.sig) {
+		return nil, 0, errors.New("beacon signature")
+	}
+	return c, bc.port, nil
+}
+
+func udpAddrPort(a net.Addr) netip.AddrPort {
+	ua, ok := a.(*net.UDPAddr)
+	if !ok {
+		return netip.AddrPort{}
+	}
+	ap := ua.AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
 // bootstrapFile is the bootstrap file's content. n.mu is held once the
@@ -165,6 +355,13 @@ func parseBootstrap(data []byte) []netip.AddrPort {
 // handleJoinLocked is the inviter's side: check the request's proof against
 // a pending invite, admit the node, answer sealed to the joiner's key.
 func (n *Node) handleJoinLocked(pkt []byte, sender wire.Key, from netip.AddrPort, now time.Time) {
+	n.handshakeLocked(pkt, sender, from, now, func(b []byte) error { return n.bind.SendTo(b, from) })
+}
+
+// handshakeLocked handles a join or friend request (or a friend answer)
+// from sender at from, and answers with reply: straight to from, or through
+// the member that passed the request on (joinrelay.go).
+func (n *Node) handshakeLocked(pkt []byte, sender wire.Key, from netip.AddrPort, now time.Time, reply func([]byte) error) {
 	ch := n.pendingFriend[sender]
 	if n.user == nil && ch == nil {
 		n.dropCtl["unknown-sender"]++
@@ -213,7 +410,7 @@ func (n *Node) handleJoinLocked(pkt []byte, sender wire.Key, from netip.AddrPort
 		} else {
 			resp.Cert = c.Marshal()
 		}
-		n.bind.SendTo(sealCtl(nil, n.ctlPub, shared, resp.marshal()), from)
+		reply(sealCtl(nil, n.ctlPub, shared, resp.marshal()))
 		return
 	}
 	req, ok := msg.(joinReq)
@@ -230,7 +427,7 @@ func (n *Node) handleJoinLocked(pkt []byte, sender wire.Key, from netip.AddrPort
 	} else {
 		resp.Cert = cert.Marshal()
 	}
-	if err := n.bind.SendTo(sealCtl(nil, n.ctlPub, shared, resp.marshal()), from); err != nil {
+	if err := reply(sealCtl(nil, n.ctlPub, shared, resp.marshal())); err != nil {
 		n.logf("glow: answering the join request from %v: %v", from, err)
 	} else if n.noteJoinAnswerLocked(from) {
 		n.logf("glow: answered the join request from %v", from)
@@ -349,7 +546,7 @@ func (n *Node) Invite(ttl time.Duration, uses int) (string, error) {
 	}
 	inv := &Invite{
 		UserHash: UserHash(n.cert.User[:]), Inviter: n.ctlPub, Secret: p.Secret,
-		Expires: p.Expires, Endpoints: n.localEndpointsLocked(now),
+		Expires: p.Expires, Endpoints: n.inviteEndpointsLocked(now),
 	}
 	return inv.Code(), nil
 }

@@ -192,6 +192,8 @@ func (n *Node) handleInboundLocked(in inbound, now time.Time, replied map[netip.
 		n.handleControlLocked(in.buf, in.from, now)
 	case wire.KindSTUN:
 		n.handleSTUNLocked(in.buf, in.from)
+	case wire.KindJoin:
+		n.handleJoinViaLocked(in.buf, in.from, now)
 	default:
 		n.dropCtl["unhandled-kind"]++
 	}
@@ -255,6 +257,10 @@ func (n *Node) handleControlLocked(pkt []byte, from netip.AddrPort, now time.Tim
 		n.handleRecordsLocked(p, msg, now)
 	case fragMsg:
 		n.handleFragmentLocked(p, msg, now)
+	case joinFwd:
+		n.handleJoinFwdLocked(p, msg, now)
+	case joinBack:
+		n.handleJoinBackLocked(p, msg, now)
 	case joinReq:
 		// A joiner we admitted already is a peer now; when our answer was
 		// lost it asks again and must get its certificate again.

@@ -170,6 +170,7 @@ type Node struct {
 	routesDirty   bool                           // links or records changed: recompute routes
 	links         map[string]*configuredLink     // links this node dials (glow link add)
 	joinAnswers   map[netip.AddrPort]int         // join answers sent, for the log
+	joinRelay     joinRelay                      // join requests passed on for strangers (joinrelay.go)
 	linkAddr      string                         // where serveLinks listens
 	friendRoutes  []netip.Prefix                 // IPv6 prefixes of friends routed through the TUN
 	shadow        *shadowState                   // friends' addresses not routed (shadow.go)

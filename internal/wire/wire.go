@@ -12,7 +12,8 @@
 // first bytes, cheaply enough to run for every packet of a receive batch:
 //
 //	WireGuard   type 1..4, then three zero bytes
-//	glow        'G' 'L' KIND VERSION   (KIND: 'C' control, 'B' beacon, 'R' relay)
+//	glow        'G' 'L' KIND VERSION   (KIND: 'C' control, 'B' beacon, 'R' relay,
+//	                                    'J' a joiner's request for a member to pass on)
 //	STUN        first two bits zero and the magic cookie 0x2112A442 at byte 4
 //
 // 'G' (0x47) has its top bits 01, so it never looks like STUN, and it is not a
@@ -41,6 +42,7 @@ const (
 	KindBeacon
 	KindRelay
 	KindSTUN
+	KindJoin
 )
 
 // HeaderLen is the length of the 4-byte prefix of every glow packet.
@@ -56,6 +58,8 @@ func Header(k Kind) [HeaderLen]byte {
 		c = 'B'
 	case KindRelay:
 		c = 'R'
+	case KindJoin:
+		c = 'J'
 	default:
 		panic("wire: no header for kind")
 	}
@@ -81,6 +85,8 @@ func Classify(b []byte) Kind {
 			return KindBeacon
 		case 'R':
 			return KindRelay
+		case 'J':
+			return KindJoin
 		}
 		return KindUnknown
 	case b[0]&0xC0 == 0 && len(b) >= 20 &&

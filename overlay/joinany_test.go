@@ -1,0 +1,276 @@
+package overlay
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"glow/nat/natlab"
+)
+
+// startJoin starts a node on h that joins with code, in the background:
+// Start returns only once the join is done or failed.
+func startJoin(t *testing.T, h *natlab.Host, name, code string, logs *strings.Builder, mu *sync.Mutex) chan any {
+	done := make(chan any, 1)
+	go func() {
+		n, err := Start(Config{
+			StateDir: t.TempDir(), NodeName: name, Userspace: true, NoDiscovery: true, NoPortMap: true,
+			Port: DefaultPort, JoinCode: code,
+			ListenPacket: func(port uint16) (net.PacketConn, error) { return h.ListenPacket(port) },
+			HostAddrs:    func() []netip.Addr { return []netip.Addr{h.Addr()} },
+			Logf: func(f string, a ...any) {
+				mu.Lock()
+				logs.WriteString(name + ": " + strings.TrimSpace(fmt.Sprintf(f, a...)) + "\n")
+				mu.Unlock()
+			},
+		})
+		if err != nil {
+			done <- err
+			return
+		}
+		t.Cleanup(func() { n.Close() })
+		done <- n
+	}()
+	return done
+}
+
+// TestJoinHomeFirst: the user starts at home. The NAS, behind a NAT that
+// filters by address and port, creates the user; a public VPS joins from
+// the NAS's code after 'glow link add udp://VPS:47470' on the NAS (the VPS
+// cannot reach the NAS, the NAS can reach the VPS); then a laptop behind a
+// hard NAT (a port per destination), which can reach only the VPS, joins
+// from a fresh NAS code and reaches the NAS. Before joinrelay.go the VPS
+// ignored the NAS's beacons and failed after 30 s.
+func TestJoinHomeFirst(t *testing.T) {
+	in := natlab.NewInternet()
+	vpsHost := in.NewHost(netip.MustParseAddr("198.51.100.10"))
+	nas := labNode(t, sitePortRestr.host(in, 1), nil, "nas", func(c *Config) { c.UserName = "alice" })
+	var mu sync.Mutex
+	var logs strings.Builder
+	defer func() {
+		if t.Failed() {
+			mu.Lock()
+			t.Log("joiners' logs:\n" + logs.String())
+			mu.Unlock()
+		}
+	}()
+
+	code, err := nas.Invite(time.Minute, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	res := startJoin(t, vpsHost, "vps", code, &logs, &mu)
+	time.Sleep(2 * time.Second) // the user reads the joiner's hint, then:
+	if err := nas.AddLink("udp://198.51.100.10:47470"); err != nil {
+		t.Fatal(err)
+	}
+	var vps *Node
+	switch r := (<-res).(type) {
+	case error:
+		t.Fatalf("vps: %v", r)
+	case *Node:
+		vps = r
+	}
+	t.Logf("JOIN vps (public) from the NAS's code, with link add on the NAS: %v", time.Since(start).Round(time.Millisecond))
+	waitFor(t, 20*time.Second, "nas to reach the vps directly", func() bool {
+		p, ok := peerStatus(nas, "vps")
+		return ok && p.Online && p.Path == "direct"
+	})
+
+	code, err = nas.Invite(time.Minute, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, _ := ParseInvite(code)
+	if !containsAddr(inv.Endpoints, netip.MustParseAddr("198.51.100.10")) {
+		t.Fatalf("the NAS's code names no address of the public vps: %v", inv.Endpoints)
+	}
+	start = time.Now()
+	res = startJoin(t, siteSymmetric.host(in, 2), "laptop", code, &logs, &mu)
+	var laptop *Node
+	switch r := (<-res).(type) {
+	case error:
+		t.Fatalf("laptop: %v", r)
+	case *Node:
+		laptop = r
+	}
+	t.Logf("JOIN laptop (hard NAT) from a NAS code, through the vps: %v", time.Since(start).Round(time.Millisecond))
+	if d := vps.Status().Drops; d["control/join-via-rate-limited"] != 0 {
+		t.Logf("vps drops: %v", d)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for {
+		r, err := laptop.Ping(ctx, "nas")
+		if err == nil && r.Err == "" {
+			t.Logf("laptop -> nas: %+v after %v", r, time.Since(start).Round(time.Millisecond))
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("laptop cannot reach the nas: %+v %v", r, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	tcpEcho(t, laptop, nas, 7001)
+}
+
+func containsAddr(eps []netip.AddrPort, a netip.Addr) bool {
+	for _, ep := range eps {
+		if ep.Addr() == a {
+			return true
+		}
+	}
+	return false
+}
+
+// recordConn keeps a copy of every datagram written to it.
+type recordConn struct {
+	net.PacketConn
+	mu   sync.Mutex
+	sent [][]byte
+}
+
+func (c *recordConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	c.mu.Lock()
+	c.sent = append(c.sent, append([]byte(nil), b...))
+	c.mu.Unlock()
+	return c.PacketConn.WriteTo(b, addr)
+}
+
+// TestAttackJoinVia: a joiner whose code names only a member that is not
+// the inviter joins through it. What the member passes on is of no use to
+// it or to anyone who sees it: it does not open with the member's key, and
+// the joiner's requests replayed (to the member and to the inviter) get no
+// answer. A stranger flooding the member with requests for the inviter gets
+// only a few passed on.
+func TestAttackJoinVia(t *testing.T) {
+	admin, member := memberPair(t, nil, nil)
+	code, err := admin.Invite(time.Minute, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, _ := ParseInvite(code)
+	memberAddr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), member.Port())
+	adminAddr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), admin.Port())
+	inv.Endpoints = []netip.AddrPort{memberAddr} // the joiner reaches only the member
+
+	keys, _ := NewNodeKeys()
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	rec := &recordConn{PacketConn: pc}
+	req := joinReq{CodeID: inv.ID(), Node: keys.ID(), WG: keys.WGPublic(), Name: "joiner"}
+	req.Proof = joinProof(inv.Secret, inv.Inviter, keys.CtlPublic(), req.Node, req.WG, req.Name, req.Nonce)
+	copy(req.Sig[:], ed25519.Sign(keys.Sign, joinSigned(inv.Inviter, keys.CtlPublic(), req)))
+	start := time.Now()
+	resp, err := joinExchange(rec, inv, keys.Ctl, keys.CtlPublic(), req, t.Logf)
+	if err != nil || !resp.OK {
+		t.Fatalf("join through the member: %v %+v", err, resp)
+	}
+	t.Logf("joined through the member (not the inviter) in %v", time.Since(start).Round(time.Millisecond))
+
+	// What the member saw.
+	rec.mu.Lock()
+	sent := rec.sent
+	rec.mu.Unlock()
+	opened := 0
+	for _, b := range sent {
+		if _, err := openCtl(b[joinViaOverhead:], sharedKey(member.keys.Ctl, keys.CtlPublic())); err == nil {
+			opened++
+		}
+	}
+	admin.mu.Lock()
+	replays0, answered0 := admin.dropCtl["handshake-replay"], len(admin.joinAnswers)
+	admin.mu.Unlock()
+	for i := 0; i < 5; i++ {
+		for _, b := range sent {
+			pc.WriteTo(b, net.UDPAddrFromAddrPort(memberAddr))
+			pc.WriteTo(b, net.UDPAddrFromAddrPort(adminAddr))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// Answers would come to pc: count them for a while.
+	answers := 0
+	pc.SetReadDeadline(time.Now().Add(time.Second))
+	buf := make([]byte, 2048)
+	for {
+		if _, _, err := pc.ReadFrom(buf); err != nil {
+			break
+		}
+		answers++
+	}
+	admin.mu.Lock()
+	replays := admin.dropCtl["handshake-replay"] - replays0
+	_ = answered0
+	admin.mu.Unlock()
+	t.Logf("member opened %d of %d requests it passed on; %d replays (to member and inviter) got %d answers, %d counted as handshake-replay at the inviter",
+		opened, len(sent), 10*len(sent), answers, replays)
+	if opened != 0 || answers != 0 || replays == 0 {
+		t.Errorf("opened %d, answers to replays %d, replays counted %d", opened, answers, replays)
+	}
+
+	// A stranger floods the member with requests naming the inviter.
+	stranger, _ := NewNodeKeys()
+	shared := sharedKey(stranger.Ctl, admin.ctlPub)
+	fwd0 := member.Status().Drops["control/join-via-rate-limited"]
+	admin.mu.Lock()
+	unknown0 := admin.dropCtl["unknown-sender"] + admin.dropCtl["join-refused"] + admin.dropCtl["handshake-replay"]
+	admin.mu.Unlock()
+	const flood = 200
+	fstart := time.Now()
+	for i := 0; i < flood; i++ {
+		junk := joinReq{Name: "x"}
+		pc.WriteTo(joinVia(admin.ctlPub, sealCtl(nil, stranger.CtlPublic(), shared, junk.marshal())), net.UDPAddrFromAddrPort(memberAddr))
+		time.Sleep(12 * time.Millisecond) // within the per-source limit of all unauthenticated datagrams (ctlqueue.go)
+	}
+	secs := time.Since(fstart).Seconds()
+	var limited uint64
+	waitFor(t, 10*time.Second, "the member to take the flood", func() bool {
+		limited = member.Status().Drops["control/join-via-rate-limited"] - fwd0
+		return limited >= flood-joinFwdBurst-uint64(joinFwdRate*secs)-1
+	})
+	time.Sleep(500 * time.Millisecond)
+	admin.mu.Lock()
+	reached := admin.dropCtl["unknown-sender"] + admin.dropCtl["join-refused"] + admin.dropCtl["handshake-replay"] - unknown0
+	admin.mu.Unlock()
+	t.Logf("stranger's flood: %d join-via packets to the member, %d refused by its rate limit, %d reached the inviter (%.1f s)", flood, limited, reached, secs)
+	if float64(reached) > joinFwdBurst+joinFwdRate*secs+1 {
+		t.Errorf("%d of %d passed on", reached, flood)
+	}
+}
+
+// FuzzParseJoinRelay: the join-relay messages and a joiner's beacon check
+// take any bytes without panicking, and the messages round-trip.
+func FuzzParseJoinRelay(f *testing.F) {
+	f.Add(joinFwd{Addr: netip.MustParseAddrPort("1.2.3.4:5"), Pkt: []byte("GLC\x01")}.marshal())
+	f.Add(joinBack{Addr: netip.MustParseAddrPort("[::1]:5"), Pkt: []byte("x")}.marshal())
+	f.Add([]byte("GLB\x01"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		joinBeacon(b, [16]byte{}, time.Now())
+		m, err := parseCtl(b)
+		if err != nil {
+			return
+		}
+		var again any
+		switch m := m.(type) {
+		case joinFwd:
+			again, err = parseCtl(m.marshal())
+		case joinBack:
+			again, err = parseCtl(m.marshal())
+		default:
+			return
+		}
+		if err != nil || fmt.Sprint(again) != fmt.Sprint(m) {
+			t.Fatalf("does not round-trip: %v %v", m, err)
+		}
+	})
+}
