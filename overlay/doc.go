@@ -19,6 +19,7 @@
 //	              save.go                                      its blocking work, off the mutex
 //	              fragment.go                                  records over one packet, in pieces
 //	              beacon.go join.go friends.go policy.go       membership and sharing
+//	              joinrelay.go                                 joins through any member, passed on to the inviter
 //	              shadow.go                                    friends' addresses that collide with ours
 //	              netcheck.go names.go api.go status.go        NAT, DNS, local API (server)
 //	cmd/glow ─► overlay/api                                    the local API's bodies and client (stdlib only)

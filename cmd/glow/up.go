@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -176,12 +177,15 @@ func startBackground(g *globals, args []string, socksAuth string) error {
 	go func() { exited <- cmd.Wait() }()
 	c := api.NewClient(g.state)
 	deadline := time.Now().Add(60 * time.Second)
+	relay := joinProgress(logPath, os.Stderr)
 	for time.Now().Before(deadline) {
 		select {
 		case <-exited:
+			relay()
 			return fmt.Errorf("the daemon stopped: %s (full log: %s)", lastLogLine(logPath), logPath)
 		case <-time.After(100 * time.Millisecond):
 		}
+		relay()
 		if s, err := c.Status(); err == nil {
 			printUp(g, s)
 			return nil
@@ -189,6 +193,37 @@ func startBackground(g *globals, args []string, socksAuth string) error {
 	}
 	cmd.Process.Kill()
 	return fmt.Errorf("the daemon did not come up within 60s (see %s)", logPath)
+}
+
+// joinProgress returns a function that copies to stderr the lines the
+// daemon logged since now about a join in progress ("glow: join: ..."):
+// what it tried and what to run on a node of the user.
+func joinProgress(path string, w io.Writer) func() {
+	var off int64
+	if fi, err := os.Stat(path); err == nil {
+		off = fi.Size()
+	}
+	return func() {
+		f, err := os.Open(path)
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		data, err := io.ReadAll(io.NewSectionReader(f, off, 1<<20))
+		if err != nil && len(data) == 0 {
+			return
+		}
+		end := bytes.LastIndexByte(data, '\n')
+		if end < 0 {
+			return
+		}
+		off += int64(end + 1)
+		for _, l := range strings.Split(string(data[:end]), "\n") {
+			if _, rest, ok := strings.Cut(l, "glow: join: "); ok {
+				fmt.Fprintln(w, rest)
+			}
+		}
+	}
 }
 
 func lastLogLine(path string) string {
