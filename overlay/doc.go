@@ -47,17 +47,20 @@
 //
 // # Testing timers
 //
-// The control plane's timers (heartbeats, path expiry, probing, candidate
-// expiry, ping and fragment timeouts, lazy WireGuard peers, clock skew) are
-// tested on a synthetic clock, not by waiting (clockrig_test.go,
-// timers_test.go): a node built without goroutines, whose Bind records
-// what it sends, has its tick functions called at instants the test
-// chooses and is answered by packets sealed as its peers would seal them.
-// The tick functions take now for this; the rig does not depend on how
-// often the loop calls them. testing/synctest runs the tests of code that
-// waits on real timers in one goroutine's reach (inflight.go); whole nodes
-// cannot live in a synctest bubble (sockets, wireguard-go and gVisor
-// goroutines), so multi-node tests wait on conditions, bounded.
+// Timers are tested on a synthetic clock, not by waiting. Each timer of the
+// control plane (heartbeats, path expiry, probing, candidate expiry, ping
+// and fragment timeouts, lazy WireGuard peers, clock skew) has a test on a
+// clockRig (clockrig_test.go, timers_test.go): a node built without
+// goroutines, whose Bind records what it sends, has its tick functions
+// called at instants the test chooses and is answered by packets sealed as
+// its peers would seal them; it holds however often the loop calls them.
+// Code that waits on real timers (retries, backoff, inflight.go) and whole
+// nodes run under testing/synctest: a node with an in-memory TUN
+// (Config.tunDevice, tun/tuntest) over nat/natlab lives in a bubble, its
+// loop and wireguard-go on the bubble's clock (bubble_test.go). A
+// userspace node cannot: gVisor's netstack parks goroutines where synctest
+// does not see them blocked, so multi-node tests over netstacks wait on
+// conditions, bounded.
 //
 // # Choices (where the design left room)
 //

@@ -83,6 +83,7 @@ type Config struct {
 
 	stateWrite   func(name string) // tests: called before each state file write (State.beforeWrite)
 	beforeIpcSet func()            // tests: called before each IpcSet of a WireGuard peer (Bind.wgHook)
+	tunDevice    wgtun.Device      // tests: this in-memory TUN (tun/tuntest) instead of a netstack or a kernel TUN
 }
 
 // Node is one running glow node. Start builds it; Close stops it.
@@ -485,7 +486,10 @@ func (n *Node) startDataPlane(port uint16) error {
 	n.filter = filter
 
 	var dev wgtun.Device
-	if n.cfg.Userspace {
+	switch {
+	case n.cfg.tunDevice != nil:
+		n.tunDev, dev = n.cfg.tunDevice, n.cfg.tunDevice
+	case n.cfg.Userspace:
 		ns, err := tun.OpenNetstack([]netip.Addr{n.cert.IPv4, n.cert.IPv6}, MTU)
 		if err != nil {
 			return err
@@ -498,7 +502,7 @@ func (n *Node) startDataPlane(port uint16) error {
 				ns.Close()
 			}
 		})
-	} else {
+	default:
 		k, err := tun.OpenKernel(tun.KernelConfig{
 			Name: n.cfg.TUNName, MTU: MTU,
 			Prefixes: []netip.Prefix{

@@ -1,0 +1,61 @@
+package overlay
+
+import (
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// TestBubblePathDeadIdle: three idle nodes, all direct; the a-b link is
+// cut. a's heartbeats to b (every 10 s when idle) go unanswered, and 25 s
+// after the first of them the direct path is dead and b is reached through
+// c: between 25 and 35 s after the cut (plus a control tick, and the
+// 250 ms poll that sees it), never sooner. The real control loops run, on
+// the bubble's clock.
+func TestBubblePathDeadIdle(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		net := bubbleNet(t, "a", "b", "c")
+		a := net.nodes[0]
+		bubbleWait(t, time.Minute, "direct paths between all three", net.allDirect)
+		time.Sleep(time.Minute) // idle: no traffic since the set-up
+		cut := time.Now()
+		net.lk.set(net.ips[0], net.ips[1], false)
+		lost := bubbleWait(t, time.Minute, "failover of a's path to b", func() bool {
+			path, _ := routeOf(a, "b")
+			return path != "direct"
+		})
+		if d := lost.Sub(cut); d < wantDeadIdle || d > wantDeadIdle+wantHeartbeatIdle+tickEvery+250*time.Millisecond {
+			t.Fatalf("a's direct path to b lost %v after the cut, want within [25 s, 35.5 s]", d)
+		}
+		path, via := routeOf(a, "b")
+		t.Logf("a -> b lost %v after the cut; now %s via %v", lost.Sub(cut), path, via)
+		if path != "relay" || len(via) != 1 || via[0] != "c" {
+			t.Fatalf("a -> b: %s via %v after the cut, want relay via c", path, via)
+		}
+	})
+}
+
+// TestBubbleIdleChatter: what an idle network of three nodes sends in ten
+// minutes of the bubble's clock, against what its timers allow each node a
+// minute: per peer 6 heartbeats and 6 pongs (every 10 s each way) and 12
+// digests (gossip every 5 s), and 12 beacons to its bootstrap peer (every
+// 5 s). Today that is all they send: 48 and 60 a minute.
+func TestBubbleIdleChatter(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		net := bubbleNet(t, "a", "b", "c")
+		bubbleWait(t, time.Minute, "direct paths between all three", net.allDirect)
+		time.Sleep(2 * time.Minute)
+		before := net.sent()
+		time.Sleep(10 * time.Minute)
+		after := net.sent()
+		peers := uint64(len(net.nodes) - 1)
+		limit := 10*(peers*(6+6+12)+12) + 5 // a few at the window's edges
+		for i, n := range net.nodes {
+			sent := after[i] - before[i]
+			t.Logf("%s sent %d datagrams in 10 idle minutes (%.1f a minute)", n.Cert().Name, sent, float64(sent)/10)
+			if sent > limit {
+				t.Errorf("%s sent %d datagrams in 10 idle minutes, more than its timers allow (%d)", n.Cert().Name, sent, limit)
+			}
+		}
+	})
+}
