@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"glow/internal/wire"
 )
 
 // TestAttackStateGrowth: 10,000 distinct source addresses (127.1.0.0/16 on
@@ -60,7 +62,27 @@ func TestAttackStateGrowth(t *testing.T) {
 			time.Sleep(10 * time.Millisecond) // the loop keeps up: no queue drops
 		}
 	}
-	time.Sleep(time.Second)
+	// Looked at once the loop has taken the whole flood: a marker sent after
+	// it from one more source (a beacon cut short, counted as malformed) has
+	// been taken, and the queue for unauthenticated senders is first in,
+	// first out. A full queue may drop a marker: send another, from a fresh
+	// source.
+	marker := wire.Header(wire.KindBeacon)
+	markers := 0
+	waitFor(t, 60*time.Second, "a marker sent after the flood to be taken", func() bool {
+		n1.mu.Lock()
+		taken := n1.dropCtl["beacon-malformed"] > 0
+		n1.mu.Unlock()
+		if !taken {
+			src := netip.AddrFrom4([4]byte{127, 2, byte(markers / 250), byte(1 + markers%250)})
+			markers++
+			if c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0))); err == nil {
+				c.WriteTo(marker[:], to)
+				c.Close()
+			}
+		}
+		return taken
+	})
 	heap1 := heapInUse()
 	n1.mu.Lock()
 	answers := len(n1.joinAnswers)
