@@ -2,6 +2,8 @@ package overlay
 
 import (
 	"net/netip"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +23,7 @@ import (
 // bubble is a network of nodes on lab hosts.
 type bubble struct {
 	nodes []*Node
+	tuns  []*tuntest.ChannelTUN // Outbound: packets into the node's TUN; Inbound: packets out of it
 	hosts []*natlab.Host
 	ips   []netip.Addr
 	lk    *links // which host pairs reach each other
@@ -51,10 +54,11 @@ func bubbleNet(t *testing.T, names ...string) *bubble {
 			peers = []string{netip.AddrPortFrom(ips[0], DefaultPort).String()}
 		}
 		h := in.NewHost(ips[i])
-		b.hosts = append(b.hosts, h)
+		tun := tuntest.NewChannelTUN()
+		b.hosts, b.tuns = append(b.hosts, h), append(b.tuns, tun)
 		b.nodes = append(b.nodes, labNode(t, h, lk, name, func(c *Config) {
 			c.StateDir, c.Peers = dir, peers
-			c.Userspace, c.NoDNS, c.tunDevice = false, true, tuntest.NewChannelTUN().TUN()
+			c.Userspace, c.NoDNS, c.tunDevice = false, true, tun.TUN()
 		}))
 	}
 	return b
@@ -91,4 +95,46 @@ func (b *bubble) allDirect() bool {
 		}
 	}
 	return true
+}
+
+// stream sends an ICMP echo request from node i to node j's IPv4 address
+// every gap until stop is closed, and returns when each arrived at j (read
+// until stop is closed). Both goroutines end with stop.
+func (b *bubble) stream(i, j int, gap time.Duration, stop chan struct{}) (arrivals func() []time.Time) {
+	src, dst := b.nodes[i].Cert().IPv4, b.nodes[j].Cert().IPv4
+	var mu sync.Mutex
+	var got []time.Time
+	go func() {
+		for {
+			select {
+			case b.tuns[i].Outbound <- tuntest.Ping(dst, src):
+			case <-stop:
+				return
+			}
+			select {
+			case <-time.After(gap):
+			case <-stop:
+				return
+			}
+		}
+	}()
+	go func() {
+		for {
+			select {
+			case pkt := <-b.tuns[j].Inbound:
+				if len(pkt) >= 20 && netip.AddrFrom4([4]byte(pkt[12:16])) == src {
+					mu.Lock()
+					got = append(got, time.Now())
+					mu.Unlock()
+				}
+			case <-stop:
+				return
+			}
+		}
+	}()
+	return func() []time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(got)
+	}
 }

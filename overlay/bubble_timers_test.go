@@ -59,3 +59,42 @@ func TestBubbleIdleChatter(t *testing.T) {
 		}
 	})
 }
+
+// TestBubblePathDeadBusy: a sends b a packet every 100 ms over their direct
+// path; the a-b link is cut. a's heartbeats (fast while busy) go
+// unanswered, the path is dead 1 s after the first of them and a's packets
+// go through c: the path is lost between 1 s and 2 s after the cut (a
+// heartbeat interval, a control tick and the poll), never sooner, and b
+// gets a's packets again, relayed, within 3 s of the cut.
+func TestBubblePathDeadBusy(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		net := bubbleNet(t, "a", "b", "c")
+		a := net.nodes[0]
+		bubbleWait(t, time.Minute, "direct paths between all three", net.allDirect)
+		stop := make(chan struct{})
+		defer close(stop)
+		arrivals := net.stream(0, 1, 100*time.Millisecond, stop)
+		bubbleWait(t, time.Minute, "a's packets at b", func() bool { return len(arrivals()) >= 10 })
+		cut := time.Now()
+		net.lk.set(net.ips[0], net.ips[1], false)
+		lost := bubbleWait(t, time.Minute, "failover of a's path to b", func() bool {
+			path, _ := routeOf(a, "b")
+			return path != "direct"
+		})
+		if d := lost.Sub(cut); d < wantDeadActive || d > 2*time.Second {
+			t.Fatalf("a's direct path to b lost %v after the cut, want within [1 s, 2 s]", d)
+		}
+		back := bubbleWait(t, time.Minute, "a's packets at b after the cut", func() bool {
+			got := arrivals()
+			return got[len(got)-1].After(cut)
+		})
+		path, via := routeOf(a, "b")
+		t.Logf("a -> b lost %v after the cut, packets again after %v; now %s via %v", lost.Sub(cut), back.Sub(cut), path, via)
+		if path != "relay" || len(via) != 1 || via[0] != "c" {
+			t.Fatalf("a -> b: %s via %v after the cut, want relay via c", path, via)
+		}
+		if d := back.Sub(cut); d > 3*time.Second {
+			t.Fatalf("b got a's packets again %v after the cut, want within 3 s", d)
+		}
+	})
+}
