@@ -119,19 +119,11 @@ func (n *Node) FriendInvite(ttl time.Duration) (string, error) {
 	if ttl <= 0 {
 		ttl = 24 * time.Hour
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.user == nil {
-		return "", errNotAdmin
-	}
-	now := time.Now()
-	p, err := n.invites.issue(ttl, 1, true, now)
-	if err != nil {
-		return "", err
-	}
-	inv := &Invite{Friend: true, UserHash: UserHash(n.cert.User[:]), Inviter: n.ctlPub, Secret: p.Secret,
-		Expires: p.Expires, Endpoints: n.localEndpointsLocked(now)}
-	return inv.Code(), nil
+	return n.issueInvite(ttl, 1, true, func(p *pendingInvite, now time.Time) string {
+		inv := &Invite{Friend: true, UserHash: UserHash(n.cert.User[:]), Inviter: n.ctlPub, Secret: p.Secret,
+			Expires: p.Expires, Endpoints: n.localEndpointsLocked(now)}
+		return inv.Code()
+	})
 }
 
 // friendsLocked returns the friend list in force.

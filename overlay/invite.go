@@ -191,6 +191,8 @@ type pendingInvite struct {
 type invites struct {
 	state State
 	byID  map[[16]byte]*pendingInvite
+	seq   uint64        // the last snapshot's number
+	w     orderedWriter // writes snapshots in order
 }
 
 func loadInvites(st State) (*invites, error) {
@@ -246,7 +248,19 @@ func (iv *invites) live(now time.Time) bool {
 	return false
 }
 
+// save writes the invites file as the table is now. Node.mu is held: the
+// control loop redeeming a code (Node.mu's comment says why).
 func (iv *invites) save(now time.Time) error {
+	seq, data, err := iv.snapshot(now)
+	if err != nil {
+		return err
+	}
+	return iv.w.write(iv.state, "invites", seq, data)
+}
+
+// snapshot numbers and marshals the table, forgetting long expired codes.
+// Node.mu is held; the write (iv.w.write) need not be.
+func (iv *invites) snapshot(now time.Time) (uint64, []byte, error) {
 	var list []*pendingInvite
 	for id, p := range iv.byID {
 		if now.After(p.Expires.Add(24 * time.Hour)) {
@@ -257,19 +271,58 @@ func (iv *invites) save(now time.Time) error {
 	}
 	data, err := json.Marshal(list)
 	if err != nil {
-		return err
+		return 0, nil, err
 	}
-	return iv.state.WriteFile("invites", data, 0o600)
+	iv.seq++
+	return iv.seq, data, nil
 }
 
-// issue creates a new code's secret.
+// issue creates a new code's secret; the caller saves the table.
 func (iv *invites) issue(ttl time.Duration, uses int, friend bool, now time.Time) (*pendingInvite, error) {
 	p := &pendingInvite{Expires: now.Add(ttl), Uses: uses, Friend: friend}
 	if _, err := rand.Read(p.Secret[:]); err != nil {
 		return nil, err
 	}
 	iv.byID[(&Invite{Secret: p.Secret}).ID()] = p
-	return p, iv.save(now)
+	return p, nil
+}
+
+// issueInvite issues a code with n.mu held and saves the table without it;
+// a code that cannot be saved is withdrawn. code makes the code's text
+// (under n.mu).
+func (n *Node) issueInvite(ttl time.Duration, uses int, friend bool, code func(p *pendingInvite, now time.Time) string) (string, error) {
+	now := time.Now()
+	n.mu.Lock()
+	if n.user == nil {
+		n.mu.Unlock()
+		if friend {
+			return "", errNotAdmin
+		}
+		return "", api.Errorf(api.CodeNotAdmin, "this node is not an admin node (it does not hold the user key); run 'glow invite' on the node where the user was created")
+	}
+	p, err := n.invites.issue(ttl, uses, friend, now)
+	var seq uint64
+	var data []byte
+	if err == nil {
+		seq, data, err = n.invites.snapshot(now)
+	}
+	var text string
+	if err == nil {
+		text = code(p, now)
+	}
+	n.mu.Unlock()
+	if err == nil {
+		err = n.invites.w.write(n.state, "invites", seq, data)
+	}
+	if err != nil {
+		if p != nil {
+			n.mu.Lock()
+			delete(n.invites.byID, (&Invite{Secret: p.Secret}).ID())
+			n.mu.Unlock()
+		}
+		return "", err
+	}
+	return text, nil
 }
 
 // maxInviteEndpoints bounds a code's endpoints; up to maxInvitePublic of

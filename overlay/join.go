@@ -534,21 +534,13 @@ func (n *Node) Invite(ttl time.Duration, uses int) (string, error) {
 	if uses > maxInviteUses {
 		return "", api.Errorf(api.CodeInvalidArgument, "a code admits at most %d nodes (--uses %d)", maxInviteUses, uses)
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.user == nil {
-		return "", api.Errorf(api.CodeNotAdmin, "this node is not an admin node (it does not hold the user key); run 'glow invite' on the node where the user was created")
-	}
-	now := time.Now()
-	p, err := n.invites.issue(ttl, uses, false, now)
-	if err != nil {
-		return "", err
-	}
-	inv := &Invite{
-		UserHash: UserHash(n.cert.User[:]), Inviter: n.ctlPub, Secret: p.Secret,
-		Expires: p.Expires, Endpoints: n.inviteEndpointsLocked(now),
-	}
-	return inv.Code(), nil
+	return n.issueInvite(ttl, uses, false, func(p *pendingInvite, now time.Time) string {
+		inv := &Invite{
+			UserHash: UserHash(n.cert.User[:]), Inviter: n.ctlPub, Secret: p.Secret,
+			Expires: p.Expires, Endpoints: n.inviteEndpointsLocked(now),
+		}
+		return inv.Code()
+	})
 }
 
 // maxJoinAnswers bounds joinAnswers: every source address that sends a

@@ -60,8 +60,8 @@ func (w *lockWatch) count(name string) int {
 // history; bootstrap; links) and every IpcSet of a WireGuard peer (one
 // configured by traffic, removed by nodes remove) is made without Node.mu
 // held, so the control loop and the API never wait for an fsync or for
-// wireguard-go. The invites file is the exception, written under the lock
-// (Node.mu's comment says why).
+// wireguard-go. The invites file is written without it when a code is
+// issued, and under it when one is redeemed (Node.mu's comment says why).
 func TestStateWritesOutsideLock(t *testing.T) {
 	w := newLockWatch()
 	admin := testNode(t, "n1", func(c *Config) {
@@ -75,6 +75,13 @@ func TestStateWritesOutsideLock(t *testing.T) {
 	code, err := admin.Invite(time.Minute, 1)
 	if err != nil {
 		t.Fatal(err)
+	}
+	w.mu.Lock()
+	issued, issuedHeld := w.writes["invites"], w.held["invites"]
+	w.mu.Unlock()
+	t.Logf("issuing a code: %d of %d invites writes with Node.mu held", issuedHeld, issued)
+	if issued != 1 || issuedHeld != 0 {
+		t.Errorf("issuing a code: %d of %d invites writes with Node.mu held, want 0 of 1", issuedHeld, issued)
 	}
 	n2 := testNode(t, "n2", func(c *Config) { c.JoinCode = code })
 	waitFor(t, 20*time.Second, "n1 sees n2 direct", func() bool { return directPeers(admin) == 1 })

@@ -122,7 +122,7 @@ type Node struct {
 	done        chan struct{}
 	saveKick    chan struct{}       // cap 1: the records cache is dirty (saver, save.go)
 	routesWant  chan []netip.Prefix // cap 1: friends' prefixes to route (routeSetter, save.go)
-	records     recordsWriter       // writes records cache snapshots in order (state.go)
+	records     orderedWriter       // writes records cache snapshots in order (state.go)
 
 	memReleasedAt int64 // Bind.lastData when memory was last handed back; the control loop's own
 
@@ -143,9 +143,9 @@ type Node struct {
 	// garbage collection or a wait for another goroutine: such work is
 	// snapshotted under mu and done after it (save.go; disc.Refresh and
 	// releaseMemory in loop.go; WireGuard peer changes in lazywg.go). Kept
-	// under mu on purpose: redeeming a code on the control loop (handleJoinLocked,
-	// acceptFriendLocked) and issuing one (Invite, FriendInvite) write the
-	// invites file, and a friend's admission the records cache, under mu:
+	// under mu on purpose: redeeming a code on the control loop
+	// (handleJoinLocked, acceptFriendLocked) writes the invites file, and a
+	// friend's admission the records cache, under mu:
 	// the code's use, its record on disk and the admission are one step, so
 	// two redemptions of a one-use code can never both pass and a restart
 	// cannot make a used code good again (ea29935). Only an admin node with

@@ -17,7 +17,7 @@ import (
 //   - the records cache: the loop kicks the saver goroutine when the cache
 //     is dirty; the saver snapshots under n.mu and writes (fsync) without
 //     it. Kicks coalesce, so a slow disk costs one write at a time, never a
-//     queue. Snapshots are numbered and recordsWriter drops one older than
+//     queue. Snapshots are numbered and orderedWriter drops one older than
 //     the last written.
 //   - a change of this user's documents made through the API (share,
 //     unshare, policy apply, nodes remove, friends) is prepared under n.mu
@@ -28,6 +28,9 @@ import (
 //   - routes to friends' networks (netlink, nftables): routeFriendsLocked
 //     hands the latest set to the route setter goroutine.
 //   - links and bootstrap files: snapshot under n.mu, write under saveMu.
+//   - the invites file when a code is issued: the code is in the table
+//     under n.mu, written without it (in order, orderedWriter), and
+//     withdrawn if that fails; nobody knows it before Invite returns.
 //   - WireGuard peer changes (Bind.setWG, sleepWG): queued in order under
 //     Bind.wgMu, applied with IpcSet by the WireGuard applier goroutine.
 
@@ -59,7 +62,7 @@ func (n *Node) saveRecords() {
 	n.mu.Lock()
 	seq, data := n.recordsSnapshotLocked()
 	n.mu.Unlock()
-	if err := n.records.write(n.state, seq, data); err != nil {
+	if err := n.records.write(n.state, "records", seq, data); err != nil {
 		n.logf("glow: saving records: %v", err)
 		n.mu.Lock()
 		n.dirty = true // again at the next kick
@@ -102,7 +105,7 @@ func (n *Node) prepareDocLocked(kind RecordKind, body []byte) (*docChange, error
 
 // writeDoc stores a prepared change in the records cache.
 func (n *Node) writeDoc(c *docChange) error {
-	if err := n.records.write(n.state, c.seq, c.data); err != nil {
+	if err := n.records.write(n.state, "records", c.seq, c.data); err != nil {
 		return fmt.Errorf("storing the records cache: %w", err)
 	}
 	return nil

@@ -306,22 +306,22 @@ func marshalRecordsCache(st *Store, docs ...*UserDoc) []byte {
 	return buf
 }
 
-// recordsWriter writes snapshots of the records cache in the order they
-// were taken (numbered under Node.mu): one older than the last written is
+// orderedWriter writes snapshots of one state file in the order they were
+// taken (numbered under Node.mu): one older than the last written is
 // dropped, as a newer one is on disk. Its mutex is held across the write,
 // never while taking Node.mu.
-type recordsWriter struct {
+type orderedWriter struct {
 	mu   sync.Mutex
 	last uint64 // the newest snapshot written
 }
 
-func (w *recordsWriter) write(st State, seq uint64, data []byte) error {
+func (w *orderedWriter) write(st State, name string, seq uint64, data []byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if seq <= w.last {
 		return nil
 	}
-	if err := st.WriteFile("records", data, 0o600); err != nil {
+	if err := st.WriteFile(name, data, 0o600); err != nil {
 		return err
 	}
 	w.last = seq
