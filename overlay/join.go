@@ -120,6 +120,7 @@ type joiner struct {
 
 	start   time.Time
 	targets []netip.AddrPort
+	failed  map[netip.AddrPort]bool // send errors logged
 	shared  *[32]byte
 }
 
@@ -130,7 +131,7 @@ type joinDatagram struct {
 }
 
 func (j *joiner) run() (joinResp, error) {
-	j.start = time.Now()
+	j.start, j.failed = time.Now(), map[netip.AddrPort]bool{}
 	j.shared = sharedKey(j.ctl, j.inv.Inviter)
 	j.targets = slices.Clone(j.inv.Endpoints)
 	in := make(chan joinDatagram, 16)
@@ -202,7 +203,8 @@ func (j *joiner) run() (joinResp, error) {
 // send sends a fresh request to t: the inviter takes each packet once.
 func (j *joiner) send(t netip.AddrPort) {
 	pkt := joinVia(j.inv.Inviter, sealCtl(nil, j.ctlPub, j.shared, j.req.marshal()))
-	if _, err := j.pc.WriteTo(pkt, net.UDPAddrFromAddrPort(t)); err != nil {
+	if _, err := j.pc.WriteTo(pkt, net.UDPAddrFromAddrPort(t)); err != nil && !j.failed[t] {
+		j.failed[t] = true // once per address: it is sent to every second
 		j.logf("glow: join: sending to %v: %v", t, err)
 	}
 }
