@@ -126,8 +126,9 @@ type Node struct {
 
 	memReleasedAt int64 // Bind.lastData when memory was last handed back; the control loop's own
 
-	// Lock order: saveMu, then mu, then records.mu (or the Bind's locks,
-	// bind.go); never the other way.
+	// Lock order: saveMu, then mu, then a state file's writer (records.mu,
+	// invites.w.mu) or the Bind's locks that are never held across a
+	// blocking call (Bind.mu, Bind.wgCfgMu); never the other way.
 	//
 	// saveMu is held by an API call that writes a state file (records cache,
 	// policy history, links, bootstrap) from the snapshot it takes under mu
@@ -142,14 +143,17 @@ type Node struct {
 	// across a file write or fsync, a netlink call, a multicast join, a
 	// garbage collection or a wait for another goroutine: such work is
 	// snapshotted under mu and done after it (save.go; disc.Refresh and
-	// releaseMemory in loop.go; WireGuard peer changes in lazywg.go). Kept
-	// under mu on purpose: redeeming a code on the control loop
+	// releaseMemory in loop.go; WireGuard peer changes in lazywg.go).
+	// TestStateWritesOutsideLock and TestNoBlockingCallInLocked keep it so.
+	//
+	// The one exception, on purpose: redeeming a code on the control loop
 	// (handleJoinLocked, acceptFriendLocked) writes the invites file, and a
-	// friend's admission the records cache, under mu:
-	// the code's use, its record on disk and the admission are one step, so
-	// two redemptions of a one-use code can never both pass and a restart
-	// cannot make a used code good again (ea29935). Only an admin node with
-	// a live code does this, a few times per code.
+	// friend's admission the records cache, under mu (and so may wait for
+	// those files' writers): the code's use, its record on disk and the
+	// admission are one step, so two redemptions of a one-use code can
+	// never both pass and a restart cannot make a used code good again
+	// (ea29935). Only an admin node with a live code does this, a few times
+	// per code.
 	mu            sync.Mutex
 	cert          *Cert    // this node's certificate
 	user          *UserKey // nil unless admin
