@@ -1,9 +1,16 @@
 package overlay
 
 import (
+	"net/netip"
+	"slices"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"golang.zx2c4.com/wireguard/tun/tuntest"
+
+	"glow/nat/natlab"
 )
 
 // TestBubblePathDeadIdle: three idle nodes, all direct; the a-b link is
@@ -95,6 +102,73 @@ func TestBubblePathDeadBusy(t *testing.T) {
 		}
 		if d := back.Sub(cut); d > 3*time.Second {
 			t.Fatalf("b got a's packets again %v after the cut, want within 3 s", d)
+		}
+	})
+}
+
+// TestBubbleProbingStops: a and b are behind NATs no hole punch crosses
+// (address-and-port-dependent mapping and filtering) and reach each other
+// through c. a probes b's addresses while b is new, and then stops: in ten
+// idle minutes after the first two, a sends none of b's addresses a
+// single datagram (probing every peer all the time costs N² packets).
+func TestBubbleProbingStops(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		in := natlab.NewInternet()
+		u := newTestUser(t, "alice")
+		used := map[netip.Addr]bool{}
+		pubC := netip.MustParseAddr("198.51.100.3")
+		natIP := [2]netip.Addr{netip.MustParseAddr("203.0.113.1"), netip.MustParseAddr("203.0.113.2")}
+		lanIP := [2]netip.Addr{netip.MustParseAddr("192.168.1.2"), netip.MustParseAddr("192.168.2.2")}
+		lk := &links{allowed: map[[2]netip.Addr]bool{}}
+		all := []netip.Addr{pubC, natIP[0], natIP[1], lanIP[0], lanIP[1]}
+		for _, x := range all {
+			for _, y := range all {
+				lk.set(x, y, true)
+			}
+		}
+		var mu sync.Mutex
+		toB := map[time.Duration]int{} // datagrams a sent to b's addresses, by minute since start
+		start := time.Now()
+		lk.lose = func(from, to netip.Addr, _ []byte) bool {
+			if from == lanIP[0] && (to == natIP[1] || to == lanIP[1]) {
+				mu.Lock()
+				toB[time.Since(start).Truncate(time.Minute)]++
+				mu.Unlock()
+			}
+			return false
+		}
+		mem := func(c *Config) { c.Userspace, c.NoDNS, c.tunDevice = false, true, tuntest.NewChannelTUN().TUN() }
+		cDir := provision(t, u, "c", used, true)
+		labNode(t, in.NewHost(pubC), lk, "c", func(cfg *Config) { cfg.StateDir = cDir; mem(cfg) })
+		var nodes []*Node
+		for i, name := range []string{"a", "b"} {
+			gw := in.NewNAT(natlab.NATConfig{Public: natIP[i], Mapping: natlab.AddressAndPortDependent,
+				Filtering: natlab.AddressAndPortDependentFiltering, Timeout: time.Minute})
+			dir := provision(t, u, name, used, false)
+			nodes = append(nodes, labNode(t, gw.NewHost(lanIP[i]), lk, name, func(cfg *Config) {
+				cfg.StateDir, cfg.Peers = dir, []string{netip.AddrPortFrom(pubC, DefaultPort).String()}
+				mem(cfg)
+			}))
+		}
+		a := nodes[0]
+		bubbleWait(t, time.Minute, "a to reach b through c", func() bool {
+			path, via := routeOf(a, "b")
+			return path == "relay" && slices.Equal(via, []string{"c"})
+		})
+		time.Sleep(12 * time.Minute)
+		mu.Lock()
+		defer mu.Unlock()
+		t.Logf("datagrams from a to b's addresses, by minute: %v", toB)
+		if toB[0] == 0 {
+			t.Fatal("a never probed b: the test sees no probes")
+		}
+		for m := 2 * time.Minute; m < 12*time.Minute; m += time.Minute {
+			if toB[m] != 0 {
+				t.Errorf("a sent b's addresses %d datagrams in minute %v, while both are idle", toB[m], m)
+			}
+		}
+		if path, via := routeOf(a, "b"); path != "relay" {
+			t.Errorf("a -> b: %s via %v after 12 idle minutes, want relay", path, via)
 		}
 	})
 }
