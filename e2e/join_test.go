@@ -95,3 +95,43 @@ func TestJoinHomeFirst(t *testing.T) {
 		t.Logf("laptop -> nas %s answered %v after the ping started", nasV4, took.Round(time.Millisecond))
 	}
 }
+
+// TestJoinLANOnly (issue 14): l2 on a home LAN has no route out; the only
+// node of the user it can reach is its LAN neighbour l1. It joins from a
+// code of the VPS (which it cannot reach) through l1, found by its LAN
+// beacon, and then reaches x at another site through relays.
+func TestJoinLANOnly(t *testing.T) {
+	l := lab.New(t)
+	needGlow(t)
+	vpsH := publicHost(l, "vps")
+	home := l.Bridge("home")
+	l1H, l2H := l.Host("l1"), l.Host("l2")
+	home.Attach(l1H)
+	home.Attach(l2H)
+	l.Router("home-gw", home, lab.EasyNAT)
+	_, xH := siteHost(l, "x", lab.HardNAT)
+	vps, l1, l2, x := newNode(t, vpsH, "vps"), newNode(t, l1H, "l1"), newNode(t, l2H, "l2"), newNode(t, xH, "x")
+
+	vps.up("--user", "alice", "--name", "vps")
+	l1.up("--name", "l1", "--join", vps.invite())
+	x.up("--name", "x", "--join", vps.invite())
+	l2H.NoRouteOut()
+	if err := ping(l2H, vpsH.IP()); err == nil {
+		t.Fatalf("l2 still reaches the VPS's underlay address %s without a default route", vpsH.IP())
+	}
+	res := l2.up("--name", "l2", "--join", vps.invite())
+	metric(t, "join_lan_only.join_s", fmt.Sprintf("%.3f", res.Took.Seconds()))
+	start := time.Now()
+	xV4, _ := peerIPs(t, l2, "x")
+	if took, err := waitPing(l2H, xV4, reachTimeout); err != nil {
+		t.Errorf("l2 (no route out) cannot ping x (%s) over the overlay: %v", xV4, err)
+	} else {
+		metric(t, "join_lan_only.first_ping_x_s", fmt.Sprintf("%.3f", time.Since(start).Seconds()))
+		t.Logf("l2 -> x answered %v after the ping started", took.Round(time.Millisecond))
+	}
+	out, err := glowPing(l2, "x", 2)
+	t.Logf("l2: glow ping x -c 2: %v\n%s", err, out)
+	if err != nil || !strings.Contains(out, "via relay via l1") {
+		t.Errorf("l2: glow ping x: want replies via relay via l1 ...")
+	}
+}
