@@ -190,9 +190,11 @@ type netcheckReport struct {
 		LatencyMS float64 `json:"latency_ms"`
 		Error     string  `json:"error"`
 	} `json:"servers"`
-	PortMap map[string]bool `json:"portmap"`
-	Mapped  string          `json:"mapped"`
-	Relays  []struct {
+	PortMap   map[string]bool `json:"portmap"`
+	Mapped    string          `json:"mapped"`
+	LocalPort uint16          `json:"local_port"`
+	PortClash string          `json:"port_clash"`
+	Relays    []struct {
 		Name  string  `json:"name"`
 		Addr  string  `json:"addr"`
 		RTTms float64 `json:"rtt_ms"`

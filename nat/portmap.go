@@ -274,6 +274,25 @@ func (m *PortMapper) Mapping(ctx context.Context) (netip.AddrPort, error) {
 	}
 }
 
+// SetLocalPort changes the local port to map (the node's socket moved):
+// the mapping of the old port is forgotten and, if Mapping was called,
+// one for the new port is asked for in the background. The old mapping
+// expires at the gateway.
+func (m *PortMapper) SetLocalPort(port uint16) {
+	m.mu.Lock()
+	if m.closed || port == 0 {
+		m.mu.Unlock()
+		return
+	}
+	m.mapped, m.goodUntil = netip.AddrPort{}, time.Time{}
+	wanted := m.wanted
+	m.mu.Unlock()
+	m.client.SetLocalPort(port)
+	if wanted {
+		m.client.GetCachedMappingOrStartCreatingOne()
+	}
+}
+
 // Close releases the mapping on the gateway (a NAT-PMP or PCP request with
 // lifetime 0, or a UPnP DeletePortMapping), stops the loop and waits for
 // it. Mapping callers still waiting get ErrPortMapperClosed. Close is

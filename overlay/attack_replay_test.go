@@ -228,7 +228,8 @@ func TestAttackBeaconReflection(t *testing.T) {
 		IPv6: NodeAddr6(user.Public(), k.ID()), NotBefore: now, NotAfter: now.Add(time.Hour)}
 	SignCert(user, c)
 	c, _ = ParseCert(c.Marshal())
-	member := &Node{id: k.ID(), keys: k, cert: c, port: 9}
+	member := &Node{id: k.ID(), keys: k, cert: c}
+	member.port.Store(9)
 	beacon := member.beaconLocked()
 
 	// The member itself sends it once; then 40 spoofed sources replay it.

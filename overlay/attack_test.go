@@ -38,7 +38,7 @@ func TestAttackSTUNAmplification(t *testing.T) {
 			t.Logf("no %s: %v", ip, err)
 			continue
 		}
-		to := netip.AddrPortFrom(netip.MustParseAddr(ip), n.port)
+		to := netip.AddrPortFrom(netip.MustParseAddr(ip), n.Port())
 		for _, tc := range []struct {
 			name       string
 			reqs       [][]byte

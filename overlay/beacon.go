@@ -47,7 +47,7 @@ var errBeaconShort = errors.New("beacon too short")
 func (n *Node) beaconLocked() []byte {
 	h := wire.Header(wire.KindBeacon)
 	w := wire.Writer{B: h[:]}
-	w.U16(n.port)
+	w.U16(n.Port())
 	w.I64(time.Now().UnixNano())
 	w.Raw(n.cert.Marshal())
 	sig := ed25519.Sign(n.keys.Sign, append(bytes.Clone(beaconContext), w.B...))
@@ -111,6 +111,9 @@ func (n *Node) handleBeaconLocked(in inbound, now time.Time, replied map[netip.A
 	// Cheap checks first: the user, the time, the last beacon taken.
 	if bc.user != n.cert.User {
 		n.dropCtl["beacon-other-user"]++
+		if in.lan {
+			n.otherUserBeaconPortLocked(bc, in.from, now) // portclash.go
+		}
 		return
 	}
 	if d := now.Sub(bc.time); d > clockSkew || d < -clockSkew {
@@ -143,6 +146,7 @@ func (n *Node) handleBeaconLocked(in inbound, now time.Time, replied map[netip.A
 	addr := in.from
 	if in.lan {
 		addr = netip.AddrPortFrom(in.from.Addr(), bc.port)
+		n.noteBeaconPortLocked(bc, c, addr, now) // portclash.go
 	}
 	known := p != nil
 	if p = n.addPeerLocked(n.store.Cert(c.Node), now); p == nil {

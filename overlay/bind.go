@@ -52,6 +52,7 @@ type Bind struct {
 	wgQueue  []func()                                 // changes made under Node.mu, applied in order by applyWG
 	wgOwner  map[string]*Endpoint                     // public key -> the endpoint configured with it in wireguard-go; guarded by wgMu
 	wgKick   chan struct{}                            // cap 1: wgQueue has work
+	wgPaused bool                                     // rebind is moving the socket: configure nothing (portclash.go)
 
 	// Drops, counted by reason; read with Counters.
 	dropUnknownSrc  atomic.Uint64 // WireGuard packet from an address of no known peer

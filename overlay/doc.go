@@ -22,6 +22,7 @@
 //	              joinrelay.go                                 joins through any member, passed on to the inviter
 //	              shadow.go                                    friends' addresses that collide with ours
 //	              netcheck.go names.go api.go status.go        NAT, DNS, local API (server)
+//	              portclash.go                                 one UDP port per node behind a NAT
 //	cmd/glow ─► overlay/api                                    the local API's bodies and client (stdlib only)
 //
 // The packet path (bind_*.go, tunwrap.go) touches control state only
@@ -117,6 +118,13 @@
 //     addresses are loopback, link-local, multicast, unspecified, our own)
 //     are neither taken nor published; pongs' "seen" addresses are hints,
 //     capped, after the endpoints the node verified.
+//   - Without Config.Port a node takes DefaultPort (or the port it moved to,
+//     state file "port") and moves to one the OS picks when a LAN beacon
+//     shows another glow node on it: behind one NAT the two would share a
+//     public port and one get a per-destination substitute. The newer
+//     member moves (or we, after portClashGrace, if the other is pinned);
+//     same LAN is taken for same NAT rather than waiting for STUN. At most
+//     one move per 10 minutes (portclash.go).
 //   - A friend learns the node it talks to and the nodes the policy shares
 //     with it, nothing else; a relay forwards between a friend's node and
 //     ours, never between two nodes of another user.

@@ -103,7 +103,7 @@ func TestAttackControlFlood(t *testing.T) {
 
 	var targets []string
 	for _, n := range []*Node{n1, n2} {
-		targets = append(targets, fmt.Sprintf("127.0.0.1:%d", n.port))
+		targets = append(targets, fmt.Sprintf("127.0.0.1:%d", n.Port()))
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestFloodSenderProcess$")
 	cmd.Env = append(os.Environ(),

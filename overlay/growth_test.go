@@ -38,7 +38,7 @@ func TestAttackStateGrowth(t *testing.T) {
 	n2.mu.Unlock()
 	toN2 := sharedKey(n2.keys.Ctl, n1.ctlPub)
 	heap0 := heapInUse()
-	to := net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), n1.port))
+	to := net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), n1.Port()))
 	for i := range sources {
 		src := netip.AddrFrom4([4]byte{127, 1, byte(i / 250), byte(1 + i%250)})
 		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0)))

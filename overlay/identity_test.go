@@ -370,7 +370,9 @@ func FuzzParseCtl(f *testing.F) {
 func FuzzParseBeacon(f *testing.F) {
 	u := newTestUser(f, "alice")
 	k, c := newTestCert(f, u, "nas", time.Now())
-	f.Add((&Node{keys: k, cert: c, port: 1}).beaconLocked())
+	bn := &Node{keys: k, cert: c}
+	bn.port.Store(1)
+	f.Add(bn.beaconLocked())
 	h := wire.Header(wire.KindBeacon)
 	f.Add(append(append(h[:], 0, 1), c.Marshal()...))
 	f.Fuzz(func(t *testing.T, b []byte) { parseBeacon(b) })

@@ -110,7 +110,7 @@ func (b *Bind) addWGLocked(e *Endpoint) bool {
 	key, cfg := e.wg.key, e.wg.cfg
 	b.wgCfgMu.Unlock()
 	dev := b.dev.Load()
-	if cfg == "" || dev == nil || b.wgClosed || b.ipcSet(dev, cfg) != nil {
+	if cfg == "" || dev == nil || b.wgClosed || b.wgPaused || b.ipcSet(dev, cfg) != nil {
 		e.wg.on.Store(false)
 		return false
 	}
@@ -127,7 +127,7 @@ func (b *Bind) removeWGLocked(e *Endpoint) {
 	key := e.wg.inKey
 	if o := b.wgOwner[key]; o == nil || o == e {
 		delete(b.wgOwner, key)
-		if dev := b.dev.Load(); dev != nil && !b.wgClosed {
+		if dev := b.dev.Load(); dev != nil && !b.wgClosed && !b.wgPaused {
 			b.ipcSet(dev, "public_key="+key+"\nremove=true\n")
 		}
 	}

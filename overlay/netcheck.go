@@ -44,8 +44,9 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 func (n *Node) Netcheck(ctx context.Context) (Netcheck, error) {
 	n.mu.Lock()
 	servers, relays := n.stunServersLocked()
+	clash := n.portClashLocked()
 	n.mu.Unlock()
-	nc := Netcheck{Mapping: "unknown", Reflexive: []string{}, Servers: []NetcheckServer{}, Relays: relays}
+	nc := Netcheck{Mapping: "unknown", Reflexive: []string{}, Servers: []NetcheckServer{}, Relays: relays, LocalPort: n.Port(), PortClash: clash}
 	if nc.Relays == nil {
 		nc.Relays = []NetcheckRelay{}
 	}
@@ -107,7 +108,7 @@ func (n *Node) startNAT() error {
 		return nil
 	}
 	pm, err := newPortMapper(nat.PortMapConfig{
-		LocalPort: n.port,
+		LocalPort: n.Port(),
 		Logf:      func(string, ...any) {},
 		OnChange: func(m netip.AddrPort) {
 			n.mu.Lock()

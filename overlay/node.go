@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
@@ -44,7 +45,7 @@ type Config struct {
 	UserName string // creates this user on first run (admin node)
 	NodeName string // default: host name
 	JoinCode string // join the user that issued this code
-	Port     uint16 // UDP port; 0 means DefaultPort (use Random for tests)
+	Port     uint16 // UDP port, pinned; 0: glow's choice, DefaultPort unless it moved (portclash.go)
 	Random   bool   // pick a free UDP port
 	Peers    []string
 
@@ -100,7 +101,7 @@ type Node struct {
 	dev         *device.Device
 	tunDev      interface{ Close() error }
 	ns          *tun.Netstack // userspace only
-	port        uint16
+	autoPort    bool          // the port is glow's choice (no --port): it moves off a neighbour's (portclash.go)
 	disc        *link.Discovery
 	lock        *os.File
 	names       *glowdns.Table
@@ -123,6 +124,8 @@ type Node struct {
 	saveKick    chan struct{}       // cap 1: the records cache is dirty (saver, save.go)
 	routesWant  chan []netip.Prefix // cap 1: friends' prefixes to route (routeSetter, save.go)
 	records     orderedWriter       // writes records cache snapshots in order (state.go)
+
+	port atomic.Uint32 // the UDP port: set by Start, changed only by a port move (portclash.go)
 
 	memReleasedAt int64 // Bind.lastData when memory was last handed back; the control loop's own
 
@@ -183,6 +186,9 @@ type Node struct {
 	turnServer    *relay.TURNServer
 	infoDirty     bool           // our endpoints changed: re-sign our NodeInfo now
 	mapped        netip.AddrPort // port mapping from the gateway, if any
+	clash         *portClash     // the last LAN neighbour seen on our port (portclash.go)
+	portMoving    bool           // movePort is running
+	lastPortMove  time.Time
 	lastPush      time.Time
 	closed        bool
 	pendingDoc    *UserDoc // a document change being stored (changeDoc): in every snapshot meanwhile
@@ -242,9 +248,7 @@ func Start(cfg Config) (*Node, error) {
 		peers = append(peers, ap)
 	}
 	port := cfg.Port
-	if port == 0 && !cfg.Random {
-		port = DefaultPort
-	}
+	autoPort := port == 0 && !cfg.Random
 
 	st := State{Dir: cfg.StateDir, beforeWrite: cfg.stateWrite}
 	if err := st.Init(); err != nil {
@@ -263,15 +267,18 @@ func Start(cfg Config) (*Node, error) {
 		joinAnswers:   map[netip.AddrPort]int{},
 		bootstrap:     peers, done: make(chan struct{}),
 		saveKick: make(chan struct{}, 1), routesWant: make(chan []netip.Prefix, 1),
-		loopbackLab: loopbackLab,
+		loopbackLab: loopbackLab, autoPort: autoPort,
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.atClose(func() { n.lock.Close() })
+	if autoPort {
+		port = n.savedPort() // DefaultPort unless a port move saved another
+	}
 	if err := n.start(port); err != nil {
 		n.teardown()
 		return nil, err
 	}
-	n.logf("glow: node %s.%s up: %v %v, UDP port %d", n.cert.Name, n.cert.UserName, n.cert.IPv4, n.cert.IPv6, n.port)
+	n.logf("glow: node %s.%s up: %v %v, UDP port %d", n.cert.Name, n.cert.UserName, n.cert.IPv4, n.cert.IPv6, n.Port())
 	return n, nil
 }
 
@@ -549,11 +556,23 @@ func (n *Node) startDataPlane(port uint16) error {
 	if err := n.dev.IpcSet(cfg); err != nil {
 		return fmt.Errorf("UDP port %d: %w", port, err)
 	}
-	if err := n.dev.Up(); err != nil {
+	err = n.dev.Up()
+	if err != nil && n.autoPort {
+		// Our own choice of port is taken: any other will do (and is
+		// saved, so the node keeps it).
+		n.logf("glow: UDP port %d: %v; taking another (no --port given)", port, err)
+		if err = n.dev.IpcSet("listen_port=0\n"); err == nil {
+			err = n.dev.Up()
+		}
+		if err == nil {
+			n.savePort(n.listenPort())
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("UDP port %d: %w", port, err)
 	}
-	n.port = n.listenPort()
-	if n.port == 0 {
+	n.port.Store(uint32(n.listenPort()))
+	if n.Port() == 0 {
 		return fmt.Errorf("UDP port %d: could not listen", port)
 	}
 	return nil
@@ -592,7 +611,7 @@ func (n *Node) firewallPrefixes() []netip.Prefix {
 func RepairFirewall() (bool, error) { return firewall.RemoveStale() }
 
 // Port returns the node's UDP port.
-func (n *Node) Port() uint16 { return n.port }
+func (n *Node) Port() uint16 { return uint16(n.port.Load()) }
 
 // ID returns the node's identity.
 func (n *Node) ID() wire.NodeID { return n.id }

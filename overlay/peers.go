@@ -470,7 +470,7 @@ func (n *Node) localEndpointsLocked(now time.Time) []netip.AddrPort {
 		}
 	}
 	for _, a := range n.cfg.HostAddrs() {
-		add(netip.AddrPortFrom(a, n.port))
+		add(netip.AddrPortFrom(a, n.Port()))
 	}
 	if n.mapped.IsValid() {
 		add(n.mapped)

@@ -20,7 +20,7 @@ func (n *Node) Status() Status {
 	s := Status{
 		Self: SelfStatus{
 			Name: c.Name, User: c.UserName, IPv4: c.IPv4.String(), IPv6: c.IPv6.String(),
-			ID: c.Node.String(), Admin: n.user != nil, Port: n.port, Endpoints: []string{},
+			ID: c.Node.String(), Admin: n.user != nil, Port: n.Port(), Endpoints: []string{},
 			Expires: c.NotAfter.UTC().Format(time.RFC3339),
 		},
 		Peers: []PeerStatus{},

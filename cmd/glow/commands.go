@@ -255,6 +255,10 @@ func cmdNetcheck(g *globals, args []string) error {
 	if g.json {
 		return printJSON(g, nc)
 	}
+	fmt.Fprintf(g.out, "UDP port:         %d\n", nc.LocalPort)
+	if nc.PortClash != "" {
+		fmt.Fprintf(g.out, "Port clash:       %s\n", nc.PortClash)
+	}
 	fmt.Fprintf(g.out, "NAT mapping:      %s\n", nc.Mapping)
 	fmt.Fprintf(g.out, "Public endpoints: %s\n", orNone(strings.Join(nc.Reflexive, ", ")))
 	fmt.Fprintf(g.out, "Port mapping:     %s", nc.PortMap)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log"
@@ -46,7 +47,7 @@ func cmdUp(g *globals, args []string) error {
 	fs.StringVar(&f.cfg.UserName, "user", "", "name of the new user (first run only)")
 	fs.StringVar(&f.cfg.NodeName, "name", "", "this node's name (default: host name)")
 	fs.StringVar(&f.cfg.JoinCode, "join", "", "join the user that issued this code (glow invite)")
-	fs.IntVar(&f.port, "port", overlay.DefaultPort, "UDP port")
+	fs.IntVar(&f.port, "port", overlay.DefaultPort, "UDP port, pinned (default: this one, or another if a glow node on the LAN has it; 0 any free)")
 	fs.Var(&f.peers, "peer", "HOST:PORT of a node to contact at start (repeatable)")
 	fs.Var(&f.stun, "stun", "HOST:PORT of an extra STUN server for netcheck (repeatable)")
 	fs.StringVar(&f.linkListen, "link-listen", "", "TCP address for stream links (TCP, WebSocket); default the UDP port's number, 'off' for none")
@@ -72,8 +73,14 @@ func cmdUp(g *globals, args []string) error {
 	if f.port < 0 || f.port > 65535 {
 		return usagef("--port %d: want 0 to 65535", f.port)
 	}
-	f.cfg.Port = uint16(f.port)
-	f.cfg.Random = f.port == 0
+	// Without --port the node takes DefaultPort and may move off it when a
+	// LAN neighbour uses it too (overlay/portclash.go); --port pins it.
+	fs.Visit(func(fl *flag.Flag) {
+		if fl.Name == "port" {
+			f.cfg.Port = uint16(f.port)
+			f.cfg.Random = f.port == 0
+		}
+	})
 	f.cfg.Peers = f.peers
 	f.cfg.TURN = f.turn
 	if len(f.turnUsers) > 0 {

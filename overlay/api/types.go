@@ -76,6 +76,8 @@ type Netcheck struct {
 	PortMap   PortMapProbe     `json:"portmap"`
 	Mapped    string           `json:"mapped,omitempty"`
 	Relays    []NetcheckRelay  `json:"relays"`
+	LocalPort uint16           `json:"local_port"`           // this node's UDP port
+	PortClash string           `json:"port_clash,omitempty"` // a LAN neighbour on the same port, and what was done
 }
 
 // NetcheckServer is one STUN server's answer.
