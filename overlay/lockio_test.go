@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -136,5 +137,69 @@ func TestStateWritesOutsideLock(t *testing.T) {
 	}
 	if held > 0 {
 		t.Errorf("%d of %d state writes and IpcSets made with Node.mu held: %v", held, total, w.held)
+	}
+}
+
+// TestSlowDiskDoesNotStall: while a policy change waits for its records
+// cache write (held by the test, as a slow or stuck disk would), the node
+// goes on: status and the policy in force answer (the old policy, the new
+// one not yet in force); once the write is done the change takes effect,
+// the caller hears of it, and it survives a restart.
+func TestSlowDiskDoesNotStall(t *testing.T) {
+	var armed atomic.Bool
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	dir := t.TempDir()
+	admin := testNode(t, "n1", func(c *Config) {
+		c.UserName, c.StateDir = "alice", dir
+		c.stateWrite = func(name string) {
+			if name == "records" && armed.CompareAndSwap(true, false) {
+				entered <- struct{}{}
+				<-release
+			}
+		}
+	})
+	armed.Store(true)
+	shared := make(chan error, 1)
+	go func() {
+		_, _, err := admin.Share("n1:8080/tcp", "bob", true)
+		shared <- err
+	}()
+	select {
+	case <-entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the share never wrote the records cache")
+	}
+	answered := make(chan PolicyInfo, 1)
+	go func() {
+		admin.Status()
+		answered <- admin.Policy()
+	}()
+	var during PolicyInfo
+	select {
+	case during = <-answered:
+	case <-time.After(10 * time.Second):
+		close(release)
+		t.Fatal("status and policy did not answer while a records write was held: the write holds Node.mu")
+	}
+	close(release)
+	if err := <-shared; err != nil {
+		t.Fatal(err)
+	}
+	after := admin.Policy()
+	t.Logf("while the write was held: policy version %d answered; after: version %d", during.Version, after.Version)
+	if during.Version != 0 || after.Version != 1 {
+		t.Fatalf("policy version %d during the write, %d after; want 0 and 1", during.Version, after.Version)
+	}
+	admin.Close()
+	again := testNode(t, "n1", func(c *Config) { c.StateDir = dir })
+	if p := again.Policy(); p.Version != 1 || !strings.Contains(p.Text, "bob") {
+		t.Fatalf("after a restart: policy version %d, %q", p.Version, p.Text)
 	}
 }
