@@ -274,3 +274,55 @@ func FuzzParseJoinRelay(f *testing.F) {
 		}
 	})
 }
+
+// TestJoinLinkAddOnMember: the inviter and another member share a home
+// LAN behind a NAT; a public VPS joins from the inviter's code, which names
+// only home addresses. 'glow link add udp://VPS:47470' on the member that
+// is not the inviter lets the join complete: the VPS asks the member, which
+// passes the request on to the inviter.
+func TestJoinLinkAddOnMember(t *testing.T) {
+	in := natlab.NewInternet()
+	gw := in.NewNAT(natlab.NATConfig{Public: netip.MustParseAddr("203.0.113.1"), Mapping: natlab.EndpointIndependent,
+		Filtering: natlab.AddressAndPortDependentFiltering, Timeout: time.Minute})
+	nas := labNode(t, gw.NewHost(netip.MustParseAddr("192.168.1.2")), nil, "nas", func(c *Config) { c.UserName = "alice" })
+	code, err := nas.Invite(time.Minute, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	desk := labNode(t, gw.NewHost(netip.MustParseAddr("192.168.1.3")), nil, "desk", func(c *Config) { c.JoinCode = code })
+	waitFor(t, 20*time.Second, "desk to reach the nas", func() bool { return directPeers(desk) == 1 })
+
+	var mu sync.Mutex
+	var logs strings.Builder
+	defer func() {
+		if t.Failed() {
+			mu.Lock()
+			t.Log("joiner's log:\n" + logs.String())
+			mu.Unlock()
+		}
+	}()
+	if code, err = nas.Invite(time.Minute, 1); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	res := startJoin(t, in.NewHost(netip.MustParseAddr("198.51.100.10")), "vps", code, &logs, &mu)
+	time.Sleep(time.Second)
+	if err := desk.AddLink("udp://198.51.100.10:47470"); err != nil {
+		t.Fatal(err)
+	}
+	switch r := (<-res).(type) {
+	case error:
+		t.Fatalf("vps: %v", r)
+	case *Node:
+		t.Logf("JOIN vps from the nas's code after link add on desk: %v", time.Since(start).Round(time.Millisecond))
+		if c := r.Cert(); c.UserName != "alice" {
+			t.Fatalf("vps joined %q", c.UserName)
+		}
+	}
+	mu.Lock()
+	via := strings.Contains(logs.String(), "desk.alice shows itself")
+	mu.Unlock()
+	if !via {
+		t.Errorf("the vps did not ask desk")
+	}
+}
