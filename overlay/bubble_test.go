@@ -19,6 +19,13 @@ import (
 // in a bubble): its control loop, wireguard-go and the lab all run on the
 // bubble's clock, and minutes of protocol pass in milliseconds. Call these
 // helpers inside synctest.Test.
+//
+// One thing a bubble must not do: remove a WireGuard peer while the
+// bubble runs (a lazy trim, 5 minutes after traffic). wireguard-go sets a
+// finalizer on each peer's queues that drains their channel, and the
+// finalizer goroutine is outside the bubble: the test binary dies with
+// "receive on synctest channel from outside bubble". TestTimerLazyWireGuardTrim
+// tests the trim on a clock rig instead.
 
 // bubble is a network of nodes on lab hosts.
 type bubble struct {
