@@ -135,8 +135,7 @@ func (j *joiner) run() (joinResp, error) {
 	j.shared = sharedKey(j.ctl, j.inv.Inviter)
 	j.targets = slices.Clone(j.inv.Endpoints)
 	in := make(chan joinDatagram, 16)
-	done := make(chan struct{})
-	defer close(done)
+	done, pcDone := make(chan struct{}), make(chan struct{})
 	read := func(rd func([]byte) (int, netip.AddrPort, error), lan bool) {
 		for {
 			buf := make([]byte, 2048)
@@ -154,22 +153,30 @@ func (j *joiner) run() (joinResp, error) {
 			}
 		}
 	}
-	// The readers end when run returns: the socket gets a past deadline,
-	// the discovery socket is closed by the caller.
-	defer j.pc.SetReadDeadline(time.Unix(1, 0))
+	// The readers end when run returns: the socket's before run returns
+	// (its caller may read it next), the discovery socket's once the
+	// caller closes it.
+	defer func() {
+		close(done)
+		j.pc.SetReadDeadline(time.Unix(1, 0))
+		<-pcDone
+	}()
 	j.pc.SetReadDeadline(time.Time{})
-	go read(func(b []byte) (int, netip.AddrPort, error) {
-		sz, a, err := j.pc.ReadFrom(b)
-		if err != nil {
-			select {
-			case <-done:
-				return 0, netip.AddrPort{}, net.ErrClosed
-			default:
-				return 0, netip.AddrPort{}, err
+	go func() {
+		defer close(pcDone)
+		read(func(b []byte) (int, netip.AddrPort, error) {
+			sz, a, err := j.pc.ReadFrom(b)
+			if err != nil {
+				select {
+				case <-done:
+					return 0, netip.AddrPort{}, net.ErrClosed
+				default:
+					return 0, netip.AddrPort{}, err
+				}
 			}
-		}
-		return sz, udpAddrPort(a), nil
-	}, false)
+			return sz, udpAddrPort(a), nil
+		}, false)
+	}()
 	if j.disc != nil {
 		go read(j.disc.Read, true)
 	}
