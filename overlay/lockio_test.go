@@ -1,6 +1,10 @@
 package overlay
 
 import (
+	"context"
+	"errors"
+	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -202,4 +206,76 @@ func TestSlowDiskDoesNotStall(t *testing.T) {
 	if p := again.Policy(); p.Version != 1 || !strings.Contains(p.Text, "bob") {
 		t.Fatalf("after a restart: policy version %d, %q", p.Version, p.Text)
 	}
+}
+
+// fakeRoutes is a routeTable that records what it is given; the first call
+// waits for release, and fail makes calls fail.
+type fakeRoutes struct {
+	entered chan struct{}
+	release chan struct{}
+	fail    atomic.Bool
+
+	mu  sync.Mutex
+	got [][]netip.Prefix
+}
+
+func (f *fakeRoutes) SetRoutes(p []netip.Prefix, _ ...netip.Addr) error {
+	f.mu.Lock()
+	f.got = append(f.got, p)
+	first := len(f.got) == 1
+	f.mu.Unlock()
+	if first {
+		f.entered <- struct{}{}
+		<-f.release
+	}
+	if f.fail.Load() {
+		return errors.New("netlink says no")
+	}
+	return nil
+}
+
+func (f *fakeRoutes) calls() [][]netip.Prefix {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.got)
+}
+
+// TestRouteSetterTakesLatest: routes to friends' networks are set by the
+// route setter, off Node.mu; while it is busy, newer sets replace older
+// ones not yet taken, and a set that fails is sent again at the next change.
+func TestRouteSetterTakesLatest(t *testing.T) {
+	n := &Node{routesWant: make(chan []netip.Prefix, 1), logf: t.Logf}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	f := &fakeRoutes{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	n.wg.Add(1)
+	go n.routeSetter(f, netip.Addr{}, netip.Addr{})
+	defer func() { n.cancel(); n.wg.Wait() }()
+
+	set := func(s string) []netip.Prefix {
+		want := []netip.Prefix{netip.MustParsePrefix(s)}
+		n.mu.Lock()
+		n.friendRoutes = want
+		n.setRoutesLocked(want) // never waits for the setter
+		n.mu.Unlock()
+		return want
+	}
+	a := set("fd01::/48")
+	<-f.entered // the setter is inside SetRoutes(a)
+	set("fd02::/48")
+	c := set("fd03::/48")
+	close(f.release)
+	waitFor(t, 30*time.Second, "the setter to apply the latest set", func() bool { return len(f.calls()) >= 2 })
+	got := f.calls()
+	t.Logf("SetRoutes calls: %v", got)
+	if len(got) != 2 || !slices.Equal(got[0], a) || !slices.Equal(got[1], c) {
+		t.Fatalf("SetRoutes got %v, want %v then %v (the middle set replaced)", got, a, c)
+	}
+
+	f.fail.Store(true)
+	set("fd04::/48")
+	waitFor(t, 30*time.Second, "a failed set to be forgotten, so the next change sends it again", func() bool {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return n.friendRoutes == nil
+	})
 }

@@ -186,6 +186,13 @@ func (n *Node) commitDocLocked(c *docChange, err error) error {
 	return nil
 }
 
+// routeTable is what the route setter needs of the kernel TUN.
+type routeTable interface {
+	SetRoutes(prefixes []netip.Prefix, srcs ...netip.Addr) error
+}
+
+var _ routeTable = (*tun.Kernel)(nil)
+
 // setRoutesLocked hands the route setter the latest set of friends'
 // prefixes, replacing one it has not taken yet.
 func (n *Node) setRoutesLocked(want []netip.Prefix) {
@@ -205,7 +212,7 @@ func (n *Node) setRoutesLocked(want []netip.Prefix) {
 // routeSetter applies the prefixes routeFriendsLocked wants to the kernel
 // TUN (netlink and nftables), off n.mu; one that fails is tried again at
 // the next change.
-func (n *Node) routeSetter(k *tun.Kernel, v4, v6 netip.Addr) {
+func (n *Node) routeSetter(k routeTable, v4, v6 netip.Addr) {
 	defer n.wg.Done()
 	for {
 		select {
