@@ -61,7 +61,12 @@
 // loop and wireguard-go on the bubble's clock (bubble_test.go). A
 // userspace node cannot: gVisor's netstack parks goroutines where synctest
 // does not see them blocked, so multi-node tests over netstacks wait on
-// conditions, bounded.
+// conditions, bounded (waitFor). They build nodes with testNode or
+// labNode (node_test.go), which also fail the test if goroutines it
+// started outlive its cleanups (internal/leaktest). A test that asserts
+// something did not happen looks after an event that proves it would have
+// (a later ping answered, a refusal counted, a marker taken from the same
+// queue), not after a sleep.
 //
 // # Choices (where the design left room)
 //
