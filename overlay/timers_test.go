@@ -47,6 +47,7 @@ const (
 	wantLazyIdle        = 5 * time.Minute
 	wantFragStall       = 2 * time.Second
 	wantCostRefresh     = 30 * time.Second
+	wantBeaconReply     = time.Second
 )
 
 func secs(ds ...float64) []time.Duration {
@@ -787,5 +788,42 @@ func TestTimerStreamDeadIdle(t *testing.T) {
 	r.tickAt(first.Add(wantDeadIdle + time.Nanosecond))
 	if !closed() {
 		t.Fatal("link still open past deadIdle")
+	}
+}
+
+// TestTimerBeaconReplyRate: a node that hears a peer's beacon while it has
+// no path to it answers with its own beacon (the sender may not know it),
+// at most once per maxBeaconReply (1 s) per address, however often the
+// beacons come.
+func TestTimerBeaconReplyRate(t *testing.T) {
+	r := newClockRig(t, "b")
+	from := netip.MustParseAddrPort("192.168.1.20:47470")
+	replied := map[netip.AddrPort]time.Time{}
+	t0 := r.now
+	var replies []time.Duration
+	hear := func(at time.Time) {
+		r.now = at
+		r.locked(func() {
+			r.n.handleBeaconLocked(inbound{kind: wire.KindBeacon, buf: r.rigBeacon("b", at), from: from}, at, replied)
+		})
+		for _, s := range r.log.take() {
+			if wire.Classify(s.pkt) == wire.KindBeacon && s.to == from {
+				replies = append(replies, at.Sub(t0))
+			}
+		}
+	}
+	for d := time.Duration(0); d <= 3*time.Second; d += 100 * time.Millisecond {
+		hear(t0.Add(d))
+	}
+	if want := secs(0, 1.1, 2.2); !slices.Equal(replies, want) {
+		t.Fatalf("beacon replies at %v to a beacon every 100 ms, want %v", replies, want)
+	}
+	hear(t0.Add(2200*time.Millisecond + wantBeaconReply))
+	if len(replies) != 3 {
+		t.Fatalf("a reply %v after the last, want none at exactly maxBeaconReply", wantBeaconReply)
+	}
+	hear(t0.Add(2200*time.Millisecond + wantBeaconReply + time.Nanosecond))
+	if len(replies) != 4 {
+		t.Fatalf("no reply just past maxBeaconReply after the last (replies at %v)", replies)
 	}
 }
