@@ -33,7 +33,7 @@
 // blocking call is made with it held (sends are UDP writes): state file
 // writes, routes, WireGuard peer changes and memory release are done after
 // it, from a snapshot or a queue (save.go). The lock order and the one
-// exception (redeeming or issuing a code) are written at Node.mu.
+// exception (redeeming a code) are written at Node.mu.
 //
 // # Trust
 //
