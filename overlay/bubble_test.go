@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
 	"glow/nat/natlab"
@@ -20,12 +21,14 @@ import (
 // bubble's clock, and minutes of protocol pass in milliseconds. Call these
 // helpers inside synctest.Test.
 //
-// One thing a bubble must not do: remove a WireGuard peer while the
-// bubble runs (a lazy trim, 5 minutes after traffic). wireguard-go sets a
-// finalizer on each peer's queues that drains their channel, and the
-// finalizer goroutine is outside the bubble: the test binary dies with
-// "receive on synctest channel from outside bubble". TestTimerLazyWireGuardTrim
-// tests the trim on a clock rig instead.
+// wireguard-go sets a finalizer on each peer's queues that drains their
+// channel, and finalizers run outside any bubble: a WireGuard peer made in
+// a bubble and then collected kills the test binary ("receive on synctest
+// channel from outside bubble"), during the bubble or long after. So
+// keepWGPeers holds every WireGuard peer a bubble's nodes have when they
+// close, for the life of the binary, and no bubble test may drop one
+// before (a lazy trim, 5 minutes after traffic: TestTimerLazyWireGuardTrim
+// tests that on a clock rig instead).
 
 // bubble is a network of nodes on lab hosts.
 type bubble struct {
@@ -54,6 +57,7 @@ func bubbleNet(t *testing.T, names ...string) *bubble {
 		}
 	}
 	b := &bubble{ips: ips, lk: lk}
+	defer keepWGPeers(t, &b.nodes)
 	for i, name := range names {
 		dir := provision(t, u, name, used, i == 0)
 		var peers []string
@@ -144,4 +148,34 @@ func (b *bubble) stream(i, j int, gap time.Duration, stop chan struct{}) (arriva
 		defer mu.Unlock()
 		return slices.Clone(got)
 	}
+}
+
+// keptWGPeers are the WireGuard peers of nodes that ran in a bubble, never
+// to be collected (see the top of this file).
+var keptWGPeers struct {
+	sync.Mutex
+	p []*device.Peer
+}
+
+// keepWGPeers makes the WireGuard peers the nodes hold when the test ends
+// (before the nodes close: register it after starting them) live as long
+// as the test binary.
+func keepWGPeers(t *testing.T, nodes *[]*Node) {
+	t.Cleanup(func() {
+		for _, n := range *nodes {
+			n.mu.Lock()
+			var keys []device.NoisePublicKey
+			for _, p := range n.peers {
+				keys = append(keys, device.NoisePublicKey(p.cert.WG))
+			}
+			n.mu.Unlock()
+			for _, k := range keys {
+				if wp := n.dev.LookupPeer(k); wp != nil {
+					keptWGPeers.Lock()
+					keptWGPeers.p = append(keptWGPeers.p, wp)
+					keptWGPeers.Unlock()
+				}
+			}
+		}
+	})
 }

@@ -141,6 +141,7 @@ func TestBubbleProbingStops(t *testing.T) {
 		cDir := provision(t, u, "c", used, true)
 		labNode(t, in.NewHost(pubC), lk, "c", func(cfg *Config) { cfg.StateDir = cDir; mem(cfg) })
 		var nodes []*Node
+		defer keepWGPeers(t, &nodes)
 		for i, name := range []string{"a", "b"} {
 			gw := in.NewNAT(natlab.NATConfig{Public: natIP[i], Mapping: natlab.AddressAndPortDependent,
 				Filtering: natlab.AddressAndPortDependentFiltering, Timeout: time.Minute})
