@@ -7,6 +7,7 @@
 //	go run ./bench -rounds 5 -time 10s
 //	go run ./bench -glow bin/glow -wireguard /path/to/wireguard -out ''   # prebuilt, no file
 //	go run ./bench -perf /tmp/prof # also record a perf profile of each daemon
+//	go run ./bench -idle-only -configs wg,glow   # only idle CPU (steady state) and RSS
 //
 // What it does. Each configuration (a column: raw veth, wireguard-go, glow
 // direct, glow through 1 and 2 relays) is a small struct whose setup builds
@@ -64,7 +65,9 @@ func main() {
 		duration  = flag.Duration("time", 5*time.Second, "duration of each iperf3 run")
 		pings     = flag.Int("pings", 300, "pings per RTT measurement")
 		pingEvery = flag.Duration("ping-interval", 10*time.Millisecond, "interval between pings")
-		idle      = flag.Duration("idle", 3*time.Second, "how long idle daemon CPU is measured")
+		settle    = flag.Duration("idle-settle", 30*time.Second, "how long the daemons run idle after set-up before idle CPU is measured")
+		idle      = flag.Duration("idle", 60*time.Second, "how long idle daemon CPU is measured (steady state, after -idle-settle)")
+		idleOnly  = flag.Bool("idle-only", false, "measure only idle daemon CPU and RSS (set-up, settle, measure, tear down); prints the table, writes no file, runs no Go benchmarks")
 		glowBin   = flag.String("glow", "", "prebuilt glow binary (default: build ./cmd/glow)")
 		wgBin     = flag.String("wireguard", "", "prebuilt reference wireguard-go binary (default: build from go.mod's version)")
 		out       = flag.String("out", "BENCHMARKS.md", "write the report here, relative to the module root ('' = do not write)")
@@ -79,7 +82,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench: -rounds must be >= 1, -time >= 1s, -pings >= 10")
 		os.Exit(2)
 	}
-	o := options{duration: *duration, pings: *pings, pingEvery: *pingEvery, idle: *idle, perfDir: *perfDir}
+	o := options{duration: *duration, pings: *pings, pingEvery: *pingEvery, settle: *settle, idle: *idle, idleOnly: *idleOnly, perfDir: *perfDir}
+	if *idleOnly {
+		// A partial table must not overwrite BENCHMARKS.md.
+		*out, *goBench, o.perfDir = "", "", ""
+	}
 	err := benchMain(*rounds, o, *glowBin, *wgBin, *out, *only, *goBench, *verbose, *keep)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -130,6 +137,9 @@ func benchMain(rounds int, o options, glowBin, wgBin, out, only, goBench string,
 
 	var cfgs []config
 	for _, c := range configs() {
+		if o.idleOnly && !c.daemon {
+			continue // raw veth and the NAT rows have no idle daemon figure
+		}
 		if only == "" || contains(strings.Split(only, ","), c.key) {
 			cfgs = append(cfgs, c)
 		}
@@ -174,6 +184,10 @@ func benchMain(rounds int, o options, glowBin, wgBin, out, only, goBench string,
 			res.add(c.key, r, m)
 			if c.run != nil {
 				logf("round %d/%d %-14s %s  [%s]", r, rounds, c.title, natSummary(m), time.Since(t0).Round(time.Second))
+				continue
+			}
+			if o.idleOnly {
+				logf("round %d/%d %-14s idle CPU %.2f ms/s  [%s]", r, rounds, c.title, m["idlecpu"], time.Since(t0).Round(time.Second))
 				continue
 			}
 			logf("round %d/%d %-14s %5.2f Gbit/s (1 stream) %5.2f Gbit/s (4)  RTT p50 %.3f ms  [%s]",

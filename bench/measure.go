@@ -25,7 +25,9 @@ type options struct {
 	duration  time.Duration // each iperf3 run
 	pings     int           // pings per RTT measurement
 	pingEvery time.Duration
+	settle    time.Duration // how long the daemons run idle before idle CPU is measured
 	idle      time.Duration // how long idle CPU is measured
+	idleOnly  bool          // measure idle RSS and CPU only
 	perfDir   string        // when set, record a perf profile of the daemons
 }
 
@@ -36,14 +38,28 @@ func measureInstance(l *lab, cfg config, inst *instance, o options) (map[string]
 	if cfg.daemon {
 		m["rss_idle"] = maxRSS(inst.daemons, "VmRSS")
 		// Idle CPU: the daemons' own timers, heartbeats and gossip with
-		// one peer and no traffic, in CPU milliseconds per second.
+		// one peer and no traffic, in CPU milliseconds per second, in the
+		// steady state: after o.settle, so that the set-up's bursts
+		// (beacons, probing, the first gossip) are over.
+		sleep := func(d time.Duration) error {
+			select {
+			case <-l.ctx.Done():
+				return l.ctx.Err()
+			case <-time.After(d):
+				return nil
+			}
+		}
+		if err := sleep(o.settle); err != nil {
+			return nil, err
+		}
 		cpu0, t0 := onCPU(inst.daemons), time.Now()
-		select {
-		case <-l.ctx.Done():
-			return nil, l.ctx.Err()
-		case <-time.After(o.idle):
+		if err := sleep(o.idle); err != nil {
+			return nil, err
 		}
 		m["idlecpu"] = 1000 * (onCPU(inst.daemons) - cpu0) / time.Since(t0).Seconds()
+	}
+	if o.idleOnly {
+		return m, nil
 	}
 	if _, err := l.start(inst.server, "iperf3-server.log", nil, "iperf3", "-s", "-p", "5201"); err != nil {
 		return nil, err
