@@ -19,6 +19,7 @@ import (
 	"net/netip"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
@@ -34,9 +35,15 @@ type Discovery struct {
 	pc    *ipv4.PacketConn
 	conn  net.PacketConn
 
-	mu     sync.Mutex // guards joined
-	joined map[int]bool
+	mu       sync.Mutex // guards joined, ifaces and ifacesAt
+	joined   map[int]bool
+	ifaces   []net.Interface // as Refresh last read them
+	ifacesAt time.Time
 }
+
+// ifacesFresh is how long Announce uses the interfaces Refresh read
+// instead of reading them again (each read is a netlink dump).
+const ifacesFresh = time.Second
 
 // ListenDiscovery opens the beacon socket on group's port and joins the group
 // on every suitable interface.
@@ -89,7 +96,8 @@ func (d *Discovery) Refresh() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	g := &net.UDPAddr{IP: d.group.Addr().AsSlice()}
-	for _, ifi := range Interfaces() {
+	d.ifaces, d.ifacesAt = Interfaces(), time.Now()
+	for _, ifi := range d.ifaces {
 		if d.joined[ifi.Index] {
 			continue
 		}
@@ -105,7 +113,13 @@ func (d *Discovery) Announce(payload []byte) error {
 	dst := &net.UDPAddr{IP: d.group.Addr().AsSlice(), Port: int(d.group.Port())}
 	var sent int
 	var lastErr error
-	for _, ifi := range Interfaces() {
+	d.mu.Lock()
+	ifs := d.ifaces
+	if time.Since(d.ifacesAt) > ifacesFresh {
+		ifs = Interfaces()
+	}
+	d.mu.Unlock()
+	for _, ifi := range ifs {
 		if err := d.pc.SetMulticastInterface(&ifi); err != nil {
 			lastErr = err
 			continue

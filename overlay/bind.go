@@ -156,12 +156,14 @@ type Endpoint struct {
 }
 
 // touch notes that traffic went out on e's path (and the link under it),
-// so that heartbeats watch it closely.
-func (e *Endpoint) touch(p *path, now int64) {
-	e.lastSend.Store(now)
-	if p.viaEP != nil {
-		p.viaEP.lastSend.Store(now)
+// so that heartbeats watch it closely. It reports whether either was idle
+// (no traffic for activeWindow): the control loop must hear of it then.
+func (e *Endpoint) touch(p *path, now int64) (resumed bool) {
+	resumed = now-e.lastSend.Swap(now) >= int64(activeWindow)
+	if p.viaEP != nil && now-p.viaEP.lastSend.Swap(now) >= int64(activeWindow) {
+		resumed = true
 	}
+	return resumed
 }
 
 // setPath publishes p (nil: no path), the one swap of a live peer's path,

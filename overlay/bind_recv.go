@@ -177,7 +177,9 @@ func (r *rx) handle(i int, bufs [][]byte, sizes []int, eps []conn.Endpoint, from
 				// WireGuard data: the links it crosses carry traffic and
 				// deserve fast heartbeats (relayed control does not count,
 				// or every heartbeat would keep every link busy).
-				e.touch(p, r.now.UnixNano())
+				if e.touch(p, r.now.UnixNano()) {
+					b.ctl.trafficResumed()
+				}
 			}
 			if p.stream != nil {
 				// Forwarded onto a stream link: queued like control, so
@@ -212,7 +214,9 @@ func (r *rx) handle(i int, bufs [][]byte, sizes []int, eps []conn.Endpoint, from
 				if r.now.IsZero() {
 					r.now = time.Now()
 				}
-				e.relayedIn.Store(r.now.UnixNano())
+				if now := r.now.UnixNano(); now-e.relayedIn.Swap(now) >= int64(activeWindow) {
+					b.ctl.trafficResumed()
+				}
 			}
 			return
 		}

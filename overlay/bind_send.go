@@ -52,7 +52,9 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	}
 	if wire.Classify(bufs[0]) == wire.KindWireGuard {
 		now := time.Now().UnixNano()
-		e.touch(p, now)
+		if e.touch(p, now) {
+			b.ctl.trafficResumed()
+		}
 		b.lastData.Store(now)
 		if last := bufs[len(bufs)-1]; last[0] == 1 || last[0] == 2 {
 			h := append([]byte(nil), last...) // handshakes are rare: keep one for a path change

@@ -21,6 +21,7 @@ package overlay
 import (
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"glow/internal/wire"
@@ -41,15 +42,34 @@ const (
 	maxSources = 4096
 )
 
-// ctlQueues are the two bounded queues into the control loop.
+// ctlQueues are the two bounded queues into the control loop, and its
+// wake-up call (loop.go).
 type ctlQueues struct {
-	known chan inbound // authenticated neighbours' control packets
-	other chan inbound // everything else, rate limited per source
-	lim   sourceLimiter
+	known   chan inbound // authenticated neighbours' control packets
+	other   chan inbound // everything else, rate limited per source
+	lim     sourceLimiter
+	wake    chan struct{} // wakes the loop before its timer; never blocks
+	traffic atomic.Bool   // with wake: a peer that was idle has traffic
 }
 
 func newCtlQueues() *ctlQueues {
-	return &ctlQueues{known: make(chan inbound, knownQueueLen), other: make(chan inbound, otherQueueLen)}
+	return &ctlQueues{known: make(chan inbound, knownQueueLen), other: make(chan inbound, otherQueueLen),
+		wake: make(chan struct{}, 1)}
+}
+
+// wakeLoop wakes the control loop if it sleeps; it never blocks.
+func (q *ctlQueues) wakeLoop() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// trafficResumed tells the loop, from the data path, that a peer idle for
+// activeWindow carries traffic again: its heartbeats and probing go fast.
+func (q *ctlQueues) trafficResumed() {
+	q.traffic.Store(true)
+	q.wakeLoop()
 }
 
 // put copies pkt into the queue it belongs in. linkPeer is the stream link's

@@ -88,6 +88,12 @@
 //     stops after a minute of idleness: probing every peer all the time costs
 //     N² packets. An idle peer behind relays gets no heartbeats; its route's
 //     links are watched by their ends.
+//   - The control loop has no fixed tick: it sleeps until the next deadline
+//     its state has (loop.go), at least 250 ms after its last tick and at
+//     most 5 s; the data path wakes it when an idle peer gets traffic.
+//     Slow periodic work (digests, beacons, info refresh) is done up to
+//     2 s early when the loop is awake anyway, so timers fall in step: an
+//     idle node with two idle peers ticks 3-4 times in 10 s, not 40.
 //   - Only peers with traffic are WireGuard peers (lazywg.go), and at most
 //     128 packets per direction are inside wireguard-go (inflight.go), so
 //     memory grows neither with the peers known nor with the traffic.

@@ -52,7 +52,7 @@ const (
 	fragMaxBytes      = 1 << 20
 	fragTimeout       = 10 * time.Second
 
-	// fragBurst fragments per peer per control tick (250 ms): 80 a second,
+	// fragBurst fragments per peer per tickEvery (250 ms): 80 a second,
 	// about 85 KB/s, a 64 KiB document in under a second. That stays under
 	// the receiver's limit for datagrams it cannot yet tie to a path
 	// (unauthRate, ctlqueue.go), far under relays' per-source limits, and
@@ -352,6 +352,9 @@ func (n *Node) queueFragmentsLocked(p *peer, to netip.AddrPort, r recordMsg) {
 		q.recs = append(q.recs, o)
 	}
 	n.sendFragmentsLocked(p, q)
+	if len(q.recs) > 0 {
+		n.dueLocked(time.Now()) // the rest goes paced
+	}
 }
 
 // sendFragmentsLocked sends p's queued fragments within the budget.
@@ -369,8 +372,9 @@ func (n *Node) sendFragmentsLocked(p *peer, q *fragQueue) {
 	}
 }
 
-// paceFragmentsLocked runs every control tick: it refills each peer's
-// budget, sends what it allows, and drops assemblies that timed out.
+// paceFragmentsLocked runs every tickEvery while fragments are queued or
+// assemblies held: it refills each peer's budget, sends what it allows, and
+// drops assemblies that timed out.
 func (n *Node) paceFragmentsLocked(now time.Time) {
 	for id, q := range n.frags.out {
 		p := n.peers[id]
@@ -388,5 +392,20 @@ func (n *Node) paceFragmentsLocked(now time.Time) {
 		if now.Sub(a.at) >= fragStall {
 			delete(n.frags.asked, k)
 		}
+	}
+}
+
+// fragmentsDueLocked notes when paceFragmentsLocked, last run at last, is
+// due again: tickEvery after it while a queue holds fragments, else when
+// the first assembly times out.
+func (n *Node) fragmentsDueLocked(last time.Time) {
+	for _, q := range n.frags.out {
+		if len(q.recs) > 0 {
+			n.dueLocked(last.Add(tickEvery))
+			return
+		}
+	}
+	for _, a := range n.frags.in {
+		n.dueLocked(a.last.Add(fragTimeout + time.Millisecond))
 	}
 }

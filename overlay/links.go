@@ -85,6 +85,7 @@ func (n *Node) attachStream(s *link.Stream, name string) {
 	n.applyPathLocked(p)
 	p.hbWait = time.Time{}
 	n.routesDirty, n.infoDirty = true, true
+	n.dueLocked(time.Now()) // the loop recomputes them (we are not the loop)
 	n.logf("glow: %s: link %s up", c.FQDN(), name)
 	n.sendDigestLocked(p, netipInvalid)
 	ep := p.ep
@@ -138,6 +139,7 @@ func (n *Node) detachStreamLocked(p *peer, s *link.Stream, now time.Time) {
 	n.applyPathLocked(p) // none, if the stream was the path, until the routes below
 	n.routesDirty, n.infoDirty = true, true
 	n.computeRoutesLocked(now)
+	n.dueLocked(now) // the loop re-signs our info (we are not the loop)
 }
 
 // serveLinks accepts stream links on ln: raw link handshakes ("GLK1") and

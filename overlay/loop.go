@@ -15,9 +15,32 @@ import (
 // on the network: sends are UDP writes; file writes and routes go to the
 // saver and the route setter (save.go). The API reads the same state under
 // the same lock.
+//
+// Timers. The loop has no fixed tick: it sleeps until the earliest deadline
+// its state has (a heartbeat, a dead path, a probe, a ping's timeout, the
+// next beacon, digest, info refresh or save, fragment pacing, a candidate's
+// expiry). Each tick function notes the deadlines it leaves with dueLocked;
+// so does code outside the tick that makes new work (a new candidate to
+// probe, fragments to pace, an API ping), which wakes the loop early when
+// the deadline is before the one it sleeps for. Code that only sets
+// routesDirty or infoDirty needs no call: the loop looks at those flags
+// after each datagram, and other goroutines setting them call dueLocked.
+// The data path wakes the loop (ctlQueues.wake) when a peer that was idle
+// sends or receives relayed traffic, since traffic makes heartbeats and
+// probing fast. Ticks are at least tickEvery apart (the old fixed tick, so
+// nothing runs more often than it did) and at most maxSleep: an idle node
+// whose peers are idle ticks a few times in ten seconds (TestBubbleIdleTicks).
 
 const (
-	tickEvery      = 250 * time.Millisecond
+	tickEvery = 250 * time.Millisecond // the least time between two ticks
+	maxSleep  = 5 * time.Second        // the most
+	// timerSlack: slow periodic work (digests, beacons, info) due this
+	// soon is done by a tick that runs anyway, and a datagram that wakes
+	// the loop this soon before a tick for such work (and nothing due
+	// sooner) runs that tick at once; so a node's timers, and two idle
+	// neighbours', fall in step and wake the node together. Heartbeats,
+	// probes and expiries keep their exact times.
+	timerSlack     = 2 * time.Second
 	gossipEvery    = 5 * time.Second
 	beaconEvery    = 5 * time.Second // LAN and bootstrap beacons
 	beaconFast     = 1 * time.Second // for the first beaconBurst seconds
@@ -98,19 +121,80 @@ func (n *Node) readBeacons() {
 	}
 }
 
+// loopTimer is when the control loop wakes next. Guarded by Node.mu.
+type loopTimer struct {
+	next  time.Time // the earliest deadline noted since the last tick began (zero: none)
+	slow  time.Time // the earliest of those with timerSlack (digests, beacons, info)
+	armed time.Time // what the loop's timer is set for (zero while a tick runs)
+	ticks uint64    // ticks run, for tests
+}
+
+// dueLocked notes that control work is due at t: the loop wakes then (or
+// tickEvery after its last tick, if that is later), and at once when it was
+// going to sleep beyond t.
+func (n *Node) dueLocked(t time.Time) {
+	w := &n.wakeAt
+	if w.next.IsZero() || t.Before(w.next) {
+		w.next = t
+	}
+	if t.Before(w.armed) {
+		n.ctlq.wakeLoop()
+	}
+}
+
 func (n *Node) loop() {
 	defer n.wg.Done()
-	t := time.NewTicker(tickEvery)
+	t := time.NewTimer(0)
 	defer t.Stop()
 	start := time.Now()
-	var lastGossip, lastBeacon, lastInfo, lastSave, lastMem time.Time
+	var lastGossip, lastBeacon, lastInfo, lastSave, lastMem, lastTick, lastIdle, lastPace time.Time
 	var outLeft, inLeft uint64 // for the in-flight counts' idle check
 	lastTrim := time.Now()
 	replied := map[netip.AddrPort]time.Time{}
+	n.mu.Lock()
+	n.wakeAt.next, n.wakeAt.armed = start, start // the first tick: at once
+	n.mu.Unlock()
+	// arm sets the timer for the earliest deadline noted, within
+	// [lastTick+tickEvery, now+maxSleep]. Called with n.mu held.
+	arm := func(now time.Time) {
+		at := n.wakeAt.next
+		if at.IsZero() || at.Sub(now) > maxSleep {
+			at = now.Add(maxSleep)
+		}
+		if floor := lastTick.Add(tickEvery); at.Before(floor) {
+			at = floor
+		}
+		if !n.wakeAt.armed.IsZero() && !at.Before(n.wakeAt.armed) {
+			return // set for that already (or sooner)
+		}
+		n.wakeAt.armed = at
+		t.Reset(at.Sub(now))
+	}
+	note := func(at time.Time) { // dueLocked without waking: the loop itself
+		if n.wakeAt.next.IsZero() || at.Before(n.wakeAt.next) {
+			n.wakeAt.next = at
+		}
+	}
+	slow := func(at time.Time) { // work that a tick up to timerSlack early does
+		note(at)
+		if n.wakeAt.slow.IsZero() || at.Before(n.wakeAt.slow) {
+			n.wakeAt.slow = at
+		}
+	}
 	handle := func(in inbound) {
 		now := time.Now()
 		n.mu.Lock()
 		n.handleInboundLocked(in, now, replied)
+		// What the datagram changed and only a tick does, or a tick due
+		// soon anyway for work it may do early: now, while the loop is awake.
+		w := n.wakeAt
+		if n.routesDirty || n.infoDirty || !w.slow.IsZero() && w.slow.Sub(now) < timerSlack && !w.next.Before(w.slow) {
+			note(now)
+		}
+		if n.dirty {
+			note(lastSave.Add(saveEvery))
+		}
+		arm(now)
 		n.mu.Unlock()
 	}
 	for {
@@ -127,59 +211,98 @@ func (n *Node) loop() {
 			return
 		case in := <-n.ctlq.known:
 			handle(in)
+			continue
 		case in := <-n.ctlq.other:
 			handle(in)
-		case now := <-t.C:
+			continue
+		case <-n.ctlq.wake:
+			// A deadline came nearer, or a peer has traffic again.
+			now := time.Now()
+			n.mu.Lock()
+			if n.ctlq.traffic.Swap(false) {
+				note(now) // look at its heartbeats and probing now
+			}
+			arm(now)
+			n.mu.Unlock()
+			continue
+		case <-t.C:
+		}
+		now := time.Now()
+		lastTick = now
+		if now.Sub(lastIdle) >= tickEvery {
+			lastIdle = now
 			n.bind.out.idle(&outLeft)
 			n.bind.in.idle(&inLeft)
-			if now.Sub(lastTrim) >= lazyTrimEvery {
-				lastTrim = now
-				n.bind.trimWG(now)
-			}
-			every := beaconEvery
-			if now.Sub(start) < beaconBurst {
-				every = beaconFast
-			}
-			beaconDue := now.Sub(lastBeacon) >= every
-			if beaconDue && n.disc != nil {
-				n.disc.Refresh() // multicast joins on new interfaces: never under n.mu
-			}
-			n.mu.Lock()
-			if n.routesDirty || n.infoDirty || now.Sub(lastInfo) >= infoEvery {
-				lastInfo, n.infoDirty = now, false
-				n.refreshInfoLocked(now) // links or endpoints may have changed
-			}
-			if n.routesDirty {
-				n.computeRoutesLocked(now)
-			}
-			if beaconDue {
-				lastBeacon = now
-				n.sendBeaconsLocked()
-				for a, t := range replied {
-					if now.Sub(t) > maxBeaconReply {
-						delete(replied, a)
-					}
+		}
+		if now.Sub(lastTrim) >= lazyTrimEvery {
+			lastTrim = now
+			n.bind.trimWG(now)
+		}
+		every, slack := beaconEvery, timerSlack
+		if now.Sub(start) < beaconBurst {
+			every, slack = beaconFast, 0
+		}
+		beaconDue := now.Sub(lastBeacon) >= every-slack
+		if beaconDue && n.disc != nil {
+			n.disc.Refresh() // multicast joins on new interfaces: never under n.mu
+		}
+		memDue := now.Sub(lastMem) >= memCheckEvery
+		if memDue {
+			lastMem = now
+		}
+		n.mu.Lock()
+		n.wakeAt.next, n.wakeAt.slow, n.wakeAt.armed = time.Time{}, time.Time{}, time.Time{} // the tick notes every deadline anew
+		n.wakeAt.ticks++
+		if n.routesDirty || n.infoDirty || now.Sub(lastInfo) >= infoEvery-timerSlack {
+			lastInfo, n.infoDirty = now, false
+			n.refreshInfoLocked(now) // links or endpoints may have changed
+		}
+		if n.routesDirty {
+			n.computeRoutesLocked(now)
+		}
+		slow(lastInfo.Add(infoEvery))
+		n.dueLocked(lastTrim.Add(lazyTrimEvery))
+		if beaconDue {
+			lastBeacon = now
+			n.sendBeaconsLocked()
+			for a, t := range replied {
+				if now.Sub(t) > maxBeaconReply {
+					delete(replied, a)
 				}
 			}
-			n.tickPeersLocked(now)
+		}
+		slow(lastBeacon.Add(every))
+		n.tickPeersLocked(now)
+		if now.Sub(lastPace) >= tickEvery {
+			// Fragments go at most fragBurst per peer per tickEvery.
+			lastPace = now
 			n.paceFragmentsLocked(now)
-			if now.Sub(lastGossip) >= gossipEvery {
-				lastGossip = now
-				for _, p := range n.peers {
-					if p.active.IsValid() || p.stream != nil {
-						n.sendDigestLocked(p, p.active) // invalid active: over the stream
-					}
+		}
+		n.fragmentsDueLocked(lastPace)
+		if now.Sub(lastGossip) >= gossipEvery-timerSlack {
+			lastGossip = now
+			for _, p := range n.peers {
+				if p.active.IsValid() || p.stream != nil {
+					n.sendDigestLocked(p, p.active) // invalid active: over the stream
 				}
 			}
-			if n.dirty && now.Sub(lastSave) >= saveEvery {
-				lastSave = now
-				n.kickSaver()
-			}
-			n.mu.Unlock()
-			if now.Sub(lastMem) >= memCheckEvery {
-				lastMem = now
-				n.releaseMemory(now) // a collection: never under n.mu
-			}
+		}
+		slow(lastGossip.Add(gossipEvery))
+		if n.dirty && now.Sub(lastSave) >= saveEvery {
+			lastSave = now
+			n.kickSaver()
+		}
+		if n.dirty {
+			n.dueLocked(lastSave.Add(saveEvery))
+		}
+		if last := n.bind.lastData.Load(); last != n.memReleasedAt {
+			// Memory goes back once traffic has stopped for a second.
+			n.dueLocked(later(lastMem.Add(memCheckEvery), time.Unix(0, last).Add(time.Second)))
+		}
+		arm(now)
+		n.mu.Unlock()
+		if memDue {
+			n.releaseMemory(now) // a collection: never under n.mu
 		}
 	}
 }

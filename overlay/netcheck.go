@@ -115,6 +115,7 @@ func (n *Node) startNAT() error {
 			if m != n.mapped {
 				n.logf("glow: port mapping: %v", m)
 				n.mapped, n.infoDirty = m, true
+				n.dueLocked(time.Now())
 			}
 			n.mu.Unlock()
 		},

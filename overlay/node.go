@@ -184,6 +184,7 @@ type Node struct {
 	shadow        *shadowState                   // friends' addresses not routed (shadow.go)
 	turns         []*turnAlloc                   // TURN allocations held
 	turnServer    *relay.TURNServer
+	wakeAt        loopTimer      // when the control loop wakes next (loop.go)
 	infoDirty     bool           // our endpoints changed: re-sign our NodeInfo now
 	mapped        netip.AddrPort // port mapping from the gateway, if any
 	clash         *portClash     // the last LAN neighbour seen on our port (portclash.go)

@@ -175,6 +175,7 @@ func (n *Node) addCandidateLocked(p *peer, ep netip.AddrPort, unproven bool, now
 	if !p.active.IsValid() {
 		// Probe the newcomer at the next tick, and keep probing for a while.
 		p.lastDirectProbe, p.since = time.Time{}, now
+		n.dueLocked(now)
 	}
 	return c
 }
@@ -260,6 +261,9 @@ func (n *Node) pingLocked(p *peer, addr netip.AddrPort, now time.Time, reply cha
 	var tx [12]byte
 	rand.Read(tx[:])
 	p.pings[tx] = &pendingPing{to: addr, sent: now, reply: reply}
+	if reply != nil {
+		n.dueLocked(now.Add(pingTimeout + time.Millisecond)) // its timeout answers the caller
+	}
 	n.sendCtlLocked(p, addr, pingMsg{TxID: tx, Boot: n.boot}.marshal())
 	return tx
 }
@@ -364,7 +368,8 @@ func (n *Node) lostPathLocked(p *peer, now time.Time) {
 	n.computeRoutesLocked(now)              // fail over now, not at the next tick
 }
 
-// tickPeersLocked runs heartbeats, path expiry and probing.
+// tickPeersLocked runs heartbeats, path expiry and probing, and notes
+// when each is due next (dueLocked).
 func (n *Node) tickPeersLocked(now time.Time) {
 	for _, p := range n.peers {
 		for tx, pp := range p.pings {
@@ -373,6 +378,8 @@ func (n *Node) tickPeersLocked(now time.Time) {
 					deliver(pp.reply, PingResult{Peer: p.cert.FQDN(), Err: "timeout"})
 				}
 				delete(p.pings, tx)
+			} else if pp.reply != nil {
+				n.dueLocked(pp.sent.Add(pingTimeout + time.Millisecond))
 			}
 		}
 		active := now.Sub(time.Unix(0, p.ep.lastSend.Load())) < activeWindow ||
@@ -394,15 +401,25 @@ func (n *Node) tickPeersLocked(now time.Time) {
 			n.logf("glow: %s: link %s does not answer", p.cert.FQDN(), p.streamName)
 			p.stream.Close() // its reader detaches it
 		}
-		if (p.active.IsValid() || p.route != nil || p.stream != nil) && hb > 0 && now.Sub(p.lastProbe) >= hb {
-			// Heartbeat on the current path (relayed when route is set).
-			p.lastProbe = now
-			if p.hbWait.IsZero() {
-				p.hbWait = now
+		if (p.active.IsValid() || p.route != nil || p.stream != nil) && hb > 0 {
+			if now.Sub(p.lastProbe) >= hb {
+				// Heartbeat on the current path (relayed when route is set).
+				p.lastProbe = now
+				if p.hbWait.IsZero() {
+					p.hbWait = now
+				}
+				tx := n.pingLocked(p, p.active, now, nil)
+				p.quality.Sent(txKey(tx), now)
+				p.quality.Expire(now, pingTimeout)
 			}
-			tx := n.pingLocked(p, p.active, now, nil)
-			p.quality.Sent(txKey(tx), now)
-			p.quality.Expire(now, pingTimeout)
+			n.dueLocked(p.lastProbe.Add(hb))
+		}
+		switch {
+		case p.hbWait.IsZero():
+		case p.active.IsValid():
+			n.dueLocked(p.hbWait.Add(dead + time.Millisecond)) // the path dies then unless a pong comes
+		case p.stream != nil:
+			n.dueLocked(p.hbWait.Add(deadIdle + time.Millisecond))
 		}
 		if !p.active.IsValid() {
 			// Probing for a direct path is what makes a network of N nodes
@@ -438,11 +455,19 @@ func (n *Node) tickPeersLocked(now time.Time) {
 					n.pingLocked(p, addr, now, nil)
 				}
 			}
+			if every > 0 && len(p.cands) > 0 {
+				n.dueLocked(p.lastDirectProbe.Add(every))
+			}
 		}
 		for addr, c := range p.cands {
-			if addr != p.active && now.Sub(later(c.learned, c.lastPong)) > candidateTTL {
+			if addr == p.active {
+				continue
+			}
+			if now.Sub(later(c.learned, c.lastPong)) > candidateTTL {
 				delete(p.cands, addr)
 				delete(n.unproven, addr)
+			} else {
+				n.dueLocked(later(c.learned, c.lastPong).Add(candidateTTL + time.Millisecond))
 			}
 		}
 	}

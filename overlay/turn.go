@@ -98,6 +98,7 @@ func (n *Node) runTURN(c *relay.TURNClient) {
 	n.mu.Lock()
 	n.turns = append(n.turns, a)
 	n.infoDirty = true
+	n.dueLocked(time.Now())
 	n.permitTURNLocked()
 	n.mu.Unlock()
 	n.logf("glow: TURN allocation %v on %v", c.RelayedAddr(), c.Server())
@@ -115,6 +116,7 @@ func (n *Node) runTURN(c *relay.TURNClient) {
 	n.mu.Lock()
 	n.turns = slices.DeleteFunc(n.turns, func(t *turnAlloc) bool { return t == a })
 	n.infoDirty = true
+	n.dueLocked(time.Now())
 	n.mu.Unlock()
 }
 
