@@ -14,9 +14,11 @@
 // goroutine started since has ended. Goroutines of the runtime and of the
 // testing package, and goroutines that existed before Check, are ignored,
 // so tests that run in parallel or share package-level servers do not
-// blame each other for what was already there. A goroutine started during
-// the test by another, parallel test may still be reported: packages that
-// use Check should not use t.Parallel in the same tests.
+// blame each other for what was already there. A goroutine started since
+// is followed up its "created by ... in goroutine N" chain: one that
+// descends from another test's goroutine still running (a parallel test)
+// is that test's, not this one's. A chain that breaks (its creator has
+// ended) counts as this test's, so a leak is never missed for it.
 //
 // Check is idempotent per test: a helper (a node builder, say) may call it
 // as well, and only the first call in a test counts.
@@ -56,6 +58,7 @@ func check(t testing.TB, wait time.Duration) {
 	for _, g := range interesting() {
 		before[g.id] = true
 	}
+	self := callerID()
 	t.Cleanup(func() {
 		defer checked.Delete(t)
 		if t.Failed() {
@@ -67,8 +70,9 @@ func check(t testing.TB, wait time.Duration) {
 		deadline := time.Now().Add(wait)
 		for pause := time.Millisecond; ; pause = min(2*pause, 50*time.Millisecond) {
 			left = left[:0]
+			owner := otherTests(self)
 			for _, g := range interesting() {
-				if !before[g.id] {
+				if !before[g.id] && !owner(g.id) {
 					left = append(left, g)
 				}
 			}
@@ -117,6 +121,59 @@ func interesting() []goroutine {
 		}
 	}
 	return gs
+}
+
+// callerID is the id of the calling goroutine.
+func callerID() uint64 {
+	buf := make([]byte, 64)
+	buf = buf[:runtime.Stack(buf, false)]
+	g, _ := parse(string(buf))
+	return g.id
+}
+
+// otherTests returns whether a goroutine alive now descends, by its
+// "created by ... in goroutine N" chain through goroutines alive now, from
+// a test goroutine other than self (a test running in parallel).
+func otherTests(self uint64) func(id uint64) bool {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	creator := map[uint64]uint64{}
+	tests := map[uint64]bool{}
+	for _, s := range bytes.Split(buf, []byte("\n\n")) {
+		g, ok := parse(string(s))
+		if !ok {
+			continue
+		}
+		if strings.Contains(g.stack, "\ntesting.tRunner(") {
+			tests[g.id] = true
+		}
+		if i := strings.LastIndex(g.stack, " in goroutine "); i > 0 {
+			idText, _, _ := strings.Cut(g.stack[i+len(" in goroutine "):], "\n")
+			if c, err := strconv.ParseUint(strings.TrimSpace(idText), 10, 64); err == nil {
+				creator[g.id] = c
+			}
+		}
+	}
+	return func(id uint64) bool {
+		for range len(creator) + 1 { // a chain is no longer than the goroutines
+			c, ok := creator[id]
+			switch {
+			case !ok || c == self:
+				return false
+			case tests[c]:
+				return true
+			}
+			id = c
+		}
+		return false
+	}
 }
 
 // parse reads a goroutine's id from its "goroutine N [state]:" header.

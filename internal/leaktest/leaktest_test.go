@@ -82,3 +82,38 @@ func TestIgnoresHarness(t *testing.T) {
 		t.Fatalf("reported harness goroutines: %q", r.errs)
 	}
 }
+
+// TestParallelTestsNotBlamed: a goroutine that a parallel test starts (and
+// keeps) while this test runs is that test's, not this one's; a leak of
+// this test's own goroutines is still reported (the overlay NAT matrix's
+// parallel subtests blamed each other's nodes before).
+func TestParallelTestsNotBlamed(t *testing.T) {
+	stop := make(chan struct{})
+	defer close(stop)
+	ready := make(chan struct{})
+	started := make(chan struct{})
+	finish := make(chan struct{})
+	var errs []string
+	t.Run("group", func(t *testing.T) {
+		t.Run("checked", func(t *testing.T) {
+			t.Parallel()
+			r := &recorder{TB: t}
+			check(r, 200*time.Millisecond)
+			close(ready)
+			<-started // the other test's goroutine now runs
+			r.finish()
+			errs = r.errs
+			close(finish)
+		})
+		t.Run("other", func(t *testing.T) {
+			t.Parallel()
+			<-ready
+			go parkedUntil(stop) // the other test's, still running
+			close(started)
+			<-finish // this test stays alive while the first checks
+		})
+	})
+	if len(errs) != 0 {
+		t.Fatalf("blamed a parallel test's goroutine: %q", errs)
+	}
+}
