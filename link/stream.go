@@ -362,6 +362,17 @@ func (s *Stream) ReadDatagram(buf []byte) (int, error) {
 	return readFrame(s.br, buf, s)
 }
 
+// ReadFrame reads one frame (see Frames) from br into buf, for exchanges on
+// a link port that are not a Stream (a joiner's, which has no certificate
+// to handshake with). Errors are as ReadDatagram's.
+func ReadFrame(br *bufio.Reader, buf []byte) (int, error) { return readFrame(br, buf, nil) }
+
+// AppendFrame appends d framed (see Frames) to b; d is at most MaxDatagram.
+func AppendFrame(b, d []byte) []byte {
+	b = binary.BigEndian.AppendUint16(b, uint16(len(d)))
+	return append(b, d...)
+}
+
 func readFrame(br *bufio.Reader, buf []byte, s *Stream) (int, error) {
 	var hdr [2]byte
 	if _, err := io.ReadFull(br, hdr[:]); err != nil {

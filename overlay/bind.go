@@ -30,12 +30,14 @@ type Bind struct {
 	self  wire.ShortID
 	fwd   *relay.Forwarder
 
-	byAddr   atomic.Pointer[map[netip.AddrPort]*Endpoint]         // copy on write
-	turnVia  atomic.Pointer[map[netip.AddrPort]*relay.TURNClient] // peers that reach us through our TURN allocation; copy on write
-	byShort  atomic.Pointer[map[wire.ShortID]*Endpoint]           // copy on write
-	byCtlKey atomic.Pointer[map[wire.Key]*Endpoint]               // peers' control keys; copy on write
-	scratch  sync.Pool                                            // *sendScratch for relayed sends
-	lastData atomic.Int64                                         // unix nanos of the last WireGuard send
+	byAddr    atomic.Pointer[map[netip.AddrPort]*Endpoint]         // copy on write
+	turnVia   atomic.Pointer[map[netip.AddrPort]*relay.TURNClient] // peers that reach us through our TURN allocation; copy on write
+	byShort   atomic.Pointer[map[wire.ShortID]*Endpoint]           // copy on write
+	byCtlKey  atomic.Pointer[map[wire.Key]*Endpoint]               // peers' control keys; copy on write
+	scratch   sync.Pool                                            // *sendScratch for relayed sends
+	lastData  atomic.Int64                                         // unix nanos of the last WireGuard send
+	joinMu    sync.Mutex                                           // guards joinConns
+	joinConns map[netip.AddrPort]chan<- []byte                     // joiners on the link port (joinstream.go)
 
 	// Packets inside wireguard-go, bounded (inflight.go): out from the TUN
 	// reader to Send, in from the receive functions to the TUN writer.
@@ -123,6 +125,9 @@ type inbound struct {
 	buf  []byte
 	from netip.AddrPort // invalid when the datagram came relayed
 	via  wire.NodeID    // the node that sent a relayed datagram
+	// stream: a join-via packet from a joiner's TCP connection on the link
+	// port (joinstream.go), which its answer goes back down.
+	stream bool
 }
 
 // Endpoint is a peer as wireguard-go sees it: a node identity. The path its

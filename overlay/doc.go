@@ -20,6 +20,7 @@
 //	              fragment.go                                  records over one packet, in pieces
 //	              beacon.go join.go friends.go policy.go       membership and sharing
 //	              joinrelay.go                                 joins through any member, passed on to the inviter
+//	              joinstream.go                                joins over TCP to a member's link port where UDP is blocked
 //	              shadow.go                                    friends' addresses that collide with ours
 //	              netcheck.go names.go api.go status.go        NAT, DNS, local API (server)
 //	              portclash.go                                 one UDP port per node behind a NAT

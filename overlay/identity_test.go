@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -336,12 +337,18 @@ func FuzzParseInfo(f *testing.F) {
 func FuzzParseInvite(f *testing.F) {
 	inv := &Invite{Expires: time.Unix(1, 0), Endpoints: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:1")}}
 	f.Add(inv.Code())
+	inv.Streams = []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:443")}
+	f.Add(inv.Code())
 	f.Add("glow-")
 	f.Fuzz(func(t *testing.T, s string) {
 		inv, err := ParseInvite(s)
 		if err == nil {
-			if _, err := ParseInvite(inv.Code()); err != nil {
+			again, err := ParseInvite(inv.Code())
+			if err != nil {
 				t.Fatalf("re-encoded code does not parse: %v", err)
+			}
+			if !slices.Equal(again.Streams, inv.Streams) || len(inv.Streams) > maxInviteStreams {
+				t.Fatalf("stream addresses %v, re-read as %v", inv.Streams, again.Streams)
 			}
 		}
 	})

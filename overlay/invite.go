@@ -22,7 +22,12 @@ import (
 // Code form: "glow-" + lower-case base32 of
 //
 //	version(1) | user key hash(16) | inviter control key(32) | secret(16) |
-//	expiry unix seconds(8) | endpoint count(1) | endpoints | checksum(4)
+//	expiry unix seconds(8) | endpoint count(1) | endpoints |
+//	[stream count(1) | stream addresses] | checksum(4)
+//
+// The stream addresses, present only when there are some, are TCP link
+// ports a joiner whose UDP is blocked dials (joinstream.go) besides the link
+// port of each endpoint, which is by default the endpoint's address itself.
 //
 // The endpoints are the inviter's and those of the user's nodes the inviter
 // reaches directly at a public address (a VPS): a joiner that cannot reach
@@ -43,6 +48,7 @@ type Invite struct {
 	Secret    [16]byte
 	Expires   time.Time
 	Endpoints []netip.AddrPort
+	Streams   []netip.AddrPort // TCP link addresses other than the endpoints' (joinstream.go)
 }
 
 const (
@@ -85,6 +91,12 @@ func (inv *Invite) Code() string {
 	w.U8(uint8(len(eps)))
 	for _, ep := range eps {
 		w.AddrPort(ep)
+	}
+	if ss := inv.Streams[:min(len(inv.Streams), maxInviteStreams)]; len(ss) > 0 {
+		w.U8(uint8(len(ss)))
+		for _, ap := range ss {
+			w.AddrPort(ap)
+		}
 	}
 	sum := sha256.Sum256(w.B)
 	w.Raw(sum[:4])
@@ -130,10 +142,19 @@ func ParseInvite(code string) (*Invite, error) {
 	for i := 0; i < n; i++ {
 		inv.Endpoints = append(inv.Endpoints, r.AddrPort())
 	}
+	if r.Err == nil && len(r.B) > 0 {
+		n := int(r.U8())
+		if n == 0 || n > maxInviteStreams {
+			return nil, ErrBadCode
+		}
+		for i := 0; i < n; i++ {
+			inv.Streams = append(inv.Streams, r.AddrPort())
+		}
+	}
 	if r.Done() != nil {
 		return nil, ErrBadCode
 	}
-	for _, ep := range inv.Endpoints {
+	for _, ep := range append(slices.Clone(inv.Endpoints), inv.Streams...) {
 		if !ep.IsValid() || ep.Port() == 0 {
 			return nil, ErrBadCode
 		}
@@ -330,7 +351,35 @@ func (n *Node) issueInvite(ttl time.Duration, uses int, friend bool, code func(p
 const (
 	maxInviteEndpoints = 8
 	maxInvitePublic    = 3
+	maxInviteStreams   = 2
 )
+
+// inviteStreams is where a joiner finds this node's link port when not at
+// the address of one of eps (the code's endpoints, this node's first): the
+// listener's own address if it is bound to one (a loopback one only in a
+// lab), else the hosts of this node's endpoints with the link port, if that
+// is not the UDP port.
+func (n *Node) inviteStreams(eps []netip.AddrPort) []netip.AddrPort {
+	ap, err := netip.ParseAddrPort(n.linkAddr)
+	if err != nil {
+		return nil
+	}
+	a := ap.Addr().Unmap()
+	if !a.IsUnspecified() {
+		if a.IsLoopback() && !n.loopbackLab && n.cfg.ListenPacket == nil {
+			return nil
+		}
+		return []netip.AddrPort{netip.AddrPortFrom(a, ap.Port())}
+	}
+	var out []netip.AddrPort
+	for _, ep := range eps {
+		if ap.Port() == n.Port() || len(out) == maxInviteStreams {
+			break
+		}
+		out = append(out, netip.AddrPortFrom(ep.Addr(), ap.Port()))
+	}
+	return out
+}
 
 // inviteEndpointsLocked lists where a joiner may find the user: this node's
 // endpoints, then the public addresses of nodes it reaches directly.

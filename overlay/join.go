@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"glow/internal/wire"
@@ -58,7 +59,8 @@ func (n *Node) join(code string, port uint16) (*Cert, error) {
 	rand.Read(req.Nonce[:])
 	req.Proof = joinProof(inv.Secret, inv.Inviter, n.ctlPub, n.id, req.WG, req.Name, req.Nonce)
 	copy(req.Sig[:], ed25519.Sign(n.keys.Sign, joinSigned(inv.Inviter, n.ctlPub, req)))
-	j := &joiner{pc: uc, inv: inv, ctl: n.keys.Ctl, ctlPub: n.ctlPub, req: req, logf: n.logf, hostAddrs: n.cfg.HostAddrs}
+	j := &joiner{pc: uc, inv: inv, ctl: n.keys.Ctl, ctlPub: n.ctlPub, req: req, logf: n.logf, hostAddrs: n.cfg.HostAddrs,
+		lab: n.cfg.ListenPacket != nil, streams: true}
 	if !n.cfg.NoDiscovery {
 		if d, err := link.ListenDiscovery(n.cfg.DiscoveryGroup); err == nil {
 			defer d.Close()
@@ -117,6 +119,8 @@ type joiner struct {
 	req       joinReq
 	logf      func(string, ...any)
 	hostAddrs func() []netip.Addr // for the hint; nil: none
+	streams   bool                // also ask over TCP (joinstream.go)
+	lab       bool                // the UDP socket is a lab's: dial only the code's stream addresses
 
 	start   time.Time
 	targets []netip.AddrPort
@@ -156,10 +160,12 @@ func (j *joiner) run() (joinResp, error) {
 	// The readers end when run returns: the socket's before run returns
 	// (its caller may read it next), the discovery socket's once the
 	// caller closes it.
+	var streams sync.WaitGroup // joinStream goroutines, which end with done
 	defer func() {
 		close(done)
 		j.pc.SetReadDeadline(time.Unix(1, 0))
 		<-pcDone
+		streams.Wait()
 	}()
 	j.pc.SetReadDeadline(time.Time{})
 	go func() {
@@ -179,6 +185,15 @@ func (j *joiner) run() (joinResp, error) {
 	}()
 	if j.disc != nil {
 		go read(j.disc.Read, true)
+	}
+	if j.streams {
+		for _, t := range j.streamTargets() {
+			streams.Add(1)
+			go func() {
+				defer streams.Done()
+				j.joinStream(t, in, done)
+			}()
+		}
 	}
 	for _, t := range j.targets {
 		j.send(t)
@@ -209,11 +224,15 @@ func (j *joiner) run() (joinResp, error) {
 
 // send sends a fresh request to t: the inviter takes each packet once.
 func (j *joiner) send(t netip.AddrPort) {
-	pkt := joinVia(j.inv.Inviter, sealCtl(nil, j.ctlPub, j.shared, j.req.marshal()))
-	if _, err := j.pc.WriteTo(pkt, net.UDPAddrFromAddrPort(t)); err != nil && !j.failed[t] {
+	if _, err := j.pc.WriteTo(j.packet(), net.UDPAddrFromAddrPort(t)); err != nil && !j.failed[t] {
 		j.failed[t] = true // once per address: it is sent to every second
 		j.logf("glow: join: sending to %v: %v", t, err)
 	}
+}
+
+// packet is a fresh request wrapped for any member.
+func (j *joiner) packet() []byte {
+	return joinVia(j.inv.Inviter, sealCtl(nil, j.ctlPub, j.shared, j.req.marshal()))
 }
 
 // handle takes one datagram: the inviter's answer ends the join; a beacon
@@ -544,9 +563,10 @@ func (n *Node) Invite(ttl time.Duration, uses int) (string, error) {
 		return "", api.Errorf(api.CodeInvalidArgument, "a code admits at most %d nodes (--uses %d)", maxInviteUses, uses)
 	}
 	return n.issueInvite(ttl, uses, false, func(p *pendingInvite, now time.Time) string {
+		eps := n.inviteEndpointsLocked(now)
 		inv := &Invite{
 			UserHash: UserHash(n.cert.User[:]), Inviter: n.ctlPub, Secret: p.Secret,
-			Expires: p.Expires, Endpoints: n.inviteEndpointsLocked(now),
+			Expires: p.Expires, Endpoints: eps, Streams: n.inviteStreams(eps),
 		}
 		return inv.Code()
 	})

@@ -81,15 +81,22 @@ func parseJoinRelay(t msgType, r *wire.Reader) any {
 
 // joinRelay is a member's bookkeeping of requests it passed on.
 type joinRelay struct {
-	src    map[netip.Addr]*bucket       // per source address (an IPv6 /64)
-	total  bucket                       // all sources
-	passed map[netip.AddrPort]time.Time // joiners' addresses, for the answers
+	src    map[netip.Addr]*bucket    // per source address (an IPv6 /64)
+	total  bucket                    // all sources
+	passed map[netip.AddrPort]passed // joiners' addresses, for the answers
+}
+
+// passed is when a request from an address was passed on, and whether it
+// came over a TCP connection to the link port (joinstream.go).
+type passed struct {
+	t      time.Time
+	stream bool
 }
 
 // allow takes a token for a request from addr and remembers addr.
-func (j *joinRelay) allow(addr netip.AddrPort, now time.Time) bool {
+func (j *joinRelay) allow(addr netip.AddrPort, stream bool, now time.Time) bool {
 	if j.src == nil {
-		j.src, j.passed = map[netip.Addr]*bucket{}, map[netip.AddrPort]time.Time{}
+		j.src, j.passed = map[netip.Addr]*bucket{}, map[netip.AddrPort]passed{}
 		j.total = bucket{tokens: joinFwdTotal, last: now}
 	}
 	if len(j.src) >= maxJoinSources || len(j.passed) >= maxJoinSources {
@@ -98,8 +105,8 @@ func (j *joinRelay) allow(addr netip.AddrPort, now time.Time) bool {
 				delete(j.src, a)
 			}
 		}
-		for a, t := range j.passed {
-			if now.Sub(t) > joinTimeout {
+		for a, p := range j.passed {
+			if now.Sub(p.t) > joinTimeout {
 				delete(j.passed, a)
 			}
 		}
@@ -123,18 +130,20 @@ func (j *joinRelay) allow(addr netip.AddrPort, now time.Time) bool {
 	}
 	b.tokens--
 	j.total.tokens--
-	j.passed[addr] = now
+	j.passed[addr] = passed{now, stream}
 	return true
 }
 
-// asked reports whether a request from addr was passed on lately.
-func (j *joinRelay) asked(addr netip.AddrPort, now time.Time) bool {
-	t, ok := j.passed[addr]
-	return ok && now.Sub(t) <= joinTimeout
+// asked reports whether a request from addr was passed on lately, and
+// whether it came over a stream.
+func (j *joinRelay) asked(addr netip.AddrPort, now time.Time) (ok, stream bool) {
+	p, ok := j.passed[addr]
+	return ok && now.Sub(p.t) <= joinTimeout, p.stream
 }
 
 // handleJoinViaLocked takes a join-via packet from a joiner at from.
-func (n *Node) handleJoinViaLocked(pkt []byte, from netip.AddrPort, now time.Time) {
+// stream: it came over a TCP connection to the link port (joinstream.go).
+func (n *Node) handleJoinViaLocked(pkt []byte, from netip.AddrPort, stream bool, now time.Time) {
 	if !from.IsValid() {
 		n.dropCtl["join-via-relayed"]++ // only straight from a joiner
 		return
@@ -147,7 +156,11 @@ func (n *Node) handleJoinViaLocked(pkt []byte, from netip.AddrPort, now time.Tim
 	inner := pkt[joinViaOverhead:]
 	if inviter == n.ctlPub {
 		sender, _ := ctlSender(inner)
-		n.handleJoinLocked(inner, sender, from, now)
+		if stream {
+			n.handshakeLocked(inner, sender, from, now, func(b []byte) error { return n.bind.sendJoinConn(b, from) })
+		} else {
+			n.handleJoinLocked(inner, sender, from, now)
+		}
 		return
 	}
 	p := n.byCtl[inviter]
@@ -155,7 +168,7 @@ func (n *Node) handleJoinViaLocked(pkt []byte, from netip.AddrPort, now time.Tim
 		n.dropCtl["join-via-unknown-inviter"]++
 		return
 	}
-	if !n.joinRelay.allow(from, now) {
+	if !n.joinRelay.allow(from, stream, now) {
 		n.dropCtl["join-via-rate-limited"]++
 		return
 	}
@@ -178,8 +191,13 @@ func (n *Node) handleJoinFwdLocked(p *peer, m joinFwd, now time.Time) {
 // handleJoinBackLocked sends the inviter's answer on to the joiner.
 func (n *Node) handleJoinBackLocked(p *peer, m joinBack, now time.Time) {
 	sender, err := ctlSender(m.Pkt)
-	if err != nil || sender != p.cert.Ctl || !p.cert.Admin || p.cert.User != n.cert.User || !n.joinRelay.asked(m.Addr, now) {
+	asked, stream := n.joinRelay.asked(m.Addr, now)
+	if err != nil || sender != p.cert.Ctl || !p.cert.Admin || p.cert.User != n.cert.User || !asked {
 		n.dropCtl["join-back-unasked"]++
+		return
+	}
+	if stream {
+		n.bind.sendJoinConn(m.Pkt, m.Addr)
 		return
 	}
 	n.bind.SendTo(m.Pkt, m.Addr)

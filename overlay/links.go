@@ -142,8 +142,9 @@ func (n *Node) detachStreamLocked(p *peer, s *link.Stream, now time.Time) {
 	n.dueLocked(now) // the loop re-signs our info (we are not the loop)
 }
 
-// serveLinks accepts stream links on ln: raw link handshakes ("GLK1") and
-// WebSocket upgrades (HTTP) on the one port. Until a connection has
+// serveLinks accepts stream links on ln: raw link handshakes ("GLK1"),
+// joiners' requests ("GLJ", joinstream.go) and WebSocket upgrades (HTTP) on
+// the one port. Until a connection has
 // authenticated it holds a slot of a link.Gate (bounded in total and per
 // source address) and has a deadline: the first bytes and a link handshake
 // within link.HandshakeTimeout, HTTP headers within the same, and an idle
@@ -213,6 +214,11 @@ func (n *Node) serveLinks(ln net.Listener) {
 			}
 			gc.SetReadDeadline(time.Time{})
 			pc := &peekedConn{Conn: gc, r: br}
+			if string(head) == string(joinStreamMagic[:]) {
+				br.Discard(len(head))
+				n.serveJoinStream(gc, br) // keeps the slot: a joiner never authenticates
+				return
+			}
 			if string(head) != "GLK1" {
 				select {
 				case httpConns.c <- pc: // the slot goes with it, until close or upgrade

@@ -316,7 +316,7 @@ func (n *Node) handleInboundLocked(in inbound, now time.Time, replied map[netip.
 	case wire.KindSTUN:
 		n.handleSTUNLocked(in.buf, in.from)
 	case wire.KindJoin:
-		n.handleJoinViaLocked(in.buf, in.from, now)
+		n.handleJoinViaLocked(in.buf, in.from, in.stream, now)
 	default:
 		n.dropCtl["unhandled-kind"]++
 	}
