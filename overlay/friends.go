@@ -1,7 +1,6 @@
 package overlay
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -196,25 +195,13 @@ func (n *Node) acceptFriendLocked(req friendReq, sender wire.Key, from netip.Add
 	// effect: a friend code whose use cannot be recorded makes no friend.
 	undo := func() {}
 	if !already {
-		inv.Uses--
-		inv.UsedBy = append(inv.UsedBy, c.Node)
-		inv.Certs = append(inv.Certs, bytes.Clone(req.Cert))
-		undo = func() {
-			inv.Uses++
-			inv.UsedBy = inv.UsedBy[:len(inv.UsedBy)-1]
-			inv.Certs = inv.Certs[:len(inv.Certs)-1]
-		}
-		if err := n.invites.save(now); err != nil {
-			undo()
-			n.logf("glow: saving invites: %v", err)
-			return nil, errInviteSave
+		var err error
+		if undo, err = n.useInviteLocked(inv, c.Node, req.Cert, now); err != nil {
+			return nil, err
 		}
 	}
 	if err := n.addFriendLocked(req.UserName, req.UserKey, now); err != nil {
 		undo()
-		if err := n.invites.save(now); err != nil {
-			n.logf("glow: saving invites (the code stays used): %v", err)
-		}
 		return nil, err
 	}
 	if _, err := n.store.AddCert(c, now); err != nil {

@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -420,3 +421,30 @@ var (
 	errJoinRevoked   = errors.New("this node was removed from the user ('glow nodes remove'); start it with a fresh --state to join again")
 	errInviteSave    = errors.New("the inviting node could not record the invite code's use in its state directory, so it admitted nothing; try again")
 )
+
+// useInviteLocked records one use of inv by node (with the certificate it
+// is given, to answer the node's retries) and saves the book before the
+// use takes effect: a code whose use cannot be recorded admits nothing, so
+// a restart cannot make a used code good again (join and friend codes
+// alike). undo gives the use back, for a step after it that fails.
+func (n *Node) useInviteLocked(inv *pendingInvite, node wire.NodeID, cert []byte, now time.Time) (undo func(), err error) {
+	inv.Uses--
+	inv.UsedBy = append(inv.UsedBy, node)
+	inv.Certs = append(inv.Certs, bytes.Clone(cert))
+	giveBack := func() {
+		inv.Uses++
+		inv.UsedBy = inv.UsedBy[:len(inv.UsedBy)-1]
+		inv.Certs = inv.Certs[:len(inv.Certs)-1]
+	}
+	if err := n.invites.save(now); err != nil {
+		giveBack()
+		n.logf("glow: saving invites: %v", err)
+		return nil, errInviteSave
+	}
+	return func() {
+		giveBack()
+		if err := n.invites.save(now); err != nil {
+			n.logf("glow: saving invites (the code stays used): %v", err)
+		}
+	}, nil
+}

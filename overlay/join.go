@@ -519,27 +519,13 @@ func (n *Node) admitLocked(req joinReq, ctl wire.Key, now time.Time) (*Cert, err
 		NotBefore: now, NotAfter: now.Add(certLifetime),
 	}
 	SignCert(n.user, c)
-	// The use is on disk before the certificate exists anywhere: a code
-	// whose use cannot be recorded admits nothing, so a restart cannot
-	// make a used code good again.
-	inv.Uses--
-	inv.UsedBy = append(inv.UsedBy, req.Node)
-	inv.Certs = append(inv.Certs, bytes.Clone(c.Marshal()))
-	undo := func() {
-		inv.Uses++
-		inv.UsedBy = inv.UsedBy[:len(inv.UsedBy)-1]
-		inv.Certs = inv.Certs[:len(inv.Certs)-1]
-	}
-	if err := n.invites.save(now); err != nil {
-		undo()
-		n.logf("glow: saving invites: %v", err)
-		return nil, errInviteSave
+	// The use is on disk before the certificate exists anywhere.
+	undo, err := n.useInviteLocked(inv, req.Node, c.Marshal(), now)
+	if err != nil {
+		return nil, err
 	}
 	if _, err := n.store.AddCert(c, now); err != nil {
 		undo()
-		if err := n.invites.save(now); err != nil {
-			n.logf("glow: saving invites (the code stays used): %v", err)
-		}
 		return nil, err
 	}
 	n.dirty = true

@@ -101,15 +101,7 @@ type goroutine struct {
 // interesting returns the goroutines other than the caller's, the
 // runtime's and the testing package's.
 func interesting() []goroutine {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
+	buf := allStacks()
 	var gs []goroutine
 	for i, s := range bytes.Split(buf, []byte("\n\n")) {
 		if i == 0 {
@@ -121,6 +113,20 @@ func interesting() []goroutine {
 		}
 	}
 	return gs
+}
+
+// allStacks is runtime.Stack of every goroutine, whole.
+func allStacks() []byte {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	return buf
 }
 
 // callerID is the id of the calling goroutine.
@@ -135,15 +141,7 @@ func callerID() uint64 {
 // "created by ... in goroutine N" chain through goroutines alive now, from
 // a test goroutine other than self (a test running in parallel).
 func otherTests(self uint64) func(id uint64) bool {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
+	buf := allStacks()
 	creator := map[uint64]uint64{}
 	tests := map[uint64]bool{}
 	for _, s := range bytes.Split(buf, []byte("\n\n")) {
