@@ -235,9 +235,12 @@ func (n *Node) refreshInfoLocked(now time.Time) {
 			return
 		}
 		// Only a cost changed: every record change costs each node of the
-		// network a signature check, so costs wait for costRefresh.
+		// network a signature check, so a cost that rises waits for
+		// costRefresh. One that falls goes at once: a new link's first RTT
+		// sample may be far too high (both ends were busy), and a link
+		// published too dear is left out of the routes meanwhile.
 		sameNodes := slices.EqualFunc(n.info.Links, links, func(a, b LinkInfo) bool { return a.Node == b.Node })
-		if sameNodes && now.Sub(n.infoSigned) < costRefresh {
+		if sameNodes && !costFell(n.info.Links, links) && now.Sub(n.infoSigned) < costRefresh {
 			return
 		}
 	}

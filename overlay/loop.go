@@ -273,6 +273,11 @@ func (n *Node) loop() {
 		}
 		slow(lastBeacon.Add(every))
 		n.tickPeersLocked(now)
+		if n.routesDirty || n.infoDirty {
+			// A path died in tickPeersLocked after our info was refreshed:
+			// re-sign it at the next tick, not the next deadline.
+			n.dueLocked(now)
+		}
 		if now.Sub(lastPace) >= tickEvery {
 			// Fragments go at most fragBurst per peer per tickEvery.
 			lastPace = now

@@ -325,6 +325,9 @@ func (n *Node) handlePongLocked(p *peer, m pongMsg, from netip.AddrPort, now tim
 		n.setPathLocked(p, from, rtt, now)
 	case p.active == from:
 		p.rtt, p.hbWait = rtt, time.Time{}
+		if c := n.publishedCostLocked(p.cert.Node); c != 0 && stickyCost(c, rtt) < c {
+			n.infoDirty = true // the link got cheaper: publish it now (refreshInfoLocked)
+		}
 	default:
 		// Switch only for a clearly better path, so that paths do not flap,
 		// or when the current one has stopped answering (the peer's NAT
@@ -349,6 +352,12 @@ func (n *Node) setPathLocked(p *peer, addr netip.AddrPort, rtt time.Duration, no
 	}
 	p.rtt, p.hbWait = rtt, time.Time{}
 	p.lastProbe, p.quality = now, link.Quality{}
+	if linkCost(rtt) > linkCost(0) {
+		// One sample, perhaps slowed by both ends' setting up: confirm it
+		// at the next tick rather than keep the link dear until the
+		// next heartbeat (a cost that falls is published at once).
+		p.lastProbe = time.Time{}
+	}
 	n.routesDirty, n.infoDirty = true, true // our links changed
 	n.logf("glow: %s: direct path %v (rtt %v)", p.cert.FQDN(), addr, rtt.Round(time.Microsecond))
 	if first {

@@ -34,8 +34,9 @@ func linkCost(rtt time.Duration) uint16 {
 	return 300
 }
 
-// costRefresh is how long a NodeInfo waits before it publishes a change of
-// link cost alone (links that come and go are published at once).
+// costRefresh is how long a NodeInfo waits before it publishes a rise of
+// link cost alone (links that come and go, and costs that fall, are
+// published at once).
 const costRefresh = 30 * time.Second
 
 // stickyCost is the cost of a link whose RTT is rtt, given the cost
@@ -75,6 +76,30 @@ func (n *Node) linksLocked() []LinkInfo {
 		out = out[:maxLinks]
 	}
 	return out
+}
+
+// costFell reports whether a link of now costs less than in was (both
+// list the same nodes in the same order).
+func costFell(was, now []LinkInfo) bool {
+	for i := range min(len(was), len(now)) {
+		if now[i].Cost < was[i].Cost {
+			return true
+		}
+	}
+	return false
+}
+
+// publishedCostLocked is the cost our NodeInfo gives the link to id (0:
+// none).
+func (n *Node) publishedCostLocked(id wire.NodeID) uint16 {
+	if n.info != nil {
+		for _, l := range n.info.Links {
+			if l.Node == id {
+				return l.Cost
+			}
+		}
+	}
+	return 0
 }
 
 func compareID(a, b wire.NodeID) int {

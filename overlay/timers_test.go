@@ -827,3 +827,52 @@ func TestTimerBeaconReplyRate(t *testing.T) {
 		t.Fatalf("no reply just past maxBeaconReply after the last (replies at %v)", replies)
 	}
 }
+
+// TestTimerNewLinkCostSettles: a new direct path's first RTT is one sample,
+// taken while both ends were busy setting it up, and may be far above the
+// link's (here 15 ms on a 0.2 ms link: cost 50 where 10 is right). That
+// cost must not hold the link out of the routes for costRefresh: the node
+// confirms the RTT with a heartbeat at its next tick, and a cost that falls
+// is published at once (one that rises still waits for costRefresh).
+func TestTimerNewLinkCostSettles(t *testing.T) {
+	r := newClockRig(t, "b")
+	t0 := r.now
+	r.addCandidate("b", addrX)
+	r.tickAt(t0)
+	probes := r.pings("b", addrX, t0)
+	if len(probes) == 0 {
+		t.Fatal("no probe of b")
+	}
+	r.now = t0.Add(15 * time.Millisecond) // a slow first answer
+	r.answer(probes[len(probes)-1])
+	b := r.peers["b"].cert.Node
+	cost := func() (c uint16) {
+		r.locked(func() {
+			r.n.refreshInfoLocked(r.now)
+			for _, l := range r.n.info.Links {
+				if l.Node == b {
+					c = l.Cost
+				}
+			}
+		})
+		return c
+	}
+	if c := cost(); c != 50 {
+		t.Fatalf("first cost %d, want 50 (rtt 15 ms)", c)
+	}
+	answered := map[[12]byte]bool{}
+	var settled time.Duration
+	for at := t0.Add(tickEvery); at.Before(t0.Add(40 * time.Second)); at = at.Add(tickEvery) {
+		r.tickAt(at)
+		r.now = at.Add(200 * time.Microsecond)
+		r.answerPending(answered, addrX)
+		if cost() == 10 {
+			settled = at.Sub(t0)
+			break
+		}
+	}
+	t.Logf("cost 10 published %v after the path", settled)
+	if settled == 0 || settled > time.Second {
+		t.Fatalf("cost 10 published %v after the path, want within 1 s", settled)
+	}
+}
