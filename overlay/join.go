@@ -60,7 +60,10 @@ func (n *Node) join(code string, port uint16) (*Cert, error) {
 	req.Proof = joinProof(inv.Secret, inv.Inviter, n.ctlPub, n.id, req.WG, req.Name, req.Nonce)
 	copy(req.Sig[:], ed25519.Sign(n.keys.Sign, joinSigned(inv.Inviter, n.ctlPub, req)))
 	j := &joiner{pc: uc, inv: inv, ctl: n.keys.Ctl, ctlPub: n.ctlPub, req: req, logf: n.logf, hostAddrs: n.cfg.HostAddrs,
-		lab: n.cfg.ListenPacket != nil, streams: true}
+		lab: n.cfg.ListenPacket != nil, streams: true, id: link.Identity{Sign: n.keys.Sign}}
+	if j.ln = listenReach(n.cfg.LinkListen, n.logf); j.ln != nil { // joinreach.go
+		defer j.ln.Close()
+	}
 	if !n.cfg.NoDiscovery {
 		if d, err := link.ListenDiscovery(n.cfg.DiscoveryGroup); err == nil {
 			defer d.Close()
@@ -121,6 +124,8 @@ type joiner struct {
 	hostAddrs func() []netip.Addr // for the hint; nil: none
 	streams   bool                // also ask over TCP (joinstream.go)
 	lab       bool                // the UDP socket is a lab's: dial only the code's stream addresses
+	ln        net.Listener        // members' links reaching out (joinreach.go), or nil
+	id        link.Identity       // the node key, no certificate: for those links
 
 	start   time.Time
 	targets []netip.AddrPort
@@ -186,6 +191,13 @@ func (j *joiner) run() (joinResp, error) {
 	if j.disc != nil {
 		go read(j.disc.Read, true)
 	}
+	if j.ln != nil {
+		streams.Add(1)
+		go func() {
+			defer streams.Done()
+			j.serveReach(j.ln, in, done)
+		}()
+	}
 	if j.streams {
 		for _, t := range j.streamTargets() {
 			streams.Add(1)
@@ -207,7 +219,7 @@ func (j *joiner) run() (joinResp, error) {
 	for {
 		select {
 		case <-deadline.C:
-			return joinResp{}, fmt.Errorf("no answer from the inviting node within %v (tried %v); is a node of the user up and reachable from here, or can one reach this machine ('glow link add udp://ADDR:PORT' on it)?", joinTimeout, j.targets)
+			return joinResp{}, fmt.Errorf("no answer from the inviting node within %v (tried %v); is a node of the user up and reachable from here, or can one reach this machine ('glow link add udp://ADDR:PORT' or 'tcp://ADDR:PORT' on it)?", joinTimeout, j.targets)
 		case <-hint.C:
 			j.hint()
 		case <-resend.C:
@@ -278,26 +290,21 @@ func (j *joiner) handle(d joinDatagram) (joinResp, bool) {
 }
 
 // hint says, after joinHintAfter without an answer, what was tried and
-// what to run on a member that can reach this machine.
+// what to run on a member that can reach this machine (joinreach.go).
 func (j *joiner) hint() {
 	j.logf("glow: join: no answer yet after %v; tried %v. Still trying for %v.", joinHintAfter, j.targets, joinTimeout-joinHintAfter)
-	port := udpAddrPort(j.pc.LocalAddr()).Port()
-	var lines []string
+	var addrs []netip.Addr
 	if j.hostAddrs != nil {
-		for _, a := range j.hostAddrs() {
-			if a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsMulticast() || a.IsUnspecified() {
-				continue
-			}
-			lines = append(lines, "glow: join:     glow link add udp://"+netip.AddrPortFrom(a, port).String())
-		}
+		addrs = j.hostAddrs()
 	}
+	lines := j.reachLines(addrs)
 	if len(lines) == 0 {
-		j.logf("glow: join: if a node of the user can reach this machine, run there: glow link add udp://ADDRESS:%d (this machine's address)", port)
+		j.logf("glow: join: if a node of the user can reach this machine, run there: glow link add udp://ADDRESS:%d (this machine's address)", udpAddrPort(j.pc.LocalAddr()).Port())
 		return
 	}
 	j.logf("glow: join: if a node of the user can reach this machine, run on it one of:")
 	for _, l := range lines {
-		j.logf("%s", l)
+		j.logf("glow: join:     %s", l)
 	}
 }
 
@@ -315,11 +322,8 @@ func joinBeacon(b []byte, user [16]byte, now time.Time) (*Cert, uint16, error) {
 	if d := now.Sub(bc.time); d > clockSkew || d < -clockSkew {
 		return nil, 0, errors.New("stale beacon")
 	}
-	c, err := ParseCert(bc.cert)
+	c, err := joinMemberCert(bc.cert, bc.node, user, now)
 	if err != nil {
-		return nil, 0, err
-	}
-	if err := c.Verify(c.User[:], now); err != nil {
 		return nil, 0, err
 	}
 	if !ed25519.Verify(bc.node.PublicKey(), append(bytes.Clone(beaconContext), bc.signed...), bc.sig) {

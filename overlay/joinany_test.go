@@ -15,11 +15,12 @@ import (
 )
 
 // startJoin starts a node on h that joins with code, in the background:
-// Start returns only once the join is done or failed.
-func startJoin(t *testing.T, h *natlab.Host, name, code string, logs *strings.Builder, mu *sync.Mutex) chan any {
+// Start returns only once the join is done or failed. mods change its
+// Config.
+func startJoin(t *testing.T, h *natlab.Host, name, code string, logs *strings.Builder, mu *sync.Mutex, mods ...func(*Config)) chan any {
 	done := make(chan any, 1)
 	go func() {
-		n, err := Start(Config{
+		cfg := Config{
 			StateDir: t.TempDir(), NodeName: name, Userspace: true, NoDiscovery: true, NoPortMap: true,
 			Port: DefaultPort, JoinCode: code,
 			ListenPacket: func(port uint16) (net.PacketConn, error) { return h.ListenPacket(port) },
@@ -29,7 +30,11 @@ func startJoin(t *testing.T, h *natlab.Host, name, code string, logs *strings.Bu
 				logs.WriteString(name + ": " + strings.TrimSpace(fmt.Sprintf(f, a...)) + "\n")
 				mu.Unlock()
 			},
-		})
+		}
+		for _, mod := range mods {
+			mod(&cfg)
+		}
+		n, err := Start(cfg)
 		if err != nil {
 			done <- err
 			return

@@ -67,9 +67,21 @@ func readJoinFrames(r io.Reader, fn func([]byte)) error {
 // read); c holds a Gate slot that Close gives back.
 func (n *Node) serveJoinStream(c net.Conn, r io.Reader) {
 	defer c.Close()
-	defer context.AfterFunc(n.ctx, func() { c.Close() })()
 	c.SetDeadline(time.Now().Add(joinTimeout))
-	from := tcpAddrPort(c.RemoteAddr())
+	n.serveJoiner(tcpAddrPort(c.RemoteAddr()), func(fn func([]byte)) { readJoinFrames(r, fn) },
+		func(pkt []byte) error {
+			_, err := c.Write(link.AppendFrame(nil, pkt))
+			return err
+		}, func() { c.Close() })
+}
+
+// serveJoiner runs a member's side of a join exchange with the joiner at
+// from, on a connection that read reads (handing each join-via packet to
+// its fn, until the connection ends), write writes to, and stop closes
+// (from any goroutine, also to end a blocked read or write). Answers for
+// from go to write in order, without blocking the control loop.
+func (n *Node) serveJoiner(from netip.AddrPort, read func(fn func([]byte)), write func([]byte) error, stop func()) {
+	defer context.AfterFunc(n.ctx, stop)()
 	if !from.IsValid() {
 		return
 	}
@@ -86,17 +98,17 @@ func (n *Node) serveJoinStream(c net.Conn, r io.Reader) {
 	b.joinConns[from] = q
 	b.joinMu.Unlock()
 	writerDone := make(chan struct{})
-	stop := make(chan struct{})
+	end := make(chan struct{})
 	go func() {
 		defer close(writerDone)
 		for {
 			select {
 			case pkt := <-q:
-				if _, err := c.Write(link.AppendFrame(nil, pkt)); err != nil {
-					c.Close()
+				if write(pkt) != nil {
+					stop()
 					return
 				}
-			case <-stop:
+			case <-end:
 				return
 			}
 		}
@@ -105,10 +117,10 @@ func (n *Node) serveJoinStream(c net.Conn, r io.Reader) {
 		b.joinMu.Lock()
 		delete(b.joinConns, from)
 		b.joinMu.Unlock()
-		close(stop)
+		close(end)
 		<-writerDone
 	}()
-	readJoinFrames(r, func(pkt []byte) { b.putJoinConn(pkt, from) })
+	read(func(pkt []byte) { b.putJoinConn(pkt, from) })
 }
 
 var errNoJoinConn = errors.New("the joiner's connection is closed")

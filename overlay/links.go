@@ -379,14 +379,18 @@ func (n *Node) keepLink(ctx context.Context, l *configuredLink) {
 	bo := link.Backoff{}
 	for ctx.Err() == nil {
 		s, err := n.dialLink(ctx, l.target)
-		n.mu.Lock()
-		if err != nil {
-			l.status = "error: " + err.Error()
-		} else {
+		if err == nil && len(s.PeerCert()) == 0 { // a joiner (joinreach.go)
+			n.mu.Lock()
+			l.status = "a joiner: passing its request on"
+			n.mu.Unlock()
+			n.serveJoinerLink(ctx, s, l.target)
+			n.mu.Lock()
+			l.status = "joiner done; redialling"
+			n.mu.Unlock()
+		} else if err == nil {
+			n.mu.Lock()
 			l.status, l.peer = "up", s.Peer()
-		}
-		n.mu.Unlock()
-		if err == nil {
+			n.mu.Unlock()
 			bo.Reset()
 			n.attachStream(s, l.target.String())
 			select { // wait for it to drop
@@ -401,6 +405,9 @@ func (n *Node) keepLink(ctx context.Context, l *configuredLink) {
 				return
 			}
 		} else {
+			n.mu.Lock()
+			l.status = "error: " + err.Error()
+			n.mu.Unlock()
 			n.logf("glow: link %s: %v", l.target, err)
 		}
 		select {
@@ -417,9 +424,9 @@ func (n *Node) dialLink(ctx context.Context, t link.Target) (*link.Stream, error
 	defer cancel()
 	switch t.Transport {
 	case link.TransportTCP:
-		return link.DialTCP(ctx, t.Addr, id, n.verifyLink)
+		return link.DialTCP(ctx, t.Addr, id, n.verifyDialed)
 	case link.TransportWS, link.TransportWSS:
-		return link.DialWS(ctx, t.URL.String(), id, n.verifyLink, nil)
+		return link.DialWS(ctx, t.URL.String(), id, n.verifyDialed, nil)
 	case link.TransportSSH:
 		q := t.URL.Query()
 		u := *t.URL
