@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -12,6 +13,53 @@ import (
 
 	"glow/e2e/lab"
 )
+
+// joinReachedOut runs `glow up --no-dns --join code ARGS...` on j in the
+// background, waits for the line of its hint that says to run `glow link
+// add SCHEME://ADDR:PORT` on a member (ADDR is j's address addr), runs it on
+// member, and returns that line and how long the join took in all. It fails
+// the test if the hint does not come, the join fails, or glow up did not
+// print the line on the terminal.
+func joinReachedOut(t *testing.T, j, member *node, addr netip.Addr, scheme, code string, args ...string) (string, time.Duration) {
+	t.Helper()
+	type upResult struct {
+		out string
+		err error
+	}
+	done := make(chan upResult, 1)
+	start := time.Now()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		defer cancel()
+		res, err := j.glow(ctx, "up", append(append([]string{"--no-dns"}, args...), "--join", code)...)
+		done <- upResult{res.Stdout + res.Stderr, err}
+	}()
+	hint := regexp.MustCompile(`glow link add ` + scheme + `://` + regexp.QuoteMeta(addr.String()) + `:\d+`)
+	var line string
+	err := waitFor(20*time.Second, 200*time.Millisecond, func() error {
+		b, _ := os.ReadFile(filepath.Join(j.state, "glow.log"))
+		if line = hint.FindString(string(b)); line == "" {
+			return fmt.Errorf("%s's log has no %q line yet", j.name, hint)
+		}
+		return nil
+	})
+	if err != nil {
+		<-done
+		t.Fatal(err)
+	}
+	hinted := time.Since(start)
+	member.mustGlow(20*time.Second, "link", strings.Fields(line)[2:]...)
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("%s: glow up --join: %v\n%s", j.name, r.err, r.out)
+	}
+	took := time.Since(start)
+	t.Logf("%s: glow up --join (hint after %v, ran %q on %s, joined after %v):\n%s", j.name, hinted.Round(time.Millisecond), line, member.name, took.Round(time.Millisecond), r.out)
+	if !strings.Contains(r.out, line) {
+		t.Errorf("%s: glow up --join did not print %q on the terminal", j.name, line)
+	}
+	return line, took
+}
 
 // TestJoinHomeFirst (issue 14): the user starts at home. The NAS, behind an
 // easy NAT, creates the user; a public VPS joins from the NAS's code, with
@@ -31,42 +79,9 @@ func TestJoinHomeFirst(t *testing.T) {
 	code := nas.invite()
 
 	// The VPS cannot reach the NAS; its `glow up --join` says what to run.
-	type upResult struct {
-		out string
-		err error
-	}
-	done := make(chan upResult, 1)
-	start := time.Now()
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-		defer cancel()
-		res, err := vps.glow(ctx, "up", "--no-dns", "--name", "vps", "--join", code)
-		done <- upResult{res.Stdout + res.Stderr, err}
-	}()
-	hint := regexp.MustCompile(`glow link add udp://` + regexp.QuoteMeta(vpsH.IP().String()) + `:\d+`)
-	var line string
-	err := waitFor(20*time.Second, 200*time.Millisecond, func() error {
-		b, _ := os.ReadFile(filepath.Join(vps.state, "glow.log"))
-		if line = hint.FindString(string(b)); line == "" {
-			return fmt.Errorf("the vps's log has no %q line yet", hint)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hinted := time.Since(start)
-	nas.mustGlow(20*time.Second, "link", strings.Fields(line)[2:]...)
-	r := <-done
-	if r.err != nil {
-		t.Fatalf("vps: glow up --join: %v\n%s", r.err, r.out)
-	}
-	vpsJoin := time.Since(start)
-	t.Logf("vps: glow up --join (hint after %v, ran %q on the nas):\n%s", hinted.Round(time.Millisecond), line, r.out)
-	if !strings.Contains(r.out, line) {
-		t.Errorf("glow up --join did not print %q on the terminal", line)
-	}
-	metric(t, "join_home_first.vps_join_s", fmt.Sprintf("%.3f", vpsJoin.Seconds()))
+	line, took := joinReachedOut(t, vps, nas, vpsH.IP(), "udp", code, "--name", "vps")
+	metric(t, "join_home_first.vps_join_s", fmt.Sprintf("%.3f", took.Seconds()))
+	t.Logf("JOIN vps (home first, %q on the nas): %v", line, took.Round(time.Millisecond))
 
 	// The laptop, behind a hard NAT, joins from a fresh NAS code.
 	if _, _, err := waitPeer(nas, "vps", reachTimeout, directAt(vpsH.IP())); err != nil {
@@ -74,8 +89,9 @@ func TestJoinHomeFirst(t *testing.T) {
 	}
 	res := lap.up("--name", "laptop", "--join", nas.invite())
 	metric(t, "join_home_first.laptop_join_s", fmt.Sprintf("%.3f", res.Took.Seconds()))
-	start = time.Now()
-	err = waitFor(reachTimeout, 500*time.Millisecond, func() error {
+	t.Logf("JOIN laptop (hard NAT, nothing else done): %v", res.Took.Round(time.Millisecond))
+	start := time.Now()
+	err := waitFor(reachTimeout, 500*time.Millisecond, func() error {
 		out, err := glowPing(lap, "nas", 1)
 		if err != nil {
 			return fmt.Errorf("glow ping nas: %v: %s", err, out)
@@ -121,6 +137,7 @@ func TestJoinLANOnly(t *testing.T) {
 	}
 	res := l2.up("--name", "l2", "--join", vps.invite())
 	metric(t, "join_lan_only.join_s", fmt.Sprintf("%.3f", res.Took.Seconds()))
+	t.Logf("JOIN l2 (LAN only, through its neighbour): %v", res.Took.Round(time.Millisecond))
 	start := time.Now()
 	xV4, _ := peerIPs(t, l2, "x")
 	if took, err := waitPing(l2H, xV4, reachTimeout); err != nil {
@@ -133,5 +150,46 @@ func TestJoinLANOnly(t *testing.T) {
 	t.Logf("l2: glow ping x -c 2: %v\n%s", err, out)
 	if err != nil || !strings.Contains(out, "via relay via l1") {
 		t.Errorf("l2: glow ping x: want replies via relay via l1 ...")
+	}
+}
+
+// TestJoinReachOut (issue 14): a VPS whose firewall lets nothing out but
+// replies (so it can reach no member, while a member can reach it) joins
+// from the code of a NAS behind a NAT once the NAS runs the `glow link add`
+// line the VPS's `glow up --join` prints: udp:// for one VPS, tcp:// for
+// another. Each then pings the NAS by name over the overlay.
+func TestJoinReachOut(t *testing.T) {
+	l := lab.New(t)
+	needGlow(t)
+	_, nasH := siteHost(l, "nas", lab.EasyNAT)
+	nas := newNode(t, nasH, "nas")
+	nas.up("--user", "alice", "--name", "nas")
+	for _, scheme := range []string{"udp", "tcp"} {
+		name := "vps-" + scheme
+		h := publicHost(l, name)
+		for _, ipt := range []string{"iptables", "ip6tables"} { // replies only
+			h.MustRun(ipt, "-w", "5", "-A", "OUTPUT", "-o", "eth0", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT")
+			h.MustRun(ipt, "-w", "5", "-A", "OUTPUT", "-o", "eth0", "-j", "DROP")
+		}
+		if err := ping(h, nasH.IP()); err == nil {
+			t.Fatalf("%s reaches the nas's LAN address %s", name, nasH.IP())
+		}
+		vps := newNode(t, h, name)
+		line, took := joinReachedOut(t, vps, nas, h.IP(), scheme, nas.invite(), "--name", name)
+		metric(t, "join_reach_out."+scheme+"_join_s", fmt.Sprintf("%.3f", took.Seconds()))
+		t.Logf("JOIN %s (%q on the nas): %v", name, line, took.Round(time.Millisecond))
+		start := time.Now()
+		err := waitFor(reachTimeout, 500*time.Millisecond, func() error {
+			out, err := glowPing(vps, "nas", 1)
+			if err != nil {
+				return fmt.Errorf("glow ping nas: %v: %s", err, out)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		out, err := glowPing(vps, "nas", 2)
+		t.Logf("%s: glow ping nas -c 2 (first answer %v after joining): %v\n%s", name, time.Since(start).Round(time.Millisecond), err, out)
 	}
 }
