@@ -45,6 +45,7 @@ func init() {
 		{"policy", "show|apply FILE|history|rollback V", "the whole policy", cmdPolicy},
 		{"nodes", "remove NAME", "revoke a node of this user: it can no longer reach or be reached", cmdNodes},
 		{"link", "add URL|remove URL|list|stdio", "links to neighbours over UDP, TCP, WebSocket, ssh", cmdLink},
+		{"web", "[--listen IP:PORT]", "a live map of the mesh in the browser (a local page)", cmdWeb},
 		{"version", "", "version and build information", cmdVersion},
 	}
 }
