@@ -62,9 +62,12 @@ function pathText(p) {
 
 const W = 720, H = 520, CX = W / 2, CY = H / 2;
 
-// layout places self in the middle and the peers on a circle, the user's
-// own nodes first then each friend's, in name order, so a node keeps its
-// place from one update to the next.
+// layout places self in the middle, the peers it reaches directly (or
+// over a stream link, or not at all) on a ring around it, and each peer
+// reached through relays on an outer ring beside its last relay, so a
+// relayed route reads as a chain outwards. Peers are taken in name order
+// (the user's own nodes first, then each friend's), so a node keeps its
+// place from one update to the next while the paths stay the same.
 function layout(st) {
   const pos = new Map();
   pos.set(st.self.name, { x: CX, y: CY });
@@ -73,12 +76,33 @@ function layout(st) {
     if (fa !== fb) return fa ? 1 : -1;
     return (a.user + "/" + a.name).localeCompare(b.user + "/" + b.name);
   });
-  const n = peers.length;
-  const r = Math.min(W, H) / 2 - 70;
-  peers.forEach((p, i) => {
-    const a = -Math.PI / 2 + (2 * Math.PI * i) / Math.max(n, 1);
-    pos.set(key(st, p), { x: CX + r * Math.cos(a) * 1.25, y: CY + r * Math.sin(a) });
+  const lastRelay = (p) => {
+    if (!p.online || p.path !== "relay" || !p.via || p.via.length === 0) return null;
+    const v = p.via[p.via.length - 1];
+    const r = peers.find((q) => q !== p && (q.name === v || key(st, q) === v || v.startsWith(q.name + "." + q.user)));
+    return r && !(r.online && r.path === "relay") ? r : null; // one level out, no chains of outer nodes
+  };
+  const inner = peers.filter((p) => !lastRelay(p));
+  const R1 = 140, R2 = 225, SX = 1.35;
+  const angle = new Map();
+  inner.forEach((p, i) => {
+    const n = inner.length;
+    const a = Math.PI + (2 * Math.PI * i) / Math.max(n, 1); // the first to the left: the map is wide
+    angle.set(p, a);
+    pos.set(key(st, p), { x: CX + R1 * SX * Math.cos(a), y: CY + R1 * Math.sin(a) });
   });
+  const children = new Map();
+  for (const p of peers) {
+    const r = lastRelay(p);
+    if (r) children.set(r, (children.get(r) || []).concat([p]));
+  }
+  for (const [r, kids] of children) {
+    const spread = Math.min(0.5, 1.2 / kids.length);
+    kids.forEach((p, i) => {
+      const a = angle.get(r) + (i - (kids.length - 1) / 2) * spread;
+      pos.set(key(st, p), { x: CX + R2 * SX * Math.cos(a), y: CY + R2 * Math.sin(a) });
+    });
+  }
   return pos;
 }
 
