@@ -53,6 +53,17 @@ func TestAPIClientNeedsNoNode(t *testing.T) {
 	}
 }
 
+// TestMemberIsPure: certificates, records, user documents, invite codes
+// and state files (overlay/member) are data with no node behind them: they
+// link neither the node nor wireguard-go nor gVisor.
+func TestMemberIsPure(t *testing.T) {
+	for _, d := range deps(t, "glow/overlay/member") {
+		if d == "glow/overlay" || strings.HasPrefix(d, "golang.zx2c4.com/wireguard") || strings.HasPrefix(d, "gvisor.dev/") {
+			t.Errorf("glow/overlay/member imports %s: it needs no node, WireGuard or netstack", d)
+		}
+	}
+}
+
 func TestPackageDocs(t *testing.T) {
 	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}} {{.Doc}}", "./...").Output()
 	if err != nil {

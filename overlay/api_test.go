@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"glow/overlay/api"
+	"glow/overlay/member"
 )
 
 // serveAPI serves n's local API until the test ends and returns a client
@@ -47,7 +48,7 @@ func TestAPIRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ParseInvite(code); err != nil {
+	if _, err := member.ParseInvite(code); err != nil {
 		t.Errorf("invite code %q: %v", code, err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"glow/internal/wire"
+	"glow/overlay/member"
 )
 
 // Attacks on the control plane from the network (issue 11 item 7, issue 12
@@ -135,7 +136,7 @@ func TestAttackControlReplay(t *testing.T) {
 	pb := a.peers[b.id]
 	a.pingLocked(pb, pb.active, time.Now(), nil)
 	a.sendDigestLocked(pb, pb.active)
-	a.sendCtlLocked(pb, pb.active, marshalWants([]RecordKey{{KindInfo, b.id}, {KindCert, b.id}})[0])
+	a.sendCtlLocked(pb, pb.active, marshalWants([]member.RecordKey{{Kind: member.KindInfo, Node: b.id}, {Kind: member.KindCert, Node: b.id}})[0])
 	a.mu.Unlock()
 	captured := map[string][]byte{}
 	shared := sharedKey(b.keys.Ctl, a.ctlPub)
@@ -216,7 +217,7 @@ func TestAttackControlReplay(t *testing.T) {
 func TestAttackBeaconReflection(t *testing.T) {
 	a := testNode(t, "n1", func(c *Config) { c.UserName = "alice" })
 	// A member a has never heard of, whose beacon the attacker captured.
-	k, err := NewNodeKeys()
+	k, err := member.NewNodeKeys()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,10 +225,10 @@ func TestAttackBeaconReflection(t *testing.T) {
 	user := a.user
 	a.mu.Unlock()
 	now := time.Now()
-	c := &Cert{Node: k.ID(), Name: "laptop", WG: k.WGPublic(), Ctl: k.CtlPublic(), IPv4: netip.MustParseAddr("100.64.9.9"),
-		IPv6: NodeAddr6(user.Public(), k.ID()), NotBefore: now, NotAfter: now.Add(time.Hour)}
-	SignCert(user, c)
-	c, _ = ParseCert(c.Marshal())
+	c := &member.Cert{Node: k.ID(), Name: "laptop", WG: k.WGPublic(), Ctl: k.CtlPublic(), IPv4: netip.MustParseAddr("100.64.9.9"),
+		IPv6: member.NodeAddr6(user.Public(), k.ID()), NotBefore: now, NotAfter: now.Add(time.Hour)}
+	member.SignCert(user, c)
+	c, _ = member.ParseCert(c.Marshal())
 	member := &Node{id: k.ID(), keys: k, cert: c}
 	member.port.Store(9)
 	beacon := member.beaconLocked()
@@ -305,10 +306,10 @@ func TestAttackEndpointPoison(t *testing.T) {
 	// m signs a record of its own endpoints naming them, and sends it to v.
 	m.mu.Lock()
 	// (a Seq ahead of any m signs meanwhile, so that v takes this one)
-	info := &NodeInfo{Node: m.id, Seq: uint64(time.Now().Add(time.Hour).UnixNano()), Endpoints: append(slices.Clone(m.info.Endpoints), bad...), Links: m.info.Links}
-	SignInfo(m.keys.Sign, info)
+	info := &member.NodeInfo{Node: m.id, Seq: uint64(time.Now().Add(time.Hour).UnixNano()), Endpoints: append(slices.Clone(m.info.Endpoints), bad...), Links: m.info.Links}
+	member.SignInfo(m.keys.Sign, info)
 	pv := m.peers[v.id]
-	for _, msg := range marshalRecords([]recordMsg{{KindInfo, info.Marshal()}}) {
+	for _, msg := range marshalRecords([]recordMsg{{member.KindInfo, info.Marshal()}}) {
 		m.sendCtlLocked(pv, pv.active, msg)
 	}
 	m.mu.Unlock()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"glow/internal/wire"
+	"glow/overlay/member"
 )
 
 // A beacon announces a node to others that do not know it yet:
@@ -78,7 +79,7 @@ func parseBeacon(b []byte) (beacon, error) {
 		sig:    b[len(b)-ed25519.SignatureSize:],
 	}
 	copy(bc.user[:], bc.cert[1:])
-	bc.node = peekCertNode(bc.cert)
+	bc.node = member.PeekCertNode(bc.cert)
 	if bc.node == (wire.NodeID{}) {
 		return beacon{}, errBeaconShort
 	}
@@ -116,7 +117,7 @@ func (n *Node) handleBeaconLocked(in inbound, now time.Time, replied map[netip.A
 		}
 		return
 	}
-	if d := now.Sub(bc.time); d > clockSkew || d < -clockSkew {
+	if d := now.Sub(bc.time); d > member.ClockSkew || d < -member.ClockSkew {
 		n.dropCtl["beacon-stale"]++
 		return
 	}
@@ -128,7 +129,7 @@ func (n *Node) handleBeaconLocked(in inbound, now time.Time, replied map[netip.A
 	// Then the signatures: the certificate's only if it is new to us.
 	c := n.store.Cert(bc.node)
 	if c == nil || !bytes.Equal(c.Marshal(), bc.cert) {
-		nc, err := ParseCert(bc.cert)
+		nc, err := member.ParseCert(bc.cert)
 		if err != nil {
 			n.dropCtl["beacon-bad-cert"]++
 			return

@@ -266,58 +266,6 @@ func BenchmarkBindReceive(b *testing.B) {
 	}
 }
 
-// BenchmarkRecordVerify: Store.Apply of one certificate and of one
-// NodeInfo (decode and ed25519 check), each accepted as new every time;
-// and of a certificate the store already holds, which is what most gossip
-// copies of a record are.
-func BenchmarkRecordVerify(b *testing.B) {
-	u := newTestUser(b, "alice")
-	now := time.Now()
-	keys, c := newTestCert(b, u, "n1", now)
-	raw := c.Marshal()
-	info := &NodeInfo{Node: keys.ID(), Seq: 1,
-		Endpoints: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:47470"), netip.MustParseAddrPort("[2001:db8::1]:47470"), netip.MustParseAddrPort("203.0.113.9:31000")}}
-	for range 4 {
-		info.Links = append(info.Links, LinkInfo{Node: randomNodeID(b), Cost: 10})
-	}
-	SignInfo(keys.Sign, info)
-	rawInfo := info.Marshal()
-
-	b.Run("cert", func(b *testing.B) {
-		s := NewStore(u.Public())
-		b.ReportAllocs()
-		for b.Loop() {
-			delete(s.certs, c.Node) // so that every Apply accepts a new record
-			if isNew, err := s.Apply(KindCert, raw, now); err != nil || !isNew {
-				b.Fatal(isNew, err)
-			}
-		}
-	})
-	b.Run("cert-again", func(b *testing.B) {
-		s := NewStore(u.Public())
-		s.Apply(KindCert, raw, now)
-		b.ReportAllocs()
-		for b.Loop() {
-			if isNew, err := s.Apply(KindCert, raw, now); err != nil || isNew {
-				b.Fatal(isNew, err)
-			}
-		}
-	})
-	b.Run("info", func(b *testing.B) {
-		s := NewStore(u.Public())
-		if _, err := s.Apply(KindCert, raw, now); err != nil {
-			b.Fatal(err)
-		}
-		b.ReportAllocs()
-		for b.Loop() {
-			delete(s.infos, info.Node)
-			if isNew, err := s.Apply(KindInfo, rawInfo, now); err != nil || !isNew {
-				b.Fatal(isNew, err)
-			}
-		}
-	})
-}
-
 // benchLogf is where benchmark and scale nodes log: nowhere, unless
 // GLOW_BENCH_LOG is set (their logs would drown the figures).
 func benchLogf(tb testing.TB, name string) func(string, ...any) {

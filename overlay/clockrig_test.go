@@ -10,6 +10,7 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 
 	"glow/internal/wire"
+	"glow/overlay/member"
 	"glow/relay"
 )
 
@@ -77,8 +78,8 @@ func (s *sentLog) take() []sentPkt {
 // rigPeer is another node as the rig plays it.
 type rigPeer struct {
 	name   string
-	keys   *NodeKeys
-	cert   *Cert
+	keys   *member.NodeKeys
+	cert   *member.Cert
 	shared *[32]byte // its side of the control box key with the rig's node
 	epoch  uint64
 	seq    uint64
@@ -97,7 +98,7 @@ type clockRig struct {
 	t     *testing.T
 	n     *Node
 	log   *sentLog
-	user  *UserKey
+	user  *member.UserKey
 	now   time.Time
 	peers map[string]*rigPeer
 	byID  map[wire.NodeID]*rigPeer
@@ -111,7 +112,7 @@ func newClockRig(t *testing.T, peers ...string) *clockRig {
 	t.Helper()
 	now := time.Now().Truncate(time.Second)
 	u := newTestUser(t, "alice")
-	keys, err := NewNodeKeys()
+	keys, err := member.NewNodeKeys()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,13 +132,13 @@ func newClockRig(t *testing.T, peers ...string) *clockRig {
 	n.ctlq = newCtlQueues()
 	n.fwd = relay.New(relay.Limits{})
 	n.bind = NewBind(log, n.id, n.fwd, n.ctlq)
-	n.store = NewStore(cert.User[:])
+	n.store = member.NewStore(cert.User[:])
 	if _, err := n.store.AddCert(cert, now); err != nil {
 		t.Fatal(err)
 	}
 	r := &clockRig{t: t, n: n, log: log, user: u, now: now, peers: map[string]*rigPeer{}, byID: map[wire.NodeID]*rigPeer{}}
 	for _, name := range peers {
-		k, err := NewNodeKeys()
+		k, err := member.NewNodeKeys()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -154,12 +155,12 @@ func newClockRig(t *testing.T, peers ...string) *clockRig {
 	return r
 }
 
-func rigCert(u *UserKey, k *NodeKeys, name string, now time.Time, admin bool) *Cert {
-	v4, _ := AllocIPv4(k.ID(), nil)
-	c := &Cert{Node: k.ID(), Name: name, WG: k.WGPublic(), Ctl: k.CtlPublic(), IPv4: v4,
-		IPv6: NodeAddr6(u.Public(), k.ID()), Admin: admin,
+func rigCert(u *member.UserKey, k *member.NodeKeys, name string, now time.Time, admin bool) *member.Cert {
+	v4, _ := member.AllocIPv4(k.ID(), nil)
+	c := &member.Cert{Node: k.ID(), Name: name, WG: k.WGPublic(), Ctl: k.CtlPublic(), IPv4: v4,
+		IPv6: member.NodeAddr6(u.Public(), k.ID()), Admin: admin,
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour)}
-	SignCert(u, c)
+	member.SignCert(u, c)
 	return c
 }
 
@@ -303,15 +304,15 @@ func (r *clockRig) busy(name string, now time.Time) {
 func (r *clockRig) publishInfo(name string, links ...string) {
 	r.t.Helper()
 	p := r.peers[name]
-	info := &NodeInfo{Node: p.cert.Node, Seq: uint64(r.now.UnixNano())}
+	info := &member.NodeInfo{Node: p.cert.Node, Seq: uint64(r.now.UnixNano())}
 	for _, l := range links {
 		id := r.n.id
 		if l != "a" {
 			id = r.peers[l].cert.Node
 		}
-		info.Links = append(info.Links, LinkInfo{Node: id, Cost: 10})
+		info.Links = append(info.Links, member.LinkInfo{Node: id, Cost: 10})
 	}
-	SignInfo(p.keys.Sign, info)
+	member.SignInfo(p.keys.Sign, info)
 	r.locked(func() {
 		if _, err := r.n.store.AddInfo(info); err != nil {
 			r.t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/crypto/nacl/box"
 
 	"glow/internal/wire"
+	"glow/overlay/member"
 )
 
 // Control packets travel on the shared UDP socket (or inside relay frames):
@@ -126,7 +127,7 @@ type joinResp struct {
 }
 
 type recordMsg struct {
-	Kind RecordKind
+	Kind member.RecordKind
 	Raw  []byte
 }
 
@@ -167,7 +168,7 @@ func (m joinResp) marshal() []byte {
 }
 
 // marshalDigests splits a digest into messages that each fit a packet.
-func marshalDigests(d []DigestEntry) [][]byte {
+func marshalDigests(d []member.DigestEntry) [][]byte {
 	const per = (maxCtlBody - 2) / (1 + 32 + 8)
 	var out [][]byte
 	for len(d) > 0 || out == nil {
@@ -185,7 +186,7 @@ func marshalDigests(d []DigestEntry) [][]byte {
 	return out
 }
 
-func marshalWants(keys []RecordKey) [][]byte {
+func marshalWants(keys []member.RecordKey) [][]byte {
 	const per = (maxCtlBody - 2) / (1 + 32)
 	var out [][]byte
 	for len(keys) > 0 {
@@ -256,9 +257,9 @@ func parseCtl(m []byte) (any, error) {
 		if n*(1+32+8) > len(r.B) {
 			return nil, fmt.Errorf("digest: %w", wire.ErrShort)
 		}
-		d := make([]DigestEntry, n)
+		d := make([]member.DigestEntry, n)
 		for i := range d {
-			d[i].Kind = RecordKind(r.U8())
+			d[i].Kind = member.RecordKind(r.U8())
 			r.Fixed(d[i].Node[:])
 			d[i].Version = r.U64()
 		}
@@ -268,9 +269,9 @@ func parseCtl(m []byte) (any, error) {
 		if n*(1+32) > len(r.B) {
 			return nil, fmt.Errorf("want: %w", wire.ErrShort)
 		}
-		k := make([]RecordKey, n)
+		k := make([]member.RecordKey, n)
 		for i := range k {
-			k[i].Kind = RecordKind(r.U8())
+			k[i].Kind = member.RecordKind(r.U8())
 			r.Fixed(k[i].Node[:])
 		}
 		out = k
@@ -278,7 +279,7 @@ func parseCtl(m []byte) (any, error) {
 		n := int(r.U8())
 		recs := make([]recordMsg, 0, min(n, 64))
 		for i := 0; i < n && r.Err == nil; i++ {
-			k := RecordKind(r.U8())
+			k := member.RecordKind(r.U8())
 			raw := r.Bytes16(maxCtlBody)
 			recs = append(recs, recordMsg{k, raw})
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"glow/internal/wire"
+	"glow/overlay/member"
 )
 
 // Records larger than one control packet (user documents reach 64 KiB:
@@ -46,8 +47,8 @@ const (
 	fragHeaderLen = 1 + 32 + 8 + 4 + sha256.Size + 4
 	fragData      = maxCtlBody - fragHeaderLen // record bytes per fragment
 
-	maxFragRecord     = maxDocRaw // the largest record that travels
-	fragPerPeer       = 4         // assemblies one sender may have open
+	maxFragRecord     = member.MaxDocRaw // the largest record that travels
+	fragPerPeer       = 4                // assemblies one sender may have open
 	fragMaxAssemblies = 64
 	fragMaxBytes      = 1 << 20
 	fragTimeout       = 10 * time.Second
@@ -66,7 +67,7 @@ const (
 
 // fragMsg is one fragment of a record.
 type fragMsg struct {
-	Key     RecordKey
+	Key     member.RecordKey
 	Version uint64
 	Total   int
 	Sum     [sha256.Size]byte
@@ -93,7 +94,7 @@ var errFragment = errors.New("bad fragment")
 // is the rest of the message.
 func parseFragment(r *wire.Reader) (fragMsg, error) {
 	var f fragMsg
-	f.Key.Kind = RecordKind(r.U8())
+	f.Key.Kind = member.RecordKind(r.U8())
 	r.Fixed(f.Key.Node[:])
 	f.Version = r.U64()
 	total := r.Raw(4)
@@ -116,11 +117,11 @@ func parseFragment(r *wire.Reader) (fragMsg, error) {
 
 // peekDocSlot returns the slot and version a user document's encoding
 // names, unverified.
-func peekDocSlot(kind RecordKind, raw []byte) (RecordKey, uint64, bool) {
-	if kind != KindFriends && kind != KindPolicy && kind != KindRevoked || len(raw) < 2+32+8 {
-		return RecordKey{}, 0, false
+func peekDocSlot(kind member.RecordKind, raw []byte) (member.RecordKey, uint64, bool) {
+	if kind != member.KindFriends && kind != member.KindPolicy && kind != member.KindRevoked || len(raw) < 2+32+8 {
+		return member.RecordKey{}, 0, false
 	}
-	k := RecordKey{Kind: kind}
+	k := member.RecordKey{Kind: kind}
 	copy(k.Node[:], raw[2:])
 	return k, binary.BigEndian.Uint64(raw[34:]), true
 }
@@ -132,7 +133,7 @@ type fragments struct {
 	out   map[wire.NodeID]*fragQueue
 	// asked: when a possibly large record (a user document) was last asked
 	// for, and which version; one entry per slot, dropped after fragStall.
-	asked map[RecordKey]askedAt
+	asked map[member.RecordKey]askedAt
 	sent  uint64 // fragments sent, for tests
 }
 
@@ -143,7 +144,7 @@ type askedAt struct {
 
 type fragKey struct {
 	from    wire.NodeID
-	key     RecordKey
+	key     member.RecordKey
 	version uint64
 	sum     [sha256.Size]byte
 }
@@ -210,8 +211,8 @@ func (fs *fragments) add(from wire.NodeID, f fragMsg, now time.Time) (raw []byte
 // for less than fragStall ago, or arriving in fragments that recently made
 // progress, is not asked for again: it comes already. Other records are
 // small and always asked for.
-func (fs *fragments) wantNow(key RecordKey, version uint64, now time.Time) bool {
-	if key.Kind != KindFriends && key.Kind != KindPolicy && key.Kind != KindRevoked {
+func (fs *fragments) wantNow(key member.RecordKey, version uint64, now time.Time) bool {
+	if key.Kind != member.KindFriends && key.Kind != member.KindPolicy && key.Kind != member.KindRevoked {
 		return true
 	}
 	if a, ok := fs.asked[key]; ok && a.version >= version && now.Sub(a.at) < fragStall {
@@ -223,7 +224,7 @@ func (fs *fragments) wantNow(key RecordKey, version uint64, now time.Time) bool 
 		}
 	}
 	if fs.asked == nil {
-		fs.asked = map[RecordKey]askedAt{}
+		fs.asked = map[member.RecordKey]askedAt{}
 	}
 	fs.asked[key] = askedAt{version, now}
 	return true
@@ -269,7 +270,7 @@ type fragQueue struct {
 }
 
 type fragOut struct {
-	key     RecordKey
+	key     member.RecordKey
 	version uint64
 	sum     [sha256.Size]byte
 	raw     []byte // shared with the store: never written
@@ -285,12 +286,12 @@ func fitsOnePacket(r recordMsg) bool { return len(r.Raw)+3 <= maxCtlBody-2 }
 // unless they come to it already).
 func (n *Node) pushRecordMsgsLocked(p *peer, to netip.AddrPort, recs []recordMsg) {
 	small := recs[:0:0]
-	var announce []DigestEntry
+	var announce []member.DigestEntry
 	for _, r := range recs {
 		if fitsOnePacket(r) {
 			small = append(small, r)
 		} else if key, version, ok := peekDocSlot(r.Kind, r.Raw); ok {
-			announce = append(announce, DigestEntry{key, version})
+			announce = append(announce, member.DigestEntry{RecordKey: key, Version: version})
 		} else {
 			n.dropCtl["record-too-big"]++
 		}

@@ -10,10 +10,11 @@ import (
 	"time"
 
 	"glow/internal/wire"
+	"glow/overlay/member"
 )
 
 // splitRecord cuts raw into fragments as the sender does.
-func splitRecord(key RecordKey, version uint64, raw []byte) []fragMsg {
+func splitRecord(key member.RecordKey, version uint64, raw []byte) []fragMsg {
 	sum := sha256.Sum256(raw)
 	var out []fragMsg
 	for off := 0; off < len(raw); off += fragData {
@@ -28,7 +29,7 @@ func splitRecord(key RecordKey, version uint64, raw []byte) []fragMsg {
 func TestFragmentFitsPacket(t *testing.T) {
 	raw := make([]byte, maxFragRecord)
 	rand.Read(raw)
-	fs := splitRecord(RecordKey{Kind: KindPolicy}, 3, raw)
+	fs := splitRecord(member.RecordKey{Kind: member.KindPolicy}, 3, raw)
 	var shared [32]byte
 	for _, f := range fs {
 		m := f.marshal()
@@ -53,7 +54,7 @@ func TestFragmentAssembly(t *testing.T) {
 	now := time.Now()
 	raw := make([]byte, 5000)
 	rand.Read(raw)
-	key := RecordKey{Kind: KindPolicy}
+	key := member.RecordKey{Kind: member.KindPolicy}
 	parts := splitRecord(key, 1, raw)
 	var fs fragments
 	from := wire.NodeID{1}
@@ -136,7 +137,7 @@ func TestLargeDocLossyLink(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 60*time.Second, "c to get the policy", func() bool { return docVersion(nodes[2], KindPolicy) == pi.Version })
+	waitFor(t, 60*time.Second, "c to get the policy", func() bool { return docVersion(nodes[2], member.KindPolicy) == pi.Version })
 	t.Logf("b -> c: %d large datagrams, %d lost; c's drops: %v", seen.Load(), lost.Load(), nodes[2].Status().Drops)
 	if lost.Load() == 0 {
 		t.Fatal("no datagram was lost: the test tested nothing")
@@ -148,7 +149,7 @@ func TestLargeDocLossyLink(t *testing.T) {
 // only when it matches its hash.
 func FuzzParseFragment(f *testing.F) {
 	raw := bytes.Repeat([]byte("record "), 400)
-	parts := splitRecord(RecordKey{Kind: KindRevoked, Node: wire.NodeID{9}}, 4, raw)
+	parts := splitRecord(member.RecordKey{Kind: member.KindRevoked, Node: wire.NodeID{9}}, 4, raw)
 	f.Add(parts[0].marshal(), parts[1].marshal())
 	f.Add(parts[2].marshal(), []byte{byte(msgRecordFrag)})
 	f.Fuzz(func(t *testing.T, a, b []byte) {
@@ -189,16 +190,16 @@ func TestLargeDocOverRelay(t *testing.T) {
 	})
 	fwd0 := b.Status().Drops["relay/forwarded"]
 	a.mu.Lock()
-	d := &UserDoc{Kind: KindPolicy, Version: 99, Body: []byte(bigPolicy(60 << 10))}
-	if err := SignUserDoc(a.user, d); err != nil {
+	d := &member.UserDoc{Kind: member.KindPolicy, Version: 99, Body: []byte(bigPolicy(60 << 10))}
+	if err := member.SignUserDoc(a.user, d); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := a.store.AddDoc(d); err != nil { // held, not flooded
 		t.Fatal(err)
 	}
-	a.sendRecordsLocked(a.peers[c.id], netip.AddrPort{}, []RecordKey{d.Key()})
+	a.sendRecordsLocked(a.peers[c.id], netip.AddrPort{}, []member.RecordKey{d.Key()})
 	a.mu.Unlock()
-	waitFor(t, 30*time.Second, "c to get the policy", func() bool { return docVersion(c, KindPolicy) == d.Version })
+	waitFor(t, 30*time.Second, "c to get the policy", func() bool { return docVersion(c, member.KindPolicy) == d.Version })
 	fwd := b.Status().Drops["relay/forwarded"] - fwd0
 	per := uint64((len(d.Marshal()) + fragData - 1) / fragData)
 	t.Logf("b forwarded %d frames; the policy is %d fragments", fwd, per)

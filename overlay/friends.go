@@ -13,6 +13,7 @@ import (
 
 	"glow/internal/wire"
 	"glow/overlay/api"
+	"glow/overlay/member"
 )
 
 // Friends. A friend is another user whose public key this user accepted.
@@ -118,20 +119,20 @@ func (n *Node) FriendInvite(ttl time.Duration) (string, error) {
 	if ttl <= 0 {
 		ttl = 24 * time.Hour
 	}
-	return n.issueInvite(ttl, 1, true, func(p *pendingInvite, now time.Time) string {
-		inv := &Invite{Friend: true, UserHash: UserHash(n.cert.User[:]), Inviter: n.ctlPub, Secret: p.Secret,
+	return n.issueInvite(ttl, 1, true, func(p *member.PendingInvite, now time.Time) string {
+		inv := &member.Invite{Friend: true, UserHash: member.UserHash(n.cert.User[:]), Inviter: n.ctlPub, Secret: p.Secret,
 			Expires: p.Expires, Endpoints: n.localEndpointsLocked(now)}
 		return inv.Code()
 	})
 }
 
 // friendsLocked returns the friend list in force.
-func (n *Node) friendsLocked() []Friend {
-	d := n.store.Doc(KindFriends)
+func (n *Node) friendsLocked() []member.Friend {
+	d := n.store.Doc(member.KindFriends)
 	if d == nil {
 		return nil
 	}
-	fs, _ := parseFriends(d.Body)
+	fs, _ := member.ParseFriends(d.Body)
 	return fs
 }
 
@@ -141,14 +142,14 @@ func (n *Node) addFriendLocked(name string, key [32]byte, now time.Time) error {
 	if err != nil || body == nil {
 		return err
 	}
-	_, err = n.signDocLocked(KindFriends, body, now)
+	_, err = n.signDocLocked(member.KindFriends, body, now)
 	return err
 }
 
 // friendAddedLocked returns the friend list with (name, key) in it, or nil
 // if it is there already.
 func (n *Node) friendAddedLocked(name string, key [32]byte) ([]byte, error) {
-	if !ValidName(name) || name == n.cert.UserName {
+	if !member.ValidName(name) || name == n.cert.UserName {
 		return nil, fmt.Errorf("cannot take a friend named %q", name)
 	}
 	fs := n.friendsLocked()
@@ -162,12 +163,12 @@ func (n *Node) friendAddedLocked(name string, key [32]byte) ([]byte, error) {
 			return nil, fmt.Errorf("another friend is already named %s; remove it first", name)
 		}
 	}
-	return formatFriends(append(fs, Friend{Name: name, Key: key})), nil
+	return member.FormatFriends(append(fs, member.Friend{Name: name, Key: key})), nil
 }
 
 // acceptFriendLocked is the inviter's side of `glow friend add`.
-func (n *Node) acceptFriendLocked(req friendReq, sender wire.Key, from netip.AddrPort, now time.Time) (*Cert, error) {
-	inv := n.invites.byID[req.CodeID]
+func (n *Node) acceptFriendLocked(req friendReq, sender wire.Key, from netip.AddrPort, now time.Time) (*member.Cert, error) {
+	inv := n.invites.ByID[req.CodeID]
 	if inv == nil || !inv.Friend {
 		return nil, errInviteUnknown
 	}
@@ -175,7 +176,7 @@ func (n *Node) acceptFriendLocked(req friendReq, sender wire.Key, from netip.Add
 	if !hmac.Equal(want[:], req.Proof[:]) {
 		return nil, errInviteProof
 	}
-	c, err := ParseCert(req.Cert)
+	c, err := member.ParseCert(req.Cert)
 	if err != nil || c.User != req.UserKey || c.Ctl != sender {
 		return nil, errors.New("the request's certificate does not match its sender")
 	}
@@ -217,7 +218,7 @@ func (n *Node) acceptFriendLocked(req friendReq, sender wire.Key, from netip.Add
 
 // FriendAdd accepts a friend code: both users learn each other's key.
 func (n *Node) FriendAdd(ctx context.Context, code string) (string, error) {
-	inv, err := ParseInvite(code)
+	inv, err := member.ParseInvite(code)
 	if err != nil {
 		return "", err
 	}
@@ -229,7 +230,7 @@ func (n *Node) FriendAdd(ctx context.Context, code string) (string, error) {
 		n.mu.Unlock()
 		return "", errNotAdmin
 	}
-	if inv.UserHash == UserHash(n.cert.User[:]) {
+	if inv.UserHash == member.UserHash(n.cert.User[:]) {
 		n.mu.Unlock()
 		return "", api.Errorf(api.CodeInvalidArgument, "this friend code is from your own user")
 	}
@@ -264,16 +265,16 @@ func (n *Node) FriendAdd(ctx context.Context, code string) (string, error) {
 			if !a.resp.OK {
 				return "", api.Errorf(api.CodeInvalidArgument, "the friend's node refused: %s", a.resp.Err)
 			}
-			if UserHash(a.resp.UserKey[:]) != inv.UserHash {
+			if member.UserHash(a.resp.UserKey[:]) != inv.UserHash {
 				return "", errors.New("the friend's node answered for another user than the code's")
 			}
-			c, err := ParseCert(a.resp.Cert)
+			c, err := member.ParseCert(a.resp.Cert)
 			if err != nil || c.User != a.resp.UserKey || c.Ctl != inv.Inviter {
 				return "", errors.New("the friend's node sent a certificate that does not match the code")
 			}
 			n.saveMu.Lock()
 			defer n.saveMu.Unlock()
-			if _, _, err := n.changeDoc(KindFriends, func() ([]byte, error) {
+			if _, _, err := n.changeDoc(member.KindFriends, func() ([]byte, error) {
 				return n.friendAddedLocked(a.resp.UserName, a.resp.UserKey)
 			}, nil); err != nil {
 				return "", err
@@ -327,16 +328,16 @@ func (n *Node) Friends() []FriendInfo {
 func (n *Node) FriendRemove(name string) error {
 	n.saveMu.Lock()
 	defer n.saveMu.Unlock()
-	_, _, err := n.changeDoc(KindFriends, func() ([]byte, error) {
+	_, _, err := n.changeDoc(member.KindFriends, func() ([]byte, error) {
 		if n.user == nil {
 			return nil, errNotAdmin
 		}
 		fs := n.friendsLocked()
-		i := slices.IndexFunc(fs, func(f Friend) bool { return f.Name == name })
+		i := slices.IndexFunc(fs, func(f member.Friend) bool { return f.Name == name })
 		if i < 0 {
 			return nil, api.Errorf(api.CodeNotFound, "%s is not a friend (see 'glow friend list')", name)
 		}
-		return formatFriends(slices.Delete(fs, i, i+1)), nil
+		return member.FormatFriends(slices.Delete(fs, i, i+1)), nil
 	}, nil)
 	return err
 }

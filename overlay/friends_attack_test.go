@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"glow/internal/wire"
+	"glow/overlay/member"
 )
 
 // twoUsers is alice (nas, the admin, and desk) and bob (laptop, the admin,
@@ -85,10 +86,10 @@ func TestAttackFriendRevocationIgnored(t *testing.T) {
 	// all but the phone: a stolen device ignores its revocation anyway,
 	// and here it must keep trying.
 	ids := []wire.NodeID{u.phone.ID(), u.nas.ID(), u.desk.ID()}
-	d := &UserDoc{Kind: KindRevoked, Version: 1, Body: formatRevoked(ids)}
+	d := &member.UserDoc{Kind: member.KindRevoked, Version: 1, Body: member.FormatRevoked(ids)}
 	u.laptop.mu.Lock()
-	SignUserDoc(u.laptop.user, d)
-	u.laptop.floodLocked(u.laptop.peers[u.phone.ID()], []recordMsg{{KindRevoked, d.Marshal()}})
+	member.SignUserDoc(u.laptop.user, d)
+	u.laptop.floodLocked(u.laptop.peers[u.phone.ID()], []recordMsg{{member.KindRevoked, d.Marshal()}})
 	u.laptop.mu.Unlock()
 	// Bounded wait (not a timing assertion): gossip runs every 5 s.
 	deadline := time.Now().Add(12 * gossipEvery) // generous: it stops as soon as all is dropped
@@ -183,12 +184,12 @@ func TestAttackFriendAddressShadow(t *testing.T) {
 	deskV4 := desk.Cert().IPv4
 
 	// Bob's evil node: a certificate his user key signs, with desk's IPv4.
-	keys, _ := NewNodeKeys()
+	keys, _ := member.NewNodeKeys()
 	now := time.Now()
-	c := &Cert{Node: keys.ID(), Name: "evil", WG: keys.WGPublic(), Ctl: keys.CtlPublic(), IPv4: deskV4,
-		IPv6: NodeAddr6(laptop.user.Public(), keys.ID()), NotBefore: now, NotAfter: now.Add(time.Hour)}
-	SignCert(laptop.user, c)
-	st := State{Dir: t.TempDir()}
+	c := &member.Cert{Node: keys.ID(), Name: "evil", WG: keys.WGPublic(), Ctl: keys.CtlPublic(), IPv4: deskV4,
+		IPv6: member.NodeAddr6(laptop.user.Public(), keys.ID()), NotBefore: now, NotAfter: now.Add(time.Hour)}
+	member.SignCert(laptop.user, c)
+	st := member.State{Dir: t.TempDir()}
 	if err := st.SaveNodeKeys(keys); err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"glow/internal/wire"
+	"glow/overlay/member"
 )
 
 // serveEcho serves TCP echo on n's IPv4 overlay address at port.
@@ -38,7 +39,7 @@ func serveEcho(t *testing.T, n *Node, port uint16) {
 func holdsOffered(from, to *Node) bool {
 	from.mu.Lock()
 	p := from.peers[to.ID()]
-	var offered []DigestEntry
+	var offered []member.DigestEntry
 	if p != nil {
 		for _, e := range from.store.Digest() {
 			if from.visibleLocked(p, e.RecordKey) {
@@ -145,7 +146,7 @@ func TestFriendShare(t *testing.T) {
 	deskKnown := nas.store.Cert(desk.ID()) != nil
 	nas.mu.Unlock()
 	laptop.mu.Lock()
-	leaked := laptop.store.Cert(desk.ID()) != nil || laptop.store.Version(RecordKey{KindInfo, desk.ID()}) != 0
+	leaked := laptop.store.Cert(desk.ID()) != nil || laptop.store.Version(member.RecordKey{Kind: member.KindInfo, Node: desk.ID()}) != 0
 	laptop.mu.Unlock()
 	if !deskKnown {
 		t.Fatal("nas does not hold desk's certificate: nothing to keep from bob")
@@ -216,7 +217,7 @@ func TestFriendShare(t *testing.T) {
 func TestRelayRefusesStrangers(t *testing.T) {
 	nodes := joinedNet(t, 2)
 	relay, target := nodes[0], nodes[1]
-	mallory, _ := NewNodeKeys()
+	mallory, _ := member.NewNodeKeys()
 	frame := make([]byte, wire.RelayHeaderLen+32)
 	wire.PutRelayHeader(frame, 8, mallory.ID().Short(), target.ID().Short())
 	copy(frame[wire.RelayHeaderLen:], []byte{4, 0, 0, 0}) // looks like WireGuard data

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"glow/nat"
+	"glow/overlay/member"
 )
 
 // Anti-entropy. Every gossipEvery, and as soon as a path to a peer is
@@ -19,7 +20,7 @@ import (
 // neighbour (fragment.go).
 
 func (n *Node) sendDigestLocked(p *peer, addr netip.AddrPort) {
-	var d []DigestEntry
+	var d []member.DigestEntry
 	for _, e := range n.store.Digest() {
 		if n.visibleLocked(p, e.RecordKey) {
 			d = append(d, e)
@@ -30,9 +31,9 @@ func (n *Node) sendDigestLocked(p *peer, addr netip.AddrPort) {
 	}
 }
 
-func (n *Node) handleDigestLocked(p *peer, from netip.AddrPort, d []DigestEntry, now time.Time) {
-	var want []RecordKey
-	var give []RecordKey
+func (n *Node) handleDigestLocked(p *peer, from netip.AddrPort, d []member.DigestEntry, now time.Time) {
+	var want []member.RecordKey
+	var give []member.RecordKey
 	for _, e := range d {
 		switch have := n.store.Version(e.RecordKey); {
 		case e.Version > have:
@@ -53,11 +54,11 @@ func (n *Node) handleDigestLocked(p *peer, from netip.AddrPort, d []DigestEntry,
 }
 
 // sendRecordsLocked answers a want.
-func (n *Node) sendRecordsLocked(p *peer, to netip.AddrPort, keys []RecordKey) {
+func (n *Node) sendRecordsLocked(p *peer, to netip.AddrPort, keys []member.RecordKey) {
 	n.sendRecordMsgsLocked(p, to, n.visibleRecordsLocked(p, keys))
 }
 
-func (n *Node) visibleRecordsLocked(p *peer, keys []RecordKey) []recordMsg {
+func (n *Node) visibleRecordsLocked(p *peer, keys []member.RecordKey) []recordMsg {
 	var recs []recordMsg
 	for _, k := range keys {
 		if !n.visibleLocked(p, k) {
@@ -72,7 +73,7 @@ func (n *Node) visibleRecordsLocked(p *peer, keys []RecordKey) []recordMsg {
 
 func (n *Node) handleRecordsLocked(from *peer, recs []recordMsg, now time.Time) {
 	// Certificates and friend lists first: other records depend on them.
-	slices.SortStableFunc(recs, func(a, b recordMsg) int { return recordOrder(a.Kind) - recordOrder(b.Kind) })
+	slices.SortStableFunc(recs, func(a, b recordMsg) int { return member.RecordOrder(a.Kind) - member.RecordOrder(b.Kind) })
 	var fresh []recordMsg
 	for _, r := range recs {
 		if !n.acceptableLocked(from, r) {
@@ -121,14 +122,14 @@ func (n *Node) floodLocked(from *peer, recs []recordMsg) {
 // friend's node sees only certificates and endpoints of this user's nodes
 // that the policy shares with that friend, and this user's revocation list
 // (node ids, no names), so that it drops a removed node too.
-func (n *Node) visibleLocked(p *peer, k RecordKey) bool {
+func (n *Node) visibleLocked(p *peer, k member.RecordKey) bool {
 	if n.store.Own(p.cert.User) {
 		return true
 	}
-	if k.Kind == KindRevoked {
+	if k.Kind == member.KindRevoked {
 		return n.store.Own(k.Node)
 	}
-	if k.Kind != KindCert && k.Kind != KindInfo {
+	if k.Kind != member.KindCert && k.Kind != member.KindInfo {
 		return false
 	}
 	c := n.store.Cert(k.Node)
@@ -144,17 +145,17 @@ func (n *Node) visibleRawLocked(p *peer, r recordMsg) bool {
 		return true // no need to parse: the user's own nodes see everything
 	}
 	switch r.Kind {
-	case KindCert:
-		if c, err := ParseCert(r.Raw); err == nil {
-			return n.visibleLocked(p, RecordKey{KindCert, c.Node})
+	case member.KindCert:
+		if c, err := member.ParseCert(r.Raw); err == nil {
+			return n.visibleLocked(p, member.RecordKey{Kind: member.KindCert, Node: c.Node})
 		}
-	case KindInfo:
-		if i, err := ParseInfo(r.Raw); err == nil {
-			return n.visibleLocked(p, RecordKey{KindInfo, i.Node})
+	case member.KindInfo:
+		if i, err := member.ParseInfo(r.Raw); err == nil {
+			return n.visibleLocked(p, member.RecordKey{Kind: member.KindInfo, Node: i.Node})
 		}
-	case KindRevoked:
-		u, ok := peekDocUser(r.Raw)
-		return ok && n.visibleLocked(p, RecordKey{KindRevoked, u})
+	case member.KindRevoked:
+		u, ok := member.PeekDocUser(r.Raw)
+		return ok && n.visibleLocked(p, member.RecordKey{Kind: member.KindRevoked, Node: u})
 	default:
 		return n.store.Own(p.cert.User)
 	}
@@ -170,28 +171,28 @@ func (n *Node) acceptableLocked(p *peer, r recordMsg) bool {
 		return true
 	}
 	switch r.Kind {
-	case KindCert:
-		c, err := ParseCert(r.Raw)
+	case member.KindCert:
+		c, err := member.ParseCert(r.Raw)
 		return err == nil && c.User == p.cert.User
-	case KindInfo:
-		i, err := ParseInfo(r.Raw)
+	case member.KindInfo:
+		i, err := member.ParseInfo(r.Raw)
 		if err != nil {
 			return false
 		}
 		c := n.store.Cert(i.Node)
 		return c != nil && c.User == p.cert.User
-	case KindRevoked:
-		u, ok := peekDocUser(r.Raw)
+	case member.KindRevoked:
+		u, ok := member.PeekDocUser(r.Raw)
 		return ok && [32]byte(u) == p.cert.User
 	}
 	return false
 }
 
 // recordChangedLocked applies an accepted record to peers and paths.
-func (n *Node) recordChangedLocked(kind RecordKind, raw []byte, now time.Time) {
+func (n *Node) recordChangedLocked(kind member.RecordKind, raw []byte, now time.Time) {
 	switch kind {
-	case KindCert:
-		c := n.store.Cert(peekCertNode(raw)) // as just applied (and verified)
+	case member.KindCert:
+		c := n.store.Cert(member.PeekCertNode(raw)) // as just applied (and verified)
 		if c == nil {
 			return
 		}
@@ -205,15 +206,15 @@ func (n *Node) recordChangedLocked(kind RecordKind, raw []byte, now time.Time) {
 			n.addPeerLocked(n.store.Cert(c.Node), now)
 		}
 		n.certsChangedLocked()
-	case KindFriends, KindPolicy, KindRevoked:
+	case member.KindFriends, member.KindPolicy, member.KindRevoked:
 		for id := range n.peers {
 			if n.store.Cert(id) == nil {
 				n.removePeerLocked(id) // a friend removed
 			}
 		}
 		n.certsChangedLocked()
-	case KindInfo:
-		info := n.store.Info(peekInfoNode(raw)) // as just applied (and verified)
+	case member.KindInfo:
+		info := n.store.Info(member.PeekInfoNode(raw)) // as just applied (and verified)
 		if info == nil {
 			return
 		}
@@ -239,7 +240,7 @@ func (n *Node) refreshInfoLocked(now time.Time) {
 		// costRefresh. One that falls goes at once: a new link's first RTT
 		// sample may be far too high (both ends were busy), and a link
 		// published too dear is left out of the routes meanwhile.
-		sameNodes := slices.EqualFunc(n.info.Links, links, func(a, b LinkInfo) bool { return a.Node == b.Node })
+		sameNodes := slices.EqualFunc(n.info.Links, links, func(a, b member.LinkInfo) bool { return a.Node == b.Node })
 		if sameNodes && !costFell(n.info.Links, links) && now.Sub(n.infoSigned) < costRefresh {
 			return
 		}
@@ -251,15 +252,15 @@ func (n *Node) refreshInfoLocked(now time.Time) {
 	if old := n.store.Info(n.id); old != nil && seq <= old.Seq {
 		seq = old.Seq + 1
 	}
-	info := &NodeInfo{Node: n.id, Seq: seq, Endpoints: eps, Links: links}
-	SignInfo(n.keys.Sign, info)
+	info := &member.NodeInfo{Node: n.id, Seq: seq, Endpoints: eps, Links: links}
+	member.SignInfo(n.keys.Sign, info)
 	if _, err := n.store.AddInfo(info); err != nil {
 		n.logf("glow: own node info: %v", err)
 		return
 	}
 	n.info, n.infoSigned = info, now
 	n.dirty = true
-	n.floodLocked(nil, []recordMsg{{KindInfo, info.Marshal()}})
+	n.floodLocked(nil, []recordMsg{{member.KindInfo, info.Marshal()}})
 }
 
 // handleSTUNLocked answers STUN binding requests on the glow port, so that
@@ -276,14 +277,4 @@ func (n *Node) handleSTUNLocked(b []byte, from netip.AddrPort) {
 	if err := n.bind.SendTo(resp, from); err != nil {
 		n.dropCtl["send-error"]++
 	}
-}
-
-func recordOrder(k RecordKind) int {
-	switch k {
-	case KindFriends:
-		return 0
-	case KindCert:
-		return 1
-	}
-	return 2
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"glow/internal/wire"
+	"glow/overlay/member"
 )
 
 // TestAttackStateGrowth: 10,000 distinct source addresses (127.1.0.0/16 on
@@ -47,7 +48,7 @@ func TestAttackStateGrowth(t *testing.T) {
 		}
 		var key [32]byte
 		rand.Read(key[:])
-		stranger := NodeKeys{Ctl: key}
+		stranger := member.NodeKeys{Ctl: key}
 		req := joinReq{Name: "x"}
 		rand.Read(req.CodeID[:])
 		join := sealCtl(nil, stranger.CtlPublic(), sharedKey(key, n1.ctlPub), req.marshal())
@@ -125,8 +126,8 @@ func heapInUse() uint64 {
 func TestAttackFriendCertFlood(t *testing.T) {
 	const pushed = 1000
 	alice, bob := newTestUser(t, "alice"), newTestUser(t, "bob")
-	st := NewStore(alice.Public())
-	if _, err := st.AddDoc(signedDoc(alice, KindFriends, 1, formatFriends([]Friend{{Name: "bob", Key: [32]byte(bob.Public())}}))); err != nil {
+	st := member.NewStore(alice.Public())
+	if _, err := st.AddDoc(signedDoc(alice, member.KindFriends, 1, member.FormatFriends([]member.Friend{{Name: "bob", Key: [32]byte(bob.Public())}}))); err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now()
@@ -134,7 +135,7 @@ func TestAttackFriendCertFlood(t *testing.T) {
 	first := map[string]bool{}
 	for i := range pushed {
 		_, c := newTestCert(t, bob, fmt.Sprintf("b%d", i), now)
-		if ok, _ := st.Apply(KindCert, c.Marshal(), now); ok && len(first) < 3 {
+		if ok, _ := st.Apply(member.KindCert, c.Marshal(), now); ok && len(first) < 3 {
 			first[c.Name] = true
 		}
 	}
@@ -144,14 +145,14 @@ func TestAttackFriendCertFlood(t *testing.T) {
 			held++
 		}
 	}
-	t.Logf("a friend pushed %d node certificates; the store holds %d of them (refused as over the cap: %d)", pushed, held, st.Rejected[RejectFriendCap])
-	if held > maxFriendCerts {
-		t.Errorf("the store holds %d certificates of one friend (cap %d)", held, maxFriendCerts)
+	t.Logf("a friend pushed %d node certificates; the store holds %d of them (refused as over the cap: %d)", pushed, held, st.Rejected[member.RejectFriendCap])
+	if held > member.MaxFriendCerts {
+		t.Errorf("the store holds %d certificates of one friend (cap %d)", held, member.MaxFriendCerts)
 	}
 	if len(first) == 0 {
 		t.Error("no friend certificate was accepted at all")
 	}
-	if ok, err := st.Apply(KindCert, own.Marshal(), now); !ok || err != nil {
+	if ok, err := st.Apply(member.KindCert, own.Marshal(), now); !ok || err != nil {
 		t.Errorf("our own certificate after the flood: %v %v", ok, err)
 	}
 }

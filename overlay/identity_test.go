@@ -13,50 +13,51 @@ import (
 
 	"glow/internal/leaktest"
 	"glow/internal/wire"
+	"glow/overlay/member"
 )
 
-func newTestUser(t testing.TB, name string) *UserKey {
-	u, err := newUserKey(name)
+func newTestUser(t testing.TB, name string) *member.UserKey {
+	u, err := member.NewUserKey(name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return u
 }
 
-func newTestCert(t testing.TB, u *UserKey, name string, now time.Time) (*NodeKeys, *Cert) {
-	k, err := NewNodeKeys()
+func newTestCert(t testing.TB, u *member.UserKey, name string, now time.Time) (*member.NodeKeys, *member.Cert) {
+	k, err := member.NewNodeKeys()
 	if err != nil {
 		t.Fatal(err)
 	}
-	v4, _ := AllocIPv4(k.ID(), nil)
-	c := &Cert{Node: k.ID(), Name: name, WG: k.WGPublic(), Ctl: k.CtlPublic(), IPv4: v4,
-		IPv6: NodeAddr6(u.Public(), k.ID()), NotBefore: now, NotAfter: now.Add(time.Hour)}
-	SignCert(u, c)
+	v4, _ := member.AllocIPv4(k.ID(), nil)
+	c := &member.Cert{Node: k.ID(), Name: name, WG: k.WGPublic(), Ctl: k.CtlPublic(), IPv4: v4,
+		IPv6: member.NodeAddr6(u.Public(), k.ID()), NotBefore: now, NotAfter: now.Add(time.Hour)}
+	member.SignCert(u, c)
 	return k, c
 }
 
 func TestAddresses(t *testing.T) {
 	u := newTestUser(t, "alice")
-	k, _ := NewNodeKeys()
-	p := UserPrefix6(u.Public())
+	k, _ := member.NewNodeKeys()
+	p := member.UserPrefix6(u.Public())
 	if !p.Addr().Is6() || p.Addr().As16()[0] != 0xfd || p.Bits() != 48 {
 		t.Fatalf("user prefix %v is not a ULA /48", p)
 	}
-	a := NodeAddr6(u.Public(), k.ID())
+	a := member.NodeAddr6(u.Public(), k.ID())
 	if !p.Contains(a) {
 		t.Fatalf("%v not in %v", a, p)
 	}
-	if NodeAddr6(u.Public(), k.ID()) != a {
+	if member.NodeAddr6(u.Public(), k.ID()) != a {
 		t.Fatal("IPv6 not deterministic")
 	}
 	// IPv4 allocation avoids used addresses and stays in range.
 	used := map[netip.Addr]bool{}
 	for i := 0; i < 200; i++ {
-		v4, err := AllocIPv4(k.ID(), used)
+		v4, err := member.AllocIPv4(k.ID(), used)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if used[v4] || !IPv4Range.Contains(v4) || reservedV4[v4] {
+		if used[v4] || !member.IPv4Range.Contains(v4) || member.ReservedV4[v4] {
 			t.Fatalf("bad allocation %v", v4)
 		}
 		used[v4] = true
@@ -67,7 +68,7 @@ func TestCertRoundTripAndForgery(t *testing.T) {
 	now := time.Now()
 	alice, mallory := newTestUser(t, "alice"), newTestUser(t, "mallory")
 	_, c := newTestCert(t, alice, "nas", now)
-	got, err := ParseCert(c.Marshal())
+	got, err := member.ParseCert(c.Marshal())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,10 +78,10 @@ func TestCertRoundTripAndForgery(t *testing.T) {
 	if err := got.Verify(alice.Public(), now); err != nil {
 		t.Fatal(err)
 	}
-	if err := got.Verify(mallory.Public(), now); !errors.Is(err, ErrWrongUser) {
+	if err := got.Verify(mallory.Public(), now); !errors.Is(err, member.ErrWrongUser) {
 		t.Fatalf("other user's key accepted: %v", err)
 	}
-	if err := got.Verify(alice.Public(), now.Add(2*time.Hour)); !errors.Is(err, ErrExpired) {
+	if err := got.Verify(alice.Public(), now.Add(2*time.Hour)); !errors.Is(err, member.ErrExpired) {
 		t.Fatalf("expired accepted: %v", err)
 	}
 	// Every single-bit flip is rejected.
@@ -88,21 +89,21 @@ func TestCertRoundTripAndForgery(t *testing.T) {
 	for i := 0; i < len(raw)*8; i += 7 {
 		b := bytes.Clone(raw)
 		b[i/8] ^= 1 << (i % 8)
-		if _, err := ParseCert(b); err == nil {
+		if _, err := member.ParseCert(b); err == nil {
 			t.Fatalf("flip of bit %d accepted", i)
 		}
 	}
 	// A certificate naming alice's key but signed by mallory.
-	k, _ := NewNodeKeys()
-	forged := &Cert{Node: k.ID(), Name: "evil", WG: k.WGPublic(), Ctl: k.CtlPublic(), IPv4: c.IPv4,
-		IPv6: NodeAddr6(alice.Public(), k.ID()), NotBefore: now, NotAfter: now.Add(time.Hour)}
-	SignCert(mallory, forged)
+	k, _ := member.NewNodeKeys()
+	forged := &member.Cert{Node: k.ID(), Name: "evil", WG: k.WGPublic(), Ctl: k.CtlPublic(), IPv4: c.IPv4,
+		IPv6: member.NodeAddr6(alice.Public(), k.ID()), NotBefore: now, NotAfter: now.Add(time.Hour)}
+	member.SignCert(mallory, forged)
 	b := forged.Marshal()
 	copy(b[1:33], alice.Public()) // claim alice's key
-	if _, err := ParseCert(b); !errors.Is(err, ErrBadSignature) && !errors.Is(err, ErrMalformed) {
+	if _, err := member.ParseCert(b); !errors.Is(err, member.ErrBadSignature) && !errors.Is(err, member.ErrMalformed) {
 		t.Fatalf("forged certificate: %v", err)
 	}
-	if _, err := ParseCert(raw[:len(raw)-1]); err == nil {
+	if _, err := member.ParseCert(raw[:len(raw)-1]); err == nil {
 		t.Fatal("truncated certificate accepted")
 	}
 }
@@ -110,45 +111,45 @@ func TestCertRoundTripAndForgery(t *testing.T) {
 func TestStoreRejectsForgedStaleExpired(t *testing.T) {
 	now := time.Now()
 	alice, mallory := newTestUser(t, "alice"), newTestUser(t, "mallory")
-	st := NewStore(alice.Public())
+	st := member.NewStore(alice.Public())
 	k, c := newTestCert(t, alice, "nas", now)
-	if ok, err := st.Apply(KindCert, c.Marshal(), now); !ok || err != nil {
+	if ok, err := st.Apply(member.KindCert, c.Marshal(), now); !ok || err != nil {
 		t.Fatalf("valid cert: %v %v", ok, err)
 	}
-	if ok, err := st.Apply(KindCert, c.Marshal(), now); ok || err != nil {
+	if ok, err := st.Apply(member.KindCert, c.Marshal(), now); ok || err != nil {
 		t.Fatalf("same cert again: %v %v", ok, err)
 	}
 	_, mc := newTestCert(t, mallory, "evil", now)
-	if _, err := st.Apply(KindCert, mc.Marshal(), now); err == nil || st.Rejected[RejectUser] != 1 {
+	if _, err := st.Apply(member.KindCert, mc.Marshal(), now); err == nil || st.Rejected[member.RejectUser] != 1 {
 		t.Fatalf("other user's cert: %v %v", err, st.Rejected)
 	}
 	_, old := newTestCert(t, alice, "old", now.Add(-3*time.Hour))
-	if _, err := st.Apply(KindCert, old.Marshal(), now); err == nil || st.Rejected[RejectExpired] != 1 {
+	if _, err := st.Apply(member.KindCert, old.Marshal(), now); err == nil || st.Rejected[member.RejectExpired] != 1 {
 		t.Fatalf("expired cert: %v %v", err, st.Rejected)
 	}
-	if _, err := st.Apply(KindCert, []byte("garbage"), now); err == nil || st.Rejected[RejectMalformed] != 1 {
+	if _, err := st.Apply(member.KindCert, []byte("garbage"), now); err == nil || st.Rejected[member.RejectMalformed] != 1 {
 		t.Fatalf("garbage: %v", err)
 	}
 	// Node info: signed by the node, ordered by Seq.
-	info := &NodeInfo{Node: k.ID(), Seq: 10, Endpoints: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:47470")}}
-	SignInfo(k.Sign, info)
-	if ok, err := st.Apply(KindInfo, info.Marshal(), now); !ok || err != nil {
+	info := &member.NodeInfo{Node: k.ID(), Seq: 10, Endpoints: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:47470")}}
+	member.SignInfo(k.Sign, info)
+	if ok, err := st.Apply(member.KindInfo, info.Marshal(), now); !ok || err != nil {
 		t.Fatalf("info: %v %v", ok, err)
 	}
-	stale := &NodeInfo{Node: k.ID(), Seq: 9}
-	SignInfo(k.Sign, stale)
-	if _, err := st.Apply(KindInfo, stale.Marshal(), now); err == nil || st.Rejected[RejectStale] != 1 {
+	stale := &member.NodeInfo{Node: k.ID(), Seq: 9}
+	member.SignInfo(k.Sign, stale)
+	if _, err := st.Apply(member.KindInfo, stale.Marshal(), now); err == nil || st.Rejected[member.RejectStale] != 1 {
 		t.Fatalf("replayed older info: %v %v", err, st.Rejected)
 	}
-	other, _ := NewNodeKeys()
-	forged := &NodeInfo{Node: k.ID(), Seq: 11}
-	SignInfo(other.Sign, forged) // signed by the wrong key
-	if _, err := st.Apply(KindInfo, forged.Marshal(), now); err == nil || st.Rejected[RejectSignature] != 1 {
+	other, _ := member.NewNodeKeys()
+	forged := &member.NodeInfo{Node: k.ID(), Seq: 11}
+	member.SignInfo(other.Sign, forged) // signed by the wrong key
+	if _, err := st.Apply(member.KindInfo, forged.Marshal(), now); err == nil || st.Rejected[member.RejectSignature] != 1 {
 		t.Fatalf("forged info: %v %v", err, st.Rejected)
 	}
-	orphan := &NodeInfo{Node: other.ID(), Seq: 1}
-	SignInfo(other.Sign, orphan)
-	if _, err := st.Apply(KindInfo, orphan.Marshal(), now); err == nil || st.Rejected[RejectNoCert] != 1 {
+	orphan := &member.NodeInfo{Node: other.ID(), Seq: 1}
+	member.SignInfo(other.Sign, orphan)
+	if _, err := st.Apply(member.KindInfo, orphan.Marshal(), now); err == nil || st.Rejected[member.RejectNoCert] != 1 {
 		t.Fatalf("info of uncertified node: %v", err)
 	}
 	if st.Info(k.ID()).Seq != 10 {
@@ -156,21 +157,21 @@ func TestStoreRejectsForgedStaleExpired(t *testing.T) {
 	}
 	// A newer certificate for the same node replaces the old one.
 	c2 := *c
-	c2.raw = nil
+	c2.Raw = nil
 	c2.NotBefore = now.Add(time.Second)
-	SignCert(alice, &c2)
-	if ok, err := st.Apply(KindCert, c2.Marshal(), now); !ok || err != nil {
+	member.SignCert(alice, &c2)
+	if ok, err := st.Apply(member.KindCert, c2.Marshal(), now); !ok || err != nil {
 		t.Fatalf("newer cert: %v %v", ok, err)
 	}
-	if ok, err := st.Apply(KindCert, c.Marshal(), now); ok || err == nil {
+	if ok, err := st.Apply(member.KindCert, c.Marshal(), now); ok || err == nil {
 		t.Fatal("older cert replaced a newer one")
 	}
 }
 
 func TestInviteCodes(t *testing.T) {
 	alice := newTestUser(t, "alice")
-	k, _ := NewNodeKeys()
-	inv := &Invite{UserHash: UserHash(alice.Public()), Inviter: k.CtlPublic(),
+	k, _ := member.NewNodeKeys()
+	inv := &member.Invite{UserHash: member.UserHash(alice.Public()), Inviter: k.CtlPublic(),
 		Expires: time.Unix(1900000000, 0), Endpoints: []netip.AddrPort{
 			netip.MustParseAddrPort("10.0.0.1:47470"), netip.MustParseAddrPort("[2001:db8::1]:47470")}}
 	copy(inv.Secret[:], "0123456789abcdef")
@@ -178,19 +179,19 @@ func TestInviteCodes(t *testing.T) {
 	if !strings.HasPrefix(code, "glow-") || strings.ContainsAny(code, " \n") {
 		t.Fatalf("code %q", code)
 	}
-	got, err := ParseInvite(code)
+	got, err := member.ParseInvite(code)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got.Secret != inv.Secret || got.Inviter != inv.Inviter || len(got.Endpoints) != 2 || got.Endpoints[1] != inv.Endpoints[1] || !got.Expires.Equal(inv.Expires) {
 		t.Fatalf("round trip: %+v", got)
 	}
-	if _, err := ParseInvite(strings.ToUpper(code[:5]) + code[5:]); err == nil {
+	if _, err := member.ParseInvite(strings.ToUpper(code[:5]) + code[5:]); err == nil {
 		t.Fatal("wrong prefix accepted")
 	}
 	bad := []string{"", "glow-", "glow-abc", code[:len(code)-1], code[:20] + "z" + code[21:], code + "a", "tskey-abc"}
 	for _, b := range bad {
-		if _, err := ParseInvite(b); err == nil {
+		if _, err := member.ParseInvite(b); err == nil {
 			t.Errorf("malformed code %q accepted", b)
 		}
 	}
@@ -212,12 +213,12 @@ func TestJoinSingleUse(t *testing.T) {
 		t.Fatalf("reuse: %v", err)
 	}
 	// The failed join left no certificate behind, and kept the keys it made.
-	st := State{Dir: cfg.StateDir}
+	st := member.State{Dir: cfg.StateDir}
 	if st.Exists("cert") || !st.Exists("node.key") {
 		t.Fatal("failed join: want node.key and no cert")
 	}
 	// A wrong secret for a real code id: the proof fails.
-	inv, _ := ParseInvite(code)
+	inv, _ := member.ParseInvite(code)
 	inv.Secret[0] ^= 1
 	cfg.StateDir = t.TempDir()
 	cfg.JoinCode = inv.Code()
@@ -237,11 +238,11 @@ func TestJoinSingleUse(t *testing.T) {
 
 func TestStateFiles(t *testing.T) {
 	leaktest.Check(t) // a Start that fails leaves nothing running
-	st := State{Dir: t.TempDir()}
+	st := member.State{Dir: t.TempDir()}
 	if _, err := st.LoadNodeKeys(); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("missing keys: %v", err)
 	}
-	k, _ := NewNodeKeys()
+	k, _ := member.NewNodeKeys()
 	if err := st.SaveNodeKeys(k); err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +254,7 @@ func TestStateFiles(t *testing.T) {
 	if err != nil || k2.ID() != k.ID() || k2.WG != k.WG || k2.Ctl != k.Ctl {
 		t.Fatalf("reload: %v", err)
 	}
-	other, _ := NewNodeKeys()
+	other, _ := member.NewNodeKeys()
 	if err := st.SaveNodeKeys(other); err == nil {
 		t.Fatal("keys overwritten")
 	}
@@ -265,8 +266,8 @@ func TestStateFiles(t *testing.T) {
 	for _, bad := range []string{"", "nonsense", "glow node key v1\nsign AAAA\n", strings.Replace(string(orig), "wg ", "wg x", 1)} {
 		os.WriteFile(st.Path("node.key"), []byte(bad), 0o600)
 		_, err := st.LoadNodeKeys()
-		var de *DamagedError
-		if !errors.As(err, &de) || !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), st.Path("node.key")) {
+		var de *member.DamagedError
+		if !errors.As(err, &de) || !errors.Is(err, member.ErrDamaged) || !strings.Contains(err.Error(), st.Path("node.key")) {
 			t.Fatalf("damaged %q: %v", bad, err)
 		}
 		if got, _ := os.ReadFile(st.Path("node.key")); string(got) != bad {
@@ -275,7 +276,7 @@ func TestStateFiles(t *testing.T) {
 	}
 	os.WriteFile(st.Path("node.key"), orig, 0o600)
 	os.WriteFile(st.Path("cert"), []byte("not a cert"), 0o644)
-	if _, err := st.LoadCert(); !errors.Is(err, ErrDamaged) {
+	if _, err := st.LoadCert(); !errors.Is(err, member.ErrDamaged) {
 		t.Fatalf("damaged cert: %v", err)
 	}
 	// Start refuses a damaged state and names the file.
@@ -285,7 +286,7 @@ func TestStateFiles(t *testing.T) {
 	}
 	// A damaged records cache is not fatal.
 	os.WriteFile(st.Path("records"), []byte{1, 2}, 0o600)
-	if err := st.LoadRecords(NewStore(nil), func(RecordKind, []byte) error { return nil }); !errors.Is(err, ErrDamaged) {
+	if err := st.LoadRecords(member.NewStore(nil), func(member.RecordKind, []byte) error { return nil }); !errors.Is(err, member.ErrDamaged) {
 		t.Fatalf("damaged records: %v", err)
 	}
 }
@@ -319,7 +320,7 @@ func FuzzParseCert(f *testing.F) {
 	f.Add(c.Marshal())
 	f.Add([]byte{1})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		c, err := ParseCert(b)
+		c, err := member.ParseCert(b)
 		if err == nil && !bytes.Equal(c.Marshal(), b) {
 			t.Fatal("accepted certificate does not re-encode to its bytes")
 		}
@@ -327,27 +328,27 @@ func FuzzParseCert(f *testing.F) {
 }
 
 func FuzzParseInfo(f *testing.F) {
-	k, _ := NewNodeKeys()
-	n := &NodeInfo{Node: k.ID(), Seq: 1, Endpoints: []netip.AddrPort{netip.MustParseAddrPort("[::1]:1")}}
-	SignInfo(k.Sign, n)
+	k, _ := member.NewNodeKeys()
+	n := &member.NodeInfo{Node: k.ID(), Seq: 1, Endpoints: []netip.AddrPort{netip.MustParseAddrPort("[::1]:1")}}
+	member.SignInfo(k.Sign, n)
 	f.Add(n.Marshal())
-	f.Fuzz(func(t *testing.T, b []byte) { ParseInfo(b) })
+	f.Fuzz(func(t *testing.T, b []byte) { member.ParseInfo(b) })
 }
 
 func FuzzParseInvite(f *testing.F) {
-	inv := &Invite{Expires: time.Unix(1, 0), Endpoints: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:1")}}
+	inv := &member.Invite{Expires: time.Unix(1, 0), Endpoints: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:1")}}
 	f.Add(inv.Code())
 	inv.Streams = []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:443")}
 	f.Add(inv.Code())
 	f.Add("glow-")
 	f.Fuzz(func(t *testing.T, s string) {
-		inv, err := ParseInvite(s)
+		inv, err := member.ParseInvite(s)
 		if err == nil {
-			again, err := ParseInvite(inv.Code())
+			again, err := member.ParseInvite(inv.Code())
 			if err != nil {
 				t.Fatalf("re-encoded code does not parse: %v", err)
 			}
-			if !slices.Equal(again.Streams, inv.Streams) || len(inv.Streams) > maxInviteStreams {
+			if !slices.Equal(again.Streams, inv.Streams) || len(inv.Streams) > member.MaxInviteStreams {
 				t.Fatalf("stream addresses %v, re-read as %v", inv.Streams, again.Streams)
 			}
 		}
@@ -357,9 +358,9 @@ func FuzzParseInvite(f *testing.F) {
 func FuzzParseCtl(f *testing.F) {
 	f.Add(pingMsg{}.marshal())
 	f.Add(pongMsg{Seen: netip.MustParseAddrPort("1.2.3.4:5")}.marshal())
-	f.Add(marshalDigests([]DigestEntry{{RecordKey{KindCert, wire.NodeID{1}}, 7}})[0])
-	f.Add(marshalWants([]RecordKey{{KindInfo, wire.NodeID{2}}})[0])
-	f.Add(marshalRecords([]recordMsg{{KindCert, []byte("x")}})[0])
+	f.Add(marshalDigests([]member.DigestEntry{{RecordKey: member.RecordKey{Kind: member.KindCert, Node: wire.NodeID{1}}, Version: 7}})[0])
+	f.Add(marshalWants([]member.RecordKey{{Kind: member.KindInfo, Node: wire.NodeID{2}}})[0])
+	f.Add(marshalRecords([]recordMsg{{member.KindCert, []byte("x")}})[0])
 	f.Add(joinReq{Name: "a", Sig: [64]byte{1}}.marshal())
 	f.Add(joinReq{Name: "a"}.marshal()[:1+16+16+32+32+32+1+1]) // from a joiner that signs nothing
 	f.Add(joinResp{OK: true, Cert: []byte("c")}.marshal())
@@ -386,8 +387,8 @@ func FuzzParseBeacon(f *testing.F) {
 }
 
 func TestControlSealing(t *testing.T) {
-	a, _ := NewNodeKeys()
-	b, _ := NewNodeKeys()
+	a, _ := member.NewNodeKeys()
+	b, _ := member.NewNodeKeys()
 	m := pingMsg{TxID: [12]byte{1, 2, 3}}.marshal()
 	pkt := sealCtl(nil, a.CtlPublic(), sharedKey(a.Ctl, b.CtlPublic()), m)
 	if wire.Classify(pkt) != wire.KindControl {
@@ -401,7 +402,7 @@ func TestControlSealing(t *testing.T) {
 	if err != nil || !bytes.Equal(got, m) {
 		t.Fatalf("open: %v", err)
 	}
-	c, _ := NewNodeKeys()
+	c, _ := member.NewNodeKeys()
 	if _, err := openCtl(pkt, sharedKey(c.Ctl, sender)); err == nil {
 		t.Fatal("a third party opened the packet")
 	}
@@ -442,7 +443,7 @@ func TestRemoveNode(t *testing.T) {
 	refusedRevoked := func() uint64 {
 		n2.mu.Lock()
 		defer n2.mu.Unlock()
-		return n2.store.Rejected[RejectRevoked]
+		return n2.store.Rejected[member.RejectRevoked]
 	}
 	r0, d0 := refusedRevoked(), controlDrops(n2)
 	waitFor(t, 30*time.Second, "n2 to refuse something of n3's", func() bool {
@@ -464,32 +465,32 @@ func TestRemoveNode(t *testing.T) {
 func TestStoreRefusesKeyChange(t *testing.T) {
 	now := time.Now()
 	alice, bob := newTestUser(t, "alice"), newTestUser(t, "bob")
-	st := NewStore(alice.Public())
+	st := member.NewStore(alice.Public())
 	_, c := newTestCert(t, alice, "nas", now)
-	if ok, err := st.Apply(KindCert, c.Marshal(), now); !ok || err != nil {
+	if ok, err := st.Apply(member.KindCert, c.Marshal(), now); !ok || err != nil {
 		t.Fatalf("valid cert: %v %v", ok, err)
 	}
-	other, _ := NewNodeKeys()
-	rekey := func(u *UserKey, wg, ctl wire.Key, at time.Time) *Cert {
+	other, _ := member.NewNodeKeys()
+	rekey := func(u *member.UserKey, wg, ctl wire.Key, at time.Time) *member.Cert {
 		c2 := *c
-		c2.raw, c2.WG, c2.Ctl, c2.NotBefore = nil, wg, ctl, at
-		c2.IPv6 = NodeAddr6(u.Public(), c.Node)
-		SignCert(u, &c2)
+		c2.Raw, c2.WG, c2.Ctl, c2.NotBefore = nil, wg, ctl, at
+		c2.IPv6 = member.NodeAddr6(u.Public(), c.Node)
+		member.SignCert(u, &c2)
 		return &c2
 	}
 	newWG := rekey(alice, other.WGPublic(), c.Ctl, now.Add(time.Second))
 	newCtl := rekey(alice, c.WG, other.CtlPublic(), now.Add(time.Second))
-	for _, bad := range []*Cert{newWG, newCtl} {
-		if ok, err := st.Apply(KindCert, bad.Marshal(), now); ok || err == nil {
+	for _, bad := range []*member.Cert{newWG, newCtl} {
+		if ok, err := st.Apply(member.KindCert, bad.Marshal(), now); ok || err == nil {
 			t.Fatalf("key change accepted: %v %v", ok, err)
 		}
 	}
 	// A friend's user key cannot claim the node either.
-	st.AddDoc(signedDoc(alice, KindFriends, 1, formatFriends([]Friend{{Name: "bob", Key: [32]byte(bob.Public())}})))
-	if ok, err := st.Apply(KindCert, rekey(bob, c.WG, c.Ctl, now.Add(time.Second)).Marshal(), now); ok || err == nil {
+	st.AddDoc(signedDoc(alice, member.KindFriends, 1, member.FormatFriends([]member.Friend{{Name: "bob", Key: [32]byte(bob.Public())}})))
+	if ok, err := st.Apply(member.KindCert, rekey(bob, c.WG, c.Ctl, now.Add(time.Second)).Marshal(), now); ok || err == nil {
 		t.Fatalf("another user's certificate for the node accepted: %v %v", ok, err)
 	}
-	if n := st.Rejected[RejectKeyChange]; n != 3 {
+	if n := st.Rejected[member.RejectKeyChange]; n != 3 {
 		t.Fatalf("key-change refusals counted %d, want 3", n)
 	}
 	if !bytes.Equal(st.Cert(c.Node).Marshal(), c.Marshal()) {
@@ -497,17 +498,17 @@ func TestStoreRefusesKeyChange(t *testing.T) {
 	}
 	// A renewal with the same keys is fine.
 	renewed := rekey(alice, c.WG, c.Ctl, now.Add(2*time.Second))
-	if ok, err := st.Apply(KindCert, renewed.Marshal(), now); !ok || err != nil {
+	if ok, err := st.Apply(member.KindCert, renewed.Marshal(), now); !ok || err != nil {
 		t.Fatalf("renewal: %v %v", ok, err)
 	}
 	// Revoked, the id takes no certificate; once the revocation is lifted by
 	// a newer list, it takes one with new keys.
-	st.AddDoc(signedDoc(alice, KindRevoked, 1, formatRevoked([]wire.NodeID{c.Node})))
-	if ok, err := st.Apply(KindCert, newWG.Marshal(), now); ok || err == nil || st.Rejected[RejectRevoked] != 1 {
+	st.AddDoc(signedDoc(alice, member.KindRevoked, 1, member.FormatRevoked([]wire.NodeID{c.Node})))
+	if ok, err := st.Apply(member.KindCert, newWG.Marshal(), now); ok || err == nil || st.Rejected[member.RejectRevoked] != 1 {
 		t.Fatalf("certificate of a revoked node: %v %v", ok, err)
 	}
-	st.AddDoc(signedDoc(alice, KindRevoked, 2, nil))
-	if ok, err := st.Apply(KindCert, newWG.Marshal(), now); !ok || err != nil {
+	st.AddDoc(signedDoc(alice, member.KindRevoked, 2, nil))
+	if ok, err := st.Apply(member.KindCert, newWG.Marshal(), now); !ok || err != nil {
 		t.Fatalf("new keys after a revocation: %v %v", ok, err)
 	}
 }

@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"glow/overlay/member"
 	"net"
 	"net/netip"
 )
@@ -28,7 +29,7 @@ func interfaceAddrs() []netip.Addr {
 				continue
 			}
 			ip = ip.Unmap()
-			if ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsMulticast() || IPv4Range.Contains(ip) {
+			if ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsMulticast() || member.IPv4Range.Contains(ip) {
 				continue
 			}
 			out = append(out, ip)

@@ -17,6 +17,7 @@ import (
 	"glow/internal/wire"
 	"glow/link"
 	"glow/overlay/api"
+	"glow/overlay/member"
 )
 
 const (
@@ -27,8 +28,8 @@ const (
 // join runs the joiner's side of an invite: a sealed request carrying a
 // proof of the code's secret, sent from a short-lived socket on the node's
 // port to every endpoint in the code until the inviter answers.
-func (n *Node) join(code string, port uint16) (*Cert, error) {
-	inv, err := ParseInvite(code)
+func (n *Node) join(code string, port uint16) (*member.Cert, error) {
+	inv, err := member.ParseInvite(code)
 	if err != nil {
 		return nil, err
 	}
@@ -77,11 +78,11 @@ func (n *Node) join(code string, port uint16) (*Cert, error) {
 	if !resp.OK {
 		return nil, fmt.Errorf("the inviting node refused to admit this node: %s", resp.Err)
 	}
-	c, err := ParseCert(resp.Cert)
+	c, err := member.ParseCert(resp.Cert)
 	if err != nil {
 		return nil, fmt.Errorf("the inviting node sent a bad certificate: %w", err)
 	}
-	if UserHash(c.User[:]) != inv.UserHash || c.Node != n.id || c.WG != req.WG || c.Ctl != n.ctlPub {
+	if member.UserHash(c.User[:]) != inv.UserHash || c.Node != n.id || c.WG != req.WG || c.Ctl != n.ctlPub {
 		return nil, errors.New("the inviting node sent a certificate that does not match this node or the code")
 	}
 	for _, ap := range j.targets { // the code's addresses and the members found meanwhile
@@ -97,7 +98,7 @@ func (n *Node) join(code string, port uint16) (*Cert, error) {
 // joinExchange sends req, sealed from the control key ctl (public half
 // ctlPub) to the inviter, from pc to every endpoint of inv until the
 // inviter answers or joinTimeout passes, and returns the answer.
-func joinExchange(pc net.PacketConn, inv *Invite, ctl [32]byte, ctlPub wire.Key, req joinReq, logf func(string, ...any)) (joinResp, error) {
+func joinExchange(pc net.PacketConn, inv *member.Invite, ctl [32]byte, ctlPub wire.Key, req joinReq, logf func(string, ...any)) (joinResp, error) {
 	j := &joiner{pc: pc, inv: inv, ctl: ctl, ctlPub: ctlPub, req: req, logf: logf}
 	return j.run()
 }
@@ -116,7 +117,7 @@ const (
 type joiner struct {
 	pc        net.PacketConn
 	disc      *link.Discovery // LAN beacons, or nil
-	inv       *Invite
+	inv       *member.Invite
 	ctl       [32]byte
 	ctlPub    wire.Key
 	req       joinReq
@@ -311,15 +312,15 @@ func (j *joiner) hint() {
 // joinBeacon checks a beacon for a joiner, who holds no certificate: it is
 // from a member of the user the code names (its certificate signed by that
 // user, the beacon by the node), and fresh.
-func joinBeacon(b []byte, user [16]byte, now time.Time) (*Cert, uint16, error) {
+func joinBeacon(b []byte, user [16]byte, now time.Time) (*member.Cert, uint16, error) {
 	bc, err := parseBeacon(b)
 	if err != nil {
 		return nil, 0, err
 	}
-	if UserHash(bc.user[:]) != user {
+	if member.UserHash(bc.user[:]) != user {
 		return nil, 0, errors.New("beacon of another user")
 	}
-	if d := now.Sub(bc.time); d > clockSkew || d < -clockSkew {
+	if d := now.Sub(bc.time); d > member.ClockSkew || d < -member.ClockSkew {
 		return nil, 0, errors.New("stale beacon")
 	}
 	c, err := joinMemberCert(bc.cert, bc.node, user, now)
@@ -404,7 +405,7 @@ func (n *Node) handshakeLocked(pkt []byte, sender wire.Key, from netip.AddrPort,
 	var shared *[32]byte
 	if p := n.byCtl[sender]; p != nil {
 		shared = p.shared
-	} else if ch == nil && !n.invites.live(now) {
+	} else if ch == nil && !n.invites.Live(now, joinTimeout) {
 		n.dropCtl["unknown-sender"]++
 		return
 	} else {
@@ -466,8 +467,8 @@ func (n *Node) handshakeLocked(pkt []byte, sender wire.Key, from netip.AddrPort,
 	}
 }
 
-func (n *Node) admitLocked(req joinReq, ctl wire.Key, now time.Time) (*Cert, error) {
-	inv := n.invites.byID[req.CodeID]
+func (n *Node) admitLocked(req joinReq, ctl wire.Key, now time.Time) (*member.Cert, error) {
+	inv := n.invites.ByID[req.CodeID]
 	if inv == nil || inv.Friend {
 		return nil, errInviteUnknown
 	}
@@ -481,7 +482,7 @@ func (n *Node) admitLocked(req joinReq, ctl wire.Key, now time.Time) (*Cert, err
 	// A retry of a request already granted gets the same certificate.
 	for i, id := range inv.UsedBy {
 		if id == req.Node {
-			if c, err := ParseCert(inv.Certs[i]); err == nil && c.Ctl == ctl && c.WG == req.WG {
+			if c, err := member.ParseCert(inv.Certs[i]); err == nil && c.Ctl == ctl && c.WG == req.WG {
 				return c, nil
 			}
 		}
@@ -492,7 +493,7 @@ func (n *Node) admitLocked(req joinReq, ctl wire.Key, now time.Time) (*Cert, err
 	if inv.Uses <= 0 {
 		return nil, errInviteUsed
 	}
-	if !ValidName(req.Name) {
+	if !member.ValidName(req.Name) {
 		return nil, fmt.Errorf("bad node name %q", req.Name)
 	}
 	// An id is certified once: never again, and never to other keys.
@@ -513,16 +514,16 @@ func (n *Node) admitLocked(req joinReq, ctl wire.Key, now time.Time) (*Cert, err
 		suffix := fmt.Sprintf("-%d", i)
 		name = strings.TrimRight(req.Name[:min(len(req.Name), 63-len(suffix))], "-") + suffix
 	}
-	v4, err := AllocIPv4(req.Node, used)
+	v4, err := member.AllocIPv4(req.Node, used)
 	if err != nil {
 		return nil, err
 	}
-	c := &Cert{
+	c := &member.Cert{
 		Node: req.Node, Name: name, WG: req.WG, Ctl: ctl,
-		IPv4: v4, IPv6: NodeAddr6(n.user.Public(), req.Node),
+		IPv4: v4, IPv6: member.NodeAddr6(n.user.Public(), req.Node),
 		NotBefore: now, NotAfter: now.Add(certLifetime),
 	}
-	SignCert(n.user, c)
+	member.SignCert(n.user, c)
 	// The use is on disk before the certificate exists anywhere.
 	undo, err := n.useInviteLocked(inv, req.Node, c.Marshal(), now)
 	if err != nil {
@@ -537,7 +538,7 @@ func (n *Node) admitLocked(req joinReq, ctl wire.Key, now time.Time) (*Cert, err
 	n.logf("glow: admitted %s (%v, %v)", c.FQDN(), c.IPv4, c.IPv6)
 	n.addPeerLocked(c, now)
 	n.refreshPolicyLocked()
-	n.floodLocked(nil, []recordMsg{{KindCert, c.Marshal()}}) // tell the neighbours about the new member
+	n.floodLocked(nil, []recordMsg{{member.KindCert, c.Marshal()}}) // tell the neighbours about the new member
 	return c, nil
 }
 
@@ -549,13 +550,13 @@ func (n *Node) Invite(ttl time.Duration, uses int) (string, error) {
 	if uses <= 0 {
 		uses = 1
 	}
-	if uses > maxInviteUses {
-		return "", api.Errorf(api.CodeInvalidArgument, "a code admits at most %d nodes (--uses %d)", maxInviteUses, uses)
+	if uses > member.MaxInviteUses {
+		return "", api.Errorf(api.CodeInvalidArgument, "a code admits at most %d nodes (--uses %d)", member.MaxInviteUses, uses)
 	}
-	return n.issueInvite(ttl, uses, false, func(p *pendingInvite, now time.Time) string {
+	return n.issueInvite(ttl, uses, false, func(p *member.PendingInvite, now time.Time) string {
 		eps := n.inviteEndpointsLocked(now)
-		inv := &Invite{
-			UserHash: UserHash(n.cert.User[:]), Inviter: n.ctlPub, Secret: p.Secret,
+		inv := &member.Invite{
+			UserHash: member.UserHash(n.cert.User[:]), Inviter: n.ctlPub, Secret: p.Secret,
 			Expires: p.Expires, Endpoints: eps, Streams: n.inviteStreams(eps),
 		}
 		return inv.Code()

@@ -12,15 +12,16 @@ import (
 	"time"
 
 	"glow/internal/wire"
+	"glow/overlay/member"
 )
 
 // redeem sends one join request for code, naming node, with the WireGuard
 // and control keys of keys and signed by keys' node key, from a fresh
 // loopback socket, and returns the inviter's answer. It is the wire-level
 // join, without a Node around it, so a test can name any node id.
-func redeem(t *testing.T, code string, node wire.NodeID, keys *NodeKeys, name string) joinResp {
+func redeem(t *testing.T, code string, node wire.NodeID, keys *member.NodeKeys, name string) joinResp {
 	t.Helper()
-	inv, err := ParseInvite(code)
+	inv, err := member.ParseInvite(code)
 	if err != nil {
 		t.Error(err)
 		return joinResp{}
@@ -43,7 +44,7 @@ func redeem(t *testing.T, code string, node wire.NodeID, keys *NodeKeys, name st
 }
 
 // heldCert returns the certificate n holds for id, or nil.
-func heldCert(n *Node, id wire.NodeID) *Cert {
+func heldCert(n *Node, id wire.NodeID) *member.Cert {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.store.Cert(id)
@@ -69,7 +70,7 @@ func TestAttackJoinTakeover(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		atk, _ := NewNodeKeys()
+		atk, _ := member.NewNodeKeys()
 		resp := redeem(t, code, v.id, atk, v.Cert().Name)
 		if resp.OK {
 			issued++
@@ -116,24 +117,24 @@ func TestAttackJoinTakeover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	atk, _ := NewNodeKeys()
-	stolen := &NodeKeys{Sign: nodes[1].keys.Sign, WG: atk.WG, Ctl: atk.Ctl}
+	atk, _ := member.NewNodeKeys()
+	stolen := &member.NodeKeys{Sign: nodes[1].keys.Sign, WG: atk.WG, Ctl: atk.Ctl}
 	if resp := redeem(t, code, nodes[1].id, stolen, "n2"); resp.OK || resp.Err != errJoinMember.Error() {
 		t.Fatalf("a second certificate for n2's id: %+v", resp)
 	}
 
 	v := nodes[1]
 	rogue := *v.Cert()
-	rogue.raw, rogue.WG, rogue.Ctl = nil, atk.WGPublic(), atk.CtlPublic()
+	rogue.Raw, rogue.WG, rogue.Ctl = nil, atk.WGPublic(), atk.CtlPublic()
 	rogue.NotBefore = time.Now()
 	admin.mu.Lock()
-	SignCert(admin.user, &rogue)
-	admin.floodLocked(nil, []recordMsg{{KindCert, rogue.Marshal()}})
+	member.SignCert(admin.user, &rogue)
+	admin.floodLocked(nil, []recordMsg{{member.KindCert, rogue.Marshal()}})
 	admin.mu.Unlock()
 	refusedBy := func(n *Node) uint64 {
 		n.mu.Lock()
 		defer n.mu.Unlock()
-		return n.store.Rejected[RejectKeyChange]
+		return n.store.Rejected[member.RejectKeyChange]
 	}
 	took := func(n *Node) bool {
 		h := heldCert(n, v.id)
@@ -156,7 +157,7 @@ func TestAttackJoinTakeover(t *testing.T) {
 		}
 	}
 	t.Logf("a user-signed certificate giving %s other keys: taken by %d/%d receivers", v.Cert().Name, taken, len(receivers))
-	if s := nodes[2].Status(); s.Drops["record/"+RejectKeyChange] == 0 {
+	if s := nodes[2].Status(); s.Drops["record/"+member.RejectKeyChange] == 0 {
 		t.Errorf("status does not show the refusal: %v", s.Drops)
 	}
 }
@@ -177,7 +178,7 @@ func TestAttackInviteRace(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			k, _ := NewNodeKeys()
+			k, _ := member.NewNodeKeys()
 			if resp := redeem(t, code, k.ID(), k, "racer"); resp.OK {
 				mu.Lock()
 				admitted++
@@ -216,7 +217,7 @@ func TestAttackInviteSaveFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	admitted := 0
-	k1, _ := NewNodeKeys()
+	k1, _ := member.NewNodeKeys()
 	resp := redeem(t, code, k1.ID(), k1, "n2")
 	if resp.OK {
 		admitted++
@@ -231,11 +232,11 @@ func TestAttackInviteSaveFails(t *testing.T) {
 	port := admin.Port()
 	admin.Close()
 	admin = testNode(t, "n1", func(c *Config) { c.StateDir, c.Port, c.Random = st.Dir, port, false })
-	k2, _ := NewNodeKeys()
+	k2, _ := member.NewNodeKeys()
 	if resp := redeem(t, code, k2.ID(), k2, "n3"); resp.OK {
 		admitted++
 	}
-	k3, _ := NewNodeKeys()
+	k3, _ := member.NewNodeKeys()
 	if resp := redeem(t, code, k3.ID(), k3, "n4"); resp.OK {
 		admitted++
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"glow/nat/natlab"
+	"glow/overlay/member"
 )
 
 // startJoin starts a node on h that joins with code, in the background:
@@ -93,7 +94,7 @@ func TestJoinHomeFirst(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	inv, _ := ParseInvite(code)
+	inv, _ := member.ParseInvite(code)
 	if !containsAddr(inv.Endpoints, netip.MustParseAddr("198.51.100.10")) {
 		t.Fatalf("the NAS's code names no address of the public vps: %v", inv.Endpoints)
 	}
@@ -156,17 +157,17 @@ func (c *recordConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 // answer. A stranger flooding the member with requests for the inviter gets
 // only a few passed on.
 func TestAttackJoinVia(t *testing.T) {
-	admin, member := memberPair(t, nil, nil)
+	admin, mid := memberPair(t, nil, nil)
 	code, err := admin.Invite(time.Minute, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	inv, _ := ParseInvite(code)
-	memberAddr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), member.Port())
+	inv, _ := member.ParseInvite(code)
+	memberAddr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), mid.Port())
 	adminAddr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), admin.Port())
 	inv.Endpoints = []netip.AddrPort{memberAddr} // the joiner reaches only the member
 
-	keys, _ := NewNodeKeys()
+	keys, _ := member.NewNodeKeys()
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -189,7 +190,7 @@ func TestAttackJoinVia(t *testing.T) {
 	rec.mu.Unlock()
 	opened := 0
 	for _, b := range sent {
-		if _, err := openCtl(b[joinViaOverhead:], sharedKey(member.keys.Ctl, keys.CtlPublic())); err == nil {
+		if _, err := openCtl(b[joinViaOverhead:], sharedKey(mid.keys.Ctl, keys.CtlPublic())); err == nil {
 			opened++
 		}
 	}
@@ -224,9 +225,9 @@ func TestAttackJoinVia(t *testing.T) {
 	}
 
 	// A stranger floods the member with requests naming the inviter.
-	stranger, _ := NewNodeKeys()
+	stranger, _ := member.NewNodeKeys()
 	shared := sharedKey(stranger.Ctl, admin.ctlPub)
-	fwd0 := member.Status().Drops["control/join-via-rate-limited"]
+	fwd0 := mid.Status().Drops["control/join-via-rate-limited"]
 	admin.mu.Lock()
 	unknown0 := admin.dropCtl["unknown-sender"] + admin.dropCtl["join-refused"] + admin.dropCtl["handshake-replay"]
 	admin.mu.Unlock()
@@ -240,7 +241,7 @@ func TestAttackJoinVia(t *testing.T) {
 	secs := time.Since(fstart).Seconds()
 	var limited uint64
 	waitFor(t, 10*time.Second, "the member to take the flood", func() bool {
-		limited = member.Status().Drops["control/join-via-rate-limited"] - fwd0
+		limited = mid.Status().Drops["control/join-via-rate-limited"] - fwd0
 		return limited >= flood-joinFwdBurst-uint64(joinFwdRate*secs)-1
 	})
 	time.Sleep(500 * time.Millisecond)

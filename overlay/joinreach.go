@@ -48,6 +48,7 @@ import (
 
 	"glow/internal/wire"
 	"glow/link"
+	"glow/overlay/member"
 )
 
 // joinReachConns bounds the connections a joiner holds at once.
@@ -56,15 +57,15 @@ const joinReachConns = 8
 // joinMemberCert checks raw, the certificate a node presents to a joiner
 // (who holds none to check it against): it is node's, signed by the user
 // whose hash the code carries, and valid now.
-func joinMemberCert(raw []byte, node wire.NodeID, user [16]byte, now time.Time) (*Cert, error) {
-	c, err := ParseCert(raw)
+func joinMemberCert(raw []byte, node wire.NodeID, user [16]byte, now time.Time) (*member.Cert, error) {
+	c, err := member.ParseCert(raw)
 	if err != nil {
 		return nil, err
 	}
 	if c.Node != node {
 		return nil, errors.New("certificate of another node")
 	}
-	if UserHash(c.User[:]) != user {
+	if member.UserHash(c.User[:]) != user {
 		return nil, errors.New("a node of another user")
 	}
 	if err := c.Verify(c.User[:], now); err != nil {
@@ -239,7 +240,7 @@ func (j *joiner) reached(ctx context.Context, s *link.Stream, transport string, 
 	stop := context.AfterFunc(ctx, func() { s.Close() })
 	defer stop()
 	name := s.Peer().String()
-	if c, err := ParseCert(s.PeerCert()); err == nil {
+	if c, err := member.ParseCert(s.PeerCert()); err == nil {
 		name = c.FQDN()
 	}
 	j.logf("glow: join: %s reached out to this machine over %s; asking it", name, transport)

@@ -31,6 +31,7 @@ import (
 
 	"glow/internal/wire"
 	"glow/link"
+	"glow/overlay/member"
 )
 
 const (
@@ -231,5 +232,5 @@ func (j *joiner) streamTargets() []netip.AddrPort {
 	if !j.lab {
 		t = append(t, j.inv.Endpoints...)
 	}
-	return t[:min(len(t), maxInviteEndpoints+maxInviteStreams)]
+	return t[:min(len(t), member.MaxInviteEndpoints+member.MaxInviteStreams)]
 }

@@ -11,6 +11,7 @@ import (
 	"glow/internal/wire"
 	"glow/link"
 	"glow/nat/natlab"
+	"glow/overlay/member"
 )
 
 // TestJoinOverTCP: a joiner whose UDP to every member is dropped joins over
@@ -38,7 +39,7 @@ func TestJoinOverTCP(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		inv, err := ParseInvite(code)
+		inv, err := member.ParseInvite(code)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"glow/internal/wire"
+	"glow/overlay/member"
 )
 
 // bigPolicy returns a valid policy document of about size bytes.
@@ -22,7 +23,7 @@ func bigPolicy(size int) string {
 	return b.String()
 }
 
-func docVersion(n *Node, k RecordKind) uint64 {
+func docVersion(n *Node, k member.RecordKind) uint64 {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if d := n.store.Doc(k); d != nil {
@@ -54,7 +55,7 @@ func TestAttackLargeDocsSpread(t *testing.T) {
 		rand.Read(ids[i][:])
 	}
 	a.mu.Lock()
-	rd, err := a.signDocLocked(KindRevoked, formatRevoked(ids), time.Now())
+	rd, err := a.signDocLocked(member.KindRevoked, member.FormatRevoked(ids), time.Now())
 	a.mu.Unlock()
 	if err != nil {
 		t.Fatalf("sign a revocation list of %d nodes: %v", len(ids), err)
@@ -64,10 +65,10 @@ func TestAttackLargeDocsSpread(t *testing.T) {
 
 	count := func() (pol, rev int) {
 		for _, n := range nodes {
-			if docVersion(n, KindPolicy) == pi.Version {
+			if docVersion(n, member.KindPolicy) == pi.Version {
 				pol++
 			}
-			if docVersion(n, KindRevoked) == rd.Version {
+			if docVersion(n, member.KindRevoked) == rd.Version {
 				rev++
 			}
 		}
@@ -109,21 +110,21 @@ func TestAttackLargeDocsSpread(t *testing.T) {
 // the policy in force stays.
 func TestAttackOversizeDocRefused(t *testing.T) {
 	n := testNode(t, "n1", func(c *Config) { c.UserName = "alice" })
-	over := bigPolicy(MaxDocBody + 1000)
-	if _, err := n.ApplyPolicy(over); !errors.Is(err, ErrDocTooLarge) {
+	over := bigPolicy(member.MaxDocBody + 1000)
+	if _, err := n.ApplyPolicy(over); !errors.Is(err, member.ErrDocTooLarge) {
 		t.Errorf("apply a %d-byte policy: %v, want ErrDocTooLarge", len(over), err)
 	} else {
 		t.Logf("apply a %d-byte policy: %v", len(over), err)
 	}
-	near := bigPolicy(MaxDocBody)
-	near = near[:strings.LastIndexByte(near[:MaxDocBody-100], '\n')+1]
-	near += "#" + strings.Repeat("x", MaxDocBody-10-len(near)-2) + "\n" // 10 bytes short of the maximum
+	near := bigPolicy(member.MaxDocBody)
+	near = near[:strings.LastIndexByte(near[:member.MaxDocBody-100], '\n')+1]
+	near += "#" + strings.Repeat("x", member.MaxDocBody-10-len(near)-2) + "\n" // 10 bytes short of the maximum
 	pi, err := n.ApplyPolicy(near)
 	if err != nil {
 		t.Fatalf("apply a %d-byte policy: %v", len(near), err)
 	}
 	_, _, err = n.Share("n1:8081", "carol", true)
-	if !errors.Is(err, ErrDocTooLarge) {
+	if !errors.Is(err, member.ErrDocTooLarge) {
 		t.Errorf("share that makes the policy too large: %v, want ErrDocTooLarge", err)
 	} else {
 		t.Logf("share that makes the policy too large: %v", err)
@@ -140,16 +141,16 @@ func TestAttackOversizeDocRefused(t *testing.T) {
 	if _, err := n.store.AddCert(c, now); err != nil {
 		t.Fatal(err)
 	}
-	ids := make([]wire.NodeID, MaxDocBody/65)
+	ids := make([]wire.NodeID, member.MaxDocBody/65)
 	for i := range ids {
 		rand.Read(ids[i][:])
 	}
-	_, err = n.signDocLocked(KindRevoked, formatRevoked(ids), now)
+	_, err = n.signDocLocked(member.KindRevoked, member.FormatRevoked(ids), now)
 	n.mu.Unlock()
 	if err != nil {
 		t.Fatalf("sign a list of %d removed nodes: %v", len(ids), err)
 	}
-	if err := n.RemoveNode("old"); !errors.Is(err, ErrDocTooLarge) {
+	if err := n.RemoveNode("old"); !errors.Is(err, member.ErrDocTooLarge) {
 		t.Errorf("removal number %d: %v, want ErrDocTooLarge", len(ids)+1, err)
 	} else {
 		t.Logf("removal number %d: %v", len(ids)+1, err)
@@ -203,7 +204,7 @@ func TestLargeDocMeshOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range nodes {
-		waitFor(t, 30*time.Second, n.Cert().Name+" to get the policy", func() bool { return docVersion(n, KindPolicy) == pi.Version })
+		waitFor(t, 30*time.Second, n.Cert().Name+" to get the policy", func() bool { return docVersion(n, member.KindPolicy) == pi.Version })
 	}
 	// Fragments still queued go out before they are counted.
 	waitFor(t, 30*time.Second, "every node's fragment queues to drain", func() bool {

@@ -16,6 +16,7 @@ import (
 	"glow/internal/wire"
 	"glow/link"
 	"glow/overlay/api"
+	"glow/overlay/member"
 )
 
 // Stream links: where UDP does not get through, a neighbour is reached over
@@ -45,7 +46,7 @@ func (n *Node) linkIdentity() link.Identity {
 
 // verifyLink accepts a link peer whose certificate this node trusts.
 func (n *Node) verifyLink(peer wire.NodeID, raw []byte) error {
-	c, err := ParseCert(raw)
+	c, err := member.ParseCert(raw)
 	if err != nil {
 		return err
 	}

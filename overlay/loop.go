@@ -8,6 +8,7 @@ import (
 
 	"glow/internal/wire"
 	"glow/link"
+	"glow/overlay/member"
 )
 
 // The control loop: one goroutine that handles every control datagram,
@@ -377,9 +378,9 @@ func (n *Node) handleControlLocked(pkt []byte, from netip.AddrPort, now time.Tim
 		}
 	case pongMsg:
 		n.handlePongLocked(p, msg, from, now)
-	case []DigestEntry:
+	case []member.DigestEntry:
 		n.handleDigestLocked(p, from, msg, now)
-	case []RecordKey:
+	case []member.RecordKey:
 		n.sendRecordsLocked(p, from, msg)
 	case []recordMsg:
 		n.handleRecordsLocked(p, msg, now)

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 
 	glowdns "glow/dns"
+	"glow/overlay/member"
 )
 
 // MagicDNS wiring. The resolver (package dns) answers NODE.USER.glow from a
@@ -70,7 +71,7 @@ func (n *Node) startDNS() error {
 	srv, err := glowdns.New(glowdns.Config{
 		Suffix: DNSSuffix, SelfUser: n.cert.UserName, Names: n.names,
 		Upstreams: upstreams, Logf: n.logf,
-		Prefixes: []netip.Prefix{IPv4Range, UserPrefix6(n.cert.User[:])},
+		Prefixes: []netip.Prefix{member.IPv4Range, member.UserPrefix6(n.cert.User[:])},
 	})
 	if err != nil {
 		return err

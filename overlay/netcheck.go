@@ -8,6 +8,7 @@ import (
 
 	"glow/nat"
 	"glow/overlay/api"
+	"glow/overlay/member"
 )
 
 // NAT traversal wiring. Every node answers STUN on its glow port
@@ -21,7 +22,7 @@ import (
 
 // isPublic reports whether a is an address other networks can reach.
 func isPublic(a netip.Addr) bool {
-	return a.IsGlobalUnicast() && !a.IsPrivate() && !IPv4Range.Contains(a)
+	return a.IsGlobalUnicast() && !a.IsPrivate() && !member.IPv4Range.Contains(a)
 }
 
 // stunServersLocked lists configured STUN servers and public peers' direct addresses.

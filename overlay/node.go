@@ -23,6 +23,7 @@ import (
 	"glow/internal/wire"
 	"glow/link"
 	"glow/nat"
+	"glow/overlay/member"
 	"glow/policy"
 	"glow/relay"
 	"glow/tun"
@@ -91,8 +92,8 @@ type Config struct {
 type Node struct {
 	// Immutable after Start.
 	cfg         Config
-	state       State
-	keys        *NodeKeys
+	state       member.State
+	keys        *member.NodeKeys
 	id          wire.NodeID
 	ctlPub      wire.Key
 	logf        func(string, ...any)
@@ -121,9 +122,9 @@ type Node struct {
 	wg          sync.WaitGroup // every goroutine the node starts
 	undo        []func()       // the teardown, run last first (Start)
 	done        chan struct{}
-	saveKick    chan struct{}       // cap 1: the records cache is dirty (saver, save.go)
-	routesWant  chan []netip.Prefix // cap 1: friends' prefixes to route (routeSetter, save.go)
-	records     orderedWriter       // writes records cache snapshots in order (state.go)
+	saveKick    chan struct{}        // cap 1: the records cache is dirty (saver, save.go)
+	routesWant  chan []netip.Prefix  // cap 1: friends' prefixes to route (routeSetter, save.go)
+	records     member.OrderedWriter // writes records cache snapshots in order (state.go)
 
 	port atomic.Uint32 // the UDP port: set by Start, changed only by a port move (portclash.go)
 
@@ -158,13 +159,13 @@ type Node struct {
 	// (ea29935). Only an admin node with a live code does this, a few times
 	// per code.
 	mu            sync.Mutex
-	cert          *Cert    // this node's certificate
-	user          *UserKey // nil unless admin
-	store         *Store
+	cert          *member.Cert    // this node's certificate
+	user          *member.UserKey // nil unless admin
+	store         *member.Store
 	peers         map[wire.NodeID]*peer
 	byCtl         map[wire.Key]*peer
-	invites       *invites
-	info          *NodeInfo                      // this node's current signed endpoints
+	invites       *member.Invites
+	info          *member.NodeInfo               // this node's current signed endpoints
 	infoSigned    time.Time                      // when info was signed
 	unproven      map[netip.AddrPort]*addrCredit // addresses learned unauthenticated, not yet answering (beacon.go)
 	handshakes    handshakeNonces                // join and friend requests taken lately (replay.go)
@@ -192,8 +193,8 @@ type Node struct {
 	lastPortMove  time.Time
 	lastPush      time.Time
 	closed        bool
-	pendingDoc    *UserDoc // a document change being stored (changeDoc): in every snapshot meanwhile
-	saveSeq       uint64   // the last records cache snapshot's number
+	pendingDoc    *member.UserDoc // a document change being stored (changeDoc): in every snapshot meanwhile
+	saveSeq       uint64          // the last records cache snapshot's number
 }
 
 // Start brings a node up: identity, interface, WireGuard, discovery, the
@@ -230,14 +231,14 @@ func Start(cfg Config) (*Node, error) {
 		cfg.HostAddrs = interfaceAddrs
 	}
 	loopbackLab := slices.ContainsFunc(cfg.HostAddrs(), netip.Addr.IsLoopback)
-	if cfg.UserName != "" && !ValidName(cfg.UserName) {
+	if cfg.UserName != "" && !member.ValidName(cfg.UserName) {
 		return nil, fmt.Errorf("user name %q: use lower-case letters, digits and '-' (at most 63)", cfg.UserName)
 	}
 	if cfg.NodeName == "" {
 		h, _ := os.Hostname()
 		cfg.NodeName = sanitizeName(h)
 	}
-	if !ValidName(cfg.NodeName) {
+	if !member.ValidName(cfg.NodeName) {
 		return nil, fmt.Errorf("node name %q: use lower-case letters, digits and '-' (at most 63)", cfg.NodeName)
 	}
 	var peers []netip.AddrPort
@@ -251,7 +252,7 @@ func Start(cfg Config) (*Node, error) {
 	port := cfg.Port
 	autoPort := port == 0 && !cfg.Random
 
-	st := State{Dir: cfg.StateDir, beforeWrite: cfg.stateWrite}
+	st := member.State{Dir: cfg.StateDir, BeforeWrite: cfg.stateWrite}
 	if err := st.Init(); err != nil {
 		return nil, err
 	}
@@ -373,9 +374,9 @@ func (n *Node) loadIdentity(port uint16) error {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		if st.Exists("cert") {
-			return &DamagedError{st.Path("node.key"), errors.New("missing while a certificate exists")}
+			return &member.DamagedError{Path: st.Path("node.key"), Err: errors.New("missing while a certificate exists")}
 		}
-		if keys, err = NewNodeKeys(); err != nil {
+		if keys, err = member.NewNodeKeys(); err != nil {
 			return err
 		}
 		if err := st.SaveNodeKeys(keys); err != nil {
@@ -393,7 +394,7 @@ func (n *Node) loadIdentity(port uint16) error {
 			return fmt.Errorf("this node already belongs to user %s (state %s); use another --state to join another user", cert.UserName, st.Dir)
 		}
 		if cert.Node != n.id {
-			return &DamagedError{st.Path("cert"), errors.New("certificate is for another node key")}
+			return &member.DamagedError{Path: st.Path("cert"), Err: errors.New("certificate is for another node key")}
 		}
 	case errors.Is(err, fs.ErrNotExist):
 		switch {
@@ -422,52 +423,52 @@ func (n *Node) loadIdentity(port uint16) error {
 		}
 		n.user = u
 	}
-	n.store = NewStore(cert.User[:])
+	n.store = member.NewStore(cert.User[:])
 	if _, err := n.store.AddCert(cert, time.Now()); err != nil {
 		return fmt.Errorf("own certificate: %w", err)
 	}
 	// The cache is in no order; friend lists go first, as in gossip, so
 	// that friends' certificates and revocation lists are trusted.
 	var recs []recordMsg
-	if err := st.LoadRecords(n.store, func(k RecordKind, raw []byte) error {
+	if err := st.LoadRecords(n.store, func(k member.RecordKind, raw []byte) error {
 		recs = append(recs, recordMsg{k, raw})
 		return nil
 	}); err != nil {
 		n.logf("glow: %v (continuing; records come back from peers)", err)
 	}
-	slices.SortStableFunc(recs, func(a, b recordMsg) int { return recordOrder(a.Kind) - recordOrder(b.Kind) })
+	slices.SortStableFunc(recs, func(a, b recordMsg) int { return member.RecordOrder(a.Kind) - member.RecordOrder(b.Kind) })
 	for _, r := range recs {
 		n.store.Apply(r.Kind, r.Raw, time.Now())
 	}
-	if n.invites, err = loadInvites(st); err != nil {
+	if n.invites, err = member.LoadInvites(st); err != nil {
 		return err
 	}
 	return nil
 }
 
 // createUser makes a new user key and this node its admin.
-func (n *Node) createUser(name string) (*Cert, error) {
+func (n *Node) createUser(name string) (*member.Cert, error) {
 	if n.state.Exists("user.key") {
 		return nil, fmt.Errorf("%s exists but this node has no certificate; move it away or restore the certificate", n.state.Path("user.key"))
 	}
-	u, err := newUserKey(name)
+	u, err := member.NewUserKey(name)
 	if err != nil {
 		return nil, err
 	}
 	if err := n.state.SaveUserKey(u); err != nil {
 		return nil, err
 	}
-	v4, err := AllocIPv4(n.id, nil)
+	v4, err := member.AllocIPv4(n.id, nil)
 	if err != nil {
 		return nil, err
 	}
 	now := time.Now()
-	c := &Cert{
+	c := &member.Cert{
 		Node: n.id, Name: n.cfg.NodeName, WG: n.keys.WGPublic(), Ctl: n.ctlPub,
-		IPv4: v4, IPv6: NodeAddr6(u.Public(), n.id), Admin: true,
+		IPv4: v4, IPv6: member.NodeAddr6(u.Public(), n.id), Admin: true,
 		NotBefore: now, NotAfter: now.Add(certLifetime),
 	}
-	SignCert(u, c)
+	member.SignCert(u, c)
 	return c, nil
 }
 
@@ -518,8 +519,8 @@ func (n *Node) startDataPlane(port uint16) error {
 		k, err := tun.OpenKernel(tun.KernelConfig{
 			Name: n.cfg.TUNName, MTU: MTU,
 			Prefixes: []netip.Prefix{
-				netip.PrefixFrom(n.cert.IPv4, IPv4Range.Bits()),
-				netip.PrefixFrom(n.cert.IPv6, IPv6Bits),
+				netip.PrefixFrom(n.cert.IPv4, member.IPv4Range.Bits()),
+				netip.PrefixFrom(n.cert.IPv6, member.IPv6Bits),
 			},
 			ExtraAddrs: []netip.Addr{glowdns.ServiceV4, glowdns.ServiceV6},
 			Firewall:   n.firewallPrefixes(),
@@ -603,7 +604,7 @@ func (n *Node) firewallPrefixes() []netip.Prefix {
 		n.logf("glow: WARNING: --no-firewall: hosts on this machine's networks can reach the overlay addresses and the resolver")
 		return nil
 	}
-	return []netip.Prefix{IPv4Range, UserPrefix6(n.cert.User[:]), glowdns.ServicePrefix6}
+	return []netip.Prefix{member.IPv4Range, member.UserPrefix6(n.cert.User[:]), glowdns.ServicePrefix6}
 }
 
 // RepairFirewall removes the firewall table a crashed daemon left in this
@@ -618,7 +619,7 @@ func (n *Node) Port() uint16 { return uint16(n.port.Load()) }
 func (n *Node) ID() wire.NodeID { return n.id }
 
 // Cert returns the node's certificate.
-func (n *Node) Cert() *Cert {
+func (n *Node) Cert() *member.Cert {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.cert

@@ -9,6 +9,8 @@ import (
 
 	"glow/internal/wire"
 	"glow/link"
+	"glow/overlay/member"
+
 	"golang.zx2c4.com/wireguard/device"
 )
 
@@ -35,7 +37,7 @@ const (
 
 // peer is the control loop's view of another node. Guarded by Node.mu.
 type peer struct {
-	cert       *Cert
+	cert       *member.Cert
 	routed     []netip.Addr // the cert's addresses routed to the peer (shadow.go)
 	shared     *[32]byte    // control box key
 	ep         *Endpoint
@@ -87,7 +89,7 @@ type pendingPing struct {
 }
 
 // addPeerLocked makes c a WireGuard peer and a peer of the control loop.
-func (n *Node) addPeerLocked(c *Cert, now time.Time) *peer {
+func (n *Node) addPeerLocked(c *member.Cert, now time.Time) *peer {
 	if c.Node == n.id {
 		return nil
 	}
@@ -191,7 +193,7 @@ func endpointOK(ep netip.AddrPort, loopback bool) bool {
 		return false
 	case a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() || a.IsInterfaceLocalMulticast():
 		return false
-	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) || IPv4Range.Contains(a):
+	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) || member.IPv4Range.Contains(a):
 		return false
 	case a.IsLoopback():
 		return loopback
@@ -513,8 +515,8 @@ func (n *Node) localEndpointsLocked(now time.Time) []netip.AddrPort {
 		add(ap)
 	}
 	slices.SortFunc(eps, func(a, b netip.AddrPort) int { return a.Compare(b) })
-	if len(eps) > maxEndpoints {
-		eps = eps[:maxEndpoints]
+	if len(eps) > member.MaxEndpoints {
+		eps = eps[:member.MaxEndpoints]
 	}
 	votes := map[netip.AddrPort]int{}
 	for _, p := range n.peers {
@@ -529,7 +531,7 @@ func (n *Node) localEndpointsLocked(now time.Time) []netip.AddrPort {
 		}
 		return a.Compare(b)
 	})
-	eps = append(eps, hints[:min(len(hints), maxSeenHints, maxEndpoints-len(eps))]...)
+	eps = append(eps, hints[:min(len(hints), maxSeenHints, member.MaxEndpoints-len(eps))]...)
 	slices.SortFunc(eps, func(a, b netip.AddrPort) int { return a.Compare(b) })
 	return eps
 }

@@ -14,6 +14,7 @@ import (
 
 	"glow/internal/wire"
 	"glow/overlay/api"
+	"glow/overlay/member"
 	"glow/policy"
 	"glow/relay"
 	"glow/tun"
@@ -53,7 +54,7 @@ const defaultPolicy = `# glow policy. Your own nodes always reach each other on 
 
 // userNameLocked is how this node names the user of a certificate: its
 // own user by name, a friend by the name in the friend list.
-func (n *Node) userNameLocked(c *Cert) string {
+func (n *Node) userNameLocked(c *member.Cert) string {
 	if n.store.Own(c.User) {
 		return n.cert.UserName
 	}
@@ -65,7 +66,7 @@ func (n *Node) userNameLocked(c *Cert) string {
 
 // policyTextLocked returns the policy document in force and its version.
 func (n *Node) policyTextLocked() (string, uint64) {
-	if d := n.store.Doc(KindPolicy); d != nil {
+	if d := n.store.Doc(member.KindPolicy); d != nil {
 		return string(d.Body), d.Version
 	}
 	return defaultPolicy, 0
@@ -207,7 +208,7 @@ func (n *Node) applyPolicy(text string) (PolicyInfo, error) {
 		return PolicyInfo{}, err
 	}
 	var hist string // written
-	d, _, err := n.changeDoc(KindPolicy, func() ([]byte, error) { return []byte(text), nil }, func(d *UserDoc) error {
+	d, _, err := n.changeDoc(member.KindPolicy, func() ([]byte, error) { return []byte(text), nil }, func(d *member.UserDoc) error {
 		// History first: a version the nodes enforce is always in it.
 		if err := os.MkdirAll(n.state.Path("policy.d"), 0o700); err != nil {
 			return err
@@ -241,8 +242,8 @@ func (n *Node) checkPolicyLocked(text string) error {
 	if _, err := policy.Compile(doc, n.compileConfigLocked()); err != nil {
 		return api.Errorf(api.CodeInvalidArgument, "policy not applied, the one in force stays: %w", err)
 	}
-	if len(text) > MaxDocBody {
-		return fmt.Errorf("policy not applied, the one in force stays: %w", &DocTooLargeError{KindPolicy, len(text)})
+	if len(text) > member.MaxDocBody {
+		return fmt.Errorf("policy not applied, the one in force stays: %w", &member.DocTooLargeError{Kind: member.KindPolicy, Size: len(text)})
 	}
 	return nil
 }
@@ -299,7 +300,7 @@ func (n *Node) Share(target, user string, share bool) (PolicyInfo, bool, error) 
 	if err != nil {
 		return PolicyInfo{}, false, api.Errorf(api.CodeInvalidArgument, "%w", err)
 	}
-	if !ValidName(user) {
+	if !member.ValidName(user) {
 		return PolicyInfo{}, false, api.Errorf(api.CodeInvalidArgument, "--with %q: not a user name", user)
 	}
 	n.saveMu.Lock()
@@ -383,7 +384,7 @@ func (n *Node) routeFriendsLocked() {
 	for _, c := range n.store.Certs() {
 		if !n.store.Own(c.User) && !seen[c.User] {
 			seen[c.User] = true
-			want = append(want, UserPrefix6(c.User[:]))
+			want = append(want, member.UserPrefix6(c.User[:]))
 		}
 	}
 	slices.SortFunc(want, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
@@ -399,8 +400,8 @@ func (n *Node) routeFriendsLocked() {
 func (n *Node) RemoveNode(name string) error {
 	n.saveMu.Lock()
 	defer n.saveMu.Unlock()
-	var target *Cert
-	_, built, err := n.changeDoc(KindRevoked, func() ([]byte, error) {
+	var target *member.Cert
+	_, built, err := n.changeDoc(member.KindRevoked, func() ([]byte, error) {
 		if n.user == nil {
 			return nil, errNotAdmin
 		}
@@ -416,10 +417,10 @@ func (n *Node) RemoveNode(name string) error {
 			return nil, api.Errorf(api.CodeConflict, "this is the node you are on; remove it from another admin node, or run 'glow down'")
 		}
 		var ids []wire.NodeID
-		if d := n.store.Doc(KindRevoked); d != nil {
-			ids, _ = parseRevoked(d.Body)
+		if d := n.store.Doc(member.KindRevoked); d != nil {
+			ids, _ = member.ParseRevoked(d.Body)
 		}
-		return formatRevoked(append(ids, target.Node)), nil
+		return member.FormatRevoked(append(ids, target.Node)), nil
 	}, nil)
 	if err != nil && built {
 		return fmt.Errorf("%s not removed: %w", target.FQDN(), err)

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"glow/overlay/member"
 	"io/fs"
 	"net/netip"
 	"slices"
@@ -80,7 +81,7 @@ func (n *Node) savedPort() uint16 {
 
 // savePort writes the state file "port".
 func (n *Node) savePort(p uint16) {
-	if err := writeAtomic(n.state.Path(portFile), fmt.Appendf(nil, "%d\n", p), 0o600); err != nil {
+	if err := member.WriteAtomic(n.state.Path(portFile), fmt.Appendf(nil, "%d\n", p), 0o600); err != nil {
 		n.logf("glow: saving UDP port %d: %v", p, err)
 	}
 }
@@ -97,7 +98,7 @@ type portClash struct {
 // noteBeaconPortLocked looks at a LAN beacon's port (bc verified as far
 // as its user allows: c is the certificate for our user, nil for another
 // user's node, whose beacon signature the caller checked).
-func (n *Node) noteBeaconPortLocked(bc beacon, c *Cert, from netip.AddrPort, now time.Time) {
+func (n *Node) noteBeaconPortLocked(bc beacon, c *member.Cert, from netip.AddrPort, now time.Time) {
 	port := n.Port()
 	if bc.port != port || n.portMoving || !n.behindNATLocked(now) {
 		return
@@ -198,7 +199,7 @@ func (n *Node) otherUserBeaconPortLocked(bc beacon, from netip.AddrPort, now tim
 	if bc.port != n.Port() || !n.autoPort || n.portMoving {
 		return
 	}
-	if d := now.Sub(bc.time); d > clockSkew || d < -clockSkew {
+	if d := now.Sub(bc.time); d > member.ClockSkew || d < -member.ClockSkew {
 		return
 	}
 	if !ed25519.Verify(bc.node.PublicKey(), append(bytes.Clone(beaconContext), bc.signed...), bc.sig) {

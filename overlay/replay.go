@@ -3,6 +3,7 @@ package overlay
 import (
 	"encoding/binary"
 	"errors"
+	"glow/overlay/member"
 	"sync/atomic"
 	"time"
 )
@@ -147,7 +148,7 @@ func (h *handshakeNonces) fresh(msg any, pkt []byte, now time.Time) error {
 		return nil
 	}
 	epoch, _ := ctlNonce(pkt)
-	if d := now.Sub(time.Unix(0, int64(epoch))); d > clockSkew || d < -clockSkew {
+	if d := now.Sub(time.Unix(0, int64(epoch))); d > member.ClockSkew || d < -member.ClockSkew {
 		return errHandshakeTime
 	}
 	k := [24]byte(pkt[ctlNonceAt:])

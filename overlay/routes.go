@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"glow/internal/wire"
+	"glow/overlay/member"
 )
 
 // Routing is link state. Each node's NodeInfo lists its links (neighbours it
@@ -51,8 +52,8 @@ func stickyCost(prev uint16, rtt time.Duration) uint16 {
 }
 
 // linksLocked lists this node's live links, ordered by node.
-func (n *Node) linksLocked() []LinkInfo {
-	var out []LinkInfo
+func (n *Node) linksLocked() []member.LinkInfo {
+	var out []member.LinkInfo
 	prev := map[wire.NodeID]uint16{}
 	if n.info != nil {
 		for _, l := range n.info.Links {
@@ -62,25 +63,25 @@ func (n *Node) linksLocked() []LinkInfo {
 	for id, p := range n.peers {
 		switch p.path().kind {
 		case pathDirect:
-			out = append(out, LinkInfo{Node: id, Cost: stickyCost(prev[id], p.rtt)})
+			out = append(out, member.LinkInfo{Node: id, Cost: stickyCost(prev[id], p.rtt)})
 		case pathStream:
 			cost := uint16(costStream)
 			if strings.HasPrefix(p.streamName, "ssh") {
 				cost = costSSH
 			}
-			out = append(out, LinkInfo{Node: id, Cost: cost})
+			out = append(out, member.LinkInfo{Node: id, Cost: cost})
 		}
 	}
-	slices.SortFunc(out, func(a, b LinkInfo) int { return compareID(a.Node, b.Node) })
-	if len(out) > maxLinks {
-		out = out[:maxLinks]
+	slices.SortFunc(out, func(a, b member.LinkInfo) int { return compareID(a.Node, b.Node) })
+	if len(out) > member.MaxLinks {
+		out = out[:member.MaxLinks]
 	}
 	return out
 }
 
 // costFell reports whether a link of now costs less than in was (both
 // list the same nodes in the same order).
-func costFell(was, now []LinkInfo) bool {
+func costFell(was, now []member.LinkInfo) bool {
 	for i := range min(len(was), len(now)) {
 		if now[i].Cost < was[i].Cost {
 			return true

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"glow/nat/natlab"
+	"glow/overlay/member"
 )
 
 // links is a set of allowed host pairs; packets between other hosts are
@@ -71,22 +72,22 @@ func (c *linkConn) ReadFrom(b []byte) (int, net.Addr, error) {
 // provision writes a node's keys and certificate into a new state
 // directory, as an admission would, so a test can start nodes that could
 // never reach the admin node directly.
-func provision(t testing.TB, u *UserKey, name string, used map[netip.Addr]bool, admin bool) string {
+func provision(t testing.TB, u *member.UserKey, name string, used map[netip.Addr]bool, admin bool) string {
 	t.Helper()
-	st := State{Dir: t.TempDir()}
-	k, err := NewNodeKeys()
+	st := member.State{Dir: t.TempDir()}
+	k, err := member.NewNodeKeys()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := st.SaveNodeKeys(k); err != nil {
 		t.Fatal(err)
 	}
-	v4, _ := AllocIPv4(k.ID(), used)
+	v4, _ := member.AllocIPv4(k.ID(), used)
 	used[v4] = true
 	now := time.Now()
-	c := &Cert{Node: k.ID(), Name: name, WG: k.WGPublic(), Ctl: k.CtlPublic(), IPv4: v4,
-		IPv6: NodeAddr6(u.Public(), k.ID()), Admin: admin, NotBefore: now, NotAfter: now.Add(time.Hour)}
-	SignCert(u, c)
+	c := &member.Cert{Node: k.ID(), Name: name, WG: k.WGPublic(), Ctl: k.CtlPublic(), IPv4: v4,
+		IPv6: member.NodeAddr6(u.Public(), k.ID()), Admin: admin, NotBefore: now, NotAfter: now.Add(time.Hour)}
+	member.SignCert(u, c)
 	if err := st.WriteFile("cert", c.Marshal(), 0o644); err != nil {
 		t.Fatal(err)
 	}

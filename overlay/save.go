@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"glow/overlay/member"
 	"glow/tun"
 )
 
@@ -62,7 +63,7 @@ func (n *Node) saveRecords() {
 	n.mu.Lock()
 	seq, data := n.recordsSnapshotLocked()
 	n.mu.Unlock()
-	if err := n.records.write(n.state, "records", seq, data); err != nil {
+	if err := n.records.Write(n.state, "records", seq, data); err != nil {
 		n.logf("glow: saving records: %v", err)
 		n.mu.Lock()
 		n.dirty = true // again at the next kick
@@ -72,22 +73,22 @@ func (n *Node) saveRecords() {
 
 // recordsSnapshotLocked numbers and marshals the records cache as it will
 // be with docs, and with the document change under way (pendingDoc).
-func (n *Node) recordsSnapshotLocked(docs ...*UserDoc) (uint64, []byte) {
+func (n *Node) recordsSnapshotLocked(docs ...*member.UserDoc) (uint64, []byte) {
 	n.saveSeq++
 	n.dirty = false
-	return n.saveSeq, marshalRecordsCache(n.store, append(docs, n.pendingDoc)...)
+	return n.saveSeq, member.MarshalRecordsCache(n.store, append(docs, n.pendingDoc)...)
 }
 
 // docChange is a new version of a user document, signed, with the records
 // cache that holds it.
 type docChange struct {
-	doc  *UserDoc
+	doc  *member.UserDoc
 	seq  uint64
 	data []byte
 }
 
 // prepareDocLocked signs the next version of this user's document of kind.
-func (n *Node) prepareDocLocked(kind RecordKind, body []byte) (*docChange, error) {
+func (n *Node) prepareDocLocked(kind member.RecordKind, body []byte) (*docChange, error) {
 	if n.user == nil {
 		return nil, errNotAdmin
 	}
@@ -95,8 +96,8 @@ func (n *Node) prepareDocLocked(kind RecordKind, body []byte) (*docChange, error
 	if old := n.store.Doc(kind); old != nil {
 		version = old.Version + 1
 	}
-	d := &UserDoc{Kind: kind, Version: version, Body: body}
-	if err := SignUserDoc(n.user, d); err != nil {
+	d := &member.UserDoc{Kind: kind, Version: version, Body: body}
+	if err := member.SignUserDoc(n.user, d); err != nil {
 		return nil, err
 	}
 	seq, data := n.recordsSnapshotLocked(d)
@@ -105,7 +106,7 @@ func (n *Node) prepareDocLocked(kind RecordKind, body []byte) (*docChange, error
 
 // writeDoc stores a prepared change in the records cache.
 func (n *Node) writeDoc(c *docChange) error {
-	if err := n.records.write(n.state, "records", c.seq, c.data); err != nil {
+	if err := n.records.Write(n.state, "records", c.seq, c.data); err != nil {
 		return fmt.Errorf("storing the records cache: %w", err)
 	}
 	return nil
@@ -117,7 +118,7 @@ func (n *Node) writeDoc(c *docChange) error {
 // when the document is over MaxDocBody (*DocTooLargeError) or cannot be
 // stored in the records cache: a change the user was told about must reach
 // the other nodes and survive a restart.
-func (n *Node) signDocLocked(kind RecordKind, body []byte, _ time.Time) (*UserDoc, error) {
+func (n *Node) signDocLocked(kind member.RecordKind, body []byte, _ time.Time) (*member.UserDoc, error) {
 	c, err := n.prepareDocLocked(kind, body)
 	if err != nil {
 		return nil, err
@@ -134,7 +135,7 @@ func (n *Node) signDocLocked(kind RecordKind, body []byte, _ time.Time) (*UserDo
 // the change takes effect only if both succeed. built reports whether
 // build succeeded (its error is returned as it is). The caller holds
 // n.saveMu.
-func (n *Node) changeDoc(kind RecordKind, build func() ([]byte, error), first func(*UserDoc) error) (d *UserDoc, built bool, err error) {
+func (n *Node) changeDoc(kind member.RecordKind, build func() ([]byte, error), first func(*member.UserDoc) error) (d *member.UserDoc, built bool, err error) {
 	n.mu.Lock()
 	body, err := build()
 	if err != nil || body == nil {
@@ -175,7 +176,7 @@ func (n *Node) commitDocLocked(c *docChange, err error) error {
 	}
 	kind := c.doc.Kind
 	n.floodLocked(nil, []recordMsg{{kind, c.doc.Marshal()}})
-	if kind == KindFriends || kind == KindRevoked {
+	if kind == member.KindFriends || kind == member.KindRevoked {
 		for id := range n.peers {
 			if n.store.Cert(id) == nil {
 				n.removePeerLocked(id)

@@ -28,6 +28,7 @@ import (
 
 	"glow/internal/wire"
 	"glow/nat/natlab"
+	"glow/overlay/member"
 )
 
 func scaleGate(t *testing.T) {
@@ -99,10 +100,10 @@ func sparseGraph(n int, seed uint64) (edges [][]int) {
 func ownInfoVersion(n *Node) uint64 {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.store.Version(RecordKey{KindInfo, n.id})
+	return n.store.Version(member.RecordKey{Kind: member.KindInfo, Node: n.id})
 }
 
-func heldVersion(n *Node, k RecordKey) uint64 {
+func heldVersion(n *Node, k member.RecordKey) uint64 {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.store.Version(k)
@@ -168,8 +169,8 @@ func propagation(t *testing.T, size int) {
 		for _, n := range nodes {
 			n.mu.Lock()
 			for i, m := range nodes {
-				v := n.store.Version(RecordKey{KindInfo, m.id})
-				if n.store.Version(RecordKey{KindCert, m.id}) != 0 && v != 0 {
+				v := n.store.Version(member.RecordKey{Kind: member.KindInfo, Node: m.id})
+				if n.store.Version(member.RecordKey{Kind: member.KindCert, Node: m.id}) != 0 && v != 0 {
 					held++
 				}
 				if v == own[i] {
@@ -213,7 +214,7 @@ func propagation(t *testing.T, size int) {
 	metric(t, fmt.Sprintf("scale_n%d_idle_cpu_per_s", size), fmt.Sprintf("%.2f", (cpuSeconds()-cpu1)/3))
 
 	target := nodes[size-1]
-	key := RecordKey{KindInfo, target.id}
+	key := member.RecordKey{Kind: member.KindInfo, Node: target.id}
 	var all []time.Duration
 	for round := range 3 {
 		addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{203, 0, 113, byte(100 + round)}), 40000)
@@ -262,33 +263,33 @@ type scalePeer struct {
 
 // makeScalePeers signs k peers of u's user, each with two endpoints and
 // four links, as gossip would bring them.
-func makeScalePeers(t *testing.T, u *UserKey, k int, used map[netip.Addr]bool) []scalePeer {
+func makeScalePeers(t *testing.T, u *member.UserKey, k int, used map[netip.Addr]bool) []scalePeer {
 	now := time.Now()
 	out := make([]scalePeer, k)
 	var ids []wire.NodeID
 	for i := range out {
-		keys, err := NewNodeKeys()
+		keys, err := member.NewNodeKeys()
 		if err != nil {
 			t.Fatal(err)
 		}
-		v4, err := AllocIPv4(keys.ID(), used)
+		v4, err := member.AllocIPv4(keys.ID(), used)
 		if err != nil {
 			t.Fatal(err)
 		}
 		used[v4] = true
-		c := &Cert{User: [32]byte(u.Public()), UserName: "alice", Node: keys.ID(), Name: fmt.Sprintf("p%d", i),
-			WG: keys.WGPublic(), Ctl: keys.CtlPublic(), IPv4: v4, IPv6: NodeAddr6(u.Public(), keys.ID()),
+		c := &member.Cert{User: [32]byte(u.Public()), UserName: "alice", Node: keys.ID(), Name: fmt.Sprintf("p%d", i),
+			WG: keys.WGPublic(), Ctl: keys.CtlPublic(), IPv4: v4, IPv6: member.NodeAddr6(u.Public(), keys.ID()),
 			NotBefore: now, NotAfter: now.Add(time.Hour)}
-		SignCert(u, c)
+		member.SignCert(u, c)
 		ids = append(ids, keys.ID())
-		info := &NodeInfo{Node: keys.ID(), Seq: 1, Endpoints: []netip.AddrPort{
+		info := &member.NodeInfo{Node: keys.ID(), Seq: 1, Endpoints: []netip.AddrPort{
 			netip.AddrPortFrom(scaleAddr(1000+i), DefaultPort), netip.AddrPortFrom(scaleAddr(5000+i), 41000)}}
 		for j := range 4 {
 			if len(ids) > j+1 {
-				info.Links = append(info.Links, LinkInfo{Node: ids[len(ids)-2-j], Cost: 10})
+				info.Links = append(info.Links, member.LinkInfo{Node: ids[len(ids)-2-j], Cost: 10})
 			}
 		}
-		SignInfo(keys.Sign, info)
+		member.SignInfo(keys.Sign, info)
 		out[i] = scalePeer{c.Marshal(), info.Marshal()}
 	}
 	return out
@@ -324,9 +325,9 @@ func TestScaleHeapPerPeer(t *testing.T) {
 	n.mu.Lock()
 	for _, p := range peers {
 		for _, r := range []struct {
-			kind RecordKind
+			kind member.RecordKind
 			raw  []byte
-		}{{KindCert, p.cert}, {KindInfo, p.info}} {
+		}{{member.KindCert, p.cert}, {member.KindInfo, p.info}} {
 			isNew, err := n.store.Apply(r.kind, r.raw, now)
 			if err != nil || !isNew {
 				n.mu.Unlock()
@@ -362,7 +363,7 @@ func wireguardGoPerPeer(t *testing.T, peers []scalePeer) {
 	wgBefore := heapStats()
 	wg0 := runtime.NumGoroutine()
 	dev := device.NewDevice(tuntest.NewChannelTUN().TUN(), &countingBind{}, device.NewLogger(device.LogLevelSilent, ""))
-	keys, _ := NewNodeKeys()
+	keys, _ := member.NewNodeKeys()
 	if err := dev.IpcSet(fmt.Sprintf("private_key=%x\nlisten_port=1\n", keys.WG[:])); err != nil {
 		t.Fatal(err)
 	}
@@ -373,7 +374,7 @@ func wireguardGoPerPeer(t *testing.T, peers []scalePeer) {
 	base := heapStats()
 	baseG := runtime.NumGoroutine()
 	for _, p := range peers {
-		c, err := ParseCert(p.cert)
+		c, err := member.ParseCert(p.cert)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"fmt"
+	"glow/overlay/member"
 	"net/netip"
 	"slices"
 	"strings"
@@ -37,10 +38,10 @@ func (n *Node) computeShadowLocked() *shadowState {
 		certs = append(certs, n.cert)
 	}
 	// Our own certificates first, so that a conflict names ours as holder.
-	slices.SortStableFunc(certs, func(a, b *Cert) int {
+	slices.SortStableFunc(certs, func(a, b *member.Cert) int {
 		return boolInt(!n.store.Own(a.User)) - boolInt(!n.store.Own(b.User))
 	})
-	holder := map[netip.Addr]*Cert{}
+	holder := map[netip.Addr]*member.Cert{}
 	for _, c := range certs {
 		for _, a := range [2]netip.Addr{c.IPv4, c.IPv6} {
 			h := holder[a]
@@ -61,7 +62,7 @@ func (n *Node) computeShadowLocked() *shadowState {
 				Node: c.Name + "." + n.userNameLocked(c), Holder: h.Name + "." + n.userNameLocked(h)})
 		}
 	}
-	own6 := UserPrefix6(n.cert.User[:])
+	own6 := member.UserPrefix6(n.cert.User[:])
 	for _, c := range certs {
 		if !n.store.Own(c.User) && own6.Contains(c.IPv6) && !s.multi[c.IPv6] {
 			s.conflicts = append(s.conflicts, AddrConflict{Addr: c.IPv6.String(),
@@ -85,7 +86,7 @@ func boolInt(b bool) int {
 // node: all of them for our own nodes, for a friend's node those no other
 // user's node claims and none in our /48. A certificate not yet in the
 // shadow state (just added) is checked against the holders it knows.
-func (n *Node) routedLocked(c *Cert) []netip.Addr {
+func (n *Node) routedLocked(c *member.Cert) []netip.Addr {
 	if n.store.Own(c.User) {
 		return []netip.Addr{c.IPv4, c.IPv6}
 	}
@@ -98,7 +99,7 @@ func (n *Node) routedLocked(c *Cert) []netip.Addr {
 		if u, ok := s.owner[a]; s.multi[a] || ok && u != c.User {
 			continue
 		}
-		if a.Is6() && UserPrefix6(n.cert.User[:]).Contains(a) {
+		if a.Is6() && member.UserPrefix6(n.cert.User[:]).Contains(a) {
 			continue
 		}
 		out = append(out, a)

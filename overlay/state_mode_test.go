@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"glow/overlay/member"
 	"os"
 	"path/filepath"
 	"testing"
@@ -19,7 +20,7 @@ func TestAttackStateDirReadable(t *testing.T) {
 		if err := os.Chmod(dir, mode); err != nil { // Mkdir's mode is cut by the umask
 			t.Fatal(err)
 		}
-		if err := (State{Dir: dir}).Init(); err != nil {
+		if err := (member.State{Dir: dir}).Init(); err != nil {
 			t.Fatal(err)
 		}
 		fi, err := os.Stat(dir)
@@ -32,7 +33,7 @@ func TestAttackStateDirReadable(t *testing.T) {
 		}
 	}
 	fresh := filepath.Join(t.TempDir(), "a", "state")
-	if err := (State{Dir: fresh}).Init(); err != nil {
+	if err := (member.State{Dir: fresh}).Init(); err != nil {
 		t.Fatal(err)
 	}
 	if fi, err := os.Stat(fresh); err != nil || fi.Mode().Perm() != 0o700 {

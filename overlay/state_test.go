@@ -2,18 +2,19 @@ package overlay
 
 import (
 	"bytes"
+	"glow/overlay/member"
 	"testing"
 	"time"
 )
 
 // recordsRoundTrip saves st's records and loads them into a fresh store.
-func recordsRoundTrip(t *testing.T, st State, s *Store, user []byte) *Store {
+func recordsRoundTrip(t *testing.T, st member.State, s *member.Store, user []byte) *member.Store {
 	t.Helper()
 	if err := st.SaveRecords(s); err != nil {
 		t.Fatal(err)
 	}
-	got := NewStore(user)
-	if err := st.LoadRecords(got, func(k RecordKind, raw []byte) error {
+	got := member.NewStore(user)
+	if err := st.LoadRecords(got, func(k member.RecordKind, raw []byte) error {
 		_, err := got.Apply(k, raw, time.Now())
 		return err
 	}); err != nil {
@@ -28,18 +29,18 @@ func TestRecordsCacheLargeDoc(t *testing.T) {
 	u := newTestUser(t, "alice")
 	_, c := newTestCert(t, u, "nas", time.Now())
 	for _, size := range []int{60 << 10, 1<<16 - 1} {
-		s := NewStore(u.Public())
+		s := member.NewStore(u.Public())
 		text := bigPolicy(size)[:size]
-		d := &UserDoc{Kind: KindPolicy, Version: 7, Body: []byte(text)}
-		SignUserDoc(u, d)
+		d := &member.UserDoc{Kind: member.KindPolicy, Version: 7, Body: []byte(text)}
+		member.SignUserDoc(u, d)
 		if _, err := s.AddDoc(d); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := s.AddCert(c, time.Now()); err != nil {
 			t.Fatal(err)
 		}
-		got := recordsRoundTrip(t, State{Dir: t.TempDir()}, s, u.Public())
-		if gd := got.Doc(KindPolicy); gd == nil || gd.Version != 7 || !bytes.Equal(gd.Body, d.Body) {
+		got := recordsRoundTrip(t, member.State{Dir: t.TempDir()}, s, u.Public())
+		if gd := got.Doc(member.KindPolicy); gd == nil || gd.Version != 7 || !bytes.Equal(gd.Body, d.Body) {
 			t.Errorf("the %d-byte policy did not survive the records cache", len(d.Body))
 		}
 		if got.Cert(c.Node) == nil {
@@ -52,33 +53,33 @@ func TestRecordsCacheLargeDoc(t *testing.T) {
 func TestRecordsCacheV1(t *testing.T) {
 	u := newTestUser(t, "alice")
 	_, c := newTestCert(t, u, "nas", time.Now())
-	d := &UserDoc{Kind: KindPolicy, Version: 2, Body: []byte(defaultPolicy)}
-	SignUserDoc(u, d)
+	d := &member.UserDoc{Kind: member.KindPolicy, Version: 2, Body: []byte(defaultPolicy)}
+	member.SignUserDoc(u, d)
 	var v1 []byte
-	for _, r := range []recordMsg{{KindCert, c.Marshal()}, {KindPolicy, d.Marshal()}} {
+	for _, r := range []recordMsg{{member.KindCert, c.Marshal()}, {member.KindPolicy, d.Marshal()}} {
 		v1 = append(v1, byte(r.Kind), byte(len(r.Raw)>>8), byte(len(r.Raw)))
 		v1 = append(v1, r.Raw...)
 	}
-	st := State{Dir: t.TempDir()}
+	st := member.State{Dir: t.TempDir()}
 	if err := st.WriteFile("records", v1, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	got := NewStore(u.Public())
-	if err := st.LoadRecords(got, func(k RecordKind, raw []byte) error {
+	got := member.NewStore(u.Public())
+	if err := st.LoadRecords(got, func(k member.RecordKind, raw []byte) error {
 		_, err := got.Apply(k, raw, time.Now())
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if got.Cert(c.Node) == nil || got.Doc(KindPolicy) == nil || got.Doc(KindPolicy).Version != 2 {
+	if got.Cert(c.Node) == nil || got.Doc(member.KindPolicy) == nil || got.Doc(member.KindPolicy).Version != 2 {
 		t.Fatal("a version-1 records cache was not read")
 	}
 	// Saved again, it is version 2 and holds the same.
 	again := recordsRoundTrip(t, st, got, u.Public())
-	if data, _ := st.ReadFile("records"); !bytes.HasPrefix(data, []byte(recordsMagic)) {
+	if data, _ := st.ReadFile("records"); !bytes.HasPrefix(data, []byte(member.RecordsMagic)) {
 		t.Fatal("the records cache was not rewritten as version 2")
 	}
-	if again.Cert(c.Node) == nil || again.Doc(KindPolicy) == nil {
+	if again.Cert(c.Node) == nil || again.Doc(member.KindPolicy) == nil {
 		t.Fatal("records lost in the rewrite")
 	}
 }
@@ -87,20 +88,20 @@ func TestRecordsCacheV1(t *testing.T) {
 // panic, and every record handed out lies within the file.
 func FuzzParseRecordsCache(f *testing.F) {
 	u := newTestUser(f, "alice")
-	s := NewStore(u.Public())
+	s := member.NewStore(u.Public())
 	_, c := newTestCert(f, u, "nas", time.Now())
 	s.AddCert(c, time.Now())
-	d := &UserDoc{Kind: KindPolicy, Version: 1, Body: []byte(defaultPolicy)}
-	SignUserDoc(u, d)
+	d := &member.UserDoc{Kind: member.KindPolicy, Version: 1, Body: []byte(defaultPolicy)}
+	member.SignUserDoc(u, d)
 	s.AddDoc(d)
-	f.Add(marshalRecordsCache(s, nil))
+	f.Add(member.MarshalRecordsCache(s, nil))
 	f.Add([]byte{1, 0, 3, 'a', 'b', 'c'})
-	f.Add([]byte(recordsMagic + "\x04\xff\xff\xff\xff"))
+	f.Add([]byte(member.RecordsMagic + "\x04\xff\xff\xff\xff"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		total := 0
-		parseRecordsCache(b, func(k RecordKind, raw []byte) error {
+		member.ParseRecordsCache(b, func(k member.RecordKind, raw []byte) error {
 			total += len(raw)
-			if len(raw) > maxCachedRecord {
+			if len(raw) > member.MaxCachedRecord {
 				t.Fatalf("a record of %d bytes", len(raw))
 			}
 			return nil

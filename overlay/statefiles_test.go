@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"glow/overlay/member"
 	"os"
 	"testing"
 	"time"
@@ -22,14 +23,14 @@ func TestInvitesFileDamaged(t *testing.T) {
 		"certs missing":       `[{"uses":1,"used_by":[[` + zeros(32) + `]],"certs":[]}]`,
 		"more certs than ids": `[{"uses":1,"used_by":[],"certs":["AA=="]}]`,
 	} {
-		_, err := parseInvites("/state/invites", []byte(data))
-		var de *DamagedError
+		_, err := member.ParseInvites("/state/invites", []byte(data))
+		var de *member.DamagedError
 		if !errors.As(err, &de) || de.Path != "/state/invites" {
 			t.Errorf("%s: got %v, want a DamagedError naming the file", name, err)
 		}
 	}
-	good, _ := json.Marshal([]*pendingInvite{{Uses: 1, Expires: time.Unix(1, 0)}})
-	if byID, err := parseInvites("x", good); err != nil || len(byID) != 1 {
+	good, _ := json.Marshal([]*member.PendingInvite{{Uses: 1, Expires: time.Unix(1, 0)}})
+	if byID, err := member.ParseInvites("x", good); err != nil || len(byID) != 1 {
 		t.Fatalf("a good file: %v, %d entries", err, len(byID))
 	}
 }
@@ -47,7 +48,7 @@ func zeros(n int) string {
 
 func TestInviteUsesBounded(t *testing.T) {
 	n := testNode(t, "a", func(c *Config) { c.UserName = "alice" })
-	if _, err := n.Invite(time.Hour, maxInviteUses+1); err == nil {
+	if _, err := n.Invite(time.Hour, member.MaxInviteUses+1); err == nil {
 		t.Fatal("a code with more uses than the invites file may hold was issued")
 	}
 }
@@ -72,18 +73,18 @@ func TestBootstrapFileBounded(t *testing.T) {
 // FuzzStateFiles feeds arbitrary bytes to the parsers of the key files,
 // the invites file and the bootstrap file.
 func FuzzStateFiles(f *testing.F) {
-	f.Add([]byte(nodeKeyHeader + "\nsign AAAA\nwg AAAA\nctl AAAA\n"))
-	f.Add([]byte(userKeyHeader + "\nname alice\nkey AAAA\n"))
+	f.Add([]byte(member.NodeKeyHeader + "\nsign AAAA\nwg AAAA\nctl AAAA\n"))
+	f.Add([]byte(member.UserKeyHeader + "\nname alice\nkey AAAA\n"))
 	f.Add([]byte(`[{"secret":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16],"uses":1,"used_by":[],"certs":[]}]`))
 	f.Add([]byte("192.0.2.1:47470\n[2001:db8::1]:47470\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		if k, err := parseNodeKeys("node.key", data); err == nil && (k == nil || len(k.Sign) == 0) {
+		if k, err := member.ParseNodeKeys("node.key", data); err == nil && (k == nil || len(k.Sign) == 0) {
 			t.Fatal("node.key parsed to no key")
 		}
-		if u, err := parseUserKey("user.key", data); err == nil && (u == nil || !ValidName(u.Name)) {
+		if u, err := member.ParseUserKey("user.key", data); err == nil && (u == nil || !member.ValidName(u.Name)) {
 			t.Fatal("user.key parsed to a bad user")
 		}
-		if byID, err := parseInvites("invites", data); err == nil {
+		if byID, err := member.ParseInvites("invites", data); err == nil {
 			for _, p := range byID {
 				if p == nil || len(p.UsedBy) != len(p.Certs) || p.Uses < 0 {
 					t.Fatalf("invites parsed to an unusable entry: %+v", p)

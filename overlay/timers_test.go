@@ -21,6 +21,7 @@ import (
 	"glow/internal/wire"
 	"glow/link"
 	"glow/overlay/api"
+	"glow/overlay/member"
 )
 
 // Tests of the control plane's timers on a clockRig (clockrig_test.go):
@@ -310,7 +311,7 @@ func TestTimerFragmentTimeout(t *testing.T) {
 	r := newClockRig(t, "b")
 	r.direct("b", addrX)
 	t0 := r.now
-	parts := splitRecord(RecordKey{Kind: KindPolicy}, 1, bytes.Repeat([]byte("p"), 3*maxCtlBody))
+	parts := splitRecord(member.RecordKey{Kind: member.KindPolicy}, 1, bytes.Repeat([]byte("p"), 3*maxCtlBody))
 	if len(parts) < 3 {
 		t.Fatalf("%d fragments", len(parts))
 	}
@@ -473,16 +474,16 @@ func TestTimerWantOnce(t *testing.T) {
 	r.direct("b", addrX)
 	r.direct("c", addrZ)
 	t0 := r.now
-	key := RecordKey{Kind: KindPolicy, Node: r.peers["b"].cert.Node}
+	key := member.RecordKey{Kind: member.KindPolicy, Node: r.peers["b"].cert.Node}
 	announce := func(name string, from netip.AddrPort, at time.Time) (wants int) {
 		t.Helper()
 		r.now = at
 		seen := len(r.msgs)
-		for _, m := range marshalDigests([]DigestEntry{{key, 7}}) {
+		for _, m := range marshalDigests([]member.DigestEntry{{RecordKey: key, Version: 7}}) {
 			r.deliver(name, m, from)
 		}
 		for _, m := range r.msgs[seen:] {
-			if w, ok := m.msg.([]RecordKey); ok && m.peer == name && slices.Contains(w, key) {
+			if w, ok := m.msg.([]member.RecordKey); ok && m.peer == name && slices.Contains(w, key) {
 				wants++
 			}
 		}
@@ -508,12 +509,12 @@ func TestTimerFriendRequestResend(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newClockRig(t)
 		bob := newTestUser(t, "bob")
-		bobKeys, err := NewNodeKeys()
+		bobKeys, err := member.NewNodeKeys()
 		if err != nil {
 			t.Fatal(err)
 		}
 		start := time.Now()
-		inv := &Invite{Friend: true, UserHash: UserHash(bob.Public()), Inviter: bobKeys.CtlPublic(),
+		inv := &member.Invite{Friend: true, UserHash: member.UserHash(bob.Public()), Inviter: bobKeys.CtlPublic(),
 			Expires: start.Add(time.Hour), Endpoints: []netip.AddrPort{addrX}}
 		_, err = r.n.FriendAdd(context.Background(), inv.Code())
 		if !errors.Is(err, api.ErrUnavailable) {
@@ -561,7 +562,7 @@ func TestTimerCostRefresh(t *testing.T) {
 	r := newClockRig(t, "b", "c")
 	r.direct("b", addrX)
 	t0 := r.now
-	links := func(at time.Time) (out []LinkInfo) {
+	links := func(at time.Time) (out []member.LinkInfo) {
 		r.now = at
 		r.locked(func() {
 			r.n.refreshInfoLocked(at)
@@ -570,19 +571,19 @@ func TestTimerCostRefresh(t *testing.T) {
 		return out
 	}
 	b, c := r.peers["b"].cert.Node, r.peers["c"].cert.Node
-	if l := links(t0); !slices.Equal(l, []LinkInfo{{b, 10}}) {
+	if l := links(t0); !slices.Equal(l, []member.LinkInfo{{Node: b, Cost: 10}}) {
 		t.Fatalf("links %v, want b at cost 10", l)
 	}
 	r.locked(func() { r.peer("b").rtt = 100 * time.Millisecond })
-	if l := links(t0.Add(wantCostRefresh - time.Nanosecond)); !slices.Equal(l, []LinkInfo{{b, 10}}) {
+	if l := links(t0.Add(wantCostRefresh - time.Nanosecond)); !slices.Equal(l, []member.LinkInfo{{Node: b, Cost: 10}}) {
 		t.Fatalf("links %v before costRefresh, want the old cost", l)
 	}
-	if l := links(t0.Add(wantCostRefresh)); !slices.Equal(l, []LinkInfo{{b, 100}}) {
+	if l := links(t0.Add(wantCostRefresh)); !slices.Equal(l, []member.LinkInfo{{Node: b, Cost: 100}}) {
 		t.Fatalf("links %v at costRefresh, want b at cost 100", l)
 	}
 	r.direct("c", addrZ)
-	want := []LinkInfo{{b, 100}, {c, 10}}
-	slices.SortFunc(want, func(x, y LinkInfo) int { return compareID(x.Node, y.Node) })
+	want := []member.LinkInfo{{Node: b, Cost: 100}, {Node: c, Cost: 10}}
+	slices.SortFunc(want, func(x, y member.LinkInfo) int { return compareID(x.Node, y.Node) })
 	if l := links(r.now.Add(time.Nanosecond)); !slices.Equal(l, want) {
 		t.Fatalf("links %v just after a new link, want %v", l, want)
 	}

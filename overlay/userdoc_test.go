@@ -8,22 +8,23 @@ import (
 	"time"
 
 	"glow/internal/wire"
+	"glow/overlay/member"
 )
 
 // signedDoc signs a document of kind with body for user u.
-func signedDoc(u *UserKey, kind RecordKind, version uint64, body []byte) *UserDoc {
-	d := &UserDoc{Kind: kind, Version: version, Body: body}
-	SignUserDoc(u, d)
+func signedDoc(u *member.UserKey, kind member.RecordKind, version uint64, body []byte) *member.UserDoc {
+	d := &member.UserDoc{Kind: kind, Version: version, Body: body}
+	member.SignUserDoc(u, d)
 	return d
 }
 
 // friendsStore is alice's store with bob and carol as her friends.
-func friendsStore(t *testing.T) (alice, bob, carol *UserKey, s *Store) {
+func friendsStore(t *testing.T) (alice, bob, carol *member.UserKey, s *member.Store) {
 	t.Helper()
 	alice, bob, carol = newTestUser(t, "alice"), newTestUser(t, "bob"), newTestUser(t, "carol")
-	s = NewStore(alice.Public())
-	friends := []Friend{{"bob", [32]byte(bob.Public())}, {"carol", [32]byte(carol.Public())}}
-	if _, err := s.AddDoc(signedDoc(alice, KindFriends, 1, formatFriends(friends))); err != nil {
+	s = member.NewStore(alice.Public())
+	friends := []member.Friend{{Name: "bob", Key: [32]byte(bob.Public())}, {Name: "carol", Key: [32]byte(carol.Public())}}
+	if _, err := s.AddDoc(signedDoc(alice, member.KindFriends, 1, member.FormatFriends(friends))); err != nil {
 		t.Fatal(err)
 	}
 	return alice, bob, carol, s
@@ -40,19 +41,19 @@ func TestStoreFriendRevocations(t *testing.T) {
 	_, phone := newTestCert(t, bob, "phone", now)
 	_, laptop := newTestCert(t, bob, "laptop", now)
 	_, pc := newTestCert(t, carol, "pc", now)
-	for _, c := range []*Cert{nas, phone, laptop, pc} {
+	for _, c := range []*member.Cert{nas, phone, laptop, pc} {
 		if _, err := s.AddCert(c, now); err != nil {
 			t.Fatal(err)
 		}
 	}
-	rev := signedDoc(bob, KindRevoked, 1, formatRevoked([]wire.NodeID{phone.Node, nas.Node, pc.Node}))
-	if ok, err := s.Apply(KindRevoked, rev.Marshal(), now); !ok || err != nil {
+	rev := signedDoc(bob, member.KindRevoked, 1, member.FormatRevoked([]wire.NodeID{phone.Node, nas.Node, pc.Node}))
+	if ok, err := s.Apply(member.KindRevoked, rev.Marshal(), now); !ok || err != nil {
 		t.Fatalf("bob's revocation list: %v %v", ok, err)
 	}
 	if s.Cert(phone.Node) != nil {
 		t.Error("bob's revoked phone is still held")
 	}
-	for _, c := range []*Cert{nas, laptop, pc} {
+	for _, c := range []*member.Cert{nas, laptop, pc} {
 		if s.Cert(c.Node) == nil {
 			t.Errorf("%s dropped on bob's word", c.FQDN())
 		}
@@ -61,7 +62,7 @@ func TestStoreFriendRevocations(t *testing.T) {
 		t.Error("the revoked phone's certificate was taken again")
 	}
 	// Gossip sees it under bob's key; the records cache keeps it.
-	k := RecordKey{KindRevoked, wire.NodeID(bob.Public())}
+	k := member.RecordKey{Kind: member.KindRevoked, Node: wire.NodeID(bob.Public())}
 	if s.Version(k) != 1 || !bytes.Equal(s.Raw(k), rev.Marshal()) {
 		t.Errorf("bob's list not held: version %d", s.Version(k))
 	}
@@ -69,21 +70,21 @@ func TestStoreFriendRevocations(t *testing.T) {
 	if ok, _ := s.AddDoc(rev); ok {
 		t.Error("the same list counted as new")
 	}
-	if _, err := s.AddDoc(signedDoc(bob, KindPolicy, 9, []byte("allow alice -> *:*\n"))); err == nil {
+	if _, err := s.AddDoc(signedDoc(bob, member.KindPolicy, 9, []byte("allow alice -> *:*\n"))); err == nil {
 		t.Error("a friend's policy was taken")
 	}
-	if _, err := s.AddDoc(signedDoc(newTestUser(t, "mallory"), KindRevoked, 1, formatRevoked([]wire.NodeID{laptop.Node}))); err == nil || s.Cert(laptop.Node) == nil {
+	if _, err := s.AddDoc(signedDoc(newTestUser(t, "mallory"), member.KindRevoked, 1, member.FormatRevoked([]wire.NodeID{laptop.Node}))); err == nil || s.Cert(laptop.Node) == nil {
 		t.Error("a stranger's revocation list was taken")
 	}
 	// A new version without the phone lets bob's re-issued certificate in.
-	if _, err := s.AddDoc(signedDoc(bob, KindRevoked, 2, nil)); err != nil {
+	if _, err := s.AddDoc(signedDoc(bob, member.KindRevoked, 2, nil)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.AddCert(phone, now); err != nil {
 		t.Errorf("phone after bob took the revocation back: %v", err)
 	}
 	// Bob stops being a friend: his list goes with him.
-	if _, err := s.AddDoc(signedDoc(alice, KindFriends, 2, formatFriends([]Friend{{"carol", [32]byte(carol.Public())}}))); err != nil {
+	if _, err := s.AddDoc(signedDoc(alice, member.KindFriends, 2, member.FormatFriends([]member.Friend{{Name: "carol", Key: [32]byte(carol.Public())}}))); err != nil {
 		t.Fatal(err)
 	}
 	if s.Version(k) != 0 {
@@ -94,12 +95,12 @@ func TestStoreFriendRevocations(t *testing.T) {
 func FuzzParseUserDoc(f *testing.F) {
 	u := newTestUser(f, "alice")
 	id := wire.NodeID{1, 2, 3}
-	f.Add(signedDoc(u, KindFriends, 1, formatFriends([]Friend{{"bob", [32]byte{9}}})).Marshal())
-	f.Add(signedDoc(u, KindRevoked, 2, formatRevoked([]wire.NodeID{id})).Marshal())
-	f.Add(signedDoc(u, KindPolicy, 3, []byte(defaultPolicy)).Marshal())
+	f.Add(signedDoc(u, member.KindFriends, 1, member.FormatFriends([]member.Friend{{Name: "bob", Key: [32]byte{9}}})).Marshal())
+	f.Add(signedDoc(u, member.KindRevoked, 2, member.FormatRevoked([]wire.NodeID{id})).Marshal())
+	f.Add(signedDoc(u, member.KindPolicy, 3, []byte(defaultPolicy)).Marshal())
 	f.Add([]byte{1, 5})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		d, err := ParseUserDoc(b)
+		d, err := member.ParseUserDoc(b)
 		if err == nil && !bytes.Equal(d.Marshal(), b) {
 			t.Fatal("accepted document does not re-encode to its bytes")
 		}
@@ -109,18 +110,18 @@ func FuzzParseUserDoc(f *testing.F) {
 // FuzzUserDocBodies feeds the friend list and revocation list parsers
 // (bodies that arrive signed, but from any user of a friend's).
 func FuzzUserDocBodies(f *testing.F) {
-	f.Add(formatFriends([]Friend{{"bob", [32]byte{9}}, {"carol", [32]byte{8}}}))
-	f.Add(formatRevoked([]wire.NodeID{{1}, {2}}))
+	f.Add(member.FormatFriends([]member.Friend{{Name: "bob", Key: [32]byte{9}}, {Name: "carol", Key: [32]byte{8}}}))
+	f.Add(member.FormatRevoked([]wire.NodeID{{1}, {2}}))
 	f.Add([]byte("bob AAAA\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if fs, err := parseFriends(b); err == nil {
-			again, err := parseFriends(formatFriends(fs))
+		if fs, err := member.ParseFriends(b); err == nil {
+			again, err := member.ParseFriends(member.FormatFriends(fs))
 			if err != nil || len(again) != len(fs) {
 				t.Fatalf("friend list does not survive a round trip: %v", err)
 			}
 		}
-		if ids, err := parseRevoked(b); err == nil {
-			again, err := parseRevoked(formatRevoked(ids))
+		if ids, err := member.ParseRevoked(b); err == nil {
+			again, err := member.ParseRevoked(member.FormatRevoked(ids))
 			if err != nil || len(again) != len(ids) {
 				t.Fatalf("revocation list does not survive a round trip: %v", err)
 			}
@@ -136,24 +137,24 @@ func TestShadowedAddresses(t *testing.T) {
 	alice, bob, carol, s := friendsStore(t)
 	_, nas := newTestCert(t, alice, "nas", now)
 	_, desk := newTestCert(t, alice, "desk", now)
-	cert := func(u *UserKey, name string, mod func(c *Cert)) *Cert {
+	cert := func(u *member.UserKey, name string, mod func(c *member.Cert)) *member.Cert {
 		_, c := newTestCert(t, u, name, now)
 		mod(c)
 		return c
 	}
 	spare := netip.MustParseAddr("100.127.1.1")
-	b1 := cert(bob, "b1", func(c *Cert) { c.IPv4 = desk.IPv4 })
-	b2 := cert(bob, "b2", func(c *Cert) { c.IPv4 = spare })
-	c1 := cert(carol, "c1", func(c *Cert) { c.IPv4 = spare })
-	c2 := cert(carol, "c2", func(c *Cert) { c.IPv6 = NodeAddr6(alice.Public(), c.Node) })
-	c3 := cert(carol, "c3", func(c *Cert) {})
-	for _, c := range []*Cert{nas, desk, b1, b2, c1, c2, c3} {
+	b1 := cert(bob, "b1", func(c *member.Cert) { c.IPv4 = desk.IPv4 })
+	b2 := cert(bob, "b2", func(c *member.Cert) { c.IPv4 = spare })
+	c1 := cert(carol, "c1", func(c *member.Cert) { c.IPv4 = spare })
+	c2 := cert(carol, "c2", func(c *member.Cert) { c.IPv6 = member.NodeAddr6(alice.Public(), c.Node) })
+	c3 := cert(carol, "c3", func(c *member.Cert) {})
+	for _, c := range []*member.Cert{nas, desk, b1, b2, c1, c2, c3} {
 		if _, err := s.AddCert(c, now); err != nil {
 			t.Fatalf("%s: %v", c.FQDN(), err)
 		}
 	}
 	n := &Node{cert: nas, id: nas.Node, store: s}
-	want := map[*Cert][]netip.Addr{
+	want := map[*member.Cert][]netip.Addr{
 		nas:  {nas.IPv4, nas.IPv6},
 		desk: {desk.IPv4, desk.IPv6},
 		b1:   {b1.IPv6},
@@ -171,7 +172,7 @@ func TestShadowedAddresses(t *testing.T) {
 		t.Errorf("%d conflicts, want 4: %+v", got, n.shadow.conflicts)
 	}
 	// A friend's certificate newer than the shadow state is checked too.
-	late := cert(bob, "late", func(c *Cert) { c.IPv4 = nas.IPv4 })
+	late := cert(bob, "late", func(c *member.Cert) { c.IPv4 = nas.IPv4 })
 	if got := n.routedLocked(late); !slices.Equal(got, []netip.Addr{late.IPv6}) {
 		t.Errorf("a new certificate claiming nas's address is routed %v", got)
 	}
@@ -184,12 +185,12 @@ func TestStoreFriendCannotTakeOurID(t *testing.T) {
 	now := time.Now()
 	alice, bob := newTestUser(t, "alice"), newTestUser(t, "bob")
 	keys, desk := newTestCert(t, alice, "desk", now)
-	fake := &Cert{Node: desk.Node, Name: "desk", WG: keys.WGPublic(), Ctl: keys.CtlPublic(), IPv4: desk.IPv4,
-		IPv6: NodeAddr6(bob.Public(), desk.Node), NotBefore: now.Add(time.Second), NotAfter: now.Add(time.Hour)}
-	SignCert(bob, fake)
-	for _, order := range [][]*Cert{{desk, fake}, {fake, desk}} {
-		s := NewStore(alice.Public())
-		if _, err := s.AddDoc(signedDoc(alice, KindFriends, 1, formatFriends([]Friend{{"bob", [32]byte(bob.Public())}}))); err != nil {
+	fake := &member.Cert{Node: desk.Node, Name: "desk", WG: keys.WGPublic(), Ctl: keys.CtlPublic(), IPv4: desk.IPv4,
+		IPv6: member.NodeAddr6(bob.Public(), desk.Node), NotBefore: now.Add(time.Second), NotAfter: now.Add(time.Hour)}
+	member.SignCert(bob, fake)
+	for _, order := range [][]*member.Cert{{desk, fake}, {fake, desk}} {
+		s := member.NewStore(alice.Public())
+		if _, err := s.AddDoc(signedDoc(alice, member.KindFriends, 1, member.FormatFriends([]member.Friend{{Name: "bob", Key: [32]byte(bob.Public())}}))); err != nil {
 			t.Fatal(err)
 		}
 		for _, c := range order {

@@ -8,8 +8,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"glow/overlay"
 	"glow/overlay/api"
+	"glow/overlay/member"
 )
 
 func cmdFriend(g *globals, args []string) error {
@@ -43,7 +43,7 @@ func cmdFriend(g *globals, args []string) error {
 		if len(pos) != 1 {
 			return usagef("want exactly one CODE")
 		}
-		if _, err := overlay.ParseInvite(pos[0]); err != nil {
+		if _, err := member.ParseInvite(pos[0]); err != nil {
 			return usagef("%v", err)
 		}
 		name, err := c.FriendAdd(pos[0])

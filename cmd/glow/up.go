@@ -20,6 +20,7 @@ import (
 
 	"glow/overlay"
 	"glow/overlay/api"
+	"glow/overlay/member"
 	"glow/tun"
 )
 
@@ -118,7 +119,7 @@ func cmdUp(g *globals, args []string) error {
 		return usagef("--user creates a new user and --join joins one: give one of them")
 	}
 	if f.cfg.JoinCode != "" {
-		if _, err := overlay.ParseInvite(f.cfg.JoinCode); err != nil {
+		if _, err := member.ParseInvite(f.cfg.JoinCode); err != nil {
 			return usagef("--join: %v", err)
 		}
 	}

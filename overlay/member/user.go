@@ -1,11 +1,11 @@
-package overlay
+package member
 
 import (
 	"crypto/ed25519"
 	"crypto/rand"
 )
 
-func newUserKey(name string) (*UserKey, error) {
+func NewUserKey(name string) (*UserKey, error) {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, err

@@ -1,4 +1,4 @@
-package overlay
+package member
 
 import (
 	"bytes"
@@ -28,7 +28,7 @@ type Cert struct {
 	NotAfter  time.Time
 	Sig       [ed25519.SignatureSize]byte
 
-	raw []byte // the encoding, kept for gossip
+	Raw []byte // the encoding, kept for gossip
 }
 
 const certVersion = 1
@@ -75,20 +75,20 @@ func SignCert(u *UserKey, c *Cert) {
 	c.UserName = u.Name
 	body := c.body()
 	copy(c.Sig[:], ed25519.Sign(u.Priv, append(append([]byte{}, certContext...), body...)))
-	c.raw = append(body, c.Sig[:]...)
+	c.Raw = append(body, c.Sig[:]...)
 }
 
 // Marshal returns the certificate's encoding.
 func (c *Cert) Marshal() []byte {
-	if c.raw == nil {
-		c.raw = append(c.body(), c.Sig[:]...)
+	if c.Raw == nil {
+		c.Raw = append(c.body(), c.Sig[:]...)
 	}
-	return c.raw
+	return c.Raw
 }
 
-// peekCertNode returns the node a certificate encoding names, unverified
+// PeekCertNode returns the node a certificate encoding names, unverified
 // (zero if it is too short).
-func peekCertNode(b []byte) (id wire.NodeID) {
+func PeekCertNode(b []byte) (id wire.NodeID) {
 	r := wire.Reader{B: b}
 	r.U8()
 	r.Fixed(make([]byte, 32))
@@ -134,7 +134,7 @@ func ParseCert(b []byte) (*Cert, error) {
 	if !ValidName(c.UserName) || !ValidName(c.Name) {
 		return nil, fmt.Errorf("certificate: %w: bad name", ErrMalformed)
 	}
-	if !IPv4Range.Contains(c.IPv4) || reservedV4[c.IPv4] {
+	if !IPv4Range.Contains(c.IPv4) || ReservedV4[c.IPv4] {
 		return nil, fmt.Errorf("certificate: %w: IPv4 %v outside %v", ErrMalformed, c.IPv4, IPv4Range)
 	}
 	if c.IPv6 != NodeAddr6(c.User[:], c.Node) {
@@ -144,7 +144,7 @@ func ParseCert(b []byte) (*Cert, error) {
 	if !ed25519.Verify(c.User[:], append(append([]byte{}, certContext...), b[:signed]...), c.Sig[:]) {
 		return nil, fmt.Errorf("certificate of %s.%s: %w", c.Name, c.UserName, ErrBadSignature)
 	}
-	c.raw = bytes.Clone(b)
+	c.Raw = bytes.Clone(b)
 	return c, nil
 }
 
@@ -153,7 +153,7 @@ func (c *Cert) Verify(user ed25519.PublicKey, now time.Time) error {
 	if !bytes.Equal(c.User[:], user) {
 		return ErrWrongUser
 	}
-	if now.Before(c.NotBefore.Add(-clockSkew)) {
+	if now.Before(c.NotBefore.Add(-ClockSkew)) {
 		return ErrNotYetValid
 	}
 	if now.After(c.NotAfter) {
@@ -162,8 +162,8 @@ func (c *Cert) Verify(user ed25519.PublicKey, now time.Time) error {
 	return nil
 }
 
-// clockSkew is how far in the future a certificate may start and still be accepted.
-const clockSkew = 10 * time.Minute
+// ClockSkew is how far in the future a certificate may start and still be accepted.
+const ClockSkew = 10 * time.Minute
 
 // FQDN returns node.user.
 func (c *Cert) FQDN() string { return c.Name + "." + c.UserName }

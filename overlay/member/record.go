@@ -1,4 +1,4 @@
-package overlay
+package member
 
 import (
 	"bytes"
@@ -51,8 +51,8 @@ type NodeInfo struct {
 
 const (
 	infoVersion  = 1
-	maxEndpoints = 16
-	maxLinks     = 64
+	MaxEndpoints = 16
+	MaxLinks     = 64
 )
 
 // LinkInfo is one edge of the routing graph: a neighbour and the cost of
@@ -83,11 +83,11 @@ func (n *NodeInfo) body() []byte {
 
 // SignInfo signs n with the node's key (which must be n.Node's).
 func SignInfo(k ed25519.PrivateKey, n *NodeInfo) {
-	if len(n.Endpoints) > maxEndpoints {
-		n.Endpoints = n.Endpoints[:maxEndpoints]
+	if len(n.Endpoints) > MaxEndpoints {
+		n.Endpoints = n.Endpoints[:MaxEndpoints]
 	}
-	if len(n.Links) > maxLinks {
-		n.Links = n.Links[:maxLinks]
+	if len(n.Links) > MaxLinks {
+		n.Links = n.Links[:MaxLinks]
 	}
 	body := n.body()
 	copy(n.Sig[:], ed25519.Sign(k, append(append([]byte{}, infoContext...), body...)))
@@ -97,8 +97,8 @@ func SignInfo(k ed25519.PrivateKey, n *NodeInfo) {
 // Marshal returns the record's encoding.
 func (n *NodeInfo) Marshal() []byte { return n.raw }
 
-// peekInfoNode returns the node a NodeInfo encoding names, unverified.
-func peekInfoNode(b []byte) (id wire.NodeID) {
+// PeekInfoNode returns the node a NodeInfo encoding names, unverified.
+func PeekInfoNode(b []byte) (id wire.NodeID) {
 	if len(b) > len(id) {
 		copy(id[:], b[1:])
 	}
@@ -118,7 +118,7 @@ func ParseInfo(b []byte) (*NodeInfo, error) {
 	r.Fixed(n.Node[:])
 	n.Seq = r.U64()
 	cnt := int(r.U8())
-	if cnt > maxEndpoints {
+	if cnt > MaxEndpoints {
 		return nil, fmt.Errorf("node info: %w: %d endpoints", ErrMalformed, cnt)
 	}
 	for i := 0; i < cnt && r.Err == nil; i++ {
@@ -129,7 +129,7 @@ func ParseInfo(b []byte) (*NodeInfo, error) {
 		n.Endpoints = append(n.Endpoints, ep)
 	}
 	links := int(r.U8())
-	if links > maxLinks {
+	if links > MaxLinks {
 		return nil, fmt.Errorf("node info: %w: %d links", ErrMalformed, links)
 	}
 	for i := 0; i < links && r.Err == nil; i++ {
@@ -176,9 +176,9 @@ const (
 	RejectFriendCap = "friend-cap" // a friend's node beyond maxFriendCerts
 )
 
-// maxFriendCerts bounds the certificates of one friend user a store keeps:
+// MaxFriendCerts bounds the certificates of one friend user a store keeps:
 // a friend can mint them without end, and each would be a peer.
-const maxFriendCerts = 256
+const MaxFriendCerts = 256
 
 // Store holds the records a node knows about its user's nodes and decides
 // which incoming records to accept. It is not safe for concurrent use: the
@@ -230,7 +230,7 @@ type Change struct {
 func (s *Store) Apply(kind RecordKind, b []byte, now time.Time) (bool, error) {
 	switch kind {
 	case KindCert:
-		if old := s.certs[peekCertNode(b)]; old != nil && bytes.Equal(old.raw, b) {
+		if old := s.certs[PeekCertNode(b)]; old != nil && bytes.Equal(old.Raw, b) {
 			return false, nil // the same record again: no need to verify it
 		}
 		c, err := ParseCert(b)
@@ -242,7 +242,7 @@ func (s *Store) Apply(kind RecordKind, b []byte, now time.Time) (bool, error) {
 		}
 		return s.AddCert(c, now)
 	case KindInfo:
-		if old := s.infos[peekInfoNode(b)]; old != nil && bytes.Equal(old.raw, b) {
+		if old := s.infos[PeekInfoNode(b)]; old != nil && bytes.Equal(old.raw, b) {
 			return false, nil // the same record again, from another neighbour: no need to verify it
 		}
 		n, err := ParseInfo(b)
@@ -284,7 +284,7 @@ func (s *Store) AddDoc(d *UserDoc) (bool, error) {
 		return false, s.reject(RejectStale, fmt.Errorf("%v version %d <= %d", d.Kind, d.Version, old.Version))
 	}
 	if d.Kind == KindFriends {
-		fs, err := parseFriends(d.Body)
+		fs, err := ParseFriends(d.Body)
 		if err != nil {
 			return false, s.reject(RejectMalformed, err)
 		}
@@ -306,7 +306,7 @@ func (s *Store) AddDoc(d *UserDoc) (bool, error) {
 		}
 	}
 	if d.Kind == KindRevoked {
-		ids, err := parseRevoked(d.Body)
+		ids, err := ParseRevoked(d.Body)
 		if err != nil {
 			return false, s.reject(RejectMalformed, err)
 		}
@@ -335,7 +335,7 @@ func (s *Store) addFriendDoc(d *UserDoc) (bool, error) {
 		}
 		return false, s.reject(RejectStale, fmt.Errorf("%v of %s version %d <= %d", d.Kind, s.trusted[d.User], d.Version, old.Version))
 	}
-	ids, err := parseRevoked(d.Body)
+	ids, err := ParseRevoked(d.Body)
 	if err != nil {
 		return false, s.reject(RejectMalformed, err)
 	}
@@ -418,7 +418,7 @@ func (s *Store) AddCert(c *Cert, now time.Time) (bool, error) {
 				held++
 			}
 		}
-		if held >= maxFriendCerts {
+		if held >= MaxFriendCerts {
 			return false, s.reject(RejectFriendCap, fmt.Errorf("certificate of %s: %d nodes of that friend held already", c.FQDN(), held))
 		}
 	}

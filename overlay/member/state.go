@@ -1,4 +1,4 @@
-package overlay
+package member
 
 import (
 	"bufio"
@@ -31,9 +31,9 @@ import (
 type State struct {
 	Dir string
 
-	// beforeWrite, when set (tests, through Config.stateWrite), is called
+	// BeforeWrite, when set (tests, through Config.stateWrite), is called
 	// with the file's name before each write.
-	beforeWrite func(name string)
+	BeforeWrite func(name string)
 }
 
 // ErrDamaged marks a state file that exists but cannot be read back.
@@ -70,13 +70,13 @@ func (s State) Init() error {
 
 // WriteFile writes name atomically with the given mode.
 func (s State) WriteFile(name string, data []byte, mode os.FileMode) error {
-	if s.beforeWrite != nil {
-		s.beforeWrite(name)
+	if s.BeforeWrite != nil {
+		s.BeforeWrite(name)
 	}
-	return writeAtomic(s.Path(name), data, mode)
+	return WriteAtomic(s.Path(name), data, mode)
 }
 
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
+func WriteAtomic(path string, data []byte, mode os.FileMode) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
 	if err != nil {
@@ -124,12 +124,12 @@ func (s State) CreateKeyFile(name string, data []byte) error {
 	if _, err := os.Stat(path); err == nil {
 		return fmt.Errorf("%s already exists; glow never replaces keys", path)
 	}
-	return writeAtomic(path, data, 0o600)
+	return WriteAtomic(path, data, 0o600)
 }
 
 const (
-	nodeKeyHeader = "glow node key v1"
-	userKeyHeader = "glow user key v1"
+	NodeKeyHeader = "glow node key v1"
+	UserKeyHeader = "glow user key v1"
 )
 
 // fields parses "header\nkey value\n..." files.
@@ -164,7 +164,7 @@ func keyField(path string, kv map[string]string, name string, n int) ([]byte, er
 // SaveNodeKeys writes node.key; it fails if one exists.
 func (s State) SaveNodeKeys(k *NodeKeys) error {
 	data := fmt.Sprintf("%s\n# This node's private keys. Keep this file secret.\nsign %s\nwg %s\nctl %s\n",
-		nodeKeyHeader,
+		NodeKeyHeader,
 		base64.StdEncoding.EncodeToString(k.Sign.Seed()),
 		base64.StdEncoding.EncodeToString(k.WG[:]),
 		base64.StdEncoding.EncodeToString(k.Ctl[:]))
@@ -178,12 +178,12 @@ func (s State) LoadNodeKeys() (*NodeKeys, error) {
 	if err != nil {
 		return nil, err
 	}
-	return parseNodeKeys(path, data)
+	return ParseNodeKeys(path, data)
 }
 
-// parseNodeKeys parses the contents of node.key (read from path).
-func parseNodeKeys(path string, data []byte) (*NodeKeys, error) {
-	kv, err := parseKV(path, data, nodeKeyHeader)
+// ParseNodeKeys parses the contents of node.key (read from path).
+func ParseNodeKeys(path string, data []byte) (*NodeKeys, error) {
+	kv, err := parseKV(path, data, NodeKeyHeader)
 	if err != nil {
 		return nil, err
 	}
@@ -208,7 +208,7 @@ func parseNodeKeys(path string, data []byte) (*NodeKeys, error) {
 // SaveUserKey writes user.key; it fails if one exists.
 func (s State) SaveUserKey(u *UserKey) error {
 	data := fmt.Sprintf("%s\n# The private key of user %s: it admits nodes. Keep this file secret.\nname %s\nkey %s\n",
-		userKeyHeader, u.Name, u.Name, base64.StdEncoding.EncodeToString(u.Priv.Seed()))
+		UserKeyHeader, u.Name, u.Name, base64.StdEncoding.EncodeToString(u.Priv.Seed()))
 	return s.CreateKeyFile("user.key", []byte(data))
 }
 
@@ -219,12 +219,12 @@ func (s State) LoadUserKey() (*UserKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	return parseUserKey(path, data)
+	return ParseUserKey(path, data)
 }
 
-// parseUserKey parses the contents of user.key (read from path).
-func parseUserKey(path string, data []byte) (*UserKey, error) {
-	kv, err := parseKV(path, data, userKeyHeader)
+// ParseUserKey parses the contents of user.key (read from path).
+func ParseUserKey(path string, data []byte) (*UserKey, error) {
+	kv, err := parseKV(path, data, UserKeyHeader)
 	if err != nil {
 		return nil, err
 	}
@@ -264,24 +264,24 @@ func (s State) LoadCert() (*Cert, error) {
 // certificates, then the rest, so that loading them in order trusts a
 // friend's certificates.
 const (
-	recordsMagic = "glow records v2\n"
-	// maxCachedRecord bounds one entry of the records cache.
-	maxCachedRecord = 1 << 20
+	RecordsMagic = "glow records v2\n"
+	// MaxCachedRecord bounds one entry of the records cache.
+	MaxCachedRecord = 1 << 20
 )
 
 // SaveRecords writes the records cache.
 func (s State) SaveRecords(st *Store) error {
-	return s.WriteFile("records", marshalRecordsCache(st), 0o600)
+	return s.WriteFile("records", MarshalRecordsCache(st), 0o600)
 }
 
-// marshalRecordsCache is the records cache as it will be once docs (nil
+// MarshalRecordsCache is the records cache as it will be once docs (nil
 // ones aside) replace the store's documents of their kinds: a new document
 // is stored before it takes effect.
-func marshalRecordsCache(st *Store, docs ...*UserDoc) []byte {
+func MarshalRecordsCache(st *Store, docs ...*UserDoc) []byte {
 	docs = slices.DeleteFunc(slices.Clone(docs), func(d *UserDoc) bool { return d == nil })
 	d := st.Digest()
-	slices.SortStableFunc(d, func(a, b DigestEntry) int { return recordOrder(a.Kind) - recordOrder(b.Kind) })
-	buf := []byte(recordsMagic)
+	slices.SortStableFunc(d, func(a, b DigestEntry) int { return RecordOrder(a.Kind) - RecordOrder(b.Kind) })
+	buf := []byte(RecordsMagic)
 	add := func(kind RecordKind, raw []byte) {
 		buf = append(buf, byte(kind))
 		buf = binary.BigEndian.AppendUint32(buf, uint32(len(raw)))
@@ -306,16 +306,16 @@ func marshalRecordsCache(st *Store, docs ...*UserDoc) []byte {
 	return buf
 }
 
-// orderedWriter writes snapshots of one state file in the order they were
+// OrderedWriter writes snapshots of one state file in the order they were
 // taken (numbered under Node.mu): one older than the last written is
 // dropped, as a newer one is on disk. Its mutex is held across the write,
 // never while taking Node.mu.
-type orderedWriter struct {
+type OrderedWriter struct {
 	mu   sync.Mutex
 	last uint64 // the newest snapshot written
 }
 
-func (w *orderedWriter) write(st State, name string, seq uint64, data []byte) error {
+func (w *OrderedWriter) Write(st State, name string, seq uint64, data []byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if seq <= w.last {
@@ -338,18 +338,18 @@ func (s State) LoadRecords(st *Store, apply func(kind RecordKind, raw []byte) er
 	if err != nil {
 		return err
 	}
-	if err := parseRecordsCache(data, apply); err != nil {
+	if err := ParseRecordsCache(data, apply); err != nil {
 		return &DamagedError{s.Path("records"), err}
 	}
 	return nil
 }
 
-// parseRecordsCache calls apply for each entry of a records cache of either
+// ParseRecordsCache calls apply for each entry of a records cache of either
 // version, in order, up to the first damaged one. apply's errors (a record
 // no longer valid) do not stop it.
-func parseRecordsCache(data []byte, apply func(kind RecordKind, raw []byte) error) error {
+func ParseRecordsCache(data []byte, apply func(kind RecordKind, raw []byte) error) error {
 	lenSize := 2 // version 1
-	if rest, ok := bytes.CutPrefix(data, []byte(recordsMagic)); ok {
+	if rest, ok := bytes.CutPrefix(data, []byte(RecordsMagic)); ok {
 		data, lenSize = rest, 4
 	}
 	for len(data) > 0 {
@@ -361,11 +361,11 @@ func parseRecordsCache(data []byte, apply func(kind RecordKind, raw []byte) erro
 		if lenSize == 2 {
 			n = int(binary.BigEndian.Uint16(data[1:]))
 		} else {
-			n = int(min(binary.BigEndian.Uint32(data[1:]), maxCachedRecord+1))
+			n = int(min(binary.BigEndian.Uint32(data[1:]), MaxCachedRecord+1))
 		}
 		data = data[1+lenSize:]
-		if n > maxCachedRecord {
-			return fmt.Errorf("a %v record of over %d bytes", kind, maxCachedRecord)
+		if n > MaxCachedRecord {
+			return fmt.Errorf("a %v record of over %d bytes", kind, MaxCachedRecord)
 		}
 		if n > len(data) {
 			return errors.New("truncated")
@@ -388,4 +388,16 @@ func (s State) Lock() (*os.File, error) {
 		return nil, fmt.Errorf("another glow daemon is running with state %s", s.Dir)
 	}
 	return f, nil
+}
+
+// RecordOrder sorts records so that each is preceded by what verifies it:
+// friends documents, then certificates, then the rest.
+func RecordOrder(k RecordKind) int {
+	switch k {
+	case KindFriends:
+		return 0
+	case KindCert:
+		return 1
+	}
+	return 2
 }

@@ -1,4 +1,4 @@
-package overlay
+package member
 
 import (
 	"bytes"
@@ -39,8 +39,8 @@ const (
 // one control packet travel in fragments (fragment.go).
 const MaxDocBody = 1<<16 - 1
 
-// maxDocRaw bounds the encoding of a user document: header, body, signature.
-const maxDocRaw = 1 + 1 + 32 + 8 + 2 + MaxDocBody + ed25519.SignatureSize
+// MaxDocRaw bounds the encoding of a user document: header, body, signature.
+const MaxDocRaw = 1 + 1 + 32 + 8 + 2 + MaxDocBody + ed25519.SignatureSize
 
 // ErrDocTooLarge marks a user document over MaxDocBody.
 var ErrDocTooLarge = errors.New("document too large")
@@ -92,8 +92,8 @@ func (d *UserDoc) Marshal() []byte { return d.raw }
 // Key is the record slot of the document: one per kind and user.
 func (d *UserDoc) Key() RecordKey { return RecordKey{d.Kind, wire.NodeID(d.User)} }
 
-// peekDocUser returns the user a UserDoc encoding names, unverified.
-func peekDocUser(b []byte) (u wire.NodeID, ok bool) {
+// PeekDocUser returns the user a UserDoc encoding names, unverified.
+func PeekDocUser(b []byte) (u wire.NodeID, ok bool) {
 	if len(b) < 2+len(u) {
 		return u, false
 	}
@@ -103,7 +103,7 @@ func peekDocUser(b []byte) (u wire.NodeID, ok bool) {
 
 // ParseUserDoc decodes a user document and checks its signature.
 func ParseUserDoc(b []byte) (*UserDoc, error) {
-	if len(b) > maxDocRaw {
+	if len(b) > MaxDocRaw {
 		return nil, fmt.Errorf("user document: %w: too long", ErrMalformed)
 	}
 	r := wire.Reader{B: b}
@@ -136,8 +136,8 @@ type Friend struct {
 	Key  [32]byte
 }
 
-// formatFriends is the body of a KindFriends document: "NAME KEY" lines.
-func formatFriends(fs []Friend) []byte {
+// FormatFriends is the body of a KindFriends document: "NAME KEY" lines.
+func FormatFriends(fs []Friend) []byte {
 	sort.Slice(fs, func(i, j int) bool { return fs[i].Name < fs[j].Name })
 	var b strings.Builder
 	for _, f := range fs {
@@ -146,7 +146,7 @@ func formatFriends(fs []Friend) []byte {
 	return []byte(b.String())
 }
 
-func parseFriends(body []byte) ([]Friend, error) {
+func ParseFriends(body []byte) ([]Friend, error) {
 	var out []Friend
 	for i, line := range strings.Split(strings.TrimSpace(string(body)), "\n") {
 		if line == "" {
@@ -165,8 +165,8 @@ func parseFriends(body []byte) ([]Friend, error) {
 	return out, nil
 }
 
-// formatRevoked is the body of a KindRevoked document: one node id a line.
-func formatRevoked(ids []wire.NodeID) []byte {
+// FormatRevoked is the body of a KindRevoked document: one node id a line.
+func FormatRevoked(ids []wire.NodeID) []byte {
 	var b strings.Builder
 	for _, id := range ids {
 		fmt.Fprintln(&b, id.Hex())
@@ -174,7 +174,7 @@ func formatRevoked(ids []wire.NodeID) []byte {
 	return []byte(b.String())
 }
 
-func parseRevoked(body []byte) ([]wire.NodeID, error) {
+func ParseRevoked(body []byte) ([]wire.NodeID, error) {
 	var out []wire.NodeID
 	for _, line := range strings.Fields(string(body)) {
 		id, err := wire.ParseNodeID(line)

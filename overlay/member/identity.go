@@ -1,4 +1,4 @@
-package overlay
+package member
 
 import (
 	"crypto/ed25519"
@@ -18,8 +18,8 @@ import (
 var (
 	// IPv4Range holds every node's IPv4 address; one per node, unique within a user.
 	IPv4Range = netip.MustParsePrefix("100.64.0.0/10")
-	// reservedV4 are addresses of IPv4Range never given to a node (the DNS service).
-	reservedV4 = map[netip.Addr]bool{
+	// ReservedV4 are addresses of IPv4Range never given to a node (the DNS service).
+	ReservedV4 = map[netip.Addr]bool{
 		netip.MustParseAddr("100.100.100.53"): true,
 	}
 )
@@ -60,7 +60,7 @@ func AllocIPv4(node wire.NodeID, used map[netip.Addr]bool) (netip.Addr, error) {
 		var b [4]byte
 		binary.BigEndian.PutUint32(b[:], base+host)
 		a := netip.AddrFrom4(b)
-		if !used[a] && !reservedV4[a] {
+		if !used[a] && !ReservedV4[a] {
 			return a, nil
 		}
 	}
