@@ -28,6 +28,7 @@ import (
 
 	"glow/internal/wire"
 	"glow/nat/natlab"
+	"glow/overlay/member/membertest"
 	"glow/relay"
 )
 
@@ -313,7 +314,7 @@ func BenchmarkThroughput(b *testing.B) {
 			lk.set(ipA, ipR, true)
 			lk.set(ipR, ipZ, true)
 			lk.set(ipA, ipZ, !relayed)
-			u := newTestUser(b, "bench")
+			u := membertest.NewUser(b, "bench")
 			used := map[netip.Addr]bool{}
 			boot := func(ip netip.Addr) []string { return []string{netip.AddrPortFrom(ip, DefaultPort).String()} }
 			var a, r, z *Node

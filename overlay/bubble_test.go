@@ -11,6 +11,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
 	"glow/nat/natlab"
+	"glow/overlay/member/membertest"
 )
 
 // Whole nodes under testing/synctest. A node whose TUN is in memory
@@ -47,7 +48,7 @@ func bubbleNet(t *testing.T, names ...string) *bubble {
 	t.Helper()
 	in := natlab.NewInternet()
 	lk := &links{allowed: map[[2]netip.Addr]bool{}}
-	u := newTestUser(t, "alice")
+	u := membertest.NewUser(t, "alice")
 	used := map[netip.Addr]bool{}
 	var ips []netip.Addr
 	for i := range names {

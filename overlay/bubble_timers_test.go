@@ -11,6 +11,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
 	"glow/nat/natlab"
+	"glow/overlay/member/membertest"
 )
 
 // TestBubblePathDeadIdle: three idle nodes, all direct; the a-b link is
@@ -114,7 +115,7 @@ func TestBubblePathDeadBusy(t *testing.T) {
 func TestBubbleProbingStops(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		in := natlab.NewInternet()
-		u := newTestUser(t, "alice")
+		u := membertest.NewUser(t, "alice")
 		used := map[netip.Addr]bool{}
 		pubC := netip.MustParseAddr("198.51.100.3")
 		natIP := [2]netip.Addr{netip.MustParseAddr("203.0.113.1"), netip.MustParseAddr("203.0.113.2")}

@@ -11,6 +11,7 @@ import (
 
 	"glow/internal/wire"
 	"glow/overlay/member"
+	"glow/overlay/member/membertest"
 	"glow/relay"
 )
 
@@ -111,7 +112,7 @@ type clockRig struct {
 func newClockRig(t *testing.T, peers ...string) *clockRig {
 	t.Helper()
 	now := time.Now().Truncate(time.Second)
-	u := newTestUser(t, "alice")
+	u := membertest.NewUser(t, "alice")
 	keys, err := member.NewNodeKeys()
 	if err != nil {
 		t.Fatal(err)

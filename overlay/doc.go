@@ -9,8 +9,9 @@
 // # Shape
 //
 //	cmd/glow ─► overlay.Start(Config) ─► Node
-//	              identity.go cert.go record.go userdoc.go   what a node is, what it says
-//	              state.go invite.go                           the state directory, join codes
+//	              member/ (package member, no node)            what a node is, what it says: keys, certificates,
+//	                                                           records and Store, user documents, invite codes, state files
+//	              invite.go                                    issuing and redeeming codes (the node's half)
 //	              bind.go bind_send.go bind_recv.go            the packet path (conn.Bind)
 //	              tunwrap.go                                   the policy on the packet path
 //	              inflight.go lazywg.go                        bounded memory, WireGuard peers on demand

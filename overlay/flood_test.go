@@ -23,6 +23,7 @@ import (
 	"golang.org/x/net/ipv4"
 
 	"glow/internal/wire"
+	"glow/overlay/member/membertest"
 )
 
 // TestAttackControlFlood: while two nodes carry a UDP ping every 100 ms over
@@ -236,10 +237,10 @@ func TestFloodSenderProcess(t *testing.T) {
 // known sender keys, beacons carrying another user's valid certificate,
 // broken beacons, and random bytes.
 func floodPool(t testing.TB, known []wire.Key, n int) [][]byte {
-	other := newTestUser(t, "mallory")
+	other := membertest.NewUser(t, "mallory")
 	var certs [][]byte
 	for i := range 32 {
-		_, c := newTestCert(t, other, fmt.Sprintf("m%d", i), time.Now())
+		_, c := membertest.NewCert(t, other, fmt.Sprintf("m%d", i), time.Now())
 		certs = append(certs, c.Marshal())
 	}
 	var pool [][]byte

@@ -11,6 +11,7 @@ import (
 
 	"glow/internal/wire"
 	"glow/overlay/member"
+	"glow/overlay/member/membertest"
 )
 
 // splitRecord cuts raw into fragments as the sender does.
@@ -133,7 +134,7 @@ func TestLargeDocLossyLink(t *testing.T) {
 		return false
 	}
 	lk.mu.Unlock()
-	pi, err := nodes[0].ApplyPolicy(bigPolicy(40 << 10))
+	pi, err := nodes[0].ApplyPolicy(membertest.BigPolicy(40 << 10))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +191,7 @@ func TestLargeDocOverRelay(t *testing.T) {
 	})
 	fwd0 := b.Status().Drops["relay/forwarded"]
 	a.mu.Lock()
-	d := &member.UserDoc{Kind: member.KindPolicy, Version: 99, Body: []byte(bigPolicy(60 << 10))}
+	d := &member.UserDoc{Kind: member.KindPolicy, Version: 99, Body: []byte(membertest.BigPolicy(60 << 10))}
 	if err := member.SignUserDoc(a.user, d); err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"glow/internal/wire"
 	"glow/overlay/member"
+	"glow/overlay/member/membertest"
 )
 
 // TestAttackStateGrowth: 10,000 distinct source addresses (127.1.0.0/16 on
@@ -125,16 +126,16 @@ func heapInUse() uint64 {
 // become a peer). The store keeps at most maxFriendCerts of one friend.
 func TestAttackFriendCertFlood(t *testing.T) {
 	const pushed = 1000
-	alice, bob := newTestUser(t, "alice"), newTestUser(t, "bob")
+	alice, bob := membertest.NewUser(t, "alice"), membertest.NewUser(t, "bob")
 	st := member.NewStore(alice.Public())
-	if _, err := st.AddDoc(signedDoc(alice, member.KindFriends, 1, member.FormatFriends([]member.Friend{{Name: "bob", Key: [32]byte(bob.Public())}}))); err != nil {
+	if _, err := st.AddDoc(membertest.SignedDoc(alice, member.KindFriends, 1, member.FormatFriends([]member.Friend{{Name: "bob", Key: [32]byte(bob.Public())}}))); err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	_, own := newTestCert(t, alice, "nas", now)
+	_, own := membertest.NewCert(t, alice, "nas", now)
 	first := map[string]bool{}
 	for i := range pushed {
-		_, c := newTestCert(t, bob, fmt.Sprintf("b%d", i), now)
+		_, c := membertest.NewCert(t, bob, fmt.Sprintf("b%d", i), now)
 		if ok, _ := st.Apply(member.KindCert, c.Marshal(), now); ok && len(first) < 3 {
 			first[c.Name] = true
 		}

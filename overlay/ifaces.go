@@ -1,9 +1,10 @@
 package overlay
 
 import (
-	"glow/overlay/member"
 	"net"
 	"net/netip"
+
+	"glow/overlay/member"
 )
 
 // interfaceAddrs returns this host's addresses that peers could reach:

@@ -3,7 +3,6 @@ package overlay
 import (
 	"crypto/rand"
 	"errors"
-	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -11,17 +10,8 @@ import (
 
 	"glow/internal/wire"
 	"glow/overlay/member"
+	"glow/overlay/member/membertest"
 )
-
-// bigPolicy returns a valid policy document of about size bytes.
-func bigPolicy(size int) string {
-	var b strings.Builder
-	b.WriteString("# a large policy: comments make up its bulk\nallow bob -> a:8080/tcp\n")
-	for i := 0; b.Len() < size; i++ {
-		fmt.Fprintf(&b, "# line %05d: the quick brown fox jumps over the lazy dog again and again\n", i)
-	}
-	return b.String()
-}
 
 func docVersion(n *Node, k member.RecordKind) uint64 {
 	n.mu.Lock()
@@ -45,7 +35,7 @@ func TestAttackLargeDocsSpread(t *testing.T) {
 			return len(n.store.Certs()) == len(nodes)
 		})
 	}
-	text := bigPolicy(40 << 10)
+	text := membertest.BigPolicy(40 << 10)
 	pi, err := a.ApplyPolicy(text)
 	if err != nil {
 		t.Fatalf("apply a %d-byte policy: %v", len(text), err)
@@ -110,13 +100,13 @@ func TestAttackLargeDocsSpread(t *testing.T) {
 // the policy in force stays.
 func TestAttackOversizeDocRefused(t *testing.T) {
 	n := testNode(t, "n1", func(c *Config) { c.UserName = "alice" })
-	over := bigPolicy(member.MaxDocBody + 1000)
+	over := membertest.BigPolicy(member.MaxDocBody + 1000)
 	if _, err := n.ApplyPolicy(over); !errors.Is(err, member.ErrDocTooLarge) {
 		t.Errorf("apply a %d-byte policy: %v, want ErrDocTooLarge", len(over), err)
 	} else {
 		t.Logf("apply a %d-byte policy: %v", len(over), err)
 	}
-	near := bigPolicy(member.MaxDocBody)
+	near := membertest.BigPolicy(member.MaxDocBody)
 	near = near[:strings.LastIndexByte(near[:member.MaxDocBody-100], '\n')+1]
 	near += "#" + strings.Repeat("x", member.MaxDocBody-10-len(near)-2) + "\n" // 10 bytes short of the maximum
 	pi, err := n.ApplyPolicy(near)
@@ -137,7 +127,7 @@ func TestAttackOversizeDocRefused(t *testing.T) {
 	// and the node stays.
 	now := time.Now()
 	n.mu.Lock()
-	_, c := newTestCert(t, n.user, "old", now)
+	_, c := membertest.NewCert(t, n.user, "old", now)
 	if _, err := n.store.AddCert(c, now); err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +189,7 @@ func TestAttackOversizeDocRefused(t *testing.T) {
 // announced (a digest entry) and pulled, not pushed.
 func TestLargeDocMeshOnce(t *testing.T) {
 	nodes := joinedNet(t, 6)
-	pi, err := nodes[0].ApplyPolicy(bigPolicy(40 << 10))
+	pi, err := nodes[0].ApplyPolicy(membertest.BigPolicy(40 << 10))
 	if err != nil {
 		t.Fatal(err)
 	}

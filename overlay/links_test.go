@@ -9,6 +9,7 @@ import (
 
 	"glow/link"
 	"glow/nat/natlab"
+	"glow/overlay/member/membertest"
 )
 
 // TestStreamLinks: three nodes where UDP works only between b and c. a
@@ -17,7 +18,7 @@ import (
 func TestStreamLinks(t *testing.T) {
 	in := natlab.NewInternet()
 	lk := &links{allowed: map[[2]netip.Addr]bool{}}
-	u := newTestUser(t, "alice")
+	u := membertest.NewUser(t, "alice")
 	used := map[netip.Addr]bool{}
 	ips := []netip.Addr{netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("198.51.100.2"), netip.MustParseAddr("198.51.100.3")}
 	lk.set(ips[1], ips[2], true) // only b-c speak UDP

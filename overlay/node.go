@@ -124,7 +124,7 @@ type Node struct {
 	done        chan struct{}
 	saveKick    chan struct{}        // cap 1: the records cache is dirty (saver, save.go)
 	routesWant  chan []netip.Prefix  // cap 1: friends' prefixes to route (routeSetter, save.go)
-	records     member.OrderedWriter // writes records cache snapshots in order (state.go)
+	records     member.OrderedWriter // writes records cache snapshots in order (member/state.go)
 
 	port atomic.Uint32 // the UDP port: set by Start, changed only by a port move (portclash.go)
 

@@ -9,6 +9,7 @@ import (
 	"glow/internal/wire"
 	"glow/link"
 	"glow/nat/natlab"
+	"glow/overlay/member/membertest"
 )
 
 // TestChoosePath: direct > stream > relay > none, whatever else is set.
@@ -59,7 +60,7 @@ func TestChoosePath(t *testing.T) {
 func TestRelayFollowsHopPath(t *testing.T) {
 	in := natlab.NewInternet()
 	lk := &links{allowed: map[[2]netip.Addr]bool{}}
-	u := newTestUser(t, "alice")
+	u := membertest.NewUser(t, "alice")
 	used := map[netip.Addr]bool{}
 	ips := []netip.Addr{netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("198.51.100.2"), netip.MustParseAddr("198.51.100.3")}
 	lk.set(ips[0], ips[1], true)

@@ -5,13 +5,14 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
-	"glow/overlay/member"
 	"io/fs"
 	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"glow/overlay/member"
 )
 
 // One port per node behind a NAT.

@@ -3,9 +3,10 @@ package overlay
 import (
 	"encoding/binary"
 	"errors"
-	"glow/overlay/member"
 	"sync/atomic"
 	"time"
+
+	"glow/overlay/member"
 )
 
 // Freshness of control packets. A sealed control packet proves who sent it,

@@ -9,6 +9,7 @@ import (
 
 	"glow/nat/natlab"
 	"glow/overlay/member"
+	"glow/overlay/member/membertest"
 )
 
 // links is a set of allowed host pairs; packets between other hosts are
@@ -110,7 +111,7 @@ func routeOf(n *Node, name string) (string, []string) {
 func lineNet(t *testing.T, names []string) ([]*Node, *links, []netip.Addr) {
 	in := natlab.NewInternet()
 	lk := &links{allowed: map[[2]netip.Addr]bool{}}
-	u := newTestUser(t, "alice")
+	u := membertest.NewUser(t, "alice")
 	used := map[netip.Addr]bool{}
 	var ips []netip.Addr
 	var nodes []*Node

@@ -29,6 +29,7 @@ import (
 	"glow/internal/wire"
 	"glow/nat/natlab"
 	"glow/overlay/member"
+	"glow/overlay/member/membertest"
 )
 
 func scaleGate(t *testing.T) {
@@ -135,7 +136,7 @@ func propagation(t *testing.T, size int) {
 			nedges++
 		}
 	}
-	u := newTestUser(t, "alice")
+	u := membertest.NewUser(t, "alice")
 	used := map[netip.Addr]bool{}
 	cpu0, start := cpuSeconds(), time.Now()
 	nodes := make([]*Node, size)
@@ -305,7 +306,7 @@ func makeScalePeers(t *testing.T, u *member.UserKey, k int, used map[netip.Addr]
 func TestScaleHeapPerPeer(t *testing.T) {
 	scaleGate(t)
 	const k = 600
-	u := newTestUser(t, "alice")
+	u := membertest.NewUser(t, "alice")
 	used := map[netip.Addr]bool{}
 	peers := makeScalePeers(t, u, k, used)
 	// wireguard-go alone first, while nothing else runs.

@@ -2,10 +2,11 @@ package overlay
 
 import (
 	"fmt"
-	"glow/overlay/member"
 	"net/netip"
 	"slices"
 	"strings"
+
+	"glow/overlay/member"
 )
 
 // Address shadowing. Every user allocates IPv4 addresses in the same

@@ -1,10 +1,11 @@
 package overlay
 
 import (
-	"glow/overlay/member"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"glow/overlay/member"
 )
 
 // TestAttackStateDirReadable (issue 12, item 7): a state directory that

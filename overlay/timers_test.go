@@ -22,6 +22,7 @@ import (
 	"glow/link"
 	"glow/overlay/api"
 	"glow/overlay/member"
+	"glow/overlay/member/membertest"
 )
 
 // Tests of the control plane's timers on a clockRig (clockrig_test.go):
@@ -508,7 +509,7 @@ func TestTimerWantOnce(t *testing.T) {
 func TestTimerFriendRequestResend(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newClockRig(t)
-		bob := newTestUser(t, "bob")
+		bob := membertest.NewUser(t, "bob")
 		bobKeys, err := member.NewNodeKeys()
 		if err != nil {
 			t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"glow/overlay/member/membertest"
 	"glow/relay"
 )
 
@@ -30,7 +31,7 @@ func TestTURN(t *testing.T) {
 	lk.set(ips[0], ips[2], true)
 	lk.set(ips[1], ips[2], true)
 	lk.set(ips[0], netip.MustParseAddr("127.0.0.1"), true) // a may reach the TURN server's relayed addresses
-	u := newTestUser(t, "alice")
+	u := membertest.NewUser(t, "alice")
 	used := map[netip.Addr]bool{}
 	var nodes []*Node
 	for i, name := range []string{"a", "b", "c"} {

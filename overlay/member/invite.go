@@ -25,12 +25,12 @@ import (
 //	[stream count(1) | stream addresses] | checksum(4)
 //
 // The stream addresses, present only when there are some, are TCP link
-// ports a joiner whose UDP is blocked dials (joinstream.go) besides the link
+// ports a joiner whose UDP is blocked dials (overlay/joinstream.go) besides the link
 // port of each endpoint, which is by default the endpoint's address itself.
 //
 // The endpoints are the inviter's and those of the user's nodes the inviter
 // reaches directly at a public address (a VPS): a joiner that cannot reach
-// the inviter asks one of them to pass its request on (joinrelay.go).
+// the inviter asks one of them to pass its request on (overlay/joinrelay.go).
 //
 // The checksum (SHA-256 prefix) catches typing and copying mistakes.
 //
@@ -47,7 +47,7 @@ type Invite struct {
 	Secret    [16]byte
 	Expires   time.Time
 	Endpoints []netip.AddrPort
-	Streams   []netip.AddrPort // TCP link addresses other than the endpoints' (joinstream.go)
+	Streams   []netip.AddrPort // TCP link addresses other than the endpoints' (overlay/joinstream.go)
 }
 
 const (

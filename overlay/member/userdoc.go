@@ -36,7 +36,7 @@ const (
 // MaxDocBody is the largest body of a user document, in bytes: the most
 // its 16-bit length field holds. A policy of up to 64 KiB, a revocation
 // list of up to 1,008 nodes (65 bytes a node) fit. Documents larger than
-// one control packet travel in fragments (fragment.go).
+// one control packet travel in fragments (overlay/fragment.go).
 const MaxDocBody = 1<<16 - 1
 
 // MaxDocRaw bounds the encoding of a user document: header, body, signature.
