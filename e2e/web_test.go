@@ -105,7 +105,10 @@ func TestWebMap(t *testing.T) {
 
 	// The page's own controls: an invite through the CSRF checks, and the
 	// NAT view.
-	var inv struct{ Code, Kind, QR string }
+	var inv struct {
+		Code, Kind, QR string
+		QRWidth        int // the image as the browser decoded it
+	}
 	if err := br.exec(`document.querySelector('#invite-device').click(); return {};`, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -114,21 +117,22 @@ func TestWebMap(t *testing.T) {
 			Code: o.hidden ? "" : document.querySelector('#invite-code').textContent,
 			Kind: o.dataset.kind || "",
 			QR: document.querySelector('#invite-qr').hidden ? "" : document.querySelector('#invite-qr').src.slice(0, 30),
+			QRWidth: document.querySelector('#invite-qr').naturalWidth,
 			Err: document.querySelector('#invite-err').textContent};`, &inv); err != nil {
 			return err
 		}
-		if inv.Code == "" {
-			return fmt.Errorf("no invite code shown yet")
+		if inv.Code == "" || inv.QRWidth == 0 {
+			return fmt.Errorf("no invite code and QR code shown yet (%+v)", inv)
 		}
 		return nil
 	})
 	if err != nil {
 		t.Fatalf("invite button: %v", err)
 	}
-	if !strings.HasPrefix(inv.Code, "glow") || inv.Kind != "device" {
-		t.Errorf("invite: code %q kind %q", inv.Code, inv.Kind)
+	if !strings.HasPrefix(inv.Code, "glow") || inv.Kind != "device" || !strings.HasPrefix(inv.QR, "data:image/svg+xml") {
+		t.Errorf("invite: code %q kind %q QR %q", inv.Code, inv.Kind, inv.QR)
 	} else {
-		t.Logf("the invite button made %s… (QR %q)", inv.Code[:16], inv.QR)
+		t.Logf("the invite button made %s… (QR %q, decoded %d px wide)", inv.Code[:16], inv.QR, inv.QRWidth)
 	}
 	var nat struct{ Mapping, Text string }
 	err = waitFor(30*time.Second, 250*time.Millisecond, func() error {

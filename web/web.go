@@ -59,6 +59,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"glow/internal/qrterm"
 	"glow/overlay/api"
 )
 
@@ -374,5 +375,8 @@ func (h *Handler) invite(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	inv := Invite{Kind: kind, Code: code, Expires: time.Now().Add(ttl).UTC().Format(time.RFC3339)}
+	if svg, err := qrterm.SVG(code); err == nil {
+		inv.QR = "data:image/svg+xml;base64," + base64.StdEncoding.EncodeToString([]byte(svg))
+	}
 	writeJSON(w, http.StatusOK, inv)
 }

@@ -2,6 +2,7 @@ package web
 
 import (
 	"bufio"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -300,6 +301,10 @@ func TestAuthCSRF(t *testing.T) {
 		var inv Invite
 		if err := json.Unmarshal([]byte(body), &inv); err != nil || inv.Code != "glow-TESTCODE" || inv.Kind != "device" || made != 1 {
 			t.Errorf("%s: %v %+v (%d invites made)", c.name, err, inv, made)
+		}
+		svg, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(inv.QR, "data:image/svg+xml;base64,"))
+		if !strings.HasPrefix(inv.QR, "data:image/svg+xml;base64,") || err != nil || !strings.HasPrefix(string(svg), "<svg") {
+			t.Errorf("%s: QR %.60q: not an SVG data URL (%v)", c.name, inv.QR, err)
 		}
 	}
 	// The POST without the cookie, though right otherwise.

@@ -4,7 +4,8 @@
 // is github.com/skip2/go-qrcode's; two module rows make one text line, with
 // the quiet zone the standard asks for around the code. Light modules are
 // drawn (as qrencode -t UTF8 does), so the code reads on a terminal with a
-// dark background, the common case.
+// dark background, the common case. SVG draws the same code as an image,
+// for the invite panel of `glow web`.
 package qrterm
 
 import (
