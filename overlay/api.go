@@ -54,6 +54,10 @@ func (n *Node) ServeAPI(ctx context.Context, down func()) error {
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, n.Status())
 	})
+	mux.Handle("GET /v1/metrics", n.MetricsHandler())
+	mux.HandleFunc("GET /v1/metrics/snapshot", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, n.Metrics())
+	})
 	mux.HandleFunc("GET /v1/ip", func(w http.ResponseWriter, r *http.Request) {
 		addrs, err := n.Addrs(r.URL.Query().Get("target"))
 		if err != nil {

@@ -62,6 +62,10 @@ type rx struct {
 	fwdNB          *Endpoint
 	fwdSrc, fwdDst wire.ShortID
 	fwdHops        uint8
+	// udpKind is how a WireGuard datagram with a source address came: UDP
+	// (direct), or through a TURN allocation (the streams' goroutine).
+	udpKind trafficKind
+	traffic rxTraffic // this batch's WireGuard traffic (traffic.go)
 }
 
 // batch starts a receive batch: what was read once per batch is stale.
@@ -120,6 +124,11 @@ func (r *rx) handle(i int, bufs [][]byte, sizes []int, eps []conn.Endpoint, from
 		if e != nil {
 			eps[i] = e
 			b.wakeOnInitiation(e, pkt[0])
+			if linkPeer != nil {
+				r.traffic.add(trafficStream, len(pkt), pkt[0])
+			} else {
+				r.traffic.add(r.udpKind, len(pkt), pkt[0])
+			}
 			return
 		}
 		b.dropUnknownSrc.Add(1)
@@ -209,6 +218,7 @@ func (r *rx) handle(i int, bufs [][]byte, sizes []int, eps []conn.Endpoint, from
 		if k = wire.Classify(inner); k == wire.KindWireGuard {
 			sizes[i] = copy(bufs[i], inner)
 			eps[i] = e
+			r.traffic.add(trafficRelay, sizes[i], bufs[i][0])
 			b.wakeOnInitiation(e, bufs[i][0]) // (inner has moved)
 			if p := e.path.Load(); p != nil && !p.relay {
 				if r.now.IsZero() {
@@ -246,6 +256,7 @@ func (b *Bind) makeReceive(inner conn.ReceiveFunc) conn.ReceiveFunc {
 			}
 		}
 		r.flush()
+		r.traffic.flush(&b.traffic)
 		b.in.add(dataIn(bufs[:n], sizes))
 		return n, err
 	}
@@ -255,7 +266,7 @@ func (b *Bind) makeReceive(inner conn.ReceiveFunc) conn.ReceiveFunc {
 // allocations: it waits for datagrams their readers deliver (DeliverStream,
 // DeliverTURN) and takes as many as are ready, up to the batch size.
 func (b *Bind) makeStreamReceive(done <-chan struct{}) conn.ReceiveFunc {
-	r := &rx{b: b}
+	r := &rx{b: b, udpKind: trafficTURN}
 	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 		b.in.wait(&r.timer)
 		var sp streamPkt
@@ -286,6 +297,7 @@ func (b *Bind) makeStreamReceive(done <-chan struct{}) conn.ReceiveFunc {
 			break
 		}
 		r.flush()
+		r.traffic.flush(&b.traffic)
 		b.in.add(dataIn(bufs[:n], sizes))
 		return n, nil
 	}

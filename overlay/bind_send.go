@@ -56,6 +56,7 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 			b.ctl.trafficResumed()
 		}
 		b.lastData.Store(now)
+		b.traffic.sent(p, bufs)
 		if last := bufs[len(bufs)-1]; last[0] == 1 || last[0] == 2 {
 			h := append([]byte(nil), last...) // handshakes are rare: keep one for a path change
 			e.recentHS.Store(&h)

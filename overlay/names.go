@@ -76,6 +76,7 @@ func (n *Node) startDNS() error {
 	if err != nil {
 		return err
 	}
+	n.dnsSrv.Store(srv)
 	addrs := []netip.AddrPort{
 		netip.AddrPortFrom(glowdns.ServiceV4, 53),
 		netip.AddrPortFrom(glowdns.ServiceV6, 53),

@@ -113,6 +113,8 @@ type Node struct {
 	portmap     *nat.PortMapper
 	stunServers []netip.AddrPort
 	dnsApplied  bool
+	dnsSrv      atomic.Pointer[glowdns.Server] // the resolver, for its counters (metrics.go); nil when off
+	metrics     metricsState                   // the Prometheus handler (metrics.go)
 
 	boot        [8]byte    // random per start; peers see a restart by it
 	loopbackLab bool       // our host addresses are loopback (tests, labs): loopback endpoints are fine

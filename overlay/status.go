@@ -87,6 +87,7 @@ func (n *Node) Status() Status {
 	s.Drops["bind/control-rate-limited"] = bc.ControlRateLimited
 	s.Drops["bind/unknown-kind"] = bc.UnknownKind
 	s.Drops["bind/send-no-path"] = bc.SendNoPath
+	s.Drops["bind/stream-queue-full"] = bc.StreamFull
 	return s
 }
 

@@ -46,6 +46,7 @@ func init() {
 		{"nodes", "remove NAME", "revoke a node of this user: it can no longer reach or be reached", cmdNodes},
 		{"link", "add URL|remove URL|list|stdio", "links to neighbours over UDP, TCP, WebSocket, ssh", cmdLink},
 		{"web", "[--listen IP:PORT]", "a live map of the mesh in the browser (a local page)", cmdWeb},
+		{"metrics", "[--json]", "the daemon's metrics, as Prometheus scrapes them (glow up --metrics ADDR)", cmdMetrics},
 		{"version", "", "version and build information", cmdVersion},
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -18,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"glow/metrics"
 	"glow/overlay"
 	"glow/overlay/api"
 	"glow/overlay/member"
@@ -40,6 +42,7 @@ type upFlags struct {
 	turnUsers  listFlag
 	turnIP     string
 	socksAuth  string
+	metrics    string
 }
 
 func cmdUp(g *globals, args []string) error {
@@ -63,6 +66,7 @@ func cmdUp(g *globals, args []string) error {
 	fs.StringVar(&f.cfg.TUNName, "tun", "glow0", "name of the TUN interface")
 	fs.BoolVar(&f.cfg.NoDNS, "no-dns", false, "do not touch the system resolver")
 	fs.BoolVar(&f.cfg.NoFirewall, "no-firewall", false, "no nftables table keeping other interfaces' traffic off the overlay addresses (not recommended)")
+	fs.StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics (PORT or :PORT: loopback; an IP address for others)")
 	fs.BoolVar(&f.foreground, "foreground", false, "stay in the foreground (logs to stderr)")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -132,6 +136,11 @@ func cmdUp(g *globals, args []string) error {
 		}
 		if err := checkSOCKSAddr(f.cfg.SOCKS5, f.socksAuth != ""); err != nil {
 			return usagef("--socks5 %s: %v", f.cfg.SOCKS5, err)
+		}
+	}
+	if f.metrics != "" {
+		if _, err := metrics.ListenAddr(context.Background(), f.metrics); err != nil {
+			return usagef("--metrics %s: %v", f.metrics, err)
 		}
 	}
 	if !f.cfg.Userspace && os.Geteuid() != 0 {
@@ -293,6 +302,16 @@ func runDaemon(g *globals, f upFlags) error {
 	}
 
 	f.cfg.Logf = logger.Printf
+	var metricsLn net.Listener
+	if f.metrics != "" {
+		// Before the node starts: a port taken fails the start, not later.
+		ln, err := listenMetrics(context.Background(), f.metrics)
+		if err != nil {
+			return err
+		}
+		metricsLn = ln
+		defer ln.Close()
+	}
 	n, err := overlay.Start(f.cfg)
 	if err != nil {
 		return err
@@ -319,6 +338,9 @@ func runDaemon(g *globals, f upFlags) error {
 			who = "clients must give the --socks5-auth credentials"
 		}
 		logger.Printf("glow: SOCKS5/HTTP proxy on %s %s; %s", ln.Addr().Network(), ln.Addr(), who)
+	}
+	if metricsLn != nil {
+		go serveMetrics(ctx, metricsLn, n, logger.Printf)
 	}
 	apiErr := make(chan error, 1)
 	go func() { apiErr <- n.ServeAPI(ctx, cancel) }()

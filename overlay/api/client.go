@@ -34,6 +34,8 @@ import (
 // The routes, all HTTP with JSON bodies:
 //
 //	GET  /v1/status              Status
+//	GET  /v1/metrics             the Prometheus text format (package glow/metrics)
+//	GET  /v1/metrics/snapshot    Metrics
 //	GET  /v1/ip?target=T         {"addrs": [...]}
 //	POST /v1/ping?target=T       PingResult (one ping)
 //	POST /v1/invite?ttl=D&uses=N {"code": "..."}
@@ -78,22 +80,34 @@ func (c *Client) do(method, path string, out any) error {
 }
 
 func (c *Client) doBody(method, path string, body io.Reader, out any) error {
-	req, err := http.NewRequest(method, "http://glow"+path, body)
+	data, err := c.doRaw(method, path, body)
 	if err != nil {
 		return err
+	}
+	if out != nil {
+		return json.Unmarshal(data, out)
+	}
+	return nil
+}
+
+// doRaw makes a request and returns the body of a successful answer.
+func (c *Client) doRaw(method, path string, body io.Reader) ([]byte, error) {
+	req, err := http.NewRequest(method, "http://glow"+path, body)
+	if err != nil {
+		return nil, err
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		var ne *net.OpError
 		if errors.As(err, &ne) && ne.Op == "dial" {
-			return fmt.Errorf("%w (state %s); start it with 'glow up'", ErrNotRunning, c.StateDir)
+			return nil, fmt.Errorf("%w (state %s); start it with 'glow up'", ErrNotRunning, c.StateDir)
 		}
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
 		var e ErrorBody
@@ -103,12 +117,9 @@ func (c *Client) doBody(method, path string, body io.Reader, out any) error {
 		if e.Code == "" {
 			e.Code = codeOfStatus(resp.StatusCode)
 		}
-		return &Error{Code: e.Code, Message: e.Error}
+		return nil, &Error{Code: e.Code, Message: e.Error}
 	}
-	if out != nil {
-		return json.Unmarshal(data, out)
-	}
-	return nil
+	return data, nil
 }
 
 // Status fetches the daemon's status.
@@ -116,6 +127,18 @@ func (c *Client) Status() (Status, error) {
 	var s Status
 	err := c.do("GET", "/v1/status", &s)
 	return s, err
+}
+
+// Metrics fetches a snapshot of the daemon's counters.
+func (c *Client) Metrics() (Metrics, error) {
+	var m Metrics
+	err := c.do("GET", "/v1/metrics/snapshot", &m)
+	return m, err
+}
+
+// MetricsText fetches the daemon's metrics in the Prometheus text format.
+func (c *Client) MetricsText() ([]byte, error) {
+	return c.doRaw("GET", "/v1/metrics", nil)
 }
 
 // IP returns the overlay addresses of target ("" for this node).
