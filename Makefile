@@ -16,7 +16,7 @@ all: build
 help:
 	@echo "make build    build $(BIN)"
 	@echo "make test     gofmt check, go vet, go test ./... (e2e namespace tests need root)"
-	@echo "make demo     3 nodes in namespaces on one LAN: join, status, ping (root)"
+	@echo "make demo     the whole story in namespaces: home, VPS, cafe (hard NAT), a friend; ssh, share, the map (root; KEEP=1 keeps it up)"
 	@echo "make bench    glow vs wireguard-go vs raw veth, relays, NAT timings, in namespaces -> BENCHMARKS.md (root)"
 	@echo "make bench-go the in-process Go benchmarks"
 	@echo "make fuzz     each fuzz target for FUZZTIME ($(FUZZTIME))"
