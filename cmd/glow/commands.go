@@ -195,6 +195,7 @@ func cmdInvite(g *globals, args []string) error {
 	fs := newFlags(g, "invite")
 	ttl := fs.Duration("ttl", time.Hour, "how long the code stays valid")
 	uses := fs.Int("uses", 1, "how many devices may join with it")
+	qr := fs.Bool("qr", false, "also print the code as a terminal QR code")
 	if pos, err := parse(fs, args); err != nil {
 		return err
 	} else if len(pos) > 0 {
@@ -211,8 +212,7 @@ func cmdInvite(g *globals, args []string) error {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "On the new device run:  glow up --join CODE\n(valid %v, for %d device(s))\n", *ttl, *uses)
-	fmt.Fprintln(g.out, code)
-	return nil
+	return printCode(g, code, *qr)
 }
 
 func cmdVersion(g *globals, args []string) error {

@@ -23,6 +23,7 @@ func cmdFriend(g *globals, args []string) error {
 	switch args[0] {
 	case "invite":
 		ttl := fs.Duration("ttl", 24*time.Hour, "how long the code stays valid")
+		qr := fs.Bool("qr", false, "also print the code as a terminal QR code")
 		if pos, err := parse(fs, args[1:]); err != nil {
 			return err
 		} else if len(pos) > 0 {
@@ -33,8 +34,7 @@ func cmdFriend(g *globals, args []string) error {
 			return err
 		}
 		fmt.Fprintf(os.Stderr, "Give this code to your friend; on their admin node they run:  glow friend add CODE\n")
-		fmt.Fprintln(g.out, code)
-		return nil
+		return printCode(g, code, *qr)
 	case "add":
 		pos, err := parse(fs, args[1:])
 		if err != nil {
