@@ -137,6 +137,7 @@ type peerStatus struct {
 	Endpoint string   `json:"endpoint"`
 	Via      []string `json:"via"`
 	RTTms    float64  `json:"rtt_ms"`
+	Routes   []string `json:"routes"`
 }
 
 type status struct {

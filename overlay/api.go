@@ -237,6 +237,19 @@ func (n *Node) ServeAPI(ctx context.Context, down func()) error {
 		}
 		writeJSON(w, map[string]string{"status": "removed"})
 	})
+	mux.HandleFunc("POST /v1/set", func(w http.ResponseWriter, r *http.Request) {
+		var ch api.PrefsChange
+		if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&ch); err != nil {
+			writeErr(w, api.CodeInvalidArgument, fmt.Errorf("set: %w", err))
+			return
+		}
+		p, err := n.SetPrefs(ch)
+		if err != nil {
+			writeErr(w, api.CodeInternal, err)
+			return
+		}
+		writeJSON(w, p)
+	})
 	mux.HandleFunc("POST /v1/down", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, map[string]string{"status": "stopping"})
 		if f, ok := w.(http.Flusher); ok {

@@ -46,6 +46,7 @@ type Bind struct {
 	// Lazy WireGuard peers (lazywg.go).
 	dev      atomic.Pointer[device.Device]            // set once the device exists
 	byIP     atomic.Pointer[map[netip.Addr]*Endpoint] // overlay address -> peer; copy on write
+	byRoute  atomic.Pointer[[]routeEntry]             // prefixes routed to peers, longest first (subnets.go)
 	wgWakes  atomic.Uint64                            // WireGuard peers configured on demand
 	wgMu     sync.Mutex                               // guards what wireguard-go holds (Endpoint.wg.on, inKey, since) and wgClosed; serialises IpcSet; taken before wgCfgMu
 	wgCfgMu  sync.Mutex                               // guards every Endpoint.wg.key, wg.cfg and wgQueue; never held across IpcSet, so Node.mu may be held

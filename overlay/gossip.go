@@ -221,7 +221,7 @@ func (n *Node) recordChangedLocked(kind member.RecordKind, raw []byte, now time.
 		if p := n.peers[info.Node]; p != nil {
 			n.addCandidatesLocked(p, info.Endpoints, now)
 		}
-		n.routesDirty = true
+		n.routesDirty, n.rt.dirty = true, true
 		n.permitTURNLocked()
 	}
 }
@@ -231,7 +231,8 @@ func (n *Node) recordChangedLocked(kind member.RecordKind, raw []byte, now time.
 func (n *Node) refreshInfoLocked(now time.Time) {
 	eps := n.localEndpointsLocked(now)
 	links := n.linksLocked()
-	if n.info != nil && slices.Equal(n.info.Endpoints, eps) {
+	routes := n.offeredLocked()
+	if n.info != nil && slices.Equal(n.info.Endpoints, eps) && slices.Equal(n.info.Routes, routes) {
 		if slices.Equal(n.info.Links, links) {
 			return
 		}
@@ -252,7 +253,7 @@ func (n *Node) refreshInfoLocked(now time.Time) {
 	if old := n.store.Info(n.id); old != nil && seq <= old.Seq {
 		seq = old.Seq + 1
 	}
-	info := &member.NodeInfo{Node: n.id, Seq: seq, Endpoints: eps, Links: links}
+	info := &member.NodeInfo{Node: n.id, Seq: seq, Endpoints: eps, Links: links, Routes: routes}
 	member.SignInfo(n.keys.Sign, info)
 	if _, err := n.store.AddInfo(info); err != nil {
 		n.logf("glow: own node info: %v", err)

@@ -173,7 +173,11 @@ func (b *Bind) closeWG() {
 // if there is one and it is not configured. The TUN reader calls it for
 // each new destination of a batch.
 func (b *Bind) wakeForDst(dst netip.Addr) {
-	if e := (*b.byIP.Load())[dst]; e != nil && !e.wg.on.Load() {
+	e := (*b.byIP.Load())[dst]
+	if e == nil {
+		e = b.routeFor(dst)
+	}
+	if e != nil && !e.wg.on.Load() {
 		b.wakeWG(e)
 	}
 }

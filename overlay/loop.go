@@ -261,6 +261,9 @@ func (n *Node) loop() {
 		if n.routesDirty {
 			n.computeRoutesLocked(now)
 		}
+		if n.rt.dirty {
+			n.refreshSubnetsLocked()
+		}
 		slow(lastInfo.Add(infoEvery))
 		n.dueLocked(lastTrim.Add(lazyTrimEvery))
 		if beaconDue {

@@ -23,6 +23,7 @@ import (
 	"glow/internal/wire"
 	"glow/link"
 	"glow/nat"
+	"glow/overlay/api"
 	"glow/overlay/member"
 	"glow/policy"
 	"glow/relay"
@@ -82,6 +83,9 @@ type Config struct {
 	// In-process tests pass loopback.
 	HostAddrs func() []netip.Addr
 	Logf      func(format string, args ...any)
+	// Prefs changes the saved prefs (routes offered, exit node: subnets.go)
+	// before the node starts; nil keeps them.
+	Prefs *api.PrefsChange
 
 	stateWrite   func(name string) // tests: called before each state file write (State.beforeWrite)
 	beforeIpcSet func()            // tests: called before each IpcSet of a WireGuard peer (Bind.wgHook)
@@ -126,6 +130,7 @@ type Node struct {
 	done        chan struct{}
 	saveKick    chan struct{}        // cap 1: the records cache is dirty (saver, save.go)
 	routesWant  chan []netip.Prefix  // cap 1: friends' prefixes to route (routeSetter, save.go)
+	rt          routeState           // subnet routes and exit node (subnets.go); guarded by mu
 	records     member.OrderedWriter // writes records cache snapshots in order (member/state.go)
 
 	port atomic.Uint32 // the UDP port: set by Start, changed only by a port move (portclash.go)
@@ -273,6 +278,7 @@ func Start(cfg Config) (*Node, error) {
 		saveKick: make(chan struct{}, 1), routesWant: make(chan []netip.Prefix, 1),
 		loopbackLab: loopbackLab, autoPort: autoPort,
 	}
+	n.rt.want = make(chan kernelRoutes, 1)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.atClose(func() { n.lock.Close() })
 	if autoPort {
@@ -289,6 +295,9 @@ func Start(cfg Config) (*Node, error) {
 // start runs Start's steps; on an error the caller runs the teardown.
 func (n *Node) start(port uint16) error {
 	if err := n.loadIdentity(port); err != nil {
+		return err
+	}
+	if err := n.loadPrefs(); err != nil {
 		return err
 	}
 	n.loadBootstrap()
@@ -526,6 +535,7 @@ func (n *Node) startDataPlane(port uint16) error {
 			},
 			ExtraAddrs: []netip.Addr{glowdns.ServiceV4, glowdns.ServiceV6},
 			Firewall:   n.firewallPrefixes(),
+			SysctlFile: n.state.Path("sysctl.saved"),
 		})
 		if errors.Is(err, firewall.ErrInstall) {
 			return fmt.Errorf("%w; without it hosts on this machine's networks could reach the overlay: fix that, or run with --no-firewall (not recommended)", err)
@@ -539,8 +549,10 @@ func (n *Node) startDataPlane(port uint16) error {
 				n.logf("glow: %v", err)
 			}
 		})
-		n.wg.Add(1)
+		n.wg.Add(2)
 		go n.routeSetter(k, n.cert.IPv4, n.cert.IPv6)
+		n.rt.kernel = k
+		go n.routeApplier(k, n.cert.IPv4, n.cert.IPv6)
 	}
 	logger := &device.Logger{
 		Verbosef: func(string, ...any) {},

@@ -38,8 +38,9 @@ const (
 // peer is the control loop's view of another node. Guarded by Node.mu.
 type peer struct {
 	cert       *member.Cert
-	routed     []netip.Addr // the cert's addresses routed to the peer (shadow.go)
-	shared     *[32]byte    // control box key
+	routed     []netip.Addr   // the cert's addresses routed to the peer (shadow.go)
+	subnets    []netip.Prefix // the prefixes it offers that we route to it (subnets.go)
+	shared     *[32]byte      // control box key
 	ep         *Endpoint
 	cands      map[netip.AddrPort]*candidate
 	pings      map[[12]byte]*pendingPing

@@ -33,7 +33,8 @@ import (
 
 // directory maps overlay addresses to certified principals for the filter.
 type directory struct {
-	m atomic.Pointer[map[netip.Addr]policy.Principal]
+	m      atomic.Pointer[map[netip.Addr]policy.Principal]
+	routes atomic.Pointer[[]routeOwner] // prefixes routed to peers, longest first (subnets.go)
 }
 
 func (d *directory) Lookup(ip netip.Addr) (policy.Principal, bool) {
@@ -42,6 +43,18 @@ func (d *directory) Lookup(ip netip.Addr) (policy.Principal, bool) {
 		return policy.Principal{}, false
 	}
 	p, ok := (*m)[ip]
+	if !ok {
+		// An address of a prefix routed to a peer is the peer's: WireGuard
+		// takes it only from that peer.
+		if rs := d.routes.Load(); rs != nil {
+			for _, r := range *rs {
+				if r.p.Contains(ip) {
+					p, ok = (*m)[r.who]
+					break
+				}
+			}
+		}
+	}
 	return p, ok
 }
 
@@ -84,6 +97,7 @@ func (n *Node) refreshPolicyLocked() {
 		}
 	}
 	n.dir.m.Store(&m)
+	n.rt.dirty = true // peers may have come or gone: the subnet choice too
 	n.fwd.SetMembers(n.id.Short(), n.relayMembersLocked())
 	foreign := false
 	for _, c := range n.store.Certs() {

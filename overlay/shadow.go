@@ -118,6 +118,9 @@ func (n *Node) wgConfigLocked(p *peer) {
 	for _, a := range ips {
 		fmt.Fprintf(&b, "allowed_ip=%v\n", netip.PrefixFrom(a, a.BitLen()))
 	}
+	for _, r := range p.subnets {
+		fmt.Fprintf(&b, "allowed_ip=%v\n", r)
+	}
 	n.bind.setWG(p.ep, fmt.Sprint(c.WG), b.String(), ips)
 	p.routed = ips
 }

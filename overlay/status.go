@@ -26,6 +26,11 @@ func (n *Node) Status() Status {
 		Peers: []PeerStatus{},
 		Drops: map[string]uint64{},
 	}
+	s.Self.Offered = append([]string{}, prefixStrings(n.offeredLocked())...)
+	s.Self.ExitNode = n.rt.prefs.ExitNode
+	if p := n.exitPeerLocked(); p != nil {
+		s.Self.ExitNodeInUse = slices.Contains(p.subnets, defaultRoute4)
+	}
 	if n.info != nil {
 		for _, ep := range n.info.Endpoints {
 			s.Self.Endpoints = append(s.Self.Endpoints, ep.String())
@@ -52,6 +57,10 @@ func (n *Node) Status() Status {
 			ps.Online, ps.Path = true, c.kind.String()
 			ps.RTTms = float64(p.rtt.Microseconds()) / 1000
 		}
+		if info := n.store.Info(p.cert.Node); info != nil {
+			ps.Offered = prefixStrings(info.Routes)
+		}
+		ps.Routes = prefixStrings(p.subnets)
 		ps.Loss = p.quality.Loss()
 		if !p.lastHeard.IsZero() {
 			ps.LastSeen = now.Sub(p.lastHeard).Round(time.Second).String() + " ago"

@@ -34,6 +34,10 @@ type KernelConfig struct {
 	// are dropped unless they arrive on this interface or on loopback.
 	// [Kernel.SetRoutes] adds its prefixes to these. Empty: no table.
 	Firewall []netip.Prefix
+	// SysctlFile is where [Kernel.SetForwarding] keeps the forwarding
+	// sysctls' earlier values while it has them on, so that the next
+	// OpenKernel puts them back after a crash. "": not kept.
+	SysctlFile string
 }
 
 // withDefaults returns c with defaults filled in, or an error naming the bad field.

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/tun"
@@ -32,6 +33,11 @@ type Kernel struct {
 	fw     *firewall.Firewall // nil without KernelConfig.Firewall
 	fwBase []netip.Prefix     // KernelConfig.Firewall; SetRoutes adds its routes
 	closed bool
+
+	// SetForwarding's (subnets_linux.go).
+	nft        *nftables.Conn // lasting, in OpenKernel's netns
+	sysctlFile string         // KernelConfig.SysctlFile
+	forwarding bool
 }
 
 // OpenKernel creates the TUN interface cfg describes, in the network
@@ -82,6 +88,9 @@ func (k *Kernel) setup(cfg KernelConfig) error {
 		return fmt.Errorf("tun: %s: find link: %w", k.name, err)
 	}
 	k.index = link.Attrs().Index
+	if err := k.openRouter(cfg.SysctlFile); err != nil {
+		return err
+	}
 	if len(cfg.Firewall) > 0 {
 		fw, err := firewall.Install(firewall.Config{Interface: k.name, Prefixes: cfg.Firewall})
 		if err != nil {
@@ -268,7 +277,11 @@ func (k *Kernel) Close() error {
 	if k.closed {
 		return nil
 	}
+	fwdErr := k.setForwardingLocked(false)
 	k.closed = true
+	if k.nft != nil {
+		k.nft.CloseLasting()
+	}
 	err := k.dev.Close()
 	k.nl.Close()
 	k.nl = nil
@@ -280,7 +293,7 @@ func (k *Kernel) Close() error {
 	if k.fw != nil {
 		err = errors.Join(err, k.fw.Close())
 	}
-	return err
+	return errors.Join(err, fwdErr)
 }
 
 // SetRoutes makes the routes through the interface, besides the connected

@@ -22,3 +22,6 @@ func (k *Kernel) Name() string       { return "" }
 func (k *Kernel) Close() error       { return nil }
 
 func (k *Kernel) SetRoutes([]netip.Prefix, ...netip.Addr) error { return errors.ErrUnsupported }
+
+func (k *Kernel) SetSubnetRoutes([]netip.Prefix, ...netip.Addr) error { return errors.ErrUnsupported }
+func (k *Kernel) SetForwarding(bool) error                            { return errors.ErrUnsupported }

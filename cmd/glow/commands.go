@@ -106,6 +106,21 @@ func cmdStatus(g *globals, args []string) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	for _, p := range s.Peers {
+		if len(p.Offered) > 0 {
+			fmt.Fprintf(g.out, "%s offers %s; routed through it: %s\n", p.Name, strings.Join(p.Offered, ", "), noneIfEmpty(p.Routes))
+		}
+	}
+	if len(s.Self.Offered) > 0 {
+		fmt.Fprintf(g.out, "this node offers %s\n", strings.Join(s.Self.Offered, ", "))
+	}
+	if s.Self.ExitNode != "" {
+		state := "in use"
+		if !s.Self.ExitNodeInUse {
+			state = "not reachable or not offering: Internet traffic blocked"
+		}
+		fmt.Fprintf(g.out, "exit node: %s (%s)\n", s.Self.ExitNode, state)
+	}
 	for _, c := range s.Conflicts {
 		fmt.Fprintf(g.out, "conflict: %s claims %s, held by %s: not routed to %s (reach it at its other address)\n",
 			c.Node, c.Addr, c.Holder, c.Node)

@@ -68,9 +68,15 @@ func cmdUp(g *globals, args []string) error {
 	fs.BoolVar(&f.cfg.NoFirewall, "no-firewall", false, "no nftables table keeping other interfaces' traffic off the overlay addresses (not recommended)")
 	fs.StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics (PORT or :PORT: loopback; an IP address for others)")
 	fs.BoolVar(&f.foreground, "foreground", false, "stay in the foreground (logs to stderr)")
+	rf := addRouteFlags(fs)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
+	}
+	if ch, err := rf.change(fs); err != nil {
+		return err
+	} else if !ch.Empty() {
+		f.cfg.Prefs = &ch
 	}
 	if len(pos) > 0 {
 		return usagef("unexpected argument %q", pos[0])

@@ -45,6 +45,7 @@ import (
 //	GET|POST /v1/policy, GET /v1/policy/history, POST /v1/policy/rollback?version=V
 //	POST /v1/link/add|remove?url=U, GET /v1/links, POST /v1/link/stdio (takes the connection over)
 //	POST /v1/nodes/remove?name=N
+//	POST /v1/set                 PrefsChange in, Prefs out (routes, exit node: prefs.go)
 //	POST /v1/down                stops the daemon
 
 // SocketName is the control socket's file name in the state directory.

@@ -37,6 +37,13 @@ type SelfStatus struct {
 	Port      uint16   `json:"port"`
 	Endpoints []string `json:"endpoints"`
 	Expires   string   `json:"cert_expires"`
+	// Offered are the prefixes this node offers to route (0.0.0.0/0 and
+	// ::/0 for an exit node); ExitNode is the exit node it is told to use.
+	Offered  []string `json:"offered_routes"`
+	ExitNode string   `json:"exit_node,omitempty"`
+	// ExitNodeInUse: the exit node offers the default routes and they are
+	// routed to it; while not, Internet traffic is blocked (fail closed).
+	ExitNodeInUse bool `json:"exit_node_in_use,omitempty"`
 }
 
 // PeerStatus describes one known peer.
@@ -56,6 +63,10 @@ type PeerStatus struct {
 	// Session: the peer is configured in WireGuard now (it carried traffic
 	// in the last minutes; idle peers are configured on demand).
 	Session bool `json:"session"`
+	// Offered are the prefixes the peer offers to route; Routes those
+	// this node routes through it (a prefix two peers offer goes to one).
+	Offered []string `json:"offered_routes,omitempty"`
+	Routes  []string `json:"routes,omitempty"`
 }
 
 // PingResult is one overlay-level ping reply.

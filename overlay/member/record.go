@@ -44,15 +44,21 @@ type NodeInfo struct {
 	Seq       uint64
 	Endpoints []netip.AddrPort
 	Links     []LinkInfo // neighbours this node reaches directly, for routing
-	Sig       [ed25519.SignatureSize]byte
+	// Routes are the prefixes this node offers to route for its peers
+	// (subnet routes, and 0.0.0.0/0 and ::/0 for an exit node: routes.go).
+	// An info with routes is encoded as version 2; without, as version 1.
+	Routes []netip.Prefix
+	Sig    [ed25519.SignatureSize]byte
 
 	raw []byte
 }
 
 const (
 	infoVersion  = 1
+	infoRoutes   = 2 // version 1 and the routes
 	MaxEndpoints = 16
 	MaxLinks     = 64
+	MaxRoutes    = 16 // routes one NodeInfo offers
 )
 
 // LinkInfo is one edge of the routing graph: a neighbour and the cost of
@@ -66,7 +72,11 @@ var infoContext = []byte("glow info v1\x00")
 
 func (n *NodeInfo) body() []byte {
 	var w wire.Writer
-	w.U8(infoVersion)
+	if len(n.Routes) > 0 {
+		w.U8(infoRoutes)
+	} else {
+		w.U8(infoVersion)
+	}
 	w.Raw(n.Node[:])
 	w.U64(n.Seq)
 	w.U8(uint8(len(n.Endpoints)))
@@ -78,6 +88,12 @@ func (n *NodeInfo) body() []byte {
 		w.Raw(l.Node[:])
 		w.U16(l.Cost)
 	}
+	if len(n.Routes) > 0 {
+		w.U8(uint8(len(n.Routes)))
+		for _, p := range n.Routes {
+			w.AddrPort(netip.AddrPortFrom(p.Addr(), uint16(p.Bits()))) // the port field holds the length
+		}
+	}
 	return w.B
 }
 
@@ -88,6 +104,9 @@ func SignInfo(k ed25519.PrivateKey, n *NodeInfo) {
 	}
 	if len(n.Links) > MaxLinks {
 		n.Links = n.Links[:MaxLinks]
+	}
+	if len(n.Routes) > MaxRoutes {
+		n.Routes = n.Routes[:MaxRoutes]
 	}
 	body := n.body()
 	copy(n.Sig[:], ed25519.Sign(k, append(append([]byte{}, infoContext...), body...)))
@@ -112,7 +131,8 @@ func ParseInfo(b []byte) (*NodeInfo, error) {
 	}
 	r := wire.Reader{B: b}
 	n := &NodeInfo{}
-	if v := r.U8(); r.Err == nil && v != infoVersion {
+	v := r.U8()
+	if r.Err == nil && v != infoVersion && v != infoRoutes {
 		return nil, fmt.Errorf("node info: %w: version %d", ErrMalformed, v)
 	}
 	r.Fixed(n.Node[:])
@@ -137,6 +157,20 @@ func ParseInfo(b []byte) (*NodeInfo, error) {
 		r.Fixed(l.Node[:])
 		l.Cost = r.U16()
 		n.Links = append(n.Links, l)
+	}
+	if v == infoRoutes {
+		cnt := int(r.U8())
+		if r.Err == nil && (cnt == 0 || cnt > MaxRoutes) {
+			return nil, fmt.Errorf("node info: %w: %d routes", ErrMalformed, cnt)
+		}
+		for i := 0; i < cnt && r.Err == nil; i++ {
+			ap := r.AddrPort()
+			p, err := ap.Addr().Prefix(int(ap.Port()))
+			if r.Err == nil && (err != nil || int(ap.Port()) > ap.Addr().BitLen() || p != netip.PrefixFrom(ap.Addr(), int(ap.Port()))) {
+				return nil, fmt.Errorf("node info: %w: bad route %v/%d", ErrMalformed, ap.Addr(), ap.Port())
+			}
+			n.Routes = append(n.Routes, p)
+		}
 	}
 	r.Fixed(n.Sig[:])
 	if err := r.Done(); err != nil {

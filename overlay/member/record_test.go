@@ -130,7 +130,23 @@ func FuzzParseInfo(f *testing.F) {
 	n := &member.NodeInfo{Node: k.ID(), Seq: 1, Endpoints: []netip.AddrPort{netip.MustParseAddrPort("[::1]:1")}}
 	member.SignInfo(k.Sign, n)
 	f.Add(n.Marshal())
-	f.Fuzz(func(t *testing.T, b []byte) { member.ParseInfo(b) })
+	n = &member.NodeInfo{Node: k.ID(), Seq: 2, Routes: []netip.Prefix{netip.MustParsePrefix("10.71.1.0/24"), netip.MustParsePrefix("::/0")}}
+	member.SignInfo(k.Sign, n)
+	f.Add(n.Marshal())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		info, err := member.ParseInfo(b)
+		if err != nil {
+			return
+		}
+		if len(info.Routes) > member.MaxRoutes {
+			t.Fatalf("%d routes accepted", len(info.Routes))
+		}
+		for _, r := range info.Routes {
+			if !r.IsValid() || r != r.Masked() {
+				t.Fatalf("route %v accepted", r)
+			}
+		}
+	})
 }
 
 // BenchmarkRecordVerify: Store.Apply of one certificate and of one

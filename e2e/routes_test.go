@@ -1,0 +1,193 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"glow/e2e/lab"
+)
+
+// TestSubnetRouter (issue 16): alice's home NAS (behind an easy NAT)
+// offers its LAN with `glow up --advertise-routes`; a printer on that LAN
+// runs no glow and has no route back to the overlay (its gateway is the
+// home router). A cafe laptop of alice (behind another NAT) reaches the
+// printer's web server by its LAN address, IPv4 and IPv6, through the NAS,
+// and the printer sees the NAS's LAN address as the source (masquerade).
+// Before the NAS offers the prefix the laptop reaches nothing there;
+// `glow set --advertise-routes ”` on the running NAS takes it back.
+func TestSubnetRouter(t *testing.T) {
+	l := lab.New(t)
+	needGlow(t)
+	vpsH := publicHost(l, "vps")
+	homeLAN := l.Bridge("home-lan")
+	nasH, printerH := l.Host("nas"), l.Host("printer")
+	nasLAN4 := homeLAN.Attach(nasH)
+	printer4 := homeLAN.Attach(printerH)
+	l.Router("home-gw", homeLAN, lab.EasyNAT)
+	_, cafeH := siteHost(l, "cafe", lab.EasyNAT)
+	printer6, nasLAN6 := lanAddr6(t, printerH), lanAddr6(t, nasH)
+	srv := routeServe(t, printerH, 8080)
+
+	vps := newNode(t, vpsH, "vps")
+	nas := newNode(t, nasH, "nas")
+	cafe := newNode(t, cafeH, "cafe")
+	vps.up("--user", "alice", "--name", "vps")
+	nas.up("--name", "nas", "--join", vps.invite())
+	cafe.up("--name", "cafe", "--join", vps.invite())
+	nasV4, _ := nas.ips()
+	if _, err := waitPing(cafeH, nasV4, reachTimeout); err != nil {
+		t.Fatalf("cafe cannot ping nas over the overlay: %v", err)
+	}
+
+	// Not offered yet: the printer's LAN is out of the cafe's reach.
+	routeRefused(t, "before offering", cafeH, printer4, 8080, srv)
+
+	// Offered on the running node with glow set (no restart).
+	res := nas.mustGlow(20*time.Second, "set", "--advertise-routes", homeLAN.V4.String()+","+homeLAN.V6.String())
+	t.Logf("nas: glow set: %s", res.Stdout)
+	took := time.Now()
+	for _, c := range []struct{ dst, wantSrc netip.Addr }{{printer4, nasLAN4}, {printer6, nasLAN6}} {
+		if err := waitFor(reachTimeout, 250*time.Millisecond, func() error { return routeCurl(cafeH, c.dst, 8080, c.wantSrc) }); err != nil {
+			t.Fatalf("cafe -> printer %s through nas: %v\n%s", c.dst, err, routeStatus(cafe))
+		}
+	}
+	metric(t, "subnet_route_first_reach", time.Since(took).Round(time.Millisecond).String())
+	if _, err := waitPing(cafeH, printer4, reachTimeout); err != nil {
+		t.Errorf("cafe cannot ping the printer %s through nas: %v", printer4, err)
+	}
+	st, err := cafe.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := peerNamed(st, "nas"); p == nil || !strings.Contains(strings.Join(p.Routes, ","), homeLAN.V4.String()) {
+		t.Errorf("cafe's status does not show %v routed through nas: %+v", homeLAN.V4, p)
+	}
+
+	// Taken back: refused again, and the NAS has forwarding off again.
+	nas.mustGlow(20*time.Second, "set", "--advertise-routes", "")
+	if err := waitFor(reachTimeout, 250*time.Millisecond, func() error {
+		if err := routeCurl(cafeH, printer4, 8080, nasLAN4); err == nil {
+			return fmt.Errorf("still reachable")
+		}
+		return nil
+	}); err != nil {
+		t.Errorf("after --advertise-routes '': cafe still reaches the printer: %v", err)
+	}
+	routeRefused(t, "after taking the offer back", cafeH, printer4, 8080, srv)
+	if v := strings.TrimSpace(nasH.MustRun("sysctl", "-n", "net.ipv4.ip_forward")); v != "0" {
+		t.Errorf("nas: net.ipv4.ip_forward = %s after the offer was taken back, want 0", v)
+	}
+	if out := nasH.MustRun("nft", "list", "tables"); strings.Contains(out, "glow-router") {
+		t.Errorf("nas: router table still there after the offer was taken back:\n%s", out)
+	}
+}
+
+// lanAddr6 is h's IPv6 address on its LAN (eth0).
+func lanAddr6(t *testing.T, h *lab.Host) netip.Addr {
+	t.Helper()
+	for _, a := range h.Addrs() {
+		if a.Is6() && !a.IsLinkLocalUnicast() {
+			return a
+		}
+	}
+	t.Fatalf("%s: no IPv6 LAN address in %v", h.Name, h.Addrs())
+	return netip.Addr{}
+}
+
+// routeServer is a web server in a lab host that answers each request with
+// the address it came from, and counts the connections from each address.
+type routeServer struct {
+	mu   sync.Mutex
+	seen map[netip.Addr]int
+}
+
+func (s *routeServer) count(a netip.Addr) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.seen[a]
+}
+
+func (s *routeServer) total() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, c := range s.seen {
+		n += c
+	}
+	return n
+}
+
+// routeServe serves on port in h (IPv4 and IPv6) until the test ends.
+func routeServe(t *testing.T, h *lab.Host, port int) *routeServer {
+	t.Helper()
+	var ln net.Listener
+	if err := h.Do(func() error {
+		var err error
+		ln, err = net.Listen("tcp", ":"+strconv.Itoa(port))
+		return err
+	}); err != nil {
+		t.Fatalf("%s: listen on %d: %v", h.Name, port, err)
+	}
+	s := &routeServer{seen: map[netip.Addr]int{}}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			from := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
+			s.mu.Lock()
+			s.seen[from]++
+			s.mu.Unlock()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			buf := make([]byte, 4096)
+			c.Read(buf) // the request; its content does not matter
+			body := "from " + from.String()
+			fmt.Fprintf(c, "HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+			c.Close()
+		}
+	}()
+	return s
+}
+
+// routeCurl fetches http://dst:port/ from h and wants the server to have
+// seen wantSrc as the source.
+func routeCurl(h *lab.Host, dst netip.Addr, port uint16, wantSrc netip.Addr) error {
+	return polCurlWant(h, polURL(dst, port), "from "+wantSrc.String())
+}
+
+// routeRefused fails t if h reaches dst:port, or if the server saw any new
+// connection meanwhile.
+func routeRefused(t *testing.T, stage string, h *lab.Host, dst netip.Addr, port uint16, srv *routeServer) {
+	t.Helper()
+	before := srv.total()
+	polDenied(t, stage, h, dst, port)
+	if n := srv.total() - before; n != 0 {
+		t.Errorf("%s: the server saw %d connection(s) it should not have", stage, n)
+	}
+}
+
+// routeStatus is n's glow status, for failure messages.
+func routeStatus(n *node) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := n.glow(ctx, "status")
+	if err != nil {
+		return fmt.Sprintf("glow status: %v", err)
+	}
+	return res.Stdout
+}

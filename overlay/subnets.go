@@ -1,0 +1,411 @@
+package overlay
+
+// Subnet routes and exit nodes: the prefixes a node offers and the ones it
+// routes through its peers.
+//
+// A node offers prefixes (api.Prefs.AdvertiseRoutes; 0.0.0.0/0 and ::/0
+// for an exit node) in its signed NodeInfo (NodeInfo.Routes), so every
+// peer learns them by gossip. A peer that takes a prefix routes it
+// through the offering node:
+//
+//   - WireGuard: the prefix is one of the offering peer's allowed IPs, so
+//     wireguard-go picks that peer for packets to it whatever the path
+//     (direct, relayed, a stream link), and accepts packets from the prefix
+//     only from that peer;
+//   - the TUN reader wakes the peer for it (Bind.wakeForDst, byRoute);
+//   - the kernel routes it through the TUN (tun.Kernel.SetSubnetRoutes,
+//     applied off Node.mu by routeApplier);
+//   - the policy directory names the offering node as the owner of the
+//     prefix's addresses, so replies from a LAN host pass the filter as the
+//     router's.
+//
+// Which prefixes a node takes (subnetChoiceLocked): a peer's offered
+// prefix is taken unless it is not a plain unicast prefix, overlaps the
+// overlay's own ranges (member.IPv4Range, any user's /48) or a prefix this node
+// offers itself. Default routes are taken only from the exit node chosen
+// (api.Prefs.ExitNode). A prefix two peers offer goes to one: a node of
+// our own user before a friend's, then one with a path, then the lower
+// node id. A friend's node's routes are taken too: the friend's router
+// lets our packets through only where its policy shares the prefix with
+// us (policy "allow bob -> route nas 10.71.1.0/24"), so taking them costs
+// nothing where they are not shared.
+//
+// The router's side (tun.Kernel.SetForwarding): while a node offers a
+// prefix its kernel forwards (net.ipv4.ip_forward and
+// net.ipv6.conf.all.forwarding set, their earlier values restored after)
+// and glow's nftables routing table masquerades what the overlay sends out
+// of other interfaces, and clamps the MSS of forwarded TCP.
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"slices"
+	"time"
+
+	"glow/internal/wire"
+	"glow/overlay/api"
+	"glow/overlay/member"
+)
+
+// prefsFile holds api.Prefs in the state directory (JSON).
+const prefsFile = "prefs.json"
+
+var (
+	defaultRoute4 = netip.MustParsePrefix("0.0.0.0/0")
+	defaultRoute6 = netip.MustParsePrefix("::/0")
+)
+
+// routeEntry is one prefix routed to a peer, for the packet path.
+type routeEntry struct {
+	p netip.Prefix
+	e *Endpoint
+}
+
+// setRoutes publishes the prefixes routed to peers (beyond their overlay
+// addresses), longest first, for wakeForDst.
+func (b *Bind) setRoutes(rs []routeEntry) {
+	rs = slices.Clone(rs)
+	slices.SortStableFunc(rs, func(a, b routeEntry) int { return b.p.Bits() - a.p.Bits() })
+	b.byRoute.Store(&rs)
+}
+
+// routeFor returns the peer a prefix routed to peers holds dst, or nil.
+func (b *Bind) routeFor(dst netip.Addr) *Endpoint {
+	rs := b.byRoute.Load()
+	if rs == nil {
+		return nil
+	}
+	for _, r := range *rs {
+		if r.p.Contains(dst) {
+			return r.e
+		}
+	}
+	return nil
+}
+
+// routeOwner is a prefix routed to a peer, for the policy directory.
+type routeOwner struct {
+	p   netip.Prefix
+	who netip.Addr // an overlay address of the node the prefix is routed to
+}
+
+// validPrefs checks prefs a client or a state file gave.
+func validPrefs(p api.Prefs) error {
+	if len(p.AdvertiseRoutes) > member.MaxRoutes-2 {
+		return api.Errorf(api.CodeInvalidArgument, "--advertise-routes: at most %d prefixes", member.MaxRoutes-2)
+	}
+	for _, r := range p.AdvertiseRoutes {
+		if err := checkOffer(r); err != nil {
+			return api.Errorf(api.CodeInvalidArgument, "--advertise-routes %v: %v", r, err)
+		}
+	}
+	if p.ExitNode != "" && !member.ValidName(firstLabel(p.ExitNode)) && len(p.ExitNode) != 64 {
+		return api.Errorf(api.CodeInvalidArgument, "--exit-node %q: want a node name", p.ExitNode)
+	}
+	return nil
+}
+
+func firstLabel(s string) string {
+	for i := range len(s) {
+		if s[i] == '.' {
+			return s[:i]
+		}
+	}
+	return s
+}
+
+// checkOffer says why a prefix may not be offered or taken as a subnet
+// route, or nil.
+func checkOffer(p netip.Prefix) error {
+	a := p.Addr()
+	switch {
+	case !p.IsValid() || a.Zone() != "" || a.Is4In6():
+		return errors.New("not a prefix")
+	case p != p.Masked():
+		return fmt.Errorf("host bits set (write %v)", p.Masked())
+	case p.Bits() == 0:
+		return errors.New("a default route: use --advertise-exit-node")
+	case a.IsLoopback() || a.IsMulticast() || a.IsLinkLocalUnicast() || a.IsUnspecified():
+		return errors.New("not a unicast range")
+	case p.Overlaps(member.IPv4Range):
+		return fmt.Errorf("overlaps the overlay's %v", member.IPv4Range)
+	case a.Is6() && p.Bits() <= 48 && p.Overlaps(netip.MustParsePrefix("fd00::/8")):
+		return errors.New("overlaps the overlay's IPv6 range (fd00::/8 holds the users' /48s)")
+	}
+	return nil
+}
+
+// loadPrefs reads the saved prefs (none saved: the zero Prefs) and applies
+// the Config's changes; a state file that does not parse is an error that
+// names it.
+func (n *Node) loadPrefs() error {
+	var p api.Prefs
+	b, err := n.state.ReadFile(prefsFile)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return err
+	default:
+		if err := json.Unmarshal(b, &p); err != nil {
+			return &member.DamagedError{Path: n.state.Path(prefsFile), Err: err}
+		}
+		if err := validPrefs(p); err != nil {
+			return &member.DamagedError{Path: n.state.Path(prefsFile), Err: err}
+		}
+	}
+	if n.cfg.Prefs != nil && !n.cfg.Prefs.Empty() {
+		p = n.cfg.Prefs.Apply(p)
+		if err := validPrefs(p); err != nil {
+			return err
+		}
+		if err := n.savePrefs(p); err != nil {
+			return err
+		}
+	}
+	n.rt.prefs = p
+	return nil
+}
+
+func (n *Node) savePrefs(p api.Prefs) error {
+	b, err := json.MarshalIndent(p, "", "  ")
+	if err != nil {
+		return err
+	}
+	return n.state.WriteFile(prefsFile, append(b, '\n'), 0o644)
+}
+
+// Prefs returns the node's prefs.
+func (n *Node) Prefs() api.Prefs {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.rt.prefs
+}
+
+// SetPrefs changes the node's prefs (glow set): saved first, then in
+// force at once (the NodeInfo is signed again at the next tick).
+func (n *Node) SetPrefs(ch api.PrefsChange) (api.Prefs, error) {
+	n.saveMu.Lock()
+	defer n.saveMu.Unlock()
+	n.mu.Lock()
+	p := ch.Apply(n.rt.prefs)
+	n.mu.Unlock()
+	if err := validPrefs(p); err != nil {
+		return api.Prefs{}, err
+	}
+	if p.ExitNode != "" {
+		n.mu.Lock()
+		_, err := n.findLocked(p.ExitNode)
+		n.mu.Unlock()
+		if err != nil {
+			return api.Prefs{}, api.Errorf(api.CodeNotFound, "--exit-node %s: %v", p.ExitNode, err)
+		}
+	}
+	if err := n.savePrefs(p); err != nil {
+		return api.Prefs{}, err
+	}
+	n.mu.Lock()
+	n.rt.prefs = p
+	n.infoDirty, n.rt.dirty = true, true
+	n.dueLocked(time.Now())
+	n.mu.Unlock()
+	return p, nil
+}
+
+// offeredLocked is what our NodeInfo offers.
+func (n *Node) offeredLocked() []netip.Prefix {
+	out := slices.Clone(n.rt.prefs.AdvertiseRoutes)
+	if n.rt.prefs.AdvertiseExitNode {
+		out = append(out, defaultRoute4, defaultRoute6)
+	}
+	return out
+}
+
+// exitPeerLocked is the peer named as exit node, or nil.
+func (n *Node) exitPeerLocked() *peer {
+	if n.rt.prefs.ExitNode == "" {
+		return nil
+	}
+	p, err := n.findLocked(n.rt.prefs.ExitNode)
+	if err != nil {
+		return nil
+	}
+	return p
+}
+
+// subnetChoiceLocked returns the prefixes to route to each peer (see the
+// file comment).
+func (n *Node) subnetChoiceLocked() map[wire.NodeID][]netip.Prefix {
+	mine := n.offeredLocked()
+	exit := n.exitPeerLocked()
+	type offer struct {
+		p    *peer
+		rank int
+	}
+	// No prefix that overlaps a user's /48 (ours, a friend's) is taken:
+	// the overlay's own addresses are routed by certificate only.
+	var users []netip.Prefix
+	for _, c := range n.store.Certs() {
+		if u := member.UserPrefix6(c.User[:]); !slices.Contains(users, u) {
+			users = append(users, u)
+		}
+	}
+	best := map[netip.Prefix]offer{}
+	for _, p := range n.peers {
+		info := n.store.Info(p.cert.Node)
+		if info == nil {
+			continue
+		}
+		rank := 0
+		if !n.store.Own(p.cert.User) {
+			rank += 2
+		}
+		if p.path().kind == pathNone {
+			rank++
+		}
+		for _, r := range info.Routes {
+			if r.Bits() == 0 {
+				if p != exit {
+					continue
+				}
+			} else if checkOffer(r) != nil || slices.ContainsFunc(mine, r.Overlaps) || slices.ContainsFunc(users, r.Overlaps) {
+				continue
+			}
+			o, ok := best[r]
+			if ok && (o.rank < rank || o.rank == rank && bytes.Compare(o.p.cert.Node[:], p.cert.Node[:]) < 0) {
+				continue
+			}
+			best[r] = offer{p, rank}
+		}
+	}
+	out := map[wire.NodeID][]netip.Prefix{}
+	for r, o := range best {
+		out[o.p.cert.Node] = append(out[o.p.cert.Node], r)
+	}
+	for _, rs := range out {
+		slices.SortFunc(rs, comparePrefix)
+	}
+	return out
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Bits(), b.Bits())
+}
+
+// refreshSubnetsLocked applies the subnet choice: the peers' WireGuard
+// allowed IPs, the packet path's and the directory's view, and the
+// kernel's routes. The control loop calls it when routes may have changed.
+func (n *Node) refreshSubnetsLocked() {
+	n.rt.dirty = false
+	choice := n.subnetChoiceLocked()
+	var entries []routeEntry
+	var owners []routeOwner
+	var kernel []netip.Prefix
+	for id, p := range n.peers {
+		want := choice[id]
+		if !slices.Equal(p.subnets, want) {
+			p.subnets = want
+			n.wgConfigLocked(p)
+		}
+		for _, r := range want {
+			entries = append(entries, routeEntry{r, p.ep})
+			if len(p.routed) > 0 {
+				owners = append(owners, routeOwner{r, p.routed[0]})
+			}
+			if r.Bits() > 0 {
+				kernel = append(kernel, r)
+			}
+		}
+	}
+	n.bind.setRoutes(entries)
+	slices.SortStableFunc(owners, func(a, b routeOwner) int { return b.p.Bits() - a.p.Bits() })
+	n.dir.routes.Store(&owners)
+	slices.SortFunc(kernel, comparePrefix)
+	want := kernelRoutes{Subnets: kernel, Forward: len(n.offeredLocked()) > 0}
+	if !want.equal(n.rt.applied) {
+		n.rt.applied = want
+		n.setKernelRoutesLocked(want)
+	}
+}
+
+// kernelRoutes is what the kernel should hold for subnet routes.
+type kernelRoutes struct {
+	Subnets []netip.Prefix // peers' prefixes routed through the TUN
+	Forward bool           // we offer routes: forward and masquerade
+}
+
+func (k kernelRoutes) equal(o kernelRoutes) bool {
+	return slices.Equal(k.Subnets, o.Subnets) && k.Forward == o.Forward
+}
+
+// routeState is the node's subnet and exit node state, guarded by Node.mu.
+type routeState struct {
+	prefs   api.Prefs
+	dirty   bool         // prefs or offers changed: refreshSubnetsLocked at the next tick
+	applied kernelRoutes // last handed to the route applier
+	want    chan kernelRoutes
+	kernel  subnetKernel // nil without a kernel TUN
+}
+
+// subnetKernel is what the route applier needs of the kernel TUN.
+type subnetKernel interface {
+	SetSubnetRoutes(prefixes []netip.Prefix, srcs ...netip.Addr) error
+	SetForwarding(on bool) error
+}
+
+// setKernelRoutesLocked hands the applier the latest kernel routes,
+// replacing a set it has not taken yet.
+func (n *Node) setKernelRoutesLocked(want kernelRoutes) {
+	if n.rt.kernel == nil {
+		return
+	}
+	for {
+		select {
+		case n.rt.want <- want:
+			return
+		default:
+		}
+		select {
+		case <-n.rt.want:
+		default:
+		}
+	}
+}
+
+// routeApplier applies subnet routes and forwarding to the kernel, off
+// n.mu; a set that fails is tried again at the next change.
+func (n *Node) routeApplier(k subnetKernel, v4, v6 netip.Addr) {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case want := <-n.rt.want:
+			err := errors.Join(k.SetForwarding(want.Forward), k.SetSubnetRoutes(want.Subnets, v4, v6))
+			if err == nil {
+				continue
+			}
+			n.logf("glow: subnet routes: %v", err)
+			n.mu.Lock()
+			if n.rt.applied.equal(want) {
+				n.rt.applied = kernelRoutes{Subnets: []netip.Prefix{}} // differs from any wanted: sent again
+			}
+			n.mu.Unlock()
+		}
+	}
+}
+
+func prefixStrings(ps []netip.Prefix) []string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.String())
+	}
+	return out
+}
