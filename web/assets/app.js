@@ -10,8 +10,25 @@ const $ = (sel) => document.querySelector(sel);
 
 // Fields the page knows; anything else status reports (routes, exit nodes,
 // whatever the daemon adds) is shown as it comes, under "more".
-const KNOWN_PEER = new Set(["name", "user", "ipv4", "ipv6", "id", "online", "path", "endpoint", "via", "rtt_ms", "loss", "last_seen", "session"]);
-const KNOWN_SELF = new Set(["name", "user", "ipv4", "ipv6", "id", "admin", "port", "endpoints", "cert_expires"]);
+const KNOWN_PEER = new Set(["name", "user", "ipv4", "ipv6", "id", "online", "path", "endpoint", "via", "rtt_ms", "loss", "last_seen", "session", "offered_routes", "routes"]);
+const KNOWN_SELF = new Set(["name", "user", "ipv4", "ipv6", "id", "admin", "port", "endpoints", "cert_expires", "offered_routes", "exit_node", "exit_node_in_use"]);
+const DEFAULT_ROUTES = new Set(["0.0.0.0/0", "::/0"]);
+
+// routeBadges says what a node routes: a subnet router's prefixes (those
+// this node sends through it, or those it offers), an exit node, and
+// whether it is this node's exit node.
+function routeBadges(st, p, isSelf) {
+  const out = [];
+  const offered = p.offered_routes || [];
+  const subnets = offered.filter((r) => !DEFAULT_ROUTES.has(r));
+  if (offered.some((r) => DEFAULT_ROUTES.has(r))) {
+    const mine = !isSelf && st.self.exit_node && (st.self.exit_node === p.name || st.self.exit_node === key(st, p));
+    out.push(isSelf ? "offers exit node" : mine ? (st.self.exit_node_in_use ? "your exit node" : "your exit node (not in use)") : "exit node");
+  }
+  if (!isSelf && p.routes && p.routes.length) out.push("routes " + p.routes.join(", "));
+  else if (subnets.length) out.push("offers " + subnets.join(", "));
+  return out;
+}
 const KNOWN_TOP = new Set(["self", "peers", "drops", "conflicts"]);
 
 function el(tag, attrs, text) {
@@ -144,7 +161,7 @@ function drawMap(st) {
     let label = "", lx, ly;
     const q = [];
     if (p.rtt_ms > 0) q.push(ms(p.rtt_ms));
-    if (p.loss > 0) q.push(Math.round(p.loss * 100) + "% loss");
+    q.push(Math.round((p.loss || 0) * 100) + "% loss");
     if (p.path === "relay") {
       // The route: this node, each relay in order, the peer.
       const hops = [self];
@@ -180,7 +197,7 @@ function drawMap(st) {
     nodes.append(g);
     return g;
   };
-  const me = addNode(st.self.name, st.self, "self", st.self.ipv4, extras(st.self, KNOWN_SELF).slice(0, 3));
+  const me = addNode(st.self.name, st.self, "self", st.self.ipv4, routeBadges(st, st.self, true).concat(extras(st.self, KNOWN_SELF)).slice(0, 3));
   me.append(svg("text", { class: "self-mark", y: 4 }, "you"));
   for (const p of st.peers) {
     const cls = [];
@@ -189,7 +206,7 @@ function drawMap(st) {
     else if (p.path === "relay") cls.push("relayed");
     else if (p.path === "stream") cls.push("stream");
     const sub = p.online ? p.ipv4 : "offline";
-    addNode(key(st, p), p, cls.join(" "), sub, extras(p, KNOWN_PEER).slice(0, 3));
+    addNode(key(st, p), p, cls.join(" "), sub, routeBadges(st, p, false).concat(extras(p, KNOWN_PEER)).slice(0, 3));
   }
   m.replaceChildren(edges, labels, nodes);
 }
@@ -206,6 +223,8 @@ function drawSelf(st) {
     ["endpoints", (s.endpoints || []).join(", ") || "none yet"],
     ["certificate until", s.cert_expires],
   ];
+  if (!empty(s.offered_routes)) rows.push(["offers routes", s.offered_routes.join(", ")]);
+  if (s.exit_node) rows.push(["exit node", s.exit_node + (s.exit_node_in_use ? " (in use)" : " (not in use: Internet traffic blocked)")]);
   for (const k of Object.keys(s).sort()) {
     if (!KNOWN_SELF.has(k) && !empty(s[k])) rows.push([k, show(s[k])]);
   }
@@ -222,7 +241,7 @@ function drawPeers(st) {
       el("td", {}, p.online && p.rtt_ms > 0 ? ms(p.rtt_ms) : "-"),
       el("td", {}, p.loss > 0 ? Math.round(p.loss * 100) + "%" : "0%"),
       el("td", {}, p.last_seen || "-"),
-      el("td", { class: "more" }, extras(p, KNOWN_PEER).join("; ")));
+      el("td", { class: "more" }, routeBadges(st, p, false).concat(extras(p, KNOWN_PEER)).join("; ")));
     return tr;
   });
   if (rows.length === 0) {
