@@ -310,6 +310,8 @@ func parseCtl(m []byte) (any, error) {
 		out = j
 	case msgJoinFwd, msgJoinBack:
 		out = parseJoinRelay(msgType(m[0]), &r)
+	case msgAdminKey, msgAdminAck:
+		out = parseAdminMsg(msgType(m[0]), &r) // admins.go
 	default:
 		fm, ok := parseFriendMsg(msgType(m[0]), &r)
 		if !ok {

@@ -204,6 +204,8 @@ func (n *Node) recordChangedLocked(kind member.RecordKind, raw []byte, now time.
 		}
 		if c.Node != n.id {
 			n.addPeerLocked(n.store.Cert(c.Node), now)
+		} else {
+			n.ownCertLocked(c) // renewed, promoted, demoted (admins.go)
 		}
 		n.certsChangedLocked()
 	case member.KindFriends, member.KindPolicy, member.KindRevoked:

@@ -61,7 +61,7 @@ func (n *Node) issueInvite(ttl time.Duration, uses int, friend bool, code func(p
 		if friend {
 			return "", errNotAdmin
 		}
-		return "", api.Errorf(api.CodeNotAdmin, "this node is not an admin node (it does not hold the user key); run 'glow invite' on the node where the user was created")
+		return "", api.Errorf(api.CodeNotAdmin, "this node is not an admin node (it does not hold the user key); run 'glow invite' on an admin node ('glow nodes list' shows them)")
 	}
 	p, err := n.invites.Issue(ttl, uses, friend, now)
 	var seq uint64

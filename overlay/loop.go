@@ -95,9 +95,10 @@ func (n *Node) startControl() {
 	}
 	n.refreshInfoLocked(now)
 	n.mu.Unlock()
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.loop()
 	go n.saver()
+	go n.roleWriter() // admins.go
 	n.mu.Lock()
 	n.loadLinksLocked()
 	n.mu.Unlock()
@@ -393,6 +394,10 @@ func (n *Node) handleControlLocked(pkt []byte, from netip.AddrPort, now time.Tim
 		n.handleJoinFwdLocked(p, msg, now)
 	case joinBack:
 		n.handleJoinBackLocked(p, msg, now)
+	case adminKeyMsg:
+		n.handleAdminKeyLocked(p, msg, now)
+	case adminAckMsg:
+		n.handleAdminAckLocked(p, msg)
 	case joinReq:
 		// A joiner we admitted already is a peer now; when our answer was
 		// lost it asks again and must get its certificate again.

@@ -201,6 +201,7 @@ type Node struct {
 	lastPush      time.Time
 	closed        bool
 	pendingDoc    *member.UserDoc // a document change being stored (changeDoc): in every snapshot meanwhile
+	admin         adminState      // promotions, the role's files (admins.go)
 	saveSeq       uint64          // the last records cache snapshot's number
 }
 
@@ -276,6 +277,7 @@ func Start(cfg Config) (*Node, error) {
 		joinAnswers:   map[netip.AddrPort]int{},
 		bootstrap:     peers, done: make(chan struct{}),
 		saveKick: make(chan struct{}, 1), routesWant: make(chan []netip.Prefix, 1),
+		admin:       adminState{kick: make(chan struct{}, 1)},
 		loopbackLab: loopbackLab, autoPort: autoPort,
 	}
 	n.rt.want = make(chan kernelRoutes, 1)

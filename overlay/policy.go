@@ -195,7 +195,7 @@ func (n *Node) relayMembersLocked() relay.Members {
 	return m
 }
 
-var errNotAdmin = api.Errorf(api.CodeNotAdmin, "this node does not hold the user key; run this on the admin node (where the user was created)")
+var errNotAdmin = api.Errorf(api.CodeNotAdmin, "this node does not hold the user key; run this on an admin node ('glow nodes list' shows them; 'glow nodes promote' makes one)")
 
 // Policy returns the policy document in force.
 func (n *Node) Policy() PolicyInfo {

@@ -1,4 +1,4 @@
-package overlay
+package member
 
 import (
 	"bytes"
@@ -11,7 +11,7 @@ import (
 const testBackupLogN = minBackupLogN
 
 func TestUserKeyBackupRoundTrip(t *testing.T) {
-	u, err := newUserKey("alice")
+	u, err := NewUserKey("alice")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestUserKeyBackupRoundTrip(t *testing.T) {
 }
 
 func FuzzParseUserKeyBackup(f *testing.F) {
-	u, _ := newUserKey("alice")
+	u, _ := NewUserKey("alice")
 	b, _ := sealUserKey(u, []byte("passphrase"), testBackupLogN)
 	f.Add(b)
 	f.Add([]byte(backupMagic))
