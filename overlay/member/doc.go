@@ -3,7 +3,8 @@
 // user.go), certificates (cert.go), signed records and the Store that
 // verifies and versions them (record.go), user documents: friends,
 // revocations, policy (userdoc.go), invite codes and the inviter's table of
-// codes (invite.go), and the state directory's files (state.go).
+// codes (invite.go), the state directory's files (state.go), and the
+// passphrase-sealed backup of a user key (backup.go).
 //
 // It needs no running node: nothing here starts a goroutine, opens a
 // socket or takes a lock it does not own, so everything is testable and
