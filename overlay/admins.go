@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"glow/internal/wire"
-	"glow/overlay/member"
 	"glow/overlay/api"
+	"glow/overlay/member"
 )
 
 // Several admin nodes. Who is an admin is a signed fact of the user: the
