@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -34,11 +35,17 @@ func TestDemo(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(root, "scripts", "demo.sh"))
 	cmd.Env = append(os.Environ(), "GLOW_BIN="+glowBin, "KEEP=")
-	cmd.WaitDelay = 10 * time.Second
+	// On timeout the script gets SIGTERM, so its trap cleans up; whatever
+	// is left after that is removed below.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = time.Minute
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	took := time.Since(start)
 	text := string(out)
+	if cmd.Process != nil {
+		defer demoLeftovers(t, cmd.Process.Pid)
+	}
 	if err != nil {
 		t.Fatalf("scripts/demo.sh: %v after %v\n%s", err, took.Round(time.Millisecond), text)
 	}
@@ -67,14 +74,25 @@ func TestDemo(t *testing.T) {
 			t.Errorf("the demo's output has no line matching %q", want)
 		}
 	}
-	prefix := "gd-" + strconv.Itoa(cmd.Process.Pid) + "-"
-	left, _ := filepath.Glob("/run/netns/" + prefix + "*")
-	if len(left) > 0 {
-		t.Errorf("the demo left namespaces behind: %v", left)
-	}
 	if t.Failed() {
 		t.Logf("demo output:\n%s", text)
 	} else {
 		t.Logf("demo ok in %v; its output:\n%s", took.Round(time.Millisecond), text)
+	}
+}
+
+// demoLeftovers fails t if the demo whose shell had pid left namespaces
+// (gd-PID-*), and removes them.
+func demoLeftovers(t *testing.T, pid int) {
+	prefix := "gd-" + strconv.Itoa(pid) + "-"
+	left, _ := filepath.Glob("/run/netns/" + prefix + "*")
+	if len(left) > 0 {
+		t.Errorf("the demo left namespaces behind: %v", left)
+		for _, f := range left {
+			ns := filepath.Base(f)
+			if out, err := exec.Command("sh", "-c", `for p in $(ip netns pids "$1"); do kill -9 "$p"; done; ip netns del "$1"; rm -rf "/etc/netns/$1"`, "sh", ns).CombinedOutput(); err != nil {
+				t.Logf("removing %s: %v %s", ns, err, out)
+			}
+		}
 	}
 }
