@@ -93,6 +93,12 @@ func TestAPITypedErrors(t *testing.T) {
 	add("friend remove of a stranger", err, api.ErrNotFound)
 	err = admin.RemoveNode("n1")
 	add("remove of the node itself", err, api.ErrConflict)
+	err = admin.RemoveNode("nosuch")
+	add("remove of an unknown node", err, api.ErrNotFound)
+	err = admin.RemoveLink("tcp://127.0.0.1:9")
+	add("link remove of a link not configured", err, api.ErrNotFound)
+	_, _, err = admin.Share("nosuch:80/tcp", "bob", false)
+	add("share with a stranger", err, api.ErrNotFound)
 
 	typed := 0
 	for _, c := range calls {
