@@ -49,6 +49,9 @@ func cmdDown(g *globals, args []string) error {
 			if ferr != nil {
 				return fmt.Errorf("glow is not running, and removing its stale firewall table failed: %w", ferr)
 			}
+			if g.json {
+				return printJSON(g, map[string]any{"running": false, "stopped": false, "firewall_removed": removed})
+			}
 			if removed {
 				fmt.Fprintln(g.out, "glow is not running (DNS settings checked, stale firewall table removed)")
 				return nil
@@ -64,6 +67,9 @@ func cmdDown(g *globals, args []string) error {
 	for time.Now().Before(deadline) {
 		_, err := c.Status()
 		if err != nil && !alive(pid) {
+			if g.json {
+				return printJSON(g, map[string]any{"running": false, "stopped": true})
+			}
 			fmt.Fprintln(g.out, "glow is down")
 			return nil
 		}
@@ -225,6 +231,9 @@ func cmdInvite(g *globals, args []string) error {
 	code, err := api.NewClient(g.state).Invite(*ttl, *uses)
 	if err != nil {
 		return err
+	}
+	if g.json {
+		return printCodeJSON(g, code, *qr, map[string]any{"ttl": ttl.String(), "uses": *uses})
 	}
 	fmt.Fprintf(os.Stderr, "On the new device run:  glow up --join CODE\n(valid %v, for %d device(s))\n", *ttl, *uses)
 	return printCode(g, code, *qr)

@@ -33,6 +33,9 @@ func cmdFriend(g *globals, args []string) error {
 		if err != nil {
 			return err
 		}
+		if g.json {
+			return printCodeJSON(g, code, *qr, map[string]any{"ttl": ttl.String()})
+		}
 		fmt.Fprintf(os.Stderr, "Give this code to your friend; on their admin node they run:  glow friend add CODE\n")
 		return printCode(g, code, *qr)
 	case "add":
@@ -49,6 +52,9 @@ func cmdFriend(g *globals, args []string) error {
 		name, err := c.FriendAdd(pos[0])
 		if err != nil {
 			return err
+		}
+		if g.json {
+			return printJSON(g, map[string]string{"friend": name})
 		}
 		fmt.Fprintf(g.out, "%s is now a friend. They reach nothing of yours until you share it: glow share NODE:PORT --with %s\n", name, name)
 		return nil
@@ -82,6 +88,9 @@ func cmdFriend(g *globals, args []string) error {
 		if err := c.FriendRemove(pos[0]); err != nil {
 			return err
 		}
+		if g.json {
+			return printJSON(g, map[string]string{"removed": pos[0]})
+		}
 		fmt.Fprintf(g.out, "%s is no longer a friend\n", pos[0])
 		return nil
 	}
@@ -113,6 +122,9 @@ func cmdShare(undo bool) func(g *globals, args []string) error {
 		v, changed, err := api.NewClient(g.state).Share(pos[0], *with, undo)
 		if err != nil {
 			return err
+		}
+		if g.json {
+			return printJSON(g, map[string]any{"target": pos[0], "user": *with, "shared": !undo, "changed": changed, "version": v})
 		}
 		switch {
 		case !changed && undo:
@@ -169,6 +181,9 @@ func cmdPolicy(g *globals, args []string) error {
 		if err != nil {
 			return err
 		}
+		if g.json {
+			return printJSON(g, p)
+		}
 		fmt.Fprintf(g.out, "policy version %d applied\n", p.Version)
 		return nil
 	case "history":
@@ -200,6 +215,9 @@ func cmdPolicy(g *globals, args []string) error {
 		p, err := c.RollbackPolicy(v)
 		if err != nil {
 			return err
+		}
+		if g.json {
+			return printJSON(g, map[string]any{"from_version": v, "version": p.Version, "text": p.Text})
 		}
 		fmt.Fprintf(g.out, "policy of version %d is in force again, as version %d\n", v, p.Version)
 		return nil

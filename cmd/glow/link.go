@@ -33,11 +33,17 @@ func cmdLink(g *globals, args []string) error {
 			if err := c.AddLink(pos[0]); err != nil {
 				return err
 			}
+			if g.json {
+				return printJSON(g, map[string]string{"url": pos[0], "status": "added"})
+			}
 			fmt.Fprintf(g.out, "link %s added; it comes up in the background ('glow link list')\n", pos[0])
 			return nil
 		}
 		if err := c.RemoveLink(pos[0]); err != nil {
 			return err
+		}
+		if g.json {
+			return printJSON(g, map[string]string{"url": pos[0], "status": "removed"})
 		}
 		fmt.Fprintf(g.out, "link %s removed\n", pos[0])
 		return nil
@@ -61,6 +67,9 @@ func cmdLink(g *globals, args []string) error {
 		return tw.Flush()
 	case "stdio":
 		// The serving end of ssh://: relay stdin/stdout to the daemon.
+		if g.json {
+			return usagef("--json: link stdio carries a link's bytes on stdin and stdout, never JSON")
+		}
 		conn, err := c.LinkStdio()
 		if err != nil {
 			return err
@@ -90,6 +99,9 @@ func cmdNodes(g *globals, args []string) error {
 	}
 	if err := api.NewClient(g.state).RemoveNode(pos[0]); err != nil {
 		return err
+	}
+	if g.json {
+		return printJSON(g, map[string]string{"removed": pos[0]})
 	}
 	fmt.Fprintf(g.out, "%s is removed: no node of this user talks to it any more\n", pos[0])
 	return nil

@@ -14,6 +14,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"glow/overlay/api"
 )
 
 // usageError is a mistake in the command line: exit status 2.
@@ -120,6 +122,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintf(stdout, "Usage: glow %s %s\n  %s\n", c.name, c.args, c.help)
 			return 0
+		}
+		if g.json {
+			// Scripts read stdout: the failure is JSON there too, with
+			// the local API's code when the daemon gave one.
+			printJSON(g, api.ErrorBody{Error: sentence(err.Error()), Code: api.CodeOf(err)})
 		}
 		fmt.Fprintf(stderr, "glow %s: %s\n", c.name, sentence(err.Error()))
 		return 1

@@ -21,3 +21,17 @@ func printCode(g *globals, code string, qr bool) error {
 	_, err := fmt.Fprintln(g.out, code)
 	return err
 }
+
+// printCodeJSON prints {"code": code, ...extra}, with the terminal QR
+// code's text as "qr" when asked for.
+func printCodeJSON(g *globals, code string, qr bool, extra map[string]any) error {
+	extra["code"] = code
+	if qr {
+		s, err := qrterm.Render(code)
+		if err != nil {
+			return err
+		}
+		extra["qr"] = s
+	}
+	return printJSON(g, extra)
+}

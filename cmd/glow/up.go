@@ -155,6 +155,9 @@ func cmdUp(g *globals, args []string) error {
 
 	c := api.NewClient(g.state)
 	if s, err := c.Status(); err == nil {
+		if g.json {
+			return printJSON(g, s.Self)
+		}
 		fmt.Fprintf(g.out, "glow is already up: %s.%s %s %s\n", s.Self.Name, s.Self.User, s.Self.IPv4, s.Self.IPv6)
 		return nil
 	}
