@@ -81,7 +81,7 @@ func TestEveryCommandJSON(t *testing.T) {
 		{"link", "stdio"}, // refused: exit 2
 		{"metrics"},
 		{"version"},
-		{"web"}, // runs until a signal: its own process below
+		{"web"},  // runs until a signal: its own process below
 		{"down"}, // last: it stops the daemon
 	}
 	covered := map[string]bool{}
