@@ -290,6 +290,15 @@ func TestRelayFailoverTCP(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("the transfer did not get under way before the block: %v", err)
 	}
+	// The failover starts from a direct path: both ends see it now, just
+	// before the cut.
+	for _, c := range [][2]*node{{a, b}, {b, a}} {
+		p, _, err := waitPeer(c[0], c[1].name, 5*time.Second, directAt(netip.Addr{}))
+		if err != nil {
+			t.Fatalf("before the block: %s -> %s is not direct: %v (last %+v)", c[0].name, c[1].name, err, p)
+		}
+		t.Logf("before the block: %s sees %s direct at %s", c[0].name, c[1].name, p.Endpoint)
+	}
 	blocked := time.Now()
 	l.Internet().CutUDP(aH, bH)
 	t.Logf("UDP between a and b dropped at %v into the transfer (%d bytes received)", blocked.Sub(start).Round(time.Millisecond), received.Load())
