@@ -138,6 +138,11 @@
 //     member moves (or we, after portClashGrace, if the other is pinned);
 //     same LAN is taken for same NAT rather than waiting for STUN. At most
 //     one move per 10 minutes (portclash.go).
+//   - A peer that speaks (an authenticated ping) from a new address is
+//     followed once a pong proves the address and either it restarted or
+//     its current path left a heartbeat unanswered for heartbeatActive,
+//     which the node then sends at once; a second working address does not
+//     move the path (roam.go).
 //   - A friend learns the node it talks to and the nodes the policy shares
 //     with it, nothing else; a relay forwards between a friend's node and
 //     ours, never between two nodes of another user.

@@ -365,7 +365,7 @@ func (n *Node) handleControlLocked(pkt []byte, from netip.AddrPort, now time.Tim
 	p.lastHeard = now
 	switch msg := msg.(type) {
 	case pingMsg:
-		n.noteBootLocked(p, msg.Boot)
+		n.noteBootLocked(p, msg.Boot, now)
 		if !from.IsValid() { // relayed: answer on the same way
 			n.sendCtlLocked(p, from, pongMsg{TxID: msg.TxID}.marshal())
 			return
@@ -375,10 +375,11 @@ func (n *Node) handleControlLocked(pkt []byte, from netip.AddrPort, now time.Tim
 		if _, ok := p.cands[from]; !ok {
 			n.addCandLocked(p, from, now)
 		}
-		if !p.active.IsValid() || p.active != from && !p.hbWait.IsZero() {
-			// No path yet, or ours stalls while the peer speaks from a new
-			// address: confirm this one from our side at once.
+		switch {
+		case !p.active.IsValid(): // no path yet: confirm this one from our side at once
 			n.pingLocked(p, from, now, nil)
+		case p.active != from: // it speaks from a new address (roam.go)
+			n.peerSpokeFromLocked(p, from, now)
 		}
 	case pongMsg:
 		n.handlePongLocked(p, msg, from, now)

@@ -58,7 +58,10 @@ type peer struct {
 	lastProbe       time.Time    // last heartbeat on the current path
 	lastDirectProbe time.Time    // last probe of the direct candidates
 	lastHeard       time.Time
-	boot            [8]byte // the peer's boot id from its pings: changes when it restarts
+	boot            [8]byte        // the peer's boot id from its pings: changes when it restarts
+	bootAt          time.Time      // when boot last changed (not when first learned)
+	pathAt          time.Time      // when active was last set
+	spokeFrom       netip.AddrPort // where its last ping from outside active came from (roam.go)
 
 	txEpoch, txSeq uint64         // numbering of our control packets to the peer (replay.go)
 	rx             replayWindow   // freshness of its control packets to us
@@ -68,11 +71,12 @@ type peer struct {
 }
 
 type candidate struct {
-	lastPong time.Time
-	learned  time.Time
-	rtt      time.Duration
-	unproven bool // learned from an unauthenticated source and never answered
-	probes   int  // pings sent while unproven
+	lastPong  time.Time
+	learned   time.Time
+	rtt       time.Duration
+	unproven  bool      // learned from an unauthenticated source and never answered
+	confirmed time.Time // last ping to confirm it after the peer spoke from it (roam.go)
+	probes    int       // pings sent while unproven
 }
 
 // Candidates of a peer from unauthenticated sources (beacons' senders) at
@@ -337,7 +341,7 @@ func (n *Node) handlePongLocked(p *peer, m pongMsg, from netip.AddrPort, now tim
 		// mapping moved: roam at once rather than wait for the path to die).
 		a := p.cands[p.active]
 		stalled := !p.hbWait.IsZero() && now.Sub(p.hbWait) > heartbeatActive
-		if a == nil || stalled || rtt*2 < a.rtt && a.rtt-rtt > time.Millisecond {
+		if a == nil || stalled || p.movedLocked(from) || rtt*2 < a.rtt && a.rtt-rtt > time.Millisecond {
 			n.setPathLocked(p, from, rtt, now)
 		}
 	}
@@ -353,7 +357,7 @@ func (n *Node) setPathLocked(p *peer, addr netip.AddrPort, rtt time.Duration, no
 		n.logf("glow: path to %s via %v: %v", p.cert.FQDN(), addr, err)
 		return
 	}
-	p.rtt, p.hbWait = rtt, time.Time{}
+	p.rtt, p.hbWait, p.pathAt = rtt, time.Time{}, now
 	p.lastProbe, p.quality = now, link.Quality{}
 	if linkCost(rtt) > linkCost(0) {
 		// One sample, perhaps slowed by both ends' setting up: confirm it
@@ -406,6 +410,7 @@ func (n *Node) tickPeersLocked(now time.Time) {
 			// leaves the records, and so the route, within deadIdle.
 			hb = -1
 		}
+		n.roamLocked(p, now) // roam.go
 		if p.active.IsValid() && !p.hbWait.IsZero() && now.Sub(p.hbWait) > dead {
 			n.lostPathLocked(p, now)
 		}
@@ -549,13 +554,17 @@ func deliver(ch chan PingResult, r PingResult) {
 // id). Its WireGuard session with us died with its old process, so the
 // session keys are expired here: the next packet starts a handshake at once
 // instead of waiting for wireguard-go's timers to give up on the old keys.
-func (n *Node) noteBootLocked(p *peer, boot [8]byte) {
+func (n *Node) noteBootLocked(p *peer, boot [8]byte, now time.Time) {
 	if boot == p.boot {
 		return
 	}
 	old := p.boot
 	p.boot = boot
 	if old == ([8]byte{}) {
+		return
+	}
+	p.bootAt = now
+	if n.dev == nil { // a clock rig's node (clockrig_test.go)
 		return
 	}
 	if wp := n.dev.LookupPeer(device.NoisePublicKey(p.cert.WG)); wp != nil {
