@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"glow/e2e/lab"
+	"glow/overlay/api"
+	"glow/web"
 )
 
 // TestWebMap (issue 17): `glow web` in a real browser. Three public nodes
@@ -195,6 +197,143 @@ func TestWebMap(t *testing.T) {
 		t.Errorf("map nodes %v, want a, b, r", d.Nodes)
 	}
 	br.screenshot(t, "web-map-relay.png")
+}
+
+// renderBackend is a daemon's local API as the page sees it, fixed: every
+// kind of path and node, routes and an exit node, and a peer whose name is
+// HTML.
+type renderBackend struct{}
+
+const hostileName = `<img src=x onerror="window.pwned=1">`
+
+func (renderBackend) Status() (api.Status, error) {
+	return api.Status{
+		Self: api.SelfStatus{Name: "laptop", User: "alice", IPv4: "100.64.0.9", Endpoints: []string{},
+			ExitNode: "vps", ExitNodeInUse: true},
+		Peers: []api.PeerStatus{
+			{Name: "nas", User: "alice", Online: true, Path: "relay", Via: []string{"vps"}, RTTms: 3.2, Routes: []string{"192.168.1.0/24"}, Offered: []string{"192.168.1.0/24"}},
+			{Name: "vps", User: "alice", Online: true, Path: "direct", Endpoint: "198.51.100.10:47470", Via: []string{}, RTTms: 1.1, Offered: []string{"0.0.0.0/0", "::/0"}},
+			{Name: "phone", User: "alice", Path: "none", Via: []string{}},
+			{Name: "pi", User: "alice", Online: true, Path: "stream", Endpoint: "tcp://198.51.100.3:47470", Via: []string{}, RTTms: 2, Loss: 0.25},
+			{Name: "pc", User: "bob", Online: true, Path: "direct", Endpoint: "198.51.100.20:47470", Via: []string{}, RTTms: 0.9},
+			{Name: hostileName, User: "alice", Online: true, Path: "direct", Endpoint: "198.51.100.30:47470", Via: []string{}},
+		},
+		Drops: map[string]uint64{}, Conflicts: []api.AddrConflict{},
+	}, nil
+}
+
+func (renderBackend) Friends() ([]api.FriendInfo, error) {
+	return []api.FriendInfo{{Name: "bob", Nodes: []string{"pc"}, Shared: []string{"nas:8080/tcp"}}}, nil
+}
+func (renderBackend) Netcheck() (api.Netcheck, error) {
+	return api.Netcheck{Mapping: "endpoint-dependent", Reflexive: []string{}, Servers: []api.NetcheckServer{}, Relays: []api.NetcheckRelay{}}, nil
+}
+func (renderBackend) Invite(time.Duration, int) (string, error)  { return "glow-x", nil }
+func (renderBackend) FriendInvite(time.Duration) (string, error) { return "glowf-x", nil }
+
+// TestWebRender: the page, in headless Chromium, draws what status says:
+// a relayed peer's route through its relay, a stream link, an offline
+// peer, a friend's node, a subnet router's routes and this node's exit
+// node, edges with RTT and loss; a peer named with HTML is shown as text
+// and runs nothing. The page is served by the test from a fixed status
+// (package web over a fake backend) in a lab host.
+func TestWebRender(t *testing.T) {
+	l := lab.New(t)
+	chromium, driver := findBrowser(t)
+	h := l.Host("w")
+	var ln net.Listener
+	if err := h.Do(func() error {
+		var err error
+		ln, err = net.Listen("tcp", "127.0.0.1:8088")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	wh := web.New(renderBackend{}, web.Options{Interval: 200 * time.Millisecond})
+	srv := &http.Server{Handler: wh}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	br := startBrowser(t, h, chromium, driver)
+	br.navigate(wh.URL(ln.Addr()))
+
+	type node struct{ Name, Class, Badges string }
+	var got struct {
+		Nodes  []node
+		Edges  []string
+		Labels []string
+		Rows   map[string]string
+		Self   string
+		NAT    string
+		Pwned  bool
+		Imgs   int
+	}
+	err := waitFor(20*time.Second, 200*time.Millisecond, func() error {
+		if err := br.exec(`
+			const rows = {};
+			for (const tr of document.querySelectorAll('#peers tr[data-peer]')) rows[tr.dataset.peer] = tr.textContent;
+			return {
+				Nodes: [...document.querySelectorAll('#map g.node')].map((g) => ({Name: g.dataset.name, Class: g.getAttribute('class'),
+					Badges: [...g.querySelectorAll('text.badge')].map((x) => x.textContent).join('|')})),
+				Edges: [...document.querySelectorAll('#map path.edge')].map((e) => e.dataset.peer + ":" + e.dataset.kind + ":" + (e.dataset.via || "")),
+				Labels: [...document.querySelectorAll('#map text.edge-label')].map((x) => x.textContent),
+				Rows: rows,
+				Self: document.querySelector('#self').textContent,
+				NAT: document.querySelector('#nat').textContent,
+				Pwned: !!window.pwned,
+				Imgs: document.querySelectorAll('img:not(#invite-qr)').length,
+			};`, &got); err != nil {
+			return err
+		}
+		if len(got.Nodes) != 7 || !strings.Contains(got.NAT, "hard NAT") {
+			return fmt.Errorf("page not drawn yet: %+v", got)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := map[string]node{}
+	for _, n := range got.Nodes {
+		nodes[n.Name] = n
+	}
+	for _, c := range []struct{ name, class, badges string }{
+		{"laptop", "node self", ""},
+		{"nas", "node relayed", "routes 192.168.1.0/24"},
+		{"vps", "node ", "your exit node"},
+		{"phone", "node offline", ""},
+		{"pi", "node stream", ""},
+		{"pc.bob", "node friend", ""},
+		{hostileName, "node ", ""},
+	} {
+		n, ok := nodes[c.name]
+		if !ok {
+			t.Errorf("no node %q on the map (%v)", c.name, got.Nodes)
+			continue
+		}
+		if n.Class != c.class || n.Badges != c.badges {
+			t.Errorf("node %q: class %q badges %q, want %q %q", c.name, n.Class, n.Badges, c.class, c.badges)
+		}
+	}
+	for _, e := range []string{"nas:relay:vps", "vps:direct:", "pi:stream:", "pc.bob:direct:"} {
+		if !slicesHas(got.Edges, e) {
+			t.Errorf("no edge %s (edges %v)", e, got.Edges)
+		}
+	}
+	if slicesHas(got.Edges, "phone:none:") || len(got.Edges) != 5 {
+		t.Errorf("edges %v: want one per online peer, none to phone", got.Edges)
+	}
+	for _, l := range []string{"via vps · 3.2 ms · 0% loss", "stream · 2.0 ms · 25% loss", "direct · 1.1 ms · 0% loss"} {
+		if !slicesHas(got.Labels, l) {
+			t.Errorf("no edge label %q (labels %q)", l, got.Labels)
+		}
+	}
+	if !strings.Contains(got.Self, "exit nodevps (in use)") {
+		t.Errorf("this node's panel %q does not say its exit node is vps, in use", got.Self)
+	}
+	if row := got.Rows[hostileName]; got.Pwned || got.Imgs != 0 || !strings.HasPrefix(row, hostileName) {
+		t.Errorf("a peer named %q: pwned %v, %d img elements, row %q", hostileName, got.Pwned, got.Imgs, row)
+	}
+	br.screenshot(t, "web-render.png")
 }
 
 func slicesHas(s []string, v string) bool {
