@@ -2,6 +2,7 @@ package web
 
 import (
 	"bufio"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"glow/internal/leaktest"
 	"glow/overlay/api"
 )
 
@@ -93,6 +95,7 @@ type rig struct {
 }
 
 func newRig(t *testing.T, opt Options) *rig {
+	leaktest.Check(t)
 	f := newFake()
 	h := New(f, opt)
 	srv := httptest.NewServer(h)
@@ -381,6 +384,23 @@ func TestEvents(t *testing.T) {
 			t.Logf("b relay via r in event %d after the change", i+1)
 			break
 		}
+	}
+	// The page goes away: its stream ends and frees its place.
+	resp.Body.Close()
+	for i := 0; ; i++ {
+		resp2, _ := r.do("GET", "/api/events?probe", func(req *http.Request) {
+			r.cookie(req)
+			ctx, cancel := context.WithTimeout(req.Context(), 2*time.Second)
+			t.Cleanup(cancel)
+			*req = *req.WithContext(ctx)
+		})
+		if resp2 != nil && resp2.StatusCode == 200 {
+			break
+		}
+		if i == 100 {
+			t.Fatalf("after the first stream closed, a new one still gets %s", resp2.Status)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
