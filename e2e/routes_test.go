@@ -32,13 +32,16 @@ func TestSubnetRouter(t *testing.T) {
 	printer4 := homeLAN.Attach(printerH)
 	l.Router("home-gw", homeLAN, lab.EasyNAT)
 	_, cafeH := siteHost(l, "cafe", lab.EasyNAT)
+	_, bobH := siteHost(l, "bob", lab.EasyNAT)
 	printer6, nasLAN6 := lanAddr6(t, printerH), lanAddr6(t, nasH)
 	srv := routeServe(t, printerH, 8080)
 
 	vps := newNode(t, vpsH, "vps")
 	nas := newNode(t, nasH, "nas")
 	cafe := newNode(t, cafeH, "cafe")
+	bob := newNode(t, bobH, "laptop")
 	vps.up("--user", "alice", "--name", "vps")
+	bob.up("--user", "bob", "--name", "laptop")
 	nas.up("--name", "nas", "--join", vps.invite())
 	cafe.up("--name", "cafe", "--join", vps.invite())
 	nasV4, _ := nas.ips()
@@ -69,6 +72,45 @@ func TestSubnetRouter(t *testing.T) {
 	if p := peerNamed(st, "nas"); p == nil || !strings.Contains(strings.Join(p.Routes, ","), homeLAN.V4.String()) {
 		t.Errorf("cafe's status does not show %v routed through nas: %+v", homeLAN.V4, p)
 	}
+
+	// A friend: bob reaches the printer only once alice shares the route.
+	code := polLastLine(t, polMust(t, vps, 20*time.Second, "friend", "invite"))
+	polMust(t, bob, 30*time.Second, "friend", "add", code)
+	polMust(t, vps, 20*time.Second, "share", "nas:icmp", "--with", "bob") // nas becomes bob's peer; its LAN stays closed
+	if _, err := waitPing(bobH, nasV4, reachTimeout); err != nil {
+		t.Fatalf("bob cannot ping nas after nas:icmp was shared: %v", err)
+	}
+	wrongDst := func() uint64 {
+		d, raw, err := polDrops(nas)
+		if err != nil {
+			t.Fatalf("nas drops: %v %s", err, raw)
+		}
+		return d["filter/wrong-destination"]
+	}
+	before := wrongDst()
+	routeRefused(t, "friend, route not shared", bobH, printer4, 8080, srv)
+	// The NAS's filter refused bob's packets (curl's SYN and its retries).
+	if n := wrongDst() - before; n == 0 {
+		t.Errorf("nas counted no filter/wrong-destination drop while bob tried the unshared route")
+	} else {
+		t.Logf("nas dropped %d of bob's packets to the unshared route (filter/wrong-destination)", n)
+	}
+	res = polMust(t, vps, 20*time.Second, "share", "nas", "--route", homeLAN.V4.String(), "--with", "bob")
+	t.Logf("vps: glow share nas --route: %s", res.Stdout)
+	if err := waitFor(reachTimeout, 250*time.Millisecond, func() error { return routeCurl(bobH, printer4, 8080, nasLAN4) }); err != nil {
+		t.Errorf("bob -> printer after the route was shared: %v\n%s", err, routeStatus(bob))
+	}
+	routeRefused(t, "friend, v4 route shared, v6 not", bobH, printer6, 8080, srv)
+	polMust(t, vps, 20*time.Second, "unshare", "nas", "--route", homeLAN.V4.String(), "--with", "bob")
+	if err := waitFor(reachTimeout, 250*time.Millisecond, func() error {
+		if routeCurl(bobH, printer4, 8080, nasLAN4) == nil {
+			return fmt.Errorf("still reachable")
+		}
+		return nil
+	}); err != nil {
+		t.Errorf("bob still reaches the printer after unshare: %v", err)
+	}
+	routeRefused(t, "friend, route unshared", bobH, printer4, 8080, srv)
 
 	// Taken back: refused again, and the NAS has forwarding off again.
 	nas.mustGlow(20*time.Second, "set", "--advertise-routes", "")

@@ -150,7 +150,7 @@ func (n *Node) sharedWithLocked(node string, friend [32]byte) bool {
 		switch g.To.Kind {
 		case policy.TargetAny:
 			return true
-		case policy.TargetNode:
+		case policy.TargetNode, policy.TargetRoute, policy.TargetExit:
 			if g.To.Name == node {
 				return true
 			}
@@ -337,7 +337,7 @@ func (n *Node) sharedLocked(t policy.Target, user string, share bool) (PolicyInf
 	if n.user == nil {
 		return PolicyInfo{}, "", errNotAdmin
 	}
-	if t.Kind == policy.TargetNode {
+	if t.Kind == policy.TargetNode || t.Kind == policy.TargetRoute || t.Kind == policy.TargetExit {
 		found := false
 		for _, c := range n.store.Certs() {
 			found = found || n.store.Own(c.User) && c.Name == t.Name

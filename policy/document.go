@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -95,6 +96,8 @@ const (
 	TargetAny  TargetKind = iota + 1 // "*": every node of the owner
 	TargetNode                       // "nas": one node of the owner
 	TargetTag                        // "tag:web": the owner's nodes in a tag
+	TargetRoute                      // "route nas 10.71.1.0/24": a prefix a node routes (a subnet router)
+	TargetExit                       // "exit vps": the Internet through a node (an exit node)
 )
 
 // Proto is a set of protocols a rule allows.
@@ -138,11 +141,16 @@ func (r PortRange) String() string {
 
 // Target is the destination of a rule, and what "glow share" shares:
 // "nas:8080/tcp", "tag:web:80,443", "nas:icmp", "*:*".
+//
+// TargetRoute and TargetExit grant forwarding through a node rather than a
+// service on it: every protocol and port (Proto is ProtoAny, Ports nil) to
+// the addresses of Prefix, or to public Internet addresses (exit).
 type Target struct {
-	Kind  TargetKind
-	Name  string      // node or tag name; empty for TargetAny
-	Ports []PortRange // nil means every port
-	Proto Proto
+	Kind   TargetKind
+	Name   string      // node or tag name; empty for TargetAny
+	Ports  []PortRange // nil means every port
+	Proto  Proto
+	Prefix netip.Prefix // TargetRoute's prefix
 }
 
 // String formats t as in a document: node, then ":" and the ports and
@@ -150,6 +158,10 @@ type Target struct {
 func (t Target) String() string {
 	var b strings.Builder
 	switch t.Kind {
+	case TargetRoute:
+		return "route " + t.Name + " " + t.Prefix.String()
+	case TargetExit:
+		return "exit " + t.Name
 	case TargetAny:
 		b.WriteString("*")
 	case TargetTag:
@@ -184,7 +196,7 @@ func (t Target) String() string {
 // Equal reports whether t and u grant exactly the same (ports compared in
 // order, as written).
 func (t Target) Equal(u Target) bool {
-	return t.Kind == u.Kind && t.Name == u.Name && t.Proto == u.Proto &&
+	return t.Kind == u.Kind && t.Name == u.Name && t.Proto == u.Proto && t.Prefix == u.Prefix &&
 		(t.Ports == nil) == (u.Ports == nil) && slices.Equal(t.Ports, u.Ports)
 }
 

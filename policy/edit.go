@@ -10,7 +10,16 @@ import (
 // NODE:PORTS[/PROTO] as in a rule, except that a port list without a
 // protocol means TCP ("nas:8080" is "nas:8080/tcp"). "nas:icmp" and "nas:*"
 // (every port and protocol) mean what they mean in a document.
+//
+// "route NODE PREFIX" and "exit NODE" share forwarding through a node, as
+// in a document ("glow share NODE --route PREFIX", "glow share NODE --exit").
 func ParseShareTarget(s string) (Target, error) {
+	if t, ok, err := parseForward(0, s); ok {
+		if err != nil {
+			return Target{}, fmt.Errorf("share target: %s", err.Msg)
+		}
+		return t, nil
+	}
 	t, err := parseTarget(0, s, ProtoTCP)
 	if err != nil {
 		return Target{}, fmt.Errorf("share target: %s", err.Msg)

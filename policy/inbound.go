@@ -11,7 +11,9 @@ import "time"
 //	identify   Directory.Lookup(source address); unknown sources drop
 //	own        the owner's own nodes pass (ok-own)
 //	dst        others reach this node's own overlay addresses only
-//	           (wrong-destination), never one it routes or another of its own
+//	           (wrong-destination), never another of its own, and an
+//	           address it forwards to only where a route or exit rule
+//	           names this node (Rules.allowForward)
 //	fragment   later fragments pass only after an allowed first fragment
 //	icmp       echo replies need our echo request; errors need a known flow
 //	flow       replies to flows this node initiated pass (ok-reply);
@@ -38,7 +40,7 @@ func (f *Filter) inbound(b []byte, now int64) Reason {
 	if src.User == r.owner {
 		return ReasonOwn
 	}
-	if !r.isSelf(p.dstAddr()) {
+	if !r.isSelf(p.dstAddr()) && !r.allowForward(&src, p.dstAddr()) {
 		return ReasonWrongDst
 	}
 	if p.fragOff != 0 {
@@ -68,7 +70,7 @@ func (f *Filter) inboundFirst(p *packet, r *Rules, src *Principal, now int64) Re
 			return f.inboundICMPError(p, r, now)
 		}
 		// Echo requests and informational messages need an icmp rule.
-		if r.allowSelf(src, p.proto, 0) {
+		if r.allowDst(src, p.dstAddr(), p.proto, 0) {
 			return ReasonOK
 		}
 		return ReasonNotShared
@@ -79,7 +81,7 @@ func (f *Filter) inboundFirst(p *packet, r *Rules, src *Principal, now int64) Re
 	if found && local {
 		return ReasonReply
 	}
-	if !r.allowSelf(src, p.proto, p.dport) {
+	if !r.allowDst(src, p.dstAddr(), p.proto, p.dport) {
 		// A remote flow whose rule is gone stays in the table as remote,
 		// so that this node's own packets in it cannot make it ours.
 		return ReasonNotShared

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"bytes"
+	"net/netip"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -162,6 +163,11 @@ func parseRule(n int, rest string) (Rule, error) {
 	if err != nil {
 		return Rule{}, err
 	}
+	if t, ok, err := parseForward(n, to); err != nil {
+		return Rule{}, err
+	} else if ok {
+		return Rule{From: p, To: t}, nil
+	}
 	t, err := parseTarget(n, to, ProtoTCP|ProtoUDP)
 	if err != nil {
 		return Rule{}, err
@@ -257,6 +263,34 @@ func parseTarget(n int, s string, def Proto) (Target, *ParseError) {
 		t.Ports = append(t.Ports, r)
 	}
 	return t, nil
+}
+
+// parseForward parses the targets that grant forwarding through a node:
+// "route NODE PREFIX" and "exit NODE". ok is false for any other target.
+func parseForward(n int, s string) (t Target, ok bool, err *ParseError) {
+	f := strings.Fields(s)
+	if len(f) == 0 || f[0] != "route" && f[0] != "exit" {
+		return Target{}, false, nil
+	}
+	switch {
+	case f[0] == "exit" && len(f) == 2:
+		t = Target{Kind: TargetExit, Name: f[1], Proto: ProtoAny}
+	case f[0] == "route" && len(f) == 3:
+		pfx, perr := netip.ParsePrefix(f[2])
+		if perr != nil {
+			return Target{}, true, errorf(n, "route %s %q: want a prefix such as 10.71.1.0/24", f[1], f[2])
+		}
+		t = Target{Kind: TargetRoute, Name: f[1], Proto: ProtoAny, Prefix: pfx}
+	case f[0] == "exit":
+		return Target{}, true, errorf(n, "want \"exit NODE\"")
+	default:
+		return Target{}, true, errorf(n, "want \"route NODE PREFIX\"")
+	}
+	if err := checkTarget(t); err != nil {
+		err.Line = n
+		return Target{}, true, err
+	}
+	return t, true, nil
 }
 
 func parsePortRange(n int, s string) (PortRange, *ParseError) {
@@ -477,6 +511,21 @@ func checkTarget(t Target) *ParseError {
 		if err := checkName(0, "destination", t.Name); err != nil {
 			return err
 		}
+	case TargetRoute, TargetExit:
+		if err := checkName(0, "node", t.Name); err != nil {
+			return err
+		}
+		if t.Proto != ProtoAny || t.Ports != nil {
+			return errorf(0, "route and exit grant every protocol and port")
+		}
+		p := t.Prefix
+		if t.Kind == TargetExit && p.IsValid() {
+			return errorf(0, "exit takes no prefix")
+		}
+		if t.Kind == TargetRoute && (!p.IsValid() || p.Addr().Zone() != "" || p.Addr().Is4In6() || p != p.Masked() || p.Bits() == 0) {
+			return errorf(0, "route %s %s: want a prefix without host bits (and not /0: use exit)", t.Name, p)
+		}
+		return nil
 	default:
 		return errorf(0, "destination has no kind")
 	}

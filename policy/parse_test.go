@@ -297,6 +297,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("group g = a\nallow group:g -> tag:t:1-2,3/udp # n\ntag t = x\n# end"))
 	f.Add([]byte("#a\n\n#b\nallow b/c -> n:icmp\r\n"))
 	f.Add([]byte("allow bob -> nas:65535-65535/tcp+udp"))
+	f.Add([]byte("allow bob -> route nas 10.71.1.0/24\nallow group:g -> exit vps # n\nallow b/c -> route n fd12::/64"))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		d, err := Parse(in)
 		if err != nil {

@@ -43,6 +43,7 @@ type Rules struct {
 	addrs       []netip.Addr // this node's overlay addresses
 	all         []crule      // every rule, for Allow with any destination
 	mine        index        // the rules whose destination includes self
+	forward     []crule      // route and exit rules naming self: what others may reach through it
 }
 
 // crule is a compiled rule.
@@ -55,6 +56,7 @@ type crule struct {
 	proto    Proto
 	ports    []PortRange
 	fromNode string // node constraint within the user, for PeerNode
+	prefix   netip.Prefix // TargetRoute's
 }
 
 // grant is what a source may reach on this node.
@@ -133,6 +135,13 @@ func Compile(doc *Document, cfg CompileConfig) (*Rules, error) {
 		case TargetTag:
 			c.toNodes = tags[dr.To.Name]
 		}
+		if dr.To.Kind == TargetRoute || dr.To.Kind == TargetExit {
+			c.toNode, c.prefix = dr.To.Name, dr.To.Prefix
+			if c.toNode == cfg.Self {
+				r.forward = append(r.forward, c)
+			}
+			continue
+		}
 		r.all = append(r.all, c)
 		if !c.matchesDst(cfg.Self) {
 			continue
@@ -199,6 +208,56 @@ func (r *Rules) Allow(src Principal, dstNode string, proto uint8, dstPort uint16
 		}
 	}
 	return false, ReasonNotShared
+}
+
+// allowForward reports whether src, not the owner, may reach dst (not an
+// address of this node) through this node: a route rule whose prefix holds
+// dst, or an exit rule and a public Internet address.
+func (r *Rules) allowForward(src *Principal, dst netip.Addr) bool {
+	for i := range r.forward {
+		c := &r.forward[i]
+		if !c.matchesSrc(src) {
+			continue
+		}
+		if c.to == TargetRoute && c.prefix.Contains(dst) || c.to == TargetExit && publicAddr(dst) {
+			return true
+		}
+	}
+	return false
+}
+
+// nonPublic are ranges IsPrivate leaves out that an exit rule does not
+// open: carrier-grade NAT space (which holds the overlay's IPv4
+// addresses), "this network", and IETF protocol assignments.
+var nonPublic = []netip.Prefix{
+	netip.MustParsePrefix("100.64.0.0/10"),
+	netip.MustParsePrefix("0.0.0.0/8"),
+	netip.MustParsePrefix("192.0.0.0/24"),
+}
+
+// publicAddr reports whether a is an address of the public Internet: what
+// an exit rule opens (the exit node's LANs and the overlay need route
+// rules or service rules).
+func publicAddr(a netip.Addr) bool {
+	a = a.Unmap()
+	if !a.IsGlobalUnicast() || a.IsPrivate() {
+		return false
+	}
+	for _, p := range nonPublic {
+		if p.Contains(a) {
+			return false
+		}
+	}
+	return true
+}
+
+// allowDst is allowSelf for this node's own addresses and allowForward
+// for the others.
+func (r *Rules) allowDst(src *Principal, dst netip.Addr, proto uint8, port uint16) bool {
+	if r.isSelf(dst) {
+		return r.allowSelf(src, proto, port)
+	}
+	return r.allowForward(src, dst)
 }
 
 // allowSelf is Allow for this node and a source that is not the owner.

@@ -112,12 +112,22 @@ func cmdShare(undo bool) func(g *globals, args []string) error {
 		}
 		fs := newFlags(g, name)
 		with := fs.String("with", "", "the friend (user name)")
+		route := fs.String("route", "", "PREFIX: share forwarding to this prefix through NODE (a subnet it offers)")
+		exit := fs.Bool("exit", false, "share NODE as an exit node (the public Internet through it)")
 		pos, err := parse(fs, args)
 		if err != nil {
 			return err
 		}
 		if len(pos) != 1 || *with == "" {
-			return usagef("want NODE:PORT[/tcp|/udp] --with USER")
+			return usagef("want NODE:PORT[/tcp|/udp] --with USER, NODE --route PREFIX --with USER, or NODE --exit --with USER")
+		}
+		switch {
+		case *route != "" && *exit:
+			return usagef("give --route or --exit, not both")
+		case *route != "":
+			pos[0] = "route " + pos[0] + " " + *route
+		case *exit:
+			pos[0] = "exit " + pos[0]
 		}
 		v, changed, err := api.NewClient(g.state).Share(pos[0], *with, undo)
 		if err != nil {
