@@ -29,7 +29,7 @@ package overlay
 // learns nothing reusable.
 //
 // Bounds: the joiner holds at most joinReachConns connections at once (at
-// most link.MaxPendingPerSource from one address), each with the link
+// most joinReachPerSource from one address), each with the link
 // handshake's timeout; the member's side is one connection per configured
 // link, for at most joinTimeout and joinStreamFrames datagrams, redialled
 // with the link's backoff. Once joined, the joiner's daemon listens on the
@@ -51,8 +51,12 @@ import (
 	"glow/overlay/member"
 )
 
-// joinReachConns bounds the connections a joiner holds at once.
-const joinReachConns = 8
+// joinReachConns bounds the connections a joiner holds at once, and
+// joinReachPerSource those from one address.
+const (
+	joinReachConns     = 8
+	joinReachPerSource = 4
+)
 
 // joinMemberCert checks raw, the certificate a node presents to a joiner
 // (who holds none to check it against): it is node's, signed by the user
@@ -180,7 +184,7 @@ func (j *joiner) serveReach(ln net.Listener, in chan<- joinDatagram, done <-chan
 		case <-ctx.Done():
 		}
 	}()
-	gate := link.NewGate(joinReachConns, link.MaxPendingPerSource)
+	gate := link.NewGate(joinReachConns, joinReachPerSource)
 	for {
 		c, err := link.Accept(ctx, ln, nil)
 		if err != nil {
