@@ -7,9 +7,14 @@ GO        ?= go
 BIN       ?= bin/glow
 TIMEOUT   ?= 15m
 FUZZTIME  ?= 10s
+# make install: DESTDIR stages the files elsewhere (packaging, tests).
+PREFIX    ?= /usr/local
+BINDIR    ?= $(PREFIX)/bin
+UNITDIR   ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR ?= /etc
 GOFILES    = $(shell find . -name '*.go' -not -path './.git/*' -not -path './bin/*')
 
-.PHONY: all help build test fmt-check vet demo bench bench-go fuzz clean
+.PHONY: all help build test fmt-check vet demo bench bench-go fuzz clean install uninstall
 
 all: build
 
@@ -21,6 +26,7 @@ help:
 	@echo "make bench-go the in-process Go benchmarks"
 	@echo "make fuzz     each fuzz target for FUZZTIME ($(FUZZTIME))"
 	@echo "make clean    remove bin/ and e2e/out/"
+	@echo "make install  glow in BINDIR, glow.service in UNITDIR, SYSCONFDIR/default/glow (PREFIX=$(PREFIX), DESTDIR)"
 
 build:
 	$(GO) build -o $(BIN) ./cmd/glow
@@ -62,3 +68,22 @@ fuzz:
 
 clean:
 	rm -rf bin e2e/out
+
+# The binary, the systemd unit (ExecStart pointed at BINDIR) and, unless it
+# exists already, the default file holding GLOW_ARGS. Then:
+#   systemctl daemon-reload && systemctl enable --now glow
+install: build
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/default
+	install -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/glow
+	sed -e 's|/usr/local/bin/glow|$(BINDIR)/glow|g' -e 's|/etc/default/glow|$(SYSCONFDIR)/default/glow|g' \
+		dist/glow.service > $(DESTDIR)$(UNITDIR)/glow.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/glow.service
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/default/glow ]; then \
+		echo "keeping $(DESTDIR)$(SYSCONFDIR)/default/glow"; \
+	else \
+		install -m 0644 dist/glow.default $(DESTDIR)$(SYSCONFDIR)/default/glow; \
+	fi
+
+# The binary and the unit; the default file and the state stay.
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/glow $(DESTDIR)$(UNITDIR)/glow.service

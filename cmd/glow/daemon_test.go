@@ -16,6 +16,13 @@ import (
 // end of the test. It returns the state directory.
 func testDaemon(t *testing.T) string {
 	t.Helper()
+	state, _ := startTestDaemon(t)
+	return state
+}
+
+// startTestDaemon is testDaemon, returning the node too.
+func startTestDaemon(t *testing.T) (string, *overlay.Node) {
+	t.Helper()
 	state := t.TempDir()
 	n, err := overlay.Start(overlay.Config{
 		StateDir: state, UserName: "alice", NodeName: "n1", Random: true, Userspace: true,
@@ -38,7 +45,7 @@ func testDaemon(t *testing.T) string {
 	for i := 0; ; i++ {
 		var out, errOut bytes.Buffer
 		if run([]string{"--state", state, "status"}, &out, &errOut) == 0 {
-			return state
+			return state, n
 		}
 		if i == 200 {
 			t.Fatalf("the test daemon's API does not answer: %s", errOut.String())

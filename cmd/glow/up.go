@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"glow/internal/sdnotify"
 	"glow/metrics"
 	"glow/overlay"
 	"glow/overlay/api"
@@ -305,12 +306,17 @@ func runDaemon(g *globals, f upFlags) error {
 		defer lf.Close()
 		out = lf
 	}
-	logger := log.New(out, "", log.LstdFlags|log.Lmicroseconds)
+	logf := log.New(out, "", log.LstdFlags|log.Lmicroseconds).Printf
+	if f.foreground {
+		// Structured lines (log/slog), which journald and log shippers
+		// keep as fields; JSON lines with --json.
+		logf = slogLogf(os.Stderr, g.json, underJournal())
+	}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(daemonMemoryLimit)
 	}
 
-	f.cfg.Logf = logger.Printf
+	f.cfg.Logf = logf
 	var metricsLn net.Listener
 	if f.metrics != "" {
 		// Before the node starts: a port taken fails the start, not later.
@@ -340,19 +346,22 @@ func runDaemon(g *globals, f upFlags) error {
 		if err != nil {
 			return fmt.Errorf("SOCKS5 proxy on %s: %w", f.cfg.SOCKS5, err)
 		}
-		go tun.ServeSOCKS5(ctx, ln, tun.ProxyConfig{Dial: ns.DialContext, Resolve: n.ResolveName, Logf: logger.Printf,
+		go tun.ServeSOCKS5(ctx, ln, tun.ProxyConfig{Dial: ns.DialContext, Resolve: n.ResolveName, Logf: logf,
 			User: user, Password: pass})
 		who := "every local user may use it (--socks5-auth to require credentials)"
 		if user != "" {
 			who = "clients must give the --socks5-auth credentials"
 		}
-		logger.Printf("glow: SOCKS5/HTTP proxy on %s %s; %s", ln.Addr().Network(), ln.Addr(), who)
+		logf("glow: SOCKS5/HTTP proxy on %s %s; %s", ln.Addr().Network(), ln.Addr(), who)
 	}
 	if metricsLn != nil {
-		go serveMetrics(ctx, metricsLn, n, logger.Printf)
+		go serveMetrics(ctx, metricsLn, n, logf)
 	}
 	apiErr := make(chan error, 1)
 	go func() { apiErr <- n.ServeAPI(ctx, cancel) }()
+	notifyReady(g.state, logf)
+	go watchdog(ctx, sdnotify.WatchdogInterval(), n, logf)
+	defer sdnotify.Notify(sdnotify.Stopping)
 	select {
 	case <-ctx.Done():
 	case err := <-apiErr:
@@ -360,6 +369,6 @@ func runDaemon(g *globals, f upFlags) error {
 			return err
 		}
 	}
-	logger.Printf("glow: shutting down")
+	logf("glow: shutting down")
 	return nil
 }
