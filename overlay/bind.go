@@ -69,7 +69,8 @@ type Bind struct {
 	dropRelayNoPath atomic.Uint64 // relay frame to forward, no path to its destination
 	dropStreamFull  atomic.Uint64 // stream link's queue full (control sends, or reads faster than WireGuard takes them)
 
-	traffic trafficCounters // WireGuard's datagrams by path (traffic.go)
+	traffic      trafficCounters // WireGuard's datagrams by path (traffic.go)
+	devBindState                 // plain WireGuard devices this node is the via node of (devicewg.go)
 
 	// Datagrams read from stream links, for the streams' ReceiveFunc.
 	streamIn chan streamPkt

@@ -121,6 +121,9 @@ func (r *rx) handle(i int, bufs [][]byte, sizes []int, eps []conn.Endpoint, from
 		if e == nil {
 			e = addrs[from]
 		}
+		if e == nil && pkt[0] == 1 {
+			e = b.deviceInitiation(pkt, from) // a device's handshake from a new address (devicewg.go)
+		}
 		if e != nil {
 			eps[i] = e
 			b.wakeOnInitiation(e, pkt[0])

@@ -208,7 +208,7 @@ func (n *Node) recordChangedLocked(kind member.RecordKind, raw []byte, now time.
 			n.ownCertLocked(c) // renewed, promoted, demoted (admins.go)
 		}
 		n.certsChangedLocked()
-	case member.KindFriends, member.KindPolicy, member.KindRevoked:
+	case member.KindFriends, member.KindPolicy, member.KindRevoked, member.KindDevices:
 		for id := range n.peers {
 			if n.store.Cert(id) == nil {
 				n.removePeerLocked(id) // a friend removed

@@ -509,6 +509,9 @@ func (n *Node) admitLocked(req joinReq, ctl wire.Key, now time.Time) (*member.Ce
 		used[c.IPv4] = true
 		names[c.Name] = true
 	}
+	for _, d := range n.devicesOfDocLocked() { // devices.go
+		used[d.IPv4], names[d.Name] = true, true
+	}
 	name := req.Name
 	for i := 2; names[name]; i++ {
 		suffix := fmt.Sprintf("-%d", i)

@@ -126,5 +126,6 @@ func (n *Node) updateNamesLocked() {
 		}
 		hosts = append(hosts, h)
 	}
+	hosts = append(hosts, n.deviceHostsLocked()...) // devices.go
 	n.names.Replace(hosts)
 }

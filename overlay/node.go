@@ -563,6 +563,7 @@ func (n *Node) startDataPlane(port uint16) error {
 	n.tunf = newFilteredTUN(dev, n.filter, n.bind)
 	n.mu.Lock()
 	n.refreshPolicyLocked() // sets whether the filter is on
+	n.applyDevicesLocked()  // the devices this node is the via node of (devices.go)
 	n.mu.Unlock()
 	n.dev = device.NewDevice(n.tunf, n.bind, logger)
 	n.atClose(func() {

@@ -40,6 +40,7 @@ type peer struct {
 	cert       *member.Cert
 	routed     []netip.Addr   // the cert's addresses routed to the peer (shadow.go)
 	subnets    []netip.Prefix // the prefixes it offers that we route to it (subnets.go)
+	devices    []netip.Addr   // addresses of the devices it is the via node of, routed to it (devices.go)
 	shared     *[32]byte      // control box key
 	ep         *Endpoint
 	cands      map[netip.AddrPort]*candidate

@@ -96,6 +96,10 @@ func (n *Node) refreshPolicyLocked() {
 			m[a] = p
 		}
 	}
+	for _, d := range n.devicesLocked() { // a device counts as a node of the user (devices.go)
+		m[d.IPv4] = policy.Principal{User: n.cert.UserName, Node: d.Name}
+		m[d.IPv6] = m[d.IPv4]
+	}
 	n.dir.m.Store(&m)
 	n.rt.dirty = true // peers may have come or gone: the subnet choice too
 	n.fwd.SetMembers(n.id.Short(), n.relayMembersLocked())
@@ -381,6 +385,7 @@ func (n *Node) FilterCounts() map[string]uint64 {
 // up to date: DNS names, the filter's directory and rules, relay trust.
 func (n *Node) certsChangedLocked() {
 	n.refreshShadowLocked()
+	n.applyDevicesLocked()
 	n.updateNamesLocked()
 	n.refreshPolicyLocked()
 	n.permitTURNLocked()

@@ -113,16 +113,18 @@ func (n *Node) routedLocked(c *member.Cert) []netip.Addr {
 func (n *Node) wgConfigLocked(p *peer) {
 	c := p.cert
 	ips := n.routedLocked(c)
+	devs := n.deviceAddrsViaLocked(c) // the devices it is the via node of (devices.go)
+	all := append(slices.Clone(ips), devs...)
 	var b strings.Builder
 	fmt.Fprintf(&b, "public_key=%s\nendpoint=%s\nreplace_allowed_ips=true\n", c.WG, c.Node.Hex())
-	for _, a := range ips {
+	for _, a := range all {
 		fmt.Fprintf(&b, "allowed_ip=%v\n", netip.PrefixFrom(a, a.BitLen()))
 	}
 	for _, r := range p.subnets {
 		fmt.Fprintf(&b, "allowed_ip=%v\n", r)
 	}
-	n.bind.setWG(p.ep, fmt.Sprint(c.WG), b.String(), ips)
-	p.routed = ips
+	n.bind.setWG(p.ep, fmt.Sprint(c.WG), b.String(), all)
+	p.routed, p.devices = ips, devs
 }
 
 // refreshShadowLocked recomputes which friends' addresses are shadowed and
@@ -133,7 +135,7 @@ func (n *Node) refreshShadowLocked() {
 	n.shadow = n.computeShadowLocked()
 	changed := false
 	for _, p := range n.peers {
-		if !slices.Equal(p.routed, n.routedLocked(p.cert)) {
+		if !slices.Equal(p.routed, n.routedLocked(p.cert)) || !slices.Equal(p.devices, n.deviceAddrsViaLocked(p.cert)) {
 			n.wgConfigLocked(p)
 			changed = true
 		}

@@ -47,6 +47,7 @@ func init() {
 		{"unshare", "NODE:PORT[/PROTO] | NODE --route PREFIX | NODE --exit  --with USER", "take a share back; open flows are cut", cmdShare(true)},
 		{"policy", "show|apply FILE|history|rollback V", "the whole policy", cmdPolicy},
 		{"nodes", "remove NAME", "revoke a node of this user: it can no longer reach or be reached", cmdNodes},
+		{"device", "add NAME [--via NODE] [--qr]|list|remove NAME", "plain WireGuard devices (a phone, a router) reached through a node", cmdDevice},
 		{"link", "add URL|remove URL|list|stdio", "links to neighbours over UDP, TCP, WebSocket, ssh", cmdLink},
 		{"web", "[--listen IP:PORT]", "a live map of the mesh in the browser (a local page)", cmdWeb},
 		{"metrics", "[--json]", "the daemon's metrics, as Prometheus scrapes them (glow up --metrics ADDR)", cmdMetrics},

@@ -33,6 +33,8 @@ func (k RecordKind) String() string {
 		return "policy"
 	case KindRevoked:
 		return "revoked"
+	case KindDevices:
+		return "devices"
 	}
 	return fmt.Sprintf("kind%d", uint8(k))
 }
@@ -287,7 +289,7 @@ func (s *Store) Apply(kind RecordKind, b []byte, now time.Time) (bool, error) {
 			return false, s.reject(RejectMalformed, err)
 		}
 		return s.AddInfo(n)
-	case KindFriends, KindPolicy, KindRevoked:
+	case KindFriends, KindPolicy, KindRevoked, KindDevices:
 		d, err := ParseUserDoc(b)
 		if err != nil {
 			if errors.Is(err, ErrBadSignature) {
@@ -337,6 +339,11 @@ func (s *Store) AddDoc(d *UserDoc) (bool, error) {
 				delete(s.friendDocs, u)
 				delete(s.friendRevoked, u)
 			}
+		}
+	}
+	if d.Kind == KindDevices {
+		if _, err := ParseDevices(d.User, d.Body); err != nil {
+			return false, s.reject(RejectMalformed, err)
 		}
 	}
 	if d.Kind == KindRevoked {
@@ -542,7 +549,7 @@ func (s *Store) Version(k RecordKey) uint64 {
 		if n := s.infos[k.Node]; n != nil {
 			return n.Seq
 		}
-	case KindFriends, KindPolicy, KindRevoked:
+	case KindFriends, KindPolicy, KindRevoked, KindDevices:
 		if d := s.doc(k); d != nil {
 			return d.Version
 		}
@@ -561,7 +568,7 @@ func (s *Store) Raw(k RecordKey) []byte {
 		if n := s.infos[k.Node]; n != nil {
 			return n.Marshal()
 		}
-	case KindFriends, KindPolicy, KindRevoked:
+	case KindFriends, KindPolicy, KindRevoked, KindDevices:
 		if d := s.doc(k); d != nil {
 			return d.Marshal()
 		}

@@ -52,7 +52,7 @@ type DocTooLargeError struct {
 }
 
 func (e *DocTooLargeError) Error() string {
-	what := map[RecordKind]string{KindFriends: "friend list", KindPolicy: "policy", KindRevoked: "list of removed nodes"}[e.Kind]
+	what := map[RecordKind]string{KindFriends: "friend list", KindPolicy: "policy", KindRevoked: "list of removed nodes", KindDevices: "device list"}[e.Kind]
 	if what == "" {
 		what = e.Kind.String() + " document"
 	}
@@ -119,7 +119,7 @@ func ParseUserDoc(b []byte) (*UserDoc, error) {
 	if err := r.Done(); err != nil {
 		return nil, fmt.Errorf("user document: %w: %v", ErrMalformed, err)
 	}
-	if d.Kind != KindFriends && d.Kind != KindPolicy && d.Kind != KindRevoked {
+	if d.Kind != KindFriends && d.Kind != KindPolicy && d.Kind != KindRevoked && d.Kind != KindDevices {
 		return nil, fmt.Errorf("user document: %w: kind %d", ErrMalformed, d.Kind)
 	}
 	signed := len(b) - ed25519.SignatureSize

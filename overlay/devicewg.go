@@ -1,0 +1,241 @@
+package overlay
+
+// Plain WireGuard devices on their via node's Bind (devices.go has the
+// rest).
+//
+// A device is a WireGuard peer of its via node only, and it sends from
+// wherever it is: no control packet ever tells the Bind its address, and a
+// WireGuard packet from an address of no known peer is dropped. Its
+// handshake initiation is the one packet that may name one: for an
+// initiation from an unknown address, while this node is the via node of
+// some device, the Bind checks the initiation's mac1 (one BLAKE2s), opens
+// it as far as wireguard-go does next (two X25519s: the initiator's static
+// key under the ephemeral-static key, its timestamp under the static-static
+// key, which proves the sender holds the device's private key) and, if the
+// key is one of this node's devices and the timestamp is newer than the
+// last one taken from it, makes that address the device's path (Learn, as
+// for any peer) and hands the packet to wireguard-go as the device's. A
+// replayed initiation from elsewhere moves nothing. These checks are rate
+// limited (maxDeviceChecks a second), and what they refuse is counted.
+//
+// Data from a device arrives from its learned address, as any peer's. A
+// device whose NAT gives it another address reaches us again with its next
+// handshake (WireGuard starts one after 15 s without an answer).
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/subtle"
+	"fmt"
+	"hash"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/blake2s"
+	"golang.org/x/crypto/chacha20poly1305"
+	"golang.org/x/crypto/curve25519"
+
+	"glow/internal/wire"
+)
+
+// Noise IK as WireGuard instantiates it (the WireGuard paper, 5.4).
+var (
+	noiseChainKey = blake2s.Sum256([]byte("Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s"))
+	noiseHash     = blake2s.Sum256(append(noiseChainKey[:], "WireGuard v1 zx2c4 Jason@zx2c4.com"...))
+)
+
+const (
+	wgInitiationLen = 148 // type(4) sender(4) ephemeral(32) static(32+16) timestamp(12+16) mac1(16) mac2(16)
+	maxDeviceChecks = 64  // initiations from unknown addresses opened per second
+)
+
+// deviceWG is a device's WireGuard state on its via node's Bind.
+type deviceWG struct {
+	ep   *Endpoint
+	ss   [32]byte // static-static key: our private key and the device's public key
+	last [12]byte // TAI64N timestamp of the newest initiation taken; guarded by Bind.devMu
+}
+
+// deviceTable is what the Bind knows of the devices it is the via node
+// for. Immutable once published (Bind.devs), but for deviceWG.last.
+type deviceTable struct {
+	priv  [32]byte
+	hash0 [32]byte // the handshake hash after our public key is mixed in
+	mac1  [32]byte // the key of an initiation's mac1 to us
+	byKey map[wire.Key]*deviceWG
+}
+
+// deviceConfig is one device the Bind is to carry.
+type deviceConfig struct {
+	WG  wire.Key
+	IPs []netip.Addr
+}
+
+// deviceID is the Bind identity of a device: its WireGuard public key.
+func deviceID(k wire.Key) wire.NodeID { return wire.NodeID(k) }
+
+// setDevices makes the Bind carry exactly devs, with WireGuard private key
+// priv: a WireGuard peer for each (configured on demand, lazywg.go) with
+// AllowedIPs its addresses, and the handshake check above. Devices no longer
+// listed are removed. Called by the control loop under Node.mu.
+func (b *Bind) setDevices(priv [32]byte, devs []deviceConfig) {
+	b.devMu.Lock()
+	defer b.devMu.Unlock()
+	old := b.devs.Load()
+	t := &deviceTable{priv: priv, byKey: make(map[wire.Key]*deviceWG, len(devs))}
+	pub := wgPublic(&priv)
+	t.hash0 = blake2s.Sum256(append(noiseHash[:], pub[:]...))
+	t.mac1 = blake2s.Sum256(append([]byte("mac1----"), pub[:]...))
+	for _, d := range devs {
+		ss, err := curve25519.X25519(priv[:], d.WG[:])
+		if err != nil {
+			continue // a low-order key: no handshake can be opened with it
+		}
+		w := &deviceWG{ep: b.Peer(deviceID(d.WG))}
+		copy(w.ss[:], ss)
+		if old != nil && old.byKey[d.WG] != nil {
+			w.last = old.byKey[d.WG].last
+		}
+		t.byKey[d.WG] = w
+		var cfg strings.Builder
+		fmt.Fprintf(&cfg, "public_key=%s\nendpoint=%s\nreplace_allowed_ips=true\n", d.WG, deviceID(d.WG).Hex())
+		for _, a := range d.IPs {
+			fmt.Fprintf(&cfg, "allowed_ip=%v\n", netip.PrefixFrom(a, a.BitLen()))
+		}
+		b.setWG(w.ep, d.WG.String(), cfg.String(), d.IPs)
+	}
+	if old != nil {
+		for k, w := range old.byKey {
+			if t.byKey[k] == nil {
+				b.sleepWG(w.ep)
+				b.RemovePeer(w.ep.ID)
+			}
+		}
+	}
+	b.devs.Store(t)
+}
+
+// deviceInitiation returns the device endpoint a WireGuard handshake
+// initiation from an unknown address belongs to, after making from its
+// path, or nil (and counts why).
+func (b *Bind) deviceInitiation(pkt []byte, from netip.AddrPort) *Endpoint {
+	t := b.devs.Load()
+	if t == nil || len(t.byKey) == 0 || len(pkt) != wgInitiationLen || pkt[0] != 1 || !from.IsValid() {
+		return nil
+	}
+	if !b.deviceCheckAllowed(time.Now()) {
+		b.dropDevLimited.Add(1)
+		return nil
+	}
+	w, ts, ok := t.open(pkt)
+	if !ok {
+		b.dropDevInit.Add(1)
+		return nil
+	}
+	b.devMu.Lock()
+	fresh := bytes.Compare(ts[:], w.last[:]) > 0
+	if fresh {
+		w.last = ts
+	}
+	b.devMu.Unlock()
+	if !fresh {
+		b.dropDevInit.Add(1)
+		return nil
+	}
+	if err := b.SetDirect(w.ep.ID, from); err != nil {
+		b.dropDevInit.Add(1)
+		return nil
+	}
+	b.devHandshakes.Add(1)
+	return w.ep
+}
+
+// deviceCheckAllowed takes one of maxDeviceChecks tokens a second.
+func (b *Bind) deviceCheckAllowed(now time.Time) bool {
+	b.devMu.Lock()
+	defer b.devMu.Unlock()
+	if sec := now.Unix(); sec != b.devCheckSec {
+		b.devCheckSec, b.devChecks = sec, 0
+	}
+	if b.devChecks >= maxDeviceChecks {
+		return false
+	}
+	b.devChecks++
+	return true
+}
+
+// open checks an initiation's mac1, decrypts its static key and, if that
+// is a device of the table, its timestamp, as the responder of the
+// WireGuard handshake does.
+func (t *deviceTable) open(pkt []byte) (w *deviceWG, ts [12]byte, ok bool) {
+	eph, static, stamp := pkt[8:40], pkt[40:88], pkt[88:116]
+	mac, _ := blake2s.New128(t.mac1[:])
+	mac.Write(pkt[:116])
+	if subtle.ConstantTimeCompare(mac.Sum(nil), pkt[116:132]) != 1 {
+		return nil, ts, false
+	}
+	h := blake2s.Sum256(append(t.hash0[:], eph...))
+	var ck, key [32]byte
+	kdf1(&ck, noiseChainKey[:], eph)
+	es, err := curve25519.X25519(t.priv[:], eph)
+	if err != nil {
+		return nil, ts, false
+	}
+	kdf2(&ck, &key, ck[:], es)
+	aead, _ := chacha20poly1305.New(key[:])
+	var zero [chacha20poly1305.NonceSize]byte
+	pk, err := aead.Open(nil, zero[:], static, h[:])
+	if err != nil {
+		return nil, ts, false
+	}
+	w = t.byKey[wire.Key(pk)]
+	if w == nil {
+		return nil, ts, false
+	}
+	h = blake2s.Sum256(append(h[:], static...))
+	kdf2(&ck, &key, ck[:], w.ss[:])
+	aead, _ = chacha20poly1305.New(key[:])
+	plain, err := aead.Open(nil, zero[:], stamp, h[:])
+	if err != nil || len(plain) != len(ts) {
+		return nil, ts, false
+	}
+	copy(ts[:], plain)
+	return w, ts, true
+}
+
+func hmacBlake2s(sum *[32]byte, key []byte, in ...[]byte) {
+	m := hmac.New(func() hash.Hash { h, _ := blake2s.New256(nil); return h }, key)
+	for _, b := range in {
+		m.Write(b)
+	}
+	m.Sum(sum[:0])
+}
+
+// kdf1 and kdf2 are the handshake's HKDF with one and two outputs.
+func kdf1(t0 *[32]byte, key, input []byte) {
+	var prk [32]byte
+	hmacBlake2s(&prk, key, input)
+	hmacBlake2s(t0, prk[:], []byte{1})
+}
+
+func kdf2(t0, t1 *[32]byte, key, input []byte) {
+	var prk [32]byte
+	hmacBlake2s(&prk, key, input)
+	hmacBlake2s(t0, prk[:], []byte{1})
+	hmacBlake2s(t1, prk[:], t0[:], []byte{2})
+}
+
+// devBindState is the Bind's device state (embedded in Bind).
+type devBindState struct {
+	devs           atomic.Pointer[deviceTable]
+	devMu          sync.Mutex // guards deviceWG.last and the check budget; serialises setDevices
+	devCheckSec    int64
+	devChecks      int
+	dropDevInit    atomic.Uint64 // initiations from unknown addresses that are no fresh handshake of a device
+	dropDevLimited atomic.Uint64 // initiations from unknown addresses over maxDeviceChecks a second
+	devHandshakes  atomic.Uint64 // device handshakes taken from a new address
+	devForwarding  atomic.Bool   // the node turned on forwarding for its devices (devices.go)
+}
