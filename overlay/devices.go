@@ -117,6 +117,19 @@ func (n *Node) enableForwarding() {
 	}
 }
 
+// findDeviceLocked resolves a device's name (tv, tv.alice, tv.alice.glow)
+// or one of its addresses.
+func (n *Node) findDeviceLocked(target string) (Device, bool) {
+	target = strings.TrimSuffix(strings.TrimSuffix(strings.ToLower(target), "."), "."+DNSSuffix)
+	ip, ipErr := netip.ParseAddr(target)
+	for _, d := range n.devicesLocked() {
+		if target == d.Name || target == d.Name+"."+n.cert.UserName || ipErr == nil && (ip == d.IPv4 || ip == d.IPv6) {
+			return d, true
+		}
+	}
+	return Device{}, false
+}
+
 // deviceHostsLocked are the devices' names for the resolver.
 func (n *Node) deviceHostsLocked() []glowdns.Host {
 	var hs []glowdns.Host

@@ -129,6 +129,9 @@ func (n *Node) Addrs(target string) ([]netip.Addr, error) {
 	}
 	p, err := n.findLocked(target)
 	if err != nil {
+		if d, ok := n.findDeviceLocked(target); ok { // devices.go
+			return []netip.Addr{d.IPv4, d.IPv6}, nil
+		}
 		return nil, err
 	}
 	return slices.Clone(p.routed), nil

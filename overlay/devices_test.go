@@ -1,0 +1,427 @@
+package overlay
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun/netstack"
+
+	"glow/internal/wire"
+	"glow/relay"
+)
+
+func testDevices(user [32]byte) []Device {
+	var ds []Device
+	for i, name := range []string{"tv", "phone", "printer-2"} {
+		d := Device{Name: name, WG: wire.Key{byte(i + 1), 7}, IPv4: netip.AddrFrom4([4]byte{100, 64, 9, byte(i + 1)}), Via: wire.NodeID{byte(9 - i)}}
+		d.IPv6 = NodeAddr6(user[:], d.ID())
+		ds = append(ds, d)
+	}
+	return ds
+}
+
+// TestDeviceListFormat: a device list survives its encoding (sorted by
+// name, IPv6 derived from the key), and every malformed line is refused.
+func TestDeviceListFormat(t *testing.T) {
+	user := [32]byte{42}
+	ds := testDevices(user)
+	got, err := parseDevices(user, formatDevices(ds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 || got[0].Name != "phone" || got[1].Name != "printer-2" || got[2].Name != "tv" {
+		t.Fatalf("parsed %+v", got)
+	}
+	for _, g := range got {
+		for _, d := range ds {
+			if d.Name == g.Name && d != g {
+				t.Fatalf("%s: got %+v, want %+v", d.Name, g, d)
+			}
+		}
+	}
+	key := base64.StdEncoding.EncodeToString(make([]byte, 31)) // a 31-byte key
+	good := formatDevices(ds[:1])
+	line := strings.TrimSpace(string(good))
+	f := strings.Fields(line)
+	for _, bad := range []string{
+		"TV " + strings.Join(f[1:], " "),                                            // not a DNS label
+		f[0] + " " + key + " " + f[2] + " " + f[3],                                  // short key
+		f[0] + " " + f[1] + " 10.1.2.3 " + f[3],                                     // outside 100.64/10
+		f[0] + " " + f[1] + " 100.100.100.53 " + f[3],                               // the resolver's address
+		f[0] + " " + f[1] + " 100.64.009.1 " + f[3],                                 // not canonical
+		f[0] + " " + f[1] + " " + f[2] + " " + f[3][:10],                            // short via id
+		f[0] + " " + f[1] + " " + f[2],                                              // three fields
+		line + " extra",                                                             // five
+		f[0] + "  " + strings.Join(f[1:], " "),                                      // two spaces
+		f[0] + " " + f[1] + " " + f[2] + " " + hex.EncodeToString(make([]byte, 32)), // zero via
+		line + "\n" + line,                                                          // a repeat
+		f[0] + " " + base64.StdEncoding.EncodeToString(make([]byte, 32)) + " " + f[2] + " " + f[3], // zero key
+	} {
+		if _, err := parseDevices(user, []byte(bad+"\n")); err == nil {
+			t.Errorf("accepted %q", bad)
+		}
+	}
+	var many strings.Builder
+	for i := range maxDevices + 1 {
+		d := Device{Name: fmt.Sprintf("d%d", i), WG: wire.Key{byte(i), byte(i >> 8), 1}, IPv4: netip.AddrFrom4([4]byte{100, 65, byte(i >> 8), byte(i)}), Via: wire.NodeID{1}}
+		many.Write(formatDevices([]Device{d}))
+	}
+	if _, err := parseDevices(user, []byte(many.String())); err == nil {
+		t.Errorf("accepted %d devices", maxDevices+1)
+	}
+}
+
+// TestDeviceListStore: the Store keeps a well-formed device list and
+// refuses (and counts) a signed but malformed one.
+func TestDeviceListStore(t *testing.T) {
+	u := newTestUser(t, "alice")
+	s := NewStore(u.Public())
+	ok := signedDoc(u, KindDevices, 1, formatDevices(testDevices([32]byte(u.Public()))))
+	if added, err := s.Apply(KindDevices, ok.Marshal(), time.Now()); !added || err != nil {
+		t.Fatalf("a good list: %v, %v", added, err)
+	}
+	bad := signedDoc(u, KindDevices, 2, []byte("tv nokey 100.64.0.1 00\n"))
+	if added, err := s.Apply(KindDevices, bad.Marshal(), time.Now()); added || err == nil || s.Rejected[RejectMalformed] != 1 {
+		t.Fatalf("a malformed list: %v, %v, rejected %v", added, err, s.Rejected)
+	}
+	if s.Doc(KindDevices).Version != 1 {
+		t.Fatal("the malformed list replaced the good one")
+	}
+}
+
+// FuzzParseDevices feeds the device list parser: what it accepts survives
+// a round trip.
+func FuzzParseDevices(f *testing.F) {
+	user := [32]byte{42}
+	f.Add(formatDevices(testDevices(user)))
+	f.Add([]byte("tv AAAA 100.64.0.1 00\n"))
+	f.Add([]byte("\n\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ds, err := parseDevices(user, b)
+		if err != nil {
+			return
+		}
+		again, err := parseDevices(user, formatDevices(ds))
+		if err != nil || len(again) != len(ds) {
+			t.Fatalf("device list does not survive a round trip: %v", err)
+		}
+	})
+}
+
+// TestDeviceConfigText: the wg-quick configuration holds the device's
+// private key (whose public half is the listed key), its addresses, the
+// resolver, the via node's key and endpoint, and the user's ranges.
+func TestDeviceConfigText(t *testing.T) {
+	u := newTestUser(t, "alice")
+	var priv [32]byte
+	priv[0] = 5
+	clamp(&priv)
+	d := Device{Name: "tv", WG: pub(priv), IPv4: netip.MustParseAddr("100.70.1.2"), Via: wire.NodeID{3}}
+	d.IPv6 = NodeAddr6(u.Public(), d.ID())
+	via := &Cert{Name: "vps", WG: wire.Key{8, 8}}
+	copy(via.User[:], u.Public())
+	ep := publicEndpoint([]netip.AddrPort{
+		netip.MustParseAddrPort("10.0.0.5:47470"), netip.MustParseAddrPort("[2001:db8::5]:47470"),
+		netip.MustParseAddrPort("198.51.100.7:47470"), netip.MustParseAddrPort("100.64.0.9:47470"),
+	})
+	if ep != netip.MustParseAddrPort("198.51.100.7:47470") {
+		t.Fatalf("endpoint %v, want the public IPv4 one", ep)
+	}
+	if got := publicEndpoint([]netip.AddrPort{netip.MustParseAddrPort("[fd00::1]:1"), netip.MustParseAddrPort("10.0.0.5:2")}); got.Port() != 2 {
+		t.Fatalf("without a public endpoint: %v, want the private IPv4 one", got)
+	}
+	text := deviceConfigText(d, priv, via, ep, "alice")
+	kv := map[string]string{}
+	section := ""
+	sc := bufio.NewScanner(strings.NewReader(text))
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "[") {
+			section = line
+			continue
+		}
+		if k, v, ok := strings.Cut(line, " = "); ok && !strings.HasPrefix(line, "#") {
+			kv[section+k] = v
+		}
+	}
+	key, err := base64.StdEncoding.DecodeString(kv["[Interface]PrivateKey"])
+	if err != nil || pub([32]byte(key)) != d.WG {
+		t.Fatalf("private key %q does not belong to the device's public key", kv["[Interface]PrivateKey"])
+	}
+	want := map[string]string{
+		"[Interface]Address":        "100.70.1.2/32, " + d.IPv6.String() + "/128",
+		"[Interface]DNS":            "100.100.100.53, fd00:676c:6f77::53, alice.glow",
+		"[Peer]PublicKey":           base64.StdEncoding.EncodeToString(via.WG[:]),
+		"[Peer]Endpoint":            "198.51.100.7:47470",
+		"[Peer]AllowedIPs":          "100.64.0.0/10, " + UserPrefix6(u.Public()).String() + ", fd00:676c:6f77::53/128",
+		"[Peer]PersistentKeepalive": "25",
+	}
+	for k, v := range want {
+		if kv[k] != v {
+			t.Errorf("%s = %q, want %q\n%s", k, kv[k], v, text)
+		}
+	}
+	if strings.Contains(deviceConfigText(d, priv, via, netip.AddrPort{}, "alice"), "\nEndpoint") {
+		t.Error("an endpoint line without an endpoint")
+	}
+}
+
+// plainDevice runs a plain wireguard-go peer on a userspace stack, as a
+// device would from its wg-quick configuration: key priv, addresses addrs,
+// one peer (key peerKey at endpoint) for the overlay ranges.
+func plainDevice(t *testing.T, priv [32]byte, addrs []netip.Addr, peerKey wire.Key, endpoint netip.AddrPort) *netstack.Net {
+	t.Helper()
+	tdev, tnet, err := netstack.CreateNetTUN(addrs, nil, 1280)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := device.NewDevice(tdev, conn.NewStdNetBind(), device.NewLogger(device.LogLevelSilent, ""))
+	cfg := fmt.Sprintf("private_key=%x\nlisten_port=0\npublic_key=%x\nendpoint=%s\nallowed_ip=%s\nallowed_ip=::/0\n",
+		priv[:], peerKey[:], endpoint, IPv4Range)
+	if err := dev.IpcSet(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.Up(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(dev.Close)
+	return tnet
+}
+
+// initiation starts a plain device with key priv toward a UDP socket of
+// the test and returns the handshake initiation it sends.
+func initiation(t *testing.T, priv [32]byte, to wire.Key) []byte {
+	t.Helper()
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	self := netip.MustParseAddr("100.64.3.3")
+	tnet := plainDevice(t, priv, []netip.Addr{self}, to, pc.LocalAddr().(*net.UDPAddr).AddrPort())
+	c, err := tnet.DialUDPAddrPort(netip.AddrPort{}, netip.MustParseAddrPort("100.64.1.1:9"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("x")) // makes wireguard-go start a handshake
+	buf := make([]byte, 2048)
+	for i := 0; i < 10; i++ {
+		pc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, _, err := pc.ReadFromUDP(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == wgInitiationLen && buf[0] == 1 {
+			return append([]byte(nil), buf[:n]...)
+		}
+	}
+	t.Fatal("no handshake initiation")
+	return nil
+}
+
+// TestDeviceInitiation: the via node's Bind takes a device's handshake
+// initiation from an unknown address (and learns the address) only if it
+// opens with the device's key and is fresh: a replay from elsewhere, a
+// changed byte, another node's key or no devices at all move nothing.
+func TestDeviceInitiation(t *testing.T) {
+	var viaPriv, devPriv, otherPriv [32]byte
+	viaPriv[1], devPriv[1], otherPriv[1] = 1, 2, 3
+	clamp(&viaPriv)
+	clamp(&devPriv)
+	clamp(&otherPriv)
+	b := NewBind(conn.NewStdNetBind(), wire.NodeID{1}, relay.New(relay.Limits{}), newCtlQueues())
+	from := netip.MustParseAddrPort("198.51.100.20:5000")
+	elsewhere := netip.MustParseAddrPort("198.51.100.66:6000")
+	pkt := initiation(t, devPriv, pub(viaPriv))
+	if b.deviceInitiation(pkt, from) != nil {
+		t.Fatal("taken with no devices")
+	}
+	dev := deviceConfig{WG: pub(devPriv), IPs: []netip.Addr{netip.MustParseAddr("100.64.3.3")}}
+	b.setDevices(viaPriv, []deviceConfig{{WG: pub(otherPriv)}})
+	if b.deviceInitiation(pkt, from) != nil || b.dropDevInit.Load() != 1 {
+		t.Fatalf("taken for another device's key (refused %d)", b.dropDevInit.Load())
+	}
+	b.setDevices(viaPriv, []deviceConfig{dev})
+	flipped := append([]byte(nil), pkt...)
+	flipped[50] ^= 1
+	if b.deviceInitiation(flipped, from) != nil {
+		t.Fatal("taken with a changed byte")
+	}
+	e := b.deviceInitiation(pkt, from)
+	if e == nil || e.ID != deviceID(dev.WG) {
+		t.Fatalf("the device's initiation was not taken: %v", e)
+	}
+	if got := (*b.byAddr.Load())[from]; got != e {
+		t.Fatal("the device's address was not learned")
+	}
+	if p := e.path.Load(); p == nil || p.addr != from {
+		t.Fatal("the device has no path to its address")
+	}
+	if b.deviceInitiation(pkt, elsewhere) != nil || (*b.byAddr.Load())[elsewhere] != nil || e.path.Load().addr != from {
+		t.Fatal("a replayed initiation moved the device")
+	}
+	// A new initiation (a restarted device: a later timestamp) from a new
+	// address moves it there. (wireguard-go's timestamps are rounded down
+	// to about 17 ms, so two initiations within that carry the same one.)
+	time.Sleep(50 * time.Millisecond)
+	later := initiation(t, devPriv, pub(viaPriv))
+	if b.deviceInitiation(later, elsewhere) != e || e.path.Load().addr != elsewhere {
+		t.Fatal("a fresh initiation from a new address did not move the device")
+	}
+	if got := b.devHandshakes.Load(); got != 2 {
+		t.Fatalf("%d handshakes taken, want 2", got)
+	}
+	// Removed: nothing is taken, the endpoint is gone.
+	b.setDevices(viaPriv, nil)
+	if b.deviceInitiation(initiation(t, devPriv, pub(viaPriv)), from) != nil {
+		t.Fatal("taken after the device was removed")
+	}
+	if (*b.byAddr.Load())[from] != nil || (*b.byAddr.Load())[elsewhere] != nil {
+		t.Fatal("the removed device's addresses are still learned")
+	}
+}
+
+// TestDeviceViaNode: a device added on the admin node with another node as
+// its via node. Every node names it and routes it to the via node; the via
+// node carries it, and a plain wireguard-go peer with the device's key
+// reaches the via node's services over the tunnel; once removed, the via
+// node refuses its handshakes and nobody names or routes it.
+func TestDeviceViaNode(t *testing.T) {
+	nodes := joinedNet(t, 2)
+	admin, via := nodes[0], nodes[1]
+	if _, err := via.AddDevice("tv", "", netip.AddrPort{}); err == nil {
+		t.Fatal("a node without the user key added a device")
+	}
+	if _, err := admin.AddDevice("n2", "n2", netip.AddrPort{}); err == nil {
+		t.Fatal("a device took a node's name")
+	}
+	added, err := admin.AddDevice("tv", "n2", netip.AddrPort{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.AddDevice("tv", "n2", netip.AddrPort{}); err == nil {
+		t.Fatal("a second device named tv")
+	}
+	d := added.Device
+	if d.Via != "n2" || d.FQDN != "tv.alice.glow" || !IPv4Range.Contains(d.IPv4) || !UserPrefix6(admin.Cert().User[:]).Contains(d.IPv6) {
+		t.Fatalf("added %+v", d)
+	}
+	var priv [32]byte
+	for _, line := range strings.Split(added.Config, "\n") {
+		if k, ok := strings.CutPrefix(line, "PrivateKey = "); ok {
+			b, _ := base64.StdEncoding.DecodeString(k)
+			priv = [32]byte(b)
+		}
+		if ep, ok := strings.CutPrefix(line, "Endpoint = "); ok && ep != fmt.Sprintf("127.0.0.1:%d", via.Port()) {
+			t.Fatalf("endpoint %s, want the via node's 127.0.0.1:%d", ep, via.Port())
+		}
+	}
+	// Every node knows it: the admin routes it to the via node, the via
+	// node carries it, both name it.
+	viaPeer := func() *Endpoint {
+		admin.mu.Lock()
+		defer admin.mu.Unlock()
+		return admin.peers[via.ID()].ep
+	}()
+	waitFor(t, 10*time.Second, "the via node to carry the device", func() bool {
+		t := via.bind.devs.Load()
+		return t != nil && len(t.byKey) == 1
+	})
+	for _, ip := range []netip.Addr{d.IPv4, d.IPv6} {
+		if (*admin.bind.byIP.Load())[ip] != viaPeer {
+			t.Fatalf("the admin does not route %v to the via node", ip)
+		}
+		if p, ok := admin.dir.Lookup(ip); !ok || p.Node != "tv" || p.User != "alice" {
+			t.Fatalf("the admin's filter does not know %v as alice's tv: %+v", ip, p)
+		}
+	}
+	for _, n := range nodes {
+		addrs, err := n.ResolveName(context.Background(), "tv.alice.glow")
+		if err != nil || addrs != d.IPv4 {
+			t.Fatalf("%s resolves tv.alice.glow to %v, %v", n.Cert().Name, addrs, err)
+		}
+	}
+	if list := via.Devices(); len(list) != 1 || list[0] != d {
+		t.Fatalf("the via node lists %+v", list)
+	}
+
+	// The device (a plain wireguard-go peer) reaches the via node's echo
+	// service over the tunnel.
+	ln, err := via.Netstack().Net().ListenTCPAddrPort(netip.AddrPortFrom(via.Cert().IPv4, 7000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	viaKey := via.Cert().WG
+	tnet := plainDevice(t, priv, []netip.Addr{d.IPv4, d.IPv6}, viaKey, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), via.Port()))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	c, err := tnet.DialContextTCPAddrPort(ctx, netip.AddrPortFrom(via.Cert().IPv4, 7000))
+	cancel()
+	if err != nil {
+		t.Fatalf("the device cannot reach the via node: %v", err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "hello from tv")
+	got := make([]byte, 13)
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "hello from tv" {
+		t.Fatalf("echo %q, %v", got, err)
+	}
+	c.Close()
+	if via.bind.devHandshakes.Load() == 0 {
+		t.Fatal("no device handshake counted")
+	}
+
+	// Removed everywhere.
+	if err := via.RemoveDevice("tv"); err == nil {
+		t.Fatal("a node without the user key removed a device")
+	}
+	if err := admin.RemoveDevice("tv"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the via node to drop the device", func() bool {
+		t := via.bind.devs.Load()
+		return t != nil && len(t.byKey) == 0
+	})
+	if (*admin.bind.byIP.Load())[d.IPv4] != nil || len(admin.Devices()) != 0 {
+		t.Fatal("the admin still routes or lists the device")
+	}
+	for _, n := range nodes {
+		if addrs, err := n.ResolveName(context.Background(), "tv.alice.glow"); err == nil {
+			t.Fatalf("%s still resolves tv.alice.glow: %v", n.Cert().Name, addrs)
+		}
+	}
+	// The device's next handshake (a new one: restarted) is refused.
+	refused := via.bind.dropDevInit.Load() + via.bind.dropUnknownSrc.Load()
+	tnet = plainDevice(t, priv, []netip.Addr{d.IPv4}, viaKey, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), via.Port()))
+	if u, err := tnet.DialUDPAddrPort(netip.AddrPort{}, netip.AddrPortFrom(via.Cert().IPv4, 9)); err == nil {
+		u.Write([]byte("x"))
+		u.Close()
+	}
+	waitFor(t, 10*time.Second, "the removed device's handshake to be refused", func() bool {
+		return via.bind.dropDevInit.Load()+via.bind.dropUnknownSrc.Load() > refused
+	})
+	if n := via.bind.devHandshakes.Load(); n != 1 {
+		t.Fatalf("%d device handshakes taken, want the 1 before the removal", n)
+	}
+}
