@@ -119,7 +119,7 @@ func (n *Node) enableForwarding() {
 
 // findDeviceLocked resolves a device's name (tv, tv.alice, tv.alice.glow)
 // or one of its addresses.
-func (n *Node) findDeviceLocked(target string) (Device, bool) {
+func (n *Node) findDeviceLocked(target string) (member.Device, bool) {
 	target = strings.TrimSuffix(strings.TrimSuffix(strings.ToLower(target), "."), "."+DNSSuffix)
 	ip, ipErr := netip.ParseAddr(target)
 	for _, d := range n.devicesLocked() {
@@ -127,7 +127,7 @@ func (n *Node) findDeviceLocked(target string) (Device, bool) {
 			return d, true
 		}
 	}
-	return Device{}, false
+	return member.Device{}, false
 }
 
 // deviceHostsLocked are the devices' names for the resolver.

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/base64"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -18,118 +17,21 @@ import (
 	"golang.zx2c4.com/wireguard/tun/netstack"
 
 	"glow/internal/wire"
+	"glow/overlay/member"
+	"glow/overlay/member/membertest"
 	"glow/relay"
 )
-
-func testDevices(user [32]byte) []Device {
-	var ds []Device
-	for i, name := range []string{"tv", "phone", "printer-2"} {
-		d := Device{Name: name, WG: wire.Key{byte(i + 1), 7}, IPv4: netip.AddrFrom4([4]byte{100, 64, 9, byte(i + 1)}), Via: wire.NodeID{byte(9 - i)}}
-		d.IPv6 = NodeAddr6(user[:], d.ID())
-		ds = append(ds, d)
-	}
-	return ds
-}
-
-// TestDeviceListFormat: a device list survives its encoding (sorted by
-// name, IPv6 derived from the key), and every malformed line is refused.
-func TestDeviceListFormat(t *testing.T) {
-	user := [32]byte{42}
-	ds := testDevices(user)
-	got, err := parseDevices(user, formatDevices(ds))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 3 || got[0].Name != "phone" || got[1].Name != "printer-2" || got[2].Name != "tv" {
-		t.Fatalf("parsed %+v", got)
-	}
-	for _, g := range got {
-		for _, d := range ds {
-			if d.Name == g.Name && d != g {
-				t.Fatalf("%s: got %+v, want %+v", d.Name, g, d)
-			}
-		}
-	}
-	key := base64.StdEncoding.EncodeToString(make([]byte, 31)) // a 31-byte key
-	good := formatDevices(ds[:1])
-	line := strings.TrimSpace(string(good))
-	f := strings.Fields(line)
-	for _, bad := range []string{
-		"TV " + strings.Join(f[1:], " "),                                            // not a DNS label
-		f[0] + " " + key + " " + f[2] + " " + f[3],                                  // short key
-		f[0] + " " + f[1] + " 10.1.2.3 " + f[3],                                     // outside 100.64/10
-		f[0] + " " + f[1] + " 100.100.100.53 " + f[3],                               // the resolver's address
-		f[0] + " " + f[1] + " 100.64.009.1 " + f[3],                                 // not canonical
-		f[0] + " " + f[1] + " " + f[2] + " " + f[3][:10],                            // short via id
-		f[0] + " " + f[1] + " " + f[2],                                              // three fields
-		line + " extra",                                                             // five
-		f[0] + "  " + strings.Join(f[1:], " "),                                      // two spaces
-		f[0] + " " + f[1] + " " + f[2] + " " + hex.EncodeToString(make([]byte, 32)), // zero via
-		line + "\n" + line,                                                          // a repeat
-		f[0] + " " + base64.StdEncoding.EncodeToString(make([]byte, 32)) + " " + f[2] + " " + f[3], // zero key
-	} {
-		if _, err := parseDevices(user, []byte(bad+"\n")); err == nil {
-			t.Errorf("accepted %q", bad)
-		}
-	}
-	var many strings.Builder
-	for i := range maxDevices + 1 {
-		d := Device{Name: fmt.Sprintf("d%d", i), WG: wire.Key{byte(i), byte(i >> 8), 1}, IPv4: netip.AddrFrom4([4]byte{100, 65, byte(i >> 8), byte(i)}), Via: wire.NodeID{1}}
-		many.Write(formatDevices([]Device{d}))
-	}
-	if _, err := parseDevices(user, []byte(many.String())); err == nil {
-		t.Errorf("accepted %d devices", maxDevices+1)
-	}
-}
-
-// TestDeviceListStore: the Store keeps a well-formed device list and
-// refuses (and counts) a signed but malformed one.
-func TestDeviceListStore(t *testing.T) {
-	u := newTestUser(t, "alice")
-	s := NewStore(u.Public())
-	ok := signedDoc(u, KindDevices, 1, formatDevices(testDevices([32]byte(u.Public()))))
-	if added, err := s.Apply(KindDevices, ok.Marshal(), time.Now()); !added || err != nil {
-		t.Fatalf("a good list: %v, %v", added, err)
-	}
-	bad := signedDoc(u, KindDevices, 2, []byte("tv nokey 100.64.0.1 00\n"))
-	if added, err := s.Apply(KindDevices, bad.Marshal(), time.Now()); added || err == nil || s.Rejected[RejectMalformed] != 1 {
-		t.Fatalf("a malformed list: %v, %v, rejected %v", added, err, s.Rejected)
-	}
-	if s.Doc(KindDevices).Version != 1 {
-		t.Fatal("the malformed list replaced the good one")
-	}
-}
-
-// FuzzParseDevices feeds the device list parser: what it accepts survives
-// a round trip.
-func FuzzParseDevices(f *testing.F) {
-	user := [32]byte{42}
-	f.Add(formatDevices(testDevices(user)))
-	f.Add([]byte("tv AAAA 100.64.0.1 00\n"))
-	f.Add([]byte("\n\n"))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		ds, err := parseDevices(user, b)
-		if err != nil {
-			return
-		}
-		again, err := parseDevices(user, formatDevices(ds))
-		if err != nil || len(again) != len(ds) {
-			t.Fatalf("device list does not survive a round trip: %v", err)
-		}
-	})
-}
 
 // TestDeviceConfigText: the wg-quick configuration holds the device's
 // private key (whose public half is the listed key), its addresses, the
 // resolver, the via node's key and endpoint, and the user's ranges.
 func TestDeviceConfigText(t *testing.T) {
-	u := newTestUser(t, "alice")
+	u := membertest.NewUser(t, "alice")
 	var priv [32]byte
-	priv[0] = 5
-	clamp(&priv)
-	d := Device{Name: "tv", WG: pub(priv), IPv4: netip.MustParseAddr("100.70.1.2"), Via: wire.NodeID{3}}
-	d.IPv6 = NodeAddr6(u.Public(), d.ID())
-	via := &Cert{Name: "vps", WG: wire.Key{8, 8}}
+	priv[1] = 5
+	d := member.Device{Name: "tv", WG: wgPublic(&priv), IPv4: netip.MustParseAddr("100.70.1.2"), Via: wire.NodeID{3}}
+	d.IPv6 = member.NodeAddr6(u.Public(), d.ID())
+	via := &member.Cert{Name: "vps", WG: wire.Key{8, 8}}
 	copy(via.User[:], u.Public())
 	ep := publicEndpoint([]netip.AddrPort{
 		netip.MustParseAddrPort("10.0.0.5:47470"), netip.MustParseAddrPort("[2001:db8::5]:47470"),
@@ -156,7 +58,7 @@ func TestDeviceConfigText(t *testing.T) {
 		}
 	}
 	key, err := base64.StdEncoding.DecodeString(kv["[Interface]PrivateKey"])
-	if err != nil || pub([32]byte(key)) != d.WG {
+	if err != nil || wgPublic((*[32]byte)(key)) != d.WG {
 		t.Fatalf("private key %q does not belong to the device's public key", kv["[Interface]PrivateKey"])
 	}
 	want := map[string]string{
@@ -164,7 +66,7 @@ func TestDeviceConfigText(t *testing.T) {
 		"[Interface]DNS":            "100.100.100.53, fd00:676c:6f77::53, alice.glow",
 		"[Peer]PublicKey":           base64.StdEncoding.EncodeToString(via.WG[:]),
 		"[Peer]Endpoint":            "198.51.100.7:47470",
-		"[Peer]AllowedIPs":          "100.64.0.0/10, " + UserPrefix6(u.Public()).String() + ", fd00:676c:6f77::53/128",
+		"[Peer]AllowedIPs":          "100.64.0.0/10, " + member.UserPrefix6(u.Public()).String() + ", fd00:676c:6f77::53/128",
 		"[Peer]PersistentKeepalive": "25",
 	}
 	for k, v := range want {
@@ -188,7 +90,7 @@ func plainDevice(t *testing.T, priv [32]byte, addrs []netip.Addr, peerKey wire.K
 	}
 	dev := device.NewDevice(tdev, conn.NewStdNetBind(), device.NewLogger(device.LogLevelSilent, ""))
 	cfg := fmt.Sprintf("private_key=%x\nlisten_port=0\npublic_key=%x\nendpoint=%s\nallowed_ip=%s\nallowed_ip=::/0\n",
-		priv[:], peerKey[:], endpoint, IPv4Range)
+		priv[:], peerKey[:], endpoint, member.IPv4Range)
 	if err := dev.IpcSet(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -238,18 +140,16 @@ func initiation(t *testing.T, priv [32]byte, to wire.Key) []byte {
 func TestDeviceInitiation(t *testing.T) {
 	var viaPriv, devPriv, otherPriv [32]byte
 	viaPriv[1], devPriv[1], otherPriv[1] = 1, 2, 3
-	clamp(&viaPriv)
-	clamp(&devPriv)
-	clamp(&otherPriv)
+	viaPub, devPub, otherPub := wgPublic(&viaPriv), wgPublic(&devPriv), wgPublic(&otherPriv)
 	b := NewBind(conn.NewStdNetBind(), wire.NodeID{1}, relay.New(relay.Limits{}), newCtlQueues())
 	from := netip.MustParseAddrPort("198.51.100.20:5000")
 	elsewhere := netip.MustParseAddrPort("198.51.100.66:6000")
-	pkt := initiation(t, devPriv, pub(viaPriv))
+	pkt := initiation(t, devPriv, viaPub)
 	if b.deviceInitiation(pkt, from) != nil {
 		t.Fatal("taken with no devices")
 	}
-	dev := deviceConfig{WG: pub(devPriv), IPs: []netip.Addr{netip.MustParseAddr("100.64.3.3")}}
-	b.setDevices(viaPriv, []deviceConfig{{WG: pub(otherPriv)}})
+	dev := deviceConfig{WG: devPub, IPs: []netip.Addr{netip.MustParseAddr("100.64.3.3")}}
+	b.setDevices(viaPriv, []deviceConfig{{WG: otherPub}})
 	if b.deviceInitiation(pkt, from) != nil || b.dropDevInit.Load() != 1 {
 		t.Fatalf("taken for another device's key (refused %d)", b.dropDevInit.Load())
 	}
@@ -276,7 +176,7 @@ func TestDeviceInitiation(t *testing.T) {
 	// address moves it there. (wireguard-go's timestamps are rounded down
 	// to about 17 ms, so two initiations within that carry the same one.)
 	time.Sleep(50 * time.Millisecond)
-	later := initiation(t, devPriv, pub(viaPriv))
+	later := initiation(t, devPriv, viaPub)
 	if b.deviceInitiation(later, elsewhere) != e || e.path.Load().addr != elsewhere {
 		t.Fatal("a fresh initiation from a new address did not move the device")
 	}
@@ -285,7 +185,7 @@ func TestDeviceInitiation(t *testing.T) {
 	}
 	// Removed: nothing is taken, the endpoint is gone.
 	b.setDevices(viaPriv, nil)
-	if b.deviceInitiation(initiation(t, devPriv, pub(viaPriv)), from) != nil {
+	if b.deviceInitiation(initiation(t, devPriv, viaPub), from) != nil {
 		t.Fatal("taken after the device was removed")
 	}
 	if (*b.byAddr.Load())[from] != nil || (*b.byAddr.Load())[elsewhere] != nil {
@@ -315,7 +215,7 @@ func TestDeviceViaNode(t *testing.T) {
 		t.Fatal("a second device named tv")
 	}
 	d := added.Device
-	if d.Via != "n2" || d.FQDN != "tv.alice.glow" || !IPv4Range.Contains(d.IPv4) || !UserPrefix6(admin.Cert().User[:]).Contains(d.IPv6) {
+	if d.Via != "n2" || d.FQDN != "tv.alice.glow" || !member.IPv4Range.Contains(d.IPv4) || !member.UserPrefix6(admin.Cert().User[:]).Contains(d.IPv6) {
 		t.Fatalf("added %+v", d)
 	}
 	var priv [32]byte
