@@ -43,7 +43,10 @@ func TestMain(m *testing.M) {
 }
 
 // buildGlow runs `go build -o out ./cmd/glow` in the module root.
-func buildGlow(out string) (string, error) {
+func buildGlow(out string) (string, error) { return goBuild(out, "./cmd/glow") }
+
+// goBuild runs `go build -o out pkg` in the module root.
+func goBuild(out, pkg string) (string, error) {
 	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
 	if _, err := os.Stat(goTool); err != nil {
 		goTool = "go"
@@ -52,10 +55,10 @@ func buildGlow(out string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	cmd := exec.Command(goTool, "build", "-o", out, "./cmd/glow")
+	cmd := exec.Command(goTool, "build", "-o", out, pkg)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/glow in %s: %v\n%s", root, err, b)
+		return "", fmt.Errorf("go build %s in %s: %v\n%s", pkg, root, err, b)
 	}
 	return out, nil
 }

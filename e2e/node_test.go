@@ -141,8 +141,9 @@ type peerStatus struct {
 }
 
 type status struct {
-	Self  peerStatus   `json:"self"`
-	Peers []peerStatus `json:"peers"`
+	Self  peerStatus        `json:"self"`
+	Peers []peerStatus      `json:"peers"`
+	Drops map[string]uint64 `json:"drops"`
 }
 
 // status returns `glow status --json`.

@@ -92,6 +92,8 @@ func (n *Node) Status() Status {
 	s.Drops["relay/unknown-source"] = bc.RelayNoPeer
 	s.Drops["relay/no-path"] = bc.RelayNoPath
 	s.Drops["bind/unknown-source"] = bc.UnknownSource
+	s.Drops["bind/device-refused"] = n.bind.dropDevInit.Load() // devicewg.go
+	s.Drops["bind/device-limited"] = n.bind.dropDevLimited.Load()
 	s.Drops["bind/control-queue-full"] = bc.ControlQueueFull
 	s.Drops["bind/control-rate-limited"] = bc.ControlRateLimited
 	s.Drops["bind/unknown-kind"] = bc.UnknownKind
