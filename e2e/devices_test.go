@@ -185,14 +185,21 @@ func TestDevices(t *testing.T) {
 	if out, err := digOut(cafeH, "+short", "+time=2", "+tries=2", "@"+c.dns[0].String(), "AAAA", "nas.alice.glow"); err != nil || out != nasV6.String() {
 		t.Errorf("device: dig @%v AAAA nas.alice.glow = %q, %v; want %v", c.dns[0], out, err, nasV6)
 	}
-	// The NAS pings the device back by name, through its glow resolver.
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	res, err = nasH.Run(ctx, "ping", "-n", "-c2", "-W3", "phone")
-	cancel()
-	if err != nil || !strings.Contains(res.Stdout, phoneV4.String()) {
-		t.Fatalf("nas: ping phone: %v\n%s%s", err, res.Stdout, res.Stderr)
+	// The NAS pings the device back by name, through its glow resolver,
+	// over IPv4 and IPv6.
+	for fam, want := range map[string]netip.Addr{"-4": phoneV4, "-6": phoneV6} {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		res, err := nasH.Run(ctx, "ping", fam, "-n", "-c2", "-W3", "phone")
+		cancel()
+		if err != nil || !strings.Contains(res.Stdout, "bytes from "+want.String()) {
+			t.Fatalf("nas: ping %s phone: %v\n%s%s", fam, err, res.Stdout, res.Stderr)
+		}
+		t.Logf("nas: ping %s phone:\n%s", fam, res.Stdout)
 	}
-	t.Logf("nas: ping phone:\n%s", res.Stdout)
+	// The device reaches the NAS over IPv6 too.
+	if _, err := waitPing(cafeH, nasV6, reachTimeout); err != nil {
+		t.Errorf("the device cannot ping the nas at %v: %v", nasV6, err)
+	}
 	list := vps.mustGlow(10*time.Second, "device", "list").Stdout
 	if !strings.Contains(list, "phone.alice.glow") || !strings.Contains(list, phoneV4.String()) {
 		t.Errorf("glow device list:\n%s", list)

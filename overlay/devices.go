@@ -21,7 +21,7 @@ package overlay
 // and the via node carries the device as a WireGuard peer on its own
 // wireguard-go device and UDP port (devicewg.go), with the device's
 // addresses as allowed IPs, and forwards between it and the overlay in the
-// kernel (IPv4 forwarding on glow's interface only). Its resolver answers
+// kernel (forwarding on glow's interface only: enableForwarding). Its resolver answers
 // the device at dns.ServiceV4 like any overlay client. glow device remove
 // signs a list without the device: every node drops the name and the
 // route, and the via node the WireGuard peer (with its session).
@@ -101,18 +101,22 @@ func (n *Node) applyDevicesLocked() {
 }
 
 // enableForwarding lets the kernel forward between the devices and the
-// overlay: IPv4 forwarding on glow's interface only (packets in from the
-// tunnel to another overlay address go out the same interface). IPv6
-// forwarding exists only host-wide on Linux, and turning it on stops the
-// host taking router advertisements, so glow leaves it to the operator
-// (sysctl net.ipv6.conf.all.forwarding=1); it sets glow's interface's flag.
+// overlay, for packets arriving on glow's interface only (in from the
+// tunnel, out the same interface): IPv4 forwarding on that interface, and
+// IPv6 force_forwarding there (Linux 6.17 and later). Older kernels forward
+// IPv6 only host-wide, and turning that on stops the host taking router
+// advertisements, so glow leaves it to the operator (sysctl
+// net.ipv6.conf.all.forwarding=1) and says so.
 func (n *Node) enableForwarding() {
-	for _, f := range []string{
-		"/proc/sys/net/ipv4/conf/" + n.tunName() + "/forwarding",
-		"/proc/sys/net/ipv6/conf/" + n.tunName() + "/forwarding",
-	} {
-		if err := os.WriteFile(f, []byte("1\n"), 0o644); err != nil {
-			n.logf("glow: devices: %v; the via node cannot forward for its devices", err)
+	conf := func(family, key string) string {
+		return "/proc/sys/net/" + family + "/conf/" + n.tunName() + "/" + key
+	}
+	if err := os.WriteFile(conf("ipv4", "forwarding"), []byte("1\n"), 0o644); err != nil {
+		n.logf("glow: devices: %v; this via node cannot forward for its devices", err)
+	}
+	if err := os.WriteFile(conf("ipv6", "force_forwarding"), []byte("1\n"), 0o644); err != nil {
+		if b, _ := os.ReadFile("/proc/sys/net/ipv6/conf/all/forwarding"); strings.TrimSpace(string(b)) != "1" {
+			n.logf("glow: devices: no IPv6 forwarding on %s alone on this kernel (%v): devices reach the overlay over IPv4 only, unless net.ipv6.conf.all.forwarding=1", n.tunName(), err)
 		}
 	}
 }
