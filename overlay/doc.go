@@ -25,6 +25,7 @@
 //	              shadow.go                                    friends' addresses that collide with ours
 //	              netcheck.go names.go api.go status.go        NAT, DNS, local API (server)
 //	              portclash.go                                 one UDP port per node behind a NAT
+//	              devices.go devicewg.go                       plain WireGuard devices behind a via node
 //	cmd/glow ─► overlay/api                                    the local API's bodies and client (stdlib only)
 //
 // The packet path (bind_*.go, tunwrap.go) touches control state only
@@ -160,4 +161,10 @@
 //     it: its source on the first hop (the hop limit still at 8, the most a
 //     sender may start with), else a node of ours or of the source's user
 //     (package relay). Refusals show in `glow status --json` as relay/*.
+//   - A plain WireGuard device (glow device add) is a line of a user
+//     document (member.KindDevices), not a certificate: it has no control
+//     key and never gossips; the via node recognises its handshake from any
+//     address by opening the initiation itself (devicewg.go), and the rest
+//     of the user's nodes route its addresses to the via node as allowed
+//     IPs of that peer. A friend learns nothing of devices.
 package overlay
