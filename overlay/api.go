@@ -250,7 +250,7 @@ func (n *Node) ServeAPI(ctx context.Context, down func()) error {
 		}
 		writeJSON(w, p)
 	})
-	n.adminRoutes(mux) // admins.go: nodes list, promote, demote
+	n.adminRoutes(mux)  // admins.go: nodes list, promote, demote
 	n.serveDevices(mux) // devices.go
 	mux.HandleFunc("POST /v1/down", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, map[string]string{"status": "stopping"})

@@ -13,7 +13,10 @@ package overlay
 //   - names the device NAME.USER.glow (updateNamesLocked),
 //   - routes the device's addresses to the via node: they are allowed IPs
 //     of the via node's WireGuard peer (wgConfigLocked), as a subnet
-//     router's prefixes are,
+//     router's prefixes are (subnets.go); they come from the device list,
+//     not from the via node's NodeInfo routes, which never carry overlay
+//     addresses (subnetChoiceLocked refuses them) and which a via node that
+//     is offline could not sign,
 //   - counts the device as a node of the user in the policy (the filter's
 //     directory): the user's nodes reach it and it reaches them, friends
 //     reach it only through a rule, like any node;
@@ -216,7 +219,7 @@ func (n *Node) AddDevice(name, via string, endpoint netip.AddrPort) (api.DeviceA
 		endpoint = publicEndpoint(eps)
 	}
 	n.logf("glow: added device %s.%s via %s", name, n.cert.UserName, viaCert.Name)
-	cfg := deviceConfigText(dev, priv, viaCert, endpoint, n.cert.UserName)
+	cfg := deviceConfigText(dev, priv, viaCert, endpoint, n.cert.UserName, n.userSubnetsLocked())
 	return api.DeviceAdded{Device: n.deviceInfoLocked(dev), Config: cfg}, nil
 }
 
@@ -302,9 +305,32 @@ func publicEndpoint(eps []netip.AddrPort) netip.AddrPort {
 	return best
 }
 
+// userSubnetsLocked are the subnet routes the user's nodes offer (subnets.go),
+// which a device reaches through its via node like the user's nodes do;
+// default routes (exit nodes) are not among them.
+func (n *Node) userSubnetsLocked() []netip.Prefix {
+	var out []netip.Prefix
+	add := func(ps []netip.Prefix) {
+		for _, p := range ps {
+			if p.Bits() > 0 && !slices.Contains(out, p) {
+				out = append(out, p)
+			}
+		}
+	}
+	add(n.offeredLocked())
+	for _, c := range n.store.Certs() {
+		if info := n.store.Info(c.Node); n.store.Own(c.User) && info != nil {
+			add(info.Routes)
+		}
+	}
+	slices.SortFunc(out, comparePrefix)
+	return out
+}
+
 // deviceConfigText is the wg-quick configuration of device d with private
-// key priv, whose via node is via, reached at endpoint.
-func deviceConfigText(d member.Device, priv [32]byte, via *member.Cert, endpoint netip.AddrPort, user string) string {
+// key priv, whose via node is via, reached at endpoint; AllowedIPs are the
+// overlay's ranges and the user's subnets.
+func deviceConfigText(d member.Device, priv [32]byte, via *member.Cert, endpoint netip.AddrPort, user string, subnets []netip.Prefix) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# glow device %s.%s.%s, via %s.%s\n", d.Name, user, DNSSuffix, via.Name, user)
 	b.WriteString("[Interface]\n")
@@ -318,7 +344,11 @@ func deviceConfigText(d member.Device, priv [32]byte, via *member.Cert, endpoint
 	} else {
 		fmt.Fprintf(&b, "# Endpoint = HOST:PORT of %s: it published none (give one with --endpoint)\n", via.Name)
 	}
-	fmt.Fprintf(&b, "AllowedIPs = %s, %s, %s\n", member.IPv4Range, member.UserPrefix6(via.User[:]), netip.PrefixFrom(glowdns.ServiceV6, 128))
+	allowed := []string{member.IPv4Range.String(), member.UserPrefix6(via.User[:]).String(), netip.PrefixFrom(glowdns.ServiceV6, 128).String()}
+	for _, p := range subnets {
+		allowed = append(allowed, p.String())
+	}
+	fmt.Fprintf(&b, "AllowedIPs = %s\n", strings.Join(allowed, ", "))
 	b.WriteString("PersistentKeepalive = 25\n")
 	return b.String()
 }

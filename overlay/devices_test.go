@@ -43,7 +43,7 @@ func TestDeviceConfigText(t *testing.T) {
 	if got := publicEndpoint([]netip.AddrPort{netip.MustParseAddrPort("[fd00::1]:1"), netip.MustParseAddrPort("10.0.0.5:2")}); got.Port() != 2 {
 		t.Fatalf("without a public endpoint: %v, want the private IPv4 one", got)
 	}
-	text := deviceConfigText(d, priv, via, ep, "alice")
+	text := deviceConfigText(d, priv, via, ep, "alice", []netip.Prefix{netip.MustParsePrefix("10.71.1.0/24")})
 	kv := map[string]string{}
 	section := ""
 	sc := bufio.NewScanner(strings.NewReader(text))
@@ -66,7 +66,7 @@ func TestDeviceConfigText(t *testing.T) {
 		"[Interface]DNS":            "100.100.100.53, fd00:676c:6f77::53, alice.glow",
 		"[Peer]PublicKey":           base64.StdEncoding.EncodeToString(via.WG[:]),
 		"[Peer]Endpoint":            "198.51.100.7:47470",
-		"[Peer]AllowedIPs":          "100.64.0.0/10, " + member.UserPrefix6(u.Public()).String() + ", fd00:676c:6f77::53/128",
+		"[Peer]AllowedIPs":          "100.64.0.0/10, " + member.UserPrefix6(u.Public()).String() + ", fd00:676c:6f77::53/128, 10.71.1.0/24",
 		"[Peer]PersistentKeepalive": "25",
 	}
 	for k, v := range want {
@@ -74,7 +74,7 @@ func TestDeviceConfigText(t *testing.T) {
 			t.Errorf("%s = %q, want %q\n%s", k, kv[k], v, text)
 		}
 	}
-	if strings.Contains(deviceConfigText(d, priv, via, netip.AddrPort{}, "alice"), "\nEndpoint") {
+	if strings.Contains(deviceConfigText(d, priv, via, netip.AddrPort{}, "alice", nil), "\nEndpoint") {
 		t.Error("an endpoint line without an endpoint")
 	}
 }
