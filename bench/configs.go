@@ -7,6 +7,7 @@ package main
 // setup that uses more namespaces and append it to configs().
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -48,6 +49,7 @@ func configs() []config {
 		{key: "raw", title: "raw veth", setup: setupRaw},
 		{key: "wg", title: "wireguard-go", daemon: true, setup: setupWireguard},
 		{key: "glow", title: "glow direct", daemon: true, setup: setupGlowDirect},
+		{key: "glowm", title: "glow + metrics", daemon: true, setup: setupGlowMetrics},
 		{key: "relay1", title: "glow 1 relay", daemon: true, setup: setupGlowRelay1},
 		{key: "relay2", title: "glow 2 relays", daemon: true, setup: setupGlowRelay2},
 		{key: "nat", title: "glow easy NATs", run: runNAT},
@@ -327,6 +329,44 @@ func glowInstance(client, server *glowNode, all ...*glowNode) (*instance, error)
 // bench, b joins with an invite code (found by LAN beacons on the veth);
 // it is up when a's status shows b online on a direct path.
 func setupGlowDirect(l *lab, bins binaries) (*instance, error) {
+	return setupGlowPair(l, bins)
+}
+
+// setupGlowMetrics is glow direct with --metrics on both daemons and each
+// scraped every 15 s (Prometheus' default interval) from its namespace
+// until teardown: the cost of metrics on, against glow direct's off.
+func setupGlowMetrics(l *lab, bins binaries) (*instance, error) {
+	const addr = "127.0.0.1:9100"
+	inst, err := setupGlowPair(l, bins, "--metrics", addr)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(l.ctx)
+	done := make(chan struct{})
+	l.onClose(func() { cancel(); <-done })
+	go func() {
+		defer close(done)
+		t := time.NewTicker(15 * time.Second)
+		defer t.Stop()
+		for {
+			for _, ns := range []string{inst.client, inst.server} {
+				if _, err := run(ctx, 10*time.Second, "ip", "netns", "exec", ns, "curl", "-sf", "-o", "/dev/null", "http://"+addr+"/metrics"); err != nil && ctx.Err() == nil {
+					l.log("scrape in %s: %v", ns, err)
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return inst, nil
+}
+
+// setupGlowPair is a and b on one veth, each with glow up (extra flags for
+// both), b joined by a's invite, up once a sees b direct.
+func setupGlowPair(l *lab, bins binaries, extra ...string) (*instance, error) {
 	a, b, err := l.pair()
 	if err != nil {
 		return nil, err
@@ -339,10 +379,14 @@ func setupGlowDirect(l *lab, bins binaries) (*instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := ga.up("--user", "bench"); err != nil {
+	if err := ga.up(append([]string{"--user", "bench"}, extra...)...); err != nil {
 		return nil, err
 	}
-	if err := gb.join(ga); err != nil {
+	code, err := ga.invite()
+	if err != nil {
+		return nil, err
+	}
+	if err := gb.up(append([]string{"--join", code}, extra...)...); err != nil {
 		return nil, err
 	}
 	if _, err := ga.waitPeer("b", 30*time.Second, "direct", func(p *peerStatus) bool { return p.is("direct", "") }); err != nil {

@@ -127,6 +127,14 @@ func TestEveryCommandJSON(t *testing.T) {
 		t.Logf("%s: exit %d", what, rc)
 	}
 	t.Logf("%d runs: %v", len(rows), counts)
+
+	// No daemon: the code says so.
+	var out2, errOut2 bytes.Buffer
+	rc := run([]string{"--state", t.TempDir(), "status", "--json"}, &out2, &errOut2)
+	var e struct{ Error, Code string }
+	if json.Unmarshal(out2.Bytes(), &e); rc != 1 || e.Code != "not-running" || e.Error == "" {
+		t.Errorf("status --json without a daemon: exit %d, %q; want 1 and code not-running", rc, out2.String())
+	}
 }
 
 // lastJSON is the last JSON value of out.

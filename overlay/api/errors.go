@@ -29,6 +29,9 @@ const (
 	CodeConflict        Code = "conflict"         // the node's state forbids it (exists already, removing itself)
 	CodeUnavailable     Code = "unavailable"      // no answer in time, no path yet, the node is stopping
 	CodeInternal        Code = "internal"         // the daemon failed (state directory, I/O)
+	// CodeNotRunning is the client's own: no daemon answers on the socket
+	// (ErrNotRunning). The CLI reports it under --json like the others.
+	CodeNotRunning Code = "not-running"
 )
 
 // The sentinels, one per code: errors.Is(err, ErrNotAdmin) holds for every
@@ -54,6 +57,7 @@ var sentinels = []struct {
 	{CodeConflict, ErrConflict},
 	{CodeUnavailable, ErrUnavailable},
 	{CodeInternal, ErrInternal},
+	{CodeNotRunning, ErrNotRunning},
 }
 
 // sentinel is the sentinel of code c, nil for a code this package does not know.
