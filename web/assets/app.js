@@ -154,6 +154,7 @@ function drawMap(st) {
   const pos = layout(st);
   const edges = svg("g", { class: "edges" }), labels = svg("g", { class: "labels" }), nodes = svg("g", { class: "nodes" });
   const self = pos.get(st.self.name);
+  const routeLabel = new Map();
 
   for (const p of st.peers) {
     const k = key(st, p), at = pos.get(k);
@@ -172,12 +173,13 @@ function drawMap(st) {
       hops.push(at);
       let d = "";
       for (let i = 0; i + 1 < hops.length; i++) {
-        const c = curve(hops[i], hops[i + 1], 28);
-        d += (i ? " " : "") + c.d;
-        lx = c.lx; ly = c.ly;
+        d += (i ? " " : "") + curve(hops[i], hops[i + 1], 28).d;
       }
       edges.append(svg("path", { class: "edge relay", d, "data-peer": k, "data-kind": "relay", "data-via": (p.via || []).join(",") }));
-      label = ["via " + (p.via || []).join(" → ")].concat(q).join(" · ");
+      // A route's label goes under its peer: its last hop is often too
+      // short to hold it.
+      routeLabel.set(k, ["via " + (p.via || []).join(" → ")].concat(q).join(" · "));
+      continue;
     } else {
       const c = curve(self, at, 0);
       lx = c.lx; ly = c.ly;
@@ -193,7 +195,12 @@ function drawMap(st) {
     g.append(svg("circle", { r: 16 }));
     g.append(svg("text", { class: "name", y: -22 }, k));
     g.append(svg("text", { class: "sub", y: 32 }, sub));
-    badges.forEach((b, i) => g.append(svg("text", { class: "badge", y: 46 + 13 * i }, b)));
+    let y = 46;
+    if (routeLabel.has(k)) {
+      g.append(svg("text", { class: "edge-label relay", y }, routeLabel.get(k)));
+      y += 13;
+    }
+    badges.forEach((b, i) => g.append(svg("text", { class: "badge", y: y + 13 * i }, b)));
     nodes.append(g);
     return g;
   };
