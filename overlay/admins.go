@@ -402,3 +402,21 @@ func (n *Node) adminRoutes(mux *http.ServeMux) {
 		writeJSON(w, res)
 	})
 }
+
+// restoreUser certifies this node, which has no certificate, as an admin of
+// the user whose key STATE/user.key holds (written by glow up --restore
+// from a backup). The node then finds the user's other nodes as any node
+// does: --peer, LAN discovery, or a link (glow link add); they take its
+// certificate, signed by the user key, and send it the user's records.
+func (n *Node) restoreUser() (*member.Cert, error) {
+	u, err := n.state.LoadUserKey()
+	if err != nil {
+		return nil, err
+	}
+	c, err := n.adminCert(u)
+	if err != nil {
+		return nil, err
+	}
+	n.logf("glow: this node is now an admin of user %s, from the user key in %s (restored)", u.Name, n.state.Path("user.key"))
+	return c, nil
+}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"glow/overlay/api"
+	"glow/overlay/member"
 )
 
 // nodeEntry is name's line in n's nodes list.
@@ -129,4 +130,54 @@ func TestPromoteDemote(t *testing.T) {
 			t.Fatalf("n4 says %s is offline", name)
 		}
 	}
+}
+
+// TestRestoreUserKey: the user key, exported with a passphrase while the
+// first admin lived, makes a fresh node (no certificate) an admin of the
+// same user after that admin is gone: it finds n2 by --peer, and a node it
+// invites joins and reaches n2.
+func TestRestoreUserKey(t *testing.T) {
+	nodes := joinedNet(t, 2)
+	n1, n2 := nodes[0], nodes[1]
+	pass := []byte("a long enough passphrase")
+	backup, err := member.SealUserKey(n1.user, pass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n1.Close()
+	if _, err := member.OpenUserKey(backup, []byte("not the passphrase")); !errors.Is(err, member.ErrBadPassphrase) {
+		t.Fatalf("wrong passphrase: %v", err)
+	}
+	u, err := member.OpenUserKey(backup, pass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := (member.State{Dir: dir}).SaveUserKey(u); err != nil {
+		t.Fatal(err)
+	}
+	n5 := testNode(t, "n5", func(c *Config) {
+		c.StateDir = dir
+		c.Peers = []string{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), n2.Port()).String()}
+	})
+	if !n5.Status().Self.Admin || n5.Cert().User != n2.Cert().User {
+		t.Fatal("the restored node is not an admin of the user")
+	}
+	waitFor(t, 20*time.Second, "n2 to list n5 as an online admin", func() bool {
+		e, ok := nodeEntry(n2, "n5")
+		return ok && e.Admin && e.Online
+	})
+	code, err := n5.Invite(time.Minute, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n6 := testNode(t, "n6", func(c *Config) { c.JoinCode = code })
+	serveEcho(t, n2, 7000)
+	waitFor(t, 20*time.Second, "n6 to reach n2", func() bool {
+		c, err := dial(n6, n2.Cert().IPv4, 7000, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
 }

@@ -419,6 +419,10 @@ func (n *Node) loadIdentity(port uint16) error {
 			if cert, err = n.createUser(cfg.UserName); err != nil {
 				return err
 			}
+		case st.Exists("user.key"): // glow up --restore (admins.go)
+			if cert, err = n.restoreUser(); err != nil {
+				return err
+			}
 		default:
 			return errors.New("this node belongs to no user yet: run 'glow up --user NAME' to create one, or 'glow up --join CODE' with a code from 'glow invite'")
 		}
@@ -471,6 +475,12 @@ func (n *Node) createUser(name string) (*member.Cert, error) {
 	if err := n.state.SaveUserKey(u); err != nil {
 		return nil, err
 	}
+	return n.adminCert(u)
+}
+
+// adminCert is a certificate of this node as an admin of user u, signed
+// with u: the user's first node's, or a restored admin's.
+func (n *Node) adminCert(u *member.UserKey) (*member.Cert, error) {
 	v4, err := member.AllocIPv4(n.id, nil)
 	if err != nil {
 		return nil, err

@@ -83,26 +83,3 @@ func cmdLink(g *globals, args []string) error {
 	}
 	return usagef("unknown subcommand %q: want add, remove, list or stdio", sub)
 }
-
-func cmdNodes(g *globals, args []string) error {
-	sub, rest, err := subcommand(g, args)
-	if err != nil || sub != "remove" {
-		return usagef("want remove NAME")
-	}
-	fs := newFlags(g, "nodes remove")
-	pos, err := parse(fs, rest)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return usagef("want exactly one node NAME")
-	}
-	if err := api.NewClient(g.state).RemoveNode(pos[0]); err != nil {
-		return err
-	}
-	if g.json {
-		return printJSON(g, map[string]string{"removed": pos[0]})
-	}
-	fmt.Fprintf(g.out, "%s is removed: no node of this user talks to it any more\n", pos[0])
-	return nil
-}

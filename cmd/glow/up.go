@@ -43,6 +43,8 @@ type upFlags struct {
 	turnUsers  listFlag
 	turnIP     string
 	socksAuth  string
+	restore    string // a backup of the user key (glow user export)
+	passFile   string
 	metrics    string
 }
 
@@ -52,6 +54,8 @@ func cmdUp(g *globals, args []string) error {
 	fs.StringVar(&f.cfg.UserName, "user", "", "name of the new user (first run only)")
 	fs.StringVar(&f.cfg.NodeName, "name", "", "this node's name (default: host name)")
 	fs.StringVar(&f.cfg.JoinCode, "join", "", "join the user that issued this code (glow invite)")
+	fs.StringVar(&f.restore, "restore", "", "make this fresh node an admin of the user whose key FILE holds (glow user export)")
+	fs.StringVar(&f.passFile, "passphrase-file", "", "with --restore: read the passphrase from this file (default: ask on the terminal)")
 	fs.IntVar(&f.port, "port", overlay.DefaultPort, "UDP port, pinned (default: this one, or another if a glow node on the LAN has it; 0 any free)")
 	fs.Var(&f.peers, "peer", "HOST:PORT of a node to contact at start (repeatable)")
 	fs.Var(&f.stun, "stun", "HOST:PORT of an extra STUN server for netcheck (repeatable)")
