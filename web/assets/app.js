@@ -100,7 +100,7 @@ function layout(st) {
     return r && !(r.online && r.path === "relay") ? r : null; // one level out, no chains of outer nodes
   };
   const inner = peers.filter((p) => !lastRelay(p));
-  const R1 = 140, R2 = 225, SX = 1.35;
+  const R1 = 140, R2 = 225, SX = 1.2;
   const angle = new Map();
   inner.forEach((p, i) => {
     const n = inner.length;
@@ -197,7 +197,9 @@ function drawMap(st) {
     g.append(svg("text", { class: "sub", y: 32 }, sub));
     let y = 46;
     if (routeLabel.has(k)) {
-      g.append(svg("text", { class: "edge-label relay", y }, routeLabel.get(k)));
+      // Near the map's sides the label grows inwards, not off the map.
+      const side = at.x < 110 ? { x: -20, class: "edge-label relay anchor-start" } : at.x > W - 110 ? { x: 20, class: "edge-label relay anchor-end" } : {};
+      g.append(svg("text", { class: "edge-label relay", y, ...side }, routeLabel.get(k)));
       y += 13;
     }
     badges.forEach((b, i) => g.append(svg("text", { class: "badge", y: y + 13 * i }, b)));
