@@ -400,7 +400,7 @@ function start() {
   es.onerror = () => {
     const live = $("#live");
     live.className = "live down";
-    live.textContent = "reconnecting to glow web…";
+    live.textContent = "reconnecting to glow web… (restarted? open the new URL it printed)";
   };
   netcheck();
 }
