@@ -13,8 +13,9 @@ package overlay
 //
 // The path moves to the new address, once its pong came back,
 //
-//   - at once if the peer restarted since the path was set (its boot id
-//     changed): the old address was the old process's;
+//   - at once if the peer says it moved: it restarted since the path was
+//     set (its boot id changed), or its signed info lists the new address
+//     and no longer the old one (movedLocked);
 //   - as soon as the current path has left a heartbeat unanswered for
 //     heartbeatActive while the new address answered after it was sent
 //     (roamLocked, from the tick; handlePongLocked's "stalled" rule is the
@@ -27,6 +28,7 @@ package overlay
 
 import (
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -67,8 +69,16 @@ func (n *Node) roamLocked(p *peer, now time.Time) bool {
 }
 
 // movedLocked reports whether a pong from from, not p's current path,
-// proves p moved there: it speaks from there, and it restarted since the
-// current path was set.
-func (p *peer) movedLocked(from netip.AddrPort) bool {
-	return from == p.spokeFrom && p.bootAt.After(p.pathAt)
+// proves p moved there: it speaks from there, and it says it moved: it
+// restarted since the current path was set, or its signed info lists from
+// and no longer the current path.
+func (n *Node) movedLocked(p *peer, from netip.AddrPort) bool {
+	if from != p.spokeFrom {
+		return false
+	}
+	if p.bootAt.After(p.pathAt) {
+		return true
+	}
+	info := n.store.Info(p.cert.Node)
+	return info != nil && slices.Contains(info.Endpoints, from) && !slices.Contains(info.Endpoints, p.active)
 }

@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"glow/overlay/member"
 )
 
 // roamRig plays an idle peer b whose direct path is at addrX and whose
@@ -13,9 +15,12 @@ import (
 // boot id is newBoot from the move on (the same as before if not
 // restarted). It returns when the node's path to b left addrX (or after
 // 60 s) and how many times the path changed.
-func roamRig(t *testing.T, moved netip.AddrPort, oldAlive, restarted bool) (took time.Duration, path netip.AddrPort, switches int) {
+func roamRig(t *testing.T, moved netip.AddrPort, oldAlive, restarted bool, mods ...func(*clockRig)) (took time.Duration, path netip.AddrPort, switches int) {
 	t.Helper()
 	r := newClockRig(t, "b")
+	for _, mod := range mods {
+		mod(r)
+	}
 	boot := [8]byte{1}
 	r.deliver("b", pingMsg{TxID: [12]byte{1}, Boot: boot}.marshal(), addrX)
 	r.direct("b", addrX)
@@ -97,5 +102,28 @@ func TestRoamNoFlap(t *testing.T) {
 	_, path, switches := roamRig(t, other, true, false)
 	if path != addrX || switches != 0 {
 		t.Fatalf("path %v after %d changes, want it kept at %v", path, switches, addrX)
+	}
+}
+
+// TestRoamInfoMoved: a peer whose signed info lists its new address and no
+// longer the old one is followed at the first pong from the new address.
+func TestRoamInfoMoved(t *testing.T) {
+	moved := netip.MustParseAddrPort("198.51.100.1:40004")
+	took, path, switches := roamRig(t, moved, false, false, func(r *clockRig) {
+		p := r.peers["b"]
+		info := &member.NodeInfo{Node: p.cert.Node, Seq: uint64(r.now.UnixNano()), Endpoints: []netip.AddrPort{moved}}
+		member.SignInfo(p.keys.Sign, info)
+		r.locked(func() {
+			if _, err := r.n.store.AddInfo(info); err != nil {
+				t.Fatal(err)
+			}
+		})
+	})
+	t.Logf("ROAM idle peer whose info lists its new address: path at %v %v after the move (%d changes)", path, took, switches)
+	if path != moved || switches != 1 {
+		t.Fatalf("path %v after 60 s (%d changes), want %v once", path, switches, moved)
+	}
+	if took >= heartbeatActive {
+		t.Errorf("followed after %v, want at its first pong", took)
 	}
 }
