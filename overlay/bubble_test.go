@@ -46,6 +46,19 @@ type bubble struct {
 // peer.
 func bubbleNet(t *testing.T, names ...string) *bubble {
 	t.Helper()
+	return bubbleNetSpec(t, netSpec{}, names...)
+}
+
+// netSpec changes how bubbleNetSpec provisions the nodes.
+type netSpec struct {
+	life    map[string]time.Duration // a node's certificate lifetime (default: an hour)
+	noAdmin bool                     // no node is an admin (default: the first)
+	mod     func(name string, c *Config)
+}
+
+// bubbleNetSpec is bubbleNet as spec says.
+func bubbleNetSpec(t *testing.T, spec netSpec, names ...string) *bubble {
+	t.Helper()
 	in := natlab.NewInternet()
 	lk := &links{allowed: map[[2]netip.Addr]bool{}}
 	u := membertest.NewUser(t, "alice")
@@ -60,7 +73,11 @@ func bubbleNet(t *testing.T, names ...string) *bubble {
 	b := &bubble{ips: ips, lk: lk}
 	defer keepWGPeers(t, &b.nodes)
 	for i, name := range names {
-		dir := provision(t, u, name, used, i == 0)
+		life := spec.life[name]
+		if life == 0 {
+			life = time.Hour
+		}
+		dir := provisionFor(t, u, name, used, i == 0 && !spec.noAdmin, life)
 		var peers []string
 		if i > 0 {
 			peers = []string{netip.AddrPortFrom(ips[0], DefaultPort).String()}
@@ -71,6 +88,9 @@ func bubbleNet(t *testing.T, names ...string) *bubble {
 		b.nodes = append(b.nodes, labNode(t, h, lk, name, func(c *Config) {
 			c.StateDir, c.Peers = dir, peers
 			c.Userspace, c.NoDNS, c.tunDevice = false, true, tun.TUN()
+			if spec.mod != nil {
+				spec.mod(name, c)
+			}
 		}))
 	}
 	return b
@@ -162,21 +182,26 @@ var keptWGPeers struct {
 // (before the nodes close: register it after starting them) live as long
 // as the test binary.
 func keepWGPeers(t *testing.T, nodes *[]*Node) {
-	t.Cleanup(func() {
-		for _, n := range *nodes {
-			n.mu.Lock()
-			var keys []device.NoisePublicKey
-			for _, p := range n.peers {
-				keys = append(keys, device.NoisePublicKey(p.cert.WG))
-			}
-			n.mu.Unlock()
-			for _, k := range keys {
-				if wp := n.dev.LookupPeer(k); wp != nil {
-					keptWGPeers.Lock()
-					keptWGPeers.p = append(keptWGPeers.p, wp)
-					keptWGPeers.Unlock()
-				}
+	t.Cleanup(func() { holdWGPeers(*nodes) })
+}
+
+// holdWGPeers makes the WireGuard peers the nodes hold now live as long as
+// the test binary: call it before a test makes a node drop one (a peer
+// whose certificate expires).
+func holdWGPeers(nodes []*Node) {
+	for _, n := range nodes {
+		n.mu.Lock()
+		var keys []device.NoisePublicKey
+		for _, p := range n.peers {
+			keys = append(keys, device.NoisePublicKey(p.cert.WG))
+		}
+		n.mu.Unlock()
+		for _, k := range keys {
+			if wp := n.dev.LookupPeer(k); wp != nil {
+				keptWGPeers.Lock()
+				keptWGPeers.p = append(keptWGPeers.p, wp)
+				keptWGPeers.Unlock()
 			}
 		}
-	})
+	}
 }

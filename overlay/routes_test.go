@@ -75,6 +75,12 @@ func (c *linkConn) ReadFrom(b []byte) (int, net.Addr, error) {
 // never reach the admin node directly.
 func provision(t testing.TB, u *member.UserKey, name string, used map[netip.Addr]bool, admin bool) string {
 	t.Helper()
+	return provisionFor(t, u, name, used, admin, time.Hour)
+}
+
+// provisionFor is provision with a certificate valid for life from now.
+func provisionFor(t testing.TB, u *member.UserKey, name string, used map[netip.Addr]bool, admin bool, life time.Duration) string {
+	t.Helper()
 	st := member.State{Dir: t.TempDir()}
 	k, err := member.NewNodeKeys()
 	if err != nil {
@@ -87,7 +93,7 @@ func provision(t testing.TB, u *member.UserKey, name string, used map[netip.Addr
 	used[v4] = true
 	now := time.Now()
 	c := &member.Cert{Node: k.ID(), Name: name, WG: k.WGPublic(), Ctl: k.CtlPublic(), IPv4: v4,
-		IPv6: member.NodeAddr6(u.Public(), k.ID()), Admin: admin, NotBefore: now, NotAfter: now.Add(time.Hour)}
+		IPv6: member.NodeAddr6(u.Public(), k.ID()), Admin: admin, NotBefore: now, NotAfter: now.Add(life)}
 	member.SignCert(u, c)
 	if err := st.WriteFile("cert", c.Marshal(), 0o644); err != nil {
 		t.Fatal(err)
