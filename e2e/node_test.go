@@ -138,6 +138,8 @@ type peerStatus struct {
 	Via      []string `json:"via"`
 	RTTms    float64  `json:"rtt_ms"`
 	Routes   []string `json:"routes"`
+	Expires  string   `json:"cert_expires"`
+	Warning  string   `json:"warning"` // self only: the certificate expired or is near expiry
 }
 
 type status struct {

@@ -36,6 +36,8 @@ type bubble struct {
 	nodes []*Node
 	tuns  []*tuntest.ChannelTUN // Outbound: packets into the node's TUN; Inbound: packets out of it
 	hosts []*natlab.Host
+	dirs  []string // state directories
+	start []func() // start node i (again, after a Close) on its host, with a new TUN
 	ips   []netip.Addr
 	lk    *links // which host pairs reach each other
 }
@@ -78,20 +80,25 @@ func bubbleNetSpec(t *testing.T, spec netSpec, names ...string) *bubble {
 			life = time.Hour
 		}
 		dir := provisionFor(t, u, name, used, i == 0 && !spec.noAdmin, life)
+		b.dirs = append(b.dirs, dir)
 		var peers []string
 		if i > 0 {
 			peers = []string{netip.AddrPortFrom(ips[0], DefaultPort).String()}
 		}
 		h := in.NewHost(ips[i])
-		tun := tuntest.NewChannelTUN()
-		b.hosts, b.tuns = append(b.hosts, h), append(b.tuns, tun)
-		b.nodes = append(b.nodes, labNode(t, h, lk, name, func(c *Config) {
-			c.StateDir, c.Peers = dir, peers
-			c.Userspace, c.NoDNS, c.tunDevice = false, true, tun.TUN()
-			if spec.mod != nil {
-				spec.mod(name, c)
-			}
-		}))
+		b.hosts, b.tuns, b.nodes = append(b.hosts, h), append(b.tuns, nil), append(b.nodes, nil)
+		b.start = append(b.start, func() {
+			tun := tuntest.NewChannelTUN()
+			b.tuns[i] = tun
+			b.nodes[i] = labNode(t, h, lk, name, func(c *Config) {
+				c.StateDir, c.Peers = dir, peers
+				c.Userspace, c.NoDNS, c.tunDevice = false, true, tun.TUN()
+				if spec.mod != nil {
+					spec.mod(name, c)
+				}
+			})
+		})
+		b.start[i]()
 	}
 	return b
 }

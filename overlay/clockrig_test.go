@@ -134,6 +134,7 @@ func newClockRig(t *testing.T, peers ...string) *clockRig {
 	n.fwd = relay.New(relay.Limits{})
 	n.bind = NewBind(log, n.id, n.fwd, n.ctlq)
 	n.store = member.NewStore(cert.User[:])
+	n.invites = &member.Invites{ByID: map[[16]byte]*member.PendingInvite{}} // none
 	if _, err := n.store.AddCert(cert, now); err != nil {
 		t.Fatal(err)
 	}
@@ -205,6 +206,9 @@ func (r *clockRig) collect() {
 		pkt, relayed := s.pkt, false
 		if wire.Classify(pkt) == wire.KindRelay && len(pkt) > wire.RelayHeaderLen {
 			pkt, relayed = pkt[wire.RelayHeaderLen:], true
+		}
+		if wire.Classify(pkt) == wire.KindJoin && len(pkt) > joinViaOverhead {
+			pkt = pkt[joinViaOverhead:] // wrapped for any member (renew.go)
 		}
 		for _, p := range r.peers {
 			m, err := openCtl(pkt, p.shared)

@@ -312,6 +312,8 @@ func parseCtl(m []byte) (any, error) {
 		out = parseJoinRelay(msgType(m[0]), &r)
 	case msgAdminKey, msgAdminAck:
 		out = parseAdminMsg(msgType(m[0]), &r) // admins.go
+	case msgRenewReq, msgRenewResp:
+		out = parseRenew(msgType(m[0]), &r)
 	default:
 		fm, ok := parseFriendMsg(msgType(m[0]), &r)
 		if !ok {

@@ -21,6 +21,7 @@
 //	              fragment.go                                  records over one packet, in pieces
 //	              beacon.go join.go friends.go policy.go       membership and sharing
 //	              joinrelay.go                                 joins through any member, passed on to the inviter
+//	              renew.go                                     certificate renewal by any admin, expiry at runtime
 //	              joinstream.go                                joins over TCP to a member's link port where UDP is blocked
 //	              shadow.go                                    friends' addresses that collide with ours
 //	              netcheck.go names.go api.go status.go        NAT, DNS, local API (server)
@@ -79,7 +80,9 @@
 //   - IPv4 addresses are picked by the admin node from a hash of the node key
 //     with linear probing; IPv6 addresses need no allocation (ULA /48 of the
 //     user key plus 80 bits of the node key).
-//   - Certificates are valid for a year; renewal is future work. A node's
+//   - Certificates last the user's lifetime (a year unless its settings
+//     document says otherwise) and are renewed by any admin at half of it;
+//     expired peers are refused after a grace for clock skew (renew.go). A node's
 //     keys are pinned by the certificate held for its id: a certificate that
 //     gives a known id other keys, or another user, is refused whoever signed
 //     it (Store reject "key-change"); only a revocation frees the id.

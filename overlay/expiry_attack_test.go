@@ -4,6 +4,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"glow/overlay/member"
 )
 
 // TestAttackExpiredPeer: b's certificate expires and no admin renews it (the
@@ -27,7 +29,7 @@ func TestAttackExpiredPeer(t *testing.T) {
 		bubbleWait(t, time.Minute, "b's pings at a", func() bool { return len(fromB()) >= 4 && len(toB()) >= 4 })
 		holdWGPeers(net.nodes) // b's WireGuard peer is about to go
 		// Refused within seconds of the expiry and its grace.
-		cutoff := expires.Add(expiryGrace(life) + 10*time.Second)
+		cutoff := expires.Add(member.ExpiryGrace(life) + 10*time.Second)
 		time.Sleep(time.Until(cutoff))
 		before := len(fromB())
 		time.Sleep(time.Minute)

@@ -118,7 +118,7 @@ func parseFragment(r *wire.Reader) (fragMsg, error) {
 // peekDocSlot returns the slot and version a user document's encoding
 // names, unverified.
 func peekDocSlot(kind member.RecordKind, raw []byte) (member.RecordKey, uint64, bool) {
-	if kind != member.KindFriends && kind != member.KindPolicy && kind != member.KindRevoked && kind != member.KindDevices || len(raw) < 2+32+8 {
+	if !member.IsUserDocKind(kind) || len(raw) < 2+32+8 {
 		return member.RecordKey{}, 0, false
 	}
 	k := member.RecordKey{Kind: kind}
@@ -212,7 +212,7 @@ func (fs *fragments) add(from wire.NodeID, f fragMsg, now time.Time) (raw []byte
 // progress, is not asked for again: it comes already. Other records are
 // small and always asked for.
 func (fs *fragments) wantNow(key member.RecordKey, version uint64, now time.Time) bool {
-	if key.Kind != member.KindFriends && key.Kind != member.KindPolicy && key.Kind != member.KindRevoked && key.Kind != member.KindDevices {
+	if !member.IsUserDocKind(key.Kind) {
 		return true
 	}
 	if a, ok := fs.asked[key]; ok && a.version >= version && now.Sub(a.at) < fragStall {

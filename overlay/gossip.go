@@ -205,7 +205,7 @@ func (n *Node) recordChangedLocked(kind member.RecordKind, raw []byte, now time.
 		if c.Node != n.id {
 			n.addPeerLocked(n.store.Cert(c.Node), now)
 		} else {
-			n.ownCertLocked(c) // renewed, promoted, demoted (admins.go)
+			n.takeOwnCertLocked(now) // renewed, promoted, demoted (renew.go, admins.go)
 		}
 		n.certsChangedLocked()
 	case member.KindFriends, member.KindPolicy, member.KindRevoked, member.KindDevices:

@@ -405,7 +405,7 @@ func (n *Node) handshakeLocked(pkt []byte, sender wire.Key, from netip.AddrPort,
 	var shared *[32]byte
 	if p := n.byCtl[sender]; p != nil {
 		shared = p.shared
-	} else if ch == nil && !n.invites.Live(now, joinTimeout) {
+	} else if ch == nil && !n.invites.Live(now, joinTimeout) && n.store.LapsedByCtl(sender) == nil {
 		n.dropCtl["unknown-sender"]++
 		return
 	} else {
@@ -444,6 +444,9 @@ func (n *Node) handshakeLocked(pkt []byte, sender wire.Key, from netip.AddrPort,
 			resp.Cert = c.Marshal()
 		}
 		reply(sealCtl(nil, n.ctlPub, shared, resp.marshal()))
+		return
+	case renewReq:
+		n.answerRenewalLocked(msg, sender, shared, now, reply) // renew.go
 		return
 	}
 	req, ok := msg.(joinReq)
@@ -524,7 +527,7 @@ func (n *Node) admitLocked(req joinReq, ctl wire.Key, now time.Time) (*member.Ce
 	c := &member.Cert{
 		Node: req.Node, Name: name, WG: req.WG, Ctl: ctl,
 		IPv4: v4, IPv6: member.NodeAddr6(n.user.Public(), req.Node),
-		NotBefore: now, NotAfter: now.Add(certLifetime),
+		NotBefore: now, NotAfter: now.Add(n.store.CertLifetime()),
 	}
 	member.SignCert(n.user, c)
 	// The use is on disk before the certificate exists anywhere.

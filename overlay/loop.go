@@ -278,6 +278,7 @@ func (n *Node) loop() {
 		}
 		slow(lastBeacon.Add(every))
 		n.tickPeersLocked(now)
+		n.tickCertsLocked(now) // renew.go
 		if n.routesDirty || n.infoDirty {
 			// A path died in tickPeersLocked after our info was refreshed:
 			// re-sign it at the next tick, not the next deadline.
@@ -341,7 +342,11 @@ func (n *Node) handleControlLocked(pkt []byte, from netip.AddrPort, now time.Tim
 	}
 	p := n.byCtl[sender]
 	if p == nil {
-		// Only a join request may come from a key we do not know.
+		// Only a join or renewal request may come from a key we do not
+		// know, or an answer to our renewal request (renew.go).
+		if n.renewAnswerLocked(pkt, sender, now) {
+			return
+		}
 		n.handleJoinLocked(pkt, sender, from, now)
 		return
 	}
@@ -399,6 +404,15 @@ func (n *Node) handleControlLocked(pkt []byte, from netip.AddrPort, now time.Tim
 		n.handleAdminKeyLocked(p, msg, now)
 	case adminAckMsg:
 		n.handleAdminAckLocked(p, msg)
+	case renewReq:
+		n.handshakeLocked(pkt, sender, from, now, func(b []byte) error {
+			if from.IsValid() {
+				return n.bind.SendTo(b, from)
+			}
+			return n.bind.SendToPeer(b, p.cert.Node) // relayed: back the same way
+		})
+	case renewResp:
+		n.takeRenewalLocked(p.cert.FQDN(), msg, now)
 	case joinReq:
 		// A joiner we admitted already is a peer now; when our answer was
 		// lost it asks again and must get its certificate again.

@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -38,18 +39,19 @@ const DefaultPort = 47470
 // the relay header (24), so relayed packets need no fragmentation.
 const MTU = 1500 - 80 - wire.RelayHeaderLen
 
-// certLifetime is how long a certificate issued at admission is valid.
-const certLifetime = 365 * 24 * time.Hour
-
 // Config is everything a node is built from. It is validated once, by Start.
 type Config struct {
 	StateDir string // required
 	UserName string // creates this user on first run (admin node)
 	NodeName string // default: host name
 	JoinCode string // join the user that issued this code
-	Port     uint16 // UDP port, pinned; 0: glow's choice, DefaultPort unless it moved (portclash.go)
-	Random   bool   // pick a free UDP port
-	Peers    []string
+	// CertLifetime, on an admin node: how long the user's certificates
+	// last (its settings document; renew.go). 0 leaves it as it is: a new
+	// user's is member.DefaultCertLifetime.
+	CertLifetime time.Duration
+	Port         uint16 // UDP port, pinned; 0: glow's choice, DefaultPort unless it moved (portclash.go)
+	Random       bool   // pick a free UDP port
+	Peers        []string
 
 	Userspace   bool   // netstack instead of a kernel TUN
 	SOCKS5      string // with Userspace: address of the SOCKS5 proxy ("" = none)
@@ -203,6 +205,8 @@ type Node struct {
 	pendingDoc    *member.UserDoc // a document change being stored (changeDoc): in every snapshot meanwhile
 	admin         adminState      // promotions, the role's files (admins.go)
 	saveSeq       uint64          // the last records cache snapshot's number
+	renew         renewal         // our certificate's renewal (renew.go)
+
 }
 
 // Start brings a node up: identity, interface, WireGuard, discovery, the
@@ -441,7 +445,9 @@ func (n *Node) loadIdentity(port uint16) error {
 		n.user = u
 	}
 	n.store = member.NewStore(cert.User[:])
-	if _, err := n.store.AddCert(cert, time.Now()); err != nil {
+	// Our own certificate is taken expired too: the node starts, says so,
+	// and asks to be renewed (renew.go). It is checked as of its start.
+	if _, err := n.store.AddCert(cert, cert.NotBefore); err != nil {
 		return fmt.Errorf("own certificate: %w", err)
 	}
 	// The cache is in no order; friend lists go first, as in gossip, so
@@ -456,6 +462,12 @@ func (n *Node) loadIdentity(port uint16) error {
 	slices.SortStableFunc(recs, func(a, b recordMsg) int { return member.RecordOrder(a.Kind) - member.RecordOrder(b.Kind) })
 	for _, r := range recs {
 		n.store.Apply(r.Kind, r.Raw, time.Now())
+	}
+	if c := n.store.Cert(n.id); c != nil && c.NotBefore.After(cert.NotBefore) {
+		n.cert = c // renewed, and saved in the cache before the cert file
+	}
+	if err := n.setCertLifetime(cfg.CertLifetime); err != nil {
+		return err
 	}
 	if n.invites, err = member.LoadInvites(st); err != nil {
 		return err
@@ -489,7 +501,7 @@ func (n *Node) adminCert(u *member.UserKey) (*member.Cert, error) {
 	c := &member.Cert{
 		Node: n.id, Name: n.cfg.NodeName, WG: n.keys.WGPublic(), Ctl: n.ctlPub,
 		IPv4: v4, IPv6: member.NodeAddr6(u.Public(), n.id), Admin: true,
-		NotBefore: now, NotAfter: now.Add(certLifetime),
+		NotBefore: now, NotAfter: now.Add(cmp.Or(n.cfg.CertLifetime, member.DefaultCertLifetime)),
 	}
 	member.SignCert(u, c)
 	return c, nil

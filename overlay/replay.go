@@ -120,7 +120,7 @@ func (w *replayWindow) accept(epoch, seq uint64) error {
 // handshakes, which are not windowed.
 func isHandshake(msg any) bool {
 	switch msg.(type) {
-	case joinReq, joinResp, friendReq, friendResp:
+	case joinReq, joinResp, friendReq, friendResp, renewReq, renewResp:
 		return true
 	}
 	return false
@@ -144,7 +144,7 @@ type handshakeNonces struct {
 // clockSkew of now and its nonce is new; other messages pass.
 func (h *handshakeNonces) fresh(msg any, pkt []byte, now time.Time) error {
 	switch msg.(type) {
-	case joinReq, friendReq:
+	case joinReq, friendReq, renewReq:
 	default:
 		return nil
 	}

@@ -21,7 +21,7 @@ func (n *Node) Status() Status {
 		Self: SelfStatus{
 			Name: c.Name, User: c.UserName, IPv4: c.IPv4.String(), IPv6: c.IPv6.String(),
 			ID: c.Node.String(), Admin: n.user != nil, Port: n.Port(), Endpoints: []string{},
-			Expires: c.NotAfter.UTC().Format(time.RFC3339),
+			Expires: c.NotAfter.UTC().Format(time.RFC3339), Warning: n.renew.warning,
 		},
 		Peers: []PeerStatus{},
 		Drops: map[string]uint64{},
@@ -40,7 +40,7 @@ func (n *Node) Status() Status {
 		ps := PeerStatus{
 			Name: p.cert.Name, User: n.userNameLocked(p.cert), IPv4: p.cert.IPv4.String(), IPv6: p.cert.IPv6.String(),
 			ID: p.cert.Node.String(), Path: "none", Via: []string{},
-			Session: p.ep.wg.on.Load(),
+			Session: p.ep.wg.on.Load(), Expires: p.cert.NotAfter.UTC().Format(time.RFC3339),
 		}
 		c := p.path()
 		switch c.kind {

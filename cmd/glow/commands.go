@@ -93,8 +93,8 @@ func cmdStatus(g *globals, args []string) error {
 		return printJSON(g, s)
 	}
 	tw := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "NAME\tUSER\tIPV4\tIPV6\tONLINE\tPATH\tRTT\n")
-	fmt.Fprintf(tw, "%s (this node)\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Self.Name, s.Self.User, s.Self.IPv4, s.Self.IPv6, "yes", "-", "-")
+	fmt.Fprintf(tw, "NAME\tUSER\tIPV4\tIPV6\tONLINE\tPATH\tRTT\tCERT EXPIRES\n")
+	fmt.Fprintf(tw, "%s (this node)\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Self.Name, s.Self.User, s.Self.IPv4, s.Self.IPv6, "yes", "-", "-", s.Self.Expires)
 	for _, p := range s.Peers {
 		online, path, rtt := "no", "-", "-"
 		if p.Online {
@@ -107,7 +107,7 @@ func cmdStatus(g *globals, args []string) error {
 		case "relay":
 			path = "relay via " + strings.Join(p.Via, ",")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.User, p.IPv4, p.IPv6, online, path, rtt)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.User, p.IPv4, p.IPv6, online, path, rtt, p.Expires)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -126,6 +126,9 @@ func cmdStatus(g *globals, args []string) error {
 			state = "not reachable or not offering: Internet traffic blocked"
 		}
 		fmt.Fprintf(g.out, "exit node: %s (%s)\n", s.Self.ExitNode, state)
+	}
+	if s.Self.Warning != "" {
+		fmt.Fprintf(g.out, "WARNING: %s\n", s.Self.Warning)
 	}
 	for _, c := range s.Conflicts {
 		fmt.Fprintf(g.out, "conflict: %s claims %s, held by %s: not routed to %s (reach it at its other address)\n",

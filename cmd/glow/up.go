@@ -56,6 +56,7 @@ func cmdUp(g *globals, args []string) error {
 	fs.StringVar(&f.cfg.JoinCode, "join", "", "join the user that issued this code (glow invite)")
 	fs.StringVar(&f.restore, "restore", "", "make this fresh node an admin of the user whose key FILE holds (glow user export)")
 	fs.StringVar(&f.passFile, "passphrase-file", "", "with --restore: read the passphrase from this file (default: ask on the terminal)")
+	fs.DurationVar(&f.cfg.CertLifetime, "cert-lifetime", 0, "with --user, or on an admin node: how long the user's node certificates last, renewed at half of it (default 8760h, a year; at least 1m)")
 	fs.IntVar(&f.port, "port", overlay.DefaultPort, "UDP port, pinned (default: this one, or another if a glow node on the LAN has it; 0 any free)")
 	fs.Var(&f.peers, "peer", "HOST:PORT of a node to contact at start (repeatable)")
 	fs.Var(&f.stun, "stun", "HOST:PORT of an extra STUN server for netcheck (repeatable)")
@@ -130,6 +131,11 @@ func cmdUp(g *globals, args []string) error {
 	}
 	f.cfg.STUNServers = f.stun
 	f.cfg.StateDir = g.state
+	if f.cfg.CertLifetime != 0 {
+		if err := member.CheckCertLifetime(f.cfg.CertLifetime); err != nil {
+			return usagef("--cert-lifetime: %v", err)
+		}
+	}
 	if f.cfg.JoinCode != "" && f.cfg.UserName != "" {
 		return usagef("--user creates a new user and --join joins one: give one of them")
 	}

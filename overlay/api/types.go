@@ -44,6 +44,9 @@ type SelfStatus struct {
 	// ExitNodeInUse: the exit node offers the default routes and they are
 	// routed to it; while not, Internet traffic is blocked (fail closed).
 	ExitNodeInUse bool `json:"exit_node_in_use,omitempty"`
+	// Warning says when the certificate expired, or is near its expiry
+	// with no admin reachable to renew it ("" when it is fine).
+	Warning string `json:"warning,omitempty"`
 }
 
 // PeerStatus describes one known peer.
@@ -67,6 +70,7 @@ type PeerStatus struct {
 	// this node routes through it (a prefix two peers offer goes to one).
 	Offered []string `json:"offered_routes,omitempty"`
 	Routes  []string `json:"routes,omitempty"`
+	Expires string   `json:"cert_expires"` // RFC 3339; renewed at half its lifetime
 }
 
 // PingResult is one overlay-level ping reply.

@@ -156,7 +156,7 @@ func (c *Cert) Verify(user ed25519.PublicKey, now time.Time) error {
 	if now.Before(c.NotBefore.Add(-ClockSkew)) {
 		return ErrNotYetValid
 	}
-	if now.After(c.NotAfter) {
+	if now.After(c.ExpiresAt()) { // NotAfter and a grace for clock skew (lifetime.go)
 		return ErrExpired
 	}
 	return nil

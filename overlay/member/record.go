@@ -35,6 +35,8 @@ func (k RecordKind) String() string {
 		return "revoked"
 	case KindDevices:
 		return "devices"
+	case KindSettings:
+		return "settings"
 	}
 	return fmt.Sprintf("kind%d", uint8(k))
 }
@@ -230,6 +232,8 @@ type Store struct {
 	// revokes only that friend's certificates (friendRevoked[c.User]).
 	friendDocs    map[[32]byte]*UserDoc
 	friendRevoked map[[32]byte]map[wire.NodeID]bool
+	// Expired certificates of our user, kept aside (lifetime.go).
+	lapsed map[wire.NodeID]lapsedCert
 	// Rejected counts refused records by reason.
 	Rejected map[string]uint64
 }
@@ -289,7 +293,7 @@ func (s *Store) Apply(kind RecordKind, b []byte, now time.Time) (bool, error) {
 			return false, s.reject(RejectMalformed, err)
 		}
 		return s.AddInfo(n)
-	case KindFriends, KindPolicy, KindRevoked, KindDevices:
+	case KindFriends, KindPolicy, KindRevoked, KindDevices, KindSettings:
 		d, err := ParseUserDoc(b)
 		if err != nil {
 			if errors.Is(err, ErrBadSignature) {
@@ -356,6 +360,12 @@ func (s *Store) AddDoc(d *UserDoc) (bool, error) {
 			s.revoked[id] = true
 			delete(s.certs, id)
 			delete(s.infos, id)
+			delete(s.lapsed, id)
+		}
+	}
+	if d.Kind == KindSettings {
+		if _, err := ParseSettings(d.Body); err != nil {
+			return false, s.reject(RejectMalformed, err)
 		}
 	}
 	s.docs[d.Kind] = d
@@ -435,7 +445,15 @@ func (s *Store) AddCert(c *Cert, now time.Time) (bool, error) {
 		return false, s.reject(RejectRevoked, fmt.Errorf("certificate of %s, a removed node", c.FQDN()))
 	}
 	if err := c.Verify(c.User[:], now); err != nil {
+		if errors.Is(err, ErrExpired) && s.Own(c.User) && s.pinned(c) {
+			s.lapse(c, nil) // renewable by an admin (lifetime.go)
+		}
 		return false, s.reject(RejectExpired, err)
+	}
+	if l, ok := s.lapsed[c.Node]; ok {
+		if l.cert.WG != c.WG || l.cert.Ctl != c.Ctl || l.cert.User != c.User {
+			return false, s.reject(RejectKeyChange, fmt.Errorf("certificate of %s with other keys than the expired one of node %v", c.FQDN(), c.Node))
+		}
 	}
 	if old := s.certs[c.Node]; old != nil && s.Own(c.User) && !s.Own(old.User) {
 		// A friend's certificate for an id of ours never shadows ours,
@@ -474,11 +492,31 @@ func (s *Store) AddCert(c *Cert, now time.Time) (bool, error) {
 		}
 	}
 	s.certs[c.Node] = c
+	if l, ok := s.lapsed[c.Node]; ok && s.infos[c.Node] == nil && l.info != nil {
+		s.infos[c.Node] = l.info // its last endpoints come back with it
+	}
+	delete(s.lapsed, c.Node)
 	return true, nil
+}
+
+// pinned says whether c gives its id the keys the store holds for it, if
+// it holds any (valid or lapsed).
+func (s *Store) pinned(c *Cert) bool {
+	if old := s.certs[c.Node]; old != nil && (old.WG != c.WG || old.Ctl != c.Ctl || old.User != c.User) {
+		return false
+	}
+	if l, ok := s.lapsed[c.Node]; ok && (l.cert.WG != c.WG || l.cert.Ctl != c.Ctl || l.cert.User != c.User) {
+		return false
+	}
+	return true
 }
 
 // AddInfo keeps a parsed NodeInfo if its node is certified and the Seq is newer.
 func (s *Store) AddInfo(n *NodeInfo) (bool, error) {
+	if l, ok := s.lapsed[n.Node]; ok && s.certs[n.Node] == nil {
+		s.lapse(l.cert, n) // kept with it, not gossiped
+		return false, nil
+	}
 	if s.certs[n.Node] == nil {
 		return false, s.reject(RejectNoCert, fmt.Errorf("node info of %v with no certificate", n.Node))
 	}
@@ -490,18 +528,6 @@ func (s *Store) AddInfo(n *NodeInfo) (bool, error) {
 	}
 	s.infos[n.Node] = n
 	return true, nil
-}
-
-// Expire drops certificates that are no longer valid at now.
-func (s *Store) Expire(now time.Time) (gone []wire.NodeID) {
-	for id, c := range s.certs {
-		if now.After(c.NotAfter) {
-			delete(s.certs, id)
-			delete(s.infos, id)
-			gone = append(gone, id)
-		}
-	}
-	return gone
 }
 
 // Cert returns the certificate of id, or nil.
@@ -549,7 +575,7 @@ func (s *Store) Version(k RecordKey) uint64 {
 		if n := s.infos[k.Node]; n != nil {
 			return n.Seq
 		}
-	case KindFriends, KindPolicy, KindRevoked, KindDevices:
+	case KindFriends, KindPolicy, KindRevoked, KindDevices, KindSettings:
 		if d := s.doc(k); d != nil {
 			return d.Version
 		}
@@ -568,7 +594,7 @@ func (s *Store) Raw(k RecordKey) []byte {
 		if n := s.infos[k.Node]; n != nil {
 			return n.Marshal()
 		}
-	case KindFriends, KindPolicy, KindRevoked, KindDevices:
+	case KindFriends, KindPolicy, KindRevoked, KindDevices, KindSettings:
 		if d := s.doc(k); d != nil {
 			return d.Marshal()
 		}

@@ -119,7 +119,7 @@ func ParseUserDoc(b []byte) (*UserDoc, error) {
 	if err := r.Done(); err != nil {
 		return nil, fmt.Errorf("user document: %w: %v", ErrMalformed, err)
 	}
-	if d.Kind != KindFriends && d.Kind != KindPolicy && d.Kind != KindRevoked && d.Kind != KindDevices {
+	if !IsUserDocKind(d.Kind) {
 		return nil, fmt.Errorf("user document: %w: kind %d", ErrMalformed, d.Kind)
 	}
 	signed := len(b) - ed25519.SignatureSize
