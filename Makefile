@@ -6,6 +6,9 @@
 GO        ?= go
 BIN       ?= bin/glow
 TIMEOUT   ?= 15m
+# The namespace tests include two of about seven minutes (e2e/renew_test.go,
+# in parallel with each other, after the others).
+E2E_TIMEOUT ?= 20m
 FUZZTIME  ?= 10s
 # make install: DESTDIR stages the files elsewhere (packaging, tests).
 PREFIX    ?= /usr/local
@@ -50,7 +53,7 @@ test: fmt-check vet
 	$(GO) test -timeout $(TIMEOUT) $$($(GO) list ./... | grep -v '/e2e')
 	@# The namespace tests last and on their own: they time real networks, and
 	@# sharing two cores with the in-process suites makes them flaky.
-	$(GO) test -p 1 -timeout $(TIMEOUT) ./e2e/...
+	$(GO) test -p 1 -timeout $(E2E_TIMEOUT) ./e2e/...
 
 demo:
 	@if [ "$$(id -u)" != 0 ]; then echo "make demo needs root (network namespaces)"; exit 1; fi
