@@ -223,7 +223,8 @@ func (n *Node) renewSelfLocked(now time.Time) {
 
 // askRenewalLocked sends a renewal request to every admin of the user we
 // know: over its path if it has one and we are not expired, else straight
-// to where it was last seen, wrapped for any member to pass on.
+// to where it was last seen and to our neighbours, wrapped for any member
+// to pass on.
 func (n *Node) askRenewalLocked(now time.Time) {
 	expired := now.After(n.cert.NotAfter)
 	if now.Sub(n.renew.askedAt) > time.Minute {
@@ -250,7 +251,13 @@ func (n *Node) askRenewalLocked(now time.Time) {
 				continue
 			}
 		}
-		for _, ap := range n.renewAddrsLocked(a) {
+		addrs := n.renewAddrsLocked(a)
+		for _, p := range n.peers { // any member passes it on (joinrelay.go), relayed if need be
+			if p.active.IsValid() && n.store.Own(p.cert.User) && !slices.Contains(addrs, p.active) {
+				addrs = append(addrs, p.active)
+			}
+		}
+		for _, ap := range addrs {
 			if targets >= maxRenewTargets {
 				break
 			}
