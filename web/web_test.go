@@ -424,3 +424,27 @@ type fakeAddr string
 
 func (a fakeAddr) Network() string { return "tcp" }
 func (a fakeAddr) String() string  { return string(a) }
+
+// TestAssetsSelfContained: the page loads nothing from elsewhere (the
+// machine may have no Internet, and nothing should learn the map is open)
+// and never turns text into HTML (names come from the network).
+func TestAssetsSelfContained(t *testing.T) {
+	urls := regexp.MustCompile(`(?i)(https?:)?//[a-z0-9.-]+\.[a-z]{2,}`)
+	for _, name := range []string{"index.html", "app.js", "style.css"} {
+		b, err := assets.ReadFile("assets/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := string(b)
+		for _, m := range urls.FindAllString(s, -1) {
+			if m != "http://www.w3.org" { // the SVG namespace, a name, never fetched
+				t.Errorf("%s refers to %s", name, m)
+			}
+		}
+		for _, bad := range []string{"innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"} {
+			if strings.Contains(s, bad) {
+				t.Errorf("%s uses %s", name, bad)
+			}
+		}
+	}
+}
