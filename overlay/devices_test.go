@@ -3,6 +3,7 @@ package overlay
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/blake2s"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun/netstack"
@@ -323,5 +325,36 @@ func TestDeviceViaNode(t *testing.T) {
 	})
 	if n := via.bind.devHandshakes.Load(); n != 1 {
 		t.Fatalf("%d device handshakes taken, want the 1 before the removal", n)
+	}
+}
+
+// TestAttackDeviceInitiations: initiations forged by someone who knows
+// only the via node's public key (enough for a valid mac1) from 200
+// addresses at once. Each costs the via node an X25519 only within
+// maxDeviceChecks a second; none is taken and no address is learned.
+func TestAttackDeviceInitiations(t *testing.T) {
+	var viaPriv, devPriv [32]byte
+	viaPriv[1], devPriv[1] = 1, 2
+	viaPub, devPub := wgPublic(&viaPriv), wgPublic(&devPriv)
+	b := NewBind(conn.NewStdNetBind(), wire.NodeID{1}, relay.New(relay.Limits{}), newCtlQueues())
+	b.setDevices(viaPriv, []deviceConfig{{WG: devPub, IPs: []netip.Addr{netip.MustParseAddr("100.64.3.3")}}})
+	mac1Key := blake2s.Sum256(append([]byte("mac1----"), viaPub[:]...))
+	const forged = 200
+	for i := range forged {
+		pkt := make([]byte, wgInitiationLen)
+		pkt[0] = 1
+		rand.Read(pkt[4:116])
+		m, _ := blake2s.New128(mac1Key[:])
+		m.Write(pkt[:116])
+		copy(pkt[116:132], m.Sum(nil))
+		from := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}), 4000)
+		if b.deviceInitiation(pkt, from) != nil {
+			t.Fatalf("forged initiation %d taken", i)
+		}
+	}
+	opened, limited := b.dropDevInit.Load(), b.dropDevLimited.Load()
+	t.Logf("%d forged initiations: %d opened (refused after an X25519), %d refused unopened (over %d a second)", forged, opened, limited, maxDeviceChecks)
+	if opened+limited != forged || opened > 2*maxDeviceChecks || b.devHandshakes.Load() != 0 || len(*b.byAddr.Load()) != 0 {
+		t.Fatalf("opened %d, limited %d, taken %d, addresses learned %d", opened, limited, b.devHandshakes.Load(), len(*b.byAddr.Load()))
 	}
 }
