@@ -200,6 +200,28 @@ func TestDevices(t *testing.T) {
 	if _, err := waitPing(cafeH, nasV6, reachTimeout); err != nil {
 		t.Errorf("the device cannot ping the nas at %v: %v", nasV6, err)
 	}
+	// The VPS offers a subnet route, then stops: restoring ip_forward sets
+	// every interface's own IPv4 forwarding flag, glow's too; the via node
+	// sets its own again, and the device still reaches the NAS.
+	ipForward := func(want string) error {
+		got := strings.TrimSpace(vpsH.MustRun("cat", "/proc/sys/net/ipv4/ip_forward"))
+		if got != want {
+			return fmt.Errorf("ip_forward %s, want %s", got, want)
+		}
+		return nil
+	}
+	vps.mustGlow(20*time.Second, "set", "--advertise-routes", "10.99.0.0/24")
+	if err := waitFor(10*time.Second, 100*time.Millisecond, func() error { return ipForward("1") }); err != nil {
+		t.Fatalf("vps offering a route: %v", err)
+	}
+	vps.mustGlow(20*time.Second, "set", "--advertise-routes", "")
+	if err := waitFor(10*time.Second, 100*time.Millisecond, func() error { return ipForward("0") }); err != nil {
+		t.Fatalf("vps no longer offering a route: %v", err)
+	}
+	if _, err := waitPing(cafeH, nasV4, 10*time.Second); err != nil {
+		t.Errorf("after the vps stopped offering a route, the device cannot ping the nas: %v (glow0 forwarding %s)",
+			err, vpsH.MustRun("cat", "/proc/sys/net/ipv4/conf/glow0/forwarding"))
+	}
 	list := vps.mustGlow(10*time.Second, "device", "list").Stdout
 	if !strings.Contains(list, "phone.alice.glow") || !strings.Contains(list, phoneV4.String()) {
 		t.Errorf("glow device list:\n%s", list)

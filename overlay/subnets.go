@@ -389,6 +389,9 @@ func (n *Node) routeApplier(k subnetKernel, v4, v6 netip.Addr) {
 			return
 		case want := <-n.rt.want:
 			err := errors.Join(k.SetForwarding(want.Forward), k.SetSubnetRoutes(want.Subnets, v4, v6))
+			if n.bind.devForwarding.Load() {
+				n.enableForwarding() // ip_forward's change set every interface's own flag (devices.go)
+			}
 			if err == nil {
 				continue
 			}
