@@ -90,8 +90,8 @@ type adminState struct {
 // adminsLocked returns the names of the user's admin nodes, sorted.
 func (n *Node) adminsLocked() []string {
 	var out []string
-	for _, c := range n.store.Certs() {
-		if n.store.Own(c.User) && c.Admin {
+	for _, c := range n.mem.store.Certs() {
+		if n.mem.store.Own(c.User) && c.Admin {
 			out = append(out, c.Name)
 		}
 	}
@@ -101,12 +101,12 @@ func (n *Node) adminsLocked() []string {
 
 // ownNodeLocked finds a node of this user by name.
 func (n *Node) ownNodeLocked(name string) (*member.Cert, error) {
-	for _, c := range n.store.Certs() {
-		if n.store.Own(c.User) && c.Name == name {
+	for _, c := range n.mem.store.Certs() {
+		if n.mem.store.Own(c.User) && c.Name == name {
 			return c, nil
 		}
 	}
-	return nil, api.Errorf(api.CodeNotFound, "%s is not a node of user %s (see 'glow nodes list')", name, n.cert.UserName)
+	return nil, api.Errorf(api.CodeNotFound, "%s is not a node of user %s (see 'glow nodes list')", name, n.mem.cert.UserName)
 }
 
 // reissueLocked signs a copy of c with admin set as asked, newer than c.
@@ -118,7 +118,7 @@ func (n *Node) reissueLocked(c *member.Cert, admin bool, now time.Time) *member.
 	if !now.After(c.NotBefore) {
 		nc.NotBefore = c.NotBefore.Add(time.Nanosecond)
 	}
-	member.SignCert(n.user, &nc)
+	member.SignCert(n.mem.user, &nc)
 	return &nc
 }
 
@@ -127,7 +127,7 @@ func (n *Node) reissueLocked(c *member.Cert, admin bool, now time.Time) *member.
 // key, or fails after promoteWait without an answer.
 func (n *Node) Promote(ctx context.Context, name string) (api.AdminChange, error) {
 	n.mu.Lock()
-	if n.user == nil {
+	if n.mem.user == nil {
 		n.mu.Unlock()
 		return api.AdminChange{}, errNotAdmin
 	}
@@ -136,7 +136,7 @@ func (n *Node) Promote(ctx context.Context, name string) (api.AdminChange, error
 	case err != nil:
 	case c.Node == n.id:
 		err = api.Errorf(api.CodeConflict, "this node is an admin already")
-	case n.peers[c.Node] == nil:
+	case n.paths.peers[c.Node] == nil:
 		err = api.Errorf(api.CodeUnavailable, "%s is not a peer of this node yet", name)
 	}
 	if err != nil {
@@ -145,7 +145,7 @@ func (n *Node) Promote(ctx context.Context, name string) (api.AdminChange, error
 	}
 	nc := n.reissueLocked(c, true, time.Now())
 	msg := adminKeyMsg{Cert: nc.Marshal()}
-	copy(msg.Seed[:], n.user.Priv.Seed())
+	copy(msg.Seed[:], n.mem.user.Priv.Seed())
 	done := make(chan struct{})
 	if n.admin.acks == nil {
 		n.admin.acks = map[wire.NodeID]chan struct{}{}
@@ -166,7 +166,7 @@ func (n *Node) Promote(ctx context.Context, name string) (api.AdminChange, error
 	defer t.Stop()
 	for {
 		n.mu.Lock()
-		if p := n.peers[c.Node]; p != nil {
+		if p := n.paths.peers[c.Node]; p != nil {
 			n.sendCtlLocked(p, netip.AddrPort{}, msg.marshal())
 		}
 		n.mu.Unlock()
@@ -174,10 +174,10 @@ func (n *Node) Promote(ctx context.Context, name string) (api.AdminChange, error
 		case <-done:
 			n.mu.Lock()
 			// The node floods its new certificate too; ours may be first.
-			if ok, _ := n.store.AddCert(nc, time.Now()); ok {
+			if ok, _ := n.mem.store.AddCert(nc, time.Now()); ok {
 				n.floodLocked(nil, []recordMsg{{member.KindCert, nc.Marshal()}})
 				n.recordChangedLocked(member.KindCert, nc.Marshal(), time.Now())
-				n.dirty = true
+				n.mem.dirty = true
 			}
 			n.mu.Unlock()
 			n.kickSaver()
@@ -198,7 +198,7 @@ func (n *Node) Promote(ctx context.Context, name string) (api.AdminChange, error
 func (n *Node) Demote(name string) (api.AdminChange, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.user == nil {
+	if n.mem.user == nil {
 		return api.AdminChange{}, errNotAdmin
 	}
 	c, err := n.ownNodeLocked(name)
@@ -213,12 +213,12 @@ func (n *Node) Demote(name string) (api.AdminChange, error) {
 	}
 	now := time.Now()
 	nc := n.reissueLocked(c, false, now)
-	if _, err := n.store.AddCert(nc, now); err != nil {
+	if _, err := n.mem.store.AddCert(nc, now); err != nil {
 		return api.AdminChange{}, err
 	}
 	n.floodLocked(nil, []recordMsg{{member.KindCert, nc.Marshal()}})
 	n.recordChangedLocked(member.KindCert, nc.Marshal(), now)
-	n.dirty = true
+	n.mem.dirty = true
 	n.kickSaver()
 	n.logf("glow: demoted %s", nc.FQDN())
 	return api.AdminChange{Node: name, Admin: false}, nil
@@ -226,36 +226,36 @@ func (n *Node) Demote(name string) (api.AdminChange, error) {
 
 // handleAdminKeyLocked takes the user key from an admin of our user.
 func (n *Node) handleAdminKeyLocked(p *peer, m adminKeyMsg, now time.Time) {
-	if !n.store.Own(p.cert.User) || !p.cert.Admin {
+	if !n.mem.store.Own(p.cert.User) || !p.cert.Admin {
 		n.dropCtl["admin-key-not-from-admin"]++
 		return
 	}
-	u := &member.UserKey{Name: n.cert.UserName, Priv: ed25519.NewKeyFromSeed(m.Seed[:])}
-	if !bytes.Equal(u.Public(), n.cert.User[:]) {
+	u := &member.UserKey{Name: n.mem.cert.UserName, Priv: ed25519.NewKeyFromSeed(m.Seed[:])}
+	if !bytes.Equal(u.Public(), n.mem.cert.User[:]) {
 		n.dropCtl["admin-key-wrong-user"]++
 		return
 	}
 	c, err := member.ParseCert(m.Cert)
-	if err != nil || c.User != n.cert.User || c.Node != n.id || c.WG != n.cert.WG || c.Ctl != n.cert.Ctl || !c.Admin {
+	if err != nil || c.User != n.mem.cert.User || c.Node != n.id || c.WG != n.mem.cert.WG || c.Ctl != n.mem.cert.Ctl || !c.Admin {
 		n.dropCtl["admin-key-bad-cert"]++
 		return
 	}
-	if c.NotBefore.Before(n.cert.NotBefore) {
+	if c.NotBefore.Before(n.mem.cert.NotBefore) {
 		n.dropCtl["admin-key-stale-cert"]++ // a newer certificate came since (renewed, demoted)
 		return
 	}
-	if !c.NotBefore.Equal(n.cert.NotBefore) {
-		if _, err := n.store.AddCert(c, now); err != nil {
+	if !c.NotBefore.Equal(n.mem.cert.NotBefore) {
+		if _, err := n.mem.store.AddCert(c, now); err != nil {
 			n.logf("glow: admin certificate from %s refused: %v", p.cert.FQDN(), err)
 			return
 		}
 		n.floodLocked(nil, []recordMsg{{member.KindCert, c.Marshal()}})
-		n.dirty = true
+		n.mem.dirty = true
 	}
-	if n.user == nil {
-		n.logf("glow: %s made this node an admin of user %s", p.cert.FQDN(), n.cert.UserName)
+	if n.mem.user == nil {
+		n.logf("glow: %s made this node an admin of user %s", p.cert.FQDN(), n.mem.cert.UserName)
 	}
-	n.user = u
+	n.mem.user = u
 	n.admin.ackTo, n.admin.ackCert = p, c.NotBefore.UnixNano()
 	n.ownCertLocked(c)
 }
@@ -273,13 +273,13 @@ func (n *Node) handleAdminAckLocked(p *peer, m adminAckMsg) {
 // directory by the role writer, and the node's role follows its Admin
 // flag (the user key is deleted when it is off).
 func (n *Node) ownCertLocked(c *member.Cert) {
-	if c.Node != n.id || c.NotBefore.Before(n.cert.NotBefore) {
+	if c.Node != n.id || c.NotBefore.Before(n.mem.cert.NotBefore) {
 		return
 	}
-	n.cert = c
-	if !c.Admin && n.user != nil {
+	n.mem.cert = c
+	if !c.Admin && n.mem.user != nil {
 		n.logf("glow: this node is no longer an admin of user %s: deleting the user key", c.UserName)
-		n.user = nil
+		n.mem.user = nil
 	}
 	select {
 	case n.admin.kick <- struct{}{}:
@@ -298,7 +298,7 @@ func (n *Node) roleWriter() {
 		case <-n.admin.kick:
 		}
 		n.mu.Lock()
-		cert, user, ackTo, ackCert := n.cert, n.user, n.admin.ackTo, n.admin.ackCert
+		cert, user, ackTo, ackCert := n.mem.cert, n.mem.user, n.admin.ackTo, n.admin.ackCert
 		n.admin.ackTo = nil
 		n.mu.Unlock()
 		if err := n.state.WriteFile("cert", cert.Marshal(), 0o644); err != nil {
@@ -310,7 +310,7 @@ func (n *Node) roleWriter() {
 		}
 		if ackTo != nil && user != nil && err == nil {
 			n.mu.Lock()
-			if n.peers[ackTo.cert.Node] == ackTo {
+			if n.paths.peers[ackTo.cert.Node] == ackTo {
 				n.sendCtlLocked(ackTo, netip.AddrPort{}, adminAckMsg{NotBefore: ackCert}.marshal())
 			}
 			n.mu.Unlock()
@@ -349,8 +349,8 @@ func (n *Node) Nodes() []api.NodeInfo {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	out := []api.NodeInfo{}
-	for _, c := range n.store.Certs() {
-		if !n.store.Own(c.User) {
+	for _, c := range n.mem.store.Certs() {
+		if !n.mem.store.Own(c.User) {
 			continue
 		}
 		ni := api.NodeInfo{
@@ -360,10 +360,10 @@ func (n *Node) Nodes() []api.NodeInfo {
 		}
 		if ni.Self {
 			ni.Online = true
-		} else if p := n.peers[c.Node]; p != nil {
+		} else if p := n.paths.peers[c.Node]; p != nil {
 			ni.Online = p.path().kind != pathNone
 		}
-		if info := n.store.Info(c.Node); info != nil {
+		if info := n.mem.store.Info(c.Node); info != nil {
 			for _, ep := range info.Endpoints {
 				ni.Addrs = append(ni.Addrs, ep.String())
 			}
@@ -371,7 +371,7 @@ func (n *Node) Nodes() []api.NodeInfo {
 		out = append(out, ni)
 	}
 	slices.SortFunc(out, func(a, b api.NodeInfo) int { return strings.Compare(a.Name, b.Name) })
-	if d := n.store.Doc(member.KindRevoked); d != nil {
+	if d := n.mem.store.Doc(member.KindRevoked); d != nil {
 		ids, _ := member.ParseRevoked(d.Body)
 		for _, id := range ids {
 			out = append(out, api.NodeInfo{ID: id.String(), Addrs: []string{}, Revoked: true})

@@ -51,7 +51,7 @@ func TestPromoteDemote(t *testing.T) {
 		t.Fatalf("n2's user.key: %v %v", fi, err)
 	}
 	u, err := n2.state.LoadUserKey()
-	if err != nil || !u.Priv.Equal(n1.user.Priv) {
+	if err != nil || !u.Priv.Equal(n1.mem.user.Priv) {
 		t.Fatalf("n2's user key: %v", err)
 	}
 	if !n2.Status().Self.Admin || !n2.Cert().Admin {
@@ -86,11 +86,11 @@ func TestPromoteDemote(t *testing.T) {
 	// A node that is not an admin cannot hand the key on, even holding it:
 	// n4 sends n3 the real key with a certificate signed by it.
 	n4.mu.Lock()
-	bogus := n4.cert // not n3's: refused either way, but first as not from an admin
+	bogus := n4.mem.cert // not n3's: refused either way, but first as not from an admin
 	msg := adminKeyMsg{Cert: bogus.Marshal()}
 	copy(msg.Seed[:], u.Priv.Seed())
 	before := dropCount(n3, "admin-key-not-from-admin")
-	n4.sendCtlLocked(n4.peers[n3.id], netip.AddrPort{}, msg.marshal())
+	n4.sendCtlLocked(n4.paths.peers[n3.id], netip.AddrPort{}, msg.marshal())
 	n4.mu.Unlock()
 	waitFor(t, 10*time.Second, "n3 to refuse a key from n4", func() bool {
 		return dropCount(n3, "admin-key-not-from-admin") > before
@@ -140,7 +140,7 @@ func TestRestoreUserKey(t *testing.T) {
 	nodes := joinedNet(t, 2)
 	n1, n2 := nodes[0], nodes[1]
 	pass := []byte("a long enough passphrase")
-	backup, err := member.SealUserKey(n1.user, pass)
+	backup, err := member.SealUserKey(n1.mem.user, pass)
 	if err != nil {
 		t.Fatal(err)
 	}

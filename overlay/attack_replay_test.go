@@ -133,7 +133,7 @@ func TestAttackControlReplay(t *testing.T) {
 
 	// a sends b one message of each kind, over the path in use; b gets them.
 	a.mu.Lock()
-	pb := a.peers[b.id]
+	pb := a.paths.peers[b.id]
 	a.pingLocked(pb, pb.active, time.Now(), nil)
 	a.sendDigestLocked(pb, pb.active)
 	a.sendCtlLocked(pb, pb.active, marshalWants([]member.RecordKey{{Kind: member.KindInfo, Node: b.id}, {Kind: member.KindCert, Node: b.id}})[0])
@@ -156,7 +156,7 @@ func TestAttackControlReplay(t *testing.T) {
 	})
 	// b's records move on, so the captured digest asks for them.
 	b.mu.Lock()
-	b.info = nil
+	b.mem.info = nil
 	b.refreshInfoLocked(time.Now())
 	b.mu.Unlock()
 
@@ -185,7 +185,7 @@ func TestAttackControlReplay(t *testing.T) {
 		return dropped(b, "replay")-before >= 3*copies && dropped(a, "handshake-replay")-beforeA >= copies
 	})
 	b.mu.Lock()
-	pa := b.peers[a.id]
+	pa := b.paths.peers[a.id]
 	_, cand := pa.cands[atk.addr()]
 	learned := b.bind.addrs[atk.addr()] != nil
 	b.mu.Unlock()
@@ -222,14 +222,14 @@ func TestAttackBeaconReflection(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.mu.Lock()
-	user := a.user
+	user := a.mem.user
 	a.mu.Unlock()
 	now := time.Now()
 	c := &member.Cert{Node: k.ID(), Name: "laptop", WG: k.WGPublic(), Ctl: k.CtlPublic(), IPv4: netip.MustParseAddr("100.64.9.9"),
 		IPv6: member.NodeAddr6(user.Public(), k.ID()), NotBefore: now, NotAfter: now.Add(time.Hour)}
 	member.SignCert(user, c)
 	c, _ = member.ParseCert(c.Marshal())
-	member := &Node{id: k.ID(), keys: k, cert: c}
+	member := &Node{id: k.ID(), keys: k, mem: membership{cert: c}}
 	member.port.Store(9)
 	beacon := member.beaconLocked()
 
@@ -282,7 +282,7 @@ func TestAttackBeaconReflection(t *testing.T) {
 		}
 	}
 	a.mu.Lock()
-	cands := len(a.peers[k.ID()].cands)
+	cands := len(a.paths.peers[k.ID()].cands)
 	a.mu.Unlock()
 	t.Logf("%d fresh beacons from as many sources (%d B in): %d B out (%d sealed pings), ratio %.2f; %d candidates left",
 		len(relayed), len(relayed)*len(beacon), bytes, ctl, float64(bytes)/float64(len(relayed)*len(beacon)), cands)
@@ -306,9 +306,9 @@ func TestAttackEndpointPoison(t *testing.T) {
 	// m signs a record of its own endpoints naming them, and sends it to v.
 	m.mu.Lock()
 	// (a Seq ahead of any m signs meanwhile, so that v takes this one)
-	info := &member.NodeInfo{Node: m.id, Seq: uint64(time.Now().Add(time.Hour).UnixNano()), Endpoints: append(slices.Clone(m.info.Endpoints), bad...), Links: m.info.Links}
+	info := &member.NodeInfo{Node: m.id, Seq: uint64(time.Now().Add(time.Hour).UnixNano()), Endpoints: append(slices.Clone(m.mem.info.Endpoints), bad...), Links: m.mem.info.Links}
 	member.SignInfo(m.keys.Sign, info)
-	pv := m.peers[v.id]
+	pv := m.paths.peers[v.id]
 	for _, msg := range marshalRecords([]recordMsg{{member.KindInfo, info.Marshal()}}) {
 		m.sendCtlLocked(pv, pv.active, msg)
 	}
@@ -316,13 +316,13 @@ func TestAttackEndpointPoison(t *testing.T) {
 	waitFor(t, 5*time.Second, "v to take m's new record", func() bool {
 		v.mu.Lock()
 		defer v.mu.Unlock()
-		i := v.store.Info(m.id)
+		i := v.mem.store.Info(m.id)
 		return i != nil && i.Seq == info.Seq
 	})
 	v.mu.Lock()
 	var taken []netip.AddrPort
 	for _, ap := range bad {
-		if _, ok := v.peers[m.id].cands[ap]; ok {
+		if _, ok := v.paths.peers[m.id].cands[ap]; ok {
 			taken = append(taken, ap)
 		}
 	}
@@ -334,9 +334,9 @@ func TestAttackEndpointPoison(t *testing.T) {
 
 	// m answers 20 of v's pings saying it saw v at fake, low addresses.
 	m.mu.Lock()
-	pv = m.peers[v.id]
+	pv = m.paths.peers[v.id]
 	v.mu.Lock()
-	pm := v.peers[m.id]
+	pm := v.paths.peers[m.id]
 	for i := range 20 {
 		var tx [12]byte
 		tx[0], tx[1] = 0xee, byte(i)
@@ -358,7 +358,7 @@ func TestAttackEndpointPoison(t *testing.T) {
 	})
 	v.mu.Lock()
 	v.refreshInfoLocked(time.Now())
-	eps := slices.Clone(v.info.Endpoints)
+	eps := slices.Clone(v.mem.info.Endpoints)
 	v.mu.Unlock()
 	fake := 0
 	for _, ep := range eps {

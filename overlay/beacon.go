@@ -50,7 +50,7 @@ func (n *Node) beaconLocked() []byte {
 	w := wire.Writer{B: h[:]}
 	w.U16(n.Port())
 	w.I64(time.Now().UnixNano())
-	w.Raw(n.cert.Marshal())
+	w.Raw(n.mem.cert.Marshal())
 	sig := ed25519.Sign(n.keys.Sign, append(bytes.Clone(beaconContext), w.B...))
 	return append(w.B, sig...)
 }
@@ -95,7 +95,7 @@ func (n *Node) sendBeaconsLocked() {
 	}
 	// Bootstrap addresses: until some peer answers, and then now and then
 	// (they may be the only way back in after a network change).
-	for _, ap := range n.bootstrap {
+	for _, ap := range n.lnk.bootstrap {
 		n.bind.SendTo(b, ap)
 	}
 }
@@ -110,7 +110,7 @@ func (n *Node) handleBeaconLocked(in inbound, now time.Time, replied map[netip.A
 		return // our own, looped back
 	}
 	// Cheap checks first: the user, the time, the last beacon taken.
-	if bc.user != n.cert.User {
+	if bc.user != n.mem.cert.User {
 		n.dropCtl["beacon-other-user"]++
 		if in.lan {
 			n.otherUserBeaconPortLocked(bc, in.from, now) // portclash.go
@@ -121,13 +121,13 @@ func (n *Node) handleBeaconLocked(in inbound, now time.Time, replied map[netip.A
 		n.dropCtl["beacon-stale"]++
 		return
 	}
-	p := n.peers[bc.node]
+	p := n.paths.peers[bc.node]
 	if p != nil && !bc.time.After(p.beaconAt) {
 		n.dropCtl["beacon-replay"]++
 		return
 	}
 	// Then the signatures: the certificate's only if it is new to us.
-	c := n.store.Cert(bc.node)
+	c := n.mem.store.Cert(bc.node)
 	if c == nil || !bytes.Equal(c.Marshal(), bc.cert) {
 		nc, err := member.ParseCert(bc.cert)
 		if err != nil {
@@ -140,7 +140,7 @@ func (n *Node) handleBeaconLocked(in inbound, now time.Time, replied map[netip.A
 		n.dropCtl["beacon-bad-signature"]++
 		return
 	}
-	if _, err := n.store.AddCert(c, now); err != nil {
+	if _, err := n.mem.store.AddCert(c, now); err != nil {
 		n.dropCtl["beacon-bad-cert"]++
 		return
 	}
@@ -150,12 +150,12 @@ func (n *Node) handleBeaconLocked(in inbound, now time.Time, replied map[netip.A
 		n.noteBeaconPortLocked(bc, c, addr, now) // portclash.go
 	}
 	known := p != nil
-	if p = n.addPeerLocked(n.store.Cert(c.Node), now); p == nil {
+	if p = n.addPeerLocked(n.mem.store.Cert(c.Node), now); p == nil {
 		return
 	}
 	p.beaconAt = bc.time
 	if !known {
-		n.dirty = true
+		n.mem.dirty = true
 		n.certsChangedLocked()
 		n.logf("glow: found %s at %v", c.FQDN(), addr)
 	}
@@ -204,24 +204,24 @@ type addrCredit struct {
 // maxUnproven addresses are tracked; past that, a new one earns nothing
 // (and so gets nothing).
 func (n *Node) earnLocked(addr netip.AddrPort, size int, now time.Time) {
-	if n.unproven == nil {
-		n.unproven = map[netip.AddrPort]*addrCredit{}
+	if n.paths.unproven == nil {
+		n.paths.unproven = map[netip.AddrPort]*addrCredit{}
 	}
-	c := n.unproven[addr]
+	c := n.paths.unproven[addr]
 	if c == nil {
-		if len(n.unproven) >= maxUnproven {
-			for a, c := range n.unproven {
+		if len(n.paths.unproven) >= maxUnproven {
+			for a, c := range n.paths.unproven {
 				if now.Sub(c.since) > unprovenTTL {
-					delete(n.unproven, a)
+					delete(n.paths.unproven, a)
 				}
 			}
 		}
-		if len(n.unproven) >= maxUnproven {
+		if len(n.paths.unproven) >= maxUnproven {
 			n.dropCtl["unproven-full"]++
 			return
 		}
 		c = &addrCredit{since: now}
-		n.unproven[addr] = c
+		n.paths.unproven[addr] = c
 	}
 	c.in += size
 }
@@ -232,7 +232,7 @@ func (n *Node) spendLocked(cand *candidate, addr netip.AddrPort, size int) bool 
 	if !cand.unproven {
 		return true
 	}
-	c := n.unproven[addr]
+	c := n.paths.unproven[addr]
 	if c == nil || c.out+size > c.in {
 		n.dropCtl["unproven-no-credit"]++
 		return false

@@ -199,7 +199,7 @@ func holdWGPeers(nodes []*Node) {
 	for _, n := range nodes {
 		n.mu.Lock()
 		var keys []device.NoisePublicKey
-		for _, p := range n.peers {
+		for _, p := range n.paths.peers {
 			keys = append(keys, device.NoisePublicKey(p.cert.WG))
 		}
 		n.mu.Unlock()

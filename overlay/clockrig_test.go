@@ -121,21 +121,21 @@ func newClockRig(t *testing.T, peers ...string) *clockRig {
 	log := &sentLog{}
 	n := &Node{
 		cfg:  Config{HostAddrs: func() []netip.Addr { return nil }},
-		keys: keys, id: keys.ID(), ctlPub: keys.CtlPublic(), cert: cert, user: u,
-		logf:  func(string, ...any) {},
-		peers: map[wire.NodeID]*peer{}, byCtl: map[wire.Key]*peer{},
-		dropCtl:       map[string]uint64{},
-		pendingFriend: map[wire.Key]chan friendAnswer{},
-		links:         map[string]*configuredLink{},
-		joinAnswers:   map[netip.AddrPort]int{},
-		done:          make(chan struct{}),
+		keys: keys, id: keys.ID(), ctlPub: keys.CtlPublic(),
+		mem:     membership{cert: cert, user: u},
+		logf:    func(string, ...any) {},
+		paths:   pathState{peers: map[wire.NodeID]*peer{}, byCtl: map[wire.Key]*peer{}},
+		dropCtl: map[string]uint64{},
+		adm:     admission{pendingFriend: map[wire.Key]chan friendAnswer{}, joinAnswers: map[netip.AddrPort]int{}},
+		lnk:     linkState{links: map[string]*configuredLink{}},
+		done:    make(chan struct{}),
 	}
 	n.ctlq = newCtlQueues()
 	n.fwd = relay.New(relay.Limits{})
 	n.bind = NewBind(log, n.id, n.fwd, n.ctlq)
-	n.store = member.NewStore(cert.User[:])
-	n.invites = &member.Invites{ByID: map[[16]byte]*member.PendingInvite{}} // none
-	if _, err := n.store.AddCert(cert, now); err != nil {
+	n.mem.store = member.NewStore(cert.User[:])
+	n.adm.invites = &member.Invites{ByID: map[[16]byte]*member.PendingInvite{}} // none
+	if _, err := n.mem.store.AddCert(cert, now); err != nil {
 		t.Fatal(err)
 	}
 	r := &clockRig{t: t, n: n, log: log, user: u, now: now, peers: map[string]*rigPeer{}, byID: map[wire.NodeID]*rigPeer{}}
@@ -145,7 +145,7 @@ func newClockRig(t *testing.T, peers ...string) *clockRig {
 			t.Fatal(err)
 		}
 		c := rigCert(u, k, name, now, false)
-		if _, err := n.store.AddCert(c, now); err != nil {
+		if _, err := n.mem.store.AddCert(c, now); err != nil {
 			t.Fatal(err)
 		}
 		p := &rigPeer{name: name, keys: k, cert: c, shared: sharedKey(k.Ctl, n.ctlPub), epoch: newEpoch(now)}
@@ -167,7 +167,7 @@ func rigCert(u *member.UserKey, k *member.NodeKeys, name string, now time.Time, 
 }
 
 // peer returns the node's state for the named peer; the caller holds n.mu.
-func (r *clockRig) peer(name string) *peer { return r.n.peers[r.peers[name].cert.Node] }
+func (r *clockRig) peer(name string) *peer { return r.n.paths.peers[r.peers[name].cert.Node] }
 
 // locked runs f with the node's lock held.
 func (r *clockRig) locked(f func()) {
@@ -319,10 +319,10 @@ func (r *clockRig) publishInfo(name string, links ...string) {
 	}
 	member.SignInfo(p.keys.Sign, info)
 	r.locked(func() {
-		if _, err := r.n.store.AddInfo(info); err != nil {
+		if _, err := r.n.mem.store.AddInfo(info); err != nil {
 			r.t.Fatal(err)
 		}
-		r.n.routesDirty = true
+		r.n.paths.routesDirty = true
 	})
 }
 

@@ -51,7 +51,7 @@ import (
 
 // devicesLocked returns the devices of the newest device list held.
 func (n *Node) devicesLocked() []member.Device {
-	d := n.store.Doc(member.KindDevices)
+	d := n.mem.store.Doc(member.KindDevices)
 	if d == nil {
 		return nil
 	}
@@ -62,8 +62,8 @@ func (n *Node) devicesLocked() []member.Device {
 	// An address that a node of the user holds stays the node's: two
 	// admins may have allocated it at once.
 	held := map[netip.Addr]bool{}
-	for _, c := range n.store.Certs() {
-		if n.store.Own(c.User) {
+	for _, c := range n.mem.store.Certs() {
+		if n.mem.store.Own(c.User) {
 			held[c.IPv4] = true
 		}
 	}
@@ -73,7 +73,7 @@ func (n *Node) devicesLocked() []member.Device {
 // deviceAddrsViaLocked returns the addresses of the devices whose via node
 // is c's node, routed to that node.
 func (n *Node) deviceAddrsViaLocked(c *member.Cert) []netip.Addr {
-	if !n.store.Own(c.User) {
+	if !n.mem.store.Own(c.User) {
 		return nil
 	}
 	var out []netip.Addr
@@ -130,7 +130,7 @@ func (n *Node) findDeviceLocked(target string) (member.Device, bool) {
 	target = strings.TrimSuffix(strings.TrimSuffix(strings.ToLower(target), "."), "."+DNSSuffix)
 	ip, ipErr := netip.ParseAddr(target)
 	for _, d := range n.devicesLocked() {
-		if target == d.Name || target == d.Name+"."+n.cert.UserName || ipErr == nil && (ip == d.IPv4 || ip == d.IPv6) {
+		if target == d.Name || target == d.Name+"."+n.mem.cert.UserName || ipErr == nil && (ip == d.IPv4 || ip == d.IPv6) {
 			return d, true
 		}
 	}
@@ -141,7 +141,7 @@ func (n *Node) findDeviceLocked(target string) (member.Device, bool) {
 func (n *Node) deviceHostsLocked() []glowdns.Host {
 	var hs []glowdns.Host
 	for _, d := range n.devicesLocked() {
-		hs = append(hs, glowdns.Host{User: n.cert.UserName, Node: d.Name, V4: d.IPv4, V6: d.IPv6})
+		hs = append(hs, glowdns.Host{User: n.mem.cert.UserName, Node: d.Name, V4: d.IPv4, V6: d.IPv6})
 	}
 	return hs
 }
@@ -163,26 +163,26 @@ func (n *Node) AddDevice(name, via string, endpoint netip.AddrPort) (api.DeviceA
 	defer n.saveMu.Unlock()
 	var viaCert *member.Cert
 	_, _, err := n.changeDoc(member.KindDevices, func() ([]byte, error) {
-		if n.user == nil {
+		if n.mem.user == nil {
 			return nil, errNotAdmin
 		}
 		ds := n.devicesOfDocLocked()
 		used := map[netip.Addr]bool{}
 		viaCert = nil
-		for _, c := range n.store.Certs() {
-			if !n.store.Own(c.User) {
+		for _, c := range n.mem.store.Certs() {
+			if !n.mem.store.Own(c.User) {
 				continue
 			}
 			used[c.IPv4] = true
 			if c.Name == name {
-				return nil, api.Errorf(api.CodeConflict, "%s is the name of a node of user %s; choose another", name, n.cert.UserName)
+				return nil, api.Errorf(api.CodeConflict, "%s is the name of a node of user %s; choose another", name, n.mem.cert.UserName)
 			}
 			if c.Name == via || via == "" && c.Node == n.id {
 				viaCert = c
 			}
 		}
 		if viaCert == nil {
-			return nil, api.Errorf(api.CodeNotFound, "via node %q is not a node of user %s (see 'glow status')", via, n.cert.UserName)
+			return nil, api.Errorf(api.CodeNotFound, "via node %q is not a node of user %s (see 'glow status')", via, n.mem.cert.UserName)
 		}
 		if viaCert.Node == n.id && n.cfg.Userspace {
 			return nil, api.Errorf(api.CodeInvalidArgument, "this node runs a userspace network stack and cannot forward for a device; choose another --via")
@@ -194,14 +194,14 @@ func (n *Node) AddDevice(name, via string, endpoint netip.AddrPort) (api.DeviceA
 			}
 		}
 		if len(ds) >= member.MaxDevices {
-			return nil, api.Errorf(api.CodeConflict, "user %s has %d devices, the most a list holds", n.cert.UserName, len(ds))
+			return nil, api.Errorf(api.CodeConflict, "user %s has %d devices, the most a list holds", n.mem.cert.UserName, len(ds))
 		}
 		v4, err := member.AllocIPv4(dev.ID(), used)
 		if err != nil {
 			return nil, err
 		}
 		dev.IPv4, dev.Via = v4, viaCert.Node
-		dev.IPv6 = member.NodeAddr6(n.cert.User[:], dev.ID())
+		dev.IPv6 = member.NodeAddr6(n.mem.cert.User[:], dev.ID())
 		return member.FormatDevices(append(ds, dev)), nil
 	}, nil)
 	if err != nil {
@@ -213,20 +213,20 @@ func (n *Node) AddDevice(name, via string, endpoint netip.AddrPort) (api.DeviceA
 		var eps []netip.AddrPort
 		if viaCert.Node == n.id {
 			eps = n.localEndpointsLocked(time.Now())
-		} else if info := n.store.Info(viaCert.Node); info != nil {
+		} else if info := n.mem.store.Info(viaCert.Node); info != nil {
 			eps = info.Endpoints
 		}
 		endpoint = publicEndpoint(eps)
 	}
-	n.logf("glow: added device %s.%s via %s", name, n.cert.UserName, viaCert.Name)
-	cfg := deviceConfigText(dev, priv, viaCert, endpoint, n.cert.UserName, n.userSubnetsLocked())
+	n.logf("glow: added device %s.%s via %s", name, n.mem.cert.UserName, viaCert.Name)
+	cfg := deviceConfigText(dev, priv, viaCert, endpoint, n.mem.cert.UserName, n.userSubnetsLocked())
 	return api.DeviceAdded{Device: n.deviceInfoLocked(dev), Config: cfg}, nil
 }
 
 // devicesOfDocLocked is the device list as signed (devicesLocked less
 // nothing): what a change starts from.
 func (n *Node) devicesOfDocLocked() []member.Device {
-	if d := n.store.Doc(member.KindDevices); d != nil {
+	if d := n.mem.store.Doc(member.KindDevices); d != nil {
 		ds, _ := member.ParseDevices(d.User, d.Body)
 		return ds
 	}
@@ -239,20 +239,20 @@ func (n *Node) RemoveDevice(name string) error {
 	n.saveMu.Lock()
 	defer n.saveMu.Unlock()
 	_, _, err := n.changeDoc(member.KindDevices, func() ([]byte, error) {
-		if n.user == nil {
+		if n.mem.user == nil {
 			return nil, errNotAdmin
 		}
 		ds := n.devicesOfDocLocked()
 		i := slices.IndexFunc(ds, func(d member.Device) bool { return d.Name == name })
 		if i < 0 {
-			return nil, api.Errorf(api.CodeNotFound, "%s is not a device of user %s (see 'glow device list')", name, n.cert.UserName)
+			return nil, api.Errorf(api.CodeNotFound, "%s is not a device of user %s (see 'glow device list')", name, n.mem.cert.UserName)
 		}
 		return member.FormatDevices(slices.Delete(ds, i, i+1)), nil
 	}, nil)
 	if err != nil {
 		return fmt.Errorf("device %s not removed: %w", name, err)
 	}
-	n.logf("glow: removed device %s.%s", name, n.cert.UserName)
+	n.logf("glow: removed device %s.%s", name, n.mem.cert.UserName)
 	return nil
 }
 
@@ -270,11 +270,11 @@ func (n *Node) Devices() []api.DeviceInfo {
 func (n *Node) deviceInfoLocked(d member.Device) api.DeviceInfo {
 	via := d.Via.String()
 	if d.Via == n.id {
-		via = n.cert.Name
-	} else if c := n.store.Cert(d.Via); c != nil {
+		via = n.mem.cert.Name
+	} else if c := n.mem.store.Cert(d.Via); c != nil {
 		via = c.Name
 	}
-	return api.DeviceInfo{Name: d.Name, FQDN: d.Name + "." + n.cert.UserName + "." + DNSSuffix,
+	return api.DeviceInfo{Name: d.Name, FQDN: d.Name + "." + n.mem.cert.UserName + "." + DNSSuffix,
 		IPv4: d.IPv4, IPv6: d.IPv6, Via: via,
 		PublicKey: base64.StdEncoding.EncodeToString(d.WG[:])}
 }
@@ -318,8 +318,8 @@ func (n *Node) userSubnetsLocked() []netip.Prefix {
 		}
 	}
 	add(n.offeredLocked())
-	for _, c := range n.store.Certs() {
-		if info := n.store.Info(c.Node); n.store.Own(c.User) && info != nil {
+	for _, c := range n.mem.store.Certs() {
+		if info := n.mem.store.Info(c.Node); n.mem.store.Own(c.User) && info != nil {
 			add(info.Routes)
 		}
 	}

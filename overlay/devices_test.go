@@ -235,7 +235,7 @@ func TestDeviceViaNode(t *testing.T) {
 	viaPeer := func() *Endpoint {
 		admin.mu.Lock()
 		defer admin.mu.Unlock()
-		return admin.peers[via.ID()].ep
+		return admin.paths.peers[via.ID()].ep
 	}()
 	waitFor(t, 10*time.Second, "the via node to carry the device", func() bool {
 		t := via.bind.devs.Load()

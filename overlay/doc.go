@@ -16,7 +16,8 @@
 //	              tunwrap.go                                   the policy on the packet path
 //	              inflight.go lazywg.go                        bounded memory, WireGuard peers on demand
 //	              loop.go peers.go gossip.go routes.go         control: one loop, one mutex
-//	              paths.go                                     a peer's path: chosen from its state, applied to the Bind
+//	              membership.go admission.go                   the parts (below): what we know, strangers
+//	              paths.go                                     peers' paths: chosen from their state, applied to the Bind
 //	              save.go                                      its blocking work, off the mutex
 //	              fragment.go                                  records over one packet, in pieces
 //	              beacon.go join.go friends.go policy.go       membership and sharing
@@ -29,15 +30,55 @@
 //	              devices.go devicewg.go                       plain WireGuard devices behind a via node
 //	cmd/glow ─► overlay/api                                    the local API's bodies and client (stdlib only)
 //
+// # Parts and owners
+//
 // The packet path (bind_*.go, tunwrap.go) touches control state only
 // through atomics: a peer's current path is an atomic pointer that the
 // control loop swaps, so a WireGuard session never notices a path change.
-// Control state (peers, records, routes) is owned by the control loop
-// goroutine and guarded by Node.mu, which the API takes to read it; no
-// blocking call is made with it held (sends are UDP writes): state file
-// writes, routes, WireGuard peer changes and memory release are done after
-// it, from a snapshot or a queue (save.go). The lock order and the one
-// exception (redeeming a code) are written at Node.mu.
+//
+// The control state is split into parts, each a struct with one job whose
+// comment lists its state and who writes it:
+//
+//	part                    file           state                                        written by
+//	Node (immutable)        node.go        config, keys, Bind, device, listeners        Start only; read without a lock
+//	Node.mem  membership    membership.go  certificate, user key, Store, policy, info,  control loop; API (document changes)
+//	                                       fragments, records cache save state
+//	Node.paths pathState    paths.go       peers (by id, by control key), unproven      control loop; stream readers (attach)
+//	                                       addresses, routes, friends' prefixes
+//	Node.adm  admission     admission.go   invite table, handshake nonces, pending      control loop (strangers); API (codes)
+//	                                       friend codes, joins passed on
+//	Node.lnk  linkState     links.go       configured links, bootstrap list, TURN       API (glow link), TURN goroutines
+//	                                       allocations
+//	Node.ports portState    portclash.go   port mapping, LAN clash, port move           port mapper, control loop, movePort
+//	Node.admin adminState   admins.go      promotions waiting for an answer, the        control loop; API (promote); the role writer
+//	                                       role writer's work
+//	saver, routeSetter      save.go        the records cache write, the TUN routes      their own goroutines, fed by channels
+//	Bind                    bind*.go       endpoints, paths as published (atomics)     applyPathLocked; the packet path reads
+//
+// One mutex, Node.mu, guards the six parts (and the drop counters and the
+// loop's wake time); it is held for computation only, never across a
+// blocking call: state file writes, routes, WireGuard peer changes and
+// memory release are done after it, from a snapshot or through a queue
+// (save.go). Lock order, written at Node.saveMu: saveMu (an API call's
+// state file write), then mu, then the leaf locks (a state file's writer,
+// Bind.mu, Bind.wgCfgMu), never the other way; TestLockOrder,
+// TestNoBlockingCallInLocked and TestStateWritesOutsideLock keep it so.
+// The one exception to "no blocking call under mu" (redeeming a code) is
+// written at Node.mu.
+//
+// What was not split, and why: the parts share Node.mu instead of a lock
+// each. Nearly every control-plane step reads several of them at once
+// (a record's gossip asks membership what is visible to which peer; a
+// route reads peers, links and certificates; an admission checks a code,
+// issues a certificate and adds a peer in one step so a one-use code never
+// admits two; a port mapping or a path change re-signs our endpoints), so
+// per-part locks would be taken nested on every control packet, add lock
+// orders to get wrong, and buy no concurrency: the only contention is an
+// API read against the loop, and the lock is never held across I/O. The
+// parts still name what belongs together, and methods that need only one
+// part live on it (fragments, handshakeNonces, joinRelay, member.Invites).
+// The saver and route setter own their work outright (channels), which is
+// where blocking happened.
 //
 // # Trust
 //

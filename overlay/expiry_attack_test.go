@@ -54,7 +54,7 @@ func TestAttackExpiredPeer(t *testing.T) {
 				t.Errorf("%s still lists b as a peer after its certificate expired", n.Cert().Name)
 			}
 			n.mu.Lock()
-			held := n.store.Cert(b.ID()) != nil || n.store.Info(b.ID()) != nil
+			held := n.mem.store.Cert(b.ID()) != nil || n.mem.store.Info(b.ID()) != nil
 			n.mu.Unlock()
 			if held {
 				t.Errorf("%s still holds (and gossips) b's records after its certificate expired", n.Cert().Name)

@@ -250,11 +250,11 @@ func (fs *fragments) expire(now time.Time) (n int) {
 
 // handleFragmentLocked takes a fragment from an authenticated peer.
 func (n *Node) handleFragmentLocked(p *peer, f fragMsg, now time.Time) {
-	if f.Version <= n.store.Version(f.Key) {
+	if f.Version <= n.mem.store.Version(f.Key) {
 		n.dropCtl["frag-stale"]++ // held already (it came by another neighbour)
 		return
 	}
-	raw, drop := n.frags.add(p.cert.Node, f, now)
+	raw, drop := n.mem.frags.add(p.cert.Node, f, now)
 	if drop != "" {
 		n.dropCtl[drop]++
 	}
@@ -331,13 +331,13 @@ func (n *Node) queueFragmentsLocked(p *peer, to netip.AddrPort, r recordMsg) {
 		n.dropCtl["record-too-big"]++
 		return
 	}
-	if n.frags.out == nil {
-		n.frags.out = map[wire.NodeID]*fragQueue{}
+	if n.mem.frags.out == nil {
+		n.mem.frags.out = map[wire.NodeID]*fragQueue{}
 	}
-	q := n.frags.out[p.cert.Node]
+	q := n.mem.frags.out[p.cert.Node]
 	if q == nil {
 		q = &fragQueue{budget: fragBurst}
-		n.frags.out[p.cert.Node] = q
+		n.mem.frags.out[p.cert.Node] = q
 	}
 	o := &fragOut{key: key, version: version, sum: sha256.Sum256(r.Raw), raw: r.Raw, to: to}
 	i := slices.IndexFunc(q.recs, func(x *fragOut) bool { return x.key == key })
@@ -365,7 +365,7 @@ func (n *Node) sendFragmentsLocked(p *peer, q *fragQueue) {
 		end := min(o.off+fragData, len(o.raw))
 		f := fragMsg{Key: o.key, Version: o.version, Total: len(o.raw), Sum: o.sum, Off: o.off, Data: o.raw[o.off:end]}
 		n.sendCtlLocked(p, o.to, f.marshal())
-		n.frags.sent++
+		n.mem.frags.sent++
 		q.budget--
 		if o.off = end; o.off == len(o.raw) {
 			q.recs = q.recs[1:]
@@ -377,21 +377,21 @@ func (n *Node) sendFragmentsLocked(p *peer, q *fragQueue) {
 // assemblies held: it refills each peer's budget, sends what it allows, and
 // drops assemblies that timed out.
 func (n *Node) paceFragmentsLocked(now time.Time) {
-	for id, q := range n.frags.out {
-		p := n.peers[id]
+	for id, q := range n.mem.frags.out {
+		p := n.paths.peers[id]
 		if p == nil {
-			delete(n.frags.out, id)
+			delete(n.mem.frags.out, id)
 			continue
 		}
 		q.budget = fragBurst
 		n.sendFragmentsLocked(p, q)
 	}
-	if k := n.frags.expire(now); k > 0 {
+	if k := n.mem.frags.expire(now); k > 0 {
 		n.dropCtl["frag-timeout"] += uint64(k)
 	}
-	for k, a := range n.frags.asked {
+	for k, a := range n.mem.frags.asked {
 		if now.Sub(a.at) >= fragStall {
-			delete(n.frags.asked, k)
+			delete(n.mem.frags.asked, k)
 		}
 	}
 }
@@ -400,13 +400,13 @@ func (n *Node) paceFragmentsLocked(now time.Time) {
 // due again: tickEvery after it while a queue holds fragments, else when
 // the first assembly times out.
 func (n *Node) fragmentsDueLocked(last time.Time) {
-	for _, q := range n.frags.out {
+	for _, q := range n.mem.frags.out {
 		if len(q.recs) > 0 {
 			n.dueLocked(last.Add(tickEvery))
 			return
 		}
 	}
-	for _, a := range n.frags.in {
+	for _, a := range n.mem.frags.in {
 		n.dueLocked(a.last.Add(fragTimeout + time.Millisecond))
 	}
 }

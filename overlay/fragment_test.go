@@ -118,7 +118,7 @@ func TestLargeDocLossyLink(t *testing.T) {
 		waitFor(t, 60*time.Second, n.Cert().Name+" to know all nodes", func() bool {
 			n.mu.Lock()
 			defer n.mu.Unlock()
-			return len(n.store.Certs()) == len(nodes)
+			return len(n.mem.store.Certs()) == len(nodes)
 		})
 	}
 	var seen, lost atomic.Int64
@@ -192,13 +192,13 @@ func TestLargeDocOverRelay(t *testing.T) {
 	fwd0 := b.Status().Drops["relay/forwarded"]
 	a.mu.Lock()
 	d := &member.UserDoc{Kind: member.KindPolicy, Version: 99, Body: []byte(membertest.BigPolicy(60 << 10))}
-	if err := member.SignUserDoc(a.user, d); err != nil {
+	if err := member.SignUserDoc(a.mem.user, d); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.store.AddDoc(d); err != nil { // held, not flooded
+	if _, err := a.mem.store.AddDoc(d); err != nil { // held, not flooded
 		t.Fatal(err)
 	}
-	a.sendRecordsLocked(a.peers[c.id], netip.AddrPort{}, []member.RecordKey{d.Key()})
+	a.sendRecordsLocked(a.paths.peers[c.id], netip.AddrPort{}, []member.RecordKey{d.Key()})
 	a.mu.Unlock()
 	waitFor(t, 30*time.Second, "c to get the policy", func() bool { return docVersion(c, member.KindPolicy) == d.Version })
 	fwd := b.Status().Drops["relay/forwarded"] - fwd0

@@ -120,7 +120,7 @@ func (n *Node) FriendInvite(ttl time.Duration) (string, error) {
 		ttl = 24 * time.Hour
 	}
 	return n.issueInvite(ttl, 1, true, func(p *member.PendingInvite, now time.Time) string {
-		inv := &member.Invite{Friend: true, UserHash: member.UserHash(n.cert.User[:]), Inviter: n.ctlPub, Secret: p.Secret,
+		inv := &member.Invite{Friend: true, UserHash: member.UserHash(n.mem.cert.User[:]), Inviter: n.ctlPub, Secret: p.Secret,
 			Expires: p.Expires, Endpoints: n.localEndpointsLocked(now)}
 		return inv.Code()
 	})
@@ -128,7 +128,7 @@ func (n *Node) FriendInvite(ttl time.Duration) (string, error) {
 
 // friendsLocked returns the friend list in force.
 func (n *Node) friendsLocked() []member.Friend {
-	d := n.store.Doc(member.KindFriends)
+	d := n.mem.store.Doc(member.KindFriends)
 	if d == nil {
 		return nil
 	}
@@ -149,7 +149,7 @@ func (n *Node) addFriendLocked(name string, key [32]byte, now time.Time) error {
 // friendAddedLocked returns the friend list with (name, key) in it, or nil
 // if it is there already.
 func (n *Node) friendAddedLocked(name string, key [32]byte) ([]byte, error) {
-	if !member.ValidName(name) || name == n.cert.UserName {
+	if !member.ValidName(name) || name == n.mem.cert.UserName {
 		return nil, fmt.Errorf("cannot take a friend named %q", name)
 	}
 	fs := n.friendsLocked()
@@ -168,7 +168,7 @@ func (n *Node) friendAddedLocked(name string, key [32]byte) ([]byte, error) {
 
 // acceptFriendLocked is the inviter's side of `glow friend add`.
 func (n *Node) acceptFriendLocked(req friendReq, sender wire.Key, from netip.AddrPort, now time.Time) (*member.Cert, error) {
-	inv := n.invites.ByID[req.CodeID]
+	inv := n.adm.invites.ByID[req.CodeID]
 	if inv == nil || !inv.Friend {
 		return nil, errInviteUnknown
 	}
@@ -180,7 +180,7 @@ func (n *Node) acceptFriendLocked(req friendReq, sender wire.Key, from netip.Add
 	if err != nil || c.User != req.UserKey || c.Ctl != sender {
 		return nil, errors.New("the request's certificate does not match its sender")
 	}
-	if n.store.Own(c.User) {
+	if n.mem.store.Own(c.User) {
 		return nil, errors.New("that node belongs to this same user")
 	}
 	already := slices.ContainsFunc(inv.UsedBy, func(id [32]byte) bool { return id == [32]byte(c.Node) })
@@ -205,7 +205,7 @@ func (n *Node) acceptFriendLocked(req friendReq, sender wire.Key, from netip.Add
 		undo()
 		return nil, err
 	}
-	if _, err := n.store.AddCert(c, now); err != nil {
+	if _, err := n.mem.store.AddCert(c, now); err != nil {
 		return nil, err
 	}
 	if p := n.addPeerLocked(c, now); p != nil {
@@ -213,7 +213,7 @@ func (n *Node) acceptFriendLocked(req friendReq, sender wire.Key, from netip.Add
 	}
 	n.certsChangedLocked()
 	n.logf("glow: %s is now a friend (their node %s)", req.UserName, c.FQDN())
-	return n.cert, nil
+	return n.mem.cert, nil
 }
 
 // FriendAdd accepts a friend code: both users learn each other's key.
@@ -226,24 +226,24 @@ func (n *Node) FriendAdd(ctx context.Context, code string) (string, error) {
 		return "", api.Errorf(api.CodeInvalidArgument, "this is a join code: use it with 'glow up --join CODE' on a new device")
 	}
 	n.mu.Lock()
-	if n.user == nil {
+	if n.mem.user == nil {
 		n.mu.Unlock()
 		return "", errNotAdmin
 	}
-	if inv.UserHash == member.UserHash(n.cert.User[:]) {
+	if inv.UserHash == member.UserHash(n.mem.cert.User[:]) {
 		n.mu.Unlock()
 		return "", api.Errorf(api.CodeInvalidArgument, "this friend code is from your own user")
 	}
-	req := friendReq{UserKey: n.cert.User, UserName: n.cert.UserName, Cert: n.cert.Marshal(), CodeID: inv.ID()}
+	req := friendReq{UserKey: n.mem.cert.User, UserName: n.mem.cert.UserName, Cert: n.mem.cert.Marshal(), CodeID: inv.ID()}
 	rand.Read(req.Nonce[:])
 	req.Proof = friendProof(inv.Secret, inv.Inviter, n.ctlPub, req.UserKey, req.Cert, req.Nonce)
 	shared := sharedKey(n.keys.Ctl, inv.Inviter)
 	ch := make(chan friendAnswer, 1)
-	n.pendingFriend[inv.Inviter] = ch
+	n.adm.pendingFriend[inv.Inviter] = ch
 	n.mu.Unlock()
 	defer func() {
 		n.mu.Lock()
-		delete(n.pendingFriend, inv.Inviter)
+		delete(n.adm.pendingFriend, inv.Inviter)
 		n.mu.Unlock()
 	}()
 
@@ -282,7 +282,7 @@ func (n *Node) FriendAdd(ctx context.Context, code string) (string, error) {
 			n.mu.Lock()
 			defer n.mu.Unlock()
 			now := time.Now()
-			if _, err := n.store.AddCert(c, now); err != nil {
+			if _, err := n.mem.store.AddCert(c, now); err != nil {
 				return "", err
 			}
 			if p := n.addPeerLocked(c, now); p != nil {
@@ -307,13 +307,13 @@ func (n *Node) Friends() []FriendInfo {
 	var out []FriendInfo
 	for _, f := range n.friendsLocked() {
 		fi := FriendInfo{Name: f.Name, Key: wire.EncodeB32(f.Key[:8]), Nodes: []string{}, Shared: []string{}}
-		for _, c := range n.store.Certs() {
+		for _, c := range n.mem.store.Certs() {
 			if c.User == f.Key {
 				fi.Nodes = append(fi.Nodes, c.Name)
 			}
 		}
-		if n.doc != nil {
-			for _, g := range n.doc.Shares() {
+		if n.mem.doc != nil {
+			for _, g := range n.mem.doc.Shares() {
 				if g.Who == f.Name || g.Who == "*" {
 					fi.Shared = append(fi.Shared, g.To.String())
 				}
@@ -329,7 +329,7 @@ func (n *Node) FriendRemove(name string) error {
 	n.saveMu.Lock()
 	defer n.saveMu.Unlock()
 	_, _, err := n.changeDoc(member.KindFriends, func() ([]byte, error) {
-		if n.user == nil {
+		if n.mem.user == nil {
 			return nil, errNotAdmin
 		}
 		fs := n.friendsLocked()

@@ -69,7 +69,7 @@ func dialCount(a *Node, ip netip.Addr, port uint16, k int) int {
 func holds(n *Node, id wire.NodeID) (cert, peer bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.store.Cert(id) != nil, n.peers[id] != nil
+	return n.mem.store.Cert(id) != nil, n.paths.peers[id] != nil
 }
 
 // TestAttackFriendRevocationIgnored: bob's phone is stolen and bob revokes
@@ -88,8 +88,8 @@ func TestAttackFriendRevocationIgnored(t *testing.T) {
 	ids := []wire.NodeID{u.phone.ID(), u.nas.ID(), u.desk.ID()}
 	d := &member.UserDoc{Kind: member.KindRevoked, Version: 1, Body: member.FormatRevoked(ids)}
 	u.laptop.mu.Lock()
-	member.SignUserDoc(u.laptop.user, d)
-	u.laptop.floodLocked(u.laptop.peers[u.phone.ID()], []recordMsg{{member.KindRevoked, d.Marshal()}})
+	member.SignUserDoc(u.laptop.mem.user, d)
+	u.laptop.floodLocked(u.laptop.paths.peers[u.phone.ID()], []recordMsg{{member.KindRevoked, d.Marshal()}})
 	u.laptop.mu.Unlock()
 	// Bounded wait (not a timing assertion): gossip runs every 5 s.
 	deadline := time.Now().Add(12 * gossipEvery) // generous: it stops as soon as all is dropped
@@ -187,8 +187,8 @@ func TestAttackFriendAddressShadow(t *testing.T) {
 	keys, _ := member.NewNodeKeys()
 	now := time.Now()
 	c := &member.Cert{Node: keys.ID(), Name: "evil", WG: keys.WGPublic(), Ctl: keys.CtlPublic(), IPv4: deskV4,
-		IPv6: member.NodeAddr6(laptop.user.Public(), keys.ID()), NotBefore: now, NotAfter: now.Add(time.Hour)}
-	member.SignCert(laptop.user, c)
+		IPv6: member.NodeAddr6(laptop.mem.user.Public(), keys.ID()), NotBefore: now, NotAfter: now.Add(time.Hour)}
+	member.SignCert(laptop.mem.user, c)
 	st := member.State{Dir: t.TempDir()}
 	if err := st.SaveNodeKeys(keys); err != nil {
 		t.Fatal(err)
@@ -273,7 +273,7 @@ func TestAttackShareOtherAddressOverlay(t *testing.T) {
 	waitFor(t, 20*time.Second, "bob to reach nas:8080", func() bool { return dialCount(laptop, nas.Cert().IPv4, 8080, 1) == 1 })
 
 	laptop.mu.Lock()
-	p := laptop.peers[nas.ID()]
+	p := laptop.paths.peers[nas.ID()]
 	ep := p.ep
 	laptop.bind.setWG(ep, ep.wg.key, ep.wg.cfg+"allowed_ip=172.17.0.0/16\nallowed_ip=192.168.77.0/24\n", p.routed)
 	laptop.mu.Unlock()

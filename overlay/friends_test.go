@@ -38,10 +38,10 @@ func serveEcho(t *testing.T, n *Node, port uint16) {
 // caught up with from's store, so a record from would offer to is there.
 func holdsOffered(from, to *Node) bool {
 	from.mu.Lock()
-	p := from.peers[to.ID()]
+	p := from.paths.peers[to.ID()]
 	var offered []member.DigestEntry
 	if p != nil {
-		for _, e := range from.store.Digest() {
+		for _, e := range from.mem.store.Digest() {
 			if from.visibleLocked(p, e.RecordKey) {
 				offered = append(offered, e)
 			}
@@ -54,7 +54,7 @@ func holdsOffered(from, to *Node) bool {
 	to.mu.Lock()
 	defer to.mu.Unlock()
 	for _, e := range offered {
-		if to.store.Version(e.RecordKey) < e.Version {
+		if to.mem.store.Version(e.RecordKey) < e.Version {
 			return false
 		}
 	}
@@ -143,10 +143,10 @@ func TestFriendShare(t *testing.T) {
 	// share), which would include desk's records if they were offered.
 	waitFor(t, 30*time.Second, "laptop to hold what nas offers it", func() bool { return holdsOffered(nas, laptop) })
 	nas.mu.Lock()
-	deskKnown := nas.store.Cert(desk.ID()) != nil
+	deskKnown := nas.mem.store.Cert(desk.ID()) != nil
 	nas.mu.Unlock()
 	laptop.mu.Lock()
-	leaked := laptop.store.Cert(desk.ID()) != nil || laptop.store.Version(member.RecordKey{Kind: member.KindInfo, Node: desk.ID()}) != 0
+	leaked := laptop.mem.store.Cert(desk.ID()) != nil || laptop.mem.store.Version(member.RecordKey{Kind: member.KindInfo, Node: desk.ID()}) != 0
 	laptop.mu.Unlock()
 	if !deskKnown {
 		t.Fatal("nas does not hold desk's certificate: nothing to keep from bob")

@@ -21,7 +21,7 @@ import (
 
 func (n *Node) sendDigestLocked(p *peer, addr netip.AddrPort) {
 	var d []member.DigestEntry
-	for _, e := range n.store.Digest() {
+	for _, e := range n.mem.store.Digest() {
 		if n.visibleLocked(p, e.RecordKey) {
 			d = append(d, e)
 		}
@@ -35,9 +35,9 @@ func (n *Node) handleDigestLocked(p *peer, from netip.AddrPort, d []member.Diges
 	var want []member.RecordKey
 	var give []member.RecordKey
 	for _, e := range d {
-		switch have := n.store.Version(e.RecordKey); {
+		switch have := n.mem.store.Version(e.RecordKey); {
 		case e.Version > have:
-			if !n.frags.wantNow(e.RecordKey, e.Version, now) {
+			if !n.mem.frags.wantNow(e.RecordKey, e.Version, now) {
 				continue // coming already from another neighbour
 			}
 			want = append(want, e.RecordKey)
@@ -64,7 +64,7 @@ func (n *Node) visibleRecordsLocked(p *peer, keys []member.RecordKey) []recordMs
 		if !n.visibleLocked(p, k) {
 			continue
 		}
-		if raw := n.store.Raw(k); raw != nil {
+		if raw := n.mem.store.Raw(k); raw != nil {
 			recs = append(recs, recordMsg{k.Kind, raw})
 		}
 	}
@@ -80,7 +80,7 @@ func (n *Node) handleRecordsLocked(from *peer, recs []recordMsg, now time.Time) 
 			n.dropCtl["record-not-theirs"]++
 			continue
 		}
-		isNew, err := n.store.Apply(r.Kind, r.Raw, now)
+		isNew, err := n.mem.store.Apply(r.Kind, r.Raw, now)
 		if err != nil {
 			n.logf("glow: record from %s rejected: %v", from.cert.FQDN(), err)
 			continue
@@ -94,7 +94,7 @@ func (n *Node) handleRecordsLocked(from *peer, recs []recordMsg, now time.Time) 
 	if len(fresh) == 0 {
 		return
 	}
-	n.dirty = true
+	n.mem.dirty = true
 	n.floodLocked(from, fresh)
 }
 
@@ -103,7 +103,7 @@ func (n *Node) handleRecordsLocked(from *peer, recs []recordMsg, now time.Time) 
 // reached through relays get them from their own neighbours, so a change
 // crosses each link about once.
 func (n *Node) floodLocked(from *peer, recs []recordMsg) {
-	for _, p := range n.peers {
+	for _, p := range n.paths.peers {
 		if p == from || !p.path().neighbour() {
 			continue
 		}
@@ -123,17 +123,17 @@ func (n *Node) floodLocked(from *peer, recs []recordMsg) {
 // that the policy shares with that friend, and this user's revocation list
 // (node ids, no names), so that it drops a removed node too.
 func (n *Node) visibleLocked(p *peer, k member.RecordKey) bool {
-	if n.store.Own(p.cert.User) {
+	if n.mem.store.Own(p.cert.User) {
 		return true
 	}
 	if k.Kind == member.KindRevoked {
-		return n.store.Own(k.Node)
+		return n.mem.store.Own(k.Node)
 	}
 	if k.Kind != member.KindCert && k.Kind != member.KindInfo {
 		return false
 	}
-	c := n.store.Cert(k.Node)
-	if c == nil || !n.store.Own(c.User) {
+	c := n.mem.store.Cert(k.Node)
+	if c == nil || !n.mem.store.Own(c.User) {
 		return false
 	}
 	// This node's own records: the friend talks to it already, so it knows them.
@@ -141,7 +141,7 @@ func (n *Node) visibleLocked(p *peer, k member.RecordKey) bool {
 }
 
 func (n *Node) visibleRawLocked(p *peer, r recordMsg) bool {
-	if n.store.Own(p.cert.User) {
+	if n.mem.store.Own(p.cert.User) {
 		return true // no need to parse: the user's own nodes see everything
 	}
 	switch r.Kind {
@@ -157,7 +157,7 @@ func (n *Node) visibleRawLocked(p *peer, r recordMsg) bool {
 		u, ok := member.PeekDocUser(r.Raw)
 		return ok && n.visibleLocked(p, member.RecordKey{Kind: member.KindRevoked, Node: u})
 	default:
-		return n.store.Own(p.cert.User)
+		return n.mem.store.Own(p.cert.User)
 	}
 	return false
 }
@@ -167,7 +167,7 @@ func (n *Node) visibleRawLocked(p *peer, r recordMsg) bool {
 // user's revocation list among the user documents (the Store checks the
 // signature, and that it revokes only that user's nodes).
 func (n *Node) acceptableLocked(p *peer, r recordMsg) bool {
-	if n.store.Own(p.cert.User) {
+	if n.mem.store.Own(p.cert.User) {
 		return true
 	}
 	switch r.Kind {
@@ -179,7 +179,7 @@ func (n *Node) acceptableLocked(p *peer, r recordMsg) bool {
 		if err != nil {
 			return false
 		}
-		c := n.store.Cert(i.Node)
+		c := n.mem.store.Cert(i.Node)
 		return c != nil && c.User == p.cert.User
 	case member.KindRevoked:
 		u, ok := member.PeekDocUser(r.Raw)
@@ -192,38 +192,38 @@ func (n *Node) acceptableLocked(p *peer, r recordMsg) bool {
 func (n *Node) recordChangedLocked(kind member.RecordKind, raw []byte, now time.Time) {
 	switch kind {
 	case member.KindCert:
-		c := n.store.Cert(member.PeekCertNode(raw)) // as just applied (and verified)
+		c := n.mem.store.Cert(member.PeekCertNode(raw)) // as just applied (and verified)
 		if c == nil {
 			return
 		}
 		// A newer certificate may have displaced another node (address conflict).
-		for id := range n.peers {
-			if n.store.Cert(id) == nil {
+		for id := range n.paths.peers {
+			if n.mem.store.Cert(id) == nil {
 				n.removePeerLocked(id)
 			}
 		}
 		if c.Node != n.id {
-			n.addPeerLocked(n.store.Cert(c.Node), now)
+			n.addPeerLocked(n.mem.store.Cert(c.Node), now)
 		} else {
 			n.takeOwnCertLocked(now) // renewed, promoted, demoted (renew.go, admins.go)
 		}
 		n.certsChangedLocked()
 	case member.KindFriends, member.KindPolicy, member.KindRevoked, member.KindDevices:
-		for id := range n.peers {
-			if n.store.Cert(id) == nil {
+		for id := range n.paths.peers {
+			if n.mem.store.Cert(id) == nil {
 				n.removePeerLocked(id) // a friend removed
 			}
 		}
 		n.certsChangedLocked()
 	case member.KindInfo:
-		info := n.store.Info(member.PeekInfoNode(raw)) // as just applied (and verified)
+		info := n.mem.store.Info(member.PeekInfoNode(raw)) // as just applied (and verified)
 		if info == nil {
 			return
 		}
-		if p := n.peers[info.Node]; p != nil {
+		if p := n.paths.peers[info.Node]; p != nil {
 			n.addCandidatesLocked(p, info.Endpoints, now)
 		}
-		n.routesDirty, n.rt.dirty = true, true
+		n.paths.routesDirty, n.rt.dirty = true, true
 		n.permitTURNLocked()
 	}
 }
@@ -234,8 +234,8 @@ func (n *Node) refreshInfoLocked(now time.Time) {
 	eps := n.localEndpointsLocked(now)
 	links := n.linksLocked()
 	routes := n.offeredLocked()
-	if n.info != nil && slices.Equal(n.info.Endpoints, eps) && slices.Equal(n.info.Routes, routes) {
-		if slices.Equal(n.info.Links, links) {
+	if n.mem.info != nil && slices.Equal(n.mem.info.Endpoints, eps) && slices.Equal(n.mem.info.Routes, routes) {
+		if slices.Equal(n.mem.info.Links, links) {
 			return
 		}
 		// Only a cost changed: every record change costs each node of the
@@ -243,26 +243,26 @@ func (n *Node) refreshInfoLocked(now time.Time) {
 		// costRefresh. One that falls goes at once: a new link's first RTT
 		// sample may be far too high (both ends were busy), and a link
 		// published too dear is left out of the routes meanwhile.
-		sameNodes := slices.EqualFunc(n.info.Links, links, func(a, b member.LinkInfo) bool { return a.Node == b.Node })
-		if sameNodes && !costFell(n.info.Links, links) && now.Sub(n.infoSigned) < costRefresh {
+		sameNodes := slices.EqualFunc(n.mem.info.Links, links, func(a, b member.LinkInfo) bool { return a.Node == b.Node })
+		if sameNodes && !costFell(n.mem.info.Links, links) && now.Sub(n.mem.infoSigned) < costRefresh {
 			return
 		}
 	}
 	seq := uint64(now.UnixNano())
-	if n.info != nil && seq <= n.info.Seq {
-		seq = n.info.Seq + 1
+	if n.mem.info != nil && seq <= n.mem.info.Seq {
+		seq = n.mem.info.Seq + 1
 	}
-	if old := n.store.Info(n.id); old != nil && seq <= old.Seq {
+	if old := n.mem.store.Info(n.id); old != nil && seq <= old.Seq {
 		seq = old.Seq + 1
 	}
 	info := &member.NodeInfo{Node: n.id, Seq: seq, Endpoints: eps, Links: links, Routes: routes}
 	member.SignInfo(n.keys.Sign, info)
-	if _, err := n.store.AddInfo(info); err != nil {
+	if _, err := n.mem.store.AddInfo(info); err != nil {
 		n.logf("glow: own node info: %v", err)
 		return
 	}
-	n.info, n.infoSigned = info, now
-	n.dirty = true
+	n.mem.info, n.mem.infoSigned = info, now
+	n.mem.dirty = true
 	n.floodLocked(nil, []recordMsg{{member.KindInfo, info.Marshal()}})
 }
 

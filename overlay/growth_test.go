@@ -87,8 +87,8 @@ func TestAttackStateGrowth(t *testing.T) {
 	})
 	heap1 := heapInUse()
 	n1.mu.Lock()
-	answers := len(n1.joinAnswers)
-	cands := len(n1.peers[n2.id].cands)
+	answers := len(n1.adm.joinAnswers)
+	cands := len(n1.paths.peers[n2.id].cands)
 	drops := fmt.Sprint(n1.dropCtl)
 	n1.mu.Unlock()
 	n1.bind.mu.Lock()
@@ -166,7 +166,7 @@ func TestCandidateAndLearnedCaps(t *testing.T) {
 	nodes := joinedNet(t, 2)
 	n1, n2 := nodes[0], nodes[1]
 	n1.mu.Lock()
-	p := n1.peers[n2.id]
+	p := n1.paths.peers[n2.id]
 	active := p.active
 	now := time.Now()
 	for i := range 1000 {

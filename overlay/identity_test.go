@@ -97,7 +97,7 @@ func FuzzParseCtl(f *testing.F) {
 func FuzzParseBeacon(f *testing.F) {
 	u := membertest.NewUser(f, "alice")
 	k, c := membertest.NewCert(f, u, "nas", time.Now())
-	bn := &Node{keys: k, cert: c}
+	bn := &Node{keys: k, mem: membership{cert: c}}
 	bn.port.Store(1)
 	f.Add(bn.beaconLocked())
 	h := wire.Header(wire.KindBeacon)
@@ -162,7 +162,7 @@ func TestRemoveNode(t *testing.T) {
 	refusedRevoked := func() uint64 {
 		n2.mu.Lock()
 		defer n2.mu.Unlock()
-		return n2.store.Rejected[member.RejectRevoked]
+		return n2.mem.store.Rejected[member.RejectRevoked]
 	}
 	r0, d0 := refusedRevoked(), controlDrops(n2)
 	waitFor(t, 30*time.Second, "n2 to refuse something of n3's", func() bool {

@@ -56,18 +56,18 @@ func joinSigned(inviter, joinerCtl wire.Key, req joinReq) []byte {
 func (n *Node) issueInvite(ttl time.Duration, uses int, friend bool, code func(p *member.PendingInvite, now time.Time) string) (string, error) {
 	now := time.Now()
 	n.mu.Lock()
-	if n.user == nil {
+	if n.mem.user == nil {
 		n.mu.Unlock()
 		if friend {
 			return "", errNotAdmin
 		}
 		return "", api.Errorf(api.CodeNotAdmin, "this node is not an admin node (it does not hold the user key); run 'glow invite' on an admin node ('glow nodes list' shows them)")
 	}
-	p, err := n.invites.Issue(ttl, uses, friend, now)
+	p, err := n.adm.invites.Issue(ttl, uses, friend, now)
 	var seq uint64
 	var data []byte
 	if err == nil {
-		seq, data, err = n.invites.Snapshot(now)
+		seq, data, err = n.adm.invites.Snapshot(now)
 	}
 	var text string
 	if err == nil {
@@ -75,12 +75,12 @@ func (n *Node) issueInvite(ttl time.Duration, uses int, friend bool, code func(p
 	}
 	n.mu.Unlock()
 	if err == nil {
-		err = n.invites.Writer.Write(n.state, "invites", seq, data)
+		err = n.adm.invites.Writer.Write(n.state, "invites", seq, data)
 	}
 	if err != nil {
 		if p != nil {
 			n.mu.Lock()
-			delete(n.invites.ByID, (&member.Invite{Secret: p.Secret}).ID())
+			delete(n.adm.invites.ByID, (&member.Invite{Secret: p.Secret}).ID())
 			n.mu.Unlock()
 		}
 		return "", err
@@ -119,9 +119,9 @@ func (n *Node) inviteStreams(eps []netip.AddrPort) []netip.AddrPort {
 // endpoints, then the public addresses of nodes it reaches directly.
 func (n *Node) inviteEndpointsLocked(now time.Time) []netip.AddrPort {
 	var pub []netip.AddrPort
-	for _, p := range n.peers {
+	for _, p := range n.paths.peers {
 		a := p.active.Addr().Unmap()
-		if p.cert.User != n.cert.User || !endpointOK(p.active, n.loopbackLab) {
+		if p.cert.User != n.mem.cert.User || !endpointOK(p.active, n.loopbackLab) {
 			continue
 		}
 		if !n.loopbackLab && (a.IsPrivate() || a.IsLoopback() || cgnat.Contains(a)) {
@@ -169,14 +169,14 @@ func (n *Node) useInviteLocked(inv *member.PendingInvite, node wire.NodeID, cert
 		inv.UsedBy = inv.UsedBy[:len(inv.UsedBy)-1]
 		inv.Certs = inv.Certs[:len(inv.Certs)-1]
 	}
-	if err := n.invites.Save(now); err != nil {
+	if err := n.adm.invites.Save(now); err != nil {
 		giveBack()
 		n.logf("glow: saving invites: %v", err)
 		return nil, errInviteSave
 	}
 	return func() {
 		giveBack()
-		if err := n.invites.Save(now); err != nil {
+		if err := n.adm.invites.Save(now); err != nil {
 			n.logf("glow: saving invites (the code stays used): %v", err)
 		}
 	}, nil

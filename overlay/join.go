@@ -86,11 +86,11 @@ func (n *Node) join(code string, port uint16) (*member.Cert, error) {
 		return nil, errors.New("the inviting node sent a certificate that does not match this node or the code")
 	}
 	for _, ap := range j.targets { // the code's addresses and the members found meanwhile
-		if !slices.Contains(n.bootstrap, ap) {
-			n.bootstrap = append(n.bootstrap, ap)
+		if !slices.Contains(n.lnk.bootstrap, ap) {
+			n.lnk.bootstrap = append(n.lnk.bootstrap, ap)
 		}
 	}
-	n.state.WriteFile("bootstrap", n.bootstrapFile(), 0o644)
+	n.state.WriteFile("bootstrap", n.lnk.bootstrapFile(), 0o644)
 	n.logf("glow: joined user %s as %s (%v, %v) in %v", c.UserName, c.Name, c.IPv4, c.IPv6, time.Since(j.start).Round(time.Millisecond))
 	return c, nil
 }
@@ -342,11 +342,11 @@ func udpAddrPort(a net.Addr) netip.AddrPort {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
-// bootstrapFile is the bootstrap file's content. n.mu is held once the
+// bootstrapFile is the bootstrap file's content. Node.mu is held once the
 // node runs.
-func (n *Node) bootstrapFile() []byte {
+func (l *linkState) bootstrapFile() []byte {
 	var b strings.Builder
-	for _, ap := range n.bootstrap {
+	for _, ap := range l.bootstrap {
 		fmt.Fprintln(&b, ap)
 	}
 	return []byte(b.String())
@@ -358,8 +358,8 @@ func (n *Node) loadBootstrap() {
 		return
 	}
 	for _, ap := range parseBootstrap(data) {
-		if !slices.Contains(n.bootstrap, ap) {
-			n.bootstrap = append(n.bootstrap, ap)
+		if !slices.Contains(n.lnk.bootstrap, ap) {
+			n.lnk.bootstrap = append(n.lnk.bootstrap, ap)
 		}
 	}
 }
@@ -395,17 +395,17 @@ func (n *Node) handleJoinLocked(pkt []byte, sender wire.Key, from netip.AddrPort
 // from sender at from, and answers with reply: straight to from, or through
 // the member that passed the request on (joinrelay.go).
 func (n *Node) handshakeLocked(pkt []byte, sender wire.Key, from netip.AddrPort, now time.Time, reply func([]byte) error) {
-	ch := n.pendingFriend[sender]
-	if n.user == nil && ch == nil {
+	ch := n.adm.pendingFriend[sender]
+	if n.mem.user == nil && ch == nil {
 		n.dropCtl["unknown-sender"]++
 		return
 	}
 	// Cheap checks before the X25519: a known peer's key is precomputed;
 	// a stranger's request can only succeed while a code is live.
 	var shared *[32]byte
-	if p := n.byCtl[sender]; p != nil {
+	if p := n.paths.byCtl[sender]; p != nil {
 		shared = p.shared
-	} else if ch == nil && !n.invites.Live(now, joinTimeout) && n.store.LapsedByCtl(sender) == nil {
+	} else if ch == nil && !n.adm.invites.Live(now, joinTimeout) && n.mem.store.LapsedByCtl(sender) == nil {
 		n.dropCtl["unknown-sender"]++
 		return
 	} else {
@@ -421,7 +421,7 @@ func (n *Node) handshakeLocked(pkt []byte, sender wire.Key, from netip.AddrPort,
 		n.dropCtl["unknown-sender"]++
 		return
 	}
-	if err := n.handshakes.fresh(msg, pkt, now); err != nil {
+	if err := n.adm.handshakes.fresh(msg, pkt, now); err != nil {
 		n.dropCtl["handshake-replay"]++
 		return
 	}
@@ -436,7 +436,7 @@ func (n *Node) handshakeLocked(pkt []byte, sender wire.Key, from netip.AddrPort,
 		return
 	case friendReq:
 		c, err := n.acceptFriendLocked(msg, sender, from, now)
-		resp := friendResp{OK: err == nil, UserKey: n.cert.User, UserName: n.cert.UserName}
+		resp := friendResp{OK: err == nil, UserKey: n.mem.cert.User, UserName: n.mem.cert.UserName}
 		if err != nil {
 			n.logf("glow: friend request from %v refused: %v", from, err)
 			resp.Err = err.Error()
@@ -471,7 +471,7 @@ func (n *Node) handshakeLocked(pkt []byte, sender wire.Key, from netip.AddrPort,
 }
 
 func (n *Node) admitLocked(req joinReq, ctl wire.Key, now time.Time) (*member.Cert, error) {
-	inv := n.invites.ByID[req.CodeID]
+	inv := n.adm.invites.ByID[req.CodeID]
 	if inv == nil || inv.Friend {
 		return nil, errInviteUnknown
 	}
@@ -500,15 +500,15 @@ func (n *Node) admitLocked(req joinReq, ctl wire.Key, now time.Time) (*member.Ce
 		return nil, fmt.Errorf("bad node name %q", req.Name)
 	}
 	// An id is certified once: never again, and never to other keys.
-	if n.store.Revoked(req.Node) {
+	if n.mem.store.Revoked(req.Node) {
 		return nil, errJoinRevoked
 	}
-	if n.store.Cert(req.Node) != nil {
+	if n.mem.store.Cert(req.Node) != nil {
 		return nil, errJoinMember
 	}
 	used := map[netip.Addr]bool{}
 	names := map[string]bool{}
-	for _, c := range n.store.Certs() {
+	for _, c := range n.mem.store.Certs() {
 		used[c.IPv4] = true
 		names[c.Name] = true
 	}
@@ -526,20 +526,20 @@ func (n *Node) admitLocked(req joinReq, ctl wire.Key, now time.Time) (*member.Ce
 	}
 	c := &member.Cert{
 		Node: req.Node, Name: name, WG: req.WG, Ctl: ctl,
-		IPv4: v4, IPv6: member.NodeAddr6(n.user.Public(), req.Node),
-		NotBefore: now, NotAfter: now.Add(n.store.CertLifetime()),
+		IPv4: v4, IPv6: member.NodeAddr6(n.mem.user.Public(), req.Node),
+		NotBefore: now, NotAfter: now.Add(n.mem.store.CertLifetime()),
 	}
-	member.SignCert(n.user, c)
+	member.SignCert(n.mem.user, c)
 	// The use is on disk before the certificate exists anywhere.
 	undo, err := n.useInviteLocked(inv, req.Node, c.Marshal(), now)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := n.store.AddCert(c, now); err != nil {
+	if _, err := n.mem.store.AddCert(c, now); err != nil {
 		undo()
 		return nil, err
 	}
-	n.dirty = true
+	n.mem.dirty = true
 	n.certsChangedLocked()
 	n.logf("glow: admitted %s (%v, %v)", c.FQDN(), c.IPv4, c.IPv6)
 	n.addPeerLocked(c, now)
@@ -562,7 +562,7 @@ func (n *Node) Invite(ttl time.Duration, uses int) (string, error) {
 	return n.issueInvite(ttl, uses, false, func(p *member.PendingInvite, now time.Time) string {
 		eps := n.inviteEndpointsLocked(now)
 		inv := &member.Invite{
-			UserHash: member.UserHash(n.cert.User[:]), Inviter: n.ctlPub, Secret: p.Secret,
+			UserHash: member.UserHash(n.mem.cert.User[:]), Inviter: n.ctlPub, Secret: p.Secret,
 			Expires: p.Expires, Endpoints: eps, Streams: n.inviteStreams(eps),
 		}
 		return inv.Code()
@@ -576,9 +576,9 @@ const maxJoinAnswers = 256
 // noteJoinAnswerLocked counts an answer to from and reports whether to log
 // it (the first three per address).
 func (n *Node) noteJoinAnswerLocked(from netip.AddrPort) bool {
-	if len(n.joinAnswers) >= maxJoinAnswers && n.joinAnswers[from] == 0 {
-		clear(n.joinAnswers)
+	if len(n.adm.joinAnswers) >= maxJoinAnswers && n.adm.joinAnswers[from] == 0 {
+		clear(n.adm.joinAnswers)
 	}
-	n.joinAnswers[from]++
-	return n.joinAnswers[from] <= 3
+	n.adm.joinAnswers[from]++
+	return n.adm.joinAnswers[from] <= 3
 }

@@ -47,7 +47,7 @@ func redeem(t *testing.T, code string, node wire.NodeID, keys *member.NodeKeys, 
 func heldCert(n *Node, id wire.NodeID) *member.Cert {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.store.Cert(id)
+	return n.mem.store.Cert(id)
 }
 
 // TestAttackJoinTakeover: an attacker holding a spare invite code asks to
@@ -128,13 +128,13 @@ func TestAttackJoinTakeover(t *testing.T) {
 	rogue.Raw, rogue.WG, rogue.Ctl = nil, atk.WGPublic(), atk.CtlPublic()
 	rogue.NotBefore = time.Now()
 	admin.mu.Lock()
-	member.SignCert(admin.user, &rogue)
+	member.SignCert(admin.mem.user, &rogue)
 	admin.floodLocked(nil, []recordMsg{{member.KindCert, rogue.Marshal()}})
 	admin.mu.Unlock()
 	refusedBy := func(n *Node) uint64 {
 		n.mu.Lock()
 		defer n.mu.Unlock()
-		return n.store.Rejected[member.RejectKeyChange]
+		return n.mem.store.Rejected[member.RejectKeyChange]
 	}
 	took := func(n *Node) bool {
 		h := heldCert(n, v.id)
@@ -188,7 +188,7 @@ func TestAttackInviteRace(t *testing.T) {
 	}
 	wg.Wait()
 	admin.mu.Lock()
-	members := len(admin.store.Certs())
+	members := len(admin.mem.store.Certs())
 	admin.mu.Unlock()
 	t.Logf("%d concurrent redemptions of a one-use code: %d admitted; the admin holds %d certificates", joiners, admitted, members)
 	if admitted != 1 || members != 2 {

@@ -195,7 +195,7 @@ func TestAttackJoinVia(t *testing.T) {
 		}
 	}
 	admin.mu.Lock()
-	replays0, answered0 := admin.dropCtl["handshake-replay"], len(admin.joinAnswers)
+	replays0, answered0 := admin.dropCtl["handshake-replay"], len(admin.adm.joinAnswers)
 	admin.mu.Unlock()
 	for i := 0; i < 5; i++ {
 		for _, b := range sent {

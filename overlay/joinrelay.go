@@ -163,12 +163,12 @@ func (n *Node) handleJoinViaLocked(pkt []byte, from netip.AddrPort, stream bool,
 		}
 		return
 	}
-	p := n.byCtl[inviter]
-	if p == nil || !p.cert.Admin || p.cert.User != n.cert.User {
+	p := n.paths.byCtl[inviter]
+	if p == nil || !p.cert.Admin || p.cert.User != n.mem.cert.User {
 		n.dropCtl["join-via-unknown-inviter"]++
 		return
 	}
-	if !n.joinRelay.allow(from, stream, now) {
+	if !n.adm.joinRelay.allow(from, stream, now) {
 		n.dropCtl["join-via-rate-limited"]++
 		return
 	}
@@ -177,7 +177,7 @@ func (n *Node) handleJoinViaLocked(pkt []byte, from netip.AddrPort, stream bool,
 
 // handleJoinFwdLocked is the inviter's side of a request member p passed on.
 func (n *Node) handleJoinFwdLocked(p *peer, m joinFwd, now time.Time) {
-	if p.cert.User != n.cert.User || !m.Addr.IsValid() || wire.Classify(m.Pkt) != wire.KindControl {
+	if p.cert.User != n.mem.cert.User || !m.Addr.IsValid() || wire.Classify(m.Pkt) != wire.KindControl {
 		n.dropCtl["join-fwd-bad"]++
 		return
 	}
@@ -191,8 +191,8 @@ func (n *Node) handleJoinFwdLocked(p *peer, m joinFwd, now time.Time) {
 // handleJoinBackLocked sends the inviter's answer on to the joiner.
 func (n *Node) handleJoinBackLocked(p *peer, m joinBack, now time.Time) {
 	sender, err := ctlSender(m.Pkt)
-	asked, stream := n.joinRelay.asked(m.Addr, now)
-	if err != nil || sender != p.cert.Ctl || !p.cert.Admin || p.cert.User != n.cert.User || !asked {
+	asked, stream := n.adm.joinRelay.asked(m.Addr, now)
+	if err != nil || sender != p.cert.Ctl || !p.cert.Admin || p.cert.User != n.mem.cert.User || !asked {
 		n.dropCtl["join-back-unasked"]++
 		return
 	}

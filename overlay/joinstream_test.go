@@ -60,7 +60,7 @@ func TestJoinOverTCP(t *testing.T) {
 	}
 	desk.mu.Lock()
 	var streamed int
-	for _, p := range desk.joinRelay.passed {
+	for _, p := range desk.adm.joinRelay.passed {
 		if p.stream {
 			streamed++
 		}

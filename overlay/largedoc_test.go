@@ -16,7 +16,7 @@ import (
 func docVersion(n *Node, k member.RecordKind) uint64 {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if d := n.store.Doc(k); d != nil {
+	if d := n.mem.store.Doc(k); d != nil {
 		return d.Version
 	}
 	return 0
@@ -32,7 +32,7 @@ func TestAttackLargeDocsSpread(t *testing.T) {
 		waitFor(t, 60*time.Second, n.Cert().Name+" to know all five nodes", func() bool {
 			n.mu.Lock()
 			defer n.mu.Unlock()
-			return len(n.store.Certs()) == len(nodes)
+			return len(n.mem.store.Certs()) == len(nodes)
 		})
 	}
 	text := membertest.BigPolicy(40 << 10)
@@ -86,7 +86,7 @@ func TestAttackLargeDocsSpread(t *testing.T) {
 	}
 	for _, n := range nodes {
 		n.mu.Lock()
-		revoked := n.store.Revoked(ids[len(ids)-1])
+		revoked := n.mem.store.Revoked(ids[len(ids)-1])
 		n.mu.Unlock()
 		if !revoked {
 			t.Errorf("%s does not hold the last node revoked", n.Cert().Name)
@@ -127,8 +127,8 @@ func TestAttackOversizeDocRefused(t *testing.T) {
 	// and the node stays.
 	now := time.Now()
 	n.mu.Lock()
-	_, c := membertest.NewCert(t, n.user, "old", now)
-	if _, err := n.store.AddCert(c, now); err != nil {
+	_, c := membertest.NewCert(t, n.mem.user, "old", now)
+	if _, err := n.mem.store.AddCert(c, now); err != nil {
 		t.Fatal(err)
 	}
 	ids := make([]wire.NodeID, member.MaxDocBody/65)
@@ -146,7 +146,7 @@ func TestAttackOversizeDocRefused(t *testing.T) {
 		t.Logf("removal number %d: %v", len(ids)+1, err)
 	}
 	n.mu.Lock()
-	kept := n.store.Cert(c.Node) != nil
+	kept := n.mem.store.Cert(c.Node) != nil
 	n.mu.Unlock()
 	if !kept {
 		t.Error("the node whose removal failed is gone")
@@ -201,7 +201,7 @@ func TestLargeDocMeshOnce(t *testing.T) {
 		for _, n := range nodes {
 			n.mu.Lock()
 			queued := 0
-			for _, q := range n.frags.out {
+			for _, q := range n.mem.frags.out {
 				queued += len(q.recs)
 			}
 			n.mu.Unlock()
@@ -214,7 +214,7 @@ func TestLargeDocMeshOnce(t *testing.T) {
 	var sent uint64
 	for _, n := range nodes {
 		n.mu.Lock()
-		sent += n.frags.sent
+		sent += n.mem.frags.sent
 		n.mu.Unlock()
 	}
 	per := uint64((len(nodes[0].Policy().Text) + 120 + fragData - 1) / fragData)

@@ -41,7 +41,7 @@ const (
 func (n *Node) linkIdentity() link.Identity {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return link.Identity{Sign: n.keys.Sign, Cert: n.cert.Marshal()}
+	return link.Identity{Sign: n.keys.Sign, Cert: n.mem.cert.Marshal()}
 }
 
 // verifyLink accepts a link peer whose certificate this node trusts.
@@ -55,7 +55,7 @@ func (n *Node) verifyLink(peer wire.NodeID, raw []byte) error {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if _, err := n.store.AddCert(c, time.Now()); err != nil {
+	if _, err := n.mem.store.AddCert(c, time.Now()); err != nil {
 		return fmt.Errorf("link from %s refused: %w", c.FQDN(), err)
 	}
 	return nil
@@ -66,13 +66,13 @@ func (n *Node) verifyLink(peer wire.NodeID, raw []byte) error {
 func (n *Node) attachStream(s *link.Stream, name string) {
 	now := time.Now()
 	n.mu.Lock()
-	c := n.store.Cert(s.Peer())
+	c := n.mem.store.Cert(s.Peer())
 	if c == nil || n.closed {
 		n.mu.Unlock()
 		s.Close()
 		return
 	}
-	fresh := n.peers[c.Node] == nil
+	fresh := n.paths.peers[c.Node] == nil
 	p := n.addPeerLocked(c, now)
 	if fresh {
 		n.certsChangedLocked()
@@ -85,7 +85,7 @@ func (n *Node) attachStream(s *link.Stream, name string) {
 	p.route = nil // a neighbour now: no relay route
 	n.applyPathLocked(p)
 	p.hbWait = time.Time{}
-	n.routesDirty, n.infoDirty = true, true
+	n.paths.routesDirty, n.mem.infoDirty = true, true
 	n.dueLocked(time.Now()) // the loop recomputes them (we are not the loop)
 	n.logf("glow: %s: link %s up", c.FQDN(), name)
 	n.sendDigestLocked(p, netipInvalid)
@@ -138,7 +138,7 @@ func (n *Node) detachStreamLocked(p *peer, s *link.Stream, now time.Time) {
 	n.logf("glow: %s: link %s down", p.cert.FQDN(), p.streamName)
 	p.stream, p.streamName, p.streamQ = nil, "", nil
 	n.applyPathLocked(p) // none, if the stream was the path, until the routes below
-	n.routesDirty, n.infoDirty = true, true
+	n.paths.routesDirty, n.mem.infoDirty = true, true
 	n.computeRoutesLocked(now)
 	n.dueLocked(now) // the loop re-signs our info (we are not the loop)
 }
@@ -291,9 +291,9 @@ func (n *Node) AddLink(raw string) error {
 		defer n.saveMu.Unlock()
 		n.mu.Lock()
 		var boot []byte
-		if !slices.Contains(n.bootstrap, ap) {
-			n.bootstrap = append(n.bootstrap, ap)
-			boot = n.bootstrapFile()
+		if !slices.Contains(n.lnk.bootstrap, ap) {
+			n.lnk.bootstrap = append(n.lnk.bootstrap, ap)
+			boot = n.lnk.bootstrapFile()
 		}
 		b := n.beaconLocked()
 		n.mu.Unlock()
@@ -306,7 +306,7 @@ func (n *Node) AddLink(raw string) error {
 	defer n.saveMu.Unlock()
 	n.mu.Lock()
 	key := t.String()
-	if _, ok := n.links[key]; ok {
+	if _, ok := n.lnk.links[key]; ok {
 		n.mu.Unlock()
 		return api.Errorf(api.CodeConflict, "link %s exists already", key)
 	}
@@ -325,16 +325,32 @@ func (n *Node) RemoveLink(raw string) error {
 	n.saveMu.Lock()
 	defer n.saveMu.Unlock()
 	n.mu.Lock()
-	l := n.links[t.String()]
+	l := n.lnk.links[t.String()]
 	if l == nil {
 		n.mu.Unlock()
 		return api.Errorf(api.CodeNotFound, "no link %s (see 'glow link list')", t)
 	}
 	l.cancel()
-	delete(n.links, t.String())
+	delete(n.lnk.links, t.String())
 	data := n.linksFileLocked()
 	n.mu.Unlock()
 	return n.state.WriteFile("links", data, 0o600)
+}
+
+// linkState is the part of a node that keeps its links to chosen
+// neighbours: the links it dials (glow link add, the links file), the
+// bootstrap addresses it sends beacons to, and its TURN allocations.
+//
+// Owner: Node.mu guards it. API calls (AddLink, RemoveLink) and Start
+// write the links and the bootstrap list, then write their files after the
+// lock (saveMu, save.go); the TURN goroutines (turn.go) write turns; the
+// control loop reads all three. The stream-link listener's address
+// (Node.linkAddr) and the TURN server (Node.turnServer) never change after
+// Start and are outside the lock.
+type linkState struct {
+	links     map[string]*configuredLink // links this node dials (glow link add)
+	bootstrap []netip.AddrPort           // where beacons go besides the LAN (bootstrap file, udp:// links)
+	turns     []*turnAlloc               // TURN allocations held
 }
 
 // configuredLink is a link this node dials and keeps up.
@@ -348,7 +364,7 @@ type configuredLink struct {
 // linksFileLocked is the links file's content: the links this node dials.
 func (n *Node) linksFileLocked() []byte {
 	var b strings.Builder
-	for k := range n.links {
+	for k := range n.lnk.links {
 		fmt.Fprintln(&b, k)
 	}
 	return []byte(b.String())
@@ -360,7 +376,7 @@ func (n *Node) loadLinksLocked() {
 		return
 	}
 	for _, line := range strings.Fields(string(data)) {
-		if t, err := link.ParseURL(line); err == nil && n.links[t.String()] == nil && t.Transport != link.TransportUDP {
+		if t, err := link.ParseURL(line); err == nil && n.lnk.links[t.String()] == nil && t.Transport != link.TransportUDP {
 			n.startLinkLocked(t)
 		}
 	}
@@ -369,7 +385,7 @@ func (n *Node) loadLinksLocked() {
 func (n *Node) startLinkLocked(t link.Target) {
 	ctx, cancel := context.WithCancel(n.ctx)
 	l := &configuredLink{target: t, cancel: cancel, status: "connecting"}
-	n.links[t.String()] = l
+	n.lnk.links[t.String()] = l
 	n.wg.Add(1)
 	go n.keepLink(ctx, l)
 }
@@ -443,9 +459,9 @@ func (n *Node) Links() []LinkStatus {
 	defer n.mu.Unlock()
 	out := []LinkStatus{}
 	seen := map[string]bool{}
-	for k, l := range n.links {
+	for k, l := range n.lnk.links {
 		ls := LinkStatus{URL: k, Status: l.status}
-		for _, p := range n.peers {
+		for _, p := range n.paths.peers {
 			if p.stream != nil && p.streamName == k {
 				ls.Up, ls.InUse, ls.Peer, ls.Via = true, p.path().kind == pathStream, p.cert.FQDN(), p.streamName
 				seen[k] = true
@@ -453,7 +469,7 @@ func (n *Node) Links() []LinkStatus {
 		}
 		out = append(out, ls)
 	}
-	for _, p := range n.peers {
+	for _, p := range n.paths.peers {
 		if p.stream != nil && !seen[p.streamName] {
 			out = append(out, LinkStatus{Peer: p.cert.FQDN(), Via: p.streamName, Up: true, InUse: p.path().kind == pathStream, Status: "accepted"})
 		}

@@ -165,3 +165,131 @@ func rootIdent(e ast.Expr) string {
 		}
 	}
 }
+
+// TestLockOrder keeps the lock order written at Node.saveMu: saveMu, then
+// mu, then the leaf locks, never the other way. Functions named ...Locked
+// run with Node.mu held: none may reach (through the package's functions
+// and the methods it calls on its own receiver, n.f()) a Lock of Node.mu, which would
+// deadlock, or of Node.saveMu, which comes before it. And no function may
+// take saveMu between its own mu.Lock and mu.Unlock.
+func TestLockOrder(t *testing.T) {
+	dir := "."
+	if d := os.Getenv("GLOW_LOCKCHECK_DIR"); d != "" {
+		dir = d
+	}
+	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fset := token.NewFileSet()
+	calls := map[string][]string{} // function name -> names it calls, "Node.mu" and "Node.saveMu" for its Locks of them
+	locked := 0
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		file, err := parser.ParseFile(fset, f, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range file.Decls {
+			fd, ok := d.(*ast.FuncDecl)
+			if !ok || fd.Body == nil {
+				continue
+			}
+			name := fd.Name.Name
+			recv, onNode := "", false
+			if fd.Recv != nil && len(fd.Recv.List) > 0 {
+				if len(fd.Recv.List[0].Names) > 0 {
+					recv = fd.Recv.List[0].Names[0].Name
+				}
+				if s, ok := fd.Recv.List[0].Type.(*ast.StarExpr); ok {
+					id, _ := s.X.(*ast.Ident)
+					onNode = id != nil && id.Name == "Node"
+				}
+			}
+			if _, ok := calls[name]; !ok {
+				calls[name] = nil
+			}
+			held := false // lexically between n.mu.Lock() and n.mu.Unlock()
+			ast.Inspect(fd.Body, func(x ast.Node) bool {
+				switch x.(type) {
+				case *ast.FuncLit, *ast.GoStmt, *ast.DeferStmt:
+					return false // runs elsewhere or at the end
+				}
+				c, ok := x.(*ast.CallExpr)
+				if !ok {
+					return true
+				}
+				switch fn := c.Fun.(type) {
+				case *ast.Ident:
+					calls[name] = append(calls[name], fn.Name)
+				case *ast.SelectorExpr:
+					if m, ok := fn.X.(*ast.SelectorExpr); ok && onNode && rootIdent(m.X) == recv && (m.Sel.Name == "mu" || m.Sel.Name == "saveMu") {
+						lock := "Node." + m.Sel.Name
+						switch fn.Sel.Name {
+						case "Lock":
+							calls[name] = append(calls[name], lock)
+							if lock == "Node.saveMu" && held {
+								t.Errorf("%s: takes Node.saveMu with Node.mu held (%v)", name, fset.Position(c.Pos()))
+							}
+							if lock == "Node.mu" {
+								held = true
+								locked++
+							}
+						case "Unlock":
+							if lock == "Node.mu" {
+								held = false
+							}
+						}
+						return true
+					}
+					if x, ok := fn.X.(*ast.Ident); ok && x.Name == recv {
+						calls[name] = append(calls[name], fn.Sel.Name) // recv.f(): a method of the same value
+					}
+				}
+				return true
+			})
+		}
+	}
+	// reach[f] is how f reaches a Lock of Node.mu or Node.saveMu ("" if not).
+	reach := map[string]string{}
+	var visit func(f string, seen map[string]bool) string
+	visit = func(f string, seen map[string]bool) string {
+		if c, ok := reach[f]; ok {
+			return c
+		}
+		if seen[f] {
+			return ""
+		}
+		seen[f] = true
+		out := ""
+		for _, g := range calls[f] {
+			if g == "Node.mu" || g == "Node.saveMu" {
+				out = f + " -> " + g + ".Lock"
+				break
+			}
+			if _, ok := calls[g]; ok {
+				if c := visit(g, seen); c != "" {
+					out = f + " -> " + c
+					break
+				}
+			}
+		}
+		reach[f] = out
+		return out
+	}
+	checked := 0
+	for f := range calls {
+		if strings.HasSuffix(f, "Locked") {
+			checked++
+			if c := visit(f, map[string]bool{}); c != "" {
+				t.Errorf("a lock taken with Node.mu held: %s", c)
+			}
+		}
+	}
+	if checked == 0 || locked == 0 {
+		t.Fatalf("found %d ...Locked functions and %d Locks of Node.mu: the check sees nothing", checked, locked)
+	}
+	t.Logf("%d ...Locked functions take neither Node.mu nor Node.saveMu; %d Locks of Node.mu", checked, locked)
+}

@@ -254,7 +254,7 @@ func TestRouteSetterTakesLatest(t *testing.T) {
 	set := func(s string) []netip.Prefix {
 		want := []netip.Prefix{netip.MustParsePrefix(s)}
 		n.mu.Lock()
-		n.friendRoutes = want
+		n.paths.friendRoutes = want
 		n.setRoutesLocked(want) // never waits for the setter
 		n.mu.Unlock()
 		return want
@@ -276,6 +276,6 @@ func TestRouteSetterTakesLatest(t *testing.T) {
 	waitFor(t, 30*time.Second, "a failed set to be forgotten, so the next change sends it again", func() bool {
 		n.mu.Lock()
 		defer n.mu.Unlock()
-		return n.friendRoutes == nil
+		return n.paths.friendRoutes == nil
 	})
 }

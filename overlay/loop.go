@@ -90,7 +90,7 @@ func (n *Node) startControl() {
 	// Peers known from the records cache: probe them at once.
 	now := time.Now()
 	n.mu.Lock()
-	for _, c := range n.store.Certs() {
+	for _, c := range n.mem.store.Certs() {
 		n.addPeerLocked(c, now)
 	}
 	n.refreshInfoLocked(now)
@@ -190,10 +190,10 @@ func (n *Node) loop() {
 		// What the datagram changed and only a tick does, or a tick due
 		// soon anyway for work it may do early: now, while the loop is awake.
 		w := n.wakeAt
-		if n.routesDirty || n.infoDirty || !w.slow.IsZero() && w.slow.Sub(now) < timerSlack && !w.next.Before(w.slow) {
+		if n.paths.routesDirty || n.mem.infoDirty || !w.slow.IsZero() && w.slow.Sub(now) < timerSlack && !w.next.Before(w.slow) {
 			note(now)
 		}
-		if n.dirty {
+		if n.mem.dirty {
 			note(lastSave.Add(saveEvery))
 		}
 		arm(now)
@@ -255,11 +255,11 @@ func (n *Node) loop() {
 		n.mu.Lock()
 		n.wakeAt.next, n.wakeAt.slow, n.wakeAt.armed = time.Time{}, time.Time{}, time.Time{} // the tick notes every deadline anew
 		n.wakeAt.ticks++
-		if n.routesDirty || n.infoDirty || now.Sub(lastInfo) >= infoEvery-timerSlack {
-			lastInfo, n.infoDirty = now, false
+		if n.paths.routesDirty || n.mem.infoDirty || now.Sub(lastInfo) >= infoEvery-timerSlack {
+			lastInfo, n.mem.infoDirty = now, false
 			n.refreshInfoLocked(now) // links or endpoints may have changed
 		}
-		if n.routesDirty {
+		if n.paths.routesDirty {
 			n.computeRoutesLocked(now)
 		}
 		if n.rt.dirty {
@@ -279,7 +279,7 @@ func (n *Node) loop() {
 		slow(lastBeacon.Add(every))
 		n.tickPeersLocked(now)
 		n.tickCertsLocked(now) // renew.go
-		if n.routesDirty || n.infoDirty {
+		if n.paths.routesDirty || n.mem.infoDirty {
 			// A path died in tickPeersLocked after our info was refreshed:
 			// re-sign it at the next tick, not the next deadline.
 			n.dueLocked(now)
@@ -292,18 +292,18 @@ func (n *Node) loop() {
 		n.fragmentsDueLocked(lastPace)
 		if now.Sub(lastGossip) >= gossipEvery-timerSlack {
 			lastGossip = now
-			for _, p := range n.peers {
+			for _, p := range n.paths.peers {
 				if p.active.IsValid() || p.stream != nil {
 					n.sendDigestLocked(p, p.active) // invalid active: over the stream
 				}
 			}
 		}
 		slow(lastGossip.Add(gossipEvery))
-		if n.dirty && now.Sub(lastSave) >= saveEvery {
+		if n.mem.dirty && now.Sub(lastSave) >= saveEvery {
 			lastSave = now
 			n.kickSaver()
 		}
-		if n.dirty {
+		if n.mem.dirty {
 			n.dueLocked(lastSave.Add(saveEvery))
 		}
 		if last := n.bind.lastData.Load(); last != n.memReleasedAt {
@@ -340,7 +340,7 @@ func (n *Node) handleControlLocked(pkt []byte, from netip.AddrPort, now time.Tim
 		n.dropCtl["malformed"]++
 		return
 	}
-	p := n.byCtl[sender]
+	p := n.paths.byCtl[sender]
 	if p == nil {
 		// Only a join or renewal request may come from a key we do not
 		// know, or an answer to our renewal request (renew.go).

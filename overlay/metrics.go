@@ -35,7 +35,7 @@ func (n *Node) Metrics() api.Metrics {
 	}
 	m.Traffic, m.HandshakesSent, m.HandshakesReceived = n.bind.traffic.snapshot()
 	n.mu.Lock()
-	for _, p := range n.peers {
+	for _, p := range n.paths.peers {
 		switch p.path().kind {
 		case pathDirect:
 			m.Peers["direct"]++
@@ -47,7 +47,7 @@ func (n *Node) Metrics() api.Metrics {
 			m.Peers["offline"]++
 		}
 	}
-	m.CertSecondsLeft = time.Until(n.cert.NotAfter).Seconds()
+	m.CertSecondsLeft = time.Until(n.mem.cert.NotAfter).Seconds()
 	n.mu.Unlock()
 	_, m.RelayForwardedBytes = n.fwd.Counts()
 	if srv := n.dnsSrv.Load(); srv != nil {

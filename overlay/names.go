@@ -23,7 +23,7 @@ func (n *Node) osDNS() glowdns.OSConfig {
 	return glowdns.OSConfig{
 		StateDir:      n.state.Dir,
 		Interface:     n.tunName(),
-		SearchDomains: []string{n.cert.UserName + "." + DNSSuffix},
+		SearchDomains: []string{n.mem.cert.UserName + "." + DNSSuffix},
 		Suffix:        DNSSuffix,
 		Logf:          n.logf,
 	}
@@ -69,9 +69,9 @@ func (n *Node) startDNS() error {
 		}
 	}
 	srv, err := glowdns.New(glowdns.Config{
-		Suffix: DNSSuffix, SelfUser: n.cert.UserName, Names: n.names,
+		Suffix: DNSSuffix, SelfUser: n.mem.cert.UserName, Names: n.names,
 		Upstreams: upstreams, Logf: n.logf,
-		Prefixes: []netip.Prefix{member.IPv4Range, member.UserPrefix6(n.cert.User[:])},
+		Prefixes: []netip.Prefix{member.IPv4Range, member.UserPrefix6(n.mem.cert.User[:])},
 	})
 	if err != nil {
 		return err
@@ -88,7 +88,7 @@ func (n *Node) startDNS() error {
 			n.logf("glow: DNS resolver: %v", err)
 		}
 	}()
-	n.logf("glow: DNS: %s.%s names on %v; forwarding others to %v", "NODE", n.cert.UserName+"."+DNSSuffix, addrs, upstreams)
+	n.logf("glow: DNS: %s.%s names on %v; forwarding others to %v", "NODE", n.mem.cert.UserName+"."+DNSSuffix, addrs, upstreams)
 	return nil
 }
 
@@ -113,7 +113,7 @@ func (n *Node) updateNamesLocked() {
 		return
 	}
 	var hosts []glowdns.Host
-	for _, c := range n.store.Certs() {
+	for _, c := range n.mem.store.Certs() {
 		// A friend's node goes by the name our friend list gives its user
 		// (never ours), and only with the addresses routed to it (shadow.go).
 		h := glowdns.Host{User: n.userNameLocked(c), Node: c.Name}

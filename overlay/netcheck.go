@@ -29,7 +29,7 @@ func isPublic(a netip.Addr) bool {
 func (n *Node) stunServersLocked() ([]netip.AddrPort, []NetcheckRelay) {
 	servers := slices.Clone(n.stunServers)
 	var relays []NetcheckRelay
-	for _, p := range n.peers {
+	for _, p := range n.paths.peers {
 		if p.active.IsValid() && isPublic(p.active.Addr()) {
 			servers = append(servers, p.active)
 			relays = append(relays, NetcheckRelay{Name: p.cert.FQDN(), Addr: p.active.String(), RTTms: ms(p.rtt)})
@@ -80,8 +80,8 @@ func (n *Node) Netcheck(ctx context.Context) (Netcheck, error) {
 		nc.PortMap = api.PortMapProbe(pm)
 		cancel()
 		n.mu.Lock()
-		if n.mapped.IsValid() {
-			nc.Mapped = n.mapped.String()
+		if n.ports.mapped.IsValid() {
+			nc.Mapped = n.ports.mapped.String()
 		}
 		n.mu.Unlock()
 	}
@@ -113,9 +113,9 @@ func (n *Node) startNAT() error {
 		Logf:      func(string, ...any) {},
 		OnChange: func(m netip.AddrPort) {
 			n.mu.Lock()
-			if m != n.mapped {
+			if m != n.ports.mapped {
 				n.logf("glow: port mapping: %v", m)
-				n.mapped, n.infoDirty = m, true
+				n.ports.mapped, n.mem.infoDirty = m, true
 				n.dueLocked(time.Now())
 			}
 			n.mu.Unlock()

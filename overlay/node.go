@@ -119,6 +119,8 @@ type Node struct {
 	portmap     *nat.PortMapper
 	stunServers []netip.AddrPort
 	dnsApplied  bool
+	linkAddr    string                         // where serveLinks listens ("" if nowhere)
+	turnServer  *relay.TURNServer              // nil unless Config.TURNServer
 	dnsSrv      atomic.Pointer[glowdns.Server] // the resolver, for its counters (metrics.go); nil when off
 	metrics     metricsState                   // the Prometheus handler (metrics.go)
 
@@ -140,7 +142,7 @@ type Node struct {
 	memReleasedAt int64 // Bind.lastData when memory was last handed back; the control loop's own
 
 	// Lock order: saveMu, then mu, then a state file's writer (records.mu,
-	// invites.w.mu) or the Bind's locks that are never held across a
+	// adm.invites.Writer.mu) or the Bind's locks that are never held across a
 	// blocking call (Bind.mu, Bind.wgCfgMu); never the other way.
 	//
 	// saveMu is held by an API call that writes a state file (records cache,
@@ -151,13 +153,15 @@ type Node struct {
 	// blocking I/O; the control loop never takes it.
 	saveMu sync.Mutex
 
-	// mu guards the following. It is held for computation and for sends
-	// that do not block (UDP writes, channel sends with a default), never
+	// mu guards the parts below and the fields after them (doc.go: parts,
+	// owners, lock order). It is held for computation and for sends that
+	// do not block (UDP writes, channel sends with a default), never
 	// across a file write or fsync, a netlink call, a multicast join, a
 	// garbage collection or a wait for another goroutine: such work is
 	// snapshotted under mu and done after it (save.go; disc.Refresh and
 	// releaseMemory in loop.go; WireGuard peer changes in lazywg.go).
-	// TestStateWritesOutsideLock and TestNoBlockingCallInLocked keep it so.
+	// TestStateWritesOutsideLock and TestNoBlockingCallInLocked keep it so;
+	// TestLockOrder keeps the order above.
 	//
 	// The one exception, on purpose: redeeming a code on the control loop
 	// (handleJoinLocked, acceptFriendLocked) writes the invites file, and a
@@ -167,46 +171,18 @@ type Node struct {
 	// never both pass and a restart cannot make a used code good again
 	// (ea29935). Only an admin node with a live code does this, a few times
 	// per code.
-	mu            sync.Mutex
-	cert          *member.Cert    // this node's certificate
-	user          *member.UserKey // nil unless admin
-	store         *member.Store
-	peers         map[wire.NodeID]*peer
-	byCtl         map[wire.Key]*peer
-	invites       *member.Invites
-	info          *member.NodeInfo               // this node's current signed endpoints
-	infoSigned    time.Time                      // when info was signed
-	unproven      map[netip.AddrPort]*addrCredit // addresses learned unauthenticated, not yet answering (beacon.go)
-	handshakes    handshakeNonces                // join and friend requests taken lately (replay.go)
-	bootstrap     []netip.AddrPort
-	dropCtl       map[string]uint64
-	doc           *policy.Document // the policy in force
-	rules         *policy.Rules
-	pendingFriend map[wire.Key]chan friendAnswer // friend codes in use, by inviter key
-	frags         fragments                      // records in pieces, both ways (fragment.go)
-	dirty         bool                           // records cache needs saving
-	routesDirty   bool                           // links or records changed: recompute routes
-	links         map[string]*configuredLink     // links this node dials (glow link add)
-	joinAnswers   map[netip.AddrPort]int         // join answers sent, for the log
-	joinRelay     joinRelay                      // join requests passed on for strangers (joinrelay.go)
-	linkAddr      string                         // where serveLinks listens
-	friendRoutes  []netip.Prefix                 // IPv6 prefixes of friends routed through the TUN
-	shadow        *shadowState                   // friends' addresses not routed (shadow.go)
-	turns         []*turnAlloc                   // TURN allocations held
-	turnServer    *relay.TURNServer
-	wakeAt        loopTimer      // when the control loop wakes next (loop.go)
-	infoDirty     bool           // our endpoints changed: re-sign our NodeInfo now
-	mapped        netip.AddrPort // port mapping from the gateway, if any
-	clash         *portClash     // the last LAN neighbour seen on our port (portclash.go)
-	portMoving    bool           // movePort is running
-	lastPortMove  time.Time
-	lastPush      time.Time
-	closed        bool
-	pendingDoc    *member.UserDoc // a document change being stored (changeDoc): in every snapshot meanwhile
-	admin         adminState      // promotions, the role's files (admins.go)
-	saveSeq       uint64          // the last records cache snapshot's number
-	renew         renewal         // our certificate's renewal (renew.go)
+	mu    sync.Mutex
+	mem   membership // what we are and what we know: certificate, records, documents (membership.go)
+	paths pathState  // peers, their paths and routes (paths.go)
+	adm   admission  // strangers: codes, handshakes, joins passed on (admission.go)
+	lnk   linkState  // links this node keeps: configured, bootstrap, TURN (links.go)
+	ports portState  // our UDP port's outside: mapping, clashes, moves (portclash.go)
+	admin adminState // promotions of admin nodes, the role's files (admins.go)
 
+	dropCtl map[string]uint64 // control packets dropped, by reason: every part counts here
+	wakeAt  loopTimer         // when the control loop wakes next (loop.go)
+	closed  bool              // Close has begun
+	renew   renewal           // our certificate's renewal (renew.go)
 }
 
 // Start brings a node up: identity, interface, WireGuard, discovery, the
@@ -274,12 +250,11 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n := &Node{
 		cfg: cfg, state: st, logf: cfg.Logf, lock: lock,
-		peers: map[wire.NodeID]*peer{}, byCtl: map[wire.Key]*peer{},
-		dropCtl:       map[string]uint64{},
-		pendingFriend: map[wire.Key]chan friendAnswer{},
-		links:         map[string]*configuredLink{},
-		joinAnswers:   map[netip.AddrPort]int{},
-		bootstrap:     peers, done: make(chan struct{}),
+		paths:    pathState{peers: map[wire.NodeID]*peer{}, byCtl: map[wire.Key]*peer{}},
+		dropCtl:  map[string]uint64{},
+		adm:      admission{pendingFriend: map[wire.Key]chan friendAnswer{}, joinAnswers: map[netip.AddrPort]int{}},
+		lnk:      linkState{links: map[string]*configuredLink{}, bootstrap: peers},
+		done:     make(chan struct{}),
 		saveKick: make(chan struct{}, 1), routesWant: make(chan []netip.Prefix, 1),
 		admin:       adminState{kick: make(chan struct{}, 1)},
 		loopbackLab: loopbackLab, autoPort: autoPort,
@@ -294,7 +269,7 @@ func Start(cfg Config) (*Node, error) {
 		n.teardown()
 		return nil, err
 	}
-	n.logf("glow: node %s.%s up: %v %v, UDP port %d", n.cert.Name, n.cert.UserName, n.cert.IPv4, n.cert.IPv6, n.Port())
+	n.logf("glow: node %s.%s up: %v %v, UDP port %d", n.mem.cert.Name, n.mem.cert.UserName, n.mem.cert.IPv4, n.mem.cert.IPv6, n.Port())
 	return n, nil
 }
 
@@ -436,24 +411,24 @@ func (n *Node) loadIdentity(port uint16) error {
 	default:
 		return err
 	}
-	n.cert = cert
+	n.mem.cert = cert
 	if cert.Admin {
 		u, err := st.LoadUserKey()
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
-		n.user = u
+		n.mem.user = u
 	}
-	n.store = member.NewStore(cert.User[:])
+	n.mem.store = member.NewStore(cert.User[:])
 	// Our own certificate is taken expired too: the node starts, says so,
 	// and asks to be renewed (renew.go). It is checked as of its start.
-	if _, err := n.store.AddCert(cert, cert.NotBefore); err != nil {
+	if _, err := n.mem.store.AddCert(cert, cert.NotBefore); err != nil {
 		return fmt.Errorf("own certificate: %w", err)
 	}
 	// The cache is in no order; friend lists go first, as in gossip, so
 	// that friends' certificates and revocation lists are trusted.
 	var recs []recordMsg
-	if err := st.LoadRecords(n.store, func(k member.RecordKind, raw []byte) error {
+	if err := st.LoadRecords(n.mem.store, func(k member.RecordKind, raw []byte) error {
 		recs = append(recs, recordMsg{k, raw})
 		return nil
 	}); err != nil {
@@ -461,15 +436,15 @@ func (n *Node) loadIdentity(port uint16) error {
 	}
 	slices.SortStableFunc(recs, func(a, b recordMsg) int { return member.RecordOrder(a.Kind) - member.RecordOrder(b.Kind) })
 	for _, r := range recs {
-		n.store.Apply(r.Kind, r.Raw, time.Now())
+		n.mem.store.Apply(r.Kind, r.Raw, time.Now())
 	}
-	if c := n.store.Cert(n.id); c != nil && c.NotBefore.After(cert.NotBefore) {
-		n.cert = c // renewed, and saved in the cache before the cert file
+	if c := n.mem.store.Cert(n.id); c != nil && c.NotBefore.After(cert.NotBefore) {
+		n.mem.cert = c // renewed, and saved in the cache before the cert file
 	}
 	if err := n.setCertLifetime(cfg.CertLifetime); err != nil {
 		return err
 	}
-	if n.invites, err = member.LoadInvites(st); err != nil {
+	if n.adm.invites, err = member.LoadInvites(st); err != nil {
 		return err
 	}
 	return nil
@@ -524,10 +499,10 @@ func (n *Node) startDataPlane(port uint16) error {
 	n.mu.Lock()
 	n.refreshPolicyLocked() // sets the relay's members
 	n.mu.Unlock()
-	if n.rules == nil {
+	if n.mem.rules == nil {
 		return errors.New("the policy in force does not compile")
 	}
-	filter, err := policy.NewFilter(n.rules, policy.Options{})
+	filter, err := policy.NewFilter(n.mem.rules, policy.Options{})
 	if err != nil {
 		return err
 	}
@@ -538,7 +513,7 @@ func (n *Node) startDataPlane(port uint16) error {
 	case n.cfg.tunDevice != nil:
 		n.tunDev, dev = n.cfg.tunDevice, n.cfg.tunDevice
 	case n.cfg.Userspace:
-		ns, err := tun.OpenNetstack([]netip.Addr{n.cert.IPv4, n.cert.IPv6}, MTU)
+		ns, err := tun.OpenNetstack([]netip.Addr{n.mem.cert.IPv4, n.mem.cert.IPv6}, MTU)
 		if err != nil {
 			return err
 		}
@@ -554,8 +529,8 @@ func (n *Node) startDataPlane(port uint16) error {
 		k, err := tun.OpenKernel(tun.KernelConfig{
 			Name: n.cfg.TUNName, MTU: MTU,
 			Prefixes: []netip.Prefix{
-				netip.PrefixFrom(n.cert.IPv4, member.IPv4Range.Bits()),
-				netip.PrefixFrom(n.cert.IPv6, member.IPv6Bits),
+				netip.PrefixFrom(n.mem.cert.IPv4, member.IPv4Range.Bits()),
+				netip.PrefixFrom(n.mem.cert.IPv6, member.IPv6Bits),
 			},
 			ExtraAddrs: []netip.Addr{glowdns.ServiceV4, glowdns.ServiceV6},
 			Firewall:   n.firewallPrefixes(),
@@ -574,9 +549,9 @@ func (n *Node) startDataPlane(port uint16) error {
 			}
 		})
 		n.wg.Add(2)
-		go n.routeSetter(k, n.cert.IPv4, n.cert.IPv6)
+		go n.routeSetter(k, n.mem.cert.IPv4, n.mem.cert.IPv6)
 		n.rt.kernel = k
-		go n.routeApplier(k, n.cert.IPv4, n.cert.IPv6)
+		go n.routeApplier(k, n.mem.cert.IPv4, n.mem.cert.IPv6)
 	}
 	logger := &device.Logger{
 		Verbosef: func(string, ...any) {},
@@ -643,7 +618,7 @@ func (n *Node) firewallPrefixes() []netip.Prefix {
 		n.logf("glow: WARNING: --no-firewall: hosts on this machine's networks can reach the overlay addresses and the resolver")
 		return nil
 	}
-	return []netip.Prefix{member.IPv4Range, member.UserPrefix6(n.cert.User[:]), glowdns.ServicePrefix6}
+	return []netip.Prefix{member.IPv4Range, member.UserPrefix6(n.mem.cert.User[:]), glowdns.ServicePrefix6}
 }
 
 // RepairFirewall removes the firewall table a crashed daemon left in this
@@ -661,7 +636,7 @@ func (n *Node) ID() wire.NodeID { return n.id }
 func (n *Node) Cert() *member.Cert {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.cert
+	return n.mem.cert
 }
 
 // Netstack returns the userspace network stack (nil for a kernel TUN).

@@ -22,6 +22,25 @@ import (
 // that published result. Whoever changes an input calls applyPathLocked;
 // whoever asks how a peer is reached (status, ping, links) asks choosePath.
 
+// pathState is the part of a node that knows its peers and how each is
+// reached: the peers by node id and by control key, the addresses learned
+// from strangers that have not answered yet, and what routes and the
+// friends' prefixes routed through the TUN follow from them.
+//
+// Owner: Node.mu guards it; the control loop writes it (peers.go,
+// routes.go, beacon.go, links.go's stream attach and detach), the API reads
+// it for status, and a stream link's reader attaches its link under the
+// lock. The Bind holds only what applyPathLocked publishes (atomics the
+// packet path reads without a lock).
+type pathState struct {
+	peers        map[wire.NodeID]*peer
+	byCtl        map[wire.Key]*peer
+	unproven     map[netip.AddrPort]*addrCredit // addresses learned unauthenticated, not yet answering (beacon.go)
+	routesDirty  bool                           // links or records changed: recompute routes
+	friendRoutes []netip.Prefix                 // IPv6 prefixes of friends routed through the TUN (routeSetter, save.go)
+	shadow       *shadowState                   // friends' addresses not routed (shadow.go)
+}
+
 // pathKind is the way a peer's packets travel, best last.
 type pathKind uint8
 

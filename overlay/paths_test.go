@@ -99,7 +99,7 @@ func TestRelayFollowsHopPath(t *testing.T) {
 	waitFor(t, 30*time.Second, "b to hold a's link", func() bool {
 		b.mu.Lock()
 		defer b.mu.Unlock()
-		p := b.peers[a.id]
+		p := b.paths.peers[a.id]
 		return p != nil && p.stream != nil && p.active.IsValid()
 	})
 	if _, err := a.Ping(t.Context(), "c"); err != nil {
@@ -112,7 +112,7 @@ func TestRelayFollowsHopPath(t *testing.T) {
 	for _, x := range [][2]*Node{{a, b}, {b, a}} {
 		n, peer := x[0], x[1]
 		n.mu.Lock()
-		n.lostPathLocked(n.peers[peer.id], time.Now())
+		n.lostPathLocked(n.paths.peers[peer.id], time.Now())
 		n.mu.Unlock()
 	}
 	pb, _ := peerStatus(a, "b")

@@ -99,7 +99,7 @@ func (n *Node) addPeerLocked(c *member.Cert, now time.Time) *peer {
 	if c.Node == n.id {
 		return nil
 	}
-	p := n.peers[c.Node]
+	p := n.paths.peers[c.Node]
 	if p != nil && p.cert == c {
 		return p
 	}
@@ -107,35 +107,35 @@ func (n *Node) addPeerLocked(c *member.Cert, now time.Time) *peer {
 		p = &peer{cands: map[netip.AddrPort]*candidate{}, pings: map[[12]byte]*pendingPing{}, added: now, since: now,
 			txEpoch: newEpoch(now)}
 		p.ep = n.bind.Peer(c.Node)
-		n.peers[c.Node] = p
+		n.paths.peers[c.Node] = p
 	}
 	if p.cert != nil {
-		delete(n.byCtl, p.cert.Ctl)
+		delete(n.paths.byCtl, p.cert.Ctl)
 		if p.cert.Ctl != c.Ctl {
 			p.rx = replayWindow{} // another sender now
 		}
 	}
 	p.cert = c
 	p.shared = sharedKey(n.keys.Ctl, c.Ctl)
-	n.byCtl[c.Ctl] = p
+	n.paths.byCtl[c.Ctl] = p
 	n.bind.SetControlKey(c.Node, c.Ctl)
 	// The WireGuard peer itself is configured when traffic needs it
 	// (lazywg.go), with the addresses routed to it (shadow.go).
 	n.wgConfigLocked(p)
-	if info := n.store.Info(c.Node); info != nil {
+	if info := n.mem.store.Info(c.Node); info != nil {
 		n.addCandidatesLocked(p, info.Endpoints, now)
 	}
 	return p
 }
 
 func (n *Node) removePeerLocked(id wire.NodeID) {
-	p := n.peers[id]
+	p := n.paths.peers[id]
 	if p == nil {
 		return
 	}
 	n.bind.sleepWG(p.ep)
-	delete(n.byCtl, p.cert.Ctl)
-	delete(n.peers, id)
+	delete(n.paths.byCtl, p.cert.Ctl)
+	delete(n.paths.peers, id)
 	n.bind.RemovePeer(id)
 }
 
@@ -151,7 +151,7 @@ func (n *Node) addCandidatesLocked(p *peer, eps []netip.AddrPort, now time.Time)
 // unauthenticated source) p keeps the maxUnprovenCands heard of last.
 func (n *Node) addCandidateLocked(p *peer, ep netip.AddrPort, unproven bool, now time.Time) *candidate {
 	ep = netip.AddrPortFrom(ep.Addr().Unmap(), ep.Port())
-	if !endpointOK(ep, n.loopbackLab) || n.info != nil && slices.Contains(n.info.Endpoints, ep) {
+	if !endpointOK(ep, n.loopbackLab) || n.mem.info != nil && slices.Contains(n.mem.info.Endpoints, ep) {
 		n.dropCtl["endpoint-refused"]++
 		return nil
 	}
@@ -159,7 +159,7 @@ func (n *Node) addCandidateLocked(p *peer, ep netip.AddrPort, unproven bool, now
 		c.learned = now
 		if !unproven && c.unproven {
 			c.unproven = false // the peer itself names it
-			delete(n.unproven, ep)
+			delete(n.paths.unproven, ep)
 		}
 		return c
 	}
@@ -174,7 +174,7 @@ func (n *Node) addCandidateLocked(p *peer, ep netip.AddrPort, unproven bool, now
 		if len(weak) >= maxUnprovenCands {
 			old := slices.MinFunc(weak, func(a, b netip.AddrPort) int { return p.cands[a].learned.Compare(p.cands[b].learned) })
 			delete(p.cands, old)
-			delete(n.unproven, old)
+			delete(n.paths.unproven, old)
 			n.dropCtl["candidate-cap"]++
 		}
 	}
@@ -230,7 +230,7 @@ func (n *Node) addCandLocked(p *peer, ep netip.AddrPort, now time.Time) *candida
 		}
 		if vc != nil {
 			delete(p.cands, victim)
-			delete(n.unproven, victim)
+			delete(n.paths.unproven, victim)
 		}
 	}
 	c := &candidate{learned: now}
@@ -311,7 +311,7 @@ func (n *Node) handlePongLocked(p *peer, m pongMsg, from netip.AddrPort, now tim
 	if seen := netip.AddrPortFrom(m.Seen.Addr().Unmap(), m.Seen.Port()); endpointOK(seen, n.loopbackLab) {
 		// Where the peer saw us: one hint per peer (localEndpointsLocked).
 		if seen != p.seenUs {
-			n.infoDirty = true // perhaps a new public address: tell the peers now
+			n.mem.infoDirty = true // perhaps a new public address: tell the peers now
 		}
 		p.seenUs, p.seenAt = seen, now
 	}
@@ -321,7 +321,7 @@ func (n *Node) handlePongLocked(p *peer, m pongMsg, from netip.AddrPort, now tim
 	}
 	if c.unproven {
 		c.unproven = false // it answered: proven
-		delete(n.unproven, from)
+		delete(n.paths.unproven, from)
 	}
 	c.lastPong, c.rtt = now, rtt
 	n.bind.Learn(p.cert.Node, from)
@@ -334,7 +334,7 @@ func (n *Node) handlePongLocked(p *peer, m pongMsg, from netip.AddrPort, now tim
 	case p.active == from:
 		p.rtt, p.hbWait = rtt, time.Time{}
 		if c := n.publishedCostLocked(p.cert.Node); c != 0 && stickyCost(c, rtt) < c {
-			n.infoDirty = true // the link got cheaper: publish it now (refreshInfoLocked)
+			n.mem.infoDirty = true // the link got cheaper: publish it now (refreshInfoLocked)
 		}
 	default:
 		// Switch only for a clearly better path, so that paths do not flap,
@@ -366,7 +366,7 @@ func (n *Node) setPathLocked(p *peer, addr netip.AddrPort, rtt time.Duration, no
 		// next heartbeat (a cost that falls is published at once).
 		p.lastProbe = time.Time{}
 	}
-	n.routesDirty, n.infoDirty = true, true // our links changed
+	n.paths.routesDirty, n.mem.infoDirty = true, true // our links changed
 	n.logf("glow: %s: direct path %v (rtt %v)", p.cert.FQDN(), addr, rtt.Round(time.Microsecond))
 	if first {
 		// A new neighbour: exchange records at once.
@@ -381,14 +381,14 @@ func (n *Node) lostPathLocked(p *peer, now time.Time) {
 	p.active, p.hbWait = netip.AddrPort{}, time.Time{}
 	n.applyPathLocked(p) // a stream link carries on; else none until the routes below
 	p.since, p.lastProbe = now, time.Time{}
-	n.routesDirty, n.infoDirty = true, true // our links changed
-	n.computeRoutesLocked(now)              // fail over now, not at the next tick
+	n.paths.routesDirty, n.mem.infoDirty = true, true // our links changed
+	n.computeRoutesLocked(now)                        // fail over now, not at the next tick
 }
 
 // tickPeersLocked runs heartbeats, path expiry and probing, and notes
 // when each is due next (dueLocked).
 func (n *Node) tickPeersLocked(now time.Time) {
-	for _, p := range n.peers {
+	for _, p := range n.paths.peers {
 		for tx, pp := range p.pings {
 			if now.Sub(pp.sent) > pingTimeout {
 				if pp.reply != nil {
@@ -461,7 +461,7 @@ func (n *Node) tickPeersLocked(now time.Time) {
 						// within its credit, then it is given up.
 						if c.probes >= maxUnprovenProbes {
 							delete(p.cands, addr)
-							delete(n.unproven, addr)
+							delete(n.paths.unproven, addr)
 							n.dropCtl["candidate-unanswered"]++
 							continue
 						}
@@ -483,7 +483,7 @@ func (n *Node) tickPeersLocked(now time.Time) {
 			}
 			if now.Sub(later(c.learned, c.lastPong)) > candidateTTL {
 				delete(p.cands, addr)
-				delete(n.unproven, addr)
+				delete(n.paths.unproven, addr)
 			} else {
 				n.dueLocked(later(c.learned, c.lastPong).Add(candidateTTL + time.Millisecond))
 			}
@@ -515,8 +515,8 @@ func (n *Node) localEndpointsLocked(now time.Time) []netip.AddrPort {
 	for _, a := range n.cfg.HostAddrs() {
 		add(netip.AddrPortFrom(a, n.Port()))
 	}
-	if n.mapped.IsValid() {
-		add(n.mapped)
+	if n.ports.mapped.IsValid() {
+		add(n.ports.mapped)
 	}
 	for _, ap := range n.turnEndpointsLocked() {
 		add(ap)
@@ -526,7 +526,7 @@ func (n *Node) localEndpointsLocked(now time.Time) []netip.AddrPort {
 		eps = eps[:member.MaxEndpoints]
 	}
 	votes := map[netip.AddrPort]int{}
-	for _, p := range n.peers {
+	for _, p := range n.paths.peers {
 		if p.seenUs.IsValid() && now.Sub(p.seenAt) <= 10*time.Minute && !slices.Contains(eps, p.seenUs) {
 			votes[p.seenUs]++
 		}

@@ -68,10 +68,10 @@ const defaultPolicy = `# glow policy. Your own nodes always reach each other on 
 // userNameLocked is how this node names the user of a certificate: its
 // own user by name, a friend by the name in the friend list.
 func (n *Node) userNameLocked(c *member.Cert) string {
-	if n.store.Own(c.User) {
-		return n.cert.UserName
+	if n.mem.store.Own(c.User) {
+		return n.mem.cert.UserName
 	}
-	if name, ok := n.store.FriendName(c.User); ok {
+	if name, ok := n.mem.store.FriendName(c.User); ok {
 		return name
 	}
 	return c.UserName
@@ -79,7 +79,7 @@ func (n *Node) userNameLocked(c *member.Cert) string {
 
 // policyTextLocked returns the policy document in force and its version.
 func (n *Node) policyTextLocked() (string, uint64) {
-	if d := n.store.Doc(member.KindPolicy); d != nil {
+	if d := n.mem.store.Doc(member.KindPolicy); d != nil {
 		return string(d.Body), d.Version
 	}
 	return defaultPolicy, 0
@@ -90,22 +90,22 @@ func (n *Node) policyTextLocked() (string, uint64) {
 // the friend list or the policy change.
 func (n *Node) refreshPolicyLocked() {
 	m := map[netip.Addr]policy.Principal{}
-	for _, c := range n.store.Certs() {
+	for _, c := range n.mem.store.Certs() {
 		p := policy.Principal{User: n.userNameLocked(c), Node: c.Name}
 		for _, a := range n.routedLocked(c) { // a friend's shadowed address maps to nobody of theirs (shadow.go)
 			m[a] = p
 		}
 	}
 	for _, d := range n.devicesLocked() { // a device counts as a node of the user (devices.go)
-		m[d.IPv4] = policy.Principal{User: n.cert.UserName, Node: d.Name}
+		m[d.IPv4] = policy.Principal{User: n.mem.cert.UserName, Node: d.Name}
 		m[d.IPv6] = m[d.IPv4]
 	}
 	n.dir.m.Store(&m)
 	n.rt.dirty = true // peers may have come or gone: the subnet choice too
 	n.fwd.SetMembers(n.id.Short(), n.relayMembersLocked())
 	foreign := false
-	for _, c := range n.store.Certs() {
-		foreign = foreign || !n.store.Own(c.User)
+	for _, c := range n.mem.store.Certs() {
+		foreign = foreign || !n.mem.store.Own(c.User)
 	}
 	if n.tunf != nil {
 		n.tunf.on.Store(foreign)
@@ -123,31 +123,31 @@ func (n *Node) refreshPolicyLocked() {
 		n.logf("glow: policy version %d: %v; keeping the rules in force", version, err)
 		return
 	}
-	n.doc = doc
+	n.mem.doc = doc
 	if n.filter != nil {
 		n.filter.SetRules(rules)
 	}
-	n.rules = rules
+	n.mem.rules = rules
 }
 
 // compileConfigLocked is what this node's policy compiles for: rules open
 // services on this node's own overlay addresses only.
 func (n *Node) compileConfigLocked() policy.CompileConfig {
-	return policy.CompileConfig{Owner: n.cert.UserName, Self: n.cert.Name, Directory: &n.dir,
-		Addrs: []netip.Addr{n.cert.IPv4, n.cert.IPv6}}
+	return policy.CompileConfig{Owner: n.mem.cert.UserName, Self: n.mem.cert.Name, Directory: &n.dir,
+		Addrs: []netip.Addr{n.mem.cert.IPv4, n.mem.cert.IPv6}}
 }
 
 // sharedWithLocked reports whether this user's node name is shared, by
 // any rule, with the friend whose user key is friend.
 func (n *Node) sharedWithLocked(node string, friend [32]byte) bool {
-	if n.doc == nil {
+	if n.mem.doc == nil {
 		return false
 	}
-	name, ok := n.store.FriendName(friend)
+	name, ok := n.mem.store.FriendName(friend)
 	if !ok {
 		return false
 	}
-	for _, g := range n.doc.Shares() {
+	for _, g := range n.mem.doc.Shares() {
 		if g.Who != name && g.Who != "*" {
 			continue
 		}
@@ -159,7 +159,7 @@ func (n *Node) sharedWithLocked(node string, friend [32]byte) bool {
 				return true
 			}
 		case policy.TargetTag:
-			for _, t := range n.doc.Tags {
+			for _, t := range n.mem.doc.Tags {
 				if t.Name == g.To.Name {
 					for _, nn := range t.Nodes {
 						if nn == node {
@@ -181,11 +181,11 @@ func (n *Node) sharedWithLocked(node string, friend [32]byte) bool {
 func (n *Node) relayMembersLocked() relay.Members {
 	m := relay.Members{}
 	friends := map[[32]byte]relay.User{}
-	for _, c := range n.store.Certs() {
+	for _, c := range n.mem.store.Certs() {
 		id := c.Node.Short()
 		switch {
 		case c.Node == n.id:
-		case n.store.Own(c.User):
+		case n.mem.store.Own(c.User):
 			m[id] = relay.Own
 		default:
 			u, ok := friends[c.User]
@@ -250,7 +250,7 @@ func (n *Node) applyPolicy(text string) (PolicyInfo, error) {
 
 // checkPolicyLocked refuses a policy text that cannot be applied.
 func (n *Node) checkPolicyLocked(text string) error {
-	if n.user == nil {
+	if n.mem.user == nil {
 		return errNotAdmin
 	}
 	doc, err := policy.Parse([]byte(text))
@@ -338,16 +338,16 @@ func (n *Node) Share(target, user string, share bool) (PolicyInfo, bool, error) 
 // sharedLocked returns the policy text with target shared with user (or
 // not), or "" and the policy in force when that changes nothing.
 func (n *Node) sharedLocked(t policy.Target, user string, share bool) (PolicyInfo, string, error) {
-	if n.user == nil {
+	if n.mem.user == nil {
 		return PolicyInfo{}, "", errNotAdmin
 	}
 	if t.Kind == policy.TargetNode || t.Kind == policy.TargetRoute || t.Kind == policy.TargetExit {
 		found := false
-		for _, c := range n.store.Certs() {
-			found = found || n.store.Own(c.User) && c.Name == t.Name
+		for _, c := range n.mem.store.Certs() {
+			found = found || n.mem.store.Own(c.User) && c.Name == t.Name
 		}
 		if !found {
-			return PolicyInfo{}, "", api.Errorf(api.CodeNotFound, "%s is not a node of user %s (see 'glow status')", t.Name, n.cert.UserName)
+			return PolicyInfo{}, "", api.Errorf(api.CodeNotFound, "%s is not a node of user %s (see 'glow status')", t.Name, n.mem.cert.UserName)
 		}
 	}
 	text, version := n.policyTextLocked()
@@ -400,17 +400,17 @@ func (n *Node) routeFriendsLocked() {
 	}
 	var want []netip.Prefix
 	seen := map[[32]byte]bool{}
-	for _, c := range n.store.Certs() {
-		if !n.store.Own(c.User) && !seen[c.User] {
+	for _, c := range n.mem.store.Certs() {
+		if !n.mem.store.Own(c.User) && !seen[c.User] {
 			seen[c.User] = true
 			want = append(want, member.UserPrefix6(c.User[:]))
 		}
 	}
 	slices.SortFunc(want, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
-	if slices.Equal(want, n.friendRoutes) {
+	if slices.Equal(want, n.paths.friendRoutes) {
 		return
 	}
-	n.friendRoutes = want
+	n.paths.friendRoutes = want
 	n.setRoutesLocked(want) // applied by routeSetter, off n.mu
 }
 
@@ -421,22 +421,22 @@ func (n *Node) RemoveNode(name string) error {
 	defer n.saveMu.Unlock()
 	var target *member.Cert
 	_, built, err := n.changeDoc(member.KindRevoked, func() ([]byte, error) {
-		if n.user == nil {
+		if n.mem.user == nil {
 			return nil, errNotAdmin
 		}
-		for _, c := range n.store.Certs() {
-			if n.store.Own(c.User) && c.Name == name {
+		for _, c := range n.mem.store.Certs() {
+			if n.mem.store.Own(c.User) && c.Name == name {
 				target = c
 			}
 		}
 		if target == nil {
-			return nil, api.Errorf(api.CodeNotFound, "%s is not a node of user %s (see 'glow status')", name, n.cert.UserName)
+			return nil, api.Errorf(api.CodeNotFound, "%s is not a node of user %s (see 'glow status')", name, n.mem.cert.UserName)
 		}
 		if target.Node == n.id {
 			return nil, api.Errorf(api.CodeConflict, "this is the node you are on; remove it from another admin node, or run 'glow down'")
 		}
 		var ids []wire.NodeID
-		if d := n.store.Doc(member.KindRevoked); d != nil {
+		if d := n.mem.store.Doc(member.KindRevoked); d != nil {
 			ids, _ = member.ParseRevoked(d.Body)
 		}
 		return member.FormatRevoked(append(ids, target.Node)), nil

@@ -87,6 +87,23 @@ func (n *Node) savePort(p uint16) {
 	}
 }
 
+// portState is the part of a node that knows how its UDP port looks from
+// outside and moves it: the gateway's mapping, the last LAN neighbour seen
+// on the port, and the move in progress. The port itself is Node.port (an
+// atomic: the packet path reads it).
+//
+// Owner: Node.mu guards it. The port mapper's callback (netcheck.go's
+// startNAT) writes mapped; the control loop writes clash and lastPortMove
+// on a beacon; movePort (its own goroutine, one at a time) sets and clears
+// portMoving. It shares Node.mu because a mapping or a move changes our
+// endpoints (membership.infoDirty) in the same step.
+type portState struct {
+	mapped       netip.AddrPort // port mapping from the gateway, if any
+	clash        *portClash     // the last LAN neighbour seen on our port
+	portMoving   bool           // movePort is running
+	lastPortMove time.Time
+}
+
 // portClash is the last LAN neighbour seen on our port, for netcheck.
 type portClash struct {
 	neighbour string         // its name (or "a node of another user")
@@ -101,21 +118,21 @@ type portClash struct {
 // user's node, whose beacon signature the caller checked).
 func (n *Node) noteBeaconPortLocked(bc beacon, c *member.Cert, from netip.AddrPort, now time.Time) {
 	port := n.Port()
-	if bc.port != port || n.portMoving || !n.behindNATLocked(now) {
+	if bc.port != port || n.ports.portMoving || !n.behindNATLocked(now) {
 		return
 	}
 	name := "a node of another user"
 	weMove := bytes.Compare(n.id[:], bc.node[:]) > 0
 	if c != nil {
 		name = c.FQDN()
-		if !c.NotBefore.Equal(n.cert.NotBefore) {
-			weMove = n.cert.NotBefore.After(c.NotBefore) // the newer member moves
+		if !c.NotBefore.Equal(n.mem.cert.NotBefore) {
+			weMove = n.mem.cert.NotBefore.After(c.NotBefore) // the newer member moves
 		}
 	}
-	pc := n.clash
+	pc := n.ports.clash
 	if pc == nil || pc.addr != from || pc.port != port {
 		pc = &portClash{neighbour: name, addr: from, port: port, first: now}
-		n.clash = pc
+		n.ports.clash = pc
 		n.logf("glow: %s at %v uses our UDP port %d too: behind one NAT, one of us would get another public port per destination", name, from, port)
 		if !weMove && n.disc != nil {
 			// Show it at once that it is the one to move (our
@@ -131,11 +148,11 @@ func (n *Node) noteBeaconPortLocked(bc beacon, c *member.Cert, from netip.AddrPo
 	case !weMove && now.Sub(pc.first) < portClashGrace:
 		pc.action = fmt.Sprintf("kept UDP port %d: %s moves", port, name)
 		return
-	case !n.lastPortMove.IsZero() && now.Sub(n.lastPortMove) < portMoveEvery:
+	case !n.ports.lastPortMove.IsZero() && now.Sub(n.ports.lastPortMove) < portMoveEvery:
 		pc.action = fmt.Sprintf("kept UDP port %d: moved less than %v ago", port, portMoveEvery)
 		return
 	}
-	n.portMoving, n.lastPortMove = true, now
+	n.ports.portMoving, n.ports.lastPortMove = true, now
 	pc.action = fmt.Sprintf("moving off UDP port %d", port)
 	n.wg.Add(1)
 	go n.movePort(port, pc)
@@ -160,7 +177,7 @@ func (n *Node) movePort(from uint16, pc *portClash) {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.portMoving = false
+	n.ports.portMoving = false
 	if to == from {
 		pc.action = fmt.Sprintf("kept UDP port %d: could not move: %v", from, err)
 		return
@@ -172,20 +189,20 @@ func (n *Node) movePort(from uint16, pc *portClash) {
 	// speak from the new port to every peer with a direct path, so each
 	// sees us roam (loop.go, pingMsg) while our NodeInfo spreads.
 	now := time.Now()
-	for _, p := range n.peers {
+	for _, p := range n.paths.peers {
 		p.seenUs = netip.AddrPort{}
 		if p.active.IsValid() {
 			n.pingLocked(p, p.active, now, nil)
 		}
 	}
-	n.infoDirty = true
+	n.mem.infoDirty = true
 	n.sendBeaconsLocked()
 }
 
 // portClashLocked is what netcheck reports about a LAN neighbour on our
 // port ("" if none was seen).
 func (n *Node) portClashLocked() string {
-	pc := n.clash
+	pc := n.ports.clash
 	if pc == nil {
 		return ""
 	}
@@ -197,7 +214,7 @@ func (n *Node) portClashLocked() string {
 // its user's signature on the certificate is not ours to check) before
 // noteBeaconPortLocked. Beacons on other ports cost nothing.
 func (n *Node) otherUserBeaconPortLocked(bc beacon, from netip.AddrPort, now time.Time) {
-	if bc.port != n.Port() || !n.autoPort || n.portMoving {
+	if bc.port != n.Port() || !n.autoPort || n.ports.portMoving {
 		return
 	}
 	if d := now.Sub(bc.time); d > member.ClockSkew || d < -member.ClockSkew {
@@ -240,7 +257,7 @@ func (b *Bind) rebind(port uint16) error {
 // a NAT.
 func (n *Node) behindNATLocked(now time.Time) bool {
 	own := n.cfg.HostAddrs()
-	for _, p := range n.peers {
+	for _, p := range n.paths.peers {
 		if p.seenUs.IsValid() && now.Sub(p.seenAt) <= 10*time.Minute && !slices.Contains(own, p.seenUs.Addr().Unmap()) {
 			return true
 		}

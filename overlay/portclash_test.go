@@ -85,9 +85,9 @@ func TestPortClashMoves(t *testing.T) {
 		x.n.mu.Lock()
 		got := x.n.portClashLocked()
 		x.n.mu.Unlock()
-		t.Logf("%s netcheck: %s", x.n.cert.Name, got)
+		t.Logf("%s netcheck: %s", x.n.mem.cert.Name, got)
 		if !strings.Contains(got, x.want) {
-			t.Errorf("%s: netcheck port clash %q, want it to say %q", x.n.cert.Name, got, x.want)
+			t.Errorf("%s: netcheck port clash %q, want it to say %q", x.n.mem.cert.Name, got, x.want)
 		}
 	}
 	// b is reachable from its new port: the VPS pings it over a direct
@@ -100,7 +100,7 @@ func TestPortClashMoves(t *testing.T) {
 		// The VPS had a direct path to b's old mapping: it roams to the
 		// new one when that path dies (idle: 25 s after the first
 		// unanswered heartbeat), not at b's first ping from the new port.
-		waitFor(t, 60*time.Second, x.n.cert.Name+" to reach b after its move", func() bool {
+		waitFor(t, 60*time.Second, x.n.mem.cert.Name+" to reach b after its move", func() bool {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
 			r, err := x.n.Ping(ctx, "b")
@@ -137,7 +137,7 @@ func TestPortClashNoNAT(t *testing.T) {
 	waitFor(t, 20*time.Second, "n2 to be seen by the VPS", func() bool {
 		n2.mu.Lock()
 		defer n2.mu.Unlock()
-		for _, p := range n2.peers {
+		for _, p := range n2.paths.peers {
 			if p.seenUs.IsValid() {
 				return true
 			}
@@ -146,7 +146,7 @@ func TestPortClashNoNAT(t *testing.T) {
 	})
 	lanBeacon(n1, n2, h1) // n2 is newer: behind a NAT it would move
 	n2.mu.Lock()
-	moving, clash, behind := n2.portMoving, n2.clash, n2.behindNATLocked(time.Now())
+	moving, clash, behind := n2.ports.portMoving, n2.ports.clash, n2.behindNATLocked(time.Now())
 	n2.mu.Unlock()
 	if moving || clash != nil || behind || n2.Port() != DefaultPort {
 		t.Fatalf("n2 with no NAT: moving %v, clash %+v, behind a NAT %v, port %d; want it to keep %d", moving, clash, behind, n2.Port(), DefaultPort)

@@ -137,21 +137,21 @@ type renewal struct {
 // tickCertsLocked is the control loop's certificate work: expire peers,
 // renew our certificate when due, and say when it is in danger.
 func (n *Node) tickCertsLocked(now time.Time) {
-	if gone := n.store.Expire(now, n.id); len(gone) > 0 {
+	if gone := n.mem.store.Expire(now, n.id); len(gone) > 0 {
 		for _, id := range gone {
-			if p := n.peers[id]; p != nil {
+			if p := n.paths.peers[id]; p != nil {
 				n.logf("glow: certificate of %s expired at %s: refusing it until it is renewed", p.cert.FQDN(), p.cert.NotAfter.UTC().Format(time.RFC3339))
 				n.removePeerLocked(id)
 			}
 		}
-		n.dirty, n.routesDirty = true, true
+		n.mem.dirty, n.paths.routesDirty = true, true
 		n.certsChangedLocked()
 	}
-	if t := n.store.NextExpiry(n.id); !t.IsZero() {
+	if t := n.mem.store.NextExpiry(n.id); !t.IsZero() {
 		n.dueLocked(t.Add(time.Millisecond))
 	}
 	n.takeOwnCertLocked(now)
-	c := n.cert
+	c := n.mem.cert
 	if now.Before(c.RenewAt()) {
 		n.dueLocked(c.RenewAt())
 	} else if now.Before(n.renew.nextTry) {
@@ -159,7 +159,7 @@ func (n *Node) tickCertsLocked(now time.Time) {
 	} else {
 		n.renew.nextTry = now.Add(renewRetry)
 		n.dueLocked(n.renew.nextTry)
-		if n.user != nil {
+		if n.mem.user != nil {
 			n.renewSelfLocked(now)
 		} else {
 			n.askRenewalLocked(now)
@@ -172,13 +172,13 @@ func (n *Node) tickCertsLocked(now time.Time) {
 // renewal that came by gossip or as an answer): ownCertLocked (admins.go)
 // makes it ours and rewrites the state directory's copy.
 func (n *Node) takeOwnCertLocked(now time.Time) {
-	c := n.store.Cert(n.id)
-	if c == nil || c == n.cert || !c.NotBefore.After(n.cert.NotBefore) {
+	c := n.mem.store.Cert(n.id)
+	if c == nil || c == n.mem.cert || !c.NotBefore.After(n.mem.cert.NotBefore) {
 		return
 	}
-	was := n.cert
+	was := n.mem.cert
 	n.ownCertLocked(c)
-	n.dirty = true
+	n.mem.dirty = true
 	n.renew.nextTry = time.Time{}
 	if now.After(was.NotAfter) {
 		n.logf("glow: certificate renewed after it expired; valid until %s", c.NotAfter.UTC().Format(time.RFC3339))
@@ -199,13 +199,13 @@ func (n *Node) issueRenewalLocked(held *member.Cert, now time.Time) (*member.Cer
 	c := &member.Cert{
 		Node: held.Node, Name: held.Name, WG: held.WG, Ctl: held.Ctl,
 		IPv4: held.IPv4, IPv6: held.IPv6, Admin: held.Admin,
-		NotBefore: start, NotAfter: start.Add(n.store.CertLifetime()),
+		NotBefore: start, NotAfter: start.Add(n.mem.store.CertLifetime()),
 	}
-	member.SignCert(n.user, c)
-	if _, err := n.store.AddCert(c, now); err != nil {
+	member.SignCert(n.mem.user, c)
+	if _, err := n.mem.store.AddCert(c, now); err != nil {
 		return nil, err
 	}
-	n.dirty = true
+	n.mem.dirty = true
 	raw := c.Marshal()
 	n.recordChangedLocked(member.KindCert, raw, now)
 	n.floodLocked(nil, []recordMsg{{member.KindCert, raw}})
@@ -214,7 +214,7 @@ func (n *Node) issueRenewalLocked(held *member.Cert, now time.Time) (*member.Cer
 
 // renewSelfLocked renews an admin's own certificate.
 func (n *Node) renewSelfLocked(now time.Time) {
-	if _, err := n.issueRenewalLocked(n.cert, now); err != nil {
+	if _, err := n.issueRenewalLocked(n.mem.cert, now); err != nil {
 		n.logf("glow: renewing this node's certificate: %v", err)
 		return
 	}
@@ -226,17 +226,17 @@ func (n *Node) renewSelfLocked(now time.Time) {
 // to where it was last seen and to our neighbours, wrapped for any member
 // to pass on.
 func (n *Node) askRenewalLocked(now time.Time) {
-	expired := now.After(n.cert.NotAfter)
+	expired := now.After(n.mem.cert.NotAfter)
 	if now.Sub(n.renew.askedAt) > time.Minute {
 		n.renew.asked = map[wire.Key]*[32]byte{}
 	}
 	n.renew.askedAt = now
-	req := renewReq{Node: n.id, NotBefore: n.cert.NotBefore.UnixNano()}
+	req := renewReq{Node: n.id, NotBefore: n.mem.cert.NotBefore.UnixNano()}
 	targets := 0
 	for _, a := range n.renewAdminsLocked() {
 		shared := n.renew.asked[a.Ctl]
 		if shared == nil {
-			if p := n.peers[a.Node]; p != nil {
+			if p := n.paths.peers[a.Node]; p != nil {
 				shared = p.shared
 			} else {
 				shared = sharedKey(n.keys.Ctl, a.Ctl)
@@ -245,15 +245,15 @@ func (n *Node) askRenewalLocked(now time.Time) {
 		}
 		copy(req.Sig[:], ed25519.Sign(n.keys.Sign, renewSigned(a.Ctl, n.ctlPub, req)))
 		pkt := sealHandshake(n.ctlPub, shared, req.marshal(), now)
-		p := n.peers[a.Node]
+		p := n.paths.peers[a.Node]
 		if p != nil && !expired && p.path().kind != pathNone {
 			if err := n.bind.SendToPeer(pkt, a.Node); err == nil {
 				continue
 			}
 		}
 		addrs := n.renewAddrsLocked(a)
-		for _, p := range n.peers { // any member passes it on (joinrelay.go), relayed if need be
-			if p.active.IsValid() && n.store.Own(p.cert.User) && !slices.Contains(addrs, p.active) {
+		for _, p := range n.paths.peers { // any member passes it on (joinrelay.go), relayed if need be
+			if p.active.IsValid() && n.mem.store.Own(p.cert.User) && !slices.Contains(addrs, p.active) {
 				addrs = append(addrs, p.active)
 			}
 		}
@@ -273,8 +273,8 @@ func (n *Node) askRenewalLocked(now time.Time) {
 // admin that was away may be back), newest first.
 func (n *Node) renewAdminsLocked() []*member.Cert {
 	var out []*member.Cert
-	for _, c := range append(n.store.Certs(), n.store.LapsedCerts()...) {
-		if c.Admin && c.Node != n.id && n.store.Own(c.User) {
+	for _, c := range append(n.mem.store.Certs(), n.mem.store.LapsedCerts()...) {
+		if c.Admin && c.Node != n.id && n.mem.store.Own(c.User) {
 			out = append(out, c)
 		}
 	}
@@ -292,22 +292,22 @@ func (n *Node) renewAddrsLocked(a *member.Cert) []netip.AddrPort {
 			out = append(out, ap)
 		}
 	}
-	if p := n.peers[a.Node]; p != nil {
+	if p := n.paths.peers[a.Node]; p != nil {
 		add(p.active)
 		for ap := range p.cands {
 			add(ap)
 		}
 	}
-	info := n.store.Info(a.Node)
+	info := n.mem.store.Info(a.Node)
 	if info == nil {
-		_, info = n.store.Lapsed(a.Node)
+		_, info = n.mem.store.Lapsed(a.Node)
 	}
 	if info != nil {
 		for _, ap := range info.Endpoints {
 			add(ap)
 		}
 	}
-	for _, ap := range n.bootstrap {
+	for _, ap := range n.lnk.bootstrap {
 		add(ap)
 	}
 	return out
@@ -324,7 +324,7 @@ func (n *Node) answerRenewalLocked(req renewReq, sender wire.Key, shared *[32]by
 		resp.Err = err.Error()
 		n.logf("glow: renewal request for %v refused: %v", req.Node, err)
 	} else {
-		resp.Certs = [][]byte{c.Marshal(), n.cert.Marshal()}
+		resp.Certs = [][]byte{c.Marshal(), n.mem.cert.Marshal()}
 	}
 	if err := reply(sealHandshake(n.ctlPub, shared, resp.marshal(), now)); err != nil {
 		n.dropCtl["send-error"]++
@@ -348,20 +348,20 @@ var (
 // renewLocked checks a renewal request and returns the node's new
 // certificate (or the one held, if it is recent).
 func (n *Node) renewLocked(req renewReq, sender wire.Key, now time.Time) (*member.Cert, error) {
-	if n.user == nil {
+	if n.mem.user == nil {
 		return nil, errRenewNotAdmin
 	}
-	held := n.store.Cert(req.Node)
+	held := n.mem.store.Cert(req.Node)
 	if held == nil {
-		held, _ = n.store.Lapsed(req.Node)
+		held, _ = n.mem.store.Lapsed(req.Node)
 	}
-	if held == nil || held.Ctl != sender || !n.store.Own(held.User) || n.store.Revoked(req.Node) {
+	if held == nil || held.Ctl != sender || !n.mem.store.Own(held.User) || n.mem.store.Revoked(req.Node) {
 		return nil, errRenewUnknown
 	}
 	if !ed25519.Verify(req.Node.PublicKey(), renewSigned(n.ctlPub, sender, req), req.Sig[:]) {
 		return nil, errRenewProof
 	}
-	if n.store.Cert(req.Node) == held && now.Before(held.NotBefore.Add(held.Lifetime()/4)) {
+	if n.mem.store.Cert(req.Node) == held && now.Before(held.NotBefore.Add(held.Lifetime()/4)) {
 		return held, nil // renewed lately (by us or another admin)
 	}
 	c, err := n.issueRenewalLocked(held, now)
@@ -381,7 +381,7 @@ func (n *Node) takeRenewalLocked(from string, m renewResp, now time.Time) {
 	}
 	var fresh []recordMsg
 	for _, raw := range m.Certs {
-		isNew, err := n.store.Apply(member.KindCert, raw, now)
+		isNew, err := n.mem.store.Apply(member.KindCert, raw, now)
 		if err != nil {
 			n.logf("glow: renewal answer from %s: %v", from, err)
 			continue
@@ -392,7 +392,7 @@ func (n *Node) takeRenewalLocked(from string, m renewResp, now time.Time) {
 		}
 	}
 	if len(fresh) > 0 {
-		n.dirty = true
+		n.mem.dirty = true
 		n.floodLocked(nil, fresh)
 	}
 	n.takeOwnCertLocked(now)
@@ -423,12 +423,12 @@ func (n *Node) renewAnswerLocked(pkt []byte, sender wire.Key, now time.Time) boo
 // expired or is within a tenth of its lifetime of expiry with no admin
 // reachable.
 func (n *Node) warnCertLocked(now time.Time) {
-	c := n.cert
+	c := n.mem.cert
 	var w string
 	switch {
 	case now.After(c.NotAfter):
 		w = fmt.Sprintf("certificate expired at %s: peers refuse this node until an admin renews it (asking every %v)", c.NotAfter.UTC().Format(time.RFC3339), renewRetry)
-	case n.user == nil && now.After(c.NotAfter.Add(-c.Lifetime()/10)) && !n.adminReachableLocked():
+	case n.mem.user == nil && now.After(c.NotAfter.Add(-c.Lifetime()/10)) && !n.adminReachableLocked():
 		w = fmt.Sprintf("certificate expires at %s and no admin is reachable to renew it", c.NotAfter.UTC().Format(time.RFC3339))
 	}
 	if w != n.renew.warning {
@@ -439,15 +439,15 @@ func (n *Node) warnCertLocked(now time.Time) {
 		}
 		n.renew.warning = w
 	}
-	if n.user == nil && w == "" && now.Before(c.NotAfter) {
+	if n.mem.user == nil && w == "" && now.Before(c.NotAfter) {
 		n.dueLocked(later(now, c.NotAfter.Add(-c.Lifetime()/10)))
 	}
 }
 
 // adminReachableLocked says whether an admin of our user has a path.
 func (n *Node) adminReachableLocked() bool {
-	for _, p := range n.peers {
-		if p.cert.Admin && n.store.Own(p.cert.User) && p.path().kind != pathNone {
+	for _, p := range n.paths.peers {
+		if p.cert.Admin && n.mem.store.Own(p.cert.User) && p.path().kind != pathNone {
 			return true
 		}
 	}
@@ -466,11 +466,11 @@ func (n *Node) setCertLifetime(d time.Duration) error {
 		return fmt.Errorf("--cert-lifetime: %w", err)
 	}
 	n.mu.Lock()
-	if n.user == nil {
+	if n.mem.user == nil {
 		n.mu.Unlock()
 		return errors.New("--cert-lifetime: only an admin node sets the user's certificate lifetime")
 	}
-	old := n.store.Doc(member.KindSettings)
+	old := n.mem.store.Doc(member.KindSettings)
 	set := member.Settings{}
 	if old != nil {
 		set, _ = member.ParseSettings(old.Body) // the store took it: it parses
@@ -489,11 +489,11 @@ func (n *Node) setCertLifetime(d time.Duration) error {
 		return fmt.Errorf("storing the certificate lifetime: %w", err)
 	}
 	n.mu.Lock()
-	_, err = n.store.AddDoc(c.doc)
+	_, err = n.mem.store.AddDoc(c.doc)
 	n.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	n.logf("glow: certificates of user %s now last %v (renewed at half of it)", n.cert.UserName, d)
+	n.logf("glow: certificates of user %s now last %v (renewed at half of it)", n.mem.cert.UserName, d)
 	return nil
 }

@@ -38,7 +38,7 @@ func (r *clockRig) makeAdmin(name string) {
 	member.SignCert(r.user, &c)
 	p.cert = &c
 	r.locked(func() {
-		if _, err := r.n.store.AddCert(&c, r.now); err != nil {
+		if _, err := r.n.mem.store.AddCert(&c, r.now); err != nil {
 			r.t.Fatal(err)
 		}
 		r.n.addPeerLocked(&c, r.now)
@@ -51,7 +51,7 @@ func (r *clockRig) makeAdmin(name string) {
 // more. The request is signed by the node key for that admin.
 func TestTimerRenewalAsk(t *testing.T) {
 	r := newClockRig(t, "adm")
-	r.n.user = nil
+	r.n.mem.user = nil
 	r.makeAdmin("adm")
 	admAddr := netip.MustParseAddrPort("192.0.2.10:47470")
 	r.direct("adm", admAddr)
@@ -101,7 +101,7 @@ func TestTimerRenewalAsk(t *testing.T) {
 // the warning goes once the admin answers.
 func TestTimerRenewalExpired(t *testing.T) {
 	r := newClockRig(t, "adm")
-	r.n.user = nil
+	r.n.mem.user = nil
 	r.makeAdmin("adm")
 	admAddr := netip.MustParseAddrPort("192.0.2.10:47470")
 	r.direct("adm", admAddr)
@@ -161,10 +161,10 @@ func TestTimerExpirySkew(t *testing.T) {
 	}
 	r.tickCerts(b.cert.NotAfter.Add(grace + time.Millisecond))
 	r.locked(func() {
-		if r.n.peers[b.cert.Node] != nil || r.n.store.Cert(b.cert.Node) != nil {
+		if r.n.paths.peers[b.cert.Node] != nil || r.n.mem.store.Cert(b.cert.Node) != nil {
 			t.Fatal("b still a peer after its certificate and the grace expired")
 		}
-		if l, _ := r.n.store.Lapsed(b.cert.Node); l == nil {
+		if l, _ := r.n.mem.store.Lapsed(b.cert.Node); l == nil {
 			t.Fatal("b's expired certificate not kept aside for renewal")
 		}
 	})
@@ -178,7 +178,7 @@ func TestTimerExpirySkew(t *testing.T) {
 	c.NotBefore, c.NotAfter = r.now.Add(5*time.Minute), r.now.Add(25*time.Hour)
 	member.SignCert(r.user, &c)
 	r.locked(func() {
-		if _, err := r.n.store.AddCert(&c, r.now); err != nil {
+		if _, err := r.n.mem.store.AddCert(&c, r.now); err != nil {
 			t.Fatalf("certificate from an issuer 5 minutes ahead refused: %v", err)
 		}
 	})
@@ -197,7 +197,7 @@ func TestTimerAdminRenews(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.locked(func() {
-		if _, err := r.n.store.AddDoc(set); err != nil {
+		if _, err := r.n.mem.store.AddDoc(set); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -255,7 +255,7 @@ func TestTimerAdminRenews(t *testing.T) {
 	late := nc.ExpiresAt().Add(time.Minute)
 	r.tickCerts(late)
 	r.locked(func() {
-		if r.n.peers[nc.Node] != nil {
+		if r.n.paths.peers[nc.Node] != nil {
 			t.Fatal("b still a peer after its certificate expired")
 		}
 	})
@@ -264,7 +264,7 @@ func TestTimerAdminRenews(t *testing.T) {
 		t.Fatalf("expired member renewed until %v, before now %v", back.NotAfter, late)
 	}
 	r.locked(func() {
-		if r.n.peers[nc.Node] == nil {
+		if r.n.paths.peers[nc.Node] == nil {
 			t.Fatal("b not a peer again after its renewal")
 		}
 	})

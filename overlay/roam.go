@@ -79,6 +79,6 @@ func (n *Node) movedLocked(p *peer, from netip.AddrPort) bool {
 	if p.bootAt.After(p.pathAt) {
 		return true
 	}
-	info := n.store.Info(p.cert.Node)
+	info := n.mem.store.Info(p.cert.Node)
 	return info != nil && slices.Contains(info.Endpoints, from) && !slices.Contains(info.Endpoints, p.active)
 }

@@ -114,7 +114,7 @@ func TestRoamInfoMoved(t *testing.T) {
 		info := &member.NodeInfo{Node: p.cert.Node, Seq: uint64(r.now.UnixNano()), Endpoints: []netip.AddrPort{moved}}
 		member.SignInfo(p.keys.Sign, info)
 		r.locked(func() {
-			if _, err := r.n.store.AddInfo(info); err != nil {
+			if _, err := r.n.mem.store.AddInfo(info); err != nil {
 				t.Fatal(err)
 			}
 		})

@@ -55,12 +55,12 @@ func stickyCost(prev uint16, rtt time.Duration) uint16 {
 func (n *Node) linksLocked() []member.LinkInfo {
 	var out []member.LinkInfo
 	prev := map[wire.NodeID]uint16{}
-	if n.info != nil {
-		for _, l := range n.info.Links {
+	if n.mem.info != nil {
+		for _, l := range n.mem.info.Links {
 			prev[l.Node] = l.Cost
 		}
 	}
-	for id, p := range n.peers {
+	for id, p := range n.paths.peers {
 		switch p.path().kind {
 		case pathDirect:
 			out = append(out, member.LinkInfo{Node: id, Cost: stickyCost(prev[id], p.rtt)})
@@ -93,8 +93,8 @@ func costFell(was, now []member.LinkInfo) bool {
 // publishedCostLocked is the cost our NodeInfo gives the link to id (0:
 // none).
 func (n *Node) publishedCostLocked(id wire.NodeID) uint16 {
-	if n.info != nil {
-		for _, l := range n.info.Links {
+	if n.mem.info != nil {
+		for _, l := range n.mem.info.Links {
 			if l.Node == id {
 				return l.Cost
 			}
@@ -117,11 +117,11 @@ func compareID(a, b wire.NodeID) int {
 // path of every relayed peer, changed route or not, so that one follows its
 // next hop's path when that changed (a relay path copies it: Bind.SetRelay).
 func (n *Node) computeRoutesLocked(now time.Time) {
-	n.routesDirty = false
+	n.paths.routesDirty = false
 	// Adjacency from records, keeping only edges both ends list.
 	adj := map[wire.NodeID]map[wire.NodeID]uint16{}
-	for _, c := range n.store.Certs() {
-		info := n.store.Info(c.Node)
+	for _, c := range n.mem.store.Certs() {
+		info := n.mem.store.Info(c.Node)
 		if info == nil || c.Node == n.id {
 			continue
 		}
@@ -167,7 +167,7 @@ func (n *Node) computeRoutesLocked(now time.Time) {
 			}
 		}
 	}
-	for id, p := range n.peers {
+	for id, p := range n.paths.peers {
 		if p.path().neighbour() {
 			continue // over UDP or a stream link
 		}
@@ -182,7 +182,7 @@ func (n *Node) computeRoutesLocked(now time.Time) {
 			}
 			slices.Reverse(route)
 		}
-		if len(route) < 2 || n.peers[route[0]] == nil || !n.peers[route[0]].path().neighbour() {
+		if len(route) < 2 || n.paths.peers[route[0]] == nil || !n.paths.peers[route[0]].path().neighbour() {
 			if p.route != nil {
 				n.logf("glow: %s: no route", p.cert.FQDN())
 			}
@@ -207,7 +207,7 @@ func (n *Node) computeRoutesLocked(now time.Time) {
 func (n *Node) routeNamesLocked(p *peer) []string {
 	out := []string{}
 	for _, id := range p.route[:max(0, len(p.route)-1)] {
-		if c := n.store.Cert(id); c != nil {
+		if c := n.mem.store.Cert(id); c != nil {
 			out = append(out, c.Name)
 		} else {
 			out = append(out, id.String())

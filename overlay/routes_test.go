@@ -162,7 +162,7 @@ func TestLineMultihop(t *testing.T) {
 	// A shortcut B-D: the route gets shorter.
 	lk.set(ips[1], ips[3], true)
 	nodes[1].mu.Lock()
-	if p := nodes[1].peers[nodes[3].id]; p != nil {
+	if p := nodes[1].paths.peers[nodes[3].id]; p != nil {
 		p.lastDirectProbe = time.Time{}
 	}
 	nodes[1].mu.Unlock()

@@ -66,7 +66,7 @@ func (n *Node) saveRecords() {
 	if err := n.records.Write(n.state, "records", seq, data); err != nil {
 		n.logf("glow: saving records: %v", err)
 		n.mu.Lock()
-		n.dirty = true // again at the next kick
+		n.mem.dirty = true // again at the next kick
 		n.mu.Unlock()
 	}
 }
@@ -74,9 +74,9 @@ func (n *Node) saveRecords() {
 // recordsSnapshotLocked numbers and marshals the records cache as it will
 // be with docs, and with the document change under way (pendingDoc).
 func (n *Node) recordsSnapshotLocked(docs ...*member.UserDoc) (uint64, []byte) {
-	n.saveSeq++
-	n.dirty = false
-	return n.saveSeq, member.MarshalRecordsCache(n.store, append(docs, n.pendingDoc)...)
+	n.mem.saveSeq++
+	n.mem.dirty = false
+	return n.mem.saveSeq, member.MarshalRecordsCache(n.mem.store, append(docs, n.mem.pendingDoc)...)
 }
 
 // docChange is a new version of a user document, signed, with the records
@@ -89,15 +89,15 @@ type docChange struct {
 
 // prepareDocLocked signs the next version of this user's document of kind.
 func (n *Node) prepareDocLocked(kind member.RecordKind, body []byte) (*docChange, error) {
-	if n.user == nil {
+	if n.mem.user == nil {
 		return nil, errNotAdmin
 	}
 	var version uint64 = 1
-	if old := n.store.Doc(kind); old != nil {
+	if old := n.mem.store.Doc(kind); old != nil {
 		version = old.Version + 1
 	}
 	d := &member.UserDoc{Kind: kind, Version: version, Body: body}
-	if err := member.SignUserDoc(n.user, d); err != nil {
+	if err := member.SignUserDoc(n.mem.user, d); err != nil {
 		return nil, err
 	}
 	seq, data := n.recordsSnapshotLocked(d)
@@ -144,7 +144,7 @@ func (n *Node) changeDoc(kind member.RecordKind, build func() ([]byte, error), f
 	}
 	c, err := n.prepareDocLocked(kind, body)
 	if err == nil {
-		n.pendingDoc = c.doc
+		n.mem.pendingDoc = c.doc
 	}
 	n.mu.Unlock()
 	if err != nil {
@@ -158,7 +158,7 @@ func (n *Node) changeDoc(kind member.RecordKind, build func() ([]byte, error), f
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.pendingDoc = nil
+	n.mem.pendingDoc = nil
 	if err := n.commitDocLocked(c, err); err != nil {
 		return nil, true, err
 	}
@@ -168,17 +168,17 @@ func (n *Node) changeDoc(kind member.RecordKind, build func() ([]byte, error), f
 // commitDocLocked applies a change once stored (err == nil), or drops it.
 func (n *Node) commitDocLocked(c *docChange, err error) error {
 	if err == nil {
-		_, err = n.store.AddDoc(c.doc) // fails if the loop changed the document meanwhile
+		_, err = n.mem.store.AddDoc(c.doc) // fails if the loop changed the document meanwhile
 	}
 	if err != nil {
-		n.dirty = true // a snapshot taken meanwhile may hold the change: write the cache again without it
+		n.mem.dirty = true // a snapshot taken meanwhile may hold the change: write the cache again without it
 		return err
 	}
 	kind := c.doc.Kind
 	n.floodLocked(nil, []recordMsg{{kind, c.doc.Marshal()}})
 	if kind == member.KindFriends || kind == member.KindRevoked {
-		for id := range n.peers {
-			if n.store.Cert(id) == nil {
+		for id := range n.paths.peers {
+			if n.mem.store.Cert(id) == nil {
 				n.removePeerLocked(id)
 			}
 		}
@@ -226,8 +226,8 @@ func (n *Node) routeSetter(k routeTable, v4, v6 netip.Addr) {
 			}
 			n.logf("glow: routes to friends' networks: %v", err)
 			n.mu.Lock()
-			if slices.Equal(n.friendRoutes, want) {
-				n.friendRoutes = nil
+			if slices.Equal(n.paths.friendRoutes, want) {
+				n.paths.friendRoutes = nil
 			}
 			n.mu.Unlock()
 		}

@@ -101,13 +101,13 @@ func sparseGraph(n int, seed uint64) (edges [][]int) {
 func ownInfoVersion(n *Node) uint64 {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.store.Version(member.RecordKey{Kind: member.KindInfo, Node: n.id})
+	return n.mem.store.Version(member.RecordKey{Kind: member.KindInfo, Node: n.id})
 }
 
 func heldVersion(n *Node, k member.RecordKey) uint64 {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.store.Version(k)
+	return n.mem.store.Version(k)
 }
 
 // TestScalePropagation: N nodes of one user on one lab Internet, each
@@ -170,8 +170,8 @@ func propagation(t *testing.T, size int) {
 		for _, n := range nodes {
 			n.mu.Lock()
 			for i, m := range nodes {
-				v := n.store.Version(member.RecordKey{Kind: member.KindInfo, Node: m.id})
-				if n.store.Version(member.RecordKey{Kind: member.KindCert, Node: m.id}) != 0 && v != 0 {
+				v := n.mem.store.Version(member.RecordKey{Kind: member.KindInfo, Node: m.id})
+				if n.mem.store.Version(member.RecordKey{Kind: member.KindCert, Node: m.id}) != 0 && v != 0 {
 					held++
 				}
 				if v == own[i] {
@@ -222,11 +222,11 @@ func propagation(t *testing.T, size int) {
 		cpuStart := cpuSeconds()
 		t0 := time.Now()
 		target.mu.Lock()
-		for _, p := range target.peers { // every peer saw it there: a hint published first
+		for _, p := range target.paths.peers { // every peer saw it there: a hint published first
 			p.seenUs, p.seenAt = addr, t0
 		}
 		target.refreshInfoLocked(t0)
-		seq := target.info.Seq
+		seq := target.mem.info.Seq
 		target.mu.Unlock()
 
 		reached := make([]time.Duration, 0, size)
@@ -329,7 +329,7 @@ func TestScaleHeapPerPeer(t *testing.T) {
 			kind member.RecordKind
 			raw  []byte
 		}{{member.KindCert, p.cert}, {member.KindInfo, p.info}} {
-			isNew, err := n.store.Apply(r.kind, r.raw, now)
+			isNew, err := n.mem.store.Apply(r.kind, r.raw, now)
 			if err != nil || !isNew {
 				n.mu.Unlock()
 				t.Fatalf("apply %v: %v, %v", r.kind, isNew, err)
@@ -337,7 +337,7 @@ func TestScaleHeapPerPeer(t *testing.T) {
 			n.recordChangedLocked(r.kind, r.raw, now)
 		}
 	}
-	got := len(n.peers)
+	got := len(n.paths.peers)
 	n.mu.Unlock()
 	if got != k {
 		t.Fatalf("node has %d peers, want %d", got, k)

@@ -34,13 +34,13 @@ type shadowState struct {
 // computeShadowLocked builds the shadow state from the certificates held.
 func (n *Node) computeShadowLocked() *shadowState {
 	s := &shadowState{owner: map[netip.Addr][32]byte{}, multi: map[netip.Addr]bool{}}
-	certs := n.store.Certs()
-	if n.store.Cert(n.id) == nil {
-		certs = append(certs, n.cert)
+	certs := n.mem.store.Certs()
+	if n.mem.store.Cert(n.id) == nil {
+		certs = append(certs, n.mem.cert)
 	}
 	// Our own certificates first, so that a conflict names ours as holder.
 	slices.SortStableFunc(certs, func(a, b *member.Cert) int {
-		return boolInt(!n.store.Own(a.User)) - boolInt(!n.store.Own(b.User))
+		return boolInt(!n.mem.store.Own(a.User)) - boolInt(!n.mem.store.Own(b.User))
 	})
 	holder := map[netip.Addr]*member.Cert{}
 	for _, c := range certs {
@@ -53,7 +53,7 @@ func (n *Node) computeShadowLocked() *shadowState {
 			if h.User == c.User {
 				continue
 			}
-			if !s.multi[a] && !n.store.Own(h.User) {
+			if !s.multi[a] && !n.mem.store.Own(h.User) {
 				// Two friends: the first loses it too.
 				s.conflicts = append(s.conflicts, AddrConflict{Addr: a.String(),
 					Node: h.Name + "." + n.userNameLocked(h), Holder: c.Name + "." + n.userNameLocked(c)})
@@ -63,11 +63,11 @@ func (n *Node) computeShadowLocked() *shadowState {
 				Node: c.Name + "." + n.userNameLocked(c), Holder: h.Name + "." + n.userNameLocked(h)})
 		}
 	}
-	own6 := member.UserPrefix6(n.cert.User[:])
+	own6 := member.UserPrefix6(n.mem.cert.User[:])
 	for _, c := range certs {
-		if !n.store.Own(c.User) && own6.Contains(c.IPv6) && !s.multi[c.IPv6] {
+		if !n.mem.store.Own(c.User) && own6.Contains(c.IPv6) && !s.multi[c.IPv6] {
 			s.conflicts = append(s.conflicts, AddrConflict{Addr: c.IPv6.String(),
-				Node: c.Name + "." + n.userNameLocked(c), Holder: fmt.Sprintf("%v (%s's network)", own6, n.cert.UserName)})
+				Node: c.Name + "." + n.userNameLocked(c), Holder: fmt.Sprintf("%v (%s's network)", own6, n.mem.cert.UserName)})
 		}
 	}
 	slices.SortFunc(s.conflicts, func(a, b AddrConflict) int {
@@ -88,19 +88,19 @@ func boolInt(b bool) int {
 // user's node claims and none in our /48. A certificate not yet in the
 // shadow state (just added) is checked against the holders it knows.
 func (n *Node) routedLocked(c *member.Cert) []netip.Addr {
-	if n.store.Own(c.User) {
+	if n.mem.store.Own(c.User) {
 		return []netip.Addr{c.IPv4, c.IPv6}
 	}
-	if n.shadow == nil {
-		n.shadow = n.computeShadowLocked()
+	if n.paths.shadow == nil {
+		n.paths.shadow = n.computeShadowLocked()
 	}
-	s := n.shadow
+	s := n.paths.shadow
 	out := make([]netip.Addr, 0, 2)
 	for _, a := range [2]netip.Addr{c.IPv4, c.IPv6} {
 		if u, ok := s.owner[a]; s.multi[a] || ok && u != c.User {
 			continue
 		}
-		if a.Is6() && member.UserPrefix6(n.cert.User[:]).Contains(a) {
+		if a.Is6() && member.UserPrefix6(n.mem.cert.User[:]).Contains(a) {
 			continue
 		}
 		out = append(out, a)
@@ -132,9 +132,9 @@ func (n *Node) wgConfigLocked(p *peer) {
 // hold a contested address are configured again after them, so the prefix
 // is theirs in WireGuard whatever happened before.
 func (n *Node) refreshShadowLocked() {
-	n.shadow = n.computeShadowLocked()
+	n.paths.shadow = n.computeShadowLocked()
 	changed := false
-	for _, p := range n.peers {
+	for _, p := range n.paths.peers {
 		if !slices.Equal(p.routed, n.routedLocked(p.cert)) || !slices.Equal(p.devices, n.deviceAddrsViaLocked(p.cert)) {
 			n.wgConfigLocked(p)
 			changed = true
@@ -143,12 +143,12 @@ func (n *Node) refreshShadowLocked() {
 	if !changed {
 		return
 	}
-	for _, p := range n.peers {
-		if n.store.Own(p.cert.User) && (n.shadow.multi[p.cert.IPv4] || n.shadow.multi[p.cert.IPv6]) {
+	for _, p := range n.paths.peers {
+		if n.mem.store.Own(p.cert.User) && (n.paths.shadow.multi[p.cert.IPv4] || n.paths.shadow.multi[p.cert.IPv6]) {
 			n.wgConfigLocked(p)
 		}
 	}
-	for _, c := range n.shadow.conflicts {
+	for _, c := range n.paths.shadow.conflicts {
 		n.logf("glow: %s claims %s, which %s holds: not routed to it", c.Node, c.Addr, c.Holder)
 	}
 }

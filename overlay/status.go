@@ -16,11 +16,11 @@ func (n *Node) Status() Status {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	now := time.Now()
-	c := n.cert
+	c := n.mem.cert
 	s := Status{
 		Self: SelfStatus{
 			Name: c.Name, User: c.UserName, IPv4: c.IPv4.String(), IPv6: c.IPv6.String(),
-			ID: c.Node.String(), Admin: n.user != nil, Port: n.Port(), Endpoints: []string{},
+			ID: c.Node.String(), Admin: n.mem.user != nil, Port: n.Port(), Endpoints: []string{},
 			Expires: c.NotAfter.UTC().Format(time.RFC3339), Warning: n.renew.warning,
 		},
 		Peers: []PeerStatus{},
@@ -31,12 +31,12 @@ func (n *Node) Status() Status {
 	if p := n.exitPeerLocked(); p != nil {
 		s.Self.ExitNodeInUse = slices.Contains(p.subnets, defaultRoute4)
 	}
-	if n.info != nil {
-		for _, ep := range n.info.Endpoints {
+	if n.mem.info != nil {
+		for _, ep := range n.mem.info.Endpoints {
 			s.Self.Endpoints = append(s.Self.Endpoints, ep.String())
 		}
 	}
-	for _, p := range n.peers {
+	for _, p := range n.paths.peers {
 		ps := PeerStatus{
 			Name: p.cert.Name, User: n.userNameLocked(p.cert), IPv4: p.cert.IPv4.String(), IPv6: p.cert.IPv6.String(),
 			ID: p.cert.Node.String(), Path: "none", Via: []string{},
@@ -57,7 +57,7 @@ func (n *Node) Status() Status {
 			ps.Online, ps.Path = true, c.kind.String()
 			ps.RTTms = float64(p.rtt.Microseconds()) / 1000
 		}
-		if info := n.store.Info(p.cert.Node); info != nil {
+		if info := n.mem.store.Info(p.cert.Node); info != nil {
 			ps.Offered = prefixStrings(info.Routes)
 		}
 		ps.Routes = prefixStrings(p.subnets)
@@ -71,7 +71,7 @@ func (n *Node) Status() Status {
 	for k, v := range n.dropCtl {
 		s.Drops["control/"+k] = v
 	}
-	for k, v := range n.store.Rejected {
+	for k, v := range n.mem.store.Rejected {
 		s.Drops["record/"+k] = v
 	}
 	for k, v := range n.FilterCounts() {
@@ -82,10 +82,10 @@ func (n *Node) Status() Status {
 		s.Drops["relay/"+k] = v
 	}
 	s.Drops["relay/bytes"] = fb
-	if n.shadow == nil {
-		n.shadow = n.computeShadowLocked()
+	if n.paths.shadow == nil {
+		n.paths.shadow = n.computeShadowLocked()
 	}
-	s.Conflicts = append([]AddrConflict{}, n.shadow.conflicts...) // [] rather than null in JSON
+	s.Conflicts = append([]AddrConflict{}, n.paths.shadow.conflicts...) // [] rather than null in JSON
 	bc := n.bind.Counters()
 	s.Drops["relay/unauthenticated-neighbour"] = bc.RelayUnauthenticated
 	s.Drops["relay/short"] = bc.RelayShort
@@ -112,7 +112,7 @@ func (n *Node) findLocked(target string) (*peer, error) {
 	target = strings.TrimSuffix(strings.ToLower(target), ".")
 	target = strings.TrimSuffix(target, ".glow")
 	ip, ipErr := netip.ParseAddr(target)
-	for _, p := range n.peers {
+	for _, p := range n.paths.peers {
 		c := p.cert
 		if ipErr == nil && p.routesTo(ip) ||
 			target == c.Name || target == c.FQDN() || target == c.Node.String() {
@@ -126,8 +126,8 @@ func (n *Node) findLocked(target string) (*peer, error) {
 func (n *Node) Addrs(target string) ([]netip.Addr, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if target == "" || target == n.cert.Name || target == n.cert.FQDN() {
-		return []netip.Addr{n.cert.IPv4, n.cert.IPv6}, nil
+	if target == "" || target == n.mem.cert.Name || target == n.mem.cert.FQDN() {
+		return []netip.Addr{n.mem.cert.IPv4, n.mem.cert.IPv6}, nil
 	}
 	p, err := n.findLocked(target)
 	if err != nil {

@@ -210,7 +210,7 @@ func (n *Node) SetPrefs(ch api.PrefsChange) (api.Prefs, error) {
 	}
 	n.mu.Lock()
 	n.rt.prefs = p
-	n.infoDirty, n.rt.dirty = true, true
+	n.mem.infoDirty, n.rt.dirty = true, true
 	n.dueLocked(time.Now())
 	n.mu.Unlock()
 	return p, nil
@@ -249,19 +249,19 @@ func (n *Node) subnetChoiceLocked() map[wire.NodeID][]netip.Prefix {
 	// No prefix that overlaps a user's /48 (ours, a friend's) is taken:
 	// the overlay's own addresses are routed by certificate only.
 	var users []netip.Prefix
-	for _, c := range n.store.Certs() {
+	for _, c := range n.mem.store.Certs() {
 		if u := member.UserPrefix6(c.User[:]); !slices.Contains(users, u) {
 			users = append(users, u)
 		}
 	}
 	best := map[netip.Prefix]offer{}
-	for _, p := range n.peers {
-		info := n.store.Info(p.cert.Node)
+	for _, p := range n.paths.peers {
+		info := n.mem.store.Info(p.cert.Node)
 		if info == nil {
 			continue
 		}
 		rank := 0
-		if !n.store.Own(p.cert.User) {
+		if !n.mem.store.Own(p.cert.User) {
 			rank += 2
 		}
 		if p.path().kind == pathNone {
@@ -308,7 +308,7 @@ func (n *Node) refreshSubnetsLocked() {
 	var entries []routeEntry
 	var owners []routeOwner
 	var kernel []netip.Prefix
-	for id, p := range n.peers {
+	for id, p := range n.paths.peers {
 		want := choice[id]
 		if !slices.Equal(p.subnets, want) {
 			p.subnets = want

@@ -320,7 +320,7 @@ func TestTimerFragmentTimeout(t *testing.T) {
 		r.now = at
 		r.locked(func() {
 			r.n.paceFragmentsLocked(at)
-			held, dropped = len(r.n.frags.in), r.n.dropCtl["frag-timeout"]
+			held, dropped = len(r.n.mem.frags.in), r.n.dropCtl["frag-timeout"]
 		})
 		return held, dropped
 	}
@@ -567,7 +567,7 @@ func TestTimerCostRefresh(t *testing.T) {
 		r.now = at
 		r.locked(func() {
 			r.n.refreshInfoLocked(at)
-			out = slices.Clone(r.n.info.Links)
+			out = slices.Clone(r.n.mem.info.Links)
 		})
 		return out
 	}
@@ -728,7 +728,7 @@ func (r *clockRig) streamTo(name string) (s *link.Stream, ctlq chan []byte) {
 		}
 		other <- s
 	}()
-	s, err := link.Handshake(context.Background(), ca, link.Identity{Sign: r.n.keys.Sign, Cert: r.n.cert.Marshal()}, accept)
+	s, err := link.Handshake(context.Background(), ca, link.Identity{Sign: r.n.keys.Sign, Cert: r.n.mem.cert.Marshal()}, accept)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -851,7 +851,7 @@ func TestTimerNewLinkCostSettles(t *testing.T) {
 	cost := func() (c uint16) {
 		r.locked(func() {
 			r.n.refreshInfoLocked(r.now)
-			for _, l := range r.n.info.Links {
+			for _, l := range r.n.mem.info.Links {
 				if l.Node == b {
 					c = l.Cost
 				}

@@ -96,8 +96,8 @@ func (n *Node) keepTURN(cfg relay.TURNClientConfig) {
 func (n *Node) runTURN(c *relay.TURNClient) {
 	a := &turnAlloc{c: c, permited: map[netip.Addr]bool{}}
 	n.mu.Lock()
-	n.turns = append(n.turns, a)
-	n.infoDirty = true
+	n.lnk.turns = append(n.lnk.turns, a)
+	n.mem.infoDirty = true
 	n.dueLocked(time.Now())
 	n.permitTURNLocked()
 	n.mu.Unlock()
@@ -114,8 +114,8 @@ func (n *Node) runTURN(c *relay.TURNClient) {
 	stop()
 	c.Close()
 	n.mu.Lock()
-	n.turns = slices.DeleteFunc(n.turns, func(t *turnAlloc) bool { return t == a })
-	n.infoDirty = true
+	n.lnk.turns = slices.DeleteFunc(n.lnk.turns, func(t *turnAlloc) bool { return t == a })
+	n.mem.infoDirty = true
 	n.dueLocked(time.Now())
 	n.mu.Unlock()
 }
@@ -123,17 +123,17 @@ func (n *Node) runTURN(c *relay.TURNClient) {
 // permitTURNLocked lets every known peer's addresses send to our
 // allocations (in the background: a permission takes a round trip).
 func (n *Node) permitTURNLocked() {
-	if len(n.turns) == 0 {
+	if len(n.lnk.turns) == 0 {
 		return
 	}
 	var ips []netip.Addr
-	for _, p := range n.peers {
+	for _, p := range n.paths.peers {
 		for ap := range p.cands {
 			if ap.Addr().Is4() {
 				ips = append(ips, ap.Addr())
 			}
 		}
-		if info := n.store.Info(p.cert.Node); info != nil {
+		if info := n.mem.store.Info(p.cert.Node); info != nil {
 			for _, ep := range info.Endpoints {
 				if ep.Addr().Is4() {
 					ips = append(ips, ep.Addr())
@@ -141,7 +141,7 @@ func (n *Node) permitTURNLocked() {
 			}
 		}
 	}
-	for _, t := range n.turns {
+	for _, t := range n.lnk.turns {
 		var fresh []netip.Addr
 		for _, ip := range ips {
 			if !t.permited[ip] {
@@ -166,7 +166,7 @@ func (n *Node) permitTURNLocked() {
 // turnEndpointsLocked lists this node's TURN relayed addresses.
 func (n *Node) turnEndpointsLocked() []netip.AddrPort {
 	var out []netip.AddrPort
-	for _, t := range n.turns {
+	for _, t := range n.lnk.turns {
 		out = append(out, t.c.RelayedAddr())
 	}
 	return out

@@ -61,10 +61,10 @@ func TestTURN(t *testing.T) {
 	waitFor(t, 20*time.Second, "b's TURN allocation", func() bool {
 		b.mu.Lock()
 		defer b.mu.Unlock()
-		if len(b.turns) == 0 {
+		if len(b.lnk.turns) == 0 {
 			return false
 		}
-		relayed = b.turns[0].c.RelayedAddr().String()
+		relayed = b.lnk.turns[0].c.RelayedAddr().String()
 		return true
 	})
 	waitFor(t, 30*time.Second, "a to reach b through TURN", func() bool {

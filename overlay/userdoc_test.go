@@ -34,7 +34,7 @@ func TestShadowedAddresses(t *testing.T) {
 			t.Fatalf("%s: %v", c.FQDN(), err)
 		}
 	}
-	n := &Node{cert: nas, id: nas.Node, store: s}
+	n := &Node{id: nas.Node, mem: membership{cert: nas, store: s}}
 	want := map[*member.Cert][]netip.Addr{
 		nas:  {nas.IPv4, nas.IPv6},
 		desk: {desk.IPv4, desk.IPv6},
@@ -49,8 +49,8 @@ func TestShadowedAddresses(t *testing.T) {
 			t.Errorf("%s: routed %v, want %v", c.FQDN(), got, w)
 		}
 	}
-	if got := len(n.shadow.conflicts); got != 4 {
-		t.Errorf("%d conflicts, want 4: %+v", got, n.shadow.conflicts)
+	if got := len(n.paths.shadow.conflicts); got != 4 {
+		t.Errorf("%d conflicts, want 4: %+v", got, n.paths.shadow.conflicts)
 	}
 	// A friend's certificate newer than the shadow state is checked too.
 	late := cert(bob, "late", func(c *member.Cert) { c.IPv4 = nas.IPv4 })
