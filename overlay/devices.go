@@ -256,13 +256,37 @@ func (n *Node) RemoveDevice(name string) error {
 	return nil
 }
 
-// Devices lists the user's devices.
+// Devices lists the user's devices; on their via node with where each
+// was last seen and its last handshake.
 func (n *Node) Devices() []api.DeviceInfo {
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	out := []api.DeviceInfo{}
+	var mine []wire.Key
 	for _, d := range n.devicesLocked() {
 		out = append(out, n.deviceInfoLocked(d))
+		if d.Via == n.id {
+			mine = append(mine, d.WG)
+		}
+	}
+	n.mu.Unlock()
+	if len(mine) == 0 || n.bind == nil {
+		return out
+	}
+	var hs map[string]time.Time
+	if dev := n.bind.dev.Load(); dev != nil {
+		hs = lastHandshakes(dev) // the device's IPC lock: not under n.mu
+	}
+	for i, d := range out {
+		k, err := base64.StdEncoding.DecodeString(d.PublicKey)
+		if err != nil || len(k) != 32 || !slices.Contains(mine, wire.Key(k)) {
+			continue
+		}
+		if ap := n.bind.devicePath(wire.Key(k)); ap.IsValid() {
+			out[i].Endpoint = ap.String()
+		}
+		if t, ok := hs[wire.Key(k).String()]; ok {
+			out[i].LastHandshake = t.UTC().Format(time.RFC3339)
+		}
 	}
 	return out
 }

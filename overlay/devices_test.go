@@ -293,6 +293,12 @@ func TestDeviceViaNode(t *testing.T) {
 	if via.bind.devHandshakes.Load() == 0 {
 		t.Fatal("no device handshake counted")
 	}
+	if list := via.Devices(); len(list) != 1 || !strings.HasPrefix(list[0].Endpoint, "127.0.0.1:") || list[0].LastHandshake == "" {
+		t.Fatalf("the via node lists %+v, want the device's endpoint and last handshake", list)
+	}
+	if list := admin.Devices(); len(list) != 1 || list[0].Endpoint != "" {
+		t.Fatalf("the admin (not the via node) lists %+v", list)
+	}
 
 	// Removed everywhere.
 	if err := via.RemoveDevice("tv"); err == nil {

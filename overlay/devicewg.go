@@ -153,6 +153,17 @@ func (b *Bind) deviceInitiation(pkt []byte, from netip.AddrPort) *Endpoint {
 	return w.ep
 }
 
+// devicePath returns where the device with key k was last seen, if this
+// node carries it.
+func (b *Bind) devicePath(k wire.Key) netip.AddrPort {
+	if t := b.devs.Load(); t != nil && t.byKey[k] != nil {
+		if p := t.byKey[k].ep.path.Load(); p != nil {
+			return p.addr
+		}
+	}
+	return netip.AddrPort{}
+}
+
 // deviceCheckAllowed takes one of maxDeviceChecks tokens a second.
 func (b *Bind) deviceCheckAllowed(now time.Time) bool {
 	b.devMu.Lock()

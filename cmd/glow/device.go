@@ -64,9 +64,9 @@ func cmdDevice(g *globals, args []string) error {
 			return printJSON(g, list)
 		}
 		tw := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
-		fmt.Fprintf(tw, "DEVICE\tIPV4\tIPV6\tVIA\tPUBLIC KEY\n")
+		fmt.Fprintf(tw, "DEVICE\tIPV4\tIPV6\tVIA\tENDPOINT\tLAST HANDSHAKE\tPUBLIC KEY\n")
 		for _, d := range list {
-			fmt.Fprintf(tw, "%s\t%v\t%v\t%s\t%s\n", d.FQDN, d.IPv4, d.IPv6, d.Via, d.PublicKey)
+			fmt.Fprintf(tw, "%s\t%v\t%v\t%s\t%s\t%s\t%s\n", d.FQDN, d.IPv4, d.IPv6, d.Via, orDash(d.Endpoint), orDash(d.LastHandshake), d.PublicKey)
 		}
 		return tw.Flush()
 	case "remove":

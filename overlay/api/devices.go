@@ -13,6 +13,10 @@ type DeviceInfo struct {
 	IPv6      netip.Addr `json:"ipv6"`
 	Via       string     `json:"via"`        // the via node's name
 	PublicKey string     `json:"public_key"` // the device's WireGuard key, base64
+	// On the via node only: where the device was last seen, and when its
+	// last handshake was (RFC 3339); empty if never.
+	Endpoint      string `json:"endpoint,omitempty"`
+	LastHandshake string `json:"last_handshake,omitempty"`
 }
 
 // DeviceAdded is what glow device add gets: the device and its wg-quick
