@@ -52,10 +52,12 @@
 //	Node.ports portState    portclash.go   port mapping, LAN clash, port move           port mapper, control loop, movePort
 //	Node.admin adminState   admins.go      promotions waiting for an answer, the        control loop; API (promote); the role writer
 //	                                       role writer's work
+//	Node.renew renewal      renew.go       our certificate's renewal: next try, admins  control loop
+//	                                       asked
 //	saver, routeSetter      save.go        the records cache write, the TUN routes      their own goroutines, fed by channels
 //	Bind                    bind*.go       endpoints, paths as published (atomics)     applyPathLocked; the packet path reads
 //
-// One mutex, Node.mu, guards the six parts (and the drop counters and the
+// One mutex, Node.mu, guards the parts (and the drop counters and the
 // loop's wake time); it is held for computation only, never across a
 // blocking call: state file writes, routes, WireGuard peer changes and
 // memory release are done after it, from a snapshot or through a queue

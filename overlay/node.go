@@ -178,11 +178,11 @@ type Node struct {
 	lnk   linkState  // links this node keeps: configured, bootstrap, TURN (links.go)
 	ports portState  // our UDP port's outside: mapping, clashes, moves (portclash.go)
 	admin adminState // promotions of admin nodes, the role's files (admins.go)
+	renew renewal    // our certificate's renewal (renew.go)
 
 	dropCtl map[string]uint64 // control packets dropped, by reason: every part counts here
 	wakeAt  loopTimer         // when the control loop wakes next (loop.go)
 	closed  bool              // Close has begun
-	renew   renewal           // our certificate's renewal (renew.go)
 }
 
 // Start brings a node up: identity, interface, WireGuard, discovery, the
