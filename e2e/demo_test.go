@@ -67,7 +67,9 @@ func TestDemo(t *testing.T) {
 		`refused \(not shared\)`,
 		`refused after unshare`,
 		`the map of the NAS: http://127\.0\.0\.1:\d+/\?token=`,
-		`its JSON shows the laptop relayed: ok`,
+		`  laptop: relay via vps\n`,
+		`  pc\.bob: direct\n`,
+		`the laptop relayed via the VPS, bob's pc a friend's node: ok`,
 		`== demo ok in \d+ s`,
 	} {
 		if !regexp.MustCompile(want).MatchString(text) {

@@ -306,9 +306,19 @@ for i in $(seq 1 50); do
 done
 [ -n "$url" ] || { cat "$WORK/web.out"; echo "demo: glow web printed no URL" >&2; exit 1; }
 echo "the map of the NAS: $url"
-body=$(curl -sS --max-time 5 "${url%%/\?*}/api/status?${url#*\?}")
-case "$body" in *'"name":"laptop"'*'"path":"relay"'*) echo "(its JSON shows the laptop relayed: ok)" ;; *)
-	echo "demo: the map's status has no relayed laptop: $body" >&2
+# What the page shows, from the JSON it is fed (GET /api/status with the token).
+summary=$(curl -sS --max-time 5 "${url%%/\?*}/api/status?${url#*\?}" | python3 -c '
+import json, sys
+st = json.load(sys.stdin)["status"]
+for p in st["peers"]:
+    name = p["name"] if p["user"] == st["self"]["user"] else p["name"] + "." + p["user"]
+    path = "relay via " + ",".join(p["via"]) if p["path"] == "relay" else p["path"]
+    print("  %s: %s" % (name, path))
+')
+echo "the map shows, around the NAS:"
+echo "$summary"
+case "$summary" in *"laptop: relay via vps"*"pc.bob: direct"*) echo "(the laptop relayed via the VPS, bob's pc a friend's node: ok)" ;; *)
+	echo "demo: the map does not show the laptop relayed via the VPS and bob's pc" >&2
 	exit 1
 	;;
 esac
