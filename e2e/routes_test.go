@@ -233,3 +233,110 @@ func routeStatus(n *node) string {
 	}
 	return res.Stdout
 }
+
+// TestExitNode (issue 16): alice's public VPS offers itself as an exit
+// node (`glow up --advertise-exit-node`). Her cafe laptop, behind a NAT,
+// told `glow set --exit-node vps`, reaches a web server on the Internet
+// (a host that runs no glow) from the VPS's address, over IPv4 and over
+// IPv6 (which the cafe has no route for of its own). A friend, bob, whose
+// exit node is set to the VPS, gets nothing through it until alice runs
+// `glow share vps --exit --with bob`. Once the VPS is down the cafe's
+// traffic to the server fails and the server sees nothing (fail closed);
+// after `glow set --exit-node ''` it sees the cafe's own address again;
+// `glow down` on the cafe leaves no ip rule or route of glow's behind.
+func TestExitNode(t *testing.T) {
+	l := lab.New(t)
+	needGlow(t)
+	vpsH := publicHost(l, "vps")
+	webH := publicHost(l, "web")
+	cafeGW, cafeH := siteHost(l, "cafe", lab.EasyNAT)
+	bobGW, bobH := siteHost(l, "bob", lab.EasyNAT)
+	web4, web6 := webH.IP(), lanAddr6(t, webH)
+	vps4, vps6 := vpsH.IP(), lanAddr6(t, vpsH)
+	srv := routeServe(t, webH, 8080)
+
+	vps := newNode(t, vpsH, "vps")
+	cafe := newNode(t, cafeH, "cafe")
+	bob := newNode(t, bobH, "laptop")
+	vps.up("--user", "alice", "--name", "vps", "--advertise-exit-node")
+	cafe.up("--name", "cafe", "--join", vps.invite())
+	bob.up("--user", "bob", "--name", "laptop")
+	vpsV4, _ := vps.ips()
+	if _, err := waitPing(cafeH, vpsV4, reachTimeout); err != nil {
+		t.Fatalf("cafe cannot ping vps over the overlay: %v", err)
+	}
+
+	// Without an exit node the server sees the cafe's NAT.
+	if err := routeCurl(cafeH, web4, 8080, cafeGW.WAN); err != nil {
+		t.Fatalf("cafe -> web directly: %v", err)
+	}
+
+	res := cafe.mustGlow(20*time.Second, "set", "--exit-node", "vps")
+	t.Logf("cafe: glow set --exit-node vps: %s", res.Stdout)
+	took := time.Now()
+	if err := waitFor(reachTimeout, 250*time.Millisecond, func() error { return routeCurl(cafeH, web4, 8080, vps4) }); err != nil {
+		t.Fatalf("cafe -> web through the exit node: %v\n%s", err, routeStatus(cafe))
+	}
+	metric(t, "exit_node_first_reach", time.Since(took).Round(time.Millisecond).String())
+	if err := routeCurl(cafeH, web6, 8080, vps6); err != nil {
+		t.Errorf("cafe -> web over IPv6 through the exit node: %v", err)
+	}
+	if _, err := waitPing(cafeH, vpsV4, reachTimeout); err != nil {
+		t.Errorf("cafe cannot ping vps over the overlay while using it as exit node: %v", err)
+	}
+	if out := routeStatus(cafe); !strings.Contains(out, "exit node: vps (in use)") {
+		t.Errorf("cafe's status does not show the exit node in use:\n%s", out)
+	}
+
+	// A friend: refused until the exit node is shared with him.
+	code := polLastLine(t, polMust(t, vps, 20*time.Second, "friend", "invite"))
+	polMust(t, bob, 30*time.Second, "friend", "add", code)
+	polMust(t, vps, 20*time.Second, "share", "vps:icmp", "--with", "bob") // vps becomes bob's peer
+	if _, err := waitPing(bobH, vpsV4, reachTimeout); err != nil {
+		t.Fatalf("bob cannot ping vps after vps:icmp was shared: %v", err)
+	}
+	polMust(t, bob, 20*time.Second, "set", "--exit-node", "vps")
+	bobBefore := srv.count(bobGW.WAN) + srv.count(vps4)
+	polDenied(t, "friend, exit not shared", bobH, web4, 8080)
+	if n := srv.count(bobGW.WAN) + srv.count(vps4) - bobBefore; n != 0 {
+		t.Errorf("friend, exit not shared: the server saw %d connection(s) from bob or the vps", n)
+	}
+	polMust(t, vps, 20*time.Second, "share", "vps", "--exit", "--with", "bob")
+	if err := waitFor(reachTimeout, 250*time.Millisecond, func() error { return routeCurl(bobH, web4, 8080, vps4) }); err != nil {
+		t.Errorf("bob -> web through the shared exit node: %v\n%s", err, routeStatus(bob))
+	}
+	polMust(t, bob, 20*time.Second, "set", "--exit-node", "")
+
+	// The exit node goes away: the cafe's traffic goes nowhere.
+	vps.mustGlow(20*time.Second, "down")
+	before, beforeCafe := srv.total(), srv.count(cafeGW.WAN)
+	for _, dst := range []netip.Addr{web4, web6} {
+		polDenied(t, "exit node down", cafeH, dst, 8080)
+	}
+	if n := srv.total() - before; n != 0 {
+		t.Errorf("exit node down: the server saw %d connection(s) (%d from the cafe's own address)", n, srv.count(cafeGW.WAN)-beforeCafe)
+	}
+	if out := routeStatus(cafe); !strings.Contains(out, "Internet traffic blocked") {
+		t.Errorf("cafe's status does not say its Internet traffic is blocked:\n%s", out)
+	}
+
+	cafe.mustGlow(20*time.Second, "set", "--exit-node", "")
+	if err := waitFor(reachTimeout, 250*time.Millisecond, func() error { return routeCurl(cafeH, web4, 8080, cafeGW.WAN) }); err != nil {
+		t.Errorf("cafe -> web after --exit-node '': %v", err)
+	}
+
+	// Set again and brought down: glow down removes the rules and routes.
+	cafe.mustGlow(20*time.Second, "set", "--exit-node", "vps")
+	if out := cafeH.MustRun("ip", "rule", "list"); !strings.Contains(out, "5270") {
+		t.Errorf("cafe: no glow rule while an exit node is set:\n%s", out)
+	}
+	cafe.mustGlow(20*time.Second, "down")
+	for _, fam := range []string{"-4", "-6"} {
+		if out := cafeH.MustRun("ip", fam, "rule", "list"); strings.Contains(out, "5270") || strings.Contains(out, "0x80000") {
+			t.Errorf("cafe: glow's rules left after glow down (ip %s rule):\n%s", fam, out)
+		}
+	}
+	if err := routeCurl(cafeH, web4, 8080, cafeGW.WAN); err != nil {
+		t.Errorf("cafe -> web after glow down: %v", err)
+	}
+}

@@ -23,6 +23,8 @@ import (
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
+
+	"glow/internal/underlay"
 )
 
 // DefaultGroup is where beacons go: an administratively scoped IPv4 group
@@ -62,7 +64,10 @@ func ListenDiscovery(group netip.AddrPort) (*Discovery, error) {
 		if err != nil {
 			return err
 		}
-		return serr
+		if serr != nil {
+			return serr
+		}
+		return underlay.Control(network, address, c) // beacons stay on the LAN under an exit node
 	}}
 	c, err := lc.ListenPacket(context.Background(), "udp4", fmt.Sprintf("0.0.0.0:%d", group.Port()))
 	if err != nil {

@@ -10,6 +10,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"glow/internal/underlay"
 )
 
 // MaxPendingHandshakes bounds the connections a server holds before they
@@ -20,7 +22,7 @@ const MaxPendingHandshakes = 64
 // DialTCP connects to addr ("host:port") and runs Handshake over it; ctx
 // bounds both.
 func DialTCP(ctx context.Context, addr string, self Identity, verify Verify) (*Stream, error) {
-	var d net.Dialer
+	d := net.Dialer{Control: underlay.Control}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("link: tcp %s: %w", addr, err)
@@ -35,7 +37,7 @@ func DialTCP(ctx context.Context, addr string, self Identity, verify Verify) (*S
 
 // ListenTCP listens on addr ("host:port", port 0 for any) for ServeTCP.
 func ListenTCP(ctx context.Context, addr string) (net.Listener, error) {
-	var lc net.ListenConfig
+	lc := net.ListenConfig{Control: underlay.Control} // accepted connections inherit the mark
 	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("link: listen tcp %s: %w", addr, err)

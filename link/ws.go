@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"glow/internal/underlay"
 )
 
 // DefaultWSPath is where glow serves WebSocket links by convention.
@@ -40,7 +42,7 @@ const wsReadLimit = 128 << 10
 func DialWS(ctx context.Context, url string, self Identity, verify Verify, tlsConfig *tls.Config) (*Stream, error) {
 	tr := &http.Transport{
 		Proxy:               http.ProxyFromEnvironment,
-		DialContext:         (&net.Dialer{Timeout: 30 * time.Second}).DialContext,
+		DialContext:         (&net.Dialer{Timeout: 30 * time.Second, Control: underlay.Control}).DialContext,
 		TLSClientConfig:     tlsConfig,
 		TLSHandshakeTimeout: 10 * time.Second,
 		ForceAttemptHTTP2:   false, // WebSocket needs HTTP/1.1's Upgrade

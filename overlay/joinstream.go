@@ -29,6 +29,7 @@ import (
 	"net/netip"
 	"time"
 
+	"glow/internal/underlay"
 	"glow/internal/wire"
 	"glow/link"
 	"glow/overlay/member"
@@ -181,7 +182,7 @@ func (j *joiner) joinStream(addr netip.AddrPort, in chan<- joinDatagram, done <-
 		}
 	}()
 	dctx, dcancel := context.WithTimeout(ctx, joinDialTimeout)
-	var d net.Dialer
+	d := net.Dialer{Control: underlay.Control}
 	c, err := d.DialContext(dctx, "tcp", addr.String())
 	dcancel()
 	if err != nil {

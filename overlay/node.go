@@ -21,6 +21,7 @@ import (
 	wgtun "golang.zx2c4.com/wireguard/tun"
 
 	glowdns "glow/dns"
+	"glow/internal/underlay"
 	"glow/internal/wire"
 	"glow/link"
 	"glow/nat"
@@ -569,6 +570,13 @@ func (n *Node) startDataPlane(port uint16) error {
 	})
 	n.bind.dev.Store(n.dev)
 	cfg := fmt.Sprintf("private_key=%x\nlisten_port=%d\n", n.keys.WG[:], port)
+	if n.rt.kernel != nil && n.cfg.ListenPacket == nil {
+		// glow's own sockets keep the physical routes while an exit node
+		// takes the rest (tun.Kernel.SetExit): the UDP socket by its bind,
+		// the others by underlay.Control.
+		cfg += fmt.Sprintf("fwmark=%d\n", underlay.Mark)
+		underlay.Enable()
+	}
 	if err := n.dev.IpcSet(cfg); err != nil {
 		return fmt.Errorf("UDP port %d: %w", port, err)
 	}

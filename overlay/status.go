@@ -29,7 +29,7 @@ func (n *Node) Status() Status {
 	s.Self.Offered = append([]string{}, prefixStrings(n.offeredLocked())...)
 	s.Self.ExitNode = n.rt.prefs.ExitNode
 	if p := n.exitPeerLocked(); p != nil {
-		s.Self.ExitNodeInUse = slices.Contains(p.subnets, defaultRoute4)
+		s.Self.ExitNodeInUse = slices.Contains(p.subnets, defaultRoute4) && p.path().kind != pathNone
 	}
 	if n.mem.info != nil {
 		for _, ep := range n.mem.info.Endpoints {

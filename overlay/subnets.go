@@ -210,9 +210,18 @@ func (n *Node) SetPrefs(ch api.PrefsChange) (api.Prefs, error) {
 	}
 	n.mu.Lock()
 	n.rt.prefs = p
-	n.mem.infoDirty, n.rt.dirty = true, true
+	n.mem.infoDirty = true
 	n.dueLocked(time.Now())
+	// Routes and rules now, not at the next tick: once glow set returns,
+	// the exit node (or its absence) is in force.
+	applied := n.refreshSubnetsLocked()
 	n.mu.Unlock()
+	select {
+	case <-applied:
+	case <-time.After(10 * time.Second):
+		return p, api.Errorf(api.CodeUnavailable, "saved, but the routes are not in place after 10 s (see the log)")
+	case <-n.ctx.Done():
+	}
 	return p, nil
 }
 
@@ -302,7 +311,9 @@ func comparePrefix(a, b netip.Prefix) int {
 // refreshSubnetsLocked applies the subnet choice: the peers' WireGuard
 // allowed IPs, the packet path's and the directory's view, and the
 // kernel's routes. The control loop calls it when routes may have changed.
-func (n *Node) refreshSubnetsLocked() {
+// The channel it returns is closed once the kernel holds the routes (at
+// once when nothing changed there).
+func (n *Node) refreshSubnetsLocked() <-chan struct{} {
 	n.rt.dirty = false
 	choice := n.subnetChoiceLocked()
 	var entries []routeEntry
@@ -328,21 +339,32 @@ func (n *Node) refreshSubnetsLocked() {
 	slices.SortStableFunc(owners, func(a, b routeOwner) int { return b.p.Bits() - a.p.Bits() })
 	n.dir.routes.Store(&owners)
 	slices.SortFunc(kernel, comparePrefix)
-	want := kernelRoutes{Subnets: kernel, Forward: len(n.offeredLocked()) > 0}
-	if !want.equal(n.rt.applied) {
-		n.rt.applied = want
-		n.setKernelRoutesLocked(want)
+	want := kernelRoutes{Subnets: kernel, Forward: len(n.offeredLocked()) > 0,
+		Exit: n.rt.prefs.ExitNode != "", AllowLAN: n.rt.prefs.ExitNodeAllowLANAccess}
+	if want.equal(n.rt.applied) || n.rt.kernel == nil {
+		return closedChan
 	}
+	want.done = make(chan struct{})
+	n.rt.applied = want
+	n.setKernelRoutesLocked(want)
+	return want.done
 }
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // kernelRoutes is what the kernel should hold for subnet routes.
 type kernelRoutes struct {
 	Subnets []netip.Prefix // peers' prefixes routed through the TUN
 	Forward bool           // we offer routes: forward and masquerade
+	// Exit: an exit node is chosen: everything but glow's own traffic goes
+	// into the TUN (tun.Kernel.SetExit), whether the exit node takes it
+	// or not (fail closed); AllowLAN keeps the local LANs out.
+	Exit, AllowLAN bool
+	done           chan struct{} // closed once applied (or replaced by a newer set)
 }
 
 func (k kernelRoutes) equal(o kernelRoutes) bool {
-	return slices.Equal(k.Subnets, o.Subnets) && k.Forward == o.Forward
+	return slices.Equal(k.Subnets, o.Subnets) && k.Forward == o.Forward && k.Exit == o.Exit && k.AllowLAN == o.AllowLAN
 }
 
 // routeState is the node's subnet and exit node state, guarded by Node.mu.
@@ -358,14 +380,12 @@ type routeState struct {
 type subnetKernel interface {
 	SetSubnetRoutes(prefixes []netip.Prefix, srcs ...netip.Addr) error
 	SetForwarding(on bool) error
+	SetExit(on, allowLAN bool, srcs ...netip.Addr) error
 }
 
 // setKernelRoutesLocked hands the applier the latest kernel routes,
 // replacing a set it has not taken yet.
 func (n *Node) setKernelRoutesLocked(want kernelRoutes) {
-	if n.rt.kernel == nil {
-		return
-	}
 	for {
 		select {
 		case n.rt.want <- want:
@@ -373,7 +393,8 @@ func (n *Node) setKernelRoutesLocked(want kernelRoutes) {
 		default:
 		}
 		select {
-		case <-n.rt.want:
+		case old := <-n.rt.want:
+			close(old.done) // superseded
 		default:
 		}
 	}
@@ -388,10 +409,12 @@ func (n *Node) routeApplier(k subnetKernel, v4, v6 netip.Addr) {
 		case <-n.ctx.Done():
 			return
 		case want := <-n.rt.want:
-			err := errors.Join(k.SetForwarding(want.Forward), k.SetSubnetRoutes(want.Subnets, v4, v6))
+			err := errors.Join(k.SetForwarding(want.Forward), k.SetSubnetRoutes(want.Subnets, v4, v6),
+				k.SetExit(want.Exit, want.AllowLAN, v4, v6))
 			if n.bind.devForwarding.Load() {
 				n.enableForwarding() // ip_forward's change set every interface's own flag (devices.go)
 			}
+			close(want.done)
 			if err == nil {
 				continue
 			}
@@ -399,6 +422,7 @@ func (n *Node) routeApplier(k subnetKernel, v4, v6 netip.Addr) {
 			n.mu.Lock()
 			if n.rt.applied.equal(want) {
 				n.rt.applied = kernelRoutes{Subnets: []netip.Prefix{}} // differs from any wanted: sent again
+				n.rt.dirty = true
 			}
 			n.mu.Unlock()
 		}

@@ -12,6 +12,8 @@ import (
 
 	"github.com/pion/stun"
 	"github.com/pion/turn/v2"
+
+	"glow/internal/underlay"
 )
 
 // TURNClientConfig configures DialTURN. Server (or ServerName), Username
@@ -114,7 +116,8 @@ func DialTURN(ctx context.Context, cfg TURNClientConfig) (*TURNClient, error) {
 		permits: map[netip.Addr]struct{}{},
 	}
 	if c.conn == nil {
-		if c.conn, err = net.ListenPacket("udp4", ":0"); err != nil {
+		lc := net.ListenConfig{Control: underlay.Control}
+		if c.conn, err = lc.ListenPacket(context.Background(), "udp4", ":0"); err != nil {
 			return nil, fmt.Errorf("relay: TURN client socket: %w", err)
 		}
 		c.ownConn = true

@@ -277,7 +277,7 @@ func (k *Kernel) Close() error {
 	if k.closed {
 		return nil
 	}
-	fwdErr := k.setForwardingLocked(false)
+	fwdErr := errors.Join(k.setForwardingLocked(false), k.setExitLocked(false, false, nil))
 	k.closed = true
 	if k.nft != nil {
 		k.nft.CloseLasting()

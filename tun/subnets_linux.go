@@ -179,6 +179,9 @@ func (k *Kernel) openRouter(sysctlFile string) error {
 		return fmt.Errorf("tun: nftables: %w", err)
 	}
 	k.nft, k.sysctlFile = c, sysctlFile
+	if err := k.setExitLocked(false, false, nil); err != nil {
+		return err
+	}
 	if err := firewall.SetRouter(c, k.name, false); err != nil && !errors.Is(err, unix.EPROTONOSUPPORT) {
 		return err
 	}

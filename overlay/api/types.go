@@ -41,8 +41,9 @@ type SelfStatus struct {
 	// ::/0 for an exit node); ExitNode is the exit node it is told to use.
 	Offered  []string `json:"offered_routes"`
 	ExitNode string   `json:"exit_node,omitempty"`
-	// ExitNodeInUse: the exit node offers the default routes and they are
-	// routed to it; while not, Internet traffic is blocked (fail closed).
+	// ExitNodeInUse: the exit node offers the default routes, they are
+	// routed to it and it is online; while not, Internet traffic is
+	// blocked (fail closed).
 	ExitNodeInUse bool `json:"exit_node_in_use,omitempty"`
 	// Warning says when the certificate expired, or is near its expiry
 	// with no admin reachable to renew it ("" when it is fine).

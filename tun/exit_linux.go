@@ -1,0 +1,161 @@
+package tun
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"glow/internal/underlay"
+)
+
+// Exit node routing (SetExit), after Tailscale's wgengine/router: glow's
+// own routing table and four ip rules, for IPv4 and IPv6 alike.
+//
+//	5210  fwmark 0x80000/0xff0000 lookup main         glow's own sockets (underlay.Mark)
+//	5230  fwmark 0x80000/0xff0000 lookup default
+//	5250  fwmark 0x80000/0xff0000 unreachable         never into the overlay
+//	5270  lookup ExitTable                            everything else
+//
+// ExitTable holds a default route through the TUN (and, with the local LAN
+// allowed, "throw" routes for the prefixes of the host's other interfaces,
+// which fall through to the main table). Packets the exit node does not
+// take (it is unreachable, or offers no ::/0) enter the TUN and are dropped
+// there: nothing leaks to the local Internet while the rules are in place.
+const (
+	ExitTable     = 5263 // glow's routing table (Tailscale uses 52)
+	prioMarkMain  = 5210
+	prioMarkDef   = 5230
+	prioMarkUnrch = 5250
+	prioTable     = 5270
+	markMask      = 0xff0000
+)
+
+func exitRules(fam int) []*netlink.Rule {
+	mask := uint32(markMask)
+	mk := func(prio, table int, mark bool, typ uint8) *netlink.Rule {
+		r := netlink.NewRule()
+		r.Family, r.Priority, r.Table, r.Type = fam, prio, table, typ
+		if mark {
+			r.Mark, r.Mask = underlay.Mark, &mask
+		}
+		return r
+	}
+	return []*netlink.Rule{
+		mk(prioMarkMain, unix.RT_TABLE_MAIN, true, 0),
+		mk(prioMarkDef, unix.RT_TABLE_DEFAULT, true, 0),
+		mk(prioMarkUnrch, -1, true, unix.RTN_UNREACHABLE),
+		mk(prioTable, ExitTable, false, 0),
+	}
+}
+
+// SetExit sends every packet not from glow's own sockets through the
+// interface (on), or stops (off): see ExitTable. With allowLAN the
+// prefixes of the host's other interfaces (their connected routes, as
+// they are now) stay out of the tunnel. srcs are the node's overlay
+// addresses, the source of what goes into the tunnel. It returns
+// net.ErrClosed after Close.
+func (k *Kernel) SetExit(on, allowLAN bool, srcs ...netip.Addr) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed {
+		return net.ErrClosed
+	}
+	return k.setExitLocked(on, allowLAN, srcs)
+}
+
+func (k *Kernel) setExitLocked(on, allowLAN bool, srcs []netip.Addr) error {
+	// Start from nothing: rules and table routes of ours, whatever is there
+	// (a crashed daemon's, or the previous setting).
+	var errs []error
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		for _, r := range exitRules(fam) {
+			for range 16 { // duplicates too, boundedly
+				if err := k.nl.RuleDel(r); err != nil {
+					if !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EAFNOSUPPORT) {
+						errs = append(errs, fmt.Errorf("remove rule %d: %w", r.Priority, err))
+					}
+					break
+				}
+			}
+		}
+		cur, err := k.nl.RouteListFiltered(fam, &netlink.Route{Table: ExitTable}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, r := range cur {
+			if err := k.nl.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
+				errs = append(errs, fmt.Errorf("remove route %v: %w", r.Dst, err))
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil || !on {
+		if err != nil {
+			return fmt.Errorf("tun: %s: exit routes: %w", k.name, err)
+		}
+		return nil
+	}
+	var lan []netip.Prefix
+	if allowLAN {
+		var err error
+		if lan, err = k.localPrefixesLocked(); err != nil {
+			return err
+		}
+	}
+	// Routes first, then the rules that use them.
+	for _, fam := range []struct {
+		def netip.Prefix
+		v4  bool
+	}{{netip.MustParsePrefix("0.0.0.0/0"), true}, {netip.MustParsePrefix("::/0"), false}} {
+		r := &netlink.Route{LinkIndex: k.index, Table: ExitTable, Scope: netlink.SCOPE_LINK, Protocol: rtprotGlowSubnet,
+			Dst: &net.IPNet{IP: fam.def.Addr().AsSlice(), Mask: net.CIDRMask(0, fam.def.Addr().BitLen())}}
+		for _, s := range srcs {
+			if s.Is4() == fam.v4 {
+				r.Src = s.AsSlice()
+			}
+		}
+		if err := k.nl.RouteReplace(r); err != nil {
+			return fmt.Errorf("tun: %s: exit route %v: %w", k.name, fam.def, err)
+		}
+	}
+	for _, p := range lan {
+		r := &netlink.Route{Table: ExitTable, Type: unix.RTN_THROW, Protocol: rtprotGlowSubnet,
+			Dst: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
+		if err := k.nl.RouteReplace(r); err != nil {
+			return fmt.Errorf("tun: %s: LAN route %v: %w", k.name, p, err)
+		}
+	}
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		for _, r := range exitRules(fam) {
+			if err := k.nl.RuleAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
+				return fmt.Errorf("tun: %s: rule %d: %w", k.name, r.Priority, err)
+			}
+		}
+	}
+	return nil
+}
+
+// localPrefixesLocked are the prefixes of the connected routes of the
+// host's other interfaces (not link-local), for --exit-node-allow-lan-access.
+func (k *Kernel) localPrefixesLocked() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		rs, err := k.nl.RouteListFiltered(fam, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return nil, fmt.Errorf("tun: list routes: %w", err)
+		}
+		for _, r := range rs {
+			p, ok := prefixOf(r.Dst)
+			connected := r.Gw == nil && (r.Scope == netlink.SCOPE_LINK || fam == netlink.FAMILY_V6 && r.Protocol == unix.RTPROT_KERNEL)
+			if !ok || !connected || r.LinkIndex == k.index || p.Bits() == 0 || p.Addr().IsLinkLocalUnicast() || p.Addr().IsMulticast() {
+				continue
+			}
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
