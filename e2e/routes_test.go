@@ -242,7 +242,7 @@ func routeStatus(n *node) string {
 // exit node is set to the VPS, gets nothing through it until alice runs
 // `glow share vps --exit --with bob`. Once the VPS is down the cafe's
 // traffic to the server fails and the server sees nothing (fail closed);
-// after `glow set --exit-node ''` it sees the cafe's own address again;
+// after `glow set --exit-node ”` it sees the cafe's own address again;
 // `glow down` on the cafe leaves no ip rule or route of glow's behind.
 func TestExitNode(t *testing.T) {
 	l := lab.New(t)

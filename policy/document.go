@@ -93,11 +93,11 @@ type TargetKind uint8
 
 // Kinds of Target.
 const (
-	TargetAny  TargetKind = iota + 1 // "*": every node of the owner
-	TargetNode                       // "nas": one node of the owner
-	TargetTag                        // "tag:web": the owner's nodes in a tag
-	TargetRoute                      // "route nas 10.71.1.0/24": a prefix a node routes (a subnet router)
-	TargetExit                       // "exit vps": the Internet through a node (an exit node)
+	TargetAny   TargetKind = iota + 1 // "*": every node of the owner
+	TargetNode                        // "nas": one node of the owner
+	TargetTag                         // "tag:web": the owner's nodes in a tag
+	TargetRoute                       // "route nas 10.71.1.0/24": a prefix a node routes (a subnet router)
+	TargetExit                        // "exit vps": the Internet through a node (an exit node)
 )
 
 // Proto is a set of protocols a rule allows.

@@ -55,7 +55,7 @@ type crule struct {
 	toNodes  []string // TargetTag: nodes of the tag
 	proto    Proto
 	ports    []PortRange
-	fromNode string // node constraint within the user, for PeerNode
+	fromNode string       // node constraint within the user, for PeerNode
 	prefix   netip.Prefix // TargetRoute's
 }
 
