@@ -17,7 +17,9 @@ import (
 // joinReachedOut runs `glow up --no-dns --join code ARGS...` on j in the
 // background, waits for the line of its hint that says to run `glow link
 // add SCHEME://ADDR:PORT` on a member (ADDR is j's address addr), runs it on
-// member, and returns that line and how long the join took in all. It fails
+// member, and returns that line and how long the join took in all. For
+// scheme "ws" it takes the tcp:// line and runs it as ws:// (the same port
+// serves both; the hint prints udp:// and tcp:// only). It fails
 // the test if the hint does not come, the join fails, or glow up did not
 // print the line on the terminal.
 func joinReachedOut(t *testing.T, j, member *node, addr netip.Addr, scheme, code string, args ...string) (string, time.Duration) {
@@ -34,7 +36,11 @@ func joinReachedOut(t *testing.T, j, member *node, addr netip.Addr, scheme, code
 		res, err := j.glow(ctx, "up", append(append([]string{"--no-dns"}, args...), "--join", code)...)
 		done <- upResult{res.Stdout + res.Stderr, err}
 	}()
-	hint := regexp.MustCompile(`glow link add ` + scheme + `://` + regexp.QuoteMeta(addr.String()) + `:\d+`)
+	hinted := scheme
+	if scheme == "ws" {
+		hinted = "tcp"
+	}
+	hint := regexp.MustCompile(`glow link add ` + hinted + `://` + regexp.QuoteMeta(addr.String()) + `:\d+`)
 	var line string
 	err := waitFor(20*time.Second, 200*time.Millisecond, func() error {
 		b, _ := os.ReadFile(filepath.Join(j.state, "glow.log"))
@@ -47,16 +53,18 @@ func joinReachedOut(t *testing.T, j, member *node, addr netip.Addr, scheme, code
 		<-done
 		t.Fatal(err)
 	}
-	hinted := time.Since(start)
+	hintedAfter := time.Since(start)
+	printed := line
+	line = strings.Replace(line, hinted+"://", scheme+"://", 1)
 	member.mustGlow(20*time.Second, "link", strings.Fields(line)[2:]...)
 	r := <-done
 	if r.err != nil {
 		t.Fatalf("%s: glow up --join: %v\n%s", j.name, r.err, r.out)
 	}
 	took := time.Since(start)
-	t.Logf("%s: glow up --join (hint after %v, ran %q on %s, joined after %v):\n%s", j.name, hinted.Round(time.Millisecond), line, member.name, took.Round(time.Millisecond), r.out)
-	if !strings.Contains(r.out, line) {
-		t.Errorf("%s: glow up --join did not print %q on the terminal", j.name, line)
+	t.Logf("%s: glow up --join (hint after %v, ran %q on %s, joined after %v):\n%s", j.name, hintedAfter.Round(time.Millisecond), line, member.name, took.Round(time.Millisecond), r.out)
+	if !strings.Contains(r.out, printed) {
+		t.Errorf("%s: glow up --join did not print %q on the terminal", j.name, printed)
 	}
 	return line, took
 }
@@ -155,16 +163,27 @@ func TestJoinLANOnly(t *testing.T) {
 
 // TestJoinReachOut (issue 14): a VPS whose firewall lets nothing out but
 // replies (so it can reach no member, while a member can reach it) joins
-// from the code of a NAS behind a NAT once the NAS runs the `glow link add`
-// line the VPS's `glow up --join` prints: udp:// for one VPS, tcp:// for
-// another. Each then pings the NAS by name over the overlay.
+// from the code of a NAS behind a NAT once a node of the user runs the
+// `glow link add` line the VPS's `glow up --join` prints: udp:// and
+// tcp:// on the NAS (the inviter) for two VPSs, and ws:// on the NAS's LAN
+// neighbour desk (which passes the request on to the NAS) for a third.
+// Each then pings the NAS by name over the overlay.
 func TestJoinReachOut(t *testing.T) {
 	l := lab.New(t)
 	needGlow(t)
-	_, nasH := siteHost(l, "nas", lab.EasyNAT)
-	nas := newNode(t, nasH, "nas")
+	lan := l.Bridge("home")
+	nasH, deskH := l.Host("nas"), l.Host("desk")
+	lan.Attach(nasH)
+	lan.Attach(deskH)
+	l.Router("home-gw", lan, lab.EasyNAT)
+	nas, desk := newNode(t, nasH, "nas"), newNode(t, deskH, "desk")
 	nas.up("--user", "alice", "--name", "nas")
-	for _, scheme := range []string{"udp", "tcp"} {
+	desk.up("--name", "desk", "--join", nas.invite())
+	for _, tc := range []struct {
+		scheme string
+		on     *node
+	}{{"udp", nas}, {"tcp", nas}, {"ws", desk}} {
+		scheme := tc.scheme
 		name := "vps-" + scheme
 		h := publicHost(l, name)
 		for _, ipt := range []string{"iptables", "ip6tables"} { // replies only
@@ -175,9 +194,9 @@ func TestJoinReachOut(t *testing.T) {
 			t.Fatalf("%s reaches the nas's LAN address %s", name, nasH.IP())
 		}
 		vps := newNode(t, h, name)
-		line, took := joinReachedOut(t, vps, nas, h.IP(), scheme, nas.invite(), "--name", name)
+		line, took := joinReachedOut(t, vps, tc.on, h.IP(), scheme, nas.invite(), "--name", name)
 		metric(t, "join_reach_out."+scheme+"_join_s", fmt.Sprintf("%.3f", took.Seconds()))
-		t.Logf("JOIN %s (%q on the nas): %v", name, line, took.Round(time.Millisecond))
+		t.Logf("JOIN %s (%q on %s): %v", name, line, tc.on.name, took.Round(time.Millisecond))
 		start := time.Now()
 		err := waitFor(reachTimeout, 500*time.Millisecond, func() error {
 			out, err := glowPing(vps, "nas", 1)
