@@ -128,6 +128,12 @@ func TestEveryCommandJSON(t *testing.T) {
 	}
 	t.Logf("%d runs: %v", len(rows), counts)
 
+	// --json before the command counts as after it.
+	var out1, errOut1 bytes.Buffer
+	if rc := run([]string{"--json", "--state", state, "version"}, &out1, &errOut1); rc != 0 || jsonValues(out1.String()) != nil {
+		t.Errorf("glow --json version: exit %d, %q", rc, out1.String())
+	}
+
 	// No daemon: the code says so.
 	var out2, errOut2 bytes.Buffer
 	rc := run([]string{"--state", t.TempDir(), "status", "--json"}, &out2, &errOut2)

@@ -78,7 +78,7 @@ func defaultState() string {
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintf(w, "Usage: glow [--state DIR] COMMAND [flags]\n\nCommands:\n")
+	fmt.Fprintf(w, "Usage: glow [--state DIR] [--json] COMMAND [flags]\n\nCommands:\n")
 	for _, c := range commands {
 		fmt.Fprintf(w, "  %-8s %-22s %s\n", c.name, c.args, c.help)
 	}
@@ -94,6 +94,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("glow", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&g.state, "state", defaultState(), "state directory")
+	fs.BoolVar(&g.json, "json", false, "print JSON")
 	if err := fs.Parse(args); err != nil {
 		fmt.Fprintf(stderr, "glow: %v\n", err)
 		usage(stderr)
@@ -152,7 +153,7 @@ func newFlags(g *globals, name string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&g.state, "state", g.state, "state directory")
-	fs.BoolVar(&g.json, "json", false, "print JSON")
+	fs.BoolVar(&g.json, "json", g.json, "print JSON") // glow --json CMD as CMD --json
 	return fs
 }
 
