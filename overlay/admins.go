@@ -85,6 +85,9 @@ type adminState struct {
 	kick    chan struct{}                 // cap 1: the role writer has work
 	ackTo   *peer                         // answer this admin once user.key is written
 	ackCert int64                         // with this certificate's NotBefore
+
+	own     map[member.RecordKind]*docChange // this node's last change of each document, until seen (docmerge.go)
+	merging map[member.RecordKind]bool       // a merge of that kind is running
 }
 
 // adminsLocked returns the names of the user's admin nodes, sorted.

@@ -5,11 +5,14 @@ import (
 	"errors"
 	"net/netip"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"glow/overlay/api"
+	"glow/nat/natlab"
 	"glow/overlay/member"
+	"glow/overlay/member/membertest"
 )
 
 // nodeEntry is name's line in n's nodes list.
@@ -180,4 +183,94 @@ func TestRestoreUserKey(t *testing.T) {
 		}
 		return err == nil
 	})
+}
+
+// policyOf is the policy n holds: text and version.
+func policyOf(n *Node) (string, uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.policyTextLocked()
+}
+
+// TestConcurrentPolicyChanges: admins a and b, each cut off from the
+// other, share a different service at the same version. When they meet
+// again every node holds one policy, the same, with both shares: the
+// losing admin merged its change into the winner's as the next version.
+// A third change after that, on top of the merge, keeps all three.
+func TestConcurrentPolicyChanges(t *testing.T) {
+	in := natlab.NewInternet()
+	lk := &links{allowed: map[[2]netip.Addr]bool{}}
+	u := membertest.NewUser(t, "alice")
+	used := map[netip.Addr]bool{}
+	ips := []netip.Addr{netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("198.51.100.2"), netip.MustParseAddr("198.51.100.3")}
+	lk.set(ips[0], ips[2], true)
+	lk.set(ips[1], ips[2], true)
+	lk.set(ips[0], ips[1], true)
+	var nodes []*Node
+	for i, name := range []string{"a", "b", "c"} {
+		dir := provision(t, u, name, used, i < 2)
+		var peers []string
+		if i > 0 {
+			peers = append(peers, netip.AddrPortFrom(ips[0], DefaultPort).String())
+		}
+		nodes = append(nodes, labNode(t, in.NewHost(ips[i]), lk, name, func(c *Config) { c.StateDir, c.Peers = dir, peers }))
+	}
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	for _, n := range nodes {
+		waitFor(t, 20*time.Second, n.Cert().Name+" to see both peers", func() bool { return directPeers(n) == 2 })
+	}
+	if _, _, err := a.Share("c:22", "bob", true); err != nil {
+		t.Fatal(err)
+	}
+	_, v1 := policyOf(a)
+	for _, n := range nodes {
+		waitFor(t, 10*time.Second, n.Cert().Name+" to hold version 1", func() bool { _, v := policyOf(n); return v == v1 })
+	}
+
+	// a is cut off; both admins change the policy at version 2.
+	lk.set(ips[0], ips[1], false)
+	lk.set(ips[0], ips[2], false)
+	if _, _, err := a.Share("c:80", "bob", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.Share("c:443", "carol", true); err != nil {
+		t.Fatal(err)
+	}
+	ta, va := policyOf(a)
+	tb, vb := policyOf(b)
+	if va != v1+1 || vb != v1+1 || ta == tb {
+		t.Fatalf("not a conflict: a %d, b %d", va, vb)
+	}
+	lk.set(ips[0], ips[1], true)
+	lk.set(ips[0], ips[2], true)
+	want := []string{"allow bob -> c:22", "allow bob -> c:80", "allow carol -> c:443"}
+	converged := func() bool {
+		t0, v0 := policyOf(a)
+		for _, n := range nodes[1:] {
+			if tn, vn := policyOf(n); tn != t0 || vn != v0 {
+				return false
+			}
+		}
+		for _, w := range want {
+			if !strings.Contains(t0, w) {
+				return false
+			}
+		}
+		return true
+	}
+	waitFor(t, 40*time.Second, "every node to hold one policy with the three shares", converged)
+	text, v := policyOf(c)
+	t.Logf("after the merge: version %d:\n%s", v, text)
+	if v != v1+2 {
+		t.Fatalf("version %d after the merge, want %d (one version each, then the merge)", v, v1+2)
+	}
+	// A change on top of the merge is seen by both admins as built on theirs: no further merge.
+	if _, _, err := b.Share("c:8080", "bob", true); err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, "allow bob -> c:8080")
+	waitFor(t, 20*time.Second, "every node to hold the fourth share", converged)
+	if _, v := policyOf(c); v != v1+3 {
+		t.Fatalf("version %d after a change on top, want %d", v, v1+3)
+	}
 }

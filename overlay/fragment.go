@@ -123,7 +123,7 @@ func peekDocSlot(kind member.RecordKind, raw []byte) (member.RecordKey, uint64, 
 	}
 	k := member.RecordKey{Kind: kind}
 	copy(k.Node[:], raw[2:])
-	return k, binary.BigEndian.Uint64(raw[34:]), true
+	return k, member.DocRank(raw), true // as Store.Version ranks documents
 }
 
 // fragments is the node's state of records in pieces; guarded by Node.mu.

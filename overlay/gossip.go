@@ -215,6 +215,7 @@ func (n *Node) recordChangedLocked(kind member.RecordKind, raw []byte, now time.
 			}
 		}
 		n.certsChangedLocked()
+		n.docArrivedLocked(kind) // did it see this node's last change? (docmerge.go)
 	case member.KindInfo:
 		info := n.mem.store.Info(member.PeekInfoNode(raw)) // as just applied (and verified)
 		if info == nil {

@@ -83,6 +83,7 @@ func (n *Node) recordsSnapshotLocked(docs ...*member.UserDoc) (uint64, []byte) {
 // cache that holds it.
 type docChange struct {
 	doc  *member.UserDoc
+	base []byte // the body it was built on (docmerge.go)
 	seq  uint64
 	data []byte
 }
@@ -93,15 +94,18 @@ func (n *Node) prepareDocLocked(kind member.RecordKind, body []byte) (*docChange
 		return nil, errNotAdmin
 	}
 	var version uint64 = 1
+	d := &member.UserDoc{Kind: kind, Body: body}
+	base := emptyDocBody(kind)
 	if old := n.mem.store.Doc(kind); old != nil {
 		version = old.Version + 1
+		d.Parent, base = member.DocHash(old.Marshal()), old.Body
 	}
-	d := &member.UserDoc{Kind: kind, Version: version, Body: body}
+	d.Version = version
 	if err := member.SignUserDoc(n.mem.user, d); err != nil {
 		return nil, err
 	}
 	seq, data := n.recordsSnapshotLocked(d)
-	return &docChange{doc: d, seq: seq, data: data}, nil
+	return &docChange{doc: d, base: base, seq: seq, data: data}, nil
 }
 
 // writeDoc stores a prepared change in the records cache.
@@ -174,6 +178,7 @@ func (n *Node) commitDocLocked(c *docChange, err error) error {
 		n.mem.dirty = true // a snapshot taken meanwhile may hold the change: write the cache again without it
 		return err
 	}
+	n.ownDocLocked(c) // watched until a later version shows it was seen (docmerge.go)
 	kind := c.doc.Kind
 	n.floodLocked(nil, []recordMsg{{kind, c.doc.Marshal()}})
 	if kind == member.KindFriends || kind == member.KindRevoked {

@@ -317,11 +317,11 @@ func (s *Store) AddDoc(d *UserDoc) (bool, error) {
 	if !bytes.Equal(d.User[:], s.user) {
 		return s.addFriendDoc(d)
 	}
-	if old := s.docs[d.Kind]; old != nil && d.Version <= old.Version {
-		if d.Version == old.Version {
+	if old := s.docs[d.Kind]; old != nil && !docWins(d, old) {
+		if bytes.Equal(d.raw, old.raw) {
 			return false, nil
 		}
-		return false, s.reject(RejectStale, fmt.Errorf("%v version %d <= %d", d.Kind, d.Version, old.Version))
+		return false, s.reject(RejectStale, fmt.Errorf("%v version %d (rank %x) <= %d (rank %x)", d.Kind, d.Version, d.rank, old.Version, old.rank))
 	}
 	if d.Kind == KindFriends {
 		fs, err := ParseFriends(d.Body)
@@ -380,8 +380,8 @@ func (s *Store) addFriendDoc(d *UserDoc) (bool, error) {
 	if _, ok := s.trusted[d.User]; !ok || d.Kind != KindRevoked {
 		return false, s.reject(RejectUser, fmt.Errorf("%v document of another user", d.Kind))
 	}
-	if old := s.friendDocs[d.User]; old != nil && d.Version <= old.Version {
-		if d.Version == old.Version {
+	if old := s.friendDocs[d.User]; old != nil && !docWins(d, old) {
+		if bytes.Equal(d.raw, old.raw) {
 			return false, nil
 		}
 		return false, s.reject(RejectStale, fmt.Errorf("%v of %s version %d <= %d", d.Kind, s.trusted[d.User], d.Version, old.Version))
@@ -556,10 +556,10 @@ func (s *Store) Digest() []DigestEntry {
 		d = append(d, DigestEntry{RecordKey{KindInfo, id}, n.Seq})
 	}
 	for _, doc := range s.docs {
-		d = append(d, DigestEntry{doc.Key(), doc.Version})
+		d = append(d, DigestEntry{doc.Key(), doc.Rank()})
 	}
 	for _, doc := range s.friendDocs {
-		d = append(d, DigestEntry{doc.Key(), doc.Version})
+		d = append(d, DigestEntry{doc.Key(), doc.Rank()})
 	}
 	return d
 }
@@ -577,7 +577,7 @@ func (s *Store) Version(k RecordKey) uint64 {
 		}
 	case KindFriends, KindPolicy, KindRevoked, KindDevices, KindSettings:
 		if d := s.doc(k); d != nil {
-			return d.Version
+			return d.Rank() // Version and a hash: see UserDoc.Rank
 		}
 	}
 	return 0

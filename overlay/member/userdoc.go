@@ -3,6 +3,8 @@ package member
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -21,10 +23,16 @@ type UserDoc struct {
 	Kind    RecordKind
 	User    [32]byte
 	Version uint64
-	Body    []byte
-	Sig     [ed25519.SignatureSize]byte
+	// Parent names the version this one was built on (DocHash of its
+	// encoding), zero for a first version; encoded (format 2) only when
+	// set. It tells an admin whether a later version saw its change
+	// (overlay/docmerge.go).
+	Parent [8]byte
+	Body   []byte
+	Sig    [ed25519.SignatureSize]byte
 
-	raw []byte
+	raw  []byte
+	rank uint64
 }
 
 const (
@@ -40,7 +48,7 @@ const (
 const MaxDocBody = 1<<16 - 1
 
 // MaxDocRaw bounds the encoding of a user document: header, body, signature.
-const MaxDocRaw = 1 + 1 + 32 + 8 + 2 + MaxDocBody + ed25519.SignatureSize
+const MaxDocRaw = 1 + 1 + 32 + 8 + 8 + 2 + MaxDocBody + ed25519.SignatureSize
 
 // ErrDocTooLarge marks a user document over MaxDocBody.
 var ErrDocTooLarge = errors.New("document too large")
@@ -65,10 +73,17 @@ var docContext = []byte("glow user doc v1\x00")
 
 func (d *UserDoc) body() []byte {
 	var w wire.Writer
-	w.U8(1)
+	if d.Parent == ([8]byte{}) {
+		w.U8(1)
+	} else {
+		w.U8(2)
+	}
 	w.U8(uint8(d.Kind))
 	w.Raw(d.User[:])
 	w.U64(d.Version)
+	if d.Parent != ([8]byte{}) {
+		w.Raw(d.Parent[:])
+	}
 	w.Bytes16(d.Body)
 	return w.B
 }
@@ -83,11 +98,45 @@ func SignUserDoc(u *UserKey, d *UserDoc) error {
 	body := d.body()
 	copy(d.Sig[:], ed25519.Sign(u.Priv, append(append([]byte{}, docContext...), body...)))
 	d.raw = append(body, d.Sig[:]...)
+	d.rank = DocRank(d.raw)
 	return nil
 }
 
 // Marshal returns the encoding.
 func (d *UserDoc) Marshal() []byte { return d.raw }
+
+// DocHash names a document's encoding (a Parent).
+func DocHash(raw []byte) (h [8]byte) {
+	sum := sha256.Sum256(raw)
+	copy(h[:], sum[:])
+	return h
+}
+
+// Rank orders the documents of one slot, as Store and gossip compare them:
+// by Version, then by DocHash. Two admins who change a document at once
+// sign two versions of one number; every node keeps the same one of them
+// (the greater hash), and digests tell them apart, so the nodes converge.
+func (d *UserDoc) Rank() uint64 { return d.rank }
+
+// DocRank is the Rank of a document's encoding (0 if it is too short):
+// Version in the high 48 bits, the first 16 bits of DocHash below.
+func DocRank(raw []byte) uint64 {
+	if len(raw) < 2+32+8 {
+		return 0
+	}
+	h := DocHash(raw)
+	return binary.BigEndian.Uint64(raw[34:])<<16 | uint64(binary.BigEndian.Uint16(h[:]))
+}
+
+// docWins says whether d replaces old, a document of the same slot: a
+// higher version, or the same version and a greater hash.
+func docWins(d, old *UserDoc) bool {
+	if d.Version != old.Version {
+		return d.Version > old.Version
+	}
+	hd, ho := sha256.Sum256(d.raw), sha256.Sum256(old.raw)
+	return bytes.Compare(hd[:], ho[:]) > 0
+}
 
 // Key is the record slot of the document: one per kind and user.
 func (d *UserDoc) Key() RecordKey { return RecordKey{d.Kind, wire.NodeID(d.User)} }
@@ -108,12 +157,19 @@ func ParseUserDoc(b []byte) (*UserDoc, error) {
 	}
 	r := wire.Reader{B: b}
 	d := &UserDoc{}
-	if v := r.U8(); r.Err == nil && v != 1 {
-		return nil, fmt.Errorf("user document: %w: version %d", ErrMalformed, v)
+	format := r.U8()
+	if r.Err == nil && format != 1 && format != 2 {
+		return nil, fmt.Errorf("user document: %w: version %d", ErrMalformed, format)
 	}
 	d.Kind = RecordKind(r.U8())
 	r.Fixed(d.User[:])
 	d.Version = r.U64()
+	if format == 2 {
+		r.Fixed(d.Parent[:])
+		if r.Err == nil && d.Parent == ([8]byte{}) {
+			return nil, fmt.Errorf("user document: %w: format 2 without a parent", ErrMalformed)
+		}
+	}
 	d.Body = bytes.Clone(r.Bytes16(MaxDocBody))
 	r.Fixed(d.Sig[:])
 	if err := r.Done(); err != nil {
@@ -127,6 +183,7 @@ func ParseUserDoc(b []byte) (*UserDoc, error) {
 		return nil, fmt.Errorf("user document: %w", ErrBadSignature)
 	}
 	d.raw = bytes.Clone(b)
+	d.rank = DocRank(d.raw)
 	return d, nil
 }
 
