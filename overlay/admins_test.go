@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"glow/overlay/api"
 	"glow/nat/natlab"
+	"glow/overlay/api"
 	"glow/overlay/member"
 	"glow/overlay/member/membertest"
 )
