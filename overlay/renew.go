@@ -53,6 +53,9 @@ const (
 	msgRenewResp msgType = 23 // admin -> node: the new certificate and the admin's own
 
 	renewRetry = 5 * time.Second // asking again while no admin has answered
+	// maxRenewCerts bounds the certificates in an answer: the renewed one,
+	// the admin's, and its neighbours' (fitting one packet).
+	maxRenewCerts = 4
 	// maxRenewTargets bounds the addresses a node with no working path
 	// sends a request to each renewRetry.
 	maxRenewTargets = 16
@@ -68,7 +71,7 @@ type renewReq struct {
 }
 
 // renewResp is an admin's answer: the renewed certificate first, then the
-// admin's own.
+// admin's own, then some of its neighbours'.
 type renewResp struct {
 	Err   string
 	Certs [][]byte
@@ -116,7 +119,7 @@ func parseRenew(t msgType, r *wire.Reader) any {
 	var m renewResp
 	m.Err = r.Str(255)
 	cnt := int(r.U8())
-	if cnt > 2 {
+	if cnt > maxRenewCerts {
 		r.Err = fmt.Errorf("renewal answer with %d certificates: %w", cnt, wire.ErrShort)
 		return m
 	}
@@ -252,9 +255,20 @@ func (n *Node) askRenewalLocked(now time.Time) {
 			}
 		}
 		addrs := n.renewAddrsLocked(a)
-		for _, p := range n.paths.peers { // any member passes it on (joinrelay.go), relayed if need be
+		// Any member passes it on (joinrelay.go), relayed if need be: our
+		// neighbours, and where members we refuse (expired here) were.
+		for _, p := range n.paths.peers {
 			if p.active.IsValid() && n.mem.store.Own(p.cert.User) && !slices.Contains(addrs, p.active) {
 				addrs = append(addrs, p.active)
+			}
+		}
+		for _, c := range n.mem.store.LapsedCerts() {
+			if _, info := n.mem.store.Lapsed(c.Node); info != nil && c.Node != a.Node {
+				for _, ap := range info.Endpoints {
+					if !slices.Contains(addrs, ap) {
+						addrs = append(addrs, ap)
+					}
+				}
 			}
 		}
 		for _, ap := range addrs {
@@ -325,6 +339,20 @@ func (n *Node) answerRenewalLocked(req renewReq, sender wire.Key, shared *[32]by
 		n.logf("glow: renewal request for %v refused: %v", req.Node, err)
 	} else {
 		resp.Certs = [][]byte{c.Marshal(), n.mem.cert.Marshal()}
+		// Our neighbours' certificates too: the asker may hold them expired
+		// (the member that passed its request on, among them), and refuse
+		// the very node it would reach us through.
+		size := len(c.Marshal()) + len(n.mem.cert.Marshal())
+		for _, p := range n.paths.peers {
+			raw := p.cert.Marshal()
+			if len(resp.Certs) == maxRenewCerts || size+len(raw)+3 > maxCtlBody-300 {
+				break
+			}
+			if p.cert.Node != req.Node && n.mem.store.Own(p.cert.User) && p.path().neighbour() {
+				resp.Certs = append(resp.Certs, raw)
+				size += len(raw) + 3
+			}
+		}
 	}
 	if err := reply(sealHandshake(n.ctlPub, shared, resp.marshal(), now)); err != nil {
 		n.dropCtl["send-error"]++

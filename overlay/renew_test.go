@@ -137,3 +137,72 @@ func TestBubbleAdminAway(t *testing.T) {
 		}
 	})
 }
+
+// TestBubbleRenewalRelayed: b reaches the admin a only through c (their
+// link is cut once all three are up). b's certificate is still renewed at
+// half its lifetime, over the relayed path, and b never warns.
+func TestBubbleRenewalRelayed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const life = 2 * time.Minute
+		net := renewNet(t, life)
+		b := net.nodes[1]
+		bubbleWait(t, time.Minute, "direct paths between all three", net.allDirect)
+		net.lk.set(net.ips[0], net.ips[1], false)
+		bubbleWait(t, time.Minute, "b reaching a through c", func() bool {
+			path, via := routeOf(b, "a")
+			return path == "relay" && len(via) == 1 && via[0] == "c"
+		})
+		var issued []time.Time
+		start := time.Now()
+		for time.Since(start) < 3*time.Minute {
+			if nb := b.Cert().NotBefore; !slices.Contains(issued, nb) {
+				issued = append(issued, nb)
+			}
+			if w := b.Status().Self.Warning; w != "" {
+				t.Fatalf("b: %s", w)
+			}
+			if path, _ := routeOf(b, "a"); path != "relay" {
+				t.Fatalf("b reaches a by %s, want relay only", path)
+			}
+			time.Sleep(time.Second)
+		}
+		t.Logf("b: %d certificates in 3 minutes through a relay", len(issued))
+		if len(issued) < 3 {
+			t.Errorf("b held %d certificates in 3 minutes of 2-minute certificates renewed through c, want at least 3", len(issued))
+		}
+	})
+}
+
+// TestBubbleAdminAwayRelayed: as TestBubbleAdminAway, but b reaches a only
+// through c. When a comes back, b's request goes through c (wrapped for any
+// member), and a's answer carries c's renewed certificate too, so b takes
+// c as a peer again and reaches a through it.
+func TestBubbleAdminAwayRelayed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const life = 2 * time.Minute
+		net := renewNet(t, life)
+		a, b, c := net.nodes[0], net.nodes[1], net.nodes[2]
+		bubbleWait(t, time.Minute, "direct paths between all three", net.allDirect)
+		net.lk.set(net.ips[0], net.ips[1], false)
+		holdWGPeers(net.nodes)
+		a.Close()
+		down := time.Now()
+		bubbleWait(t, 2*life, "b and c refusing each other", func() bool {
+			_, bSeesC := peerStatus(b, "c")
+			_, cSeesB := peerStatus(c, "b")
+			return !bSeesC && !cSeesB
+		})
+		time.Sleep(life - time.Since(down) + 30*time.Second)
+		back := time.Now()
+		net.start[0]()
+		reach := bubbleWait(t, time.Minute, "b reaching a through c after a's return", func() bool {
+			path, via := routeOf(b, "a")
+			_, cOK := peerStatus(b, "c")
+			return path == "relay" && len(via) == 1 && via[0] == "c" && cOK && b.Status().Self.Warning == ""
+		})
+		t.Logf("a away %v; b reaches a through c again %v after a's return", back.Sub(down), reach.Sub(back))
+		if d := reach.Sub(back); d > 30*time.Second {
+			t.Errorf("b reached a %v after a's return, want within 30 s", d)
+		}
+	})
+}
