@@ -98,12 +98,18 @@ func TestRenewalSoak(t *testing.T) {
 		}
 		run := parsePing(p.Output())
 		gap := run.longestGap(start)
+		for k := 1; k < len(run.replies); k++ {
+			if d := run.replies[k].at.Sub(run.replies[k-1].at); d == gap {
+				t.Logf("ping %s -> %s: longest gap ends %v after the start (seq %d)", nodes[i].name, nodes[(i+1)%3].name, run.replies[k].at.Sub(start).Round(time.Millisecond), run.replies[k].seq)
+			}
+		}
 		longest = max(longest, gap)
 		if lost := run.lost(); len(lost) > 0 || run.transmitted != count {
 			t.Errorf("ping %s -> %s: %d sent, %d lost (seq %v)", nodes[i].name, nodes[(i+1)%3].name, run.transmitted, len(lost), lost)
 		}
 		t.Logf("ping %s -> %s: %d/%d answered, longest gap %v", nodes[i].name, nodes[(i+1)%3].name, run.received, run.transmitted, gap.Round(time.Millisecond))
 	}
+	t.Logf("the pings started at %s", start.UTC().Format("15:04:05.000"))
 	for _, n := range nodes {
 		t.Logf("%s: certificate expiries seen: %v", n.name, seen[n.name])
 		if len(seen[n.name]) < 4 { // the first and at least three renewals
