@@ -131,3 +131,42 @@ func TestMetricsTraffic(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsRelayTraffic: a - b - c on a line, a reaches c through b. An
+// echo of 20000 bytes from a to c moves a's and c's relay counters by at
+// least that much each way, and b's bytes forwarded for others by at least
+// twice that (both directions); a counts b direct and c relayed.
+func TestMetricsRelayTraffic(t *testing.T) {
+	nodes, _, _ := lineNet(t, []string{"a", "b", "c"})
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	waitFor(t, 30*time.Second, "a to route to c over b", func() bool {
+		path, via := routeOf(a, "c")
+		return path == "relay" && len(via) == 1
+	})
+	a0, b0, c0 := a.Metrics(), b.Metrics(), c.Metrics()
+	const size = 20000 // tcpEcho's message
+	tcpEcho(t, a, c, 7200)
+	a1, b1, c1 := a.Metrics(), b.Metrics(), c.Metrics()
+
+	ra, rc := a1.Traffic[trafficRelay], c1.Traffic[trafficRelay]
+	t.Logf("a relay: out +%d B, in +%d B; c relay: out +%d B, in +%d B; b forwarded +%d B",
+		ra.BytesOut-a0.Traffic[trafficRelay].BytesOut, ra.BytesIn-a0.Traffic[trafficRelay].BytesIn,
+		rc.BytesOut-c0.Traffic[trafficRelay].BytesOut, rc.BytesIn-c0.Traffic[trafficRelay].BytesIn,
+		b1.RelayForwardedBytes-b0.RelayForwardedBytes)
+	for _, x := range []struct {
+		name   string
+		before api.PathTraffic
+		after  api.PathTraffic
+	}{{"a", a0.Traffic[trafficRelay], ra}, {"c", c0.Traffic[trafficRelay], rc}} {
+		if x.after.BytesOut-x.before.BytesOut < size || x.after.BytesIn-x.before.BytesIn < size {
+			t.Errorf("%s: relay bytes out +%d, in +%d; want each at least %d", x.name,
+				x.after.BytesOut-x.before.BytesOut, x.after.BytesIn-x.before.BytesIn, size)
+		}
+	}
+	if d := b1.RelayForwardedBytes - b0.RelayForwardedBytes; d < 2*size {
+		t.Errorf("b forwarded +%d bytes for others, want at least %d", d, 2*size)
+	}
+	if a1.Peers["direct"] != 1 || a1.Peers["relay"] != 1 {
+		t.Errorf("a's peers %v, want b direct and c relayed", a1.Peers)
+	}
+}
