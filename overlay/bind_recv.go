@@ -124,6 +124,12 @@ func (r *rx) handle(i int, bufs [][]byte, sizes []int, eps []conn.Endpoint, from
 		if e == nil && pkt[0] == 1 {
 			e = b.deviceInitiation(pkt, from) // a device's handshake from a new address (devicewg.go)
 		}
+		if e == nil && pkt[0] == 4 {
+			if r := b.deviceData(pkt, from); r != nil { // a device's data from a new address (devicewg.go)
+				eps[i] = r
+				return
+			}
+		}
 		if e != nil {
 			eps[i] = e
 			b.wakeOnInitiation(e, pkt[0])

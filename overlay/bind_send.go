@@ -39,7 +39,11 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	b.out.done(dataPackets(bufs))
 	e, ok := ep.(*Endpoint)
 	if !ok {
-		return b.inner.Send(bufs, ep)
+		r, roamed := ep.(*deviceRoam)
+		if !roamed {
+			return b.inner.Send(bufs, ep)
+		}
+		e = b.roamDevice(r) // wireguard-go took an authenticated packet of a device from r's address (devicewg.go)
 	}
 	p := e.path.Load()
 	if p == nil {
@@ -61,6 +65,7 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 			h := append([]byte(nil), last...) // handshakes are rare: keep one for a path change
 			e.recentHS.Store(&h)
 			e.recentHSAt.Store(now)
+			b.noteDeviceIndex(e, last) // devicewg.go
 		}
 	}
 	if !p.relay {

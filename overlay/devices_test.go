@@ -84,7 +84,7 @@ func TestDeviceConfigText(t *testing.T) {
 // plainDevice runs a plain wireguard-go peer on a userspace stack, as a
 // device would from its wg-quick configuration: key priv, addresses addrs,
 // one peer (key peerKey at endpoint) for the overlay ranges.
-func plainDevice(t *testing.T, priv [32]byte, addrs []netip.Addr, peerKey wire.Key, endpoint netip.AddrPort) *netstack.Net {
+func plainDevice(t *testing.T, priv [32]byte, addrs []netip.Addr, peerKey wire.Key, endpoint netip.AddrPort) (*netstack.Net, *device.Device) {
 	t.Helper()
 	tdev, tnet, err := netstack.CreateNetTUN(addrs, nil, 1280)
 	if err != nil {
@@ -100,7 +100,7 @@ func plainDevice(t *testing.T, priv [32]byte, addrs []netip.Addr, peerKey wire.K
 		t.Fatal(err)
 	}
 	t.Cleanup(dev.Close)
-	return tnet
+	return tnet, dev
 }
 
 // initiation starts a plain device with key priv toward a UDP socket of
@@ -113,7 +113,7 @@ func initiation(t *testing.T, priv [32]byte, to wire.Key) []byte {
 	}
 	defer pc.Close()
 	self := netip.MustParseAddr("100.64.3.3")
-	tnet := plainDevice(t, priv, []netip.Addr{self}, to, pc.LocalAddr().(*net.UDPAddr).AddrPort())
+	tnet, _ := plainDevice(t, priv, []netip.Addr{self}, to, pc.LocalAddr().(*net.UDPAddr).AddrPort())
 	c, err := tnet.DialUDPAddrPort(netip.AddrPort{}, netip.MustParseAddrPort("100.64.1.1:9"))
 	if err != nil {
 		t.Fatal(err)
@@ -276,20 +276,24 @@ func TestDeviceViaNode(t *testing.T) {
 		}
 	}()
 	viaKey := via.Cert().WG
-	tnet := plainDevice(t, priv, []netip.Addr{d.IPv4, d.IPv6}, viaKey, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), via.Port()))
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	c, err := tnet.DialContextTCPAddrPort(ctx, netip.AddrPortFrom(via.Cert().IPv4, 7000))
-	cancel()
-	if err != nil {
-		t.Fatalf("the device cannot reach the via node: %v", err)
+	tnet, wgdev := plainDevice(t, priv, []netip.Addr{d.IPv4, d.IPv6}, viaKey, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), via.Port()))
+	echo := func(msg string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		c, err := tnet.DialContextTCPAddrPort(ctx, netip.AddrPortFrom(via.Cert().IPv4, 7000))
+		cancel()
+		if err != nil {
+			t.Fatalf("the device cannot reach the via node: %v", err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, msg)
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
+			t.Fatalf("echo %q, %v", got, err)
+		}
 	}
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(c, "hello from tv")
-	got := make([]byte, 13)
-	if _, err := io.ReadFull(c, got); err != nil || string(got) != "hello from tv" {
-		t.Fatalf("echo %q, %v", got, err)
-	}
-	c.Close()
+	echo("hello from tv")
 	if via.bind.devHandshakes.Load() == 0 {
 		t.Fatal("no device handshake counted")
 	}
@@ -299,6 +303,21 @@ func TestDeviceViaNode(t *testing.T) {
 	if list := admin.Devices(); len(list) != 1 || list[0].Endpoint != "" {
 		t.Fatalf("the admin (not the via node) lists %+v", list)
 	}
+
+	// The device roams (another UDP port, as after a NAT rebinding or a
+	// change of network) within its session: its next data packets, from
+	// the new address, move its path there, with no new handshake.
+	before := via.Devices()[0].Endpoint
+	handshakes := via.bind.devHandshakes.Load()
+	if err := wgdev.IpcSet("listen_port=0\n"); err != nil {
+		t.Fatal(err)
+	}
+	echo("hello again, from elsewhere")
+	after := via.Devices()[0].Endpoint
+	if after == before || via.bind.devRoams.Load() == 0 || via.bind.devHandshakes.Load() != handshakes {
+		t.Fatalf("roaming: endpoint %s -> %s, %d roams, handshakes %d -> %d", before, after, via.bind.devRoams.Load(), handshakes, via.bind.devHandshakes.Load())
+	}
+	t.Logf("the device roamed from %s to %s", before, after)
 
 	// Removed everywhere.
 	if err := via.RemoveDevice("tv"); err == nil {
@@ -321,7 +340,7 @@ func TestDeviceViaNode(t *testing.T) {
 	}
 	// The device's next handshake (a new one: restarted) is refused.
 	refused := via.bind.dropDevInit.Load() + via.bind.dropUnknownSrc.Load()
-	tnet = plainDevice(t, priv, []netip.Addr{d.IPv4}, viaKey, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), via.Port()))
+	tnet, _ = plainDevice(t, priv, []netip.Addr{d.IPv4}, viaKey, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), via.Port()))
 	if u, err := tnet.DialUDPAddrPort(netip.AddrPort{}, netip.AddrPortFrom(via.Cert().IPv4, 9)); err == nil {
 		u.Write([]byte("x"))
 		u.Close()

@@ -18,14 +18,22 @@ package overlay
 // replayed initiation from elsewhere moves nothing. These checks are rate
 // limited (maxDeviceChecks a second), and what they refuse is counted.
 //
-// Data from a device arrives from its learned address, as any peer's. A
-// device whose NAT gives it another address reaches us again with its next
-// handshake (WireGuard starts one after 15 s without an answer).
+// Data from a device arrives from its learned address, as any peer's. Data
+// from another address (the device roamed: its NAT gave it a new port, a
+// phone went from Wi-Fi to mobile data) whose receiver index is one of ours
+// for a session with a device (noted as our handshake messages to it go
+// out) goes to wireguard-go with a deviceRoam endpoint: wireguard-go
+// decrypts it with that session's key, and only if it is authentic makes
+// the deviceRoam the peer's endpoint, so the next packet to the device
+// comes to Send with it, and the Bind moves the device's path there. That is
+// WireGuard's own roaming, confined to devices: a glow node's endpoint is
+// never anything but its *Endpoint.
 
 import (
 	"bytes"
 	"crypto/hmac"
 	"crypto/subtle"
+	"encoding/binary"
 	"fmt"
 	"hash"
 	"net/netip"
@@ -37,6 +45,7 @@ import (
 	"golang.org/x/crypto/blake2s"
 	"golang.org/x/crypto/chacha20poly1305"
 	"golang.org/x/crypto/curve25519"
+	"golang.zx2c4.com/wireguard/conn"
 
 	"glow/internal/wire"
 )
@@ -55,9 +64,29 @@ const (
 // deviceWG is a device's WireGuard state on its via node's Bind.
 type deviceWG struct {
 	ep   *Endpoint
-	ss   [32]byte // static-static key: our private key and the device's public key
-	last [12]byte // TAI64N timestamp of the newest initiation taken; guarded by Bind.devMu
+	ss   [32]byte                   // static-static key: our private key and the device's public key
+	last [12]byte                   // TAI64N timestamp of the newest initiation taken; guarded by Bind.devMu
+	idx  [3]uint32                  // our latest session indexes with it, newest first; guarded by Bind.devMu
+	roam atomic.Pointer[deviceRoam] // the last deviceRoam made for it, reused for its address
 }
+
+// deviceRoam is a device's packet from an address it was not known at,
+// handed to wireguard-go as its source: wireguard-go makes it the peer's
+// endpoint once the packet proves authentic.
+type deviceRoam struct {
+	w    *deviceWG
+	addr netip.AddrPort
+	ep   conn.Endpoint // the inner bind's endpoint for addr
+}
+
+var _ conn.Endpoint = (*deviceRoam)(nil)
+
+func (r *deviceRoam) ClearSrc()           {}
+func (r *deviceRoam) SrcToString() string { return "" }
+func (r *deviceRoam) DstToString() string { return r.addr.String() }
+func (r *deviceRoam) DstToBytes() []byte  { return r.w.ep.DstToBytes() }
+func (r *deviceRoam) DstIP() netip.Addr   { return r.addr.Addr() }
+func (r *deviceRoam) SrcIP() netip.Addr   { return netip.Addr{} }
 
 // deviceTable is what the Bind knows of the devices it is the via node
 // for. Immutable once published (Bind.devs), but for deviceWG.last.
@@ -97,7 +126,7 @@ func (b *Bind) setDevices(priv [32]byte, devs []deviceConfig) {
 		w := &deviceWG{ep: b.Peer(deviceID(d.WG))}
 		copy(w.ss[:], ss)
 		if old != nil && old.byKey[d.WG] != nil {
-			w.last = old.byKey[d.WG].last
+			w.last, w.idx = old.byKey[d.WG].last, old.byKey[d.WG].idx
 		}
 		t.byKey[d.WG] = w
 		var cfg strings.Builder
@@ -116,6 +145,16 @@ func (b *Bind) setDevices(priv [32]byte, devs []deviceConfig) {
 		}
 	}
 	b.devs.Store(t)
+	idx := map[uint32]*deviceWG{}
+	for _, w := range t.byKey {
+		for _, i := range w.idx {
+			if i != 0 {
+				idx[i] = w
+			}
+		}
+	}
+	b.devIdx = idx
+	b.devIdxPub.Store(&idx)
 }
 
 // deviceInitiation returns the device endpoint a WireGuard handshake
@@ -151,6 +190,68 @@ func (b *Bind) deviceInitiation(pkt []byte, from netip.AddrPort) *Endpoint {
 	}
 	b.devHandshakes.Add(1)
 	return w.ep
+}
+
+// noteDeviceIndex notes our session index of a handshake message (pkt,
+// an initiation or a response) that goes to e, if e is a device.
+func (b *Bind) noteDeviceIndex(e *Endpoint, pkt []byte) {
+	t := b.devs.Load()
+	if t == nil || len(t.byKey) == 0 || len(pkt) < 8 {
+		return
+	}
+	w := t.byKey[wire.Key(e.ID)]
+	if w == nil || w.ep != e {
+		return
+	}
+	idx := binary.LittleEndian.Uint32(pkt[4:8])
+	b.devMu.Lock()
+	defer b.devMu.Unlock()
+	m := make(map[uint32]*deviceWG, len(b.devIdx)+1)
+	for k, v := range b.devIdx {
+		m[k] = v
+	}
+	delete(m, w.idx[len(w.idx)-1])
+	copy(w.idx[1:], w.idx[:])
+	w.idx[0] = idx
+	m[idx] = w
+	b.devIdx = m
+	b.devIdxPub.Store(&m)
+}
+
+// deviceData returns a deviceRoam for a WireGuard data packet from an
+// unknown address whose receiver index is one of our sessions with a
+// device, or nil.
+func (b *Bind) deviceData(pkt []byte, from netip.AddrPort) *deviceRoam {
+	m := b.devIdxPub.Load()
+	if m == nil || len(pkt) < 32 || !from.IsValid() {
+		return nil
+	}
+	w := (*m)[binary.LittleEndian.Uint32(pkt[4:8])]
+	if w == nil {
+		return nil
+	}
+	if r := w.roam.Load(); r != nil && r.addr == from {
+		return r
+	}
+	ep, err := b.inner.ParseEndpoint(from.String())
+	if err != nil {
+		return nil
+	}
+	r := &deviceRoam{w: w, addr: from, ep: ep}
+	w.roam.Store(r)
+	return r
+}
+
+// roamDevice moves a device's path to the address of r, which wireguard-go
+// has made its endpoint after an authentic packet from there, and returns
+// the device's endpoint.
+func (b *Bind) roamDevice(r *deviceRoam) *Endpoint {
+	if p := r.w.ep.path.Load(); p == nil || p.addr != r.addr {
+		if err := b.SetDirect(r.w.ep.ID, r.addr); err == nil {
+			b.devRoams.Add(1)
+		}
+	}
+	return r.w.ep
 }
 
 // devicePath returns where the device with key k was last seen, if this
@@ -245,8 +346,11 @@ type devBindState struct {
 	devMu          sync.Mutex // guards deviceWG.last and the check budget; serialises setDevices
 	devCheckSec    int64
 	devChecks      int
-	dropDevInit    atomic.Uint64 // initiations from unknown addresses that are no fresh handshake of a device
-	dropDevLimited atomic.Uint64 // initiations from unknown addresses over maxDeviceChecks a second
-	devHandshakes  atomic.Uint64 // device handshakes taken from a new address
-	devForwarding  atomic.Bool   // the node turned on forwarding for its devices (devices.go)
+	dropDevInit    atomic.Uint64                        // initiations from unknown addresses that are no fresh handshake of a device
+	dropDevLimited atomic.Uint64                        // initiations from unknown addresses over maxDeviceChecks a second
+	devHandshakes  atomic.Uint64                        // device handshakes taken from a new address
+	devForwarding  atomic.Bool                          // the node turned on forwarding for its devices (devices.go)
+	devRoams       atomic.Uint64                        // device paths moved by an authentic data packet from a new address
+	devIdx         map[uint32]*deviceWG                 // our session indexes with devices; guarded by devMu
+	devIdxPub      atomic.Pointer[map[uint32]*deviceWG] // devIdx, copy on write, for the receive path
 }
