@@ -273,4 +273,16 @@ func TestConcurrentPolicyChanges(t *testing.T) {
 	if _, v := policyOf(c); v != v1+3 {
 		t.Fatalf("version %d after a change on top, want %d", v, v1+3)
 	}
+	// A whole text written from an old version is refused, not applied over
+	// the changes it did not see; from the version in force it applies.
+	waitFor(t, 10*time.Second, "a to hold the fourth share", func() bool { _, v := policyOf(a); return v == v1+3 })
+	if _, err := a.ApplyPolicyOn(v1, defaultPolicy); !errors.Is(err, api.ErrConflict) {
+		t.Fatalf("a text from version %d applied over version %d: %v", v1, v1+3, err)
+	}
+	if _, v := policyOf(a); v != v1+3 {
+		t.Fatalf("a refused apply changed the version to %d", v)
+	}
+	if pi, err := a.ApplyPolicyOn(v1+3, defaultPolicy); err != nil || pi.Version != v1+4 {
+		t.Fatalf("apply on the version in force: %+v %v", pi, err)
+	}
 }

@@ -170,7 +170,17 @@ func (n *Node) ServeAPI(ctx context.Context, down func()) error {
 			writeErr(w, api.CodeInvalidArgument, err)
 			return
 		}
-		info, err := n.ApplyPolicy(string(body))
+		var info PolicyInfo
+		if b := r.URL.Query().Get("base"); b != "" { // docmerge.go
+			base, perr := strconv.ParseUint(b, 10, 64)
+			if perr != nil {
+				writeErr(w, api.CodeInvalidArgument, fmt.Errorf("--base %q: want a version number", b))
+				return
+			}
+			info, err = n.ApplyPolicyOn(base, string(body))
+		} else {
+			info, err = n.ApplyPolicy(string(body))
+		}
 		if err != nil {
 			writeErr(w, api.CodeInternal, err)
 			return

@@ -23,6 +23,7 @@
 //	              beacon.go join.go friends.go policy.go       membership and sharing
 //	              joinrelay.go                                 joins through any member, passed on to the inviter
 //	              renew.go                                     certificate renewal by any admin, expiry at runtime
+//	              admins.go docmerge.go                        several admins (promote, demote, restore); two admins' changes merged
 //	              joinstream.go                                joins over TCP to a member's link port where UDP is blocked
 //	              shadow.go                                    friends' addresses that collide with ours
 //	              netcheck.go names.go api.go status.go        NAT, DNS, local API (server)
@@ -129,6 +130,13 @@
 //     keys are pinned by the certificate held for its id: a certificate that
 //     gives a known id other keys, or another user, is refused whoever signed
 //     it (Store reject "key-change"); only a revocation frees the id.
+//   - Admins are the nodes whose certificate has the Admin flag; the user
+//     key goes to a promoted node sealed to its control key (admins.go).
+//     Two admins' concurrent versions of a user document are merged, not
+//     refused: nodes keep the same one of two equal versions (UserDoc.Rank)
+//     and the losing admin re-applies its edit, by lines, on the winner
+//     (docmerge.go); a whole-text policy apply may name its base version
+//     to be refused on a stale one instead.
 //   - Heartbeats are fast only while a peer carries traffic (300 ms, dead
 //     after 1 s unanswered) and slow when idle (10 s, dead after 25 s), so
 //     idle nodes stay quiet and busy paths fail over in about a second.

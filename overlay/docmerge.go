@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"glow/overlay/api"
 	"glow/overlay/member"
 )
 
@@ -173,4 +174,19 @@ func joinLines(ls []string) []byte {
 		return nil
 	}
 	return []byte(strings.Join(ls, "\n") + "\n")
+}
+
+// ApplyPolicyOn is ApplyPolicy for a text written from version base: it is
+// refused (api.CodeConflict) when the policy in force is another version,
+// so a whole-text apply never undoes a change it did not see.
+func (n *Node) ApplyPolicyOn(base uint64, text string) (PolicyInfo, error) {
+	n.saveMu.Lock()
+	defer n.saveMu.Unlock()
+	n.mu.Lock()
+	_, cur := n.policyTextLocked()
+	n.mu.Unlock()
+	if cur != base {
+		return PolicyInfo{}, api.Errorf(api.CodeConflict, "policy not applied: it is at version %d now, not %d (another admin changed it); see 'glow policy show', edit and apply again", cur, base)
+	}
+	return n.applyPolicy(text)
 }

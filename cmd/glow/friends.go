@@ -158,6 +158,7 @@ func cmdPolicy(g *globals, args []string) error {
 	args = append([]string{sub}, rest...)
 	c := api.NewClient(g.state)
 	fs := newFlags(g, "policy "+args[0])
+	base := fs.String("base", "", "with apply: the version FILE was written from; refused if the policy changed since")
 	pos, err := parse(fs, args[1:])
 	if err != nil {
 		return err
@@ -187,7 +188,16 @@ func cmdPolicy(g *globals, args []string) error {
 		if err != nil {
 			return err
 		}
-		p, err := c.ApplyPolicy(text)
+		var p api.PolicyInfo
+		if *base != "" {
+			v, perr := strconv.ParseUint(*base, 10, 64)
+			if perr != nil {
+				return usagef("--base %q: want a version number", *base)
+			}
+			p, err = c.ApplyPolicyOn(text, v)
+		} else {
+			p, err = c.ApplyPolicy(text)
+		}
 		if err != nil {
 			return err
 		}

@@ -1,7 +1,9 @@
 package api
 
 import (
+	"bytes"
 	neturl "net/url"
+	"strconv"
 )
 
 // NodeInfo is one node of the user in `glow nodes list`.
@@ -48,4 +50,12 @@ func (c *Client) Demote(name string) (AdminChange, error) {
 	var out AdminChange
 	err := c.do("POST", "/v1/nodes/demote?name="+neturl.QueryEscape(name), &out)
 	return out, err
+}
+
+// ApplyPolicyOn applies a policy text written from version base; the
+// daemon refuses it (ErrConflict) if the policy in force is another version.
+func (c *Client) ApplyPolicyOn(text []byte, base uint64) (PolicyInfo, error) {
+	var p PolicyInfo
+	err := c.doBody("POST", "/v1/policy?base="+strconv.FormatUint(base, 10), bytes.NewReader(text), &p)
+	return p, err
 }
