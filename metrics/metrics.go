@@ -37,6 +37,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 
 	"glow/overlay/api"
 )
@@ -164,9 +165,16 @@ func ListenAddr(ctx context.Context, s string) (string, error) {
 	return s, nil
 }
 
+// MaxConns bounds the connections Serve handles at once: a scraper needs
+// one, and a local program opening many must not hold the daemon's file
+// descriptors (the rest wait in the kernel's backlog; an idle one is cut
+// after the header timeout).
+const MaxConns = 16
+
 // Serve serves h at /metrics on ln until ctx is done (every other path is
-// 404). It closes ln.
+// 404), at most MaxConns connections at once. It closes ln.
 func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
+	ln = netutil.LimitListener(ln, MaxConns)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", h)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,

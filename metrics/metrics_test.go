@@ -6,7 +6,9 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -188,5 +190,66 @@ func TestServe(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Serve: %v", err)
+	}
+}
+
+// countingListener counts the connections accepted.
+type countingListener struct {
+	net.Listener
+	n atomic.Int32
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
+}
+
+// TestAttackMetricsConnections: a local program opening 64 idle
+// connections to the metrics port gets at most MaxConns of them served at
+// once (each ends after the header timeout), so it cannot hold the
+// daemon's file descriptors; once they are gone a scrape is served.
+func TestAttackMetricsConnections(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &countingListener{Listener: inner}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	m := snapshot(1, 2)
+	go Serve(ctx, ln, Handler(NewRegistry(func() api.Metrics { return m })))
+	var idle []net.Conn
+	for range 64 {
+		c, err := net.Dial("tcp", inner.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		idle = append(idle, c)
+	}
+	// Let the server take what it will (bounded wait, not a timing claim).
+	deadline := time.Now().Add(2 * time.Second)
+	for ln.n.Load() < MaxConns && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	got := ln.n.Load()
+	t.Logf("64 idle connections: %d accepted and held by the server (limit %d)", got, MaxConns)
+	if got > MaxConns {
+		t.Errorf("%d connections held at once, want at most %d", got, MaxConns)
+	}
+	for _, c := range idle {
+		c.Close()
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + inner.Addr().String() + "/metrics")
+	if err != nil {
+		t.Fatalf("a scrape after the idle connections: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("scrape: %s", resp.Status)
 	}
 }
