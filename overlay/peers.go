@@ -341,8 +341,7 @@ func (n *Node) handlePongLocked(p *peer, m pongMsg, from netip.AddrPort, now tim
 		// or when the current one has stopped answering (the peer's NAT
 		// mapping moved: roam at once rather than wait for the path to die).
 		a := p.cands[p.active]
-		stalled := !p.hbWait.IsZero() && now.Sub(p.hbWait) > heartbeatActive
-		if a == nil || stalled || n.movedLocked(p, from) || rtt*2 < a.rtt && a.rtt-rtt > time.Millisecond {
+		if a == nil || p.stalled(now) || n.movedLocked(p, from) || rtt*2 < a.rtt && a.rtt-rtt > time.Millisecond {
 			n.setPathLocked(p, from, rtt, now)
 		}
 	}

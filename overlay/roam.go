@@ -17,7 +17,8 @@ package overlay
 //     set (its boot id changed), or its signed info lists the new address
 //     and no longer the old one (movedLocked);
 //   - as soon as the current path has left a heartbeat unanswered for
-//     heartbeatActive while the new address answered after it was sent
+//     heartbeatActive (twice its RTT if longer: stallAfter) while the new
+//     address answered after it was sent
 //     (roamLocked, from the tick; handlePongLocked's "stalled" rule is the
 //     same test when the pong comes last).
 //
@@ -45,7 +46,7 @@ func (n *Node) peerSpokeFromLocked(p *peer, from netip.AddrPort, now time.Time) 
 		c.confirmed = now
 		n.pingLocked(p, from, now, nil)
 	}
-	n.dueLocked(p.hbWait.Add(heartbeatActive + time.Millisecond))
+	n.dueLocked(p.hbWait.Add(p.stallAfter() + time.Millisecond))
 }
 
 // roamLocked moves p's path to the address it speaks from if the current
@@ -59,8 +60,8 @@ func (n *Node) roamLocked(p *peer, now time.Time) bool {
 	if c == nil || c.unproven || c.lastPong.Before(p.hbWait) {
 		return false
 	}
-	if now.Sub(p.hbWait) <= heartbeatActive {
-		n.dueLocked(p.hbWait.Add(heartbeatActive + time.Millisecond))
+	if !p.stalled(now) {
+		n.dueLocked(p.hbWait.Add(p.stallAfter() + time.Millisecond))
 		return false
 	}
 	n.logf("glow: %s: %v does not answer; the peer speaks from %v now", p.cert.FQDN(), p.active, p.spokeFrom)
@@ -81,4 +82,16 @@ func (n *Node) movedLocked(p *peer, from netip.AddrPort) bool {
 	}
 	info := n.mem.store.Info(p.cert.Node)
 	return info != nil && slices.Contains(info.Endpoints, from) && !slices.Contains(info.Endpoints, p.active)
+}
+
+// stallAfter is how long a heartbeat on p's current path may go
+// unanswered before the path counts as stalled: heartbeatActive, or twice
+// the path's RTT if that is longer, so that a slow path that works is not
+// left for another one.
+func (p *peer) stallAfter() time.Duration { return max(heartbeatActive, 2*p.rtt) }
+
+// stalled reports whether p's current path has left a heartbeat
+// unanswered for stallAfter.
+func (p *peer) stalled(now time.Time) bool {
+	return !p.hbWait.IsZero() && now.Sub(p.hbWait) > p.stallAfter()
 }

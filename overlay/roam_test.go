@@ -127,3 +127,47 @@ func TestRoamInfoMoved(t *testing.T) {
 		t.Errorf("followed after %v, want at its first pong", took)
 	}
 }
+
+// TestRoamSlowPathKept: a path of 400 ms RTT that works is not left for an
+// address the peer also speaks from, a little faster: a heartbeat counts as
+// unanswered only after twice the path's RTT (stallAfter), not after
+// heartbeatActive (with heartbeatActive the path moved at the first ping
+// from the other address).
+func TestRoamSlowPathKept(t *testing.T) {
+	r := newClockRig(t, "b")
+	r.direct("b", addrX)
+	const rtt, otherRTT = 400 * time.Millisecond, 250 * time.Millisecond // not twice as fast: no reason to move
+	r.locked(func() { r.peer("b").rtt = rtt })
+	done := map[[12]byte]bool{}
+	r.answerPending(done)
+	other := netip.MustParseAddrPort("198.51.100.1:40005")
+	t0 := r.now
+	tx := byte(1)
+	var lastPing time.Time
+	switches := 0
+	r.run(t0.Add(30*time.Second), 50*time.Millisecond, func(now time.Time) {
+		if now.Sub(lastPing) >= heartbeatIdle {
+			tx++
+			lastPing = now
+			r.deliver("b", pingMsg{TxID: [12]byte{tx}}.marshal(), other)
+		}
+		for _, m := range r.msgs { // the path answers after rtt, the other address a little sooner
+			d := rtt
+			if m.to == other {
+				d = otherRTT
+			}
+			if pm, ok := m.msg.(pingMsg); ok && !done[pm.TxID] && now.Sub(m.at) >= d {
+				done[pm.TxID] = true
+				r.answer(m)
+			}
+		}
+		r.locked(func() {
+			if r.peer("b").active != addrX {
+				switches++
+			}
+		})
+	})
+	if switches != 0 {
+		t.Fatalf("the path left the working slow path for %d ticks", switches)
+	}
+}
