@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -140,7 +141,7 @@ func TestDevices(t *testing.T) {
 	wireguardGo(t)
 	vpsH := publicHost(l, "vps")
 	_, nasH := siteHost(l, "home", lab.EasyNAT)
-	_, cafeH := siteHost(l, "cafe", lab.EasyNAT)
+	cafeR, cafeH := siteHost(l, "cafe", lab.EasyNAT)
 	vps, nas := newNode(t, vpsH, "vps"), newNode(t, nasH, "nas")
 	vps.up("--user", "alice", "--name", "vps")
 	// The NAS keeps glow's resolver (no --no-dns): its programs resolve
@@ -200,6 +201,38 @@ func TestDevices(t *testing.T) {
 	if _, err := waitPing(cafeH, nasV6, reachTimeout); err != nil {
 		t.Errorf("the device cannot ping the nas at %v: %v", nasV6, err)
 	}
+	// The cafe's router hands the device a new public port (a reboot, a
+	// CGNAT timeout) while it pings the NAS every 200 ms: the VPS follows
+	// the device to it with its next authentic packet (WireGuard roaming,
+	// for devices only), without waiting for a new handshake.
+	epBefore := deviceEndpoint(t, vps, "phone")
+	pingProc, err := cafeH.Start("ping", "-n", "-D", "-i", "0.2", "-c", "75", nasV4.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // a stretch of steady replies first
+	flushed := time.Now()
+	cafeR.RemapPorts(41000, 41999)
+	if err := pingProc.Wait(40 * time.Second); err != nil {
+		t.Logf("ping: %v", err)
+	}
+	run := parsePing(pingProc.Output())
+	lost, recovery := run.lost(), time.Duration(-1)
+	for _, r := range run.replies {
+		if r.at.After(flushed) && (len(lost) == 0 || r.seq > lost[len(lost)-1]) {
+			recovery = r.at.Sub(flushed)
+			break
+		}
+	}
+	epAfter := deviceEndpoint(t, vps, "phone")
+	t.Logf("new public port: the vps sees the device at %s (was %s); %d pings sent, %d answered, lost %v", epAfter, epBefore, run.transmitted, run.received, lost)
+	if recovery < 0 || epAfter == epBefore || !strings.HasPrefix(epAfter, cafeR.WAN.String()+":41") {
+		t.Errorf("the device's pings did not come back on its new public port (vps sees it at %s, was %s):\n%s", epAfter, epBefore, pingProc.Output())
+	} else {
+		metric(t, "device_new_port_recovery_s", fmt.Sprintf("%.3f", recovery.Seconds()))
+		metric(t, "device_new_port_lost_pings", fmt.Sprintf("%d/%d", run.transmitted-run.received, run.transmitted))
+	}
+
 	// The VPS offers a subnet route, then stops: restoring ip_forward sets
 	// every interface's own IPv4 forwarding flag, glow's too; the via node
 	// sets its own again, and the device still reaches the NAS.
@@ -271,4 +304,25 @@ func vpsDrop(t *testing.T, n *node, name string) uint64 {
 		t.Fatal(err)
 	}
 	return st.Drops[name]
+}
+
+// deviceEndpoint is where n (the via node) last saw its device name
+// (`glow device list --json`).
+func deviceEndpoint(t *testing.T, n *node, name string) string {
+	t.Helper()
+	var list []struct {
+		Name     string `json:"name"`
+		Endpoint string `json:"endpoint"`
+	}
+	out := n.mustGlow(10*time.Second, "device", "list", "--json").Stdout
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		t.Fatalf("glow device list --json: %v in %q", err, out)
+	}
+	for _, d := range list {
+		if d.Name == name {
+			return d.Endpoint
+		}
+	}
+	t.Fatalf("glow device list --json has no %s: %s", name, out)
+	return ""
 }
