@@ -249,7 +249,7 @@ func (n *Node) exitPeerLocked() *peer {
 // subnetChoiceLocked returns the prefixes to route to each peer (see the
 // file comment).
 func (n *Node) subnetChoiceLocked() map[wire.NodeID][]netip.Prefix {
-	mine := n.offeredLocked()
+	mine := n.rt.prefs.AdvertiseRoutes // not the default routes of an exit node: they overlap everything
 	exit := n.exitPeerLocked()
 	type offer struct {
 		p    *peer

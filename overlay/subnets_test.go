@@ -1,8 +1,12 @@
 package overlay
 
 import (
+	"bytes"
+	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
+	"time"
 
 	"glow/overlay/api"
 	"glow/overlay/member"
@@ -58,3 +62,92 @@ func TestValidPrefs(t *testing.T) {
 		}
 	}
 }
+
+// TestRouteChoice: three nodes of one user; n1 and n2 both offer
+// 10.71.1.0/24, n2 also 10.71.2.0/24, n1 is an exit node. n3 routes the
+// shared prefix to one of them (the lower id: both are own and online),
+// n2's other prefix to n2, and the default routes to n1 only while n1 is
+// its exit node; n1 takes n2's other prefix but not the one it offers
+// itself. The packet path and the policy directory agree.
+func TestRouteChoice(t *testing.T) {
+	lan1, lan2 := netip.MustParsePrefix("10.71.1.0/24"), netip.MustParsePrefix("10.71.2.0/24")
+	nodes := joinedNetMod(t, 3, func(i int, c *Config) {
+		switch i {
+		case 0:
+			c.Prefs = &api.PrefsChange{AdvertiseRoutes: &[]netip.Prefix{lan1}, AdvertiseExitNode: ptr(true)}
+		case 1:
+			c.Prefs = &api.PrefsChange{AdvertiseRoutes: &[]netip.Prefix{lan2, lan1}}
+		}
+	})
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+	routes := func(n *Node, peer string) []string {
+		for _, p := range n.Status().Peers {
+			if p.Name == peer {
+				return p.Routes
+			}
+		}
+		return nil
+	}
+	shared := n1
+	if bytes.Compare(n2.id[:], n1.id[:]) < 0 {
+		shared = n2
+	}
+	want := func(n *Node, peer string, rs ...string) {
+		t.Helper()
+		waitFor(t, 20*time.Second, fmt.Sprintf("%s routes %v through %s", n.Cert().Name, rs, peer), func() bool {
+			return slices.Equal(routes(n, peer), rs)
+		})
+	}
+	if shared == n1 {
+		want(n3, "n1", "10.71.1.0/24")
+		want(n3, "n2", "10.71.2.0/24")
+	} else {
+		want(n3, "n1")
+		want(n3, "n2", "10.71.1.0/24", "10.71.2.0/24")
+	}
+	want(n1, "n2", "10.71.2.0/24") // not 10.71.1.0/24: n1 offers it itself
+	if e := n3.bind.routeFor(netip.MustParseAddr("10.71.2.9")); e == nil || e.ID != n2.id {
+		t.Errorf("n3's packet path: 10.71.2.9 goes to %v, want n2", e)
+	}
+	if p, ok := n3.dir.Lookup(netip.MustParseAddr("10.71.2.9")); !ok || p.Node != "n2" {
+		t.Errorf("n3's directory: 10.71.2.9 is %+v, want n2's", p)
+	}
+	if _, ok := n3.dir.Lookup(netip.MustParseAddr("10.71.3.9")); ok {
+		t.Error("n3's directory names an owner for an address nobody routes")
+	}
+
+	// The exit node: chosen, then not.
+	if _, err := n3.SetPrefs(api.PrefsChange{ExitNode: ptr("n1")}); err != nil {
+		t.Fatal(err)
+	}
+	if shared == n1 {
+		want(n3, "n1", "0.0.0.0/0", "10.71.1.0/24", "::/0")
+	} else {
+		want(n3, "n1", "0.0.0.0/0", "::/0")
+	}
+	if e := n3.bind.routeFor(netip.MustParseAddr("198.51.100.7")); e == nil || e.ID != n1.id {
+		t.Errorf("n3's packet path: an Internet address goes to %v, want n1", e)
+	}
+	if e := n3.bind.routeFor(netip.MustParseAddr("10.71.2.9")); e == nil || e.ID != n2.id {
+		t.Errorf("n3's packet path with an exit node: 10.71.2.9 goes to %v, want n2 (longest prefix)", e)
+	}
+	if _, err := n3.SetPrefs(api.PrefsChange{ExitNode: ptr("n2")}); err != nil {
+		t.Fatal(err) // n2 offers no default route: chosen, routes nothing (fail closed)
+	}
+	if shared == n1 {
+		want(n3, "n1", "10.71.1.0/24")
+	} else {
+		want(n3, "n1")
+	}
+	if e := n3.bind.routeFor(netip.MustParseAddr("198.51.100.7")); e != nil {
+		t.Errorf("n3's packet path: an Internet address goes to %v through an exit node that offers nothing", e)
+	}
+	if _, err := n3.SetPrefs(api.PrefsChange{ExitNode: ptr("nobody")}); err == nil {
+		t.Error("SetPrefs took an exit node that is no peer")
+	}
+	if got := n3.Prefs().ExitNode; got != "n2" {
+		t.Errorf("a refused SetPrefs changed the exit node to %q", got)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
