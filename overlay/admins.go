@@ -112,7 +112,8 @@ func (n *Node) ownNodeLocked(name string) (*member.Cert, error) {
 	return nil, api.Errorf(api.CodeNotFound, "%s is not a node of user %s (see 'glow nodes list')", name, n.mem.cert.UserName)
 }
 
-// reissueLocked signs a copy of c with admin set as asked, newer than c.
+// reissueLocked signs a copy of c with admin set as asked, newer than c
+// and for a whole lifetime from now (a promotion or demotion renews too).
 func (n *Node) reissueLocked(c *member.Cert, admin bool, now time.Time) *member.Cert {
 	nc := *c
 	nc.Raw = nil
@@ -121,6 +122,7 @@ func (n *Node) reissueLocked(c *member.Cert, admin bool, now time.Time) *member.
 	if !now.After(c.NotBefore) {
 		nc.NotBefore = c.NotBefore.Add(time.Nanosecond)
 	}
+	nc.NotAfter = nc.NotBefore.Add(n.mem.store.CertLifetime())
 	member.SignCert(n.mem.user, &nc)
 	return &nc
 }
