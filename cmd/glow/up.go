@@ -144,6 +144,15 @@ func cmdUp(g *globals, args []string) error {
 			return usagef("--join: %v", err)
 		}
 	}
+	if f.restore != "" {
+		if f.cfg.JoinCode != "" || f.cfg.UserName != "" {
+			return usagef("--restore makes this node an admin of an existing user: give neither --user nor --join")
+		}
+		if err := restoreUserKey(g, f.restore, f.passFile); err != nil {
+			return err
+		}
+		args = dropFlag(dropFlag(args, "restore"), "passphrase-file") // the daemon finds user.key (cmd/glow/user.go)
+	}
 	if f.socksAuth == "" {
 		f.socksAuth = os.Getenv(socksAuthEnv)
 	}
