@@ -49,15 +49,36 @@ import (
 	"glow/tun"
 )
 
-// devicesLocked returns the devices of the newest device list held.
-func (n *Node) devicesLocked() []member.Device {
+// devicesCache is the device list as last parsed, and the document it
+// came from: every peer's WireGuard configuration asks for it.
+type devicesCache struct {
+	doc  *member.UserDoc
+	list []member.Device
+}
+
+// devicesOfDocLocked is the device list as signed: what a change starts
+// from.
+func (n *Node) devicesOfDocLocked() []member.Device {
 	d := n.mem.store.Doc(member.KindDevices)
 	if d == nil {
 		return nil
 	}
-	ds, err := member.ParseDevices(d.User, d.Body)
-	if err != nil {
-		return nil // the Store takes no malformed list
+	if n.devs.doc != d {
+		ds, err := member.ParseDevices(d.User, d.Body)
+		if err != nil {
+			ds = nil // the Store takes no malformed list
+		}
+		n.devs = devicesCache{doc: d, list: ds}
+	}
+	return slices.Clone(n.devs.list)
+}
+
+// devicesLocked returns the devices of the newest device list held, less
+// those whose address a node of the user holds.
+func (n *Node) devicesLocked() []member.Device {
+	ds := n.devicesOfDocLocked()
+	if len(ds) == 0 {
+		return nil
 	}
 	// An address that a node of the user holds stays the node's: two
 	// admins may have allocated it at once.
@@ -221,16 +242,6 @@ func (n *Node) AddDevice(name, via string, endpoint netip.AddrPort) (api.DeviceA
 	n.logf("glow: added device %s.%s via %s", name, n.mem.cert.UserName, viaCert.Name)
 	cfg := deviceConfigText(dev, priv, viaCert, endpoint, n.mem.cert.UserName, n.userSubnetsLocked())
 	return api.DeviceAdded{Device: n.deviceInfoLocked(dev), Config: cfg}, nil
-}
-
-// devicesOfDocLocked is the device list as signed (devicesLocked less
-// nothing): what a change starts from.
-func (n *Node) devicesOfDocLocked() []member.Device {
-	if d := n.mem.store.Doc(member.KindDevices); d != nil {
-		ds, _ := member.ParseDevices(d.User, d.Body)
-		return ds
-	}
-	return nil
 }
 
 // RemoveDevice removes a device of this user (admin nodes only): every

@@ -136,6 +136,7 @@ type Node struct {
 	saveKick    chan struct{}        // cap 1: the records cache is dirty (saver, save.go)
 	routesWant  chan []netip.Prefix  // cap 1: friends' prefixes to route (routeSetter, save.go)
 	rt          routeState           // subnet routes and exit node (subnets.go); guarded by mu
+	devs        devicesCache         // the device list parsed (devices.go); guarded by mu
 	records     member.OrderedWriter // writes records cache snapshots in order (member/state.go)
 
 	port atomic.Uint32 // the UDP port: set by Start, changed only by a port move (portclash.go)
