@@ -101,6 +101,22 @@ func TestPromoteDemote(t *testing.T) {
 	if n3.Status().Self.Admin || n3.state.Exists("user.key") {
 		t.Fatal("n3 took the user key from a node that is not an admin")
 	}
+	// An admin (n2) sending a key that is not the user's, with a valid
+	// certificate for n3: refused too.
+	other := membertest.NewUser(t, "alice")
+	n2.mu.Lock()
+	nc := n2.reissueLocked(n2.mem.store.Cert(n3.id), true, time.Now())
+	msg = adminKeyMsg{Cert: nc.Marshal()}
+	copy(msg.Seed[:], other.Priv.Seed())
+	before = dropCount(n3, "admin-key-wrong-user")
+	n2.sendCtlLocked(n2.paths.peers[n3.id], netip.AddrPort{}, msg.marshal())
+	n2.mu.Unlock()
+	waitFor(t, 10*time.Second, "n3 to refuse another user's key", func() bool {
+		return dropCount(n3, "admin-key-wrong-user") > before
+	})
+	if n3.Status().Self.Admin || n3.state.Exists("user.key") {
+		t.Fatal("n3 took a key that is not its user's")
+	}
 
 	if _, err := n2.Demote("n3"); !errors.Is(err, api.ErrConflict) {
 		t.Fatalf("demote a node that is not an admin: %v", err)

@@ -79,8 +79,14 @@ func FuzzParseUserDoc(f *testing.F) {
 	f.Add(membertest.SignedDoc(u, member.KindRevoked, 2, member.FormatRevoked([]wire.NodeID{id})).Marshal())
 	f.Add(membertest.SignedDoc(u, member.KindPolicy, 3, []byte(testPolicy)).Marshal())
 	f.Add([]byte{1, 5})
+	child := &member.UserDoc{Kind: member.KindPolicy, Version: 4, Parent: [8]byte{7}, Body: []byte(testPolicy)}
+	member.SignUserDoc(u, child)
+	f.Add(child.Marshal()) // format 2: with a parent
 	f.Fuzz(func(t *testing.T, b []byte) {
 		d, err := member.ParseUserDoc(b)
+		if err == nil && d.Rank() != member.DocRank(b) {
+			t.Fatal("rank of the parsed document differs from its encoding's")
+		}
 		if err == nil && !bytes.Equal(d.Marshal(), b) {
 			t.Fatal("accepted document does not re-encode to its bytes")
 		}
