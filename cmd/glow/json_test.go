@@ -53,6 +53,9 @@ func TestEveryCommandJSON(t *testing.T) {
 		t.Fatalf("policy show: %d %s", rc, errOut.String())
 	}
 	os.WriteFile(policy, out.Bytes(), 0o600)
+	dir := t.TempDir()
+	pass := filepath.Join(dir, "pass")
+	os.WriteFile(pass, []byte("correct horse battery staple\n"), 0o600)
 
 	rows := [][]string{
 		{"up", "--userspace"}, // already up: its status
@@ -75,6 +78,14 @@ func TestEveryCommandJSON(t *testing.T) {
 		{"policy", "apply", policy},
 		{"policy", "rollback", "1"},
 		{"nodes", "remove", "nosuch"},
+		{"nodes", "list"},
+		{"nodes", "promote", "nosuch"},
+		{"device", "add", "phone"},
+		{"device", "add", "tablet", "--qr"},
+		{"device", "list"},
+		{"device", "remove", "nosuch"},
+		{"set", "--exit-node-allow-lan-access=false"},
+		{"user", "export", filepath.Join(dir, "user.key"), "--passphrase-file", pass},
 		{"link", "list"},
 		{"link", "add", "tcp://127.0.0.1:9"},
 		{"link", "remove", "tcp://127.0.0.1:9"},

@@ -59,6 +59,9 @@ func cmdUser(g *globals, args []string) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
+	if g.json {
+		return printJSON(g, map[string]string{"user": u.Name, "file": pos[0]})
+	}
 	fmt.Fprintf(g.out, "the key of user %s is in %s, sealed with your passphrase; keep both apart and safe.\nOn a new machine: glow up --restore %s\n", u.Name, pos[0], pos[0])
 	return nil
 }
