@@ -123,4 +123,6 @@ func TestRestoreUserKeyBinaries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	res = n4.mustGlow(10*time.Second, "nodes", "list")
+	t.Logf("n4: glow nodes list:\n%s", res.Stdout)
 }
