@@ -119,6 +119,9 @@ func (n *Node) applyDevicesLocked() {
 		}
 	}
 	n.bind.setDevices(n.keys.WG, mine)
+	if n.cfg.Userspace && len(mine) > 0 && n.bind.devForwarding.CompareAndSwap(false, true) {
+		n.logf("glow: devices: this node runs a userspace network stack: its devices reach its own services only, not the rest of the overlay (add them with --via a node with a kernel TUN)")
+	}
 	if _, ok := n.tunDev.(*tun.Kernel); ok && len(mine) > 0 && n.bind.devForwarding.CompareAndSwap(false, true) {
 		go n.enableForwarding() // a /proc write: not under n.mu
 	}
