@@ -147,10 +147,18 @@
 //     links are watched by their ends.
 //   - The control loop has no fixed tick: it sleeps until the next deadline
 //     its state has (loop.go), at least 250 ms after its last tick and at
-//     most 5 s; the data path wakes it when an idle peer gets traffic.
+//     most 10 s; the data path wakes it when an idle peer gets traffic.
 //     Slow periodic work (digests, beacons, info refresh) is done up to
-//     2 s early when the loop is awake anyway, so timers fall in step: an
-//     idle node with two idle peers ticks 3-4 times in 10 s, not 40.
+//     2 s early when the loop is awake anyway, so timers fall in step.
+//     Once nothing has changed for a minute (no record, path, route,
+//     endpoint or peer), digests and beacons go every 30 s instead of 5 s:
+//     an idle network has nothing to repair or find, any change brings
+//     the fast pace back, and a newcomer's own fast beacons are answered.
+//     An idle node with two idle peers ticks 2-3 times in 10 s, not 40, and
+//     sends 28-30 datagrams a minute, not 48-60 (TestBubbleIdleTicks,
+//     TestBubbleIdleChatter). cmd/glow runs with GODEBUG updatemaxprocs=0:
+//     GOMAXPROCS is set from the CPU affinity and cgroup limit at start, not
+//     re-read every second (a wake-up an idle daemon does not need).
 //   - Only peers with traffic are WireGuard peers (lazywg.go), and at most
 //     128 packets per direction are inside wireguard-go (inflight.go), so
 //     memory grows neither with the peers known nor with the traffic.

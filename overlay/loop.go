@@ -30,20 +30,28 @@ import (
 // sends or receives relayed traffic, since traffic makes heartbeats and
 // probing fast. Ticks are at least tickEvery apart (the old fixed tick, so
 // nothing runs more often than it did) and at most maxSleep: an idle node
-// whose peers are idle ticks a few times in ten seconds (TestBubbleIdleTicks).
+// whose peers are idle ticks a few times in ten seconds (TestBubbleIdleTicks),
+// and slows its digests and beacons once nothing changes (quietAfter).
 
 const (
 	tickEvery = 250 * time.Millisecond // the least time between two ticks
-	maxSleep  = 5 * time.Second        // the most
+	maxSleep  = 10 * time.Second       // the most
 	// timerSlack: slow periodic work (digests, beacons, info) due this
 	// soon is done by a tick that runs anyway, and a datagram that wakes
 	// the loop this soon before a tick for such work (and nothing due
 	// sooner) runs that tick at once; so a node's timers, and two idle
 	// neighbours', fall in step and wake the node together. Heartbeats,
 	// probes and expiries keep their exact times.
-	timerSlack     = 2 * time.Second
-	gossipEvery    = 5 * time.Second
-	beaconEvery    = 5 * time.Second // LAN and bootstrap beacons
+	timerSlack  = 2 * time.Second
+	gossipEvery = 5 * time.Second
+	beaconEvery = 5 * time.Second // LAN and bootstrap beacons
+	// quietAfter: once nothing has changed for this long (no record, path,
+	// route, endpoint or peer), digests and beacons slow to quietEvery: an
+	// idle network has nothing to repair or discover, and a change (ours,
+	// or one flooded to us) brings the fast pace back at once. A newcomer's
+	// own beacons are fast and answered, so it is found as before.
+	quietAfter     = time.Minute
+	quietEvery     = 30 * time.Second
 	beaconFast     = 1 * time.Second // for the first beaconBurst seconds
 	beaconBurst    = 5 * time.Second
 	infoEvery      = 10 * time.Second // re-check our endpoints this often
@@ -150,7 +158,8 @@ func (n *Node) loop() {
 	defer t.Stop()
 	start := time.Now()
 	var lastGossip, lastBeacon, lastInfo, lastSave, lastMem, lastTick, lastIdle, lastPace time.Time
-	var outLeft, inLeft uint64 // for the in-flight counts' idle check
+	var outLeft, inLeft uint64        // for the in-flight counts' idle check
+	lastChange, peersSeen := start, 0 // for the quiet pace (quietAfter)
 	lastTrim := time.Now()
 	replied := map[netip.AddrPort]time.Time{}
 	n.mu.Lock()
@@ -190,6 +199,9 @@ func (n *Node) loop() {
 		// What the datagram changed and only a tick does, or a tick due
 		// soon anyway for work it may do early: now, while the loop is awake.
 		w := n.wakeAt
+		if n.paths.routesDirty || n.mem.infoDirty || n.mem.dirty {
+			lastChange = now
+		}
 		if n.paths.routesDirty || n.mem.infoDirty || !w.slow.IsZero() && w.slow.Sub(now) < timerSlack && !w.next.Before(w.slow) {
 			note(now)
 		}
@@ -240,7 +252,15 @@ func (n *Node) loop() {
 			lastTrim = now
 			n.bind.trimWG(now)
 		}
-		every, slack := beaconEvery, timerSlack
+		n.mu.Lock()
+		if n.paths.routesDirty || n.mem.infoDirty || n.mem.dirty || len(n.paths.peers) != peersSeen {
+			lastChange, peersSeen = now, len(n.paths.peers)
+		}
+		n.mu.Unlock()
+		gossip, every, slack := gossipEvery, beaconEvery, timerSlack
+		if now.Sub(lastChange) >= quietAfter {
+			gossip, every = quietEvery, quietEvery
+		}
 		if now.Sub(start) < beaconBurst {
 			every, slack = beaconFast, 0
 		}
@@ -290,7 +310,7 @@ func (n *Node) loop() {
 			n.paceFragmentsLocked(now)
 		}
 		n.fragmentsDueLocked(lastPace)
-		if now.Sub(lastGossip) >= gossipEvery-timerSlack {
+		if now.Sub(lastGossip) >= gossip-timerSlack {
 			lastGossip = now
 			for _, p := range n.paths.peers {
 				if p.active.IsValid() || p.stream != nil {
@@ -298,7 +318,7 @@ func (n *Node) loop() {
 				}
 			}
 		}
-		slow(lastGossip.Add(gossipEvery))
+		slow(lastGossip.Add(gossip))
 		if n.mem.dirty && now.Sub(lastSave) >= saveEvery {
 			lastSave = now
 			n.kickSaver()

@@ -4,6 +4,11 @@
 // and README.md for a walk through.
 //
 // This package only parses flags and prints; the node lives in package overlay.
+// The runtime re-reads the CPU affinity and cgroup limit every second to
+// update GOMAXPROCS (Go 1.25's default): a wake-up an idle daemon does not
+// need. GOMAXPROCS is still taken from them at start (overlay/doc.go).
+//
+//go:debug updatemaxprocs=0
 package main
 
 import (
