@@ -129,6 +129,25 @@ func TestSubnetRouter(t *testing.T) {
 	if out := nasH.MustRun("nft", "list", "tables"); strings.Contains(out, "glow-router") {
 		t.Errorf("nas: router table still there after the offer was taken back:\n%s", out)
 	}
+
+	// A crash while offering leaves forwarding on and the router table
+	// (with its MSS clamp); glow down repairs both.
+	nas.mustGlow(20*time.Second, "set", "--advertise-routes", homeLAN.V4.String())
+	if out := nasH.MustRun("nft", "list", "table", "inet", "glow-router"); !strings.Contains(out, "maxseg size set rt mtu") || !strings.Contains(out, "masquerade") {
+		t.Errorf("nas: router table lacks the MSS clamp or the masquerade:\n%s", out)
+	}
+	dnsKill9(t, nas)
+	if v := strings.TrimSpace(nasH.MustRun("sysctl", "-n", "net.ipv4.ip_forward")); v != "1" {
+		t.Errorf("nas: net.ipv4.ip_forward = %s after kill -9 while offering, want 1 (else this stage shows nothing)", v)
+	}
+	res = nas.mustGlow(20*time.Second, "down")
+	t.Logf("nas: glow down after kill -9: %s", strings.TrimSpace(res.Stdout))
+	if v := strings.TrimSpace(nasH.MustRun("sysctl", "-n", "net.ipv4.ip_forward")); v != "0" {
+		t.Errorf("nas: net.ipv4.ip_forward = %s after glow down repaired the crash, want 0", v)
+	}
+	if out := nasH.MustRun("nft", "list", "tables"); strings.Contains(out, "glow-router") {
+		t.Errorf("nas: router table left after glow down repaired the crash:\n%s", out)
+	}
 }
 
 // lanAddr6 is h's IPv6 address on its LAN (eth0).
@@ -338,5 +357,21 @@ func TestExitNode(t *testing.T) {
 	}
 	if err := routeCurl(cafeH, web4, 8080, cafeGW.WAN); err != nil {
 		t.Errorf("cafe -> web after glow down: %v", err)
+	}
+
+	// The exit node is kept across a restart (STATE/prefs.json); a crash
+	// leaves the rules, and glow down removes them.
+	cafe.up()
+	if out := cafeH.MustRun("ip", "rule", "list"); !strings.Contains(out, "5270") {
+		t.Errorf("cafe: no glow rule after a restart with an exit node set:\n%s", out)
+	}
+	polDenied(t, "restarted, exit node still down", cafeH, web4, 8080)
+	dnsKill9(t, cafe)
+	if out := cafeH.MustRun("ip", "rule", "list"); !strings.Contains(out, "5270") {
+		t.Errorf("cafe: glow's rules gone right after kill -9 (this stage shows nothing):\n%s", out)
+	}
+	cafe.mustGlow(20*time.Second, "down")
+	if out := cafeH.MustRun("ip", "rule", "list"); strings.Contains(out, "5270") || strings.Contains(out, "0x80000") {
+		t.Errorf("cafe: glow's rules left after glow down repaired the crash:\n%s", out)
 	}
 }

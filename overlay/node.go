@@ -536,7 +536,7 @@ func (n *Node) startDataPlane(port uint16) error {
 			},
 			ExtraAddrs: []netip.Addr{glowdns.ServiceV4, glowdns.ServiceV6},
 			Firewall:   n.firewallPrefixes(),
-			SysctlFile: n.state.Path("sysctl.saved"),
+			SysctlFile: n.state.Path(sysctlSaved),
 		})
 		if errors.Is(err, firewall.ErrInstall) {
 			return fmt.Errorf("%w; without it hosts on this machine's networks could reach the overlay: fix that, or run with --no-firewall (not recommended)", err)
@@ -554,6 +554,12 @@ func (n *Node) startDataPlane(port uint16) error {
 		go n.routeSetter(k, n.mem.cert.IPv4, n.mem.cert.IPv6)
 		n.rt.kernel = k
 		go n.routeApplier(k, n.mem.cert.IPv4, n.mem.cert.IPv6)
+		if pr := n.rt.prefs; pr.ExitNode != "" {
+			// Fail closed from the start, before any peer is known.
+			if err := k.SetExit(true, pr.ExitNodeAllowLANAccess, n.mem.cert.IPv4, n.mem.cert.IPv6); err != nil {
+				return err
+			}
+		}
 	}
 	logger := &device.Logger{
 		Verbosef: func(string, ...any) {},
@@ -634,6 +640,13 @@ func (n *Node) firewallPrefixes() []netip.Prefix {
 // network namespace (its interface is gone); a live daemon's table stays. It
 // reports whether it removed one.
 func RepairFirewall() (bool, error) { return firewall.RemoveStale() }
+
+// RepairRouting undoes what a crashed daemon of the state directory left
+// for subnet routes and exit nodes: the router table, the exit node's ip
+// rules, the forwarding sysctls (tun.RepairRouting).
+func RepairRouting(stateDir string) (bool, error) {
+	return tun.RepairRouting(member.State{Dir: stateDir}.Path(sysctlSaved))
+}
 
 // Port returns the node's UDP port.
 func (n *Node) Port() uint16 { return uint16(n.port.Load()) }

@@ -52,8 +52,12 @@ import (
 	"glow/overlay/member"
 )
 
-// prefsFile holds api.Prefs in the state directory (JSON).
-const prefsFile = "prefs.json"
+// prefsFile holds api.Prefs in the state directory (JSON); sysctlSaved the
+// forwarding sysctls' values from before the node turned them on.
+const (
+	prefsFile   = "prefs.json"
+	sysctlSaved = "sysctl.saved"
+)
 
 var (
 	defaultRoute4 = netip.MustParsePrefix("0.0.0.0/0")

@@ -68,8 +68,75 @@ func (k *Kernel) SetExit(on, allowLAN bool, srcs ...netip.Addr) error {
 }
 
 func (k *Kernel) setExitLocked(on, allowLAN bool, srcs []netip.Addr) error {
-	// Start from nothing: rules and table routes of ours, whatever is there
-	// (a crashed daemon's, or the previous setting).
+	if !on {
+		return k.clearExitLocked()
+	}
+	// Turning on, or changing the LAN routes, never removes the rules or
+	// the default routes first: there is no instant without them.
+	var lan []netip.Prefix
+	if allowLAN {
+		var err error
+		if lan, err = k.localPrefixesLocked(); err != nil {
+			return err
+		}
+	}
+	for _, fam := range []struct {
+		def netip.Prefix
+		v4  bool
+	}{{netip.MustParsePrefix("0.0.0.0/0"), true}, {netip.MustParsePrefix("::/0"), false}} {
+		r := &netlink.Route{LinkIndex: k.index, Table: ExitTable, Scope: netlink.SCOPE_LINK, Protocol: rtprotGlowSubnet,
+			Dst: &net.IPNet{IP: fam.def.Addr().AsSlice(), Mask: net.CIDRMask(0, fam.def.Addr().BitLen())}}
+		for _, s := range srcs {
+			if s.Is4() == fam.v4 {
+				r.Src = s.AsSlice()
+			}
+		}
+		if err := k.nl.RouteReplace(r); err != nil {
+			return fmt.Errorf("tun: %s: exit route %v: %w", k.name, fam.def, err)
+		}
+	}
+	wanted := map[netip.Prefix]bool{}
+	for _, p := range lan {
+		wanted[p] = true
+	}
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		cur, err := k.nl.RouteListFiltered(fam, &netlink.Route{Table: ExitTable}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return fmt.Errorf("tun: %s: list exit routes: %w", k.name, err)
+		}
+		for _, r := range cur {
+			if r.Type != unix.RTN_THROW {
+				continue
+			}
+			if p, ok := prefixOf(r.Dst); ok && wanted[p] {
+				delete(wanted, p)
+				continue
+			}
+			if err := k.nl.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
+				return fmt.Errorf("tun: %s: remove LAN route %v: %w", k.name, r.Dst, err)
+			}
+		}
+	}
+	for p := range wanted {
+		r := &netlink.Route{Table: ExitTable, Type: unix.RTN_THROW, Protocol: rtprotGlowSubnet,
+			Dst: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
+		if err := k.nl.RouteReplace(r); err != nil {
+			return fmt.Errorf("tun: %s: LAN route %v: %w", k.name, p, err)
+		}
+	}
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		for _, r := range exitRules(fam) {
+			if err := k.nl.RuleAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
+				return fmt.Errorf("tun: %s: rule %d: %w", k.name, r.Priority, err)
+			}
+		}
+	}
+	return nil
+}
+
+// clearExitLocked removes glow's exit rules (duplicates too) and every
+// route of its table, whoever left them (a crashed daemon, or this one).
+func (k *Kernel) clearExitLocked() error {
 	var errs []error
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		for _, r := range exitRules(fam) {
@@ -93,48 +160,8 @@ func (k *Kernel) setExitLocked(on, allowLAN bool, srcs []netip.Addr) error {
 			}
 		}
 	}
-	if err := errors.Join(errs...); err != nil || !on {
-		if err != nil {
-			return fmt.Errorf("tun: %s: exit routes: %w", k.name, err)
-		}
-		return nil
-	}
-	var lan []netip.Prefix
-	if allowLAN {
-		var err error
-		if lan, err = k.localPrefixesLocked(); err != nil {
-			return err
-		}
-	}
-	// Routes first, then the rules that use them.
-	for _, fam := range []struct {
-		def netip.Prefix
-		v4  bool
-	}{{netip.MustParsePrefix("0.0.0.0/0"), true}, {netip.MustParsePrefix("::/0"), false}} {
-		r := &netlink.Route{LinkIndex: k.index, Table: ExitTable, Scope: netlink.SCOPE_LINK, Protocol: rtprotGlowSubnet,
-			Dst: &net.IPNet{IP: fam.def.Addr().AsSlice(), Mask: net.CIDRMask(0, fam.def.Addr().BitLen())}}
-		for _, s := range srcs {
-			if s.Is4() == fam.v4 {
-				r.Src = s.AsSlice()
-			}
-		}
-		if err := k.nl.RouteReplace(r); err != nil {
-			return fmt.Errorf("tun: %s: exit route %v: %w", k.name, fam.def, err)
-		}
-	}
-	for _, p := range lan {
-		r := &netlink.Route{Table: ExitTable, Type: unix.RTN_THROW, Protocol: rtprotGlowSubnet,
-			Dst: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
-		if err := k.nl.RouteReplace(r); err != nil {
-			return fmt.Errorf("tun: %s: LAN route %v: %w", k.name, p, err)
-		}
-	}
-	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		for _, r := range exitRules(fam) {
-			if err := k.nl.RuleAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
-				return fmt.Errorf("tun: %s: rule %d: %w", k.name, r.Priority, err)
-			}
-		}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("tun: %s: exit routes: %w", k.name, err)
 	}
 	return nil
 }

@@ -26,3 +26,6 @@ func (k *Kernel) SetRoutes([]netip.Prefix, ...netip.Addr) error { return errors.
 func (k *Kernel) SetSubnetRoutes([]netip.Prefix, ...netip.Addr) error { return errors.ErrUnsupported }
 func (k *Kernel) SetForwarding(bool) error                            { return errors.ErrUnsupported }
 func (k *Kernel) SetExit(bool, bool, ...netip.Addr) error             { return errors.ErrUnsupported }
+
+// RepairRouting does nothing.
+func RepairRouting(string) (bool, error) { return false, nil }

@@ -136,6 +136,17 @@ func (k *Kernel) setForwardingLocked(on bool) error {
 	return nil
 }
 
+// restoreSysctlsChanged is restoreSysctls, and whether there was a file.
+func restoreSysctlsChanged(file string) (bool, error) {
+	if file == "" {
+		return false, nil
+	}
+	if _, err := os.Stat(file); err != nil {
+		return false, nil
+	}
+	return true, restoreSysctls(file)
+}
+
 // restoreSysctls writes back the values file holds and removes it; no file
 // is nothing to do.
 func restoreSysctls(file string) error {

@@ -45,6 +45,8 @@ func cmdDown(g *globals, args []string) error {
 			removed, ferr := false, error(nil)
 			if os.Geteuid() == 0 {
 				removed, ferr = overlay.RepairFirewall()
+				rr, rerr := overlay.RepairRouting(g.state) // router table, exit rules, sysctls
+				removed, ferr = removed || rr, errors.Join(ferr, rerr)
 			}
 			if ferr != nil {
 				return fmt.Errorf("glow is not running, and removing its stale firewall table failed: %w", ferr)

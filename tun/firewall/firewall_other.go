@@ -39,3 +39,6 @@ func (*Firewall) Close() error { return nil }
 
 // RemoveStale does nothing.
 func RemoveStale() (bool, error) { return false, nil }
+
+// RemoveStaleRouter does nothing.
+func RemoveStaleRouter() (bool, error) { return false, nil }

@@ -109,3 +109,37 @@ func SetRouter(c *nftables.Conn, iface string, on bool) error {
 	}
 	return nil
 }
+
+// RemoveStaleRouter deletes the router table in the calling thread's
+// network namespace if the interface it serves no longer exists (its
+// daemon crashed), and reports whether it removed one.
+func RemoveStaleRouter() (bool, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return false, fmt.Errorf("firewall: netlink: %w", err)
+	}
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return false, nil // no nftables: no table either
+	}
+	var table *nftables.Table
+	for _, t := range tables {
+		if t.Name == RouterTable {
+			table = t
+		}
+	}
+	if table == nil {
+		return false, nil
+	}
+	rules, err := c.GetRules(table, &nftables.Chain{Name: "forward", Table: table})
+	if err == nil && len(rules) > 0 {
+		if owner := ruleIifname(rules[0]); owner != "" && interfaceExists(owner) {
+			return false, nil
+		}
+	}
+	c.DelTable(table)
+	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+		return false, fmt.Errorf("firewall: remove stale nftables table inet %s: %w", RouterTable, err)
+	}
+	return true, nil
+}
