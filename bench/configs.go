@@ -52,6 +52,8 @@ func configs() []config {
 		{key: "glowm", title: "glow + metrics", daemon: true, setup: setupGlowMetrics},
 		{key: "relay1", title: "glow 1 relay", daemon: true, setup: setupGlowRelay1},
 		{key: "relay2", title: "glow 2 relays", daemon: true, setup: setupGlowRelay2},
+		{key: "subnet", title: "glow subnet router", daemon: true, setup: setupGlowSubnet},
+		{key: "exit", title: "glow exit node", daemon: true, setup: setupGlowExit},
 		{key: "nat", title: "glow easy NATs", run: runNAT},
 	}
 }

@@ -71,7 +71,7 @@ func main() {
 		glowBin   = flag.String("glow", "", "prebuilt glow binary (default: build ./cmd/glow)")
 		wgBin     = flag.String("wireguard", "", "prebuilt reference wireguard-go binary (default: build from go.mod's version)")
 		out       = flag.String("out", "BENCHMARKS.md", "write the report here, relative to the module root ('' = do not write)")
-		only      = flag.String("configs", "", "comma-separated configuration keys to run (raw,wg,glow,relay1,relay2,nat; default all)")
+		only      = flag.String("configs", "", "comma-separated configuration keys to run (raw,wg,glow,relay1,relay2,subnet,exit,nat; default all)")
 		goBench   = flag.String("gobench", "BenchmarkThroughput|BenchmarkBindSend|BenchmarkBindReceive|BenchmarkRecordVerify|BenchmarkSharedThroughput|BenchmarkLocalName|BenchmarkServeUDP|BenchmarkForwardUDP|BenchmarkLatency|BenchmarkInbound", "also run these in-process Go benchmarks ('' = skip)")
 		perfDir   = flag.String("perf", "", "record a perf profile of each daemon during an extra run in the last round, into this directory")
 		verbose   = flag.Bool("v", false, "log every step")
