@@ -29,6 +29,7 @@
 //	              netcheck.go names.go api.go status.go        NAT, DNS, local API (server)
 //	              portclash.go                                 one UDP port per node behind a NAT
 //	              devices.go devicewg.go                       plain WireGuard devices behind a via node
+//	              subnets.go                                   subnet routes and exit nodes (offered in NodeInfo)
 //	cmd/glow ─► overlay/api                                    the local API's bodies and client (stdlib only)
 //
 // # Parts and owners
@@ -55,6 +56,8 @@
 //	                                       role writer's work
 //	Node.renew renewal      renew.go       our certificate's renewal: next try, admins  control loop
 //	                                       asked
+//	Node.rt   routeState    subnets.go     prefs (routes offered, exit node), the       control loop; API (glow set); routeApplier
+//	                                       kernel routes wanted
 //	saver, routeSetter      save.go        the records cache write, the TUN routes      their own goroutines, fed by channels
 //	Bind                    bind*.go       endpoints, paths as published (atomics)     applyPathLocked; the packet path reads
 //
