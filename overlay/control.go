@@ -48,10 +48,16 @@ const (
 
 var errNotControl = errors.New("not a control packet")
 
-// sealCtl builds a handshake packet (join, friend: no peer state yet) of
-// message m from pubKey to the key shared holds: a new epoch, sequence 0.
+// sealCtl builds a handshake packet (join, friend, renewal: no peer state
+// yet) of message m from pubKey to the key shared holds, sequence 0. Its
+// epoch is the wall clock as it is now, not newEpoch's: the receiver takes
+// a handshake only within member.ClockSkew of its own clock
+// (handshakeNonces.fresh), and a process whose clock once ran ahead (and
+// was stepped back) would otherwise stamp every request with that future
+// until real time caught up. The nonce's random tail keeps two requests in
+// the same nanosecond apart.
 func sealCtl(dst []byte, pubKey wire.Key, shared *[32]byte, m []byte) []byte {
-	return sealCtlSeq(dst, pubKey, shared, m, newEpoch(time.Now()), 0)
+	return sealCtlSeq(dst, pubKey, shared, m, uint64(time.Now().UnixNano()), 0)
 }
 
 // sealCtlSeq builds a control packet of message m from pubKey to the key

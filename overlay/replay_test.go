@@ -34,6 +34,25 @@ func TestReplayWindow(t *testing.T) {
 	}
 }
 
+// TestHandshakeAfterClockStep: epochs handed out for a time ahead of the
+// wall clock (a clock stepped back by NTP; in tests, a synthetic clock run
+// forward) must not make the next join, friend or renewal request look
+// sealed in the future. Before sealCtl took the wall clock, the request
+// below was refused (errHandshakeTime) and a join in a later test of the
+// same process failed after 30 s.
+func TestHandshakeAfterClockStep(t *testing.T) {
+	newEpoch(time.Now().Add(24 * time.Hour))
+	k := sharedKey([32]byte{1}, [32]byte{2})
+	pkt := sealCtl(nil, [32]byte{3}, k, []byte{byte(msgJoinReq)})
+	var h handshakeNonces
+	if err := h.fresh(joinReq{}, pkt, time.Now()); err != nil {
+		t.Fatalf("a request sealed now, after an epoch a day ahead: %v", err)
+	}
+	if err := h.fresh(joinReq{}, pkt, time.Now()); err != errReplay {
+		t.Fatalf("the same request again: %v, want %v", err, errReplay)
+	}
+}
+
 func TestEndpointOK(t *testing.T) {
 	for _, c := range []struct {
 		ep       string
