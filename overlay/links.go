@@ -324,6 +324,22 @@ func (n *Node) RemoveLink(raw string) error {
 	}
 	n.saveMu.Lock()
 	defer n.saveMu.Unlock()
+	if t.Transport == link.TransportUDP {
+		ap, err := resolvePeer(t.Addr)
+		if err != nil {
+			return err
+		}
+		n.mu.Lock()
+		i := slices.Index(n.lnk.bootstrap, ap)
+		if i < 0 {
+			n.mu.Unlock()
+			return api.Errorf(api.CodeNotFound, "no link %s (see 'glow link list')", t)
+		}
+		n.lnk.bootstrap = slices.Delete(n.lnk.bootstrap, i, i+1)
+		boot := n.lnk.bootstrapFile()
+		n.mu.Unlock()
+		return n.state.WriteFile("bootstrap", boot, 0o644)
+	}
 	n.mu.Lock()
 	l := n.lnk.links[t.String()]
 	if l == nil {
@@ -468,6 +484,9 @@ func (n *Node) Links() []LinkStatus {
 			}
 		}
 		out = append(out, ls)
+	}
+	for _, ap := range n.lnk.bootstrap {
+		out = append(out, LinkStatus{URL: "udp://" + ap.String(), Status: "bootstrap"})
 	}
 	for _, p := range n.paths.peers {
 		if p.stream != nil && !seen[p.streamName] {

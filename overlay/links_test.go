@@ -2,13 +2,16 @@ package overlay
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
 	"glow/link"
 	"glow/nat/natlab"
+	"glow/overlay/api"
 	"glow/overlay/member/membertest"
 )
 
@@ -79,4 +82,41 @@ func TestStreamLinks(t *testing.T) {
 	tcpEcho(t, a, b, 7250)
 	tcpEcho(t, a, c, 7251)
 	s.Close()
+}
+
+// TestUDPLinkAddRemove: a udp:// link (a bootstrap address) is listed,
+// removed by the same URL and gone from the bootstrap file; before,
+// `glow link remove udp://...` answered "no link" right after the add
+// succeeded, and the address stayed for good.
+func TestUDPLinkAddRemove(t *testing.T) {
+	n := testNode(t, "n1", func(c *Config) { c.UserName = "alice" })
+	const url = "udp://127.0.0.1:9"
+	if err := n.AddLink(url); err != nil {
+		t.Fatal(err)
+	}
+	listed := func() bool {
+		for _, l := range n.Links() {
+			if l.URL == url {
+				return true
+			}
+		}
+		return false
+	}
+	if !listed() {
+		t.Fatalf("%s not in the link list: %+v", url, n.Links())
+	}
+	if err := n.RemoveLink(url); err != nil {
+		t.Fatalf("remove %s: %v", url, err)
+	}
+	if listed() {
+		t.Fatalf("%s still listed after its removal", url)
+	}
+	if b, _ := n.state.ReadFile("bootstrap"); strings.Contains(string(b), "127.0.0.1:9") {
+		t.Fatalf("bootstrap file still holds it:\n%s", b)
+	}
+	err := n.RemoveLink(url)
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Code != api.CodeNotFound {
+		t.Fatalf("second remove: %v, want not-found", err)
+	}
 }
