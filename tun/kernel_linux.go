@@ -317,12 +317,20 @@ func (k *Kernel) SetRoutes(prefixes []netip.Prefix, srcs ...netip.Addr) error {
 			return fmt.Errorf("tun: %s: %w", k.name, err)
 		}
 	}
+	return k.syncRoutesLocked(unix.RTPROT_STATIC, prefixes, srcs)
+}
+
+// syncRoutesLocked makes the routes through the interface tagged with
+// protocol proto exactly prefixes (scope link), each preferring the source
+// address of its family in srcs; routes of other protocols are left alone.
+// k.mu is held.
+func (k *Kernel) syncRoutesLocked(proto netlink.RouteProtocol, prefixes []netip.Prefix, srcs []netip.Addr) error {
 	wanted := map[netip.Prefix]bool{}
 	for _, p := range prefixes {
 		wanted[p.Masked()] = true
 	}
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		cur, err := k.nl.RouteListFiltered(fam, &netlink.Route{LinkIndex: k.index, Protocol: unix.RTPROT_STATIC},
+		cur, err := k.nl.RouteListFiltered(fam, &netlink.Route{LinkIndex: k.index, Protocol: proto},
 			netlink.RT_FILTER_OIF|netlink.RT_FILTER_PROTOCOL)
 		if err != nil {
 			return fmt.Errorf("tun: %s: list routes: %w", k.name, err)
@@ -343,7 +351,7 @@ func (k *Kernel) SetRoutes(prefixes []netip.Prefix, srcs ...netip.Addr) error {
 			LinkIndex: k.index,
 			Dst:       &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())},
 			Scope:     netlink.SCOPE_LINK,
-			Protocol:  unix.RTPROT_STATIC,
+			Protocol:  proto,
 		}
 		for _, src := range srcs {
 			if src.Is4() == p.Addr().Is4() {

@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"github.com/google/nftables"
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"glow/tun/firewall"
@@ -39,44 +38,7 @@ func (k *Kernel) SetSubnetRoutes(prefixes []netip.Prefix, srcs ...netip.Addr) er
 	if k.closed {
 		return net.ErrClosed
 	}
-	wanted := map[netip.Prefix]bool{}
-	for _, p := range prefixes {
-		wanted[p.Masked()] = true
-	}
-	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		cur, err := k.nl.RouteListFiltered(fam, &netlink.Route{LinkIndex: k.index, Protocol: rtprotGlowSubnet},
-			netlink.RT_FILTER_OIF|netlink.RT_FILTER_PROTOCOL)
-		if err != nil {
-			return fmt.Errorf("tun: %s: list routes: %w", k.name, err)
-		}
-		for _, r := range cur {
-			p, ok := prefixOf(r.Dst)
-			if ok && wanted[p] {
-				delete(wanted, p)
-				continue
-			}
-			if err := k.nl.RouteDel(&r); err != nil {
-				return fmt.Errorf("tun: %s: remove route %v: %w", k.name, r.Dst, err)
-			}
-		}
-	}
-	for p := range wanted {
-		r := &netlink.Route{
-			LinkIndex: k.index,
-			Dst:       &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())},
-			Scope:     netlink.SCOPE_LINK,
-			Protocol:  rtprotGlowSubnet,
-		}
-		for _, src := range srcs {
-			if src.Is4() == p.Addr().Is4() {
-				r.Src = src.AsSlice()
-			}
-		}
-		if err := k.nl.RouteReplace(r); err != nil {
-			return fmt.Errorf("tun: %s: add route %v: %w", k.name, p, err)
-		}
-	}
-	return nil
+	return k.syncRoutesLocked(rtprotGlowSubnet, prefixes, srcs)
 }
 
 // SetForwarding makes this host a router for the overlay (on) or stops
