@@ -63,7 +63,11 @@ const (
 	// HandshakeTimeout bounds a handshake whose ctx has no deadline.
 	HandshakeTimeout = 10 * time.Second
 
-	helloMagic    = "GLK1"
+	// HelloMagic opens every link handshake: a listener that serves other
+	// protocols on the same port tells links apart by these 4 bytes.
+	HelloMagic = "GLK1"
+
+	helloMagic    = HelloMagic
 	nonceLen      = 32
 	helloFixedLen = len(helloMagic) + nonceLen + ed25519.PublicKeySize + 2
 	maxHelloLen   = helloFixedLen + MaxCertLen

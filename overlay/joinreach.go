@@ -37,7 +37,6 @@ package overlay
 // reaches the user over it.
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"net"
@@ -201,21 +200,12 @@ func (j *joiner) serveReach(ln net.Listener, in chan<- joinDatagram, done <-chan
 		go func() {
 			defer wg.Done()
 			defer stop()
-			gc.SetReadDeadline(time.Now().Add(link.HandshakeTimeout))
-			br := bufio.NewReader(gc)
-			head, err := br.Peek(4)
-			if err != nil {
-				gc.Close()
+			pc, head, ok := peekConn(gc)
+			if !ok {
 				return
 			}
-			gc.SetReadDeadline(time.Time{})
-			pc := &peekedConn{Conn: gc, r: br}
-			if string(head) != "GLK1" {
-				select {
-				case httpConns.c <- pc:
-				case <-httpConns.done:
-					gc.Close()
-				}
+			if head != link.HelloMagic {
+				httpConns.hand(pc)
 				return
 			}
 			hctx, hcancel := context.WithTimeout(ctx, link.HandshakeTimeout)

@@ -206,26 +206,17 @@ func (n *Node) serveLinks(ln net.Listener) {
 		hs.Add(1)
 		go func() {
 			defer hs.Done()
-			gc.SetReadDeadline(time.Now().Add(link.HandshakeTimeout))
-			br := bufio.NewReader(gc)
-			head, err := br.Peek(4)
-			if err != nil {
-				gc.Close()
+			pc, head, ok := peekConn(gc)
+			if !ok {
 				return
 			}
-			gc.SetReadDeadline(time.Time{})
-			pc := &peekedConn{Conn: gc, r: br}
-			if string(head) == string(joinStreamMagic[:]) {
-				br.Discard(len(head))
-				n.serveJoinStream(gc, br) // keeps the slot: a joiner never authenticates
+			if head == string(joinStreamMagic[:]) {
+				pc.r.Discard(len(head))
+				n.serveJoinStream(gc, pc.r) // keeps the slot: a joiner never authenticates
 				return
 			}
-			if string(head) != "GLK1" {
-				select {
-				case httpConns.c <- pc: // the slot goes with it, until close or upgrade
-				case <-httpConns.done:
-					gc.Close()
-				}
+			if head != link.HelloMagic {
+				httpConns.hand(pc) // the slot goes with it, until close or upgrade
 				return
 			}
 			defer gc.Release()
@@ -255,6 +246,31 @@ type peekedConn struct {
 }
 
 func (c *peekedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+
+// peekConn reads the first 4 bytes of a connection to the link port, which
+// tell a link handshake, a join stream and HTTP (WebSocket) apart, within
+// link.HandshakeTimeout; the returned connection reads them again. A
+// connection that sends fewer is closed (ok false).
+func peekConn(c net.Conn) (pc *peekedConn, head string, ok bool) {
+	c.SetReadDeadline(time.Now().Add(link.HandshakeTimeout))
+	br := bufio.NewReader(c)
+	h, err := br.Peek(4)
+	if err != nil {
+		c.Close()
+		return nil, "", false
+	}
+	c.SetReadDeadline(time.Time{})
+	return &peekedConn{Conn: c, r: br}, string(h), true
+}
+
+// hand passes c to the http.Server, or closes it once the listener closed.
+func (l *chanListener) hand(c net.Conn) {
+	select {
+	case l.c <- c:
+	case <-l.done:
+		c.Close()
+	}
+}
 
 // chanListener hands connections to an http.Server.
 type chanListener struct {
