@@ -98,33 +98,13 @@ func lockedBlocking(t *testing.T, dir string) []string {
 			})
 		}
 	}
-	// chain[f] is how f reaches a blocking call ("" if it does not).
-	chain := map[string]string{}
-	var visit func(f string, seen map[string]bool) string
-	visit = func(f string, seen map[string]bool) string {
-		if c, ok := chain[f]; ok {
-			return c
+	// visit(f) is how f reaches a blocking call ("" if it does not).
+	visit := callChains(calls, func(f string) bool { return f == "signDocLocked" }, func(g string) string {
+		if blockingCalls[g] {
+			return g
 		}
-		if seen[f] || f == "signDocLocked" {
-			return ""
-		}
-		seen[f] = true
-		out := ""
-		for _, g := range calls[f] {
-			if blockingCalls[g] {
-				out = f + " -> " + g
-				break
-			}
-			if _, ok := calls[g]; ok {
-				if c := visit(g, seen); c != "" {
-					out = f + " -> " + c
-					break
-				}
-			}
-		}
-		chain[f] = out
-		return out
-	}
+		return ""
+	})
 	var found []string
 	for f := range calls {
 		if strings.HasSuffix(f, "Locked") && !wgMuLocked[f] {
@@ -252,33 +232,13 @@ func TestLockOrder(t *testing.T) {
 			})
 		}
 	}
-	// reach[f] is how f reaches a Lock of Node.mu or Node.saveMu ("" if not).
-	reach := map[string]string{}
-	var visit func(f string, seen map[string]bool) string
-	visit = func(f string, seen map[string]bool) string {
-		if c, ok := reach[f]; ok {
-			return c
+	// visit(f) is how f reaches a Lock of Node.mu or Node.saveMu ("" if not).
+	visit := callChains(calls, func(string) bool { return false }, func(g string) string {
+		if g == "Node.mu" || g == "Node.saveMu" {
+			return g + ".Lock"
 		}
-		if seen[f] {
-			return ""
-		}
-		seen[f] = true
-		out := ""
-		for _, g := range calls[f] {
-			if g == "Node.mu" || g == "Node.saveMu" {
-				out = f + " -> " + g + ".Lock"
-				break
-			}
-			if _, ok := calls[g]; ok {
-				if c := visit(g, seen); c != "" {
-					out = f + " -> " + c
-					break
-				}
-			}
-		}
-		reach[f] = out
-		return out
-	}
+		return ""
+	})
 	checked := 0
 	for f := range calls {
 		if strings.HasSuffix(f, "Locked") {
@@ -292,4 +252,39 @@ func TestLockOrder(t *testing.T) {
 		t.Fatalf("found %d ...Locked functions and %d Locks of Node.mu: the check sees nothing", checked, locked)
 	}
 	t.Logf("%d ...Locked functions take neither Node.mu nor Node.saveMu; %d Locks of Node.mu", checked, locked)
+}
+
+// callChains returns a walk of the call graph calls (function -> what it
+// calls): visit(f, seen) is the first chain "f -> ... -> target" by which f
+// reaches a callee that hit names (hit returns the chain's last step), or
+// "" if none; functions that skip accepts end the walk. Results are
+// remembered across calls.
+func callChains(calls map[string][]string, skip func(string) bool, hit func(string) string) func(f string, seen map[string]bool) string {
+	memo := map[string]string{}
+	var visit func(f string, seen map[string]bool) string
+	visit = func(f string, seen map[string]bool) string {
+		if c, ok := memo[f]; ok {
+			return c
+		}
+		if seen[f] || skip(f) {
+			return ""
+		}
+		seen[f] = true
+		out := ""
+		for _, g := range calls[f] {
+			if h := hit(g); h != "" {
+				out = f + " -> " + h
+				break
+			}
+			if _, ok := calls[g]; ok {
+				if c := visit(g, seen); c != "" {
+					out = f + " -> " + c
+					break
+				}
+			}
+		}
+		memo[f] = out
+		return out
+	}
+	return visit
 }
