@@ -189,7 +189,10 @@ func (r *results) mainTable(cols []config) string {
 	if withRatio {
 		header = append(header, "glow / wg-go", "target")
 	}
-	relays := []struct{ key, title string }{{"relay1", "1 relay / direct"}, {"relay2", "2 relays / direct"}}
+	// Glow through relays, a subnet router and an exit node, each divided
+	// by glow direct of the same run (see bench/README.md).
+	relays := []struct{ key, title string }{{"relay1", "1 relay / direct"}, {"relay2", "2 relays / direct"},
+		{"subnet", "subnet / direct"}, {"exit", "exit / direct"}}
 	var relayCols []int // indexes into relays
 	for i, rl := range relays {
 		if r.has(rl.key) && r.has("glow") {
@@ -197,7 +200,8 @@ func (r *results) mainTable(cols []config) string {
 			header = append(header, rl.title)
 		}
 	}
-	if len(relayCols) > 0 {
+	relayTargets := r.has("glow") && (r.has("relay1") || r.has("relay2"))
+	if relayTargets {
 		header = append(header, "relay targets")
 	}
 	var cells [][]string
@@ -240,11 +244,12 @@ func (r *results) mainTable(cols []config) string {
 				ratio = fmt.Sprintf("%.2f", q)
 			}
 			line = append(line, ratio)
-			if lo := rw.relayMin[i]; lo > 0 {
+			if i < len(rw.relayMin) && rw.relayMin[i] > 0 {
+				lo := rw.relayMin[i]
 				targets = append(targets, fmt.Sprintf("%d: >= %.2f", i+1, lo)+verdict(ratio != "", q >= lo))
 			}
 		}
-		if len(relayCols) > 0 {
+		if relayTargets {
 			line = append(line, strings.Join(targets, ", "))
 		}
 		cells = append(cells, line)

@@ -32,7 +32,9 @@
 //   - PTR for overlay addresses (in-addr.arpa and ip6.arpa) gives
 //     NODE.USER.SUFFIX. An unknown address inside the overlay's ranges
 //     (Config.Prefixes) is NXDOMAIN; any other reverse name is forwarded.
-//   - Everything else goes to Config.Upstreams in order, each given ~2 s,
+//   - Everything else goes to Config.Upstreams in order (while the overlay
+//     uses an exit node: to the exit node's resolver instead, never to
+//     Config.Upstreams; [Server.SetExitUpstreams]), each given ~2 s,
 //     over the client's transport; a truncated UDP answer is retried over
 //     TCP. All failing: SERVFAIL. No upstreams: REFUSED.
 //   - Only loopback and overlay clients (Config.Prefixes and the service
@@ -76,6 +78,9 @@
 //     always the user's file and never glow's.
 //   - resolv.conf may be a bind mount (ip netns exec), where the atomic
 //     rename fails with EBUSY; then it is rewritten in place.
+//
+// [Lookup] is a stub resolver for the userspace proxy, which asks the exit
+// node's resolver through the tunnel.
 //
 // Left out: DNS over TLS/HTTPS upstreams, caching of forwarded answers,
 // SRV/TXT for announced services, watching resolv.conf for changes made

@@ -45,7 +45,8 @@ func (s *Server) forward(ctx context.Context, req *dns.Msg, tcp bool) *dns.Msg {
 	}
 	q := req.Question[0]
 	var fallback *dns.Msg
-	for _, up := range s.upstreams {
+	ups, _ := s.forwardTo()
+	for _, up := range ups {
 		if ctx.Err() != nil {
 			break
 		}

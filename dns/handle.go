@@ -90,7 +90,11 @@ func (s *Server) answer(req *dns.Msg) (resp *dns.Msg, forward bool) {
 			return m, false
 		}
 	}
-	if len(s.upstreams) == 0 {
+	switch ups, exit := s.forwardTo(); {
+	case len(ups) == 0 && exit:
+		s.stats.servFail.Add(1)
+		return s.reply(req, dns.RcodeServerFailure), false
+	case len(ups) == 0:
 		s.stats.refused.Add(1)
 		return s.reply(req, dns.RcodeRefused), false
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -101,6 +102,10 @@ type Server struct {
 	logf      func(string, ...any)
 	dial      func(ctx context.Context, network, addr string) (net.Conn, error)
 
+	// exit, when set, replaces upstreams: the exit node's resolver while
+	// one is in use (SetExitUpstreams).
+	exit atomic.Pointer[[]netip.AddrPort]
+
 	stats counters // atomic
 }
 
@@ -159,6 +164,34 @@ func New(cfg Config) (*Server, error) {
 		s.dial = d.DialContext
 	}
 	return s, nil
+}
+
+// SetExitUpstreams makes names outside the suffix go to ups instead of
+// Config.Upstreams while on: the overlay points them at its exit node's
+// resolver (over the tunnel) while an exit node is in use, so that the
+// local network's resolver learns nothing of what is looked up. On with no
+// ups (the chosen exit node is unknown) such names get SERVFAIL: never
+// Config.Upstreams, so nothing leaks while the exit node is away. Off:
+// Config.Upstreams again.
+func (s *Server) SetExitUpstreams(on bool, ups []netip.AddrPort) {
+	if !on {
+		s.exit.Store(nil)
+		return
+	}
+	ups = slices.Clone(ups)
+	if ups == nil {
+		ups = []netip.AddrPort{}
+	}
+	s.exit.Store(&ups)
+}
+
+// forwardTo returns the resolvers to forward to, and whether they are an
+// exit node's.
+func (s *Server) forwardTo() ([]netip.AddrPort, bool) {
+	if p := s.exit.Load(); p != nil {
+		return *p, true
+	}
+	return s.upstreams, false
 }
 
 // isLabel reports whether s is one LDH-ish DNS label (letters, digits,

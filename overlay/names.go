@@ -77,6 +77,9 @@ func (n *Node) startDNS() error {
 		return err
 	}
 	n.dnsSrv.Store(srv)
+	n.mu.Lock()
+	n.exitDNSLocked() // an exit node chosen: its resolver from the first query (exitdns.go)
+	n.mu.Unlock()
 	addrs := []netip.AddrPort{
 		netip.AddrPortFrom(glowdns.ServiceV4, 53),
 		netip.AddrPortFrom(glowdns.ServiceV6, 53),

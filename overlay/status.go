@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -179,12 +180,16 @@ func (n *Node) Ping(ctx context.Context, target string) (PingResult, error) {
 }
 
 // ResolveName resolves a node name (nas, nas.alice, nas.alice.glow) or an
-// address literal to an overlay address, for the userspace proxy.
-func (n *Node) ResolveName(_ context.Context, host string) (netip.Addr, error) {
+// address literal to an overlay address, for the userspace proxy; other
+// names through the exit node in use, or the host's resolver (userdial.go).
+func (n *Node) ResolveName(ctx context.Context, host string) (netip.Addr, error) {
 	if a, err := netip.ParseAddr(host); err == nil {
 		return a, nil
 	}
 	addrs, err := n.Addrs(host)
+	if errors.Is(err, ErrNoSuchPeer) && !isGlowName(host) {
+		return n.resolveOther(ctx, host)
+	}
 	if err != nil {
 		return netip.Addr{}, err
 	}

@@ -80,16 +80,21 @@ func (b *Bind) setRoutes(rs []routeEntry) {
 
 // routeFor returns the peer a prefix routed to peers holds dst, or nil.
 func (b *Bind) routeFor(dst netip.Addr) *Endpoint {
-	rs := b.byRoute.Load()
-	if rs == nil {
-		return nil
-	}
-	for _, r := range *rs {
-		if r.p.Contains(dst) {
-			return r.e
+	r, _ := b.routeEntryFor(dst)
+	return r.e
+}
+
+// routeEntryFor returns the longest prefix routed to a peer that holds
+// dst.
+func (b *Bind) routeEntryFor(dst netip.Addr) (routeEntry, bool) {
+	if rs := b.byRoute.Load(); rs != nil {
+		for _, r := range *rs {
+			if r.p.Contains(dst) {
+				return r, true
+			}
 		}
 	}
-	return nil
+	return routeEntry{}, false
 }
 
 // routeOwner is a prefix routed to a peer, for the policy directory.
@@ -342,9 +347,11 @@ func (n *Node) refreshSubnetsLocked() <-chan struct{} {
 	n.bind.setRoutes(entries)
 	slices.SortStableFunc(owners, func(a, b routeOwner) int { return b.p.Bits() - a.p.Bits() })
 	n.dir.routes.Store(&owners)
+	n.exitDNSLocked() // exitdns.go
 	slices.SortFunc(kernel, comparePrefix)
 	want := kernelRoutes{Subnets: kernel, Forward: len(n.offeredLocked()) > 0,
-		Exit: n.rt.prefs.ExitNode != "", AllowLAN: n.rt.prefs.ExitNodeAllowLANAccess}
+		Exit: n.rt.prefs.ExitNode != "", AllowLAN: n.rt.prefs.ExitNodeAllowLANAccess,
+		ExitDNS: n.rt.prefs.AdvertiseExitNode}
 	if want.equal(n.rt.applied) || n.rt.kernel == nil {
 		return closedChan
 	}
@@ -364,11 +371,13 @@ type kernelRoutes struct {
 	// into the TUN (tun.Kernel.SetExit), whether the exit node takes it
 	// or not (fail closed); AllowLAN keeps the local LANs out.
 	Exit, AllowLAN bool
+	ExitDNS        bool          // we offer an exit node: serve DNS on the overlay addresses (exitdns.go)
 	done           chan struct{} // closed once applied (or replaced by a newer set)
 }
 
 func (k kernelRoutes) equal(o kernelRoutes) bool {
-	return slices.Equal(k.Subnets, o.Subnets) && k.Forward == o.Forward && k.Exit == o.Exit && k.AllowLAN == o.AllowLAN
+	return slices.Equal(k.Subnets, o.Subnets) && k.Forward == o.Forward && k.Exit == o.Exit && k.AllowLAN == o.AllowLAN &&
+		k.ExitDNS == o.ExitDNS
 }
 
 // routeState is the node's subnet and exit node state, guarded by Node.mu.
@@ -411,10 +420,11 @@ func (n *Node) routeApplier(k subnetKernel, v4, v6 netip.Addr) {
 	for {
 		select {
 		case <-n.ctx.Done():
+			n.serveExitDNS(false)
 			return
 		case want := <-n.rt.want:
 			err := errors.Join(k.SetForwarding(want.Forward), k.SetSubnetRoutes(want.Subnets, v4, v6),
-				k.SetExit(want.Exit, want.AllowLAN, v4, v6))
+				k.SetExit(want.Exit, want.AllowLAN, v4, v6), n.serveExitDNS(want.ExitDNS))
 			if n.bind.devForwarding.Load() {
 				n.enableForwarding() // ip_forward's change set every interface's own flag (devices.go)
 			}

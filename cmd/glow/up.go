@@ -359,13 +359,13 @@ func runDaemon(g *globals, f upFlags) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	if ns := n.Netstack(); ns != nil && f.cfg.SOCKS5 != "" {
+	if n.Netstack() != nil && f.cfg.SOCKS5 != "" {
 		user, pass, _ := socksCredentials(f.socksAuth)
 		ln, err := listenSOCKS(f.cfg.SOCKS5)
 		if err != nil {
 			return fmt.Errorf("SOCKS5 proxy on %s: %w", f.cfg.SOCKS5, err)
 		}
-		go tun.ServeSOCKS5(ctx, ln, tun.ProxyConfig{Dial: ns.DialContext, Resolve: n.ResolveName, Logf: logf,
+		go tun.ServeSOCKS5(ctx, ln, tun.ProxyConfig{Dial: n.Dial, Resolve: n.ResolveName, Logf: logf,
 			User: user, Password: pass})
 		who := "every local user may use it (--socks5-auth to require credentials)"
 		if user != "" {
