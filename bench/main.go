@@ -7,7 +7,7 @@
 //	go run ./bench -rounds 5 -time 10s
 //	go run ./bench -glow bin/glow -wireguard /path/to/wireguard -out ''   # prebuilt, no file
 //	go run ./bench -perf /tmp/prof # also record a perf profile of each daemon
-//	go run ./bench -idle-only -configs wg,glow   # only idle CPU (steady state) and RSS
+//	go run ./bench -idle-only -configs wg,glow   # only the idle phase: idle CPU (steady state) and RSS
 //
 // What it does. Each configuration (a column: raw veth, wireguard-go, glow
 // direct, glow through 1 and 2 relays) is a small struct whose setup builds
@@ -19,8 +19,10 @@
 // in a table of its own (nat.go). Rounds are interleaved (raw, wg, glow, raw, wg, glow, ...), and
 // every configuration is set up afresh in every round, so each round is an
 // independent sample and no idle daemon of one configuration runs during
-// another's measurement. Per instance it measures, in this order: idle RSS
-// of the daemons, idle RTT (ping every 10 ms), iperf3 TCP throughput with 1
+// another's measurement. Before the rounds, an idle phase (idle.go) sets up
+// every daemon configuration of every round side by side and measures their
+// idle CPU and RSS in one window once they have settled. Per instance the
+// rounds then measure, in this order: idle RTT (ping every 10 ms), iperf3 TCP throughput with 1
 // and then 4 streams with the CPU time the daemons, the iperf3 processes and
 // the whole machine spent on it, RSS after the throughput runs, and RTT while
 // a 1-stream iperf3 runs. The table shows the median over rounds; the raw
@@ -65,9 +67,9 @@ func main() {
 		duration  = flag.Duration("time", 5*time.Second, "duration of each iperf3 run")
 		pings     = flag.Int("pings", 300, "pings per RTT measurement")
 		pingEvery = flag.Duration("ping-interval", 10*time.Millisecond, "interval between pings")
-		settle    = flag.Duration("idle-settle", 30*time.Second, "how long the daemons run idle after set-up before idle CPU is measured")
-		idle      = flag.Duration("idle", 60*time.Second, "how long idle daemon CPU is measured (steady state, after -idle-settle)")
-		idleOnly  = flag.Bool("idle-only", false, "measure only idle daemon CPU and RSS (set-up, settle, measure, tear down); prints the table, writes no file, runs no Go benchmarks")
+		settle    = flag.Duration("idle-settle", 90*time.Second, "how long the idle phase's daemons run idle after set-up before idle CPU is measured (>= 90 s: glow's quiet pace starts a minute after the last change)")
+		idle      = flag.Duration("idle", 60*time.Second, "how long idle daemon CPU is measured, all configurations in the same window (0: no idle phase)")
+		idleOnly  = flag.Bool("idle-only", false, "run only the idle phase (idle daemon CPU and RSS in the steady state); prints the table, writes no file, runs no Go benchmarks")
 		glowBin   = flag.String("glow", "", "prebuilt glow binary (default: build ./cmd/glow)")
 		wgBin     = flag.String("wireguard", "", "prebuilt reference wireguard-go binary (default: build from go.mod's version)")
 		out       = flag.String("out", "BENCHMARKS.md", "write the report here, relative to the module root ('' = do not write)")
@@ -78,6 +80,10 @@ func main() {
 		keep      = flag.Bool("keep", false, "keep the scratch directory (daemon logs, ping logs) instead of removing it")
 	)
 	flag.Parse()
+	if *idleOnly && *idle <= 0 {
+		fmt.Fprintln(os.Stderr, "bench: -idle-only needs -idle > 0")
+		os.Exit(2)
+	}
 	if *rounds < 1 || *duration < time.Second || *pings < 10 {
 		fmt.Fprintln(os.Stderr, "bench: -rounds must be >= 1, -time >= 1s, -pings >= 10")
 		os.Exit(2)
@@ -162,7 +168,12 @@ func benchMain(rounds int, o options, glowBin, wgBin, out, only, goBench string,
 	logf("load average at start: %s", loadStart)
 	res := newResults(cfgs, rounds)
 	start := time.Now()
-	for r := 1; r <= rounds; r++ {
+	if o.idle > 0 {
+		if err := measureIdle(ctx, work, rounds, cfgs, bins, o, res, logf, vlogf); err != nil {
+			return err
+		}
+	}
+	for r := 1; r <= rounds && !o.idleOnly; r++ {
 		for _, c := range cfgs {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -184,10 +195,6 @@ func benchMain(rounds int, o options, glowBin, wgBin, out, only, goBench string,
 			res.add(c.key, r, m)
 			if c.run != nil {
 				logf("round %d/%d %-14s %s  [%s]", r, rounds, c.title, natSummary(m), time.Since(t0).Round(time.Second))
-				continue
-			}
-			if o.idleOnly {
-				logf("round %d/%d %-14s idle CPU %.2f ms/s  [%s]", r, rounds, c.title, m["idlecpu"], time.Since(t0).Round(time.Second))
 				continue
 			}
 			logf("round %d/%d %-14s %5.2f Gbit/s (1 stream) %5.2f Gbit/s (4)  RTT p50 %.3f ms  [%s]",

@@ -25,42 +25,17 @@ type options struct {
 	duration  time.Duration // each iperf3 run
 	pings     int           // pings per RTT measurement
 	pingEvery time.Duration
-	settle    time.Duration // how long the daemons run idle before idle CPU is measured
-	idle      time.Duration // how long idle CPU is measured
-	idleOnly  bool          // measure idle RSS and CPU only
+	settle    time.Duration // how long the idle phase's daemons run idle before idle CPU is measured
+	idle      time.Duration // how long idle CPU is measured (0: no idle phase)
+	idleOnly  bool          // run the idle phase only
 	perfDir   string        // when set, record a perf profile of the daemons
 }
 
-// measureInstance runs the whole sequence on one instance. The order
-// matters: idle RSS before any bulk traffic, RSS after the throughput runs.
+// measureInstance runs the whole sequence on one instance (idle CPU and
+// RSS are the idle phase's, idle.go). The order matters: RSS after the
+// throughput runs.
 func measureInstance(l *lab, cfg config, inst *instance, o options) (map[string]float64, error) {
 	m := map[string]float64{}
-	if cfg.daemon {
-		m["rss_idle"] = maxRSS(inst.daemons, "VmRSS")
-		// Idle CPU: the daemons' own timers, heartbeats and gossip with
-		// one peer and no traffic, in CPU milliseconds per second, in the
-		// steady state: after o.settle, so that the set-up's bursts
-		// (beacons, probing, the first gossip) are over.
-		sleep := func(d time.Duration) error {
-			select {
-			case <-l.ctx.Done():
-				return l.ctx.Err()
-			case <-time.After(d):
-				return nil
-			}
-		}
-		if err := sleep(o.settle); err != nil {
-			return nil, err
-		}
-		cpu0, t0 := onCPU(inst.daemons), time.Now()
-		if err := sleep(o.idle); err != nil {
-			return nil, err
-		}
-		m["idlecpu"] = 1000 * (onCPU(inst.daemons) - cpu0) / time.Since(t0).Seconds()
-	}
-	if o.idleOnly {
-		return m, nil
-	}
 	if _, err := l.start(inst.server, "iperf3-server.log", nil, "iperf3", "-s", "-p", "5201"); err != nil {
 		return nil, err
 	}

@@ -46,6 +46,7 @@ var rows = []row{
 	{key: "lloss", label: "ping loss under load (%)", prec: 1},
 	{key: "idlecpu", label: "idle daemon CPU, 1 peer (ms/s)", prec: 2, ratio: true, maxRatio: 2},
 	{key: "rss_idle", label: "idle RSS, 1 peer (MiB)", prec: 1, ratio: true, maxGlow: 25, unit: "MB"},
+	{key: "rss_anon", label: "idle RSS, anonymous (MiB)", prec: 1, ratio: true},
 	{key: "rss_now", label: "RSS right after throughput (MiB)", prec: 1, ratio: true, maxGlow: 64, unit: "MiB"},
 	{key: "rss_after", label: "RSS 3 s after throughput (MiB)", prec: 1, ratio: true},
 	{key: "rss_peak", label: "peak RSS, VmHWM (MiB)", prec: 1, ratio: true, maxGlow: 64, unit: "MiB"},

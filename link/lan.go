@@ -37,10 +37,20 @@ type Discovery struct {
 	pc    *ipv4.PacketConn
 	conn  net.PacketConn
 
-	mu       sync.Mutex // guards joined, ifaces and ifacesAt
+	mu       sync.Mutex // guards joined, ifaces, ifacesAt and watched
 	joined   map[int]bool
 	ifaces   []net.Interface // as Refresh last read them
 	ifacesAt time.Time
+	watched  bool // SetWatched: Refresh runs on every change
+}
+
+// SetWatched tells d that its owner calls Refresh whenever the host's
+// interfaces change (it watches them), so Announce always sends on the
+// interfaces Refresh read and never reads them itself.
+func (d *Discovery) SetWatched() {
+	d.mu.Lock()
+	d.watched = true
+	d.mu.Unlock()
 }
 
 // ifacesFresh is how long Announce uses the interfaces Refresh read
@@ -120,7 +130,7 @@ func (d *Discovery) Announce(payload []byte) error {
 	var lastErr error
 	d.mu.Lock()
 	ifs := d.ifaces
-	if time.Since(d.ifacesAt) > ifacesFresh {
+	if !d.watched && time.Since(d.ifacesAt) > ifacesFresh {
 		ifs = Interfaces()
 	}
 	d.mu.Unlock()

@@ -32,6 +32,9 @@ import (
 // nothing runs more often than it did) and at most maxSleep: an idle node
 // whose peers are idle ticks a few times in ten seconds (TestBubbleIdleTicks),
 // and slows its digests and beacons once nothing changes (quietAfter).
+// Interfaces and addresses are not polled: a netlink watch (ifaces.go)
+// wakes the loop when they change, which re-reads them then and only then
+// (the info refresh and the beacons use the cached reading).
 
 const (
 	tickEvery = 250 * time.Millisecond // the least time between two ticks
@@ -90,6 +93,9 @@ func (n *Node) startControl() {
 			n.logf("glow: LAN discovery off: %v", err)
 		} else {
 			n.disc = d
+			if n.ifw != nil {
+				d.SetWatched() // the loop refreshes it on every change
+			}
 			n.atClose(func() { d.Close() })
 			n.wg.Add(1)
 			go n.readBeacons()
@@ -162,6 +168,14 @@ func (n *Node) loop() {
 	lastChange, peersSeen := start, 0 // for the quiet pace (quietAfter)
 	lastTrim := time.Now()
 	replied := map[netip.AddrPort]time.Time{}
+	// Interface changes (ifaces.go): the beacon group is joined on new
+	// interfaces and our endpoints re-read at the next tick. Without a
+	// watch, both are done on their timers.
+	var ifChanged <-chan struct{}
+	ifDirty := false
+	if n.ifw != nil {
+		ifChanged = n.ifw.changed
+	}
 	n.mu.Lock()
 	n.wakeAt.next, n.wakeAt.armed = start, start // the first tick: at once
 	n.mu.Unlock()
@@ -229,6 +243,14 @@ func (n *Node) loop() {
 		case in := <-n.ctlq.other:
 			handle(in)
 			continue
+		case <-ifChanged:
+			now := time.Now()
+			n.mu.Lock()
+			ifDirty, n.mem.infoDirty = true, true
+			note(now)
+			arm(now)
+			n.mu.Unlock()
+			continue
 		case <-n.ctlq.wake:
 			// A deadline came nearer, or a peer has traffic again.
 			now := time.Now()
@@ -265,9 +287,10 @@ func (n *Node) loop() {
 			every, slack = beaconFast, 0
 		}
 		beaconDue := now.Sub(lastBeacon) >= every-slack
-		if beaconDue && n.disc != nil {
+		if n.disc != nil && (ifDirty || beaconDue && n.ifw == nil) {
 			n.disc.Refresh() // multicast joins on new interfaces: never under n.mu
 		}
+		ifDirty = false
 		memDue := now.Sub(lastMem) >= memCheckEvery
 		if memDue {
 			lastMem = now

@@ -111,6 +111,7 @@ type Node struct {
 	ns          *tun.Netstack // userspace only
 	autoPort    bool          // the port is glow's choice (no --port): it moves off a neighbour's (portclash.go)
 	disc        *link.Discovery
+	ifw         *ifaceWatch // nil when HostAddrs was given or netlink failed (ifaces.go)
 	lock        *os.File
 	names       *glowdns.Table
 	dir         directory // overlay address -> principal, for the filter
@@ -218,7 +219,8 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
 	}
-	if cfg.HostAddrs == nil {
+	watchIfaces := cfg.HostAddrs == nil
+	if watchIfaces {
 		cfg.HostAddrs = interfaceAddrs
 	}
 	loopbackLab := slices.ContainsFunc(cfg.HostAddrs(), netip.Addr.IsLoopback)
@@ -265,6 +267,9 @@ func Start(cfg Config) (*Node, error) {
 	n.rt.want = make(chan kernelRoutes, 1)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.atClose(func() { n.lock.Close() })
+	if watchIfaces {
+		n.watchInterfaces() // before any goroutine reads n.cfg.HostAddrs
+	}
 	if autoPort {
 		port = n.savedPort() // DefaultPort unless a port move saved another
 	}
