@@ -90,9 +90,10 @@ type Config struct {
 	// before the node starts; nil keeps them.
 	Prefs *api.PrefsChange
 
-	stateWrite   func(name string) // tests: called before each state file write (State.beforeWrite)
-	beforeIpcSet func()            // tests: called before each IpcSet of a WireGuard peer (Bind.wgHook)
-	tunDevice    wgtun.Device      // tests: this in-memory TUN (tun/tuntest) instead of a netstack or a kernel TUN
+	stateWrite     func(name string) // tests: called before each state file write (State.beforeWrite)
+	beforeIpcSet   func()            // tests: called before each IpcSet of a WireGuard peer (Bind.wgHook)
+	tunDevice      wgtun.Device      // tests: this in-memory TUN (tun/tuntest) instead of a netstack or a kernel TUN
+	offerUserspace bool              // tests: a userspace node may offer routes (the choice runs without a kernel)
 }
 
 // Node is one running glow node. Start builds it; Close stops it.

@@ -166,10 +166,17 @@ func (n *Node) loadPrefs() error {
 		if err := validPrefs(p); err != nil {
 			return &member.DamagedError{Path: n.state.Path(prefsFile), Err: err}
 		}
+		if n.canOffer(p) != nil { // saved by a run with a kernel TUN
+			n.logf("glow: %s offers routes, which a --userspace node cannot: not offered", n.state.Path(prefsFile))
+			p.AdvertiseRoutes, p.AdvertiseExitNode = nil, false
+		}
 	}
 	if n.cfg.Prefs != nil && !n.cfg.Prefs.Empty() {
 		p = n.cfg.Prefs.Apply(p)
 		if err := validPrefs(p); err != nil {
+			return err
+		}
+		if err := n.canOffer(p); err != nil {
 			return err
 		}
 		if err := n.savePrefs(p); err != nil {
@@ -206,6 +213,9 @@ func (n *Node) SetPrefs(ch api.PrefsChange) (api.Prefs, error) {
 	if err := validPrefs(p); err != nil {
 		return api.Prefs{}, err
 	}
+	if err := n.canOffer(p); err != nil {
+		return api.Prefs{}, err
+	}
 	if p.ExitNode != "" {
 		n.mu.Lock()
 		_, err := n.findLocked(p.ExitNode)
@@ -232,6 +242,16 @@ func (n *Node) SetPrefs(ch api.PrefsChange) (api.Prefs, error) {
 	case <-n.ctx.Done():
 	}
 	return p, nil
+}
+
+// canOffer refuses offers from a userspace node: it has no kernel to
+// forward with, so its peers' traffic would go nowhere (it may use routes
+// and exit nodes: userdial.go).
+func (n *Node) canOffer(p api.Prefs) error {
+	if n.cfg.Userspace && !n.cfg.offerUserspace && (len(p.AdvertiseRoutes) > 0 || p.AdvertiseExitNode) {
+		return api.Errorf(api.CodeInvalidArgument, "a --userspace node cannot offer routes or be an exit node (it has no kernel to forward with); it can use them (--exit-node)")
+	}
+	return nil
 }
 
 // offeredLocked is what our NodeInfo offers.

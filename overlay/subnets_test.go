@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -72,6 +74,7 @@ func TestValidPrefs(t *testing.T) {
 func TestRouteChoice(t *testing.T) {
 	lan1, lan2 := netip.MustParsePrefix("10.71.1.0/24"), netip.MustParsePrefix("10.71.2.0/24")
 	nodes := joinedNetMod(t, 3, func(i int, c *Config) {
+		c.offerUserspace = true // the choice, without kernels to forward
 		switch i {
 		case 0:
 			c.Prefs = &api.PrefsChange{AdvertiseRoutes: &[]netip.Prefix{lan1}, AdvertiseExitNode: ptr(true)}
@@ -151,3 +154,31 @@ func TestRouteChoice(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestUserspaceCannotOffer: a --userspace node has no kernel to forward
+// with, so it refuses to offer routes or itself as exit node with glow set
+// (its peers' traffic would go nowhere), and drops the offers of a state
+// file that a run with a kernel TUN saved; it may still choose an exit
+// node.
+func TestUserspaceCannotOffer(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, prefsFile), []byte(`{"advertise_routes":["10.71.1.0/24"],"advertise_exit_node":true}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n := testNode(t, "n1", func(c *Config) { c.StateDir, c.UserName = dir, "alice" })
+	if off := n.Status().Self.Offered; len(off) != 0 {
+		t.Errorf("a userspace node offers %v from its state file", off)
+	}
+	if _, err := n.SetPrefs(api.PrefsChange{AdvertiseExitNode: ptr(true)}); err == nil {
+		t.Error("glow set --advertise-exit-node taken by a userspace node")
+	}
+	if _, err := n.SetPrefs(api.PrefsChange{AdvertiseRoutes: &[]netip.Prefix{netip.MustParsePrefix("10.71.1.0/24")}}); err == nil {
+		t.Error("glow set --advertise-routes taken by a userspace node")
+	}
+	if off := n.Status().Self.Offered; len(off) != 0 {
+		t.Errorf("a userspace node offers %v after refused glow sets", off)
+	}
+	if _, err := n.SetPrefs(api.PrefsChange{ExitNodeAllowLANAccess: ptr(true)}); err != nil {
+		t.Errorf("glow set of a pref a userspace node may use: %v", err)
+	}
+}
