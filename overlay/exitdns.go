@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 )
 
@@ -39,7 +40,7 @@ func (n *Node) exitDNSLocked() {
 		return
 	}
 	var ups []netip.AddrPort
-	if p := n.exitPeerLocked(); p != nil && len(p.subnets) > 0 {
+	if p := n.exitPeerLocked(); p != nil && takesDefault(p) {
 		for _, a := range p.routed {
 			ups = append(ups, netip.AddrPortFrom(a, 53))
 		}
@@ -109,4 +110,10 @@ func (n *Node) serveExitDNS(on bool) error {
 	n.logf("glow: exit node: serving DNS on the overlay addresses for the nodes that use it")
 	s.stop = stop
 	return nil
+}
+
+// takesDefault reports whether a default route is routed to p (it is the
+// exit node chosen and offers one).
+func takesDefault(p *peer) bool {
+	return slices.ContainsFunc(p.subnets, func(r netip.Prefix) bool { return r.Bits() == 0 })
 }

@@ -2,6 +2,8 @@ package overlay
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -119,6 +121,17 @@ func TestRouteChoice(t *testing.T) {
 		t.Error("n3's directory names an owner for an address nobody routes")
 	}
 
+	// Where a userspace node's proxy sends connections (userdial.go).
+	way := func(stage, a string, want userDialWay) {
+		t.Helper()
+		if got := n3.dialWay(netip.MustParseAddr(a)); got != want {
+			t.Errorf("%s: n3's proxy sends %s %v, want %v", stage, a, got, want)
+		}
+	}
+	way("no exit node", "198.51.100.7", wayHost)
+	way("no exit node", "10.71.2.9", wayOverlay)
+	way("no exit node", n2.Cert().IPv4.String(), wayOverlay)
+
 	// The exit node: chosen, then not.
 	if _, err := n3.SetPrefs(api.PrefsChange{ExitNode: ptr("n1")}); err != nil {
 		t.Fatal(err)
@@ -134,6 +147,9 @@ func TestRouteChoice(t *testing.T) {
 	if e := n3.bind.routeFor(netip.MustParseAddr("10.71.2.9")); e == nil || e.ID != n2.id {
 		t.Errorf("n3's packet path with an exit node: 10.71.2.9 goes to %v, want n2 (longest prefix)", e)
 	}
+	way("exit node n1", "198.51.100.7", wayOverlay)
+	way("exit node n1", "127.0.0.1", wayHost)
+	way("exit node n1", "::1", wayHost)
 	if _, err := n3.SetPrefs(api.PrefsChange{ExitNode: ptr("n2")}); err != nil {
 		t.Fatal(err) // n2 offers no default route: chosen, routes nothing (fail closed)
 	}
@@ -144,6 +160,14 @@ func TestRouteChoice(t *testing.T) {
 	}
 	if e := n3.bind.routeFor(netip.MustParseAddr("198.51.100.7")); e != nil {
 		t.Errorf("n3's packet path: an Internet address goes to %v through an exit node that offers nothing", e)
+	}
+	way("exit node n2, which offers none", "198.51.100.7", wayBlocked) // fail closed, not direct
+	way("exit node n2, which offers none", "10.71.2.9", wayOverlay)
+	if _, err := n3.ResolveName(context.Background(), "example.com"); !errors.Is(err, ErrExitNodeUnavailable) {
+		t.Errorf("exit node n2, which offers none: resolving example.com: %v, want ErrExitNodeUnavailable", err)
+	}
+	if _, err := n3.Dial(context.Background(), "tcp", "198.51.100.7:80"); !errors.Is(err, ErrExitNodeUnavailable) {
+		t.Errorf("exit node n2, which offers none: dialling an Internet address: %v, want ErrExitNodeUnavailable", err)
 	}
 	if _, err := n3.SetPrefs(api.PrefsChange{ExitNode: ptr("nobody")}); err == nil {
 		t.Error("SetPrefs took an exit node that is no peer")

@@ -117,7 +117,7 @@ func (n *Node) resolveOther(ctx context.Context, host string) (netip.Addr, error
 	n.mu.Lock()
 	chosen := n.rt.prefs.ExitNode
 	var server netip.Addr
-	if p := n.exitPeerLocked(); p != nil && len(p.subnets) > 0 {
+	if p := n.exitPeerLocked(); p != nil && takesDefault(p) {
 		for _, a := range p.routed {
 			if !server.IsValid() || a.Is4() && !server.Is4() {
 				server = a
