@@ -416,8 +416,12 @@ func report(e environment, r *results, table string, goLines []string) string {
 	fmt.Fprintf(&b, "- CPU: %s, %d CPUs\n", e.cpu, e.cpus)
 	fmt.Fprintf(&b, "- Go: %s; glow: %s; reference: golang.zx2c4.com/wireguard %s\n", e.goVersion, e.glowRev, e.wgVersion)
 	fmt.Fprintf(&b, "- load average (1, 5, 15 min) at start: %s; at end: %s (other work on the machine makes the absolute figures noisy)\n", e.loadStart, e.loadEnd)
-	fmt.Fprintf(&b, "- %d interleaved rounds, each configuration set up afresh per round; iperf3 %s per run; %d pings every %s; took %s\n\n",
+	fmt.Fprintf(&b, "- %d interleaved rounds, each configuration set up afresh per round; iperf3 %s per run; %d pings every %s; took %s\n",
 		e.rounds, e.opts.duration, e.opts.pings, e.opts.pingEvery, e.elapsed.Round(time.Second))
+	if e.opts.idle > 0 {
+		fmt.Fprintf(&b, "- idle rows (steady state): every daemon configuration of every round set up side by side before the rounds, idle for %s, then measured together over %s\n", e.opts.settle, e.opts.idle)
+	}
+	b.WriteString("\n")
 	b.WriteString(table)
 	if len(r.errors) > 0 {
 		b.WriteString("\nFailures (medians above leave these rounds out):\n\n")
