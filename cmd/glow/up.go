@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -335,10 +334,6 @@ func runDaemon(g *globals, f upFlags) error {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(daemonMemoryLimit)
 	}
-	// No heap profile is ever taken from the daemon (it serves no pprof):
-	// sampling allocations only costs it stack walks and the profile's
-	// bucket table (~1.4 MiB reserved, partly resident).
-	runtime.MemProfileRate = 0
 
 	f.cfg.Logf = logf
 	var metricsLn net.Listener
