@@ -1,0 +1,308 @@
+package overlay
+
+// TestScaleSim (issue 18): N whole nodes in one testing/synctest bubble, on
+// the bubble's clock, so that the figures are the protocol's own times and
+// not this machine's CPU shared by N nodes. Each node is a real Node
+// (control loop, Store, gossip, routes, wireguard-go) with an in-memory
+// TUN over the NAT lab (as bubble_test.go); the lab delays every datagram
+// by scaleLatency, and each node reaches only its neighbours in a sparse
+// graph (sparseGraph: ring plus chords, average degree about 6), so most
+// pairs talk through relays. It measures, in simulated seconds:
+//
+//   - cold convergence: all N nodes start at once; until every node holds
+//     every node's certificate and a NodeInfo of it;
+//   - control bytes per node per second (UDP payload every node sends;
+//     there is no data traffic) while converging, idle, and under churn;
+//   - churn: for scaleChurn, every 10 s one node restarts, one changes its
+//     address (a new public address published), one leaves for good and
+//     one new node joins (its certificate issued offline by the admin, as
+//     `glow invite` would), each bootstrapping to its neighbours;
+//   - propagation: after the churn, a NodeInfo change of one node, until
+//     every live node holds it (median of 3 rounds).
+//
+// It prints METRIC lines (bench/main.go's scale section reads them) and
+// fails only if the network does not converge or a change does not reach
+// every node. It starts hundreds of nodes, so it runs only with
+// GLOW_SCALE=1:
+//
+//	GLOW_SCALE=1 GLOW_SCALE_SIZES=100,300,1000 go test -run TestScaleSim -v -timeout 60m ./overlay/
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"golang.zx2c4.com/wireguard/tun/tuntest"
+
+	"glow/nat/natlab"
+	"glow/overlay/member"
+	"glow/overlay/member/membertest"
+)
+
+const (
+	scaleLatency = 20 * time.Millisecond // one way, every datagram
+	scaleChurn   = 60 * time.Second
+)
+
+// countConn counts the bytes a node sends.
+type countConn struct {
+	net.PacketConn
+	sent *atomic.Uint64
+}
+
+func (c *countConn) WriteTo(b []byte, a net.Addr) (int, error) {
+	c.sent.Add(uint64(len(b)))
+	return c.PacketConn.WriteTo(b, a)
+}
+
+// simNet is the simulated network: nodes by index, some of them stopped.
+type simNet struct {
+	t     *testing.T
+	u     *member.UserKey
+	in    *natlab.Internet
+	lk    *links
+	used  map[netip.Addr]bool
+	edges [][]int // neighbours, both directions
+	nodes []*Node // nil while stopped
+	dirs  []string
+	hosts []*natlab.Host
+	sent  []*atomic.Uint64
+	gone  []bool // left for good
+}
+
+func (s *simNet) link(i, j int) {
+	s.lk.set(scaleAddr(i), scaleAddr(j), true)
+	s.edges[i] = append(s.edges[i], j)
+	s.edges[j] = append(s.edges[j], i)
+}
+
+// add provisions node i (not started).
+func (s *simNet) add(i int) {
+	for len(s.nodes) <= i {
+		s.nodes, s.dirs, s.hosts = append(s.nodes, nil), append(s.dirs, ""), append(s.hosts, nil)
+		s.sent, s.gone, s.edges = append(s.sent, &atomic.Uint64{}), append(s.gone, false), append(s.edges, nil)
+	}
+	s.dirs[i] = provision(s.t, s.u, fmt.Sprintf("n%d", i), s.used, i == 0)
+	s.hosts[i] = s.in.NewHost(scaleAddr(i))
+}
+
+// start starts node i, bootstrapping to its neighbours.
+func (s *simNet) start(i int) {
+	var boot []string
+	for _, j := range s.edges[i] {
+		boot = append(boot, netip.AddrPortFrom(scaleAddr(j), DefaultPort).String())
+	}
+	name := fmt.Sprintf("n%d", i)
+	s.nodes[i] = labNode(s.t, s.hosts[i], s.lk, name, func(c *Config) {
+		quiet(s.t, name)(c)
+		c.StateDir, c.Peers = s.dirs[i], boot
+		c.Userspace, c.tunDevice = false, tuntest.NewChannelTUN().TUN()
+		inner := c.ListenPacket
+		c.ListenPacket = func(port uint16) (net.PacketConn, error) {
+			pc, err := inner(port)
+			if err != nil {
+				return nil, err
+			}
+			return &countConn{PacketConn: pc, sent: s.sent[i]}, nil
+		}
+	})
+}
+
+func (s *simNet) stop(i int) {
+	holdWGPeers(s.nodes[i : i+1])
+	s.nodes[i].Close()
+	s.nodes[i] = nil
+}
+
+func (s *simNet) live() []*Node {
+	var out []*Node
+	for _, n := range s.nodes {
+		if n != nil {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func (s *simNet) bytesSent() uint64 {
+	var b uint64
+	for _, c := range s.sent {
+		b += c.Load()
+	}
+	return b
+}
+
+// converged reports whether every live node holds every live node's
+// certificate and a NodeInfo of it.
+func (s *simNet) converged() bool {
+	live := s.live()
+	for _, n := range live {
+		n.mu.Lock()
+		for _, m := range live {
+			if n.mem.store.Version(member.RecordKey{Kind: member.KindCert, Node: m.id}) == 0 ||
+				n.mem.store.Version(member.RecordKey{Kind: member.KindInfo, Node: m.id}) == 0 {
+				n.mu.Unlock()
+				return false
+			}
+		}
+		n.mu.Unlock()
+	}
+	return true
+}
+
+// changeAddr publishes a new public address of n, as a pong's "seen" would
+// bring it.
+func changeAddr(n *Node, addr netip.AddrPort) uint64 {
+	now := time.Now()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, p := range n.paths.peers {
+		p.seenUs, p.seenAt = addr, now
+	}
+	n.refreshInfoLocked(now)
+	return n.mem.info.Seq
+}
+
+// propagate changes n's NodeInfo and returns how long until every live
+// node holds it, polled every 10 ms of the bubble's clock.
+func (s *simNet) propagate(n *Node, addr netip.AddrPort) time.Duration {
+	key := member.RecordKey{Kind: member.KindInfo, Node: n.id}
+	t0 := time.Now()
+	seq := changeAddr(n, addr)
+	for time.Since(t0) < time.Minute {
+		all := true
+		for _, m := range s.live() {
+			if heldVersion(m, key) < seq {
+				all = false
+				break
+			}
+		}
+		if all {
+			return time.Since(t0)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.t.Fatalf("a NodeInfo change did not reach every node within a minute")
+	return 0
+}
+
+func TestScaleSim(t *testing.T) {
+	scaleGate(t)
+	for _, n := range scaleSizes(t) {
+		t.Run(fmt.Sprintf("n%d", n), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) { scaleSim(t, n) })
+		})
+	}
+}
+
+func scaleSim(t *testing.T, size int) {
+	cpu0 := cpuSeconds()
+	cpu := func() string { // the bubble's clock stands still while CPU runs
+		return fmt.Sprintf("CPU %.0f s", cpuSeconds()-cpu0)
+	}
+	s := &simNet{t: t, u: membertest.NewUser(t, "alice"), used: map[netip.Addr]bool{},
+		in: natlab.New(natlab.Config{QueueLen: 1024, Latency: scaleLatency}),
+		lk: &links{allowed: map[[2]netip.Addr]bool{}}}
+	for i, es := range sparseGraph(size, 1) {
+		s.add(i)
+		for _, j := range es {
+			s.link(i, j)
+		}
+	}
+	start := time.Now()
+	for i := range size {
+		s.start(i)
+	}
+	t.Cleanup(func() { holdWGPeers(s.live()) }) // before the nodes close (bubble_test.go)
+	for !s.converged() {
+		if time.Since(start) > 10*time.Minute {
+			t.Fatalf("%d nodes did not converge in 10 minutes (simulated)", size)
+		}
+		time.Sleep(time.Second)
+	}
+	conv := time.Since(start)
+	perNode := func(b uint64, d time.Duration) string {
+		return fmt.Sprintf("%.0f", float64(b)/float64(len(s.live()))/d.Seconds())
+	}
+	convBytes := s.bytesSent()
+	t.Logf("n%d: converged after %v simulated (%s)", size, conv.Round(time.Second), cpu())
+	metric(t, fmt.Sprintf("scale_sim_n%d_converged_s", size), fmt.Sprintf("%.0f", conv.Seconds()))
+	metric(t, fmt.Sprintf("scale_sim_n%d_converging_bytes_node_s", size), perNode(convBytes, conv))
+
+	// Idle: two minutes past the quiet pace's start (quietAfter).
+	time.Sleep(quietAfter + 30*time.Second)
+	b0, t0 := s.bytesSent(), time.Now()
+	time.Sleep(time.Minute)
+	metric(t, fmt.Sprintf("scale_sim_n%d_idle_bytes_node_s", size), perNode(s.bytesSent()-b0, time.Since(t0)))
+
+	// Churn: every 10 s a restart, an address change, a leave and a join.
+	b0, t0 = s.bytesSent(), time.Now()
+	next := size
+	for round := 0; time.Since(t0) < scaleChurn; round++ {
+		pick := func(k int) int { // a live node, never the admin (0) nor the target (size-1)
+			for j := 1 + (round*37+k*11)%(size-2); ; j = 1 + j%(size-2) {
+				if s.nodes[j] != nil {
+					return j
+				}
+			}
+		}
+		r := pick(0)
+		s.stop(r)
+		changeAddr(s.nodes[pick(1)], netip.AddrPortFrom(netip.AddrFrom4([4]byte{203, 0, 113, byte(round)}), 40000))
+		l := pick(2)
+		s.stop(l)
+		s.gone[l] = true
+		s.add(next)
+		s.link(next, pick(3))
+		s.link(next, pick(4))
+		s.start(next)
+		next++
+		time.Sleep(time.Second)
+		s.start(r)
+		time.Sleep(9 * time.Second)
+	}
+	churn := time.Since(t0)
+	metric(t, fmt.Sprintf("scale_sim_n%d_churn_bytes_node_s", size), perNode(s.bytesSent()-b0, churn))
+	c0 := time.Now()
+	for !s.converged() {
+		if time.Since(c0) > 5*time.Minute {
+			t.Fatalf("no convergence 5 minutes after the churn")
+		}
+		time.Sleep(time.Second)
+	}
+	t.Logf("n%d: %d live nodes converged %v after the churn (%s)", size, len(s.live()), time.Since(c0).Round(time.Second), cpu())
+
+	var all []time.Duration
+	for round := range 3 {
+		d := s.propagate(s.nodes[size-1], netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(round)}), 41000))
+		t.Logf("round %d: the change reached all %d live nodes in %v", round, len(s.live()), d)
+		all = append(all, d)
+		time.Sleep(5 * time.Second)
+	}
+	slices.Sort(all)
+	metric(t, fmt.Sprintf("scale_sim_n%d_propagation_s", size), fmt.Sprintf("%.3f", all[1].Seconds()))
+	t.Logf("n%d: done after %v simulated, %s", size, time.Since(start).Round(time.Second), cpu())
+	logDropsSim(t, s)
+	for i := range s.nodes {
+		if s.nodes[i] != nil {
+			s.stop(i)
+		}
+	}
+}
+
+// logDropsSim logs the drop counters of the live nodes.
+func logDropsSim(t *testing.T, s *simNet) {
+	var nodes []*Node
+	var hosts []*natlab.Host
+	for i, n := range s.nodes {
+		if n != nil {
+			nodes, hosts = append(nodes, n), append(hosts, s.hosts[i])
+		}
+	}
+	logDrops(t, nodes, hosts)
+}
