@@ -43,6 +43,7 @@ const (
 	msgJoinResp msgType = 7
 	// msgFriendReq, msgFriendResp: 8, 9 (friends.go)
 	msgRecordFrag msgType = 10 // fragment.go
+	msgSummary    msgType = 11 // a digest in member.SummaryBuckets sums (gossip.go)
 	// msgJoinFwd, msgJoinBack: 20, 21 (joinrelay.go)
 )
 
@@ -192,6 +193,17 @@ func marshalDigests(d []member.DigestEntry) [][]byte {
 	return out
 }
 
+// marshalSummary encodes a digest summary: the number of ranges, then
+// each range's sum.
+func marshalSummary(s member.Summary) []byte {
+	w := wire.Writer{B: []byte{byte(msgSummary)}}
+	w.U8(member.SummaryBuckets)
+	for _, v := range s {
+		w.U64(v)
+	}
+	return w.B
+}
+
 func marshalWants(keys []member.RecordKey) [][]byte {
 	const per = (maxCtlBody - 2) / (1 + 32)
 	var out [][]byte
@@ -240,7 +252,7 @@ func marshalRecords(recs []recordMsg) [][]byte {
 }
 
 // parseCtl decodes one control message. It returns one of pingMsg, pongMsg,
-// []DigestEntry, []RecordKey, []recordMsg, fragMsg, joinReq or joinResp.
+// []DigestEntry, Summary, []RecordKey, []recordMsg, fragMsg, joinReq or joinResp.
 func parseCtl(m []byte) (any, error) {
 	if len(m) == 0 {
 		return nil, errors.New("empty control message")
@@ -270,6 +282,15 @@ func parseCtl(m []byte) (any, error) {
 			d[i].Version = r.U64()
 		}
 		out = d
+	case msgSummary:
+		if n := int(r.U8()); n != member.SummaryBuckets {
+			return nil, fmt.Errorf("summary of %d ranges, want %d", n, member.SummaryBuckets)
+		}
+		var s member.Summary
+		for i := range s {
+			s[i] = r.U64()
+		}
+		out = s
 	case msgWant:
 		n := int(r.U16())
 		if n*(1+32) > len(r.B) {

@@ -9,15 +9,27 @@ import (
 	"glow/overlay/member"
 )
 
-// Anti-entropy. Every gossipEvery, and as soon as a path to a peer is
-// confirmed, a node sends its digest (which version of which record it
-// holds). The receiver answers with the records it holds newer and asks
-// (want) for those it holds older. A record that is new to a node is pushed
-// at once to every other neighbour, so a change floods the graph in one
-// pass; digests repair whatever the push missed. A record too large for one
-// packet is announced instead (a digest of that one entry) and pulled by a
-// want, so that it crosses to each node about once, not from every
-// neighbour (fragment.go).
+// Anti-entropy. As soon as a path to a peer is confirmed, a node sends its
+// digest (which version of which record it holds). The receiver answers
+// with the records it holds newer and asks (want) for those it holds
+// older. A record that is new to a node is pushed at once to every other
+// neighbour, so a change floods the graph in one pass; digests repair
+// whatever the push missed. A record too large for one packet is
+// announced instead (a digest of that one entry) and pulled by a want, so
+// that it crosses to each node about once, not from every neighbour
+// (fragment.go).
+//
+// Every gossipEvery (quietEvery once idle) a node sends each neighbour of
+// its own user a summary of its digest instead (member.Summary: 64 sums,
+// one packet, whatever the number of records; a digest is 41 bytes a
+// record, 70 packets at 1,000 nodes). The receiver answers only for the
+// ranges whose sums differ from its own, with the digest entries it holds
+// there, and the exchange goes on as above; since both ends send
+// summaries, a record only one end holds is found from the other's side.
+// A peer gets summaries once it has sent one (a node sends one with each
+// full digest), so a node that does not know them still gets full
+// digests. A friend's node sees only part of our records and gets full
+// digests, which are short.
 
 func (n *Node) sendDigestLocked(p *peer, addr netip.AddrPort) {
 	var d []member.DigestEntry
@@ -28,6 +40,48 @@ func (n *Node) sendDigestLocked(p *peer, addr netip.AddrPort) {
 	}
 	for _, m := range marshalDigests(d) {
 		n.sendCtlLocked(p, addr, m)
+	}
+	if n.mem.store.Own(p.cert.User) {
+		n.sendCtlLocked(p, addr, marshalSummary(member.Summarize(d)))
+	}
+}
+
+// gossipLocked is the periodic anti-entropy with neighbour p (over its
+// stream link if addr is invalid): a summary if p takes them, else the
+// digest.
+func (n *Node) gossipLocked(p *peer, addr netip.AddrPort) {
+	if !p.sums || !n.mem.store.Own(p.cert.User) {
+		n.sendDigestLocked(p, addr)
+		return
+	}
+	n.sendCtlLocked(p, addr, marshalSummary(member.Summarize(n.mem.store.Digest())))
+}
+
+// handleSummaryLocked answers a neighbour's summary with our digest
+// entries in the ranges where it differs from ours. The first summary
+// from p only says that p takes them: it came with p's full digest.
+func (n *Node) handleSummaryLocked(p *peer, from netip.AddrPort, s member.Summary) {
+	if !n.mem.store.Own(p.cert.User) {
+		n.dropCtl["summary-not-own"]++ // friends exchange full digests
+		return
+	}
+	if !p.sums {
+		p.sums = true
+		return
+	}
+	d := n.mem.store.Digest()
+	mine := member.Summarize(d)
+	if mine == s {
+		return
+	}
+	var diff []member.DigestEntry
+	for _, e := range d {
+		if b := member.SummaryBucket(e.RecordKey); mine[b] != s[b] {
+			diff = append(diff, e)
+		}
+	}
+	for _, m := range marshalDigests(diff) {
+		n.sendCtlLocked(p, from, m)
 	}
 }
 

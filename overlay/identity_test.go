@@ -78,6 +78,7 @@ func FuzzParseCtl(f *testing.F) {
 	f.Add(pingMsg{}.marshal())
 	f.Add(pongMsg{Seen: netip.MustParseAddrPort("1.2.3.4:5")}.marshal())
 	f.Add(marshalDigests([]member.DigestEntry{{RecordKey: member.RecordKey{Kind: member.KindCert, Node: wire.NodeID{1}}, Version: 7}})[0])
+	f.Add(marshalSummary(member.Summary{1, 2}))
 	f.Add(marshalWants([]member.RecordKey{{Kind: member.KindInfo, Node: wire.NodeID{2}}})[0])
 	f.Add(marshalRecords([]recordMsg{{member.KindCert, []byte("x")}})[0])
 	f.Add(joinReq{Name: "a", Sig: [64]byte{1}}.marshal())

@@ -337,7 +337,7 @@ func (n *Node) loop() {
 			lastGossip = now
 			for _, p := range n.paths.peers {
 				if p.active.IsValid() || p.stream != nil {
-					n.sendDigestLocked(p, p.active) // invalid active: over the stream
+					n.gossipLocked(p, p.active) // invalid active: over the stream
 				}
 			}
 		}
@@ -433,6 +433,8 @@ func (n *Node) handleControlLocked(pkt []byte, from netip.AddrPort, now time.Tim
 		n.handlePongLocked(p, msg, from, now)
 	case []member.DigestEntry:
 		n.handleDigestLocked(p, from, msg, now)
+	case member.Summary:
+		n.handleSummaryLocked(p, from, msg)
 	case []member.RecordKey:
 		n.sendRecordsLocked(p, from, msg)
 	case []recordMsg:

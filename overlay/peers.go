@@ -54,6 +54,7 @@ type peer struct {
 	hbWait     time.Time     // send time of the oldest heartbeat unanswered since the last pong
 	added      time.Time     // when the peer became known
 	since      time.Time     // when the current probing round started
+	sums       bool          // it sent a digest summary: it gets them too (gossip.go)
 
 	quality         link.Quality // RTT and loss of the heartbeats on the current path
 	lastProbe       time.Time    // last heartbeat on the current path
