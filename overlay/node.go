@@ -186,6 +186,7 @@ type Node struct {
 	renew renewal    // our certificate's renewal (renew.go)
 
 	dropCtl map[string]uint64 // control packets dropped, by reason: every part counts here
+	ctlSent [256]uint64       // bytes of sealed control packets sent to peers, by message type (scale tests)
 	wakeAt  loopTimer         // when the control loop wakes next (loop.go)
 	closed  bool              // Close has begun
 }

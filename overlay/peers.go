@@ -253,6 +253,7 @@ func evictBefore(c, vc *candidate) bool {
 func (n *Node) sendCtlLocked(p *peer, addr netip.AddrPort, m []byte) {
 	p.txSeq++
 	pkt := sealCtlSeq(make([]byte, 0, ctlOverhead+len(m)), n.ctlPub, p.shared, m, p.txEpoch, p.txSeq)
+	n.ctlSent[m[0]] += uint64(len(pkt))
 	var err error
 	if addr.IsValid() {
 		err = n.bind.SendTo(pkt, addr)

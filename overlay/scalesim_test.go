@@ -32,6 +32,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -129,6 +130,37 @@ func (s *simNet) live() []*Node {
 	return out
 }
 
+// ctlSent sums the live nodes' control bytes sent to peers by message type.
+func (s *simNet) ctlSent() (out [256]uint64) {
+	for _, n := range s.live() {
+		n.mu.Lock()
+		for i, v := range n.ctlSent {
+			out[i] += v
+		}
+		n.mu.Unlock()
+	}
+	return out
+}
+
+// logCtl logs what the live nodes' control bytes to peers went to since
+// before, by message type, per node per second.
+func (s *simNet) logCtl(what string, before [256]uint64, d time.Duration) {
+	after := s.ctlSent()
+	names := map[msgType]string{msgPing: "ping", msgPong: "pong", msgDigest: "digest", msgWant: "want",
+		msgRecords: "records", msgRecordFrag: "fragments", msgSummary: "summary"}
+	var parts []string
+	for i := range after {
+		if v := after[i] - before[i]; v > 0 {
+			name := names[msgType(i)]
+			if name == "" {
+				name = fmt.Sprint(i)
+			}
+			parts = append(parts, fmt.Sprintf("%s %.0f", name, float64(v)/float64(len(s.live()))/d.Seconds()))
+		}
+	}
+	s.t.Logf("%s: control bytes per node per second to peers, by message: %s", what, strings.Join(parts, ", "))
+}
+
 func (s *simNet) bytesSent() uint64 {
 	var b uint64
 	for _, c := range s.sent {
@@ -223,25 +255,27 @@ func scaleSim(t *testing.T, size int) {
 		if time.Since(start) > 10*time.Minute {
 			t.Fatalf("%d nodes did not converge in 10 minutes (simulated)", size)
 		}
-		time.Sleep(time.Second)
+		time.Sleep(100 * time.Millisecond)
 	}
 	conv := time.Since(start)
 	perNode := func(b uint64, d time.Duration) string {
 		return fmt.Sprintf("%.0f", float64(b)/float64(len(s.live()))/d.Seconds())
 	}
 	convBytes := s.bytesSent()
+	s.logCtl("converging", [256]uint64{}, conv)
 	t.Logf("n%d: converged after %v simulated (%s)", size, conv.Round(time.Second), cpu())
-	metric(t, fmt.Sprintf("scale_sim_n%d_converged_s", size), fmt.Sprintf("%.0f", conv.Seconds()))
+	metric(t, fmt.Sprintf("scale_sim_n%d_converged_s", size), fmt.Sprintf("%.1f", conv.Seconds()))
 	metric(t, fmt.Sprintf("scale_sim_n%d_converging_bytes_node_s", size), perNode(convBytes, conv))
 
 	// Idle: two minutes past the quiet pace's start (quietAfter).
 	time.Sleep(quietAfter + 30*time.Second)
-	b0, t0 := s.bytesSent(), time.Now()
+	b0, c0, t0 := s.bytesSent(), s.ctlSent(), time.Now()
 	time.Sleep(time.Minute)
 	metric(t, fmt.Sprintf("scale_sim_n%d_idle_bytes_node_s", size), perNode(s.bytesSent()-b0, time.Since(t0)))
+	s.logCtl("idle", c0, time.Since(t0))
 
 	// Churn: every 10 s a restart, an address change, a leave and a join.
-	b0, t0 = s.bytesSent(), time.Now()
+	b0, c0, t0 = s.bytesSent(), s.ctlSent(), time.Now()
 	next := size
 	for round := 0; time.Since(t0) < scaleChurn; round++ {
 		pick := func(k int) int { // a live node, never the admin (0) nor the target (size-1)
@@ -268,14 +302,15 @@ func scaleSim(t *testing.T, size int) {
 	}
 	churn := time.Since(t0)
 	metric(t, fmt.Sprintf("scale_sim_n%d_churn_bytes_node_s", size), perNode(s.bytesSent()-b0, churn))
-	c0 := time.Now()
+	s.logCtl("churn", c0, churn)
+	c1 := time.Now()
 	for !s.converged() {
-		if time.Since(c0) > 5*time.Minute {
+		if time.Since(c1) > 5*time.Minute {
 			t.Fatalf("no convergence 5 minutes after the churn")
 		}
 		time.Sleep(time.Second)
 	}
-	t.Logf("n%d: %d live nodes converged %v after the churn (%s)", size, len(s.live()), time.Since(c0).Round(time.Second), cpu())
+	t.Logf("n%d: %d live nodes converged %v after the churn (%s)", size, len(s.live()), time.Since(c1).Round(time.Second), cpu())
 
 	var all []time.Duration
 	for round := range 3 {
