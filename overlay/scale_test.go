@@ -40,16 +40,20 @@ func scaleGate(t *testing.T) {
 
 // scaleSizes are the network sizes of TestScalePropagation:
 // GLOW_SCALE_SIZES (comma-separated), default 30 and 300.
-func scaleSizes(t *testing.T) []int {
-	s := os.Getenv("GLOW_SCALE_SIZES")
+func scaleSizes(t *testing.T) []int { return sizesFrom(t, "GLOW_SCALE_SIZES", []int{30, 300}) }
+
+// sizesFrom reads network sizes from the environment variable env
+// (comma-separated), def if it is unset.
+func sizesFrom(t *testing.T, env string, def []int) []int {
+	s := os.Getenv(env)
 	if s == "" {
-		return []int{30, 300}
+		return def
 	}
 	var out []int
 	for _, f := range strings.Split(s, ",") {
 		v, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || v < 3 {
-			t.Fatalf("GLOW_SCALE_SIZES=%q: want numbers >= 3", s)
+			t.Fatalf("%s=%q: want numbers >= 3", env, s)
 		}
 		out = append(out, v)
 	}
