@@ -18,7 +18,9 @@ package overlay
 //	               datagram is handled as above with the frame's source as
 //	               its peer (WireGuard) or sent on to the control loop
 //	   relay frame for another node: relay.Forwarder.Allow decides (the
-//	               same check, trust, rate); hop limit decremented in
+//	               same check, trust, rate; the frames after it with the
+//	               same header spend a rate credit taken once, given
+//	               back at the batch's end); hop limit decremented in
 //	               place; grouped by next hop over the batch and sent on,
 //	               one sendmmsg/GSO write per next hop; size 0
 //	   glow / STUN: copied out to the control loop: known peers' control
@@ -58,10 +60,15 @@ type rx struct {
 	accHops uint8
 	// Likewise the last frame for another node that Allow let through: the
 	// next with the same header from the same neighbour meets only its
-	// source's rate limit (Forwarder.Again).
+	// source's rate limit, from a credit taken for the rest of the batch
+	// (relay.Credit) and given back when the batch ends.
 	fwdNB          *Endpoint
 	fwdSrc, fwdDst wire.ShortID
 	fwdHops        uint8
+	credit         relay.Credit
+	// The endpoint whose path this batch last touched (Endpoint.touch):
+	// once a batch is enough, its time is the batch's.
+	touched *Endpoint
 	// udpKind is how a WireGuard datagram with a source address came: UDP
 	// (direct), or through a TURN allocation (the streams' goroutine).
 	udpKind trafficKind
@@ -70,7 +77,7 @@ type rx struct {
 
 // batch starts a receive batch: what was read once per batch is stale.
 func (r *rx) batch() {
-	r.now, r.nbAddr, r.nb, r.accNB, r.fwdNB = time.Time{}, netip.AddrPort{}, nil, nil, nil
+	r.now, r.nbAddr, r.nb, r.accNB, r.fwdNB, r.touched = time.Time{}, netip.AddrPort{}, nil, nil, nil, nil
 }
 
 // fwdRun is the frames of one batch that go to one next hop (UDP).
@@ -100,6 +107,7 @@ func (r *rx) forward(ep conn.Endpoint, pkt []byte) {
 }
 
 func (r *rx) flush() {
+	r.b.fwd.Give(&r.credit)
 	for i := range r.runs {
 		r.b.inner.Send(r.runs[i].bufs, r.runs[i].ep)
 		clear(r.runs[i].bufs)
@@ -173,7 +181,7 @@ func (r *rx) handle(i int, bufs [][]byte, sizes []int, eps []conn.Endpoint, from
 				r.now = time.Now()
 			}
 			if nb == r.fwdNB && src == r.fwdSrc && dst == r.fwdDst && hops == r.fwdHops {
-				if b.fwd.Again(src, len(pkt), r.now) != relay.Forward {
+				if b.fwd.Spend(&r.credit, src, len(pkt), len(bufs)-i, r.now) != relay.Forward {
 					return
 				}
 			} else if b.fwd.Allow(nb.ID.Short(), src, dst, hops, len(pkt), r.now) != relay.Forward {
@@ -195,8 +203,11 @@ func (r *rx) handle(i int, bufs [][]byte, sizes []int, eps []conn.Endpoint, from
 				// WireGuard data: the links it crosses carry traffic and
 				// deserve fast heartbeats (relayed control does not count,
 				// or every heartbeat would keep every link busy).
-				if e.touch(p, r.now.UnixNano()) {
-					b.ctl.trafficResumed()
+				if e != r.touched {
+					r.touched = e
+					if e.touch(p, r.now.UnixNano()) {
+						b.ctl.trafficResumed()
+					}
 				}
 			}
 			if p.stream != nil {

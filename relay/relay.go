@@ -25,7 +25,9 @@
 // overlay's receive path, which asks a Forwarder for each frame; Allow and
 // Accept are safe for concurrent use, read the membership table without a
 // lock (copy on write), take only the frame source's own lock (Allow) and
-// do not allocate once a source is known.
+// do not allocate once a source is known. The frames of a batch that
+// repeat an allowed header take their source's limit as one Credit (Spend,
+// Give): one lock and a few atomics per run of frames, not per frame.
 //
 // Limits are token buckets per source node, refilled from the time passed
 // in, so tests step time explicitly.
@@ -253,18 +255,23 @@ func (f *Forwarder) limit(src wire.ShortID, n int, now time.Time) Verdict {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if dt := now.Sub(b.last); dt > 0 {
-		s := dt.Seconds()
-		b.pkts = min(f.burstP, b.pkts+s*f.limits.PacketsPerSecond)
-		b.bytes = min(f.burstB, b.bytes+s*f.limits.BytesPerSecond)
-		b.last = now
-	}
+	f.refill(b, now)
 	if b.pkts < 1 || b.bytes < float64(n) {
 		return DropRateLimited
 	}
 	b.pkts--
 	b.bytes -= float64(n)
 	return Forward
+}
+
+// refill adds what the time since b's last refill earned; b.mu is held.
+func (f *Forwarder) refill(b *bucket, now time.Time) {
+	if dt := now.Sub(b.last); dt > 0 {
+		s := dt.Seconds()
+		b.pkts = min(f.burstP, b.pkts+s*f.limits.PacketsPerSecond)
+		b.bytes = min(f.burstB, b.bytes+s*f.limits.BytesPerSecond)
+		b.last = now
+	}
 }
 
 // newBucket adds a full bucket for src (or returns the one another

@@ -203,3 +203,53 @@ func BenchmarkAllow(b *testing.B) {
 		f.Allow(wire.ShortID{1}, wire.ShortID{1}, wire.ShortID{2}, 8, 1400, now)
 	}
 }
+
+// TestForwarderCredit: frames that repeat an allowed header, decided from a
+// credit (Spend), meet their source's limits exactly as with Again, are
+// counted once the credit is given back, and what a credit did not use
+// goes back to the bucket.
+func TestForwarderCredit(t *testing.T) {
+	a, b := wire.ShortID{1}, wire.ShortID{2}
+	f := New(Limits{PacketsPerSecond: 10, BytesPerSecond: 1e6, Burst: time.Second})
+	f.SetMembers(wire.ShortID{7}, Members{a: Own, b: Own})
+	now := time.Unix(100, 0)
+	if v := f.Allow(a, a, b, 8, 100, now); v != Forward {
+		t.Fatalf("first: %v", v)
+	}
+	// 2 of a run of 20 frames, then the batch ends: 7 tokens go back.
+	var c Credit
+	for i := 0; i < 2; i++ {
+		if v := f.Spend(&c, a, 100, 20-i, now); v != Forward {
+			t.Fatalf("spend %d: %v", i, v)
+		}
+	}
+	f.Give(&c)
+	if counts, bytes := f.Counts(); counts["forwarded"] != 3 || bytes != 300 {
+		t.Fatalf("after the first batch: counts %v, bytes %d", counts, bytes)
+	}
+	n := 0
+	for i := 0; i < 20; i++ {
+		if f.Spend(&c, a, 100, 20-i, now) == Forward {
+			n++
+		}
+	}
+	f.Give(&c)
+	counts, bytes := f.Counts()
+	if n != 7 || counts["forwarded"] != 10 || counts["rate-limited"] != 13 || bytes != 1000 {
+		t.Fatalf("credit: %d forwarded, counts %v, bytes %d", n, counts, bytes)
+	}
+	// Nothing left for a frame outside any credit either.
+	if v := f.Again(a, 100, now); v != DropRateLimited {
+		t.Fatalf("after the credits: %v", v)
+	}
+	// A byte limit smaller than the run's frames.
+	g := New(Limits{PacketsPerSecond: 1e6, BytesPerSecond: 1000, Burst: time.Second})
+	g.SetMembers(wire.ShortID{7}, Members{a: Own, b: Own})
+	if g.Allow(a, a, b, 8, 400, now) != Forward {
+		t.Fatal("byte limit: first")
+	}
+	if g.Spend(&c, a, 400, 5, now) != Forward || g.Spend(&c, a, 400, 4, now) != DropRateLimited {
+		t.Fatal("byte limit: credit")
+	}
+	g.Give(&c)
+}
