@@ -54,10 +54,12 @@ type rx struct {
 	nbAddr netip.AddrPort
 	nb     *Endpoint
 	// The last relay frame for this node that Accept passed in this batch:
-	// the next from the same neighbour, source and hop limit passes too.
+	// the next from the same neighbour, source and hop limit passes too,
+	// and its peer is not looked up again.
 	accNB   *Endpoint
 	accSrc  wire.ShortID
 	accHops uint8
+	accE    *Endpoint // the peer accSrc names (nil: none)
 	// Likewise the last frame for another node that Allow let through: the
 	// next with the same header from the same neighbour meets only its
 	// source's rate limit, from a credit taken for the rest of the batch
@@ -65,6 +67,7 @@ type rx struct {
 	fwdNB          *Endpoint
 	fwdSrc, fwdDst wire.ShortID
 	fwdHops        uint8
+	fwdE           *Endpoint // the peer fwdDst names (nil: none)
 	credit         relay.Credit
 	// The endpoint whose path this batch last touched (Endpoint.touch):
 	// once a batch is enough, its time is the batch's.
@@ -175,7 +178,6 @@ func (r *rx) handle(i int, bufs [][]byte, sizes []int, eps []conn.Endpoint, from
 			b.dropRelayShort.Add(1)
 			return
 		}
-		shorts := *b.byShort.Load()
 		if dst != b.self {
 			if r.now.IsZero() {
 				r.now = time.Now()
@@ -188,8 +190,9 @@ func (r *rx) handle(i int, bufs [][]byte, sizes []int, eps []conn.Endpoint, from
 				return
 			} else {
 				r.fwdNB, r.fwdSrc, r.fwdDst, r.fwdHops = nb, src, dst, hops
+				r.fwdE = (*b.byShort.Load())[dst]
 			}
-			e := shorts[dst]
+			e := r.fwdE
 			var p *path
 			if e != nil {
 				p = e.path.Load()
@@ -228,8 +231,9 @@ func (r *rx) handle(i int, bufs [][]byte, sizes []int, eps []conn.Endpoint, from
 				return
 			}
 			r.accNB, r.accSrc, r.accHops = nb, src, hops
+			r.accE = (*b.byShort.Load())[src]
 		}
-		e := shorts[src]
+		e := r.accE
 		if e == nil {
 			b.dropRelayNoPeer.Add(1)
 			return
