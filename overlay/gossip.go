@@ -129,6 +129,7 @@ func (n *Node) handleRecordsLocked(from *peer, recs []recordMsg, now time.Time) 
 	// Certificates and friend lists first: other records depend on them.
 	slices.SortStableFunc(recs, func(a, b recordMsg) int { return member.RecordOrder(a.Kind) - member.RecordOrder(b.Kind) })
 	var fresh []recordMsg
+	certs := false
 	for _, r := range recs {
 		if !n.acceptableLocked(from, r) {
 			n.dropCtl["record-not-theirs"]++
@@ -143,7 +144,18 @@ func (n *Node) handleRecordsLocked(from *peer, recs []recordMsg, now time.Time) 
 			continue
 		}
 		fresh = append(fresh, r)
+		if r.Kind == member.KindCert && member.PeekCertNode(r.Raw) != n.id {
+			// Another node's certificate: what follows from the set of
+			// certificates (peers displaced, names, policy, TURN
+			// permissions, each O(N)) is done once for the message, not
+			// once per certificate: a cold start brings N of them.
+			certs = n.certPeerLocked(r.Raw, now) || certs
+			continue
+		}
 		n.recordChangedLocked(r.Kind, r.Raw, now)
+	}
+	if certs {
+		n.certsAppliedLocked()
 	}
 	if len(fresh) == 0 {
 		return
@@ -246,21 +258,11 @@ func (n *Node) acceptableLocked(p *peer, r recordMsg) bool {
 func (n *Node) recordChangedLocked(kind member.RecordKind, raw []byte, now time.Time) {
 	switch kind {
 	case member.KindCert:
-		c := n.mem.store.Cert(member.PeekCertNode(raw)) // as just applied (and verified)
-		if c == nil {
+		if n.mem.store.Cert(member.PeekCertNode(raw)) == nil {
 			return
 		}
-		// A newer certificate may have displaced another node (address conflict).
-		for id := range n.paths.peers {
-			if n.mem.store.Cert(id) == nil {
-				n.removePeerLocked(id)
-			}
-		}
-		if c.Node != n.id {
-			n.addPeerLocked(n.mem.store.Cert(c.Node), now)
-		} else {
-			n.takeOwnCertLocked(now) // renewed, promoted, demoted (renew.go, admins.go)
-		}
+		n.dropDisplacedLocked()
+		n.certPeerLocked(raw, now)
 		n.certsChangedLocked()
 	case member.KindFriends, member.KindPolicy, member.KindRevoked, member.KindDevices:
 		for id := range n.paths.peers {
@@ -281,6 +283,37 @@ func (n *Node) recordChangedLocked(kind member.RecordKind, raw []byte, now time.
 		n.paths.routesDirty, n.rt.dirty = true, true
 		n.permitTURNLocked()
 	}
+}
+
+// certPeerLocked makes the node of an accepted certificate a peer (or
+// takes our own), and reports whether the certificate is held.
+func (n *Node) certPeerLocked(raw []byte, now time.Time) bool {
+	c := n.mem.store.Cert(member.PeekCertNode(raw)) // as just applied (and verified)
+	if c == nil {
+		return false
+	}
+	if c.Node != n.id {
+		n.addPeerLocked(c, now)
+	} else {
+		n.takeOwnCertLocked(now) // renewed, promoted, demoted (renew.go, admins.go)
+	}
+	return true
+}
+
+// dropDisplacedLocked removes the peers whose certificate a newer one
+// displaced (an address conflict).
+func (n *Node) dropDisplacedLocked() {
+	for id := range n.paths.peers {
+		if n.mem.store.Cert(id) == nil {
+			n.removePeerLocked(id)
+		}
+	}
+}
+
+// certsAppliedLocked follows up certificates taken with certPeerLocked.
+func (n *Node) certsAppliedLocked() {
+	n.dropDisplacedLocked()
+	n.certsChangedLocked()
 }
 
 // refreshInfoLocked re-signs this node's endpoints when they changed, and
