@@ -333,9 +333,12 @@ func runGoBench(ctx context.Context, root, pattern string) ([]string, error) {
 	// per peer, and the simulation of N whole nodes on a synctest clock
 	// (TestScaleSim: cold convergence, propagation, control bytes per node
 	// per second, in simulated time).
+	// 1,000 whole nodes in one process are opt-in
+	// (GLOW_SCALE_SIM_SIZES=100,300,1000): they need over 12 GiB and far
+	// more CPU time than a bench run has on 2 cores (overlay/doc.go, Scale).
 	sizes := os.Getenv("GLOW_SCALE_SIM_SIZES")
 	if sizes == "" {
-		sizes = "100,300,1000"
+		sizes = "100,300"
 	}
 	cmd := exec.CommandContext(ctx, "go", "test", "-C", root, "-count=1", "-run", "TestScaleHeapPerPeer|TestScaleSim", "-v", "-timeout", "30m", "./overlay/")
 	cmd.Env = append(os.Environ(), "GLOW_SCALE=1", "GLOW_SCALE_SIM_SIZES="+sizes)
@@ -358,8 +361,13 @@ func runGoBench(ctx context.Context, root, pattern string) ([]string, error) {
 		max       float64 // 0: reported, no target
 	}{
 		{"heap_per_peer_bytes_steady", "live heap per known peer (bytes), 600 peers", 16 << 10},
-		{"scale_sim_n1000_propagation_s", "a record change reaches every node of 1,000 (s, median of 3, after churn)", 2},
+		{"scale_sim_n1000_propagation_s", "a record change reaches every node of 1,000 (s, median of 3)", 2},
 		{"scale_sim_n1000_converged_s", "cold convergence of 1,000 nodes (s)", 60},
+		{"scale_sim_n300_propagation_s", "a record change reaches every node of 300 (s, median of 3)", 2},
+		{"scale_sim_n300_propagation_churn_s", "the same after a minute of churn", 2},
+		{"scale_sim_n300_converged_s", "cold convergence of 300 nodes (s)", 60},
+		{"scale_sim_n100_propagation_s", "a record change reaches every node of 100 (s, median of 3)", 2},
+		{"scale_sim_n100_converged_s", "cold convergence of 100 nodes (s)", 60},
 		{"scale_sim_n100_idle_bytes_node_s", "control bytes per node per second, 100 nodes idle", 0},
 		{"scale_sim_n300_idle_bytes_node_s", "control bytes per node per second, 300 nodes idle", 0},
 		{"scale_sim_n1000_idle_bytes_node_s", "control bytes per node per second, 1,000 nodes idle", 0},
