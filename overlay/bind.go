@@ -74,6 +74,8 @@ type Bind struct {
 
 	// Datagrams read from stream links, for the streams' ReceiveFunc.
 	streamIn chan streamPkt
+	// silent: peers sent to on a direct path that went silent (failover.go).
+	silent chan *Endpoint
 
 	mu       sync.Mutex // guards the following
 	peers    map[wire.NodeID]*Endpoint
@@ -144,6 +146,10 @@ type Endpoint struct {
 	// relay frame: if we still think our direct path works, the peer does
 	// not, and our path deserves fast heartbeats to find out.
 	relayedIn atomic.Int64
+	// directIn is when the peer was last heard on its direct path (UDP
+	// from its address); silentAt is when a send into silence on it was
+	// last reported to the node (failover.go).
+	directIn, silentAt atomic.Int64
 	// held is the latest handshake message (initiation or response)
 	// wireguard-go sent while the peer had no path; it goes out as soon as a
 	// path appears, so a connection does not wait for wireguard-go's 5 s
@@ -242,8 +248,8 @@ func (e *Endpoint) SrcIP() netip.Addr { return netip.Addr{} }
 // fwd allows.
 func NewBind(inner conn.Bind, self wire.NodeID, fwd *relay.Forwarder, ctl *ctlQueues) *Bind {
 	b := &Bind{inner: inner, ctl: ctl, self: self.Short(), fwd: fwd,
-		streamIn: make(chan streamPkt, 1024),
-		wgOwner:  map[string]*Endpoint{}, wgKick: make(chan struct{}, 1),
+		streamIn: make(chan streamPkt, 1024), silent: make(chan *Endpoint, 16),
+		wgOwner: map[string]*Endpoint{}, wgKick: make(chan struct{}, 1),
 		out: newInflight(inflightLimit), in: newInflight(inflightLimit),
 		peers: map[wire.NodeID]*Endpoint{}, addrs: map[netip.AddrPort]*Endpoint{}}
 	m := map[netip.AddrPort]*Endpoint{}

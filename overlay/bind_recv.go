@@ -75,12 +75,21 @@ type rx struct {
 	// udpKind is how a WireGuard datagram with a source address came: UDP
 	// (direct), or through a TURN allocation (the streams' goroutine).
 	udpKind trafficKind
+	heard   *Endpoint // the last peer whose directIn this batch set
 	traffic rxTraffic // this batch's WireGuard traffic (traffic.go)
 }
 
 // batch starts a receive batch: what was read once per batch is stale.
 func (r *rx) batch() {
-	r.now, r.nbAddr, r.nb, r.accNB, r.fwdNB, r.touched = time.Time{}, netip.AddrPort{}, nil, nil, nil, nil
+	r.now, r.nbAddr, r.nb, r.accNB, r.fwdNB, r.touched, r.heard = time.Time{}, netip.AddrPort{}, nil, nil, nil, nil, nil
+}
+
+// clock returns the batch's time, read once.
+func (r *rx) clock() time.Time {
+	if r.now.IsZero() {
+		r.now = time.Now()
+	}
+	return r.now
 }
 
 // fwdRun is the frames of one batch that go to one next hop (UDP).
@@ -148,6 +157,10 @@ func (r *rx) handle(i int, bufs [][]byte, sizes []int, eps []conn.Endpoint, from
 				r.traffic.add(trafficStream, len(pkt), pkt[0])
 			} else {
 				r.traffic.add(r.udpKind, len(pkt), pkt[0])
+				if r.heard != e && r.udpKind == trafficDirect {
+					r.heard = e // once a batch per peer: failover.go
+					e.directIn.Store(r.clock().UnixNano())
+				}
 			}
 			return
 		}

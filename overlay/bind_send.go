@@ -62,6 +62,9 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 			b.ctl.trafficResumed()
 		}
 		b.lastData.Store(now)
+		if !p.relay && p.stream == nil && p.turn == nil && now-e.directIn.Load() > int64(suspectAfter) {
+			b.reportSilence(e, now) // failover.go
+		}
 		b.traffic.sent(p, bufs)
 		if last := bufs[len(bufs)-1]; last[0] == 1 || last[0] == 2 {
 			h := append([]byte(nil), last...) // handshakes are rare: keep one for a path change

@@ -504,8 +504,9 @@ func (n *Node) startDataPlane(port uint16) error {
 	n.fwd = relay.New(relay.Limits{})
 	n.bind = NewBind(inner, n.id, n.fwd, n.ctlq)
 	n.bind.wgHook = n.cfg.beforeIpcSet
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go n.wgApplier()
+	go n.watchPaths() // failover.go
 	n.mu.Lock()
 	n.refreshPolicyLocked() // sets the relay's members
 	n.mu.Unlock()

@@ -70,6 +70,13 @@ type peer struct {
 	beaconAt       time.Time      // time of the newest beacon taken from it
 	seenUs         netip.AddrPort // where it last saw us (a pong's Seen): a hint
 	seenAt         time.Time
+
+	// Failover (failover.go): the relay route kept warm while the peer is
+	// busy on a direct path, when it was last pinged and last answered, and
+	// since when the direct path is suspect (zero: not).
+	standby              []wire.NodeID
+	standbyAt, standbyOK time.Time
+	suspect              time.Time
 }
 
 type candidate struct {
@@ -93,6 +100,9 @@ type pendingPing struct {
 	to    netip.AddrPort
 	sent  time.Time
 	reply chan PingResult // nil for the node's own probes
+	// standby: sent over the standby route (failover.go); its pong proves
+	// that route, not the path it came back on.
+	standby bool
 }
 
 // addPeerLocked makes c a WireGuard peer and a peer of the control loop.
@@ -251,8 +261,7 @@ func evictBefore(c, vc *candidate) bool {
 // sendCtlLocked seals m to p and sends it to addr, or over p's current
 // path (direct or relayed) when addr is invalid.
 func (n *Node) sendCtlLocked(p *peer, addr netip.AddrPort, m []byte) {
-	p.txSeq++
-	pkt := sealCtlSeq(make([]byte, 0, ctlOverhead+len(m)), n.ctlPub, p.shared, m, p.txEpoch, p.txSeq)
+	pkt := n.sealCtlLocked(p, make([]byte, 0, ctlOverhead+len(m)), m)
 	n.ctlSent[m[0]] += uint64(len(pkt))
 	var err error
 	if addr.IsValid() {
@@ -263,6 +272,12 @@ func (n *Node) sendCtlLocked(p *peer, addr netip.AddrPort, m []byte) {
 	if err != nil {
 		n.dropCtl["send-error"]++
 	}
+}
+
+// sealCtlLocked appends m, sealed to p with our next sequence number, to dst.
+func (n *Node) sealCtlLocked(p *peer, dst, m []byte) []byte {
+	p.txSeq++
+	return sealCtlSeq(dst, n.ctlPub, p.shared, m, p.txEpoch, p.txSeq)
 }
 
 // pingLocked sends a ping to addr (invalid: over the current path) and
@@ -293,6 +308,10 @@ func (n *Node) handlePongLocked(p *peer, m pongMsg, from netip.AddrPort, now tim
 	delete(p.pings, m.TxID)
 	rtt := now.Sub(pp.sent)
 	p.lastHeard = now
+	if pp.standby {
+		p.standbyOK = now // the standby route carried the ping (failover.go)
+		return
+	}
 	p.quality.Acked(txKey(m.TxID), now)
 	if !from.IsValid() {
 		// Relayed: the peer is alive on its relay route.
@@ -335,6 +354,7 @@ func (n *Node) handlePongLocked(p *peer, m pongMsg, from netip.AddrPort, now tim
 		n.setPathLocked(p, from, rtt, now)
 	case p.active == from:
 		p.rtt, p.hbWait = rtt, time.Time{}
+		p.ep.directIn.Store(now.UnixNano())
 		if c := n.publishedCostLocked(p.cert.Node); c != 0 && stickyCost(c, rtt) < c {
 			n.mem.infoDirty = true // the link got cheaper: publish it now (refreshInfoLocked)
 		}
@@ -360,6 +380,7 @@ func (n *Node) setPathLocked(p *peer, addr netip.AddrPort, rtt time.Duration, no
 		return
 	}
 	p.rtt, p.hbWait, p.pathAt = rtt, time.Time{}, now
+	p.ep.directIn.Store(now.UnixNano()) // heard there just now
 	p.lastProbe, p.quality = now, link.Quality{}
 	if linkCost(rtt) > linkCost(0) {
 		// One sample, perhaps slowed by both ends' setting up: confirm it
@@ -416,6 +437,7 @@ func (n *Node) tickPeersLocked(now time.Time) {
 		if p.active.IsValid() && !p.hbWait.IsZero() && now.Sub(p.hbWait) > dead {
 			n.lostPathLocked(p, now)
 		}
+		n.tickStandbyLocked(p, active, now) // failover.go
 		if !p.active.IsValid() && p.stream != nil && !p.hbWait.IsZero() && now.Sub(p.hbWait) > deadIdle {
 			n.logf("glow: %s: link %s does not answer", p.cert.FQDN(), p.streamName)
 			p.stream.Close() // its reader detaches it

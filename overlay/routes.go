@@ -118,70 +118,12 @@ func compareID(a, b wire.NodeID) int {
 // next hop's path when that changed (a relay path copies it: Bind.SetRelay).
 func (n *Node) computeRoutesLocked(now time.Time) {
 	n.paths.routesDirty = false
-	// Adjacency from records, keeping only edges both ends list.
-	adj := map[wire.NodeID]map[wire.NodeID]uint16{}
-	for _, c := range n.mem.store.Certs() {
-		info := n.mem.store.Info(c.Node)
-		if info == nil || c.Node == n.id {
-			continue
-		}
-		for _, l := range info.Links {
-			if adj[c.Node] == nil {
-				adj[c.Node] = map[wire.NodeID]uint16{}
-			}
-			adj[c.Node][l.Node] = l.Cost
-		}
-	}
-	self := map[wire.NodeID]uint16{}
-	for _, l := range n.linksLocked() {
-		self[l.Node] = l.Cost
-	}
-	adj[n.id] = self
-	edge := func(u, v wire.NodeID) (uint16, bool) {
-		c, ok := adj[u][v]
-		if !ok {
-			return 0, false
-		}
-		if _, back := adj[v][u]; !back {
-			return 0, false
-		}
-		return c, true
-	}
-	dist := map[wire.NodeID]int{n.id: 0}
-	prev := map[wire.NodeID]wire.NodeID{}
-	q := &nodeHeap{{n.id, 0}}
-	for q.Len() > 0 {
-		it := heap.Pop(q).(heapItem)
-		if it.d > dist[it.id] {
-			continue
-		}
-		for v := range adj[it.id] {
-			c, ok := edge(it.id, v)
-			if !ok {
-				continue
-			}
-			nd := it.d + int(c)
-			if d, seen := dist[v]; !seen || nd < d || nd == d && compareID(it.id, prev[v]) < 0 {
-				dist[v], prev[v] = nd, it.id
-				heap.Push(q, heapItem{v, nd})
-			}
-		}
-	}
+	prev := n.routeGraphLocked().shortest(n.id, wire.NodeID{})
 	for id, p := range n.paths.peers {
 		if p.path().neighbour() {
 			continue // over UDP or a stream link
 		}
-		var route []wire.NodeID
-		if _, ok := dist[id]; ok {
-			for v := id; v != n.id; v = prev[v] {
-				route = append(route, v)
-				if len(route) > wire.DefaultHopLimit {
-					route = nil
-					break
-				}
-			}
-			slices.Reverse(route)
-		}
+		route := routeTo(prev, n.id, id)
 		if len(route) < 2 || n.paths.peers[route[0]] == nil || !n.paths.peers[route[0]].path().neighbour() {
 			if p.route != nil {
 				n.logf("glow: %s: no route", p.cert.FQDN())
@@ -203,10 +145,98 @@ func (n *Node) computeRoutesLocked(now time.Time) {
 	}
 }
 
+// routeGraph is the link graph routes are computed over: each node's links
+// and their costs, as its record lists them (this node's from linksLocked).
+type routeGraph map[wire.NodeID]map[wire.NodeID]uint16
+
+// routeGraphLocked builds the graph from the records held and our links.
+func (n *Node) routeGraphLocked() routeGraph {
+	adj := routeGraph{}
+	for _, c := range n.mem.store.Certs() {
+		info := n.mem.store.Info(c.Node)
+		if info == nil || c.Node == n.id {
+			continue
+		}
+		for _, l := range info.Links {
+			if adj[c.Node] == nil {
+				adj[c.Node] = map[wire.NodeID]uint16{}
+			}
+			adj[c.Node][l.Node] = l.Cost
+		}
+	}
+	self := map[wire.NodeID]uint16{}
+	for _, l := range n.linksLocked() {
+		self[l.Node] = l.Cost
+	}
+	adj[n.id] = self
+	return adj
+}
+
+// shortest runs Dijkstra from src over the edges both ends list, leaving
+// out the edge between src and skip (the zero id: none), and returns each
+// reached node's predecessor.
+func (g routeGraph) shortest(src, skip wire.NodeID) map[wire.NodeID]wire.NodeID {
+	edge := func(u, v wire.NodeID) (uint16, bool) {
+		if u == src && v == skip {
+			return 0, false
+		}
+		c, ok := g[u][v]
+		if !ok {
+			return 0, false
+		}
+		if _, back := g[v][u]; !back {
+			return 0, false
+		}
+		return c, true
+	}
+	dist := map[wire.NodeID]int{src: 0}
+	prev := map[wire.NodeID]wire.NodeID{}
+	q := &nodeHeap{{src, 0}}
+	for q.Len() > 0 {
+		it := heap.Pop(q).(heapItem)
+		if it.d > dist[it.id] {
+			continue
+		}
+		for v := range g[it.id] {
+			c, ok := edge(it.id, v)
+			if !ok {
+				continue
+			}
+			nd := it.d + int(c)
+			if d, seen := dist[v]; !seen || nd < d || nd == d && compareID(it.id, prev[v]) < 0 {
+				dist[v], prev[v] = nd, it.id
+				heap.Push(q, heapItem{v, nd})
+			}
+		}
+	}
+	return prev
+}
+
+// routeTo is the route from src to id by prev (shortest), next hop first
+// and id last: nil when id was not reached or the route is longer than the
+// hop limit.
+func routeTo(prev map[wire.NodeID]wire.NodeID, src, id wire.NodeID) []wire.NodeID {
+	if _, ok := prev[id]; !ok {
+		return nil
+	}
+	var route []wire.NodeID
+	for v := id; v != src; v = prev[v] {
+		route = append(route, v)
+		if len(route) > wire.DefaultHopLimit {
+			return nil
+		}
+	}
+	slices.Reverse(route)
+	return route
+}
+
 // routeNamesLocked names the relay nodes of p's route, in order.
-func (n *Node) routeNamesLocked(p *peer) []string {
+func (n *Node) routeNamesLocked(p *peer) []string { return n.relayNamesLocked(p.route) }
+
+// relayNamesLocked names the relay nodes of route, in order.
+func (n *Node) relayNamesLocked(route []wire.NodeID) []string {
 	out := []string{}
-	for _, id := range p.route[:max(0, len(p.route)-1)] {
+	for _, id := range route[:max(0, len(route)-1)] {
 		if c := n.mem.store.Cert(id); c != nil {
 			out = append(out, c.Name)
 		} else {

@@ -63,6 +63,9 @@ func (n *Node) Status() Status {
 		}
 		ps.Routes = prefixStrings(p.subnets)
 		ps.Loss = p.quality.Loss()
+		if n.standbyProvenLocked(p, now) {
+			ps.Standby = n.relayNamesLocked(p.standby)
+		}
 		if !p.lastHeard.IsZero() {
 			ps.LastSeen = now.Sub(p.lastHeard).Round(time.Second).String() + " ago"
 		}

@@ -64,6 +64,10 @@ type PeerStatus struct {
 	RTTms    float64  `json:"rtt_ms"`
 	Loss     float64  `json:"loss"` // share of recent heartbeats unanswered on the current path
 	LastSeen string   `json:"last_seen,omitempty"`
+	// Standby: the relays of the second path kept warm while the peer is
+	// busy on a direct path, once proven; traffic moves there when the
+	// direct path goes silent.
+	Standby []string `json:"standby,omitempty"`
 	// Session: the peer is configured in WireGuard now (it carried traffic
 	// in the last minutes; idle peers are configured on demand).
 	Session bool `json:"session"`
