@@ -226,6 +226,7 @@ type peerStatus struct {
 	Path     string   `json:"path"`
 	Endpoint string   `json:"endpoint"`
 	Via      []string `json:"via"`
+	Standby  []string `json:"standby"` // relays of the proven second path
 }
 
 // peer returns the node's current view of the peer called name (nil when

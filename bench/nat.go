@@ -14,10 +14,14 @@ package main
 // first packet to the first reply and to the first reply over a direct
 // path; then, while a paced TCP transfer and a ping run from ha to hb, UDP
 // between the two routers' public addresses is dropped on the bridge (pub
-// stays reachable): the failover to the relay pub, the longest stall of the
-// transfer and the longest gap between ping replies; then the cut is lifted:
-// the time until the path is direct again. The transfer is checked end to
-// end (byte count and SHA-256).
+// stays reachable) once both ends show a second path through pub proven
+// (status "standby"): the failover to the relay pub, the longest stall of
+// the transfer and the longest gap between ping replies; then the cut is
+// lifted: the time until the path is direct again. Then with no second path
+// proven: the transfer pauses until both ends are idle (an idle peer keeps
+// no standby), UDP is cut again and the transfer resumes at once: its
+// longest stall from the resumption. The transfer is checked end to end
+// (byte count and SHA-256).
 
 import (
 	"bufio"
@@ -53,8 +57,8 @@ const (
 
 // natSummary is the one-line log of a NAT round.
 func natSummary(m map[string]float64) string {
-	return fmt.Sprintf("direct after %.2f s, failover stall %.2f s, %g bytes lost, back to direct %.2f s",
-		m["nat_direct"], m["nat_stall"], m["nat_lost"], m["nat_back"])
+	return fmt.Sprintf("direct after %.2f s, failover stall %.2f s (no second path proven: %.2f s), %g bytes lost, back to direct %.2f s",
+		m["nat_direct"], m["nat_stall"], m["nat_coldstall"], m["nat_lost"], m["nat_back"])
 }
 
 // runNAT builds the topology, brings glow up and measures the NAT rows.
@@ -101,7 +105,7 @@ func runNAT(l *lab, bins binaries, o options) (map[string]float64, error) {
 	if err := t.firstPacket(m, ga, target); err != nil {
 		return m, err
 	}
-	return m, t.failover(m, ga, target)
+	return m, t.failover(m, ga, gb, target)
 }
 
 type natLab struct {
@@ -228,7 +232,7 @@ func (t *natLab) firstPacket(m map[string]float64, ga *glowNode, target string) 
 }
 
 // failover runs the transfer and the ping across the cut and its repair.
-func (t *natLab) failover(m map[string]float64, ga *glowNode, target string) error {
+func (t *natLab) failover(m map[string]float64, ga, gb *glowNode, target string) error {
 	tr, err := startTransfer(t.lab, t.ha, t.hb, target)
 	if err != nil {
 		return err
@@ -244,6 +248,17 @@ func (t *natLab) failover(m map[string]float64, ga *glowNode, target string) err
 	}
 	if tr.received.Load() == 0 {
 		return fmt.Errorf("nat: no byte of the transfer arrived in %v", natSettle)
+	}
+	// Both ends keep a second path through pub warm for the busy peer.
+	for _, x := range []struct {
+		g    *glowNode
+		peer string
+	}{{ga, "b"}, {gb, "a"}} {
+		if _, err := x.g.waitPeer(x.peer, 20*time.Second, "direct with a standby via [pub]", func(p *peerStatus) bool {
+			return p.is("direct", "") && len(p.Standby) == 1 && shortName(p.Standby[0]) == "pub"
+		}); err != nil {
+			return err
+		}
 	}
 
 	cut := time.Now()
@@ -273,6 +288,9 @@ func (t *natLab) failover(m map[string]float64, ga *glowNode, target string) err
 	m["nat_backstall"] = tr.longestGap(restored, end).Seconds()
 	stopProcess(p.cmd)
 	m["nat_pinggap"] = longestReplyGap(parsePingLog(p.log), cut, restored).Seconds()
+	if ferr == nil && berr == nil {
+		berr = t.coldFailover(m, ga, gb, tr)
+	}
 
 	lost, terr := tr.finish()
 	if terr == nil {
@@ -285,6 +303,40 @@ func (t *natLab) failover(m map[string]float64, ga *glowNode, target string) err
 		return berr
 	}
 	return terr
+}
+
+// coldFailover measures the stall with no second path proven: the
+// transfer pauses until neither end keeps a standby (idle peers keep none),
+// UDP is cut and the transfer resumes at once; its longest stall from then
+// until the cut is lifted, once it has moved again for a while.
+func (t *natLab) coldFailover(m map[string]float64, ga, gb *glowNode, tr *transfer) error {
+	tr.paused.Store(true)
+	for _, x := range []struct {
+		g    *glowNode
+		peer string
+	}{{ga, "b"}, {gb, "a"}} {
+		if _, err := x.g.waitPeer(x.peer, 40*time.Second, "direct, idle, without a standby", func(p *peerStatus) bool {
+			return p.is("direct", "") && len(p.Standby) == 0
+		}); err != nil {
+			return err
+		}
+	}
+	if err := t.cutUDP(true); err != nil {
+		return err
+	}
+	resumed := time.Now()
+	tr.paused.Store(false)
+	waitFor(t.ctx, 20*time.Second, 50*time.Millisecond, "transfer moving after the second cut", func() (bool, error) {
+		last := tr.lastRead()
+		return time.Since(resumed) >= natHold && last.After(resumed) && time.Since(last) < time.Second, nil
+	})
+	restored := time.Now()
+	if err := t.cutUDP(false); err != nil {
+		return err
+	}
+	m["nat_coldstall"] = tr.longestGap(resumed, restored).Seconds()
+	_, err := ga.waitPeer("b", 40*time.Second, "direct at "+t.wanB+" after the second cut", func(p *peerStatus) bool { return p.is("direct", t.wanB) })
+	return err
 }
 
 // pingProc is a background ping whose output goes to log.
@@ -376,6 +428,7 @@ type transfer struct {
 	stop     chan struct{}
 	sent     atomic.Int64
 	received atomic.Int64
+	paused   atomic.Bool // the sender writes nothing while set
 	sendDone chan struct{}
 	recvDone chan struct{}
 
@@ -422,6 +475,7 @@ func (tr *transfer) receive() {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(3 * time.Minute))
+	c.(*net.TCPConn).SetKeepAlive(false) // an idle pause stays idle
 	h := sha256.New()
 	buf := make([]byte, 64<<10)
 	for {
@@ -451,10 +505,11 @@ func (tr *transfer) receive() {
 func (tr *transfer) send() {
 	defer close(tr.sendDone)
 	tr.conn.SetDeadline(time.Now().Add(3 * time.Minute))
+	tr.conn.(*net.TCPConn).SetKeepAlive(false) // an idle pause stays idle
 	rng := rand.NewChaCha8([32]byte{'g', 'l', 'o', 'w'})
 	h := sha256.New()
 	buf := make([]byte, natChunk)
-	start := time.Now()
+	start, paced := time.Now(), int64(0)
 	for sent := int64(0); ; sent += natChunk {
 		select {
 		case <-tr.stop:
@@ -465,7 +520,13 @@ func (tr *transfer) send() {
 			return
 		default:
 		}
-		if wait := time.Until(start.Add(time.Duration(sent) * time.Second / natRate)); wait > 0 {
+		if tr.paused.Load() {
+			time.Sleep(10 * time.Millisecond)
+			start, paced = time.Now(), 0 // the pace starts anew: no burst on resuming
+			sent -= natChunk
+			continue
+		}
+		if wait := time.Until(start.Add(time.Duration(paced) * time.Second / natRate)); wait > 0 {
 			time.Sleep(wait)
 		}
 		rng.Read(buf)
@@ -477,6 +538,7 @@ func (tr *transfer) send() {
 			return
 		}
 		tr.sent.Add(natChunk)
+		paced += natChunk
 	}
 }
 

@@ -20,9 +20,11 @@ package overlay
 // else comes on the direct path either, the path is dead: the traffic
 // moves to the relay route (lostPathLocked) and a heartbeat over it tells
 // the peer at once. A peer that hears from us relayed while its direct path
-// to us has been silent for deadFast takes its own proven standby too
-// (heardRelayedLocked). Without a proven standby, the rules of peers.go
-// hold: the path is dead deadActive after its first unanswered heartbeat.
+// to us has been silent for deadFast follows onto a relay route at once,
+// proven or not (heardRelayedLocked): our ping crossed the relays, and its
+// pong, back over that route, proves our standby. Without a proven standby,
+// the rules of peers.go hold: the path is dead deadActive after its first
+// unanswered heartbeat.
 // So a transfer stalls for about suspectAfter + deadFast and the TCP
 // retransmission after it, when a second path is proven, and deadActive
 // plus a tick when none is.
@@ -153,19 +155,32 @@ func (n *Node) checkSuspectsLocked(now time.Time) time.Time {
 	return next
 }
 
-// heardRelayedLocked notes a ping from p that came relayed: if our direct
-// path to it has been silent for deadFast, the peer has most likely left
-// it, and a proven standby takes our traffic now; without one, the direct
-// path gets a heartbeat now rather than at its turn.
+// heardRelayedLocked notes a ping (or WireGuard) from p that came relayed
+// while our direct path to it has been silent for deadFast: the peer has
+// left that path (its standby pings go only while its traffic takes the
+// direct path, which we would have heard), and its ping just crossed the
+// relays. So our traffic follows it onto a relay route now, proven or not,
+// if there is one; if not, the direct path gets a heartbeat now rather than
+// at its turn.
 func (n *Node) heardRelayedLocked(p *peer, now time.Time) {
 	if !p.active.IsValid() || p.directSilence(now) < p.deadFast() {
 		return
 	}
-	if n.standbyProvenLocked(p, now) {
+	if n.standbyProvenLocked(p, now) || len(n.relayRouteLocked(p)) >= 2 {
 		n.failoverLocked(p, now)
 		return
 	}
 	n.suspectLocked(p.cert.Node, now)
+}
+
+// relayRouteLocked is the best route to p that avoids our direct link to
+// it, next hop (a neighbour) first; nil when there is none.
+func (n *Node) relayRouteLocked(p *peer) []wire.NodeID {
+	route := routeTo(n.routeGraphLocked().shortest(n.id, p.cert.Node), n.id, p.cert.Node)
+	if len(route) < 2 || n.paths.peers[route[0]] == nil || !n.paths.peers[route[0]].path().neighbour() {
+		return nil
+	}
+	return route
 }
 
 // failoverLocked moves p's traffic from its silent direct path to its best
@@ -210,10 +225,7 @@ func (n *Node) tickStandbyLocked(p *peer, busy bool, now time.Time) {
 	}
 	if now.Sub(p.standbyAt) >= standbyEvery {
 		p.standbyAt = now
-		route := routeTo(n.routeGraphLocked().shortest(n.id, p.cert.Node), n.id, p.cert.Node)
-		if len(route) < 2 || n.paths.peers[route[0]] == nil || !n.paths.peers[route[0]].path().neighbour() {
-			route = nil
-		}
+		route := n.relayRouteLocked(p)
 		if !slices.Equal(route, p.standby) {
 			p.standby, p.standbyOK = route, time.Time{}
 		}
