@@ -195,6 +195,13 @@
 //     stops after a minute of idleness: probing every peer all the time costs
 //     N² packets. An idle peer behind relays gets no heartbeats; its route's
 //     links are watched by their ends.
+//   - A busy peer on a direct path keeps a second path warm: the best relay
+//     route avoiding the direct link, pinged every 2 s (failover.go). When
+//     the node sends into a direct path silent for 100 ms it heartbeats at
+//     once, and with that standby proven the path is dead after 200 ms (3
+//     RTT if longer) of silence rather than 1 s; the peer, hearing us
+//     relayed while our direct path is silent, follows onto a relay route.
+//     Idle peers keep no standby and get no timer for one.
 //   - The control loop has no fixed tick: it sleeps until the next deadline
 //     its state has (loop.go), at least 250 ms after its last tick and at
 //     most 10 s; the data path wakes it when an idle peer gets traffic.
