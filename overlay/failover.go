@@ -104,8 +104,10 @@ func (n *Node) watchPaths() {
 
 // suspectLocked notes that peer id's direct path went silent while we
 // send: a heartbeat goes now (unless one is outstanding or went within
-// suspectAfter). It returns when checkSuspectsLocked should look again
-// (zero: no need).
+// suspectAfter), and, if the standby is not proven and was not pinged in
+// the last second (a peer that was idle has none), a standby ping too. It
+// returns when checkSuspectsLocked should look again (zero: not before a
+// standby pong; handlePongLocked reports that).
 func (n *Node) suspectLocked(id wire.NodeID, now time.Time) time.Time {
 	p := n.paths.peers[id]
 	if p == nil || !p.active.IsValid() || p.directSilence(now) < suspectAfter {
@@ -116,10 +118,26 @@ func (n *Node) suspectLocked(id wire.NodeID, now time.Time) time.Time {
 		tx := n.pingLocked(p, p.active, now, nil)
 		p.quality.Sent(txKey(tx), now)
 	}
+	if !n.standbyProvenLocked(p, now) && now.Sub(p.standbyAt) >= standbyEvery/2 {
+		n.pingStandbyLocked(p, now)
+	}
 	if p.suspect.IsZero() {
 		p.suspect = now
 	}
 	return n.suspectDueLocked(p, now)
+}
+
+// standbyAnsweredLocked notes a pong to a standby ping: the route is
+// proven, and a suspect direct path may now fail over onto it (watchPaths
+// looks again at once).
+func (n *Node) standbyAnsweredLocked(p *peer, now time.Time) {
+	p.standbyOK = now
+	if !p.suspect.IsZero() {
+		select {
+		case n.bind.silent <- p.ep:
+		default:
+		}
+	}
 }
 
 // suspectDueLocked is when suspect p's direct path dies unless heard from:
@@ -143,8 +161,11 @@ func (n *Node) checkSuspectsLocked(now time.Time) time.Time {
 		}
 		due := n.suspectDueLocked(p, now)
 		switch {
-		case !p.active.IsValid() || due.IsZero():
-			p.suspect = time.Time{} // heard from, or left to the heartbeats' rules
+		case !p.active.IsValid() || p.directSilence(now) < suspectAfter:
+			p.suspect = time.Time{} // heard from
+		case due.IsZero():
+			// No proven standby (yet): a standby pong looks again, and
+			// meanwhile the heartbeats' rules hold.
 		case !now.Before(due):
 			p.suspect = time.Time{}
 			n.failoverLocked(p, now)
@@ -224,16 +245,22 @@ func (n *Node) tickStandbyLocked(p *peer, busy bool, now time.Time) {
 		}
 	}
 	if now.Sub(p.standbyAt) >= standbyEvery {
-		p.standbyAt = now
-		route := n.relayRouteLocked(p)
-		if !slices.Equal(route, p.standby) {
-			p.standby, p.standbyOK = route, time.Time{}
-		}
-		if route != nil {
-			n.pingViaLocked(p, route[0], now)
-		}
+		n.pingStandbyLocked(p, now)
 	}
 	// No deadline of its own: a busy peer's heartbeats tick often enough.
+}
+
+// pingStandbyLocked recomputes p's standby route (a new one is unproven)
+// and pings over it.
+func (n *Node) pingStandbyLocked(p *peer, now time.Time) {
+	p.standbyAt = now
+	route := n.relayRouteLocked(p)
+	if !slices.Equal(route, p.standby) {
+		p.standby, p.standbyOK = route, time.Time{}
+	}
+	if route != nil {
+		n.pingViaLocked(p, route[0], now)
+	}
 }
 
 // pingViaLocked sends p a standby ping in a relay frame to the neighbour

@@ -309,7 +309,7 @@ func (n *Node) handlePongLocked(p *peer, m pongMsg, from netip.AddrPort, now tim
 	rtt := now.Sub(pp.sent)
 	p.lastHeard = now
 	if pp.standby {
-		p.standbyOK = now // the standby route carried the ping (failover.go)
+		n.standbyAnsweredLocked(p, now) // the standby route carried the ping (failover.go)
 		return
 	}
 	p.quality.Acked(txKey(m.TxID), now)
