@@ -71,12 +71,11 @@ func TestBubbleIdleChatter(t *testing.T) {
 
 // TestBubblePathDeadBusy: the a-b link is cut while the three nodes are
 // idle (an idle peer keeps no standby: no second path is proven), then a
-// sends b a packet every 100 ms. a's standby ping reaches b through c; b,
-// which has not heard a on the direct path since the cut, follows onto the
-// relay route and its pong proves a's standby; a's sends into the silence
-// then fail over onto it (or, without it, its heartbeats die after
-// deadActive): the path is lost within 3 s of the cut, and b gets a's
-// packets, relayed through c.
+// sends b a packet every 100 ms. a's standby pings reach b through c, but
+// b's pongs go back over the dead link: no standby is proven, a's
+// heartbeats die after deadActive and a fails over to c; b follows on a's
+// relayed heartbeat. The path is lost within 3 s of the cut, and b gets
+// a's packets, relayed through c.
 func TestBubblePathDeadBusy(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		net := bubbleNet(t, "a", "b", "c")

@@ -19,12 +19,11 @@ package overlay
 // heartbeat, or an older one, stays unanswered for deadFast while nothing
 // else comes on the direct path either, the path is dead: the traffic
 // moves to the relay route (lostPathLocked) and a heartbeat over it tells
-// the peer at once. A peer that hears from us relayed while its direct path
-// to us has been silent for deadFast follows onto a relay route at once,
-// proven or not (heardRelayedLocked): our ping crossed the relays, and its
-// pong, back over that route, proves our standby. Without a proven standby,
-// the rules of peers.go hold: the path is dead deadActive after its first
-// unanswered heartbeat.
+// the peer at once. A peer that hears that heartbeat (a relayed ping that is
+// not a standby probe: standbyTx) while its direct path to us has been
+// silent for deadFast follows onto a relay route at once, proven or not
+// (heardRelayedLocked). Without a proven standby, the rules of peers.go
+// hold: the path is dead deadActive after its first unanswered heartbeat.
 // So a transfer stalls for about suspectAfter + deadFast and the TCP
 // retransmission after it, when a second path is proven, and deadActive
 // plus a tick when none is.
@@ -176,15 +175,19 @@ func (n *Node) checkSuspectsLocked(now time.Time) time.Time {
 	return next
 }
 
-// heardRelayedLocked notes a ping (or WireGuard) from p that came relayed
-// while our direct path to it has been silent for deadFast: the peer has
-// left that path (its standby pings go only while its traffic takes the
-// direct path, which we would have heard), and its ping just crossed the
-// relays. So our traffic follows it onto a relay route now, proven or not,
-// if there is one; if not, the direct path gets a heartbeat now rather than
-// at its turn.
-func (n *Node) heardRelayedLocked(p *peer, now time.Time) {
-	if !p.active.IsValid() || p.directSilence(now) < p.deadFast() {
+// standbyTx marks a standby ping: the low bit of its TxID's first byte is
+// set, and clear in every other ping, so that the peer tells a probe of a
+// second path from a sign that we left the direct one (the TxID is random
+// otherwise, and only echoed).
+func standbyTx(tx [12]byte) bool { return tx[0]&1 != 0 }
+
+// heardRelayedLocked notes a ping that is not a standby probe (tx), or
+// WireGuard, from p that came relayed: p's current path to us is a relay
+// route. If our direct path to it has been silent for deadFast too, our
+// traffic follows onto a relay route now, proven or not, if there is one;
+// if not, the direct path gets a heartbeat now rather than at its turn.
+func (n *Node) heardRelayedLocked(p *peer, tx [12]byte, now time.Time) {
+	if standbyTx(tx) || !p.active.IsValid() || p.directSilence(now) < p.deadFast() {
 		return
 	}
 	if n.standbyProvenLocked(p, now) || len(n.relayRouteLocked(p)) >= 2 {
@@ -239,7 +242,7 @@ func (n *Node) tickStandbyLocked(p *peer, busy bool, now time.Time) {
 		return
 	}
 	if in := time.Unix(0, p.ep.relayedIn.Load()); now.Sub(in) < activeWindow && in.After(time.Unix(0, p.ep.directIn.Load())) {
-		n.heardRelayedLocked(p, now)
+		n.heardRelayedLocked(p, [12]byte{}, now)
 		if !p.active.IsValid() {
 			return
 		}
@@ -268,6 +271,7 @@ func (n *Node) pingStandbyLocked(p *peer, now time.Time) {
 func (n *Node) pingViaLocked(p *peer, via wire.NodeID, now time.Time) {
 	var tx [12]byte
 	rand.Read(tx[:])
+	tx[0] |= 1 // standbyTx
 	p.pings[tx] = &pendingPing{sent: now, standby: true}
 	m := pingMsg{TxID: tx, Boot: n.boot}.marshal()
 	frame := make([]byte, wire.RelayHeaderLen, wire.RelayHeaderLen+ctlOverhead+len(m))

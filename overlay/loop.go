@@ -415,7 +415,7 @@ func (n *Node) handleControlLocked(pkt []byte, from netip.AddrPort, now time.Tim
 	case pingMsg:
 		n.noteBootLocked(p, msg.Boot, now)
 		if !from.IsValid() { // relayed: answer on the same way
-			n.heardRelayedLocked(p, now) // failover.go
+			n.heardRelayedLocked(p, msg.TxID, now) // failover.go
 			n.sendCtlLocked(p, from, pongMsg{TxID: msg.TxID}.marshal())
 			return
 		}

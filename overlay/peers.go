@@ -285,6 +285,7 @@ func (n *Node) sealCtlLocked(p *peer, dst, m []byte) []byte {
 func (n *Node) pingLocked(p *peer, addr netip.AddrPort, now time.Time, reply chan PingResult) [12]byte {
 	var tx [12]byte
 	rand.Read(tx[:])
+	tx[0] &^= 1 // not a standby probe (failover.go: standbyTx)
 	p.pings[tx] = &pendingPing{to: addr, sent: now, reply: reply}
 	if reply != nil {
 		n.dueLocked(now.Add(pingTimeout + time.Millisecond)) // its timeout answers the caller
