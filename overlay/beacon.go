@@ -96,6 +96,9 @@ func (n *Node) sendBeaconsLocked() {
 	// Bootstrap addresses: until some peer answers, and then now and then
 	// (they may be the only way back in after a network change).
 	for _, ap := range n.lnk.bootstrap {
+		if n.inTunnelLocked(ap.Addr()) {
+			continue // it would go inside our own tunnel (peers.go)
+		}
 		n.bind.SendTo(b, ap)
 	}
 }

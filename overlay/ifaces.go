@@ -18,17 +18,30 @@ import (
 // interfaceAddrs returns this host's addresses that peers could reach:
 // up interfaces, not loopback, not link-local, not the overlay's own.
 func interfaceAddrs() []netip.Addr {
+	addrs, _ := readInterfaces()
+	return addrs
+}
+
+// interfaceNets returns the networks this host is directly on: the
+// prefixes of interfaceAddrs' addresses (masked). A peer's offered prefix
+// equal to one of them is not routed through the tunnel (subnets.go).
+func interfaceNets() []netip.Prefix {
+	_, nets := readInterfaces()
+	return nets
+}
+
+// readInterfaces reads interfaceAddrs and interfaceNets in one pass.
+func readInterfaces() (addrs []netip.Addr, nets []netip.Prefix) {
 	ifs, err := net.Interfaces()
 	if err != nil {
-		return nil
+		return nil, nil
 	}
-	var out []netip.Addr
 	for _, ifi := range ifs {
 		if ifi.Flags&net.FlagUp == 0 || ifi.Flags&net.FlagLoopback != 0 || ifi.Flags&net.FlagPointToPoint != 0 {
 			continue
 		}
-		addrs, _ := ifi.Addrs()
-		for _, a := range addrs {
+		as, _ := ifi.Addrs()
+		for _, a := range as {
 			ipn, ok := a.(*net.IPNet)
 			if !ok {
 				continue
@@ -41,10 +54,15 @@ func interfaceAddrs() []netip.Addr {
 			if ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsMulticast() || member.IPv4Range.Contains(ip) {
 				continue
 			}
-			out = append(out, ip)
+			addrs = append(addrs, ip)
+			if ones, bits := ipn.Mask.Size(); bits == ip.BitLen() {
+				if p := netip.PrefixFrom(ip, ones).Masked(); !slices.Contains(nets, p) {
+					nets = append(nets, p)
+				}
+			}
 		}
 	}
-	return out
+	return addrs, nets
 }
 
 // ifaceWatch learns of changes to the host's interfaces and addresses from
@@ -60,9 +78,10 @@ type ifaceWatch struct {
 	done    chan struct{} // run has returned
 
 	mu      sync.Mutex
-	readGen uint64       // gen when addrs was read (valid once read)
-	read    bool         // addrs holds a reading
-	addrs   []netip.Addr // interfaceAddrs at readGen
+	readGen uint64         // gen when addrs was read (valid once read)
+	read    bool           // addrs holds a reading
+	addrs   []netip.Addr   // interfaceAddrs at readGen
+	nets    []netip.Prefix // interfaceNets at readGen
 }
 
 // watchInterfaces opens the notification socket and starts reading it.
@@ -110,11 +129,24 @@ func (w *ifaceWatch) close() {
 func (w *ifaceWatch) hostAddrs() []netip.Addr {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.readLocked()
+	return slices.Clone(w.addrs)
+}
+
+// hostNets is interfaceNets, read again only after a notification.
+func (w *ifaceWatch) hostNets() []netip.Prefix {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.readLocked()
+	return slices.Clone(w.nets)
+}
+
+func (w *ifaceWatch) readLocked() {
 	// gen is loaded before the dump: a change during it reads again next time.
 	if g := w.gen.Load(); !w.read || g != w.readGen {
-		w.addrs, w.readGen, w.read = interfaceAddrs(), g, true
+		w.addrs, w.nets = readInterfaces()
+		w.readGen, w.read = g, true
 	}
-	return slices.Clone(w.addrs)
 }
 
 // watchInterfaces has the node read its host addresses through a watch
@@ -126,6 +158,6 @@ func (n *Node) watchInterfaces() {
 		n.logf("glow: interface changes not watched (%v): reading them every %v", err, infoEvery)
 		return
 	}
-	n.ifw, n.cfg.HostAddrs = w, w.hostAddrs
+	n.ifw, n.cfg.HostAddrs, n.cfg.HostNets = w, w.hostAddrs, w.hostNets
 	n.atClose(w.close)
 }

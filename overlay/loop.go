@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"time"
 
 	"glow/internal/wire"
@@ -172,7 +173,7 @@ func (n *Node) loop() {
 	// interfaces and our endpoints re-read at the next tick. Without a
 	// watch, both are done on their timers.
 	var ifChanged <-chan struct{}
-	ifDirty := false
+	ifDirty, netsRead := false, false
 	if n.ifw != nil {
 		ifChanged = n.ifw.changed
 	}
@@ -290,6 +291,14 @@ func (n *Node) loop() {
 		if n.disc != nil && (ifDirty || beaconDue && n.ifw == nil) {
 			n.disc.Refresh() // multicast joins on new interfaces: never under n.mu
 		}
+		// The networks the host is on (subnets.go), read off the lock: at
+		// the first tick, then after a change (watched) or on the info
+		// timer (not watched).
+		var nets []netip.Prefix
+		readNets := n.cfg.HostNets != nil && (!netsRead || ifDirty || n.ifw == nil && now.Sub(lastInfo) >= infoEvery-timerSlack)
+		if readNets {
+			nets, netsRead = n.cfg.HostNets(), true
+		}
 		ifDirty = false
 		memDue := now.Sub(lastMem) >= memCheckEvery
 		if memDue {
@@ -298,6 +307,9 @@ func (n *Node) loop() {
 		n.mu.Lock()
 		n.wakeAt.next, n.wakeAt.slow, n.wakeAt.armed = time.Time{}, time.Time{}, time.Time{} // the tick notes every deadline anew
 		n.wakeAt.ticks++
+		if readNets && !slices.Equal(nets, n.rt.connected) {
+			n.rt.connected, n.rt.dirty = nets, true
+		}
 		if n.paths.routesDirty || n.mem.infoDirty || now.Sub(lastInfo) >= infoEvery-timerSlack {
 			lastInfo, n.mem.infoDirty = now, false
 			n.refreshInfoLocked(now) // links or endpoints may have changed
@@ -391,6 +403,14 @@ func (n *Node) handleControlLocked(pkt []byte, from netip.AddrPort, now time.Tim
 			return
 		}
 		n.handleJoinLocked(pkt, sender, from, now)
+		return
+	}
+	if from.IsValid() && (!endpointOK(from, n.loopbackLab) || n.inTunnelLocked(from.Addr())) {
+		// It reached our UDP socket through a tunnel (an overlay address,
+		// or one this host routes into glow: peers.go inTunnelLocked), so
+		// it says nothing of a path; answering it or learning its address
+		// would be glow inside glow.
+		n.dropCtl["from-tunnel"]++
 		return
 	}
 	m, err := openCtl(pkt, p.shared)

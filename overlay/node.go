@@ -85,7 +85,12 @@ type Config struct {
 	// (with its port); nil means the addresses of the up interfaces.
 	// In-process tests pass loopback.
 	HostAddrs func() []netip.Addr
-	Logf      func(format string, args ...any)
+	// HostNets lists the networks the host is directly on (its interfaces'
+	// prefixes); a peer's offered prefix equal to one of them stays off
+	// the tunnel (subnets.go). nil with HostAddrs nil means the up
+	// interfaces'; nil with HostAddrs set (in-process tests) means none.
+	HostNets func() []netip.Prefix
+	Logf     func(format string, args ...any)
 	// Prefs changes the saved prefs (routes offered, exit node: subnets.go)
 	// before the node starts; nil keeps them.
 	Prefs *api.PrefsChange
@@ -224,6 +229,9 @@ func Start(cfg Config) (*Node, error) {
 	watchIfaces := cfg.HostAddrs == nil
 	if watchIfaces {
 		cfg.HostAddrs = interfaceAddrs
+		if cfg.HostNets == nil {
+			cfg.HostNets = interfaceNets
+		}
 	}
 	loopbackLab := slices.ContainsFunc(cfg.HostAddrs(), netip.Addr.IsLoopback)
 	if cfg.UserName != "" && !member.ValidName(cfg.UserName) {

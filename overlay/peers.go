@@ -166,6 +166,10 @@ func (n *Node) addCandidateLocked(p *peer, ep netip.AddrPort, unproven bool, now
 		n.dropCtl["endpoint-refused"]++
 		return nil
 	}
+	if n.inTunnelLocked(ep.Addr()) {
+		n.dropCtl["endpoint-in-tunnel"]++
+		return nil
+	}
 	if c := p.cands[ep]; c != nil {
 		c.learned = now
 		if !unproven && c.unproven {
@@ -216,6 +220,57 @@ func endpointOK(ep netip.AddrPort, loopback bool) bool {
 		return loopback
 	}
 	return true
+}
+
+// inTunnelLocked reports whether this host routes packets for a into
+// glow's own TUN: our user's overlay /48, or a prefix a peer offers that
+// the kernel routes to it (subnets.go; not an exit node's default routes,
+// which glow's own marked sockets bypass). The underlay must never use
+// such an address: a datagram to it would travel inside the tunnel it is
+// meant to carry, and a path over it would be glow inside glow. A subnet
+// router's own LAN address is always in the prefix it offers, and it is
+// among its endpoints.
+func (n *Node) inTunnelLocked(a netip.Addr) bool {
+	a = a.Unmap()
+	if n.mem.cert != nil && member.UserPrefix6(n.mem.cert.User[:]).Contains(a) {
+		return true
+	}
+	if n.rt.kernel == nil {
+		return false // a userspace node's own sockets use the host's routes
+	}
+	// The kernel's choice: the longest prefix holding a, a network the
+	// host is on winning a tie (subnetChoiceLocked takes no prefix equal
+	// to one).
+	best, in := -1, false
+	for _, r := range n.rt.applied.Subnets {
+		if r.Contains(a) && r.Bits() > best {
+			best, in = r.Bits(), true
+		}
+	}
+	for _, c := range n.rt.connected {
+		if c.Contains(a) && c.Bits() >= best {
+			best, in = c.Bits(), false
+		}
+	}
+	return in
+}
+
+// dropInTunnelLocked forgets p's candidates that the kernel now routes
+// into the tunnel (inTunnelLocked) and reports whether p's direct path is
+// one of them.
+func (n *Node) dropInTunnelLocked(p *peer) (activeIn bool) {
+	for a := range p.cands {
+		if !n.inTunnelLocked(a.Addr()) {
+			continue
+		}
+		if a == p.active {
+			activeIn = true
+			continue
+		}
+		delete(p.cands, a)
+		delete(n.paths.unproven, a)
+	}
+	return activeIn
 }
 
 // maxCandidates bounds a peer's candidates: addresses from beacons, records

@@ -22,7 +22,12 @@ package overlay
 // Which prefixes a node takes (subnetChoiceLocked): a peer's offered
 // prefix is taken unless it is not a plain unicast prefix, overlaps the
 // overlay's own ranges (member.IPv4Range, any user's /48) or a prefix this node
-// offers itself. Default routes are taken only from the exit node chosen
+// offers itself, or is a network this node is directly on (the laptop at
+// home keeps its LAN direct while the NAS offers that LAN to the others;
+// the kernel's longest match keeps a connected network direct inside a
+// wider prefix taken). Glow's own datagrams never go to an address the
+// kernel routes into the tunnel (inTunnelLocked, peers.go): a subnet
+// router's LAN address is among its endpoints and inside its prefix. Default routes are taken only from the exit node chosen
 // (api.Prefs.ExitNode). A prefix two peers offer goes to one: a node of
 // our own user before a friend's, then one with a path, then the lower
 // node id. A friend's node's routes are taken too: the friend's router
@@ -310,7 +315,8 @@ func (n *Node) subnetChoiceLocked() map[wire.NodeID][]netip.Prefix {
 				if p != exit {
 					continue
 				}
-			} else if checkOffer(r) != nil || slices.ContainsFunc(mine, r.Overlaps) || slices.ContainsFunc(users, r.Overlaps) {
+			} else if checkOffer(r) != nil || slices.ContainsFunc(mine, r.Overlaps) || slices.ContainsFunc(users, r.Overlaps) ||
+				slices.Contains(n.rt.connected, r) {
 				continue
 			}
 			o, ok := best[r]
@@ -376,8 +382,22 @@ func (n *Node) refreshSubnetsLocked() <-chan struct{} {
 		return closedChan
 	}
 	want.done = make(chan struct{})
+	moved := !slices.Equal(want.Subnets, n.rt.applied.Subnets)
 	n.rt.applied = want
 	n.setKernelRoutesLocked(want)
+	if moved {
+		// Addresses now inside the tunnel are no path to anyone
+		// (inTunnelLocked): a direct path there is lost, not flapped.
+		now := time.Now()
+		for _, p := range n.paths.peers {
+			if n.dropInTunnelLocked(p) {
+				a := p.active
+				n.lostPathLocked(p, now)
+				delete(p.cands, a)
+				delete(n.paths.unproven, a)
+			}
+		}
+	}
 	return want.done
 }
 
@@ -407,6 +427,10 @@ type routeState struct {
 	applied kernelRoutes // last handed to the route applier
 	want    chan kernelRoutes
 	kernel  subnetKernel // nil without a kernel TUN
+	// connected are the networks the host is directly on (Config.HostNets,
+	// read by the control loop off the lock): a peer's prefix equal to one
+	// of them is not taken, so the LAN a node sits on stays direct.
+	connected []netip.Prefix
 }
 
 // subnetKernel is what the route applier needs of the kernel TUN.
