@@ -47,14 +47,15 @@ type peer struct {
 	pings      map[[12]byte]*pendingPing
 	active     netip.AddrPort // current direct path, if valid
 	rtt        time.Duration
-	route      []wire.NodeID // relay route when there is no direct path: next hop first, peer last
-	stream     *link.Stream  // a live stream link to the peer, if any
-	streamName string        // where the stream link goes
-	streamQ    chan []byte   // its control queue
-	hbWait     time.Time     // send time of the oldest heartbeat unanswered since the last pong
-	added      time.Time     // when the peer became known
-	since      time.Time     // when the current probing round started
-	sums       bool          // it sent a digest summary: it gets them too (gossip.go)
+	rtts       [3]time.Duration // the last RTT samples on the current direct path (costRTT)
+	route      []wire.NodeID    // relay route when there is no direct path: next hop first, peer last
+	stream     *link.Stream     // a live stream link to the peer, if any
+	streamName string           // where the stream link goes
+	streamQ    chan []byte      // its control queue
+	hbWait     time.Time        // send time of the oldest heartbeat unanswered since the last pong
+	added      time.Time        // when the peer became known
+	since      time.Time        // when the current probing round started
+	sums       bool             // it sent a digest summary: it gets them too (gossip.go)
 
 	quality         link.Quality // RTT and loss of the heartbeats on the current path
 	lastProbe       time.Time    // last heartbeat on the current path
@@ -409,9 +410,10 @@ func (n *Node) handlePongLocked(p *peer, m pongMsg, from netip.AddrPort, now tim
 	case !p.active.IsValid():
 		n.setPathLocked(p, from, rtt, now)
 	case p.active == from:
-		p.rtt, p.hbWait = rtt, time.Time{}
+		p.hbWait = time.Time{}
+		p.noteRTT(rtt)
 		p.ep.directIn.Store(now.UnixNano())
-		if c := n.publishedCostLocked(p.cert.Node); c != 0 && stickyCost(c, rtt) < c {
+		if c := n.publishedCostLocked(p.cert.Node); c != 0 && stickyCost(c, p.costRTT()) < c {
 			n.mem.infoDirty = true // the link got cheaper: publish it now (refreshInfoLocked)
 		}
 	default:
@@ -425,6 +427,27 @@ func (n *Node) handlePongLocked(p *peer, m pongMsg, from netip.AddrPort, now tim
 	}
 }
 
+// noteRTT takes an RTT sample of p's direct path.
+func (p *peer) noteRTT(rtt time.Duration) {
+	p.rtt = rtt
+	copy(p.rtts[1:], p.rtts[:])
+	p.rtts[0] = rtt
+}
+
+// costRTT is the RTT the link cost is taken from: the least of the last
+// samples, so that one heartbeat delayed by a busy host does not make the
+// link dearer (and re-sign our NodeInfo, and route around it) while a
+// lasting rise still shows within len(rtts) heartbeats.
+func (p *peer) costRTT() time.Duration {
+	least := p.rtt
+	for _, r := range p.rtts {
+		if r > 0 && r < least {
+			least = r
+		}
+	}
+	return least
+}
+
 // setPathLocked makes addr, which a pong just proved, p's direct path.
 func (n *Node) setPathLocked(p *peer, addr netip.AddrPort, rtt time.Duration, now time.Time) {
 	first := !p.active.IsValid()
@@ -435,7 +458,9 @@ func (n *Node) setPathLocked(p *peer, addr netip.AddrPort, rtt time.Duration, no
 		n.logf("glow: path to %s via %v: %v", p.cert.FQDN(), addr, err)
 		return
 	}
-	p.rtt, p.hbWait, p.pathAt = rtt, time.Time{}, now
+	p.hbWait, p.pathAt = time.Time{}, now
+	p.rtts = [3]time.Duration{}
+	p.noteRTT(rtt)
 	p.ep.directIn.Store(now.UnixNano()) // heard there just now
 	p.lastProbe, p.quality = now, link.Quality{}
 	if linkCost(rtt) > linkCost(0) {

@@ -63,7 +63,7 @@ func (n *Node) linksLocked() []member.LinkInfo {
 	for id, p := range n.paths.peers {
 		switch p.path().kind {
 		case pathDirect:
-			out = append(out, member.LinkInfo{Node: id, Cost: stickyCost(prev[id], p.rtt)})
+			out = append(out, member.LinkInfo{Node: id, Cost: stickyCost(prev[id], p.costRTT())})
 		case pathStream:
 			cost := uint16(costStream)
 			if strings.HasPrefix(p.streamName, "ssh") {
@@ -189,7 +189,10 @@ func (g routeGraph) shortest(src, skip wire.NodeID) map[wire.NodeID]wire.NodeID 
 		}
 		return c, true
 	}
+	// Of routes of equal cost, the one of fewer hops (each relay hop costs
+	// the relay's CPU and the path's speed), then the lower previous hop.
 	dist := map[wire.NodeID]int{src: 0}
+	hops := map[wire.NodeID]int{src: 0}
 	prev := map[wire.NodeID]wire.NodeID{}
 	q := &nodeHeap{{src, 0}}
 	for q.Len() > 0 {
@@ -202,9 +205,10 @@ func (g routeGraph) shortest(src, skip wire.NodeID) map[wire.NodeID]wire.NodeID 
 			if !ok {
 				continue
 			}
-			nd := it.d + int(c)
-			if d, seen := dist[v]; !seen || nd < d || nd == d && compareID(it.id, prev[v]) < 0 {
-				dist[v], prev[v] = nd, it.id
+			nd, nh := it.d+int(c), hops[it.id]+1
+			d, seen := dist[v]
+			if !seen || nd < d || nd == d && (nh < hops[v] || nh == hops[v] && compareID(it.id, prev[v]) < 0) {
+				dist[v], hops[v], prev[v] = nd, nh, it.id
 				heap.Push(q, heapItem{v, nd})
 			}
 		}

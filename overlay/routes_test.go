@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"glow/internal/wire"
 	"glow/nat/natlab"
 	"glow/overlay/member"
 	"glow/overlay/member/membertest"
@@ -221,6 +222,56 @@ func TestStickyCost(t *testing.T) {
 	for _, c := range cases {
 		if got := stickyCost(c.prev, c.rtt); got != c.want {
 			t.Errorf("stickyCost(%d, %v) = %d, want %d", c.prev, c.rtt, got, c.want)
+		}
+	}
+}
+
+// One heartbeat delayed by a busy host does not make a link dearer; a rise
+// that lasts len(rtts) samples does, and a fall shows at once.
+func TestCostRTT(t *testing.T) {
+	ms := func(f float64) time.Duration { return time.Duration(f * float64(time.Millisecond)) }
+	p := &peer{}
+	for _, r := range []time.Duration{ms(0.4), ms(0.5), ms(0.4)} {
+		p.noteRTT(r)
+	}
+	p.noteRTT(ms(6)) // one late pong
+	if c := linkCost(p.costRTT()); c != 10 {
+		t.Errorf("after one 6 ms sample among 0.4-0.5 ms ones: cost %d, want 10", c)
+	}
+	p.noteRTT(ms(7))
+	p.noteRTT(ms(6))
+	if c := linkCost(p.costRTT()); c != 20 {
+		t.Errorf("after three samples of 6-7 ms: cost %d, want 20", c)
+	}
+	p.noteRTT(ms(0.5))
+	if c := linkCost(p.costRTT()); c != 10 {
+		t.Errorf("after a 0.5 ms sample: cost %d, want 10 (a fall shows at once)", c)
+	}
+}
+
+// Of two routes of equal cost, the one of fewer relay hops; which of the
+// nodes has the lower id must not matter.
+func TestShortestFewerHops(t *testing.T) {
+	for _, ids := range [][4]byte{{1, 2, 3, 4}, {4, 3, 2, 1}, {1, 4, 2, 3}, {3, 1, 4, 2}} {
+		var src, mid, hub, dst wire.NodeID
+		src[0], mid[0], hub[0], dst[0] = ids[0], ids[1], ids[2], ids[3]
+		g := routeGraph{}
+		link := func(a, b wire.NodeID, c uint16) {
+			for _, e := range [][2]wire.NodeID{{a, b}, {b, a}} {
+				if g[e[0]] == nil {
+					g[e[0]] = map[wire.NodeID]uint16{}
+				}
+				g[e[0]][e[1]] = c
+			}
+		}
+		// src-hub costs 20 (a slower link); src-mid-hub costs 10+10.
+		link(src, hub, 20)
+		link(src, mid, 10)
+		link(mid, hub, 10)
+		link(hub, dst, 10)
+		prev := g.shortest(src, wire.NodeID{})
+		if r := routeTo(prev, src, dst); len(r) != 2 || r[0] != hub {
+			t.Errorf("ids %v: route to dst %v, want through hub alone (2 hops, not 3)", ids, r)
 		}
 	}
 }
