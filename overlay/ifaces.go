@@ -32,15 +32,33 @@ func interfaceNets() []netip.Prefix {
 
 // readInterfaces reads interfaceAddrs and interfaceNets in one pass.
 func readInterfaces() (addrs []netip.Addr, nets []netip.Prefix) {
+	eachInterfaceAddr(func(ifi net.Interface, p netip.Prefix) {
+		ip := p.Addr()
+		if ifi.Flags&net.FlagUp == 0 || ifi.Flags&net.FlagLoopback != 0 || ifi.Flags&net.FlagPointToPoint != 0 ||
+			ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsMulticast() || member.IPv4Range.Contains(ip) {
+			return
+		}
+		addrs = append(addrs, ip)
+		if p.IsValid() && !slices.Contains(nets, p.Masked()) {
+			nets = append(nets, p.Masked())
+		}
+	})
+	return addrs, nets
+}
+
+// eachInterfaceAddr calls f with every address of every interface of this
+// host, unmapped, as a prefix of its mask's length (the address alone, in
+// a prefix that is not IsValid, when the mask does not fit it).
+func eachInterfaceAddr(f func(ifi net.Interface, p netip.Prefix)) {
 	ifs, err := net.Interfaces()
 	if err != nil {
-		return nil, nil
+		return
 	}
 	for _, ifi := range ifs {
-		if ifi.Flags&net.FlagUp == 0 || ifi.Flags&net.FlagLoopback != 0 || ifi.Flags&net.FlagPointToPoint != 0 {
+		as, err := ifi.Addrs()
+		if err != nil {
 			continue
 		}
-		as, _ := ifi.Addrs()
 		for _, a := range as {
 			ipn, ok := a.(*net.IPNet)
 			if !ok {
@@ -51,18 +69,17 @@ func readInterfaces() (addrs []netip.Addr, nets []netip.Prefix) {
 				continue
 			}
 			ip = ip.Unmap()
-			if ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsMulticast() || member.IPv4Range.Contains(ip) {
-				continue
+			ones, bits := ipn.Mask.Size()
+			if ip.Is4() && bits == 128 {
+				ones, bits = ones-96, 32
 			}
-			addrs = append(addrs, ip)
-			if ones, bits := ipn.Mask.Size(); bits == ip.BitLen() {
-				if p := netip.PrefixFrom(ip, ones).Masked(); !slices.Contains(nets, p) {
-					nets = append(nets, p)
-				}
+			p := netip.PrefixFrom(ip, -1)
+			if bits == ip.BitLen() {
+				p = netip.PrefixFrom(ip, ones)
 			}
+			f(ifi, p)
 		}
 	}
-	return addrs, nets
 }
 
 // ifaceWatch learns of changes to the host's interfaces and addresses from

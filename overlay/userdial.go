@@ -160,36 +160,11 @@ func isGlowName(host string) bool {
 func hostPrefixes() (map[netip.Addr]bool, []netip.Prefix) {
 	local := map[netip.Addr]bool{}
 	var lan []netip.Prefix
-	ifs, err := net.Interfaces()
-	if err != nil {
-		return local, nil
-	}
-	for _, ifc := range ifs {
-		addrs, err := ifc.Addrs()
-		if err != nil {
-			continue
+	eachInterfaceAddr(func(ifi net.Interface, p netip.Prefix) {
+		local[p.Addr()] = true
+		if ifi.Flags&net.FlagLoopback == 0 && ifi.Flags&net.FlagUp != 0 && !p.Addr().IsLinkLocalUnicast() && p.IsValid() {
+			lan = append(lan, p.Masked())
 		}
-		for _, a := range addrs {
-			ipn, ok := a.(*net.IPNet)
-			if !ok {
-				continue
-			}
-			ip, ok := netip.AddrFromSlice(ipn.IP)
-			if !ok {
-				continue
-			}
-			ip = ip.Unmap()
-			local[ip] = true
-			ones, bits := ipn.Mask.Size()
-			if ip.Is4() && bits == 128 {
-				ones -= 96
-			}
-			if ifc.Flags&net.FlagLoopback == 0 && ifc.Flags&net.FlagUp != 0 && !ip.IsLinkLocalUnicast() {
-				if p, err := ip.Prefix(ones); err == nil {
-					lan = append(lan, p)
-				}
-			}
-		}
-	}
+	})
 	return local, lan
 }
