@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"glow/internal/leaktest"
 	"glow/overlay/api"
 )
 
@@ -164,6 +165,7 @@ func TestListenAddr(t *testing.T) {
 
 // TestServe: /metrics answers the text format, anything else 404.
 func TestServe(t *testing.T) {
+	leaktest.Check(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -212,6 +214,7 @@ func (l *countingListener) Accept() (net.Conn, error) {
 // once (each ends after the header timeout), so it cannot hold the
 // daemon's file descriptors; once they are gone a scrape is served.
 func TestAttackMetricsConnections(t *testing.T) {
+	leaktest.Check(t)
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

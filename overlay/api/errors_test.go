@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"testing"
+
+	"glow/internal/leaktest"
 )
 
 // TestErrorCodes: Errorf's errors and errors wrapping a sentinel have the
@@ -32,6 +34,7 @@ func TestErrorCodes(t *testing.T) {
 // code its HTTP status meant; an unknown code is kept but matches no
 // sentinel.
 func TestClientDecodesErrors(t *testing.T) {
+	leaktest.Check(t)
 	dir := t.TempDir()
 	ln, err := net.Listen("unix", SocketPath(dir))
 	if err != nil {
