@@ -38,6 +38,7 @@ type instance struct {
 	client, server string
 	target         string
 	daemons        []int // pids of the tunnel daemons on both ends
+	relays         []int // pids of the daemons between them that only forward (relay configurations)
 }
 
 type binaries struct {
@@ -317,15 +318,18 @@ func glowInstance(client, server *glowNode, all ...*glowNode) (*instance, error)
 	if err != nil {
 		return nil, err
 	}
-	var pids []int
+	var pids, relays []int
 	for _, g := range all {
 		pid, err := g.pid()
 		if err != nil {
 			return nil, err
 		}
 		pids = append(pids, pid)
+		if g != client && g != server {
+			relays = append(relays, pid)
+		}
 	}
-	return &instance{client: client.ns, server: server.ns, target: target, daemons: pids}, nil
+	return &instance{client: client.ns, server: server.ns, target: target, daemons: pids, relays: relays}, nil
 }
 
 // setupGlowDirect runs one glow daemon in each namespace: a creates user

@@ -55,6 +55,7 @@ func measureInstance(l *lab, cfg config, inst *instance, o options) (map[string]
 
 	for _, streams := range []int{1, 4} {
 		cpu0 := daemonCPU(inst.daemons)
+		rcpu0 := daemonCPU(inst.relays)
 		cs0 := contextSwitches(inst.daemons)
 		mach0 := machineCPU()
 		r, err := iperf(l, inst, streams, o.duration)
@@ -69,6 +70,9 @@ func measureInstance(l *lab, cfg config, inst *instance, o options) (map[string]
 		m["tput"+suffix] = r.bitsPerSecond / 1e9
 		if cfg.daemon {
 			m["cpu"+suffix] = cpu / gb
+			if len(inst.relays) > 0 {
+				m["rcpu"+suffix] = (daemonCPU(inst.relays) - rcpu0) / gb
+			}
 			m["csw"+suffix] = cs / gb / 1000
 		}
 		m["ipcpu"+suffix] = r.iperfCPU / gb

@@ -26,15 +26,21 @@ type row struct {
 	// relayMin: targets on glow through 1 and 2 relays / glow direct,
 	// >= (0: none). Rows with ratio also show those ratios.
 	relayMin [2]float64
+	relayMax [2]float64 // likewise, <= (0: none)
+	// relayOf: the relay columns divide by glow direct's figure of this
+	// key instead of the row's own (a figure glow direct does not have).
+	relayOf string
 }
 
 var rows = []row{
-	{key: "tput1", label: "TCP 1 stream (Gbit/s)", prec: 2, ratio: true, minRatio: 0.90, relayMin: [2]float64{0.6, 0.4}},
-	{key: "tput4", label: "TCP 4 streams (Gbit/s)", prec: 2, ratio: true, minRatio: 0.90, relayMin: [2]float64{0.6, 0.4}},
-	{key: "cpu1", label: "daemon CPU-s/GB, 1 stream", prec: 2, ratio: true, maxRatio: 1.15},
-	{key: "cpu4", label: "daemon CPU-s/GB, 4 streams", prec: 2, ratio: true, maxRatio: 1.15},
-	{key: "csw1", label: "daemon ctx switches/GB (k), 1 stream", prec: 0, ratio: true},
-	{key: "csw4", label: "daemon ctx switches/GB (k), 4 streams", prec: 0, ratio: true},
+	{key: "tput1", label: "TCP 1 stream (Gbit/s)", prec: 2, ratio: true, minRatio: 0.90, relayMin: [2]float64{0.80, 0.65}},
+	{key: "tput4", label: "TCP 4 streams (Gbit/s)", prec: 2, ratio: true, minRatio: 0.90, relayMin: [2]float64{0.80, 0.65}},
+	{key: "cpu1", label: "daemon CPU-s/GB, 1 stream", prec: 2, ratio: true, maxRatio: 1.15, relayMax: [2]float64{1.3, 0}},
+	{key: "cpu4", label: "daemon CPU-s/GB, 4 streams", prec: 2, ratio: true, maxRatio: 1.15, relayMax: [2]float64{1.3, 0}},
+	{key: "rcpu1", label: "relay nodes' CPU-s/GB, 1 stream", prec: 2, ratio: true, relayOf: "cpu1"},
+	{key: "rcpu4", label: "relay nodes' CPU-s/GB, 4 streams", prec: 2, ratio: true, relayOf: "cpu4"},
+	{key: "csw1", label: "daemon ctx switches/GB (k), 1 stream", prec: 0, ratio: true, maxRatio: 1.2},
+	{key: "csw4", label: "daemon ctx switches/GB (k), 4 streams", prec: 0, ratio: true, maxRatio: 1.2},
 	{key: "ipcpu1", label: "iperf3 CPU-s/GB, 1 stream", prec: 2, ratio: true},
 	{key: "mach1", label: "machine CPU-s/GB, 1 stream", prec: 2, ratio: true},
 	{key: "mach4", label: "machine CPU-s/GB, 4 streams", prec: 2, ratio: true},
@@ -238,7 +244,11 @@ func (r *results) mainTable(cols []config) string {
 		var targets []string
 		for _, i := range relayCols {
 			ratio := ""
-			g, okG := r.median("glow", rw.key)
+			gk := rw.key
+			if rw.relayOf != "" {
+				gk = rw.relayOf
+			}
+			g, okG := r.median("glow", gk)
 			x, okX := r.median(relays[i].key, rw.key)
 			var q float64
 			if rw.ratio && okG && okX && g > 0 {
@@ -249,6 +259,10 @@ func (r *results) mainTable(cols []config) string {
 			if i < len(rw.relayMin) && rw.relayMin[i] > 0 {
 				lo := rw.relayMin[i]
 				targets = append(targets, fmt.Sprintf("%d: >= %.2f", i+1, lo)+verdict(ratio != "", q >= lo))
+			}
+			if i < len(rw.relayMax) && rw.relayMax[i] > 0 {
+				hi := rw.relayMax[i]
+				targets = append(targets, fmt.Sprintf("%d: <= %.2f", i+1, hi)+verdict(ratio != "", q <= hi))
 			}
 		}
 		if relayTargets {
