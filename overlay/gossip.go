@@ -54,7 +54,7 @@ func (n *Node) gossipLocked(p *peer, addr netip.AddrPort) {
 		n.sendDigestLocked(p, addr)
 		return
 	}
-	n.sendCtlLocked(p, addr, marshalSummary(member.Summarize(n.mem.store.Digest())))
+	n.sendCtlLocked(p, addr, marshalSummary(n.mem.store.Summary()))
 }
 
 // handleSummaryLocked answers a neighbour's summary with our digest
@@ -69,11 +69,11 @@ func (n *Node) handleSummaryLocked(p *peer, from netip.AddrPort, s member.Summar
 		p.sums = true
 		return
 	}
-	d := n.mem.store.Digest()
-	mine := member.Summarize(d)
+	mine := n.mem.store.Summary() // kept between changes: no walk over the records
 	if mine == s {
 		return
 	}
+	d := n.mem.store.Digest()
 	var diff []member.DigestEntry
 	for _, e := range d {
 		if b := member.SummaryBucket(e.RecordKey); mine[b] != s[b] {
@@ -147,15 +147,16 @@ func (n *Node) handleRecordsLocked(from *peer, recs []recordMsg, now time.Time) 
 		if r.Kind == member.KindCert && member.PeekCertNode(r.Raw) != n.id {
 			// Another node's certificate: what follows from the set of
 			// certificates (peers displaced, names, policy, TURN
-			// permissions, each O(N)) is done once for the message, not
-			// once per certificate: a cold start brings N of them.
+			// permissions, each O(N)) is done once for the datagrams
+			// queued (flushCertsLocked), not once per certificate or
+			// message: a cold start brings N of them.
 			certs = n.certPeerLocked(r.Raw, now) || certs
 			continue
 		}
 		n.recordChangedLocked(r.Kind, r.Raw, now)
 	}
 	if certs {
-		n.certsAppliedLocked()
+		n.mem.certsPending = true
 	}
 	if len(fresh) == 0 {
 		return
@@ -307,6 +308,16 @@ func (n *Node) dropDisplacedLocked() {
 		if n.mem.store.Cert(id) == nil {
 			n.removePeerLocked(id)
 		}
+	}
+}
+
+// flushCertsLocked runs certsAppliedLocked for the certificates taken
+// since the last flush. The control loop calls it once its queues are
+// empty (or after flushCertsEvery datagrams) and before each tick.
+func (n *Node) flushCertsLocked() {
+	if n.mem.certsPending {
+		n.mem.certsPending = false
+		n.certsAppliedLocked()
 	}
 }
 

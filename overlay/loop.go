@@ -62,6 +62,10 @@ const (
 	saveEvery      = 5 * time.Second
 	maxBeaconReply = time.Second // at most one unicast beacon reply per address per second
 	memCheckEvery  = time.Second
+	// flushCertsEvery: certificates taken from a datagram are followed up
+	// (flushCertsLocked) once the queues are empty, or after this many
+	// more datagrams if they never are.
+	flushCertsEvery = 64
 )
 
 // releaseMemory gives the operating system back the memory a burst of
@@ -207,10 +211,17 @@ func (n *Node) loop() {
 			n.wakeAt.slow = at
 		}
 	}
+	held := 0 // datagrams handled since certificates were taken (flushCertsLocked)
 	handle := func(in inbound) {
 		now := time.Now()
 		n.mu.Lock()
 		n.handleInboundLocked(in, now, replied)
+		if n.mem.certsPending {
+			if held++; held >= flushCertsEvery || len(n.ctlq.known)+len(n.ctlq.other) == 0 {
+				held = 0
+				n.flushCertsLocked()
+			}
+		}
 		// What the datagram changed and only a tick does, or a tick due
 		// soon anyway for work it may do early: now, while the loop is awake.
 		w := n.wakeAt
@@ -305,6 +316,7 @@ func (n *Node) loop() {
 			lastMem = now
 		}
 		n.mu.Lock()
+		n.flushCertsLocked()
 		n.wakeAt.next, n.wakeAt.slow, n.wakeAt.armed = time.Time{}, time.Time{}, time.Time{} // the tick notes every deadline anew
 		n.wakeAt.ticks++
 		if readNets && !slices.Equal(nets, n.rt.connected) {

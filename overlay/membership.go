@@ -36,4 +36,9 @@ type membership struct {
 	dirty      bool            // records cache needs saving (the saver, save.go)
 	pendingDoc *member.UserDoc // a document change being stored (changeDoc): in every snapshot meanwhile
 	saveSeq    uint64          // the last records cache snapshot's number
+	// Other nodes' certificates were taken and what follows from the set
+	// (certsAppliedLocked) waits for the control loop to drain its queue
+	// (flushCertsLocked): a cold start brings N certificates a few a
+	// datagram, and each follow-up is O(N).
+	certsPending bool
 }

@@ -99,6 +99,7 @@ type Config struct {
 	beforeIpcSet   func()            // tests: called before each IpcSet of a WireGuard peer (Bind.wgHook)
 	tunDevice      wgtun.Device      // tests: this in-memory TUN (tun/tuntest) instead of a netstack or a kernel TUN
 	offerUserspace bool              // tests: a userspace node may offer routes (the choice runs without a kernel)
+	bindBatch      int               // tests: the Bind's batch size if > 0 (scalebatch.go)
 }
 
 // Node is one running glow node. Start builds it; Close stops it.
@@ -507,6 +508,9 @@ func (n *Node) startDataPlane(port uint16) error {
 		inner = link.NewPacketBind(n.cfg.ListenPacket)
 	} else {
 		inner = conn.NewStdNetBind()
+	}
+	if n.cfg.bindBatch > 0 {
+		inner = batchBind{inner, n.cfg.bindBatch}
 	}
 	n.ctlq = newCtlQueues()
 	n.fwd = relay.New(relay.Limits{})

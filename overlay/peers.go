@@ -57,6 +57,13 @@ type peer struct {
 	since      time.Time        // when the current probing round started
 	sums       bool             // it sent a digest summary: it gets them too (gossip.go)
 
+	// Lower bounds that let tickPeersLocked pass a peer by without walking
+	// its pings and candidates (zero: walk them): the oldest send time of
+	// a ping pending, of one an API call waits for, the earliest expiry of
+	// a candidate (the current path's included) and of one not the path.
+	pingsFrom, replyFrom time.Time
+	candsExp, candsDue   time.Time
+
 	quality         link.Quality // RTT and loss of the heartbeats on the current path
 	lastProbe       time.Time    // last heartbeat on the current path
 	lastDirectProbe time.Time    // last probe of the direct candidates
@@ -344,6 +351,9 @@ func (n *Node) pingLocked(p *peer, addr netip.AddrPort, now time.Time, reply cha
 	tx[0] &^= 1 // not a standby probe (failover.go: standbyTx)
 	p.pings[tx] = &pendingPing{to: addr, sent: now, reply: reply}
 	if reply != nil {
+		if p.replyFrom.IsZero() {
+			p.replyFrom = now
+		}
 		n.dueLocked(now.Add(pingTimeout + time.Millisecond)) // its timeout answers the caller
 	}
 	n.sendCtlLocked(p, addr, pingMsg{TxID: tx, Boot: n.boot}.marshal())
@@ -453,6 +463,7 @@ func (n *Node) setPathLocked(p *peer, addr netip.AddrPort, rtt time.Duration, no
 	first := !p.active.IsValid()
 	old, oldRoute := p.active, p.route
 	p.active, p.route = addr, nil // a neighbour now: no relay route
+	p.candsExp = time.Time{}      // the path's candidate now expires as the others (tickPeersLocked)
 	if err := n.applyPathLocked(p); err != nil {
 		p.active, p.route = old, oldRoute
 		n.logf("glow: path to %s via %v: %v", p.cert.FQDN(), addr, err)
@@ -482,7 +493,8 @@ func (n *Node) setPathLocked(p *peer, addr netip.AddrPort, rtt time.Duration, no
 func (n *Node) lostPathLocked(p *peer, now time.Time) {
 	n.logf("glow: %s: direct path %v lost", p.cert.FQDN(), p.active)
 	p.active, p.hbWait = netip.AddrPort{}, time.Time{}
-	n.applyPathLocked(p) // a stream link carries on; else none until the routes below
+	p.candsExp = time.Time{} // the old path's candidate now expires as the others (tickPeersLocked)
+	n.applyPathLocked(p)     // a stream link carries on; else none until the routes below
 	p.since, p.lastProbe = now, time.Time{}
 	n.paths.routesDirty, n.mem.infoDirty = true, true // our links changed
 	n.computeRoutesLocked(now)                        // fail over now, not at the next tick
@@ -492,16 +504,7 @@ func (n *Node) lostPathLocked(p *peer, now time.Time) {
 // when each is due next (dueLocked).
 func (n *Node) tickPeersLocked(now time.Time) {
 	for _, p := range n.paths.peers {
-		for tx, pp := range p.pings {
-			if now.Sub(pp.sent) > pingTimeout {
-				if pp.reply != nil {
-					deliver(pp.reply, PingResult{Peer: p.cert.FQDN(), Err: "timeout"})
-				}
-				delete(p.pings, tx)
-			} else if pp.reply != nil {
-				n.dueLocked(pp.sent.Add(pingTimeout + time.Millisecond))
-			}
-		}
+		n.expirePingsLocked(p, now)
 		active := now.Sub(time.Unix(0, p.ep.lastSend.Load())) < activeWindow ||
 			now.Sub(time.Unix(0, p.ep.relayedIn.Load())) < activeWindow
 		hb, dead := heartbeatIdle, deadIdle
@@ -581,17 +584,77 @@ func (n *Node) tickPeersLocked(now time.Time) {
 				n.dueLocked(p.lastDirectProbe.Add(every))
 			}
 		}
-		for addr, c := range p.cands {
-			if addr == p.active {
-				continue
+		n.expireCandsLocked(p, now)
+	}
+}
+
+// expirePingsLocked forgets p's pings unanswered for pingTimeout, telling
+// the API calls waiting for them, and notes when the next such call times
+// out. With none pending for that long (pingsFrom), it walks none: a tick
+// costs O(1) a peer whatever its pings.
+func (n *Node) expirePingsLocked(p *peer, now time.Time) {
+	if len(p.pings) == 0 {
+		p.pingsFrom, p.replyFrom = time.Time{}, time.Time{}
+		return
+	}
+	if !p.pingsFrom.IsZero() && now.Sub(p.pingsFrom) <= pingTimeout {
+		if !p.replyFrom.IsZero() {
+			n.dueLocked(p.replyFrom.Add(pingTimeout + time.Millisecond)) // the oldest waiting call's timeout, at the latest
+		}
+		return
+	}
+	p.pingsFrom, p.replyFrom = time.Time{}, time.Time{}
+	for tx, pp := range p.pings {
+		if now.Sub(pp.sent) > pingTimeout {
+			if pp.reply != nil {
+				deliver(pp.reply, PingResult{Peer: p.cert.FQDN(), Err: "timeout"})
 			}
-			if now.Sub(later(c.learned, c.lastPong)) > candidateTTL {
-				delete(p.cands, addr)
-				delete(n.paths.unproven, addr)
-			} else {
-				n.dueLocked(later(c.learned, c.lastPong).Add(candidateTTL + time.Millisecond))
+			delete(p.pings, tx)
+			continue
+		}
+		if p.pingsFrom.IsZero() || pp.sent.Before(p.pingsFrom) {
+			p.pingsFrom = pp.sent
+		}
+		if pp.reply != nil {
+			n.dueLocked(pp.sent.Add(pingTimeout + time.Millisecond))
+			if p.replyFrom.IsZero() || pp.sent.Before(p.replyFrom) {
+				p.replyFrom = pp.sent
 			}
 		}
+	}
+}
+
+// expireCandsLocked forgets p's candidates (but its path) not heard of for
+// candidateTTL, and notes when the next one expires. Candidates only grow
+// older from when they were walked (a new one expires last), so until the
+// earliest expiry then (candsExp) none is walked; a path change walks them
+// again (setPathLocked, lostPathLocked).
+func (n *Node) expireCandsLocked(p *peer, now time.Time) {
+	if !p.candsExp.IsZero() && now.Before(p.candsExp) {
+		if !p.candsDue.IsZero() {
+			n.dueLocked(p.candsDue)
+		}
+		return
+	}
+	p.candsExp, p.candsDue = time.Time{}, time.Time{}
+	for addr, c := range p.cands {
+		exp := later(c.learned, c.lastPong).Add(candidateTTL)
+		if addr != p.active && now.After(exp) {
+			delete(p.cands, addr)
+			delete(n.paths.unproven, addr)
+			continue
+		}
+		if p.candsExp.IsZero() || exp.Before(p.candsExp) {
+			p.candsExp = exp
+		}
+		if addr != p.active {
+			if due := exp.Add(time.Millisecond); p.candsDue.IsZero() || due.Before(p.candsDue) {
+				p.candsDue = due
+			}
+		}
+	}
+	if !p.candsDue.IsZero() {
+		n.dueLocked(p.candsDue)
 	}
 }
 

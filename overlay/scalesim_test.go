@@ -37,6 +37,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -110,6 +113,7 @@ func (s *simNet) start(i int) {
 		quiet(s.t, name)(c)
 		c.StateDir, c.Peers = s.dirs[i], boot
 		c.Userspace, c.tunDevice = false, tuntest.NewChannelTUN().TUN()
+		c.bindBatch = 1 // 3 MiB a node less (scalebatch.go)
 		inner := c.ListenPacket
 		c.ListenPacket = func(port uint16) (net.PacketConn, error) {
 			pc, err := inner(port)
@@ -294,6 +298,7 @@ func scaleSim(t *testing.T, size int) {
 	convBytes := s.bytesSent()
 	s.logCtl("converging", [256]uint64{}, conv)
 	t.Logf("n%d: converged after %v simulated (%s)", size, conv.Round(time.Second), cpu())
+	logHeapPerNode(t, size)
 	metric(t, fmt.Sprintf("scale_sim_n%d_converged_s", size), fmt.Sprintf("%.1f", conv.Seconds()))
 	metric(t, fmt.Sprintf("scale_sim_n%d_converging_bytes_node_s", size), perNode(convBytes, conv))
 
@@ -350,6 +355,27 @@ func scaleSim(t *testing.T, size int) {
 	for i := range s.nodes {
 		if s.nodes[i] != nil {
 			s.stop(i)
+		}
+	}
+}
+
+// logHeapPerNode logs the live heap per simulated node (after a GC), and
+// writes a heap profile to $GLOW_SCALE_HEAPPROFILE if set.
+func logHeapPerNode(t *testing.T, size int) {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	t.Logf("n%d: live heap %d MiB, %d KiB per node; %d goroutines, %d per node", size, ms.HeapAlloc>>20,
+		ms.HeapAlloc/uint64(size)>>10, runtime.NumGoroutine(), runtime.NumGoroutine()/size)
+	metric(t, fmt.Sprintf("scale_sim_n%d_heap_node_bytes", size), ms.HeapAlloc/uint64(size))
+	if f := os.Getenv("GLOW_SCALE_HEAPPROFILE"); f != "" {
+		out, err := os.Create(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer out.Close()
+		if err := pprof.WriteHeapProfile(out); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

@@ -126,11 +126,15 @@ func (c *Cert) RenewAt() time.Time { return c.NotBefore.Add(c.Lifetime() / 2) }
 // kept aside (Lapsed) so that an admin can renew them and so that the node's
 // keys stay pinned; they are not gossiped.
 func (s *Store) Expire(now time.Time, keep wire.NodeID) (gone []wire.NodeID) {
+	if s.nextExp != nil && s.nextExp.keep == keep && (s.nextExp.at.IsZero() || !now.After(s.nextExp.at)) {
+		return nil // none expires before the earliest (NextExpiry, kept until a change)
+	}
 	for id, c := range s.certs {
 		if id != keep && now.After(c.ExpiresAt()) {
 			if s.Own(c.User) {
 				s.lapse(c, s.infos[id])
 			}
+			s.changed()
 			delete(s.certs, id)
 			delete(s.infos, id)
 			gone = append(gone, id)
@@ -142,13 +146,24 @@ func (s *Store) Expire(now time.Time, keep wire.NodeID) (gone []wire.NodeID) {
 // NextExpiry is the earliest ExpiresAt of the certificates held but keep's
 // (zero if none).
 func (s *Store) NextExpiry(keep wire.NodeID) time.Time {
+	if s.nextExp != nil && s.nextExp.keep == keep {
+		return s.nextExp.at
+	}
 	var t time.Time
 	for id, c := range s.certs {
 		if at := c.ExpiresAt(); id != keep && (t.IsZero() || at.Before(t)) {
 			t = at
 		}
 	}
+	s.nextExp = &nextExpiry{keep, t}
 	return t
+}
+
+// nextExpiry is NextExpiry's answer for keep, kept until the certificates
+// change.
+type nextExpiry struct {
+	keep wire.NodeID
+	at   time.Time
 }
 
 // lapsedCert is an expired certificate of the store's user, with the last

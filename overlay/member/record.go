@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"glow/internal/wire"
@@ -236,7 +237,17 @@ type Store struct {
 	lapsed map[wire.NodeID]lapsedCert
 	// Rejected counts refused records by reason.
 	Rejected map[string]uint64
+
+	// What is computed from the records held, kept until they change
+	// (changed): the control loop asks for these on every tick, summary
+	// and route computation, and each costs O(records) to build.
+	sorted  []*Cert  // Certs, nil until asked for
+	sum     *Summary // Summary, nil until asked for
+	nextExp *nextExpiry
 }
+
+// changed drops what was computed from the records held.
+func (s *Store) changed() { s.sorted, s.sum, s.nextExp = nil, nil, nil }
 
 // NewStore returns an empty store trusting the given user key.
 func NewStore(user ed25519.PublicKey) *Store {
@@ -328,6 +339,7 @@ func (s *Store) AddDoc(d *UserDoc) (bool, error) {
 		if err != nil {
 			return false, s.reject(RejectMalformed, err)
 		}
+		s.changed()
 		s.trusted = map[[32]byte]string{}
 		for _, f := range fs {
 			s.trusted[f.Key] = f.Name
@@ -355,6 +367,7 @@ func (s *Store) AddDoc(d *UserDoc) (bool, error) {
 		if err != nil {
 			return false, s.reject(RejectMalformed, err)
 		}
+		s.changed()
 		s.revoked = map[wire.NodeID]bool{}
 		for _, id := range ids {
 			s.revoked[id] = true
@@ -369,6 +382,7 @@ func (s *Store) AddDoc(d *UserDoc) (bool, error) {
 		}
 	}
 	s.docs[d.Kind] = d
+	s.changed()
 	return true, nil
 }
 
@@ -390,6 +404,7 @@ func (s *Store) addFriendDoc(d *UserDoc) (bool, error) {
 	if err != nil {
 		return false, s.reject(RejectMalformed, err)
 	}
+	s.changed()
 	set := make(map[wire.NodeID]bool, len(ids))
 	for _, id := range ids {
 		set[id] = true
@@ -458,6 +473,7 @@ func (s *Store) AddCert(c *Cert, now time.Time) (bool, error) {
 	if old := s.certs[c.Node]; old != nil && s.Own(c.User) && !s.Own(old.User) {
 		// A friend's certificate for an id of ours never shadows ours,
 		// whichever arrived first.
+		s.changed()
 		delete(s.certs, c.Node)
 		delete(s.infos, c.Node)
 	}
@@ -487,11 +503,13 @@ func (s *Store) AddCert(c *Cert, now time.Time) (bool, error) {
 				return false, s.reject(RejectConflict, fmt.Errorf("%s: %v or name already held by %s", c.FQDN(), c.IPv4, o.Node))
 			}
 			// The newer certificate wins; the older holder was re-issued or replaced.
+			s.changed()
 			delete(s.certs, id)
 			delete(s.infos, id)
 		}
 	}
 	s.certs[c.Node] = c
+	s.changed()
 	if l, ok := s.lapsed[c.Node]; ok && s.infos[c.Node] == nil && l.info != nil {
 		s.infos[c.Node] = l.info // its last endpoints come back with it
 	}
@@ -527,6 +545,7 @@ func (s *Store) AddInfo(n *NodeInfo) (bool, error) {
 		return false, s.reject(RejectStale, fmt.Errorf("node info of %v: seq %d <= %d", n.Node, n.Seq, old.Seq))
 	}
 	s.infos[n.Node] = n
+	s.changed()
 	return true, nil
 }
 
@@ -536,14 +555,18 @@ func (s *Store) Cert(id wire.NodeID) *Cert { return s.certs[id] }
 // Info returns the NodeInfo of id, or nil.
 func (s *Store) Info(id wire.NodeID) *NodeInfo { return s.infos[id] }
 
-// Certs returns every certificate held, ordered by name.
+// Certs returns every certificate held, ordered by name, in a slice the
+// caller may change. The order is kept between changes, so a call costs a
+// copy, not a sort.
 func (s *Store) Certs() []*Cert {
-	out := make([]*Cert, 0, len(s.certs))
-	for _, c := range s.certs {
-		out = append(out, c)
+	if s.sorted == nil {
+		s.sorted = make([]*Cert, 0, len(s.certs))
+		for _, c := range s.certs {
+			s.sorted = append(s.sorted, c)
+		}
+		slices.SortFunc(s.sorted, func(a, b *Cert) int { return strings.Compare(a.Name, b.Name) })
 	}
-	slices.SortFunc(out, func(a, b *Cert) int { return bytes.Compare([]byte(a.Name), []byte(b.Name)) })
-	return out
+	return slices.Clone(s.sorted)
 }
 
 // Digest lists every record held with its version.
@@ -562,6 +585,15 @@ func (s *Store) Digest() []DigestEntry {
 		d = append(d, DigestEntry{doc.Key(), doc.Rank()})
 	}
 	return d
+}
+
+// Summary is Summarize(s.Digest()), kept between changes.
+func (s *Store) Summary() Summary {
+	if s.sum == nil {
+		sum := Summarize(s.Digest())
+		s.sum = &sum
+	}
+	return *s.sum
 }
 
 // Version returns the version held for key, 0 if none.
