@@ -81,6 +81,7 @@ type Bind struct {
 	peers    map[wire.NodeID]*Endpoint
 	addrs    map[netip.AddrPort]*Endpoint // the source of byAddr
 	openDone chan struct{}                // closed by Close: ends the streams' ReceiveFunc
+	held     publishHold                  // Hold..Release: the lookup maps' rebuilds wait (bind_hold.go)
 }
 
 // streamPkt is one datagram read from a stream link (from set) or
@@ -283,6 +284,10 @@ func (b *Bind) peerLocked(id wire.NodeID) *Endpoint {
 }
 
 func (b *Bind) publishShortLocked() {
+	if b.held.on {
+		b.held.short = true
+		return
+	}
 	m := make(map[wire.ShortID]*Endpoint, len(b.peers))
 	for id, e := range b.peers {
 		m[id.Short()] = e
@@ -292,6 +297,10 @@ func (b *Bind) publishShortLocked() {
 
 // publishIPsLocked rebuilds byIP from the peers' overlay addresses.
 func (b *Bind) publishIPsLocked() {
+	if b.held.on {
+		b.held.ips = true
+		return
+	}
 	m := make(map[netip.Addr]*Endpoint, 2*len(b.peers))
 	for _, e := range b.peers {
 		for _, a := range e.ips {

@@ -125,6 +125,10 @@ func (b *Bind) SetControlKey(id wire.NodeID, key wire.Key) {
 }
 
 func (b *Bind) publishCtlKeysLocked() {
+	if b.held.on {
+		b.held.ctl = true
+		return
+	}
 	m := make(map[wire.Key]*Endpoint, len(b.peers))
 	for _, e := range b.peers {
 		if e.ctlKey != (wire.Key{}) {

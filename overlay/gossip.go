@@ -129,7 +129,7 @@ func (n *Node) handleRecordsLocked(from *peer, recs []recordMsg, now time.Time) 
 	// Certificates and friend lists first: other records depend on them.
 	slices.SortStableFunc(recs, func(a, b recordMsg) int { return member.RecordOrder(a.Kind) - member.RecordOrder(b.Kind) })
 	var fresh []recordMsg
-	certs := false
+	certs, held := false, false
 	for _, r := range recs {
 		if !n.acceptableLocked(from, r) {
 			n.dropCtl["record-not-theirs"]++
@@ -149,14 +149,22 @@ func (n *Node) handleRecordsLocked(from *peer, recs []recordMsg, now time.Time) 
 			// certificates (peers displaced, names, policy, TURN
 			// permissions, each O(N)) is done once for the datagrams
 			// queued (flushCertsLocked), not once per certificate or
-			// message: a cold start brings N of them.
+			// message: a cold start brings N of them. So are the Bind's
+			// lookup maps (bind_hold.go).
+			if !held {
+				n.bind.Hold()
+				held = true
+			}
 			certs = n.certPeerLocked(r.Raw, now) || certs
 			continue
 		}
 		n.recordChangedLocked(r.Kind, r.Raw, now)
 	}
-	if certs {
-		n.mem.certsPending = true
+	switch {
+	case certs:
+		n.mem.certsPending = true // the Bind released with them (flushCertsLocked)
+	case held:
+		n.bind.Release()
 	}
 	if len(fresh) == 0 {
 		return
@@ -318,6 +326,7 @@ func (n *Node) flushCertsLocked() {
 	if n.mem.certsPending {
 		n.mem.certsPending = false
 		n.certsAppliedLocked()
+		n.bind.Release()
 	}
 }
 
