@@ -334,8 +334,9 @@ func runGoBench(ctx context.Context, root, pattern string) ([]string, error) {
 	// (TestScaleSim: cold convergence, propagation, control bytes per node
 	// per second, in simulated time).
 	// 1,000 whole nodes in one process are opt-in
-	// (GLOW_SCALE_SIM_SIZES=100,300,1000): they need over 12 GiB and far
-	// more CPU time than a bench run has on 2 cores (overlay/doc.go, Scale).
+	// (GLOW_SCALE_SIM_SIZES=100,300,1000): they hold a million peers (about
+	// 10 GiB) and take far more CPU time than a bench run has on 2 cores
+	// (overlay/doc.go, Scale).
 	sizes := os.Getenv("GLOW_SCALE_SIM_SIZES")
 	if sizes == "" {
 		sizes = "100,300"
@@ -374,6 +375,8 @@ func runGoBench(ctx context.Context, root, pattern string) ([]string, error) {
 		{"scale_sim_n100_churn_bytes_node_s", "control bytes per node per second, 100 nodes under churn", 0},
 		{"scale_sim_n300_churn_bytes_node_s", "control bytes per node per second, 300 nodes under churn", 0},
 		{"scale_sim_n1000_churn_bytes_node_s", "control bytes per node per second, 1,000 nodes under churn", 0},
+		{"scale_sim_n300_heap_node_bytes", "live heap per simulated node (bytes), 300 nodes converged", 0},
+		{"scale_sim_n1000_heap_node_bytes", "live heap per simulated node (bytes), 1,000 nodes converged", 0},
 	} {
 		v, ok := metrics[t.key]
 		switch {
