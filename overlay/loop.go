@@ -63,9 +63,14 @@ const (
 	maxBeaconReply = time.Second // at most one unicast beacon reply per address per second
 	memCheckEvery  = time.Second
 	// flushCertsEvery: certificates taken from a datagram are followed up
-	// (flushCertsLocked) once the queues are empty, or after this many
-	// more datagrams if they never are.
+	// (flushCertsLocked) once the queues are empty (certsGap after the
+	// last follow-up, else at the next tick), or after this many more
+	// datagrams if they never are.
 	flushCertsEvery = 64
+	// certsGap: within this of the last follow-up, certificates wait for
+	// the next tick (at most tickEvery): a cold start brings hundreds in a
+	// few hundred milliseconds, each datagram's worth at its own time.
+	certsGap = 100 * time.Millisecond
 )
 
 // releaseMemory gives the operating system back the memory a burst of
@@ -211,15 +216,19 @@ func (n *Node) loop() {
 			n.wakeAt.slow = at
 		}
 	}
-	held := 0 // datagrams handled since certificates were taken (flushCertsLocked)
+	held, lastFlush := 0, time.Time{} // datagrams handled since certificates were taken, and the last follow-up (flushCertsLocked)
 	handle := func(in inbound) {
 		now := time.Now()
 		n.mu.Lock()
 		n.handleInboundLocked(in, now, replied)
 		if n.mem.certsPending {
-			if held++; held >= flushCertsEvery || len(n.ctlq.known)+len(n.ctlq.other) == 0 {
-				held = 0
+			held++
+			switch {
+			case held >= flushCertsEvery || len(n.ctlq.known)+len(n.ctlq.other) == 0 && now.Sub(lastFlush) >= certsGap:
+				held, lastFlush = 0, now
 				n.flushCertsLocked()
+			case len(n.ctlq.known)+len(n.ctlq.other) == 0:
+				note(lastFlush.Add(certsGap)) // a burst of certificates: the rest at a tick
 			}
 		}
 		// What the datagram changed and only a tick does, or a tick due
@@ -316,7 +325,10 @@ func (n *Node) loop() {
 			lastMem = now
 		}
 		n.mu.Lock()
-		n.flushCertsLocked()
+		if n.mem.certsPending {
+			held, lastFlush = 0, now
+			n.flushCertsLocked()
+		}
 		n.wakeAt.next, n.wakeAt.slow, n.wakeAt.armed = time.Time{}, time.Time{}, time.Time{} // the tick notes every deadline anew
 		n.wakeAt.ticks++
 		if readNets && !slices.Equal(nets, n.rt.connected) {
