@@ -116,10 +116,33 @@
 // under a second of simulated time, and a node sends 289 bytes/s idle
 // (1,894 with full digests), 4,388 under churn (20,701); at 300 nodes
 // 0.11 s, 0.4 s, 295 and 4,845 bytes/s: the per-node cost does not grow
-// with N while the change rate does not (make bench, BENCHMARKS.md). 1,000 whole nodes in one process were
-// not measured: they hold a million peers (over 12 GiB) and a cold start
-// seals, opens and verifies N² of everything on one machine's two cores;
-// a run did not converge in 35 minutes of a loaded machine.
+// with N while the change rate does not (make bench, BENCHMARKS.md).
+//
+// A node's control work is bounded by what changed, not by N, except
+// where N is the answer: a tick passes a peer with nothing due in O(1)
+// (tickPeersLocked keeps lower bounds of its pings' and candidates'
+// expiries); the Store keeps its sorted certificates, digest summary and
+// next expiry between changes (a summary received is compared with the
+// kept one, not summed from 2N records); and the certificates taken from
+// a queue of datagrams are followed up once when the queue drains (names,
+// policy, shadowed addresses, the Bind's lookup maps: each O(N)), not once
+// per certificate, which made a cold start O(N²) a node. Still O(N) a
+// change: the route computation (once per tick with changes), a flood's
+// walk over the peers for neighbours, and the records cache write (5 s
+// apart). In the simulation a node costs 2.4 MiB of heap at 300 nodes
+// (5.4 before: 3 MiB of it wireguard-go's receive buffers, which the
+// simulation asks for in batches of 1, Config.bindBatch), about 7 KB of
+// it per peer (the peer, its Bind endpoint and WireGuard configuration,
+// two records, a name), and the cold start 66 s of CPU (122 before).
+// 1,000 whole nodes fit in one process (about 7 MiB of heap a node, 15
+// GiB resident at GOGC=60) but were not measured to convergence: on this
+// machine's two shared cores a cold start had not converged after 35
+// minutes (19 of CPU, before the last two changes above), its profile
+// the intake of 2N records a node (new peers with their X25519 keys,
+// WireGuard configurations and Bind maps, the certificate set's
+// follow-ups, signature checks) and the collector (a quarter of it).
+// Scaled from 300 nodes (N² in all) the cold start alone needs about 12
+// minutes of CPU.
 //
 // Full replication makes every node pay for every change: a node sends
 // about (record changes per second in the whole network) × (its degree) ×
@@ -129,7 +152,10 @@
 //
 // How far that goes: what grows with N on every node is N peers (heap per
 // peer: TestScaleHeapPerPeer), 2N records verified once each, and the
-// route computation over the whole link-state graph, run on each change.
+// route computation over the whole link-state graph, run on each change:
+// at 100,000 nodes about 600 MB of peers and records a node, 200,000
+// signature checks (some 10 s of one core) at each cold start, and a
+// route computation over 100,000 nodes at each tick with a change.
 // Probing is what grows fastest: a new or restarted node is probed by
 // every node (a ping a second, for up to a minute of idleness), and
 // probes every node, so each join costs the network about 2N pings a
