@@ -3,6 +3,7 @@ package overlay
 import (
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
+	"glow/internal/wire"
 	"glow/nat/natlab"
 	"glow/overlay/member/membertest"
 )
@@ -211,4 +213,56 @@ func holdWGPeers(nodes []*Node) {
 			}
 		}
 	}
+}
+
+// dumpOnFailure logs, if the test fails, what the nodes' WireGuard and
+// Binds hold when it ends: each wireguard-go peer (key, allowed IPs, last
+// handshake, bytes; not the private key), each Bind endpoint (configured
+// in wireguard-go or not, its path), the drop counters and the hosts'
+// datagram counts. A failure that comes once in thousands of runs
+// (TestAttackExpiredPeer's) is then explained by its own log. Call it
+// after bubbleNet: it runs before the nodes close.
+func (b *bubble) dumpOnFailure(t *testing.T) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for i, n := range b.nodes {
+			if n == nil || n.dev == nil {
+				continue
+			}
+			var wg []string
+			if s, err := n.dev.IpcGet(); err == nil {
+				for line := range strings.SplitSeq(s, "\n") {
+					if line != "" && !strings.HasPrefix(line, "private_key=") {
+						wg = append(wg, line)
+					}
+				}
+			}
+			t.Logf("dump %s: wireguard-go: %s", n.Cert().Name, strings.Join(wg, " "))
+			names := map[wire.NodeID]string{}
+			for _, o := range b.nodes {
+				if o != nil {
+					names[o.ID()] = o.Cert().Name
+				}
+			}
+			n.bind.mu.Lock()
+			for id, e := range n.bind.peers {
+				path := "none"
+				switch p := e.path.Load(); {
+				case p == nil:
+				case p.relay:
+					path = "relay via " + names[p.via]
+				case p.stream != nil:
+					path = "stream"
+				default:
+					path = "direct " + p.addr.String()
+				}
+				t.Logf("dump %s: endpoint %s: configured=%v key=%.8s… since=%v path=%s ips=%v", n.Cert().Name, names[id],
+					e.wg.on.Load(), e.wg.inKey, e.wg.since.Format("04:05.000"), path, e.ips)
+			}
+			n.bind.mu.Unlock()
+			t.Logf("dump %s: bind %+v; host %+v", n.Cert().Name, n.bind.Counters(), b.hosts[i].Stats())
+		}
+	})
 }

@@ -19,6 +19,7 @@ func TestAttackExpiredPeer(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const life = 2 * time.Minute
 		net := bubbleNetSpec(t, netSpec{noAdmin: true, life: map[string]time.Duration{"b": life}}, "a", "b", "c")
+		net.dumpOnFailure(t)
 		a, b, c := net.nodes[0], net.nodes[1], net.nodes[2]
 		expires := b.Cert().NotAfter
 		bubbleWait(t, time.Minute, "direct paths between all three", net.allDirect)
@@ -26,6 +27,11 @@ func TestAttackExpiredPeer(t *testing.T) {
 		defer close(stop)
 		fromB := net.stream(1, 0, 500*time.Millisecond, stop)
 		toB := net.stream(0, 1, 500*time.Millisecond, stop)
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("pings arrived: b->a %d, a->b %d", len(fromB()), len(toB()))
+			}
+		})
 		bubbleWait(t, time.Minute, "b's pings at a", func() bool { return len(fromB()) >= 4 && len(toB()) >= 4 })
 		holdWGPeers(net.nodes) // b's WireGuard peer is about to go
 		// Refused within seconds of the expiry and its grace.
