@@ -149,8 +149,14 @@ func TestAttackRelayForgedSource(t *testing.T) {
 		return forwarded, refused, delivered
 	}
 
+	// r's counters count all it forwards, the nodes' own relayed control
+	// too (a standby probe of failover.go, which a loaded machine makes):
+	// so r's decisions on the test's frames are read as at least perCase
+	// forwarded (the control case), or as the refusal counter of the
+	// attack grown by perCase with none of its frames at d.
+
 	// The control case first: the test can see frames get through.
-	if fw, _, got := send("genuine", fromA, wire.DefaultHopLimit, a.ID().Short()); fw != perCase || got == 0 {
+	if fw, _, got := send("genuine", fromA, wire.DefaultHopLimit, a.ID().Short()); fw < perCase || got == 0 {
 		t.Fatalf("a's own frames: r forwarded %d/%d, d got %d: the test cannot see forwarding", fw, perCase, got)
 	}
 	attacks := []struct {
@@ -168,9 +174,14 @@ func TestAttackRelayForgedSource(t *testing.T) {
 	}
 	for _, at := range attacks {
 		before := r.Status().Drops[at.why]
-		fw, _, got := send(at.name, at.send, at.hops, at.src)
-		if fw != 0 || got != 0 {
-			t.Errorf("%s: r forwarded %d/%d forged frames, d's socket got %d", at.name, fw, perCase, got)
+		_, _, got := send(at.name, at.send, at.hops, at.src)
+		// Other frames r forwarded meanwhile may have ended send's wait
+		// before r refused the last of these.
+		waitFor(t, 10*time.Second, fmt.Sprintf("%s to grow by %d (%s)", at.why, perCase, at.name), func() bool {
+			return r.Status().Drops[at.why]-before >= perCase
+		})
+		if got != 0 {
+			t.Errorf("%s: d's socket got %d of the forged frames", at.name, got)
 		}
 		if grew := r.Status().Drops[at.why] - before; grew != perCase {
 			t.Errorf("%s: %s grew by %d, want %d", at.name, at.why, grew, perCase)
