@@ -186,6 +186,14 @@ func (s *simNet) bytesSent() uint64 {
 // certificate and a NodeInfo of it.
 func (s *simNet) converged() bool {
 	live := s.live()
+	for _, n := range live { // first O(N): a node short of peers holds too few certificates
+		n.mu.Lock()
+		short := len(n.paths.peers) < len(live)-1
+		n.mu.Unlock()
+		if short {
+			return false
+		}
+	}
 	for _, n := range live {
 		n.mu.Lock()
 		for _, m := range live {
