@@ -178,8 +178,8 @@ func (n *Node) handleRecordsLocked(from *peer, recs []recordMsg, now time.Time) 
 // reached through relays get them from their own neighbours, so a change
 // crosses each link about once.
 func (n *Node) floodLocked(from *peer, recs []recordMsg) {
-	for _, p := range n.paths.peers {
-		if p == from || !p.path().neighbour() {
+	for _, p := range n.paths.nbrs { // not all N peers: a flood is per batch of records
+		if p == from {
 			continue
 		}
 		var vis []recordMsg

@@ -371,10 +371,8 @@ func (n *Node) loop() {
 		n.fragmentsDueLocked(lastPace)
 		if now.Sub(lastGossip) >= gossip-timerSlack {
 			lastGossip = now
-			for _, p := range n.paths.peers {
-				if p.active.IsValid() || p.stream != nil {
-					n.gossipLocked(p, p.active) // invalid active: over the stream
-				}
+			for _, p := range n.paths.nbrs {
+				n.gossipLocked(p, p.active) // invalid active: over the stream
 			}
 		}
 		slow(lastGossip.Add(gossip))

@@ -21,6 +21,8 @@ import (
 // and applyPathLocked publishes it to the Bind, whose Endpoint.path is only
 // that published result. Whoever changes an input calls applyPathLocked;
 // whoever asks how a peer is reached (status, ping, links) asks choosePath.
+// applyPathLocked also keeps pathState.nbrs, the peers whose path is a
+// neighbour, which flooding and gossip walk instead of every peer.
 
 // pathState is the part of a node that knows its peers and how each is
 // reached: the peers by node id and by control key, the addresses learned
@@ -39,6 +41,14 @@ type pathState struct {
 	routesDirty  bool                           // links or records changed: recompute routes
 	friendRoutes []netip.Prefix                 // IPv6 prefixes of friends routed through the TUN (routeSetter, save.go)
 	shadow       *shadowState                   // friends' addresses not routed (shadow.go)
+
+	// nbrs holds the peers whose path is a neighbour (direct or stream
+	// link: pathChoice.neighbour), a handful whatever N, so that a flood
+	// or a gossip round does not walk all N peers for them. Kept by
+	// notePathLocked, which applyPathLocked (every change of a path's
+	// inputs goes through it) and removePeerLocked call; TestNeighbourIndex
+	// checks it against a full scan.
+	nbrs map[wire.NodeID]*peer
 }
 
 // pathKind is the way a peer's packets travel, best last.
@@ -111,6 +121,7 @@ func (p *peer) path() pathChoice { return choosePath(p.pathInputs()) }
 // a path) the published path stays as it was, and the caller restores the
 // input it changed. Applying an unchanged path is a no-op.
 func (n *Node) applyPathLocked(p *peer) error {
+	defer n.notePathLocked(p) // from the inputs, applied or not: the caller may keep them
 	id := p.cert.Node
 	switch c := p.path(); c.kind {
 	case pathDirect:
@@ -123,4 +134,22 @@ func (n *Node) applyPathLocked(p *peer) error {
 		n.bind.ClearPath(id)
 	}
 	return nil
+}
+
+// notePathLocked puts p in pathState.nbrs or takes it out, as its path's
+// inputs now say. A peer removed (or replaced by a new one of the same
+// node) is left alone: a stream's reader may detach it late.
+func (n *Node) notePathLocked(p *peer) {
+	id := p.cert.Node
+	if n.paths.peers[id] != p {
+		return
+	}
+	if !p.path().neighbour() {
+		delete(n.paths.nbrs, id)
+		return
+	}
+	if n.paths.nbrs == nil {
+		n.paths.nbrs = map[wire.NodeID]*peer{}
+	}
+	n.paths.nbrs[id] = p
 }

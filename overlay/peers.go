@@ -155,6 +155,7 @@ func (n *Node) removePeerLocked(id wire.NodeID) {
 	n.bind.sleepWG(p.ep)
 	delete(n.paths.byCtl, p.cert.Ctl)
 	delete(n.paths.peers, id)
+	delete(n.paths.nbrs, id)
 	n.bind.RemovePeer(id)
 }
 
@@ -466,6 +467,7 @@ func (n *Node) setPathLocked(p *peer, addr netip.AddrPort, rtt time.Duration, no
 	p.candsExp = time.Time{}      // the path's candidate now expires as the others (tickPeersLocked)
 	if err := n.applyPathLocked(p); err != nil {
 		p.active, p.route = old, oldRoute
+		n.notePathLocked(p)
 		n.logf("glow: path to %s via %v: %v", p.cert.FQDN(), addr, err)
 		return
 	}

@@ -60,7 +60,7 @@ func (n *Node) linksLocked() []member.LinkInfo {
 			prev[l.Node] = l.Cost
 		}
 	}
-	for id, p := range n.paths.peers {
+	for id, p := range n.paths.nbrs { // a link is a neighbour's path
 		switch p.path().kind {
 		case pathDirect:
 			out = append(out, member.LinkInfo{Node: id, Cost: stickyCost(prev[id], p.costRTT())})

@@ -33,7 +33,8 @@ package overlay
 // of every other, so the process holds a million peers, and a cold start
 // seals, opens and verifies N² of everything, all on one machine's CPU.
 // With GLOW_SCALE_HEAPPROFILE=file it writes a heap profile at convergence
-// (logHeapPerNode).
+// (logHeapPerNode), with GLOW_SCALE_CPUPROFILE=file a CPU profile of the
+// cold start.
 
 import (
 	"fmt"
@@ -286,6 +287,7 @@ func scaleSim(t *testing.T, size int) {
 			s.link(i, j)
 		}
 	}
+	stopProfile := cpuProfile(t)
 	start := time.Now()
 	for i := range size {
 		s.start(i)
@@ -302,6 +304,7 @@ func scaleSim(t *testing.T, size int) {
 		}
 	}
 	conv := time.Since(start)
+	stopProfile()
 	perNode := func(b uint64, d time.Duration) string {
 		return fmt.Sprintf("%.0f", float64(b)/float64(len(s.live()))/d.Seconds())
 	}
@@ -387,6 +390,26 @@ func logHeapPerNode(t *testing.T, size int) {
 		if err := pprof.WriteHeapProfile(out); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// cpuProfile writes a CPU profile of the cold start to
+// $GLOW_SCALE_CPUPROFILE if set, until the returned func is called.
+func cpuProfile(t *testing.T) (stop func()) {
+	f := os.Getenv("GLOW_SCALE_CPUPROFILE")
+	if f == "" {
+		return func() {}
+	}
+	out, err := os.Create(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(out); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		out.Close()
 	}
 }
 
