@@ -246,6 +246,12 @@ func (b *bubble) dumpOnFailure(t *testing.T) {
 					names[o.ID()] = o.Cert().Name
 				}
 			}
+			type line struct {
+				e          *Endpoint
+				peer, path string
+				ips        []netip.Addr
+			}
+			var lines []line
 			n.bind.mu.Lock()
 			for id, e := range n.bind.peers {
 				path := "none"
@@ -258,10 +264,15 @@ func (b *bubble) dumpOnFailure(t *testing.T) {
 				default:
 					path = "direct " + p.addr.String()
 				}
-				t.Logf("dump %s: endpoint %s: configured=%v key=%.8s… since=%v path=%s ips=%v", n.Cert().Name, names[id],
-					e.wg.on.Load(), e.wg.inKey, e.wg.since.Format("04:05.000"), path, e.ips)
+				lines = append(lines, line{e, names[id], path, e.ips})
 			}
 			n.bind.mu.Unlock()
+			n.bind.wgMu.Lock() // inKey and since are the WireGuard applier's (as trimWG reads them)
+			for _, l := range lines {
+				t.Logf("dump %s: endpoint %s: configured=%v key=%.8s… since=%v path=%s ips=%v", n.Cert().Name, l.peer,
+					l.e.wg.on.Load(), l.e.wg.inKey, l.e.wg.since.Format("04:05.000"), l.path, l.ips)
+			}
+			n.bind.wgMu.Unlock()
 			t.Logf("dump %s: bind %+v; host %+v", n.Cert().Name, n.bind.Counters(), b.hosts[i].Stats())
 		}
 	})
