@@ -112,6 +112,14 @@ func (n *Node) routedLocked(c *member.Cert) []netip.Addr {
 // addresses routed to it (routedLocked), exactly.
 func (n *Node) wgConfigLocked(p *peer) {
 	c := p.cert
+	if n.tunf != nil && !n.mem.store.Own(c.User) {
+		// A friend's node may send once WireGuard has its peer: the filter
+		// is on from now, not from refreshPolicyLocked, which may come a
+		// queue of datagrams later (flushCertsLocked) and turns it off
+		// again if no friend's node is left. Until then the friend's
+		// addresses are no one's in the directory: its packets are dropped.
+		n.tunf.on.Store(true)
+	}
 	ips := n.routedLocked(c)
 	devs := n.deviceAddrsViaLocked(c) // the devices it is the via node of (devices.go)
 	all := append(slices.Clone(ips), devs...)

@@ -1,0 +1,52 @@
+package overlay
+
+import (
+	"testing"
+	"time"
+
+	"glow/overlay/member"
+	"glow/overlay/member/membertest"
+)
+
+// TestAttackFriendCertFilterOff: a node whose peers are all its own user's
+// runs without the policy filter (tunwrap.go: AllowedIPs already vouch for
+// every source). A friend's certificate taken from gossip makes the
+// friend's node a peer with a WireGuard configuration at once, while what
+// follows from the set of certificates (the policy, the filter switch)
+// waits for the control loop's queue to drain (flushCertsLocked, up to a
+// tick or 64 datagrams later). In between the friend's packets would reach
+// the TUN unfiltered, so the filter is on from the moment a friend's peer
+// can be configured in WireGuard (wgConfigLocked).
+func TestAttackFriendCertFilterOff(t *testing.T) {
+	nas := testNode(t, "nas", func(c *Config) { c.UserName = "alice" })
+	bob := membertest.NewUser(t, "bob")
+	now := time.Now()
+	_, laptop := membertest.NewCert(t, bob, "laptop", now)
+
+	nas.mu.Lock()
+	defer nas.mu.Unlock()
+	if nas.tunf == nil || nas.tunf.on.Load() {
+		t.Fatalf("nas with only its own certificate: filter present %v, on %v: the test needs it off", nas.tunf != nil, nas.tunf != nil && nas.tunf.on.Load())
+	}
+	friends := membertest.SignedDoc(nas.mem.user, member.KindFriends, 1,
+		member.FormatFriends([]member.Friend{{Name: "bob", Key: [32]byte(bob.Public())}}))
+	if _, err := nas.mem.store.AddDoc(friends); err != nil {
+		t.Fatal(err)
+	}
+	// Bob's certificate gossiped by one of alice's nodes; the control loop
+	// may let go of nas.mu as soon as handleRecordsLocked returns.
+	nas.handleRecordsLocked(&peer{cert: nas.mem.cert}, []recordMsg{{member.KindCert, laptop.Marshal()}}, now)
+	if nas.mem.store.Cert(laptop.Node) == nil || nas.paths.peers[laptop.Node] == nil {
+		t.Fatal("bob's node is no peer: the test does not see the window")
+	}
+	p := nas.paths.peers[laptop.Node]
+	nas.bind.wgCfgMu.Lock()
+	cfg := p.ep.wg.cfg
+	nas.bind.wgCfgMu.Unlock()
+	if cfg == "" {
+		t.Fatal("bob's node has no WireGuard configuration: the test cannot see the window")
+	}
+	if !nas.tunf.on.Load() {
+		t.Errorf("bob's node can be configured in WireGuard (%d bytes of configuration) while the policy filter is off", len(cfg))
+	}
+}
