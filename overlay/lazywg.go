@@ -70,7 +70,10 @@ func (b *Bind) setWG(e *Endpoint, key, cfg string, ips []netip.Addr) {
 }
 
 // sleepWG removes e's WireGuard peer if it is configured: queued for
-// applyWG, as setWG.
+// applyWG, as setWG. e is being removed (RemovePeer follows), so its
+// configuration goes too, in the queue's order: the packet path may still
+// find e (its lookup maps wait while the Bind is held, bind_hold.go) and
+// wake it, and addWGLocked configures no peer without one.
 func (b *Bind) sleepWG(e *Endpoint) {
 	b.wgCfgMu.Lock()
 	defer b.wgCfgMu.Unlock()
@@ -78,6 +81,9 @@ func (b *Bind) sleepWG(e *Endpoint) {
 		if e.wg.on.Load() {
 			b.removeWGLocked(e)
 		}
+		b.wgCfgMu.Lock()
+		e.wg.key, e.wg.cfg = "", ""
+		b.wgCfgMu.Unlock()
 	})
 }
 
