@@ -197,23 +197,15 @@ func TestAttackJoinVia(t *testing.T) {
 	admin.mu.Lock()
 	replays0, answered0 := admin.dropCtl["handshake-replay"], len(admin.adm.joinAnswers)
 	admin.mu.Unlock()
-	for i := 0; i < 5; i++ {
+	for range 5 {
 		for _, b := range sent {
 			pc.WriteTo(b, net.UDPAddrFromAddrPort(memberAddr))
 			pc.WriteTo(b, net.UDPAddrFromAddrPort(adminAddr))
 		}
-		time.Sleep(200 * time.Millisecond)
 	}
-	// Answers would come to pc: count them for a while.
-	answers := 0
-	pc.SetReadDeadline(time.Now().Add(time.Second))
-	buf := make([]byte, 2048)
-	for {
-		if _, _, err := pc.ReadFrom(buf); err != nil {
-			break
-		}
-		answers++
-	}
+	// Answers would come to pc: count what came once every replay and
+	// anything it caused has been handled (joinViaBarrier).
+	answers := joinViaBarrier(t, pc, admin, mid)
 	admin.mu.Lock()
 	replays := admin.dropCtl["handshake-replay"] - replays0
 	_ = answered0
@@ -239,18 +231,73 @@ func TestAttackJoinVia(t *testing.T) {
 		time.Sleep(12 * time.Millisecond) // within the per-source limit of all unauthenticated datagrams (ctlqueue.go)
 	}
 	secs := time.Since(fstart).Seconds()
-	var limited uint64
-	waitFor(t, 10*time.Second, "the member to take the flood", func() bool {
-		limited = mid.Status().Drops["control/join-via-rate-limited"] - fwd0
-		return limited >= flood-joinFwdBurst-uint64(joinFwdRate*secs)-1
-	})
-	time.Sleep(500 * time.Millisecond)
+	joinViaBarrier(t, pc, admin, mid)
+	limited := mid.Status().Drops["control/join-via-rate-limited"] - fwd0
 	admin.mu.Lock()
 	reached := admin.dropCtl["unknown-sender"] + admin.dropCtl["join-refused"] + admin.dropCtl["handshake-replay"] - unknown0
 	admin.mu.Unlock()
 	t.Logf("stranger's flood: %d join-via packets to the member, %d refused by its rate limit, %d reached the inviter (%.1f s)", flood, limited, reached, secs)
+	if limited < flood-joinFwdBurst-uint64(joinFwdRate*secs)-1 {
+		t.Errorf("the member's rate limit refused %d of %d", limited, flood)
+	}
 	if float64(reached) > joinFwdBurst+joinFwdRate*secs+1 {
 		t.Errorf("%d of %d passed on", reached, flood)
+	}
+}
+
+// joinViaBarrier returns once everything pc sent to the member and the
+// inviter, and everything that caused, has been handled, and how many
+// datagrams pc got meanwhile. It waits on barriers, not for a while: each
+// is a message counted as a drop where it arrives, sent behind the earlier
+// traffic over the same path and queue (each queue is FIFO):
+//
+//	pc -> member, pc -> inviter: a malformed join-via each (join-via-malformed)
+//	member -> inviter: a joinFwd naming no address (join-fwd-bad), behind what it passed on
+//	inviter -> member: a joinBack for no asked address (join-back-unasked), behind its answers
+//	member -> pc: a marker, behind anything the member sent pc
+func joinViaBarrier(t *testing.T, pc net.PacketConn, admin, mid *Node) (got int) {
+	t.Helper()
+	for _, n := range []*Node{mid, admin} {
+		to := net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), n.Port()))
+		c0 := dropped(n, "join-via-malformed")
+		waitFor(t, 10*time.Second, n.Cert().Name+" to take what pc sent it", func() bool {
+			if dropped(n, "join-via-malformed") > c0 {
+				return true
+			}
+			pc.WriteTo(joinVia(admin.ctlPub, []byte("x")), to) // again: the rate limit before the queue may refuse one
+			return false
+		})
+	}
+	for _, hop := range []struct {
+		from, to *Node
+		m        []byte
+		counted  string
+	}{
+		{mid, admin, joinFwd{Pkt: []byte("x")}.marshal(), "join-fwd-bad"},
+		{admin, mid, joinBack{Pkt: []byte("x")}.marshal(), "join-back-unasked"},
+	} {
+		c0 := dropped(hop.to, hop.counted)
+		hop.from.mu.Lock()
+		hop.from.sendCtlLocked(hop.from.paths.peers[hop.to.ID()], netip.AddrPort{}, hop.m)
+		hop.from.mu.Unlock()
+		waitFor(t, 10*time.Second, hop.to.Cert().Name+" to take what "+hop.from.Cert().Name+" sent it", func() bool {
+			return dropped(hop.to, hop.counted) > c0
+		})
+	}
+	marker := []byte("glow test marker")
+	mid.bind.SendTo(marker, pc.LocalAddr().(*net.UDPAddr).AddrPort())
+	buf := make([]byte, 2048)
+	pc.SetReadDeadline(time.Now().Add(10 * time.Second)) // a bound on a failing test
+	defer pc.SetReadDeadline(time.Time{})
+	for {
+		k, _, err := pc.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("no marker from the member: %v", err)
+		}
+		if string(buf[:k]) == string(marker) {
+			return got
+		}
+		got++
 	}
 }
 
