@@ -9,7 +9,9 @@ package overlay
 // handleRecordsLocked, flushCertsLocked) the rebuilds are noted and done
 // once at Release. Meanwhile the packet path sees the peers as before the
 // Hold: a datagram of a new peer is dropped or queued as a stranger's, as
-// it was before its certificate came.
+// it was before its certificate came. A peer removed meanwhile is still
+// found until Release; its WireGuard configuration went with it (sleepWG),
+// so no packet path wakes its WireGuard peer again.
 
 // publishHold is the Bind's state between Hold and Release. Guarded by
 // Bind.mu.
