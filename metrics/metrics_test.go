@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -209,6 +210,20 @@ func (l *countingListener) Accept() (net.Conn, error) {
 	return c, err
 }
 
+// parkedOnLimit reports whether a goroutine is blocked in netutil's
+// LimitListener, waiting for a connection to end before it accepts
+// another (one only passing through is not).
+func parkedOnLimit() bool {
+	buf := make([]byte, 1<<20)
+	for g := range strings.SplitSeq(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+		head, _, _ := strings.Cut(g, "\n")
+		if strings.Contains(head, "[select") && strings.Contains(g, "netutil.(*limitListener).acquire") {
+			return true
+		}
+	}
+	return false
+}
+
 // TestAttackMetricsConnections: a local program opening 64 idle
 // connections to the metrics port gets at most MaxConns of them served at
 // once (each ends after the header timeout), so it cannot hold the
@@ -233,12 +248,15 @@ func TestAttackMetricsConnections(t *testing.T) {
 		defer c.Close()
 		idle = append(idle, c)
 	}
-	// Let the server take what it will (bounded wait, not a timing claim).
-	deadline := time.Now().Add(2 * time.Second)
-	for ln.n.Load() < MaxConns && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	// Counted once the server has taken what it will: its accept loop is
+	// parked on the limit (netutil's semaphore), not on the kernel's
+	// backlog, which holds 64-MaxConns more. A pause instead would pass
+	// vacuously when the server had not got round to accepting yet.
+	for deadline := time.Now().Add(10 * time.Second); !parkedOnLimit(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server's accept loop is not parked on its connection limit (%d accepted)", ln.n.Load())
+		}
 	}
-	time.Sleep(200 * time.Millisecond)
 	got := ln.n.Load()
 	t.Logf("64 idle connections: %d accepted and held by the server (limit %d)", got, MaxConns)
 	if got > MaxConns {
