@@ -45,6 +45,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -268,12 +269,14 @@ func TestScaleSim(t *testing.T) {
 	scaleGate(t)
 	for _, n := range sizesFrom(t, "GLOW_SCALE_SIM_SIZES", []int{100, 300}) {
 		t.Run(fmt.Sprintf("n%d", n), func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) { scaleSim(t, n) })
+			stopProfile := cpuProfile(t) // outside the bubble: its writer blocks in the runtime
+			synctest.Test(t, func(t *testing.T) { scaleSim(t, n, stopProfile) })
+			stopProfile()
 		})
 	}
 }
 
-func scaleSim(t *testing.T, size int) {
+func scaleSim(t *testing.T, size int, stopProfile func()) {
 	cpu0 := cpuSeconds()
 	cpu := func() string { // the bubble's clock stands still while CPU runs
 		return fmt.Sprintf("CPU %.0f s", cpuSeconds()-cpu0)
@@ -287,7 +290,6 @@ func scaleSim(t *testing.T, size int) {
 			s.link(i, j)
 		}
 	}
-	stopProfile := cpuProfile(t)
 	start := time.Now()
 	for i := range size {
 		s.start(i)
@@ -393,8 +395,8 @@ func logHeapPerNode(t *testing.T, size int) {
 	}
 }
 
-// cpuProfile writes a CPU profile of the cold start to
-// $GLOW_SCALE_CPUPROFILE if set, until the returned func is called.
+// cpuProfile writes a CPU profile to $GLOW_SCALE_CPUPROFILE if set, until
+// the returned func is first called (scaleSim: at convergence).
 func cpuProfile(t *testing.T) (stop func()) {
 	f := os.Getenv("GLOW_SCALE_CPUPROFILE")
 	if f == "" {
@@ -407,10 +409,10 @@ func cpuProfile(t *testing.T) (stop func()) {
 	if err := pprof.StartCPUProfile(out); err != nil {
 		t.Fatal(err)
 	}
-	return func() {
+	return sync.OnceFunc(func() {
 		pprof.StopCPUProfile()
 		out.Close()
-	}
+	})
 }
 
 // logDropsSim logs the drop counters of the live nodes.
