@@ -3,6 +3,7 @@ package overlay
 import (
 	"cmp"
 	"context"
+	"crypto/ecdh"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -110,6 +111,7 @@ type Node struct {
 	keys        *member.NodeKeys
 	id          wire.NodeID
 	ctlPub      wire.Key
+	ctlECDH     *ecdh.PrivateKey // keys.Ctl parsed once (peerSharedKey); nil in tests that build a Node by hand
 	logf        func(string, ...any)
 	bind        *Bind
 	fwd         *relay.Forwarder
@@ -397,6 +399,9 @@ func (n *Node) loadIdentity(port uint16) error {
 		return err
 	}
 	n.keys, n.id, n.ctlPub = keys, keys.ID(), keys.CtlPublic()
+	if n.ctlECDH, err = ecdh.X25519().NewPrivateKey(keys.Ctl[:]); err != nil {
+		return err
+	}
 
 	cert, err := st.LoadCert()
 	switch {

@@ -135,7 +135,7 @@ func (n *Node) addPeerLocked(c *member.Cert, now time.Time) *peer {
 		}
 	}
 	p.cert = c
-	p.shared = sharedKey(n.keys.Ctl, c.Ctl)
+	p.shared = n.peerSharedKey(c.Ctl)
 	n.paths.byCtl[c.Ctl] = p
 	n.bind.SetControlKey(c.Node, c.Ctl)
 	// The WireGuard peer itself is configured when traffic needs it
