@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -74,7 +75,12 @@ type sink struct {
 	pc          *net.UDPConn
 	pkts, bytes atomic.Int64
 	ctl         atomic.Int64 // sealed control packets among them
+	marks       atomic.Int64 // sinkMarkers it sent itself (drain), not counted
 }
+
+// sinkMarker is what a sink sends itself to know it has read everything
+// that came before.
+var sinkMarker = []byte("glow test: sink marker")
 
 func newSink(t *testing.T, ip string) *sink {
 	t.Helper()
@@ -92,6 +98,10 @@ func newSink(t *testing.T, ip string) *sink {
 			if err != nil {
 				return
 			}
+			if string(buf[:n]) == string(sinkMarker) {
+				s.marks.Add(1)
+				continue
+			}
 			s.pkts.Add(1)
 			s.bytes.Add(int64(n))
 			if wire.Classify(buf[:n]) == wire.KindControl {
@@ -104,6 +114,18 @@ func newSink(t *testing.T, ip string) *sink {
 }
 
 func (s *sink) addr() netip.AddrPort { return s.pc.LocalAddr().(*net.UDPAddr).AddrPort() }
+
+// drain returns once the sinks have counted every datagram that reached
+// their sockets before it was called: each sends itself a marker, which
+// its socket queues behind them.
+func drain(t *testing.T, sinks ...*sink) {
+	t.Helper()
+	for _, s := range sinks {
+		m0 := s.marks.Load()
+		s.send(t, sinkMarker, s.addr())
+		waitFor(t, 10*time.Second, fmt.Sprintf("%v to read its marker", s.addr()), func() bool { return s.marks.Load() > m0 })
+	}
+}
 
 func (s *sink) send(t *testing.T, b []byte, to netip.AddrPort) {
 	t.Helper()
@@ -184,6 +206,7 @@ func TestAttackControlReplay(t *testing.T) {
 	waitFor(t, 30*time.Second, "b and a to refuse every replay", func() bool {
 		return dropped(b, "replay")-before >= 3*copies && dropped(a, "handshake-replay")-beforeA >= copies
 	})
+	drain(t, atk, atkA)
 	b.mu.Lock()
 	pa := b.paths.peers[a.id]
 	_, cand := pa.cands[atk.addr()]
@@ -234,17 +257,25 @@ func TestAttackBeaconReflection(t *testing.T) {
 	beacon := member.beaconLocked()
 
 	// The member itself sends it once; then 40 spoofed sources replay it.
+	// Each step is looked at once it is done, not after a while: the
+	// origin's beacon once a holds the member as a peer, the replays once a
+	// has counted each (the first spoofed one is not taken as the
+	// origin), and what the sources got once a probe round has passed
+	// over the member's candidates after that (probedAfter) and the sinks
+	// have read what reached them (drain).
 	origin := newSink(t, "127.0.0.1")
 	origin.send(t, beacon, loopbackAP(a.Port()))
-	time.Sleep(200 * time.Millisecond)
+	waitFor(t, 10*time.Second, "a to take the origin's beacon", func() bool { _, p := holds(a, k.ID()); return p })
+	replays0 := dropped(a, "beacon-replay")
 	var fakes []*sink
 	for i := range 40 {
 		s := newSink(t, netip.AddrFrom4([4]byte{127, 0, 1, byte(2 + i)}).String())
 		s.send(t, beacon, loopbackAP(a.Port()))
 		fakes = append(fakes, s)
 	}
-	const window = 3 * time.Second
-	time.Sleep(window)
+	waitFor(t, 10*time.Second, "a to refuse the 40 replays", func() bool { return dropped(a, "beacon-replay")-replays0 >= 40 })
+	probedAfter(t, a, k.ID(), time.Now())
+	drain(t, append(fakes, origin)...)
 	var pkts, ctl, bytes int64
 	for _, s := range fakes {
 		pkts += s.pkts.Load()
@@ -252,8 +283,8 @@ func TestAttackBeaconReflection(t *testing.T) {
 		bytes += s.bytes.Load()
 	}
 	in := int64(len(fakes) * len(beacon))
-	t.Logf("%d replayed beacons of %d B (%d B in): %v later the node had sent the spoofed sources %d packets (%d sealed pings), %d B; ratio out/in %.2f; the origin got %d B for its %d B",
-		len(fakes), len(beacon), in, window, pkts, ctl, bytes, float64(bytes)/float64(in), origin.bytes.Load(), len(beacon))
+	t.Logf("%d replayed beacons of %d B (%d B in), %d counted as replays: after a probe round the node had sent the spoofed sources %d packets (%d sealed pings), %d B; ratio out/in %.2f; the origin got %d B for its %d B",
+		len(fakes), len(beacon), in, dropped(a, "beacon-replay")-replays0, pkts, ctl, bytes, float64(bytes)/float64(in), origin.bytes.Load(), len(beacon))
 	if bytes > in || ctl > 0 {
 		t.Errorf("reflection: %d B out for %d B in, %d sealed pings to spoofed sources", bytes, in, ctl)
 	}
@@ -265,14 +296,29 @@ func TestAttackBeaconReflection(t *testing.T) {
 
 	// An attacker on the path sends live beacons on from 40 other sources
 	// (each one fresh): the node may probe them, but sends no source more
-	// than it sent, and stops when they do not answer.
+	// than it sent, and stops when they do not answer. Looked at once a
+	// has taken all 40 (a replay of the last, from one more source, is
+	// counted behind them: one queue takes every stranger's datagrams in
+	// order) and a probe round has passed over them.
 	var relayed []*sink
+	var last []byte
 	for i := range 40 {
 		s := newSink(t, netip.AddrFrom4([4]byte{127, 0, 2, byte(2 + i)}).String())
-		s.send(t, member.beaconLocked(), loopbackAP(a.Port()))
+		last = member.beaconLocked()
+		s.send(t, last, loopbackAP(a.Port()))
 		relayed = append(relayed, s)
 	}
-	time.Sleep(window)
+	replays0 = dropped(a, "beacon-replay")
+	barrier := newSink(t, "127.0.0.1")
+	waitFor(t, 10*time.Second, "a to take the 40 fresh beacons", func() bool {
+		if dropped(a, "beacon-replay") > replays0 {
+			return true
+		}
+		barrier.send(t, last, loopbackAP(a.Port())) // again: the per-source limit may refuse one
+		return false
+	})
+	probedAfter(t, a, k.ID(), time.Now())
+	drain(t, relayed...)
 	bytes, ctl = 0, 0
 	for _, s := range relayed {
 		bytes += s.bytes.Load()
@@ -286,6 +332,19 @@ func TestAttackBeaconReflection(t *testing.T) {
 	a.mu.Unlock()
 	t.Logf("%d fresh beacons from as many sources (%d B in): %d B out (%d sealed pings), ratio %.2f; %d candidates left",
 		len(relayed), len(relayed)*len(beacon), bytes, ctl, float64(bytes)/float64(len(relayed)*len(beacon)), cands)
+}
+
+// probedAfter returns once n has run a round of probes over peer id's
+// direct candidates (peers.go) that began after t: whatever that round
+// sends has been sent.
+func probedAfter(t *testing.T, n *Node, id wire.NodeID, after time.Time) {
+	t.Helper()
+	waitFor(t, 20*time.Second, "a probe round after "+after.Format("05.000"), func() bool {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		p := n.paths.peers[id]
+		return p != nil && p.lastDirectProbe.After(after)
+	})
 }
 
 // TestAttackEndpointPoison: a member's record naming endpoints no node
