@@ -1,6 +1,9 @@
 package overlay
 
 import (
+	"net/netip"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,5 +51,53 @@ func TestAttackFriendCertFilterOff(t *testing.T) {
 	}
 	if !nas.tunf.on.Load() {
 		t.Errorf("bob's node can be configured in WireGuard (%d bytes of configuration) while the policy filter is off", len(cfg))
+	}
+}
+
+// TestAttackFriendKeepsOurNewAddress: a friend's node holds an address
+// that no node of ours held, so it is routed to the friend; then a new node
+// of ours is certified with it. Our node takes it in WireGuard, but the
+// friend's configuration still lists it until the shadow state is computed
+// again, which since certsGap waits for the control loop's queue to drain:
+// meanwhile a wake of the friend's WireGuard peer (lazywg.go) takes the
+// address back, and our traffic for our new node goes to the friend.
+func TestAttackFriendKeepsOurNewAddress(t *testing.T) {
+	nas := testNode(t, "nas", func(c *Config) { c.UserName = "alice" })
+	bob := membertest.NewUser(t, "bob")
+	now := time.Now()
+	_, laptop := membertest.NewCert(t, bob, "laptop", now)
+	_, fresh := membertest.NewCert(t, nas.mem.user, "fresh", now)
+	d := *fresh
+	d.Raw, d.IPv4 = nil, laptop.IPv4
+	member.SignCert(nas.mem.user, &d)
+	fresh = &d
+	own := &peer{cert: nas.mem.cert}
+
+	nas.mu.Lock()
+	defer nas.mu.Unlock()
+	friends := membertest.SignedDoc(nas.mem.user, member.KindFriends, 1,
+		member.FormatFriends([]member.Friend{{Name: "bob", Key: [32]byte(bob.Public())}}))
+	if _, err := nas.mem.store.AddDoc(friends); err != nil {
+		t.Fatal(err)
+	}
+	nas.handleRecordsLocked(own, []recordMsg{{member.KindCert, laptop.Marshal()}}, now)
+	nas.flushCertsLocked()
+	bp := nas.paths.peers[laptop.Node]
+	if bp == nil || !slices.Contains(bp.routed, laptop.IPv4) {
+		t.Fatal("bob's node does not hold its address: the test cannot see it kept")
+	}
+	nas.handleRecordsLocked(own, []recordMsg{{member.KindCert, fresh.Marshal()}}, now)
+	if nas.paths.peers[fresh.Node] == nil {
+		t.Fatal("our new node is no peer")
+	}
+	nas.bind.wgCfgMu.Lock()
+	cfg, ours := bp.ep.wg.cfg, nas.paths.peers[fresh.Node].ep.wg.cfg
+	nas.bind.wgCfgMu.Unlock()
+	addr := "allowed_ip=" + netip.PrefixFrom(laptop.IPv4, 32).String() + "\n"
+	if !strings.Contains(ours, addr) {
+		t.Errorf("our node fresh's WireGuard configuration lacks its address %v:\n%s", laptop.IPv4, ours)
+	}
+	if strings.Contains(cfg, addr) {
+		t.Errorf("bob's WireGuard configuration still routes %v, now our node fresh's, to bob (routed %v)", laptop.IPv4, bp.routed)
 	}
 }
