@@ -31,11 +31,7 @@ func TestAttackFriendCertFilterOff(t *testing.T) {
 	if nas.tunf == nil || nas.tunf.on.Load() {
 		t.Fatalf("nas with only its own certificate: filter present %v, on %v: the test needs it off", nas.tunf != nil, nas.tunf != nil && nas.tunf.on.Load())
 	}
-	friends := membertest.SignedDoc(nas.mem.user, member.KindFriends, 1,
-		member.FormatFriends([]member.Friend{{Name: "bob", Key: [32]byte(bob.Public())}}))
-	if _, err := nas.mem.store.AddDoc(friends); err != nil {
-		t.Fatal(err)
-	}
+	befriendLocked(t, nas, bob)
 	// Bob's certificate gossiped by one of alice's nodes; the control loop
 	// may let go of nas.mu as soon as handleRecordsLocked returns.
 	nas.handleRecordsLocked(&peer{cert: nas.mem.cert}, []recordMsg{{member.KindCert, laptop.Marshal()}}, now)
@@ -75,11 +71,7 @@ func TestAttackFriendKeepsOurNewAddress(t *testing.T) {
 
 	nas.mu.Lock()
 	defer nas.mu.Unlock()
-	friends := membertest.SignedDoc(nas.mem.user, member.KindFriends, 1,
-		member.FormatFriends([]member.Friend{{Name: "bob", Key: [32]byte(bob.Public())}}))
-	if _, err := nas.mem.store.AddDoc(friends); err != nil {
-		t.Fatal(err)
-	}
+	befriendLocked(t, nas, bob)
 	nas.handleRecordsLocked(own, []recordMsg{{member.KindCert, laptop.Marshal()}}, now)
 	nas.flushCertsLocked()
 	bp := nas.paths.peers[laptop.Node]
@@ -99,5 +91,16 @@ func TestAttackFriendKeepsOurNewAddress(t *testing.T) {
 	}
 	if strings.Contains(cfg, addr) {
 		t.Errorf("bob's WireGuard configuration still routes %v, now our node fresh's, to bob (routed %v)", laptop.IPv4, bp.routed)
+	}
+}
+
+// befriendLocked makes u a friend of n's user, as a friend list gossiped
+// to n would (n.mu held).
+func befriendLocked(t *testing.T, n *Node, u *member.UserKey) {
+	t.Helper()
+	friends := membertest.SignedDoc(n.mem.user, member.KindFriends, 1,
+		member.FormatFriends([]member.Friend{{Name: u.Name, Key: [32]byte(u.Public())}}))
+	if _, err := n.mem.store.AddDoc(friends); err != nil {
+		t.Fatal(err)
 	}
 }
