@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -261,7 +262,7 @@ func TestAttackFriendAddressShadow(t *testing.T) {
 func TestAttackShareOtherAddressOverlay(t *testing.T) {
 	nas := testNode(t, "nas", func(c *Config) { c.UserName = "alice" })
 	laptop := testNode(t, "laptop", func(c *Config) { c.UserName = "bob" })
-	serveEcho(t, nas, 8080)
+	accepted := serveEcho(t, nas, 8080)
 	serveEchoOn(t, nas, nas.Cert().IPv6, 8080)
 	fcode, _ := nas.FriendInvite(time.Minute)
 	if _, err := laptop.FriendAdd(context.Background(), fcode); err != nil {
@@ -270,28 +271,41 @@ func TestAttackShareOtherAddressOverlay(t *testing.T) {
 	if _, _, err := nas.Share("nas:8080/tcp", "bob", true); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "bob to reach nas:8080", func() bool { return dialCount(laptop, nas.Cert().IPv4, 8080, 1) == 1 })
+	// Bob reaches nas:8080 with a connection held open and idle until the
+	// end, so that no packet of it passes nas's filter while the attack is
+	// counted: its last (the handshake's ACK) has passed once nas accepted
+	// it. No packet bob sent before comes later either: one WireGuard peer
+	// delivers in order.
+	var open net.Conn
+	waitFor(t, 20*time.Second, "bob to connect to nas:8080", func() bool {
+		c, err := dial(laptop, nas.Cert().IPv4, 8080, 2*time.Second)
+		open = c
+		return err == nil
+	})
+	defer open.Close()
+	waitFor(t, 10*time.Second, "nas to accept bob's connection", func() bool { return accepted.Load() > 0 })
 
 	laptop.mu.Lock()
 	p := laptop.paths.peers[nas.ID()]
 	ep := p.ep
 	laptop.bind.setWG(ep, ep.wg.key, ep.wg.cfg+"allowed_ip=172.17.0.0/16\nallowed_ip=192.168.77.0/24\n", p.routed)
 	laptop.mu.Unlock()
-	// Let the first connection's closing packets pass before counting.
-	for i, last := 0, uint64(0); i < 25; i++ {
-		time.Sleep(200 * time.Millisecond)
-		c := nas.FilterCounts()["ok"]
-		if i > 0 && c == last {
-			break
-		}
-		last = c
-	}
 	before, okBefore := nas.FilterCounts()["wrong-destination"], nas.FilterCounts()["ok"]
 	reached := 0
 	for _, dst := range []string{"172.17.0.2", "192.168.77.1"} {
 		reached += dialCount(laptop, netip.MustParseAddr(dst), 8080, 2)
 	}
 	waitFor(t, 5*time.Second, "nas to count the drops", func() bool { return nas.FilterCounts()["wrong-destination"] >= before+4 })
+	// Counted once nas's filter has taken every packet of the attack: a
+	// SYN to port 8081 (not shared), behind them on the same WireGuard
+	// peer, counted as not-shared.
+	notShared := nas.FilterCounts()["not-shared"]
+	waitFor(t, 10*time.Second, "nas to refuse a SYN to 8081 behind the attack", func() bool {
+		if c, err := dial(laptop, nas.Cert().IPv4, 8081, 200*time.Millisecond); err == nil {
+			c.Close()
+		}
+		return nas.FilterCounts()["not-shared"] > notShared
+	})
 	dropped, passed := nas.FilterCounts()["wrong-destination"]-before, nas.FilterCounts()["ok"]-okBefore
 	t.Logf("bob -> other addresses:8080 through nas: %d/4 connected, %d packets passed nas's filter, %d dropped as wrong-destination",
 		reached, passed, dropped)

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,22 +15,26 @@ import (
 	"glow/overlay/member"
 )
 
-// serveEcho serves TCP echo on n's IPv4 overlay address at port.
-func serveEcho(t *testing.T, n *Node, port uint16) {
+// serveEcho serves TCP echo on n's IPv4 overlay address at port, and
+// returns how many connections it has accepted.
+func serveEcho(t *testing.T, n *Node, port uint16) *atomic.Int64 {
 	ln, err := n.Netstack().Net().ListenTCPAddrPort(netip.AddrPortFrom(n.Cert().IPv4, port))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
+	accepted := new(atomic.Int64)
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
+			accepted.Add(1)
 			go func() { io.Copy(c, c); c.Close() }()
 		}
 	}()
+	return accepted
 }
 
 // dial tries a TCP connection from a to ip:port within d.
