@@ -58,6 +58,9 @@ func TestAttackSTUNAmplification(t *testing.T) {
 			if tc.wantAnswer && answers == 0 {
 				t.Errorf("STUN from %s: no answer to glow's own requests", ip)
 			}
+			if !tc.wantAnswer && answers != 0 {
+				t.Errorf("STUN from %s, %s: %d answered, want none (each shorter than its answer)", ip, tc.name, answers)
+			}
 		}
 		c.Close()
 	}
@@ -65,6 +68,10 @@ func TestAttackSTUNAmplification(t *testing.T) {
 
 // stunExchange sends rounds requests (cycling through reqs) from c to to,
 // slowly enough for the control queue, and counts the bytes both ways.
+// It counts until the answer to a last request of glow's own (padded, so
+// answered) comes: the node takes a source's datagrams in order, so it
+// has handled every request before, not merely gone quiet for a while.
+// That request and its answer are not counted.
 func stunExchange(t *testing.T, c *net.UDPConn, to netip.AddrPort, reqs [][]byte, rounds int) (in, out, answers int) {
 	t.Helper()
 	for i := range rounds {
@@ -77,14 +84,32 @@ func stunExchange(t *testing.T, c *net.UDPConn, to netip.AddrPort, reqs [][]byte
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
+	last, err := stun.Build(stun.TransactionID, stun.BindingRequest, stun.NewSoftware("glow (reply <= request)"), stun.Fingerprint)
+	if err != nil {
+		t.Fatal(err)
+	}
 	buf := make([]byte, 1500)
-	for {
-		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-		k, _, err := c.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			return in, out, answers
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		// Again every 100 ms: the per-source rate limit may refuse it.
+		if _, err := c.WriteToUDPAddrPort(last.Raw, to); err != nil {
+			t.Fatal(err)
 		}
-		out += k
-		answers++
+		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		for {
+			k, _, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				break
+			}
+			m := &stun.Message{Raw: append([]byte(nil), buf[:k]...)}
+			if m.Decode() == nil && m.TransactionID == last.TransactionID {
+				c.SetReadDeadline(time.Time{})
+				return in, out, answers
+			}
+			out += k
+			answers++
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no answer to a last padded request to %v", to)
+		}
 	}
 }
