@@ -120,17 +120,17 @@ func (n *Node) wgConfigLocked(p *peer) {
 		// addresses are no one's in the directory: its packets are dropped.
 		n.tunf.on.Store(true)
 	}
-	if s := n.paths.shadow; s != nil && n.mem.store.Own(c.User) {
+	if s := n.paths.shadow; s != nil && n.mem.store.Own(c.User) && n.mem.store.Cert(c.Node) == c {
 		for _, a := range [2]netip.Addr{c.IPv4, c.IPv6} {
 			if u, ok := s.owner[a]; ok && u != c.User {
 				// A new node of ours with an address a friend's node was
 				// given: the friend loses it now, not when the shadow state
 				// is next computed (a queue of datagrams later:
 				// flushCertsLocked), else a wake of the friend's WireGuard
-				// peer meanwhile takes it back. refreshShadowLocked
-				// configures p too, after the friend.
+				// peer meanwhile takes it back. With c held, the state
+				// computed now gives a to us: no second refresh below.
 				n.refreshShadowLocked()
-				return
+				break
 			}
 		}
 	}
