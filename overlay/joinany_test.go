@@ -73,7 +73,7 @@ func TestJoinHomeFirst(t *testing.T) {
 	}
 	start := time.Now()
 	res := startJoin(t, vpsHost, "vps", code, &logs, &mu)
-	time.Sleep(2 * time.Second) // the user reads the joiner's hint, then:
+	waitForHint(t, &logs, &mu) // the user reads the joiner's hint, then:
 	if err := nas.AddLink("udp://198.51.100.10:47470"); err != nil {
 		t.Fatal(err)
 	}
@@ -125,6 +125,18 @@ func TestJoinHomeFirst(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	tcpEcho(t, laptop, nas, 7001)
+}
+
+// waitForHint returns once a joiner started by startJoin has logged that
+// it got no answer yet and what to run on a member (join.go's hint): the
+// join is under way and failing, not merely started.
+func waitForHint(t *testing.T, logs *strings.Builder, mu *sync.Mutex) {
+	t.Helper()
+	waitFor(t, joinTimeout, "the joiner's hint", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Contains(logs.String(), "no answer yet")
+	})
 }
 
 func containsAddr(eps []netip.AddrPort, a netip.Addr) bool {
@@ -359,7 +371,7 @@ func TestJoinLinkAddOnMember(t *testing.T) {
 	}
 	start := time.Now()
 	res := startJoin(t, in.NewHost(netip.MustParseAddr("198.51.100.10")), "vps", code, &logs, &mu)
-	time.Sleep(time.Second)
+	waitForHint(t, &logs, &mu)
 	if err := desk.AddLink("udp://198.51.100.10:47470"); err != nil {
 		t.Fatal(err)
 	}
