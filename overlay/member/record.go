@@ -3,6 +3,7 @@ package member
 import (
 	"bytes"
 	"crypto/ed25519"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -293,8 +294,14 @@ func (s *Store) Apply(kind RecordKind, b []byte, now time.Time) (bool, error) {
 		}
 		return s.AddCert(c, now)
 	case KindInfo:
-		if old := s.infos[PeekInfoNode(b)]; old != nil && bytes.Equal(old.raw, b) {
+		id := PeekInfoNode(b)
+		if old := s.infos[id]; old != nil && bytes.Equal(old.raw, b) {
 			return false, nil // the same record again, from another neighbour: no need to verify it
+		} else if old != nil && s.certs[id] != nil && len(b) >= 1+len(id)+8 && binary.BigEndian.Uint64(b[1+len(id):]) < old.Seq {
+			// An older version is dropped unverified (a forged one counts
+			// as stale): at a cold start the versions a node signs while
+			// its links come up cross each other in the flood.
+			return false, s.reject(RejectStale, fmt.Errorf("node info of %v: seq below %d", id, old.Seq))
 		}
 		n, err := ParseInfo(b)
 		if err != nil {

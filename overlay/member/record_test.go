@@ -50,6 +50,11 @@ func TestStoreRejectsForgedStaleExpired(t *testing.T) {
 	if _, err := st.Apply(member.KindInfo, forged.Marshal(), now); err == nil || st.Rejected[member.RejectSignature] != 1 {
 		t.Fatalf("forged info: %v %v", err, st.Rejected)
 	}
+	forgedStale := &member.NodeInfo{Node: k.ID(), Seq: 8}
+	member.SignInfo(other.Sign, forgedStale) // older than the one held: dropped before its signature is checked
+	if _, err := st.Apply(member.KindInfo, forgedStale.Marshal(), now); err == nil || st.Rejected[member.RejectStale] != 2 || st.Rejected[member.RejectSignature] != 1 {
+		t.Fatalf("forged older info: %v %v", err, st.Rejected)
+	}
 	orphan := &member.NodeInfo{Node: other.ID(), Seq: 1}
 	member.SignInfo(other.Sign, orphan)
 	if _, err := st.Apply(member.KindInfo, orphan.Marshal(), now); err == nil || st.Rejected[member.RejectNoCert] != 1 {
