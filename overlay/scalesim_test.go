@@ -28,8 +28,9 @@ package overlay
 //
 //	GLOW_SCALE=1 GLOW_SCALE_SIM_SIZES=100,300 go test -run TestScaleSim -v -timeout 60m ./overlay/
 //
-// 1,000 nodes (GLOW_SCALE_SIM_SIZES=1000) run in about 10 GiB (GOGC=60)
-// but need more CPU than a bench run has on 2 cores: every node is a peer
+// 1,000 nodes (GLOW_SCALE_SIM_SIZES=1000) run in about 16 GiB (GOGC=60)
+// and their cold start alone took 15 minutes of CPU (overlay/doc.go,
+// Scale), more than a bench run has on 2 cores: every node is a peer
 // of every other, so the process holds a million peers, and a cold start
 // seals, opens and verifies N² of everything, all on one machine's CPU.
 // With GLOW_SCALE_HEAPPROFILE=file it writes a heap profile at convergence
