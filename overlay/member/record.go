@@ -3,7 +3,6 @@ package member
 import (
 	"bytes"
 	"crypto/ed25519"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -123,11 +122,23 @@ func SignInfo(k ed25519.PrivateKey, n *NodeInfo) {
 func (n *NodeInfo) Marshal() []byte { return n.raw }
 
 // PeekInfoNode returns the node a NodeInfo encoding names, unverified.
-func PeekInfoNode(b []byte) (id wire.NodeID) {
-	if len(b) > len(id) {
-		copy(id[:], b[1:])
-	}
+func PeekInfoNode(b []byte) wire.NodeID {
+	id, _, _ := peekInfo(b)
 	return id
+}
+
+// peekInfo reads a NodeInfo encoding's node and version number as
+// ParseInfo does, unverified; ok says both were there (the node is
+// returned when only the version number is missing).
+func peekInfo(b []byte) (id wire.NodeID, seq uint64, ok bool) {
+	r := wire.Reader{B: b}
+	r.U8()
+	r.Fixed(id[:])
+	if r.Err != nil {
+		return wire.NodeID{}, 0, false
+	}
+	seq = r.U64()
+	return id, seq, r.Err == nil
 }
 
 // ParseInfo decodes a NodeInfo and checks its signature against its node key.
@@ -294,10 +305,12 @@ func (s *Store) Apply(kind RecordKind, b []byte, now time.Time) (bool, error) {
 		}
 		return s.AddCert(c, now)
 	case KindInfo:
-		id := PeekInfoNode(b)
-		if old := s.infos[id]; old != nil && bytes.Equal(old.raw, b) {
+		id, seq, ok := peekInfo(b)
+		old := s.infos[id]
+		if old != nil && bytes.Equal(old.raw, b) {
 			return false, nil // the same record again, from another neighbour: no need to verify it
-		} else if old != nil && s.certs[id] != nil && len(b) >= 1+len(id)+8 && binary.BigEndian.Uint64(b[1+len(id):]) < old.Seq {
+		}
+		if ok && old != nil && s.certs[id] != nil && seq < old.Seq {
 			// An older version is dropped unverified (a forged one counts
 			// as stale): at a cold start the versions a node signs while
 			// its links come up cross each other in the flood.
