@@ -120,18 +120,27 @@ func (n *Node) wgConfigLocked(p *peer) {
 		// addresses are no one's in the directory: its packets are dropped.
 		n.tunf.on.Store(true)
 	}
-	if s := n.paths.shadow; s != nil && n.mem.store.Own(c.User) && n.mem.store.Cert(c.Node) == c {
+	if s := n.paths.shadow; s != nil && n.mem.store.Cert(c.Node) == c {
+		refresh := false
 		for _, a := range [2]netip.Addr{c.IPv4, c.IPv6} {
-			if u, ok := s.owner[a]; ok && u != c.User {
+			switch u, ok := s.owner[a]; {
+			case !ok:
+				// Claimed from now on, as the state computed next will say:
+				// a friend's certificate taken before then (a queue of
+				// datagrams later: flushCertsLocked) is checked against it
+				// (TestAttackFriendTakesOurNewAddress).
+				s.owner[a] = c.User
+			case u != c.User && n.mem.store.Own(c.User):
 				// A new node of ours with an address a friend's node was
 				// given: the friend loses it now, not when the shadow state
-				// is next computed (a queue of datagrams later:
-				// flushCertsLocked), else a wake of the friend's WireGuard
+				// is next computed, else a wake of the friend's WireGuard
 				// peer meanwhile takes it back. With c held, the state
 				// computed now gives a to us: no second refresh below.
-				n.refreshShadowLocked()
-				break
+				refresh = true
 			}
+		}
+		if refresh {
+			n.refreshShadowLocked()
 		}
 	}
 	ips := n.routedLocked(c)
