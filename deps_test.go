@@ -79,3 +79,20 @@ func TestPackageDocs(t *testing.T) {
 		}
 	}
 }
+
+// TestOmitDebugEventBus: built as make builds it (-tags=ts_omit_debugeventbus,
+// the Makefile's GOTAGS), the glow binary links no HTTP debug handlers:
+// tailscale's event-bus debugger and net/http/pprof, pulled in by
+// net/portmapper otherwise, are left out (README: Build).
+func TestOmitDebugEventBus(t *testing.T) {
+	out, err := exec.Command("go", "list", "-tags=ts_omit_debugeventbus", "-deps", "./cmd/glow").Output()
+	if err != nil {
+		t.Fatalf("go list -deps ./cmd/glow: %v", err)
+	}
+	for _, d := range strings.Fields(string(out)) {
+		switch d {
+		case "net/http/pprof", "runtime/pprof", "tailscale.com/tsweb":
+			t.Errorf("glow built with ts_omit_debugeventbus links %s", d)
+		}
+	}
+}
