@@ -21,6 +21,10 @@ type Prefs struct {
 	// ExitNodeAllowLANAccess keeps the local LAN's prefixes off the exit
 	// node while one is in use.
 	ExitNodeAllowLANAccess bool `json:"exit_node_allow_lan_access"`
+	// AcceptRoutesFrom names the friends (users) whose nodes' subnet
+	// routes this node takes; a friend not named here offers none to it.
+	// The user's own nodes' routes are always taken.
+	AcceptRoutesFrom []string `json:"accept_routes_from,omitempty"`
 }
 
 // PrefsChange says which Prefs fields to change: nil fields are left as
@@ -30,11 +34,13 @@ type PrefsChange struct {
 	AdvertiseExitNode      *bool           `json:"advertise_exit_node,omitempty"`
 	ExitNode               *string         `json:"exit_node,omitempty"`
 	ExitNodeAllowLANAccess *bool           `json:"exit_node_allow_lan_access,omitempty"`
+	AcceptRoutesFrom       *[]string       `json:"accept_routes_from,omitempty"`
 }
 
 // Empty reports whether c changes nothing.
 func (c PrefsChange) Empty() bool {
-	return c.AdvertiseRoutes == nil && c.AdvertiseExitNode == nil && c.ExitNode == nil && c.ExitNodeAllowLANAccess == nil
+	return c.AdvertiseRoutes == nil && c.AdvertiseExitNode == nil && c.ExitNode == nil && c.ExitNodeAllowLANAccess == nil &&
+		c.AcceptRoutesFrom == nil
 }
 
 // Apply returns p with c's fields changed.
@@ -50,6 +56,9 @@ func (c PrefsChange) Apply(p Prefs) Prefs {
 	}
 	if c.ExitNodeAllowLANAccess != nil {
 		p.ExitNodeAllowLANAccess = *c.ExitNodeAllowLANAccess
+	}
+	if c.AcceptRoutesFrom != nil {
+		p.AcceptRoutesFrom = append([]string(nil), (*c.AcceptRoutesFrom)...)
 	}
 	return p
 }

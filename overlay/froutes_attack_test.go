@@ -1,0 +1,270 @@
+package overlay
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"glow/overlay/api"
+	"glow/overlay/member"
+	"glow/overlay/member/membertest"
+)
+
+// recordKernel stands in for a kernel TUN's routes: it keeps the subnet
+// routes it was last given.
+type recordKernel struct {
+	mu      sync.Mutex
+	subnets []netip.Prefix
+}
+
+func (k *recordKernel) SetSubnetRoutes(ps []netip.Prefix, _ ...netip.Addr) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.subnets = slices.Clone(ps)
+	return nil
+}
+func (*recordKernel) SetForwarding(bool) error                { return nil }
+func (*recordKernel) SetExit(bool, bool, ...netip.Addr) error { return nil }
+
+func (k *recordKernel) holds(p netip.Prefix) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return slices.Contains(k.subnets, p)
+}
+
+// froutesRig is alice's node desk, a running test node on the LAN
+// 192.168.77.0/24, with alice's other node home and bob's node evil (bob
+// is alice's friend) known from gossip: their certificates and the
+// NodeInfos that carry their offers reach desk as records do. A
+// recordKernel takes desk's kernel routes.
+type froutesRig struct {
+	t          *testing.T
+	desk       *Node
+	kernel     *recordKernel
+	home, evil rigNode
+}
+
+type rigNode struct {
+	keys *member.NodeKeys
+	cert *member.Cert
+	seq  uint64
+}
+
+var deskLAN = netip.MustParsePrefix("192.168.77.0/24")
+
+func newFroutesRig(t *testing.T) *froutesRig {
+	t.Helper()
+	r := &froutesRig{t: t, kernel: &recordKernel{}}
+	r.desk = testNode(t, "desk", func(c *Config) {
+		c.UserName = "alice"
+		c.HostNets = func() []netip.Prefix { return []netip.Prefix{deskLAN} }
+	})
+	d := r.desk
+	waitFor(t, 10*time.Second, "desk to read the networks it is on", func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return slices.Equal(d.rt.connected, []netip.Prefix{deskLAN})
+	})
+	bob := membertest.NewUser(t, "bob")
+	now := time.Now()
+	r.home.keys, r.home.cert = membertest.NewCert(t, d.mem.user, "home", now)
+	r.evil.keys, r.evil.cert = membertest.NewCert(t, bob, "evil", now)
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	befriendLocked(t, d, bob)
+	own := &peer{cert: d.mem.cert}
+	d.handleRecordsLocked(own, []recordMsg{{member.KindCert, r.home.cert.Marshal()}, {member.KindCert, r.evil.cert.Marshal()}}, now)
+	d.flushCertsLocked()
+	if d.paths.peers[r.home.cert.Node] == nil || d.paths.peers[r.evil.cert.Node] == nil {
+		t.Fatal("home and evil are not desk's peers")
+	}
+	// The kernel's routes: what a kernel TUN's node hands its applier.
+	d.rt.kernel = r.kernel
+	d.wg.Add(1)
+	go d.routeApplier(r.kernel, d.mem.cert.IPv4, d.mem.cert.IPv6)
+	return r
+}
+
+// offer has n's node offer routes in a new NodeInfo that reaches desk
+// (evil's from evil itself, home's from home), and waits until desk has
+// routed what it takes.
+func (r *froutesRig) offer(n *rigNode, routes ...string) {
+	r.t.Helper()
+	n.seq++
+	info := &member.NodeInfo{Node: n.cert.Node, Seq: n.seq}
+	for _, s := range routes {
+		info.Routes = append(info.Routes, netip.MustParsePrefix(s))
+	}
+	member.SignInfo(n.keys.Sign, info)
+	d := r.desk
+	d.mu.Lock()
+	d.handleRecordsLocked(d.paths.peers[n.cert.Node], []recordMsg{{member.KindInfo, info.Marshal()}}, time.Now())
+	if i := d.mem.store.Info(n.cert.Node); i == nil || i.Seq != n.seq {
+		d.mu.Unlock()
+		r.t.Fatalf("desk did not take %s's NodeInfo %d", n.cert.Name, n.seq)
+	}
+	r.refreshLocked()
+}
+
+// refresh recomputes desk's routes, as its control loop does, and waits
+// until the kernel holds them (desk.mu held; released on return).
+func (r *froutesRig) refreshLocked() {
+	r.t.Helper()
+	applied := r.desk.refreshSubnetsLocked()
+	r.desk.mu.Unlock()
+	select {
+	case <-applied:
+	case <-time.After(10 * time.Second):
+		r.t.Fatal("desk's routes not applied after 10 s")
+	}
+}
+
+func (r *froutesRig) set(ch api.PrefsChange) {
+	r.t.Helper()
+	if _, err := r.desk.SetPrefs(ch); err != nil {
+		r.t.Fatalf("desk: SetPrefs(%+v): %v", ch, err)
+	}
+}
+
+// routedTo lists where desk routes prefix p to node n: its WireGuard
+// allowed IPs, the Bind's route table, the kernel's routes, the policy
+// directory (n as the owner of p's addresses).
+func (r *froutesRig) routedTo(n *rigNode, p netip.Prefix) []string {
+	d := r.desk
+	d.mu.Lock()
+	pr := d.paths.peers[n.cert.Node]
+	d.mu.Unlock()
+	if pr == nil {
+		r.t.Fatalf("%s is no longer desk's peer", n.cert.Name)
+	}
+	var where []string
+	d.bind.wgCfgMu.Lock()
+	cfg := pr.ep.wg.cfg
+	d.bind.wgCfgMu.Unlock()
+	if strings.Contains(cfg, "allowed_ip="+p.String()+"\n") {
+		where = append(where, "wireguard")
+	}
+	var rs []routeEntry
+	if l := d.bind.byRoute.Load(); l != nil {
+		rs = *l
+	}
+	if slices.ContainsFunc(rs, func(e routeEntry) bool { return e.p == p && e.e == pr.ep }) {
+		where = append(where, "bind")
+	}
+	// The kernel routes a prefix into the TUN whoever takes it: it counts
+	// for n unless the prefix is another peer's.
+	if r.kernel.holds(p) && !slices.ContainsFunc(rs, func(e routeEntry) bool { return e.p == p && e.e != pr.ep }) {
+		where = append(where, "kernel")
+	}
+	if pp, ok := d.dir.Lookup(p.Addr().Next()); ok && pp.Node == n.cert.Name {
+		where = append(where, "directory")
+	}
+	return where
+}
+
+// expect checks, for each prefix, whether desk routes it to n everywhere
+// (taken) or nowhere, and logs what it found; it returns how many of
+// prefixes are routed to n anywhere.
+func (r *froutesRig) expect(stage string, n *rigNode, taken bool, prefixes ...string) int {
+	r.t.Helper()
+	hit := 0
+	for _, s := range prefixes {
+		p := netip.MustParsePrefix(s)
+		where := r.routedTo(n, p)
+		if len(where) > 0 {
+			hit++
+		}
+		r.t.Logf("%s: %v routed to %s in %v", stage, p, n.cert.Name, where)
+		want := []string{"wireguard", "bind", "kernel", "directory"}
+		if p.Bits() == 0 {
+			want = slices.Delete(want, 2, 3) // an exit node's default routes: tun.Kernel.SetExit, not subnet routes
+		}
+		switch {
+		case taken && !slices.Equal(where, want):
+			r.t.Errorf("%s: %v routed to %s only in %v, want %v", stage, p, n.cert.Name, where, want)
+		case !taken && len(where) > 0:
+			r.t.Errorf("%s: %v routed to %s (%v): a friend's claim is not proof", stage, p, n.cert.Name, where)
+		}
+	}
+	return hit
+}
+
+// TestAttackFriendRoutes: bob, alice's friend, is hostile. His node evil
+// offers prefixes that are not his to route: a public /24, a corporate
+// range, parts of (and ranges around) the LAN alice's own node home
+// offers and the LAN desk is on, and an exit node desk did not choose.
+// Desk must route none of them to evil (WireGuard, the Bind, the kernel,
+// the directory) unless alice opted in to bob's routes, and even then
+// none that overlaps a prefix of her own nodes or a network desk is on;
+// default routes only while evil is desk's chosen exit node. A prefix
+// that stops being acceptable is removed at the next recompute.
+func TestAttackFriendRoutes(t *testing.T) {
+	r := newFroutesRig(t)
+	home, evil := &r.home, &r.evil
+	unrelated := []string{"198.51.100.0/24", "10.200.0.0/16"}
+	overlapping := []string{
+		"10.71.1.0/24",                      // equal to home's
+		"10.71.1.128/25",                    // more specific: wins by longest match
+		"10.71.0.0/16",                      // wider
+		"192.168.77.0/25", "192.168.0.0/16", // inside, around desk's LAN
+	}
+	attempted, hits := 0, 0
+	count := func(k int, n int) { attempted += k; hits += n }
+
+	// (a) Not opted in: nothing of bob's is taken.
+	r.offer(home, "10.71.1.0/24")
+	r.offer(evil, append(slices.Clone(unrelated), overlapping...)...)
+	r.expect("own node home", home, true, "10.71.1.0/24")
+	count(len(unrelated), r.expect("not opted in", evil, false, unrelated...))
+	count(len(overlapping), r.expect("not opted in", evil, false, overlapping...))
+
+	// (b) Opted in to bob's routes: the unrelated ones are taken, none
+	// that overlaps home's offer or desk's LAN.
+	r.set(api.PrefsChange{AcceptRoutesFrom: &[]string{"bob"}})
+	r.expect("opted in", evil, true, unrelated...)
+	count(len(overlapping), r.expect("opted in", evil, false, overlapping...))
+	r.expect("opted in", home, true, "10.71.1.0/24")
+	if e := r.desk.bind.routeFor(netip.MustParseAddr("10.71.1.200")); e == nil || e.ID != home.cert.Node {
+		t.Errorf("opted in: desk's packet path sends 10.71.1.200 (home's LAN) to %v, want home", epName(r, e))
+	}
+
+	// Removed again at the next recompute: home starts offering a part
+	// of 198.51.100.0/24, then the opt-in is withdrawn.
+	r.offer(home, "10.71.1.0/24", "198.51.100.0/25")
+	count(1, r.expect("home offers 198.51.100.0/25", evil, false, "198.51.100.0/24"))
+	r.expect("home offers 198.51.100.0/25", evil, true, "10.200.0.0/16")
+	r.offer(home, "10.71.1.0/24")
+	r.expect("home no longer offers 198.51.100.0/25", evil, true, "198.51.100.0/24")
+	r.set(api.PrefsChange{AcceptRoutesFrom: &[]string{}})
+	count(len(unrelated), r.expect("opt-in withdrawn", evil, false, unrelated...))
+
+	// (c) Evil as an exit node: its default routes only once chosen, with
+	// or without the opt-in.
+	r.offer(evil, "0.0.0.0/0", "::/0", "198.51.100.0/24")
+	count(2, r.expect("exit node not chosen", evil, false, "0.0.0.0/0", "::/0"))
+	r.set(api.PrefsChange{AcceptRoutesFrom: &[]string{"bob"}})
+	count(2, r.expect("exit node not chosen, opted in", evil, false, "0.0.0.0/0", "::/0"))
+	r.set(api.PrefsChange{AcceptRoutesFrom: &[]string{}, ExitNode: ptr("evil.bob")})
+	r.expect("exit node chosen", evil, true, "0.0.0.0/0", "::/0")
+	count(1, r.expect("exit node chosen, not opted in", evil, false, "198.51.100.0/24"))
+	if e := r.desk.bind.routeFor(netip.MustParseAddr("10.71.1.9")); e == nil || e.ID != home.cert.Node {
+		t.Errorf("exit node chosen: desk's packet path sends 10.71.1.9 to %v, want home", epName(r, e))
+	}
+	t.Logf("a hostile friend's prefixes routed to its node: %d of %d", hits, attempted)
+}
+
+func epName(r *froutesRig, e *Endpoint) string {
+	switch {
+	case e == nil:
+		return "nobody"
+	case e.ID == r.home.cert.Node:
+		return "home"
+	case e.ID == r.evil.cert.Node:
+		return "evil"
+	}
+	return e.ID.String()
+}
