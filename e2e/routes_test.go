@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -73,12 +74,25 @@ func TestSubnetRouter(t *testing.T) {
 		t.Errorf("cafe's status does not show %v routed through nas: %+v", homeLAN.V4, p)
 	}
 
-	// A friend: bob reaches the printer only once alice shares the route.
+	// A friend: bob reaches the printer only once he takes alice's routes
+	// and alice shares the route.
 	code := polLastLine(t, polMust(t, vps, 20*time.Second, "friend", "invite"))
 	polMust(t, bob, 30*time.Second, "friend", "add", code)
 	polMust(t, vps, 20*time.Second, "share", "nas:icmp", "--with", "bob") // nas becomes bob's peer; its LAN stays closed
 	if _, err := waitPing(bobH, nasV4, reachTimeout); err != nil {
 		t.Fatalf("bob cannot ping nas after nas:icmp was shared: %v", err)
+	}
+	// A friend's routes are taken only once bob opts in to alice's.
+	if st, err := bob.status(); err != nil {
+		t.Fatal(err)
+	} else if p := peerNamed(st, "nas"); p == nil || len(p.Routes) > 0 {
+		t.Errorf("bob, not opted in, routes through alice's nas: %+v", p)
+	}
+	polMust(t, bob, 20*time.Second, "set", "--accept-routes-from", "alice")
+	if st, err := bob.status(); err != nil {
+		t.Fatal(err)
+	} else if p := peerNamed(st, "nas"); p == nil || !slices.Contains(p.Routes, homeLAN.V4.String()) {
+		t.Errorf("bob, opted in to alice's routes, does not route %v through nas: %+v", homeLAN.V4, p)
 	}
 	wrongDst := func() uint64 {
 		d, raw, err := polDrops(nas)

@@ -160,7 +160,7 @@ func (r *froutesRig) routedTo(n *rigNode, p netip.Prefix) []string {
 	if r.kernel.holds(p) && !slices.ContainsFunc(rs, func(e routeEntry) bool { return e.p == p && e.e != pr.ep }) {
 		where = append(where, "kernel")
 	}
-	if pp, ok := d.dir.Lookup(p.Addr().Next()); ok && pp.Node == n.cert.Name {
+	if os := d.dir.routes.Load(); os != nil && slices.ContainsFunc(*os, func(o routeOwner) bool { return o.p == p && o.who == n.cert.IPv4 }) {
 		where = append(where, "directory")
 	}
 	return where
@@ -223,7 +223,11 @@ func TestAttackFriendRoutes(t *testing.T) {
 	count(len(overlapping), r.expect("not opted in", evil, false, overlapping...))
 
 	// (b) Opted in to bob's routes: the unrelated ones are taken, none
-	// that overlaps home's offer or desk's LAN.
+	// that overlaps home's offer or desk's LAN. A name that is no friend's
+	// is refused (a typo would take nothing, silently).
+	if _, err := r.desk.SetPrefs(api.PrefsChange{AcceptRoutesFrom: &[]string{"bob", "carol"}}); err == nil {
+		t.Error("desk: --accept-routes-from carol, who is no friend, was taken")
+	}
 	r.set(api.PrefsChange{AcceptRoutesFrom: &[]string{"bob"}})
 	r.expect("opted in", evil, true, unrelated...)
 	count(len(overlapping), r.expect("opted in", evil, false, overlapping...))

@@ -30,10 +30,20 @@ package overlay
 // router's LAN address is among its endpoints and inside its prefix. Default routes are taken only from the exit node chosen
 // (api.Prefs.ExitNode). A prefix two peers offer goes to one: a node of
 // our own user before a friend's, then one with a path, then the lower
-// node id. A friend's node's routes are taken too: the friend's router
-// lets our packets through only where its policy shares the prefix with
-// us (policy "allow bob -> route nas 10.71.1.0/24"), so taking them costs
-// nothing where they are not shared.
+// node id.
+//
+// A friend's node's offer proves nothing: only the friend claims that the
+// prefix is behind it, and a node that took it would send the friend our
+// traffic to a public resolver, or to a part of our own LAN (by longest
+// match). So a friend's routes are taken only from the friends named in
+// api.Prefs.AcceptRoutesFrom (glow set --accept-routes-from bob), as
+// Tailscale gives a shared machine's routes to no sharee and Linux clients
+// take routes only with --accept-routes; and even then none that overlaps
+// a prefix a node of our own user offers, or a network this node is
+// directly on. A friend's exit node is taken once chosen (--exit-node is
+// the explicit choice). The friend's router still lets our packets through
+// only where its policy shares the prefix with us (policy
+// "allow bob -> route nas 10.71.1.0/24").
 //
 // The router's side (tun.Kernel.SetForwarding): while a node offers a
 // prefix its kernel forwards (net.ipv4.ip_forward and
@@ -121,7 +131,30 @@ func validPrefs(p api.Prefs) error {
 	if p.ExitNode != "" && !member.ValidName(firstLabel(p.ExitNode)) && len(p.ExitNode) != 64 {
 		return api.Errorf(api.CodeInvalidArgument, "--exit-node %q: want a node name", p.ExitNode)
 	}
+	if len(p.AcceptRoutesFrom) > maxAcceptFrom {
+		return api.Errorf(api.CodeInvalidArgument, "--accept-routes-from: at most %d friends", maxAcceptFrom)
+	}
+	for _, u := range p.AcceptRoutesFrom {
+		if !member.ValidName(u) {
+			return api.Errorf(api.CodeInvalidArgument, "--accept-routes-from %q: want a friend's user name", u)
+		}
+	}
 	return nil
+}
+
+// maxAcceptFrom bounds api.Prefs.AcceptRoutesFrom.
+const maxAcceptFrom = 64
+
+// acceptsRoutesLocked reports whether this node takes the subnet routes of
+// user's nodes: our own user's, and the friends named in
+// api.Prefs.AcceptRoutesFrom (by the name our friend list gives their
+// key, not the one their certificates claim).
+func (n *Node) acceptsRoutesLocked(user [32]byte) bool {
+	if n.mem.store.Own(user) {
+		return true
+	}
+	name, ok := n.mem.store.FriendName(user)
+	return ok && slices.Contains(n.rt.prefs.AcceptRoutesFrom, name)
 }
 
 func firstLabel(s string) string {
@@ -229,6 +262,16 @@ func (n *Node) SetPrefs(ch api.PrefsChange) (api.Prefs, error) {
 			return api.Prefs{}, api.Errorf(api.CodeNotFound, "--exit-node %s: %v", p.ExitNode, err)
 		}
 	}
+	if ch.AcceptRoutesFrom != nil {
+		n.mu.Lock()
+		fs := n.friendsLocked()
+		n.mu.Unlock()
+		for _, u := range p.AcceptRoutesFrom {
+			if !slices.ContainsFunc(fs, func(f member.Friend) bool { return f.Name == u }) {
+				return api.Prefs{}, api.Errorf(api.CodeNotFound, "--accept-routes-from %s: no friend of that name (see 'glow friend list')", u)
+			}
+		}
+	}
 	if err := n.savePrefs(p); err != nil {
 		return api.Prefs{}, err
 	}
@@ -290,11 +333,21 @@ func (n *Node) subnetChoiceLocked() map[wire.NodeID][]netip.Prefix {
 		rank int
 	}
 	// No prefix that overlaps a user's /48 (ours, a friend's) is taken:
-	// the overlay's own addresses are routed by certificate only.
+	// the overlay's own addresses are routed by certificate only. No
+	// friend's prefix that overlaps one our own user's nodes offer (ours
+	// included) is taken.
 	var users []netip.Prefix
+	own := slices.Clone(mine)
 	for _, c := range n.mem.store.Certs() {
 		if u := member.UserPrefix6(c.User[:]); !slices.Contains(users, u) {
 			users = append(users, u)
+		}
+		if info := n.mem.store.Info(c.Node); info != nil && c.Node != n.id && n.mem.store.Own(c.User) {
+			for _, r := range info.Routes {
+				if r.Bits() > 0 {
+					own = append(own, r)
+				}
+			}
 		}
 	}
 	best := map[netip.Prefix]offer{}
@@ -303,20 +356,22 @@ func (n *Node) subnetChoiceLocked() map[wire.NodeID][]netip.Prefix {
 		if info == nil {
 			continue
 		}
-		rank := 0
-		if !n.mem.store.Own(p.cert.User) {
+		rank, friend := 0, !n.mem.store.Own(p.cert.User)
+		if friend {
 			rank += 2
 		}
 		if p.path().kind == pathNone {
 			rank++
 		}
+		accept := n.acceptsRoutesLocked(p.cert.User)
 		for _, r := range info.Routes {
 			if r.Bits() == 0 {
 				if p != exit {
 					continue
 				}
-			} else if checkOffer(r) != nil || slices.ContainsFunc(mine, r.Overlaps) || slices.ContainsFunc(users, r.Overlaps) ||
-				slices.Contains(n.rt.connected, r) {
+			} else if !accept || checkOffer(r) != nil || slices.ContainsFunc(mine, r.Overlaps) || slices.ContainsFunc(users, r.Overlaps) ||
+				slices.Contains(n.rt.connected, r) ||
+				friend && (slices.ContainsFunc(own, r.Overlaps) || slices.ContainsFunc(n.rt.connected, r.Overlaps)) {
 				continue
 			}
 			o, ok := best[r]

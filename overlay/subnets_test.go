@@ -60,6 +60,9 @@ func TestValidPrefs(t *testing.T) {
 		"too many":       {api.Prefs{AdvertiseRoutes: many}, false},
 		"overlay route":  {api.Prefs{AdvertiseRoutes: []netip.Prefix{member.IPv4Range}}, false},
 		"bad exit name":  {api.Prefs{ExitNode: "VPS!"}, false},
+		"accept from":    {api.Prefs{AcceptRoutesFrom: []string{"bob", "carol"}}, true},
+		"bad friend":     {api.Prefs{AcceptRoutesFrom: []string{"Bob!"}}, false},
+		"many friends":   {api.Prefs{AcceptRoutesFrom: slices.Repeat([]string{"bob"}, maxAcceptFrom+1)}, false},
 	} {
 		if err := validPrefs(c.p); (err == nil) != c.ok {
 			t.Errorf("%s: validPrefs = %v, want ok=%v", name, err, c.ok)

@@ -40,7 +40,7 @@ var commands []command
 func init() {
 	commands = []command{
 		{"up", "[flags]", "bring this node up (creates a user on first run, or joins one with --join)", cmdUp},
-		{"set", "[--advertise-routes P,..] [--advertise-exit-node] [--exit-node NODE]", "change a running node: routes it offers, the exit node it uses", cmdSet},
+		{"set", "[--advertise-routes P,..] [--advertise-exit-node] [--exit-node NODE] [--accept-routes-from FRIEND,..]", "change a running node: routes it offers, the exit node it uses", cmdSet},
 		{"down", "", "stop the daemon and remove the interface", cmdDown},
 		{"status", "[--json]", "this node and its peers", cmdStatus},
 		{"ping", "TARGET [-c N]", "ping a peer at the overlay level", cmdPing},

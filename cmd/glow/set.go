@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"glow/overlay/api"
@@ -11,11 +12,12 @@ import (
 
 // routeFlags are the prefs flags `glow up` and `glow set` share.
 type routeFlags struct {
-	routes    string
-	exit      bool
-	exitNode  string
-	allowLAN  bool
-	flagNames map[string]bool
+	routes     string
+	exit       bool
+	exitNode   string
+	allowLAN   bool
+	acceptFrom string
+	flagNames  map[string]bool
 }
 
 func addRouteFlags(fs *flag.FlagSet) *routeFlags {
@@ -24,6 +26,7 @@ func addRouteFlags(fs *flag.FlagSet) *routeFlags {
 	fs.BoolVar(&f.exit, "advertise-exit-node", false, "offer this node as an exit node (0.0.0.0/0 and ::/0)")
 	fs.StringVar(&f.exitNode, "exit-node", "", "NODE: send this node's Internet traffic through it ('' stops)")
 	fs.BoolVar(&f.allowLAN, "exit-node-allow-lan-access", false, "with --exit-node: keep the local LAN reachable directly")
+	fs.StringVar(&f.acceptFrom, "accept-routes-from", "", "FRIEND[,FRIEND...]: take the subnet routes these friends' nodes offer ('' takes none; your own nodes' always)")
 	return &f
 }
 
@@ -53,6 +56,14 @@ func (f *routeFlags) change(fs *flag.FlagSet) (api.PrefsChange, error) {
 			ch.ExitNode = &f.exitNode
 		case "exit-node-allow-lan-access":
 			ch.ExitNodeAllowLANAccess = &f.allowLAN
+		case "accept-routes-from":
+			us := []string{}
+			for s := range strings.SplitSeq(f.acceptFrom, ",") {
+				if s = strings.TrimSpace(s); s != "" && !slices.Contains(us, s) {
+					us = append(us, s)
+				}
+			}
+			ch.AcceptRoutesFrom = &us
 		}
 	})
 	return ch, err
@@ -74,7 +85,7 @@ func cmdSet(g *globals, args []string) error {
 		return err
 	}
 	if ch.Empty() {
-		return usagef("nothing to set: give --advertise-routes, --advertise-exit-node, --exit-node or --exit-node-allow-lan-access")
+		return usagef("nothing to set: give --advertise-routes, --advertise-exit-node, --exit-node, --exit-node-allow-lan-access or --accept-routes-from")
 	}
 	p, err := api.NewClient(g.state).Set(ch)
 	if err != nil {
@@ -106,6 +117,9 @@ func printPrefs(g *globals, p api.Prefs) {
 		fmt.Fprintf(g.out, "exit node: %s (local LAN direct)\n", p.ExitNode)
 	default:
 		fmt.Fprintf(g.out, "exit node: %s\n", p.ExitNode)
+	}
+	if len(p.AcceptRoutesFrom) > 0 {
+		fmt.Fprintf(g.out, "routes taken from friends: %s\n", strings.Join(p.AcceptRoutesFrom, ", "))
 	}
 }
 
