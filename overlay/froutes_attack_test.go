@@ -94,6 +94,15 @@ func newFroutesRig(t *testing.T) *froutesRig {
 // routed what it takes.
 func (r *froutesRig) offer(n *rigNode, routes ...string) {
 	r.t.Helper()
+	r.gossip(n, routes...)
+	r.desk.mu.Lock()
+	r.refreshLocked()
+}
+
+// gossip hands desk n's new NodeInfo offering routes; desk's control loop
+// routes what it takes at its next tick.
+func (r *froutesRig) gossip(n *rigNode, routes ...string) {
+	r.t.Helper()
 	n.seq++
 	info := &member.NodeInfo{Node: n.cert.Node, Seq: n.seq}
 	for _, s := range routes {
@@ -107,7 +116,7 @@ func (r *froutesRig) offer(n *rigNode, routes ...string) {
 		d.mu.Unlock()
 		r.t.Fatalf("desk did not take %s's NodeInfo %d", n.cert.Name, n.seq)
 	}
-	r.refreshLocked()
+	d.mu.Unlock()
 }
 
 // refresh recomputes desk's routes, as its control loop does, and waits
@@ -237,8 +246,14 @@ func TestAttackFriendRoutes(t *testing.T) {
 	}
 
 	// Removed again at the next recompute: home starts offering a part
-	// of 198.51.100.0/24, then the opt-in is withdrawn.
-	r.offer(home, "10.71.1.0/24", "198.51.100.0/25")
+	// of 198.51.100.0/24 (desk's control loop recomputes), then the opt-in
+	// is withdrawn.
+	r.gossip(home, "10.71.1.0/24", "198.51.100.0/25")
+	waitFor(t, 10*time.Second, "desk's control loop to take 198.51.100.0/24 from evil", func() bool {
+		return len(r.routedTo(evil, netip.MustParsePrefix("198.51.100.0/24"))) == 0
+	})
+	r.desk.mu.Lock()
+	r.refreshLocked() // the kernel's routes applied too
 	count(1, r.expect("home offers 198.51.100.0/25", evil, false, "198.51.100.0/24"))
 	r.expect("home offers 198.51.100.0/25", evil, true, "10.200.0.0/16")
 	r.offer(home, "10.71.1.0/24")
