@@ -233,23 +233,34 @@ func (n *Node) otherUserBeaconPortLocked(bc beacon, from netip.AddrPort, now tim
 // (wakeOnInitiation, which takes that lock), so configuring is paused
 // meanwhile: a handshake arriving then is retried by its sender.
 func (b *Bind) rebind(port uint16) error {
-	b.wgMu.Lock()
-	if b.wgClosed {
-		b.wgMu.Unlock()
+	if !b.pauseWG() {
 		return errors.New("closing")
 	}
-	b.wgPaused = true
-	b.wgMu.Unlock()
-	defer func() {
-		b.wgMu.Lock()
-		b.wgPaused = false
-		b.wgMu.Unlock()
-	}()
+	defer b.resumeWG()
 	dev := b.dev.Load()
 	if dev == nil {
 		return errors.New("no device")
 	}
 	return dev.IpcSet(fmt.Sprintf("listen_port=%d\n", port))
+}
+
+// pauseWG pauses configuring WireGuard peers (rebind); false if the Bind
+// is closing.
+func (b *Bind) pauseWG() bool {
+	b.wgMu.Lock()
+	defer b.wgMu.Unlock()
+	if b.wgClosed {
+		return false
+	}
+	b.wgPaused = true
+	return true
+}
+
+// resumeWG ends pauseWG.
+func (b *Bind) resumeWG() {
+	b.wgMu.Lock()
+	b.wgPaused = false
+	b.wgMu.Unlock()
 }
 
 // behindNATLocked reports whether a peer saw us, in the last ten minutes,
