@@ -97,14 +97,20 @@ func (b *Bind) queueWGLocked(f func()) {
 }
 
 // applyWG applies the queued changes, in the order they were made, under
-// b.wgMu (the Node's WireGuard applier goroutine).
+// b.wgMu (the Node's WireGuard applier goroutine). While a rebind pauses
+// configuring (portclash.go) they wait for resumeWG: applied then, a
+// change found every peer unconfigurable and marked it off, though
+// wireguard-go kept it, and its removal (sleepWG) was then skipped.
 func (b *Bind) applyWG() {
+	b.wgMu.Lock()
+	defer b.wgMu.Unlock()
+	if b.wgPaused {
+		return
+	}
 	b.wgCfgMu.Lock()
 	q := b.wgQueue
 	b.wgQueue = nil
 	b.wgCfgMu.Unlock()
-	b.wgMu.Lock()
-	defer b.wgMu.Unlock()
 	for _, f := range q {
 		f()
 	}
@@ -133,11 +139,25 @@ func (b *Bind) removeWGLocked(e *Endpoint) {
 	key := e.wg.inKey
 	if o := b.wgOwner[key]; o == nil || o == e {
 		delete(b.wgOwner, key)
-		if dev := b.dev.Load(); dev != nil && !b.wgClosed && !b.wgPaused {
-			b.ipcSet(dev, "public_key="+key+"\nremove=true\n")
-		}
+		b.removeKeyLocked(key)
 	}
 	e.wg.on.Store(false)
+}
+
+// removeKeyLocked removes the peer of key from wireguard-go. While a
+// rebind pauses configuring (portclash.go: trimWG may remove meanwhile),
+// the removal waits in the queue for resumeWG. b.wgMu is held.
+func (b *Bind) removeKeyLocked(key string) {
+	dev := b.dev.Load()
+	switch {
+	case dev == nil || b.wgClosed || b.wgOwner[key] != nil: // gone with the device, or configured again since
+	case b.wgPaused:
+		b.wgCfgMu.Lock()
+		b.wgQueue = append(b.wgQueue, func() { b.removeKeyLocked(key) })
+		b.wgCfgMu.Unlock()
+	default:
+		b.ipcSet(dev, "public_key="+key+"\nremove=true\n")
+	}
 }
 
 func (b *Bind) ipcSet(dev *device.Device, cfg string) error {

@@ -256,11 +256,15 @@ func (b *Bind) pauseWG() bool {
 	return true
 }
 
-// resumeWG ends pauseWG.
+// resumeWG ends pauseWG, and has the applier do the changes queued
+// meanwhile (applyWG).
 func (b *Bind) resumeWG() {
 	b.wgMu.Lock()
 	b.wgPaused = false
 	b.wgMu.Unlock()
+	b.wgCfgMu.Lock()
+	b.queueWGLocked(func() {})
+	b.wgCfgMu.Unlock()
 }
 
 // behindNATLocked reports whether a peer saw us, in the last ten minutes,

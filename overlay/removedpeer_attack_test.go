@@ -72,3 +72,55 @@ func TestAttackRemovedPeerWakesWG(t *testing.T) {
 		t.Errorf("old, revoked and removed, has its WireGuard peer configured again (on=%v)", e.wg.on.Load())
 	}
 }
+
+// TestAttackRemovedPeerDuringRebind: a peer removed (a revocation) while a
+// rebind pauses WireGuard configuration (portclash.go) must lose its
+// WireGuard peer once the pause ends. Its removal found the device paused
+// and was dropped: the endpoint is gone from the Bind, so no trim ever
+// looks at it again, and a revoked node kept a configured peer (its key
+// and allowed IPs) in wireguard-go for good.
+func TestAttackRemovedPeerDuringRebind(t *testing.T) {
+	nas := testNode(t, "nas", func(c *Config) { c.UserName = "alice" })
+	now := time.Now()
+	_, old := membertest.NewCert(t, nas.mem.user, "old", now)
+	own := &peer{cert: nas.mem.cert}
+	configured := func() bool {
+		s, err := nas.dev.IpcGet()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Contains(s, "public_key="+old.WG.String()+"\n")
+	}
+
+	nas.mu.Lock()
+	nas.handleRecordsLocked(own, []recordMsg{{member.KindCert, old.Marshal()}}, now)
+	nas.flushCertsLocked()
+	p := nas.paths.peers[old.Node]
+	nas.mu.Unlock()
+	if p == nil {
+		t.Fatal("old is no peer")
+	}
+	nas.bind.wakeForDst(old.IPv4) // nas sends to old: its WireGuard peer is configured
+	if !p.ep.wg.on.Load() || !configured() {
+		t.Fatal("old's WireGuard peer was not configured: the test cannot see it stay")
+	}
+
+	if !nas.bind.pauseWG() { // a rebind begins
+		t.Fatal("bind closing")
+	}
+	nas.mu.Lock()
+	var version uint64 = 1
+	if d := nas.mem.store.Doc(member.KindRevoked); d != nil {
+		version = d.Version + 1
+	}
+	rev := membertest.SignedDoc(nas.mem.user, member.KindRevoked, version, member.FormatRevoked([]wire.NodeID{old.Node}))
+	nas.handleRecordsLocked(own, []recordMsg{{member.KindRevoked, rev.Marshal()}}, now)
+	removed := nas.paths.peers[old.Node] == nil
+	nas.mu.Unlock()
+	if !removed {
+		t.Fatal("old is still a peer after its revocation")
+	}
+	nas.bind.applyWG() // the removal, while paused
+	nas.bind.resumeWG()
+	waitFor(t, 10*time.Second, "old's WireGuard peer removed after the rebind", func() bool { return !configured() })
+}
