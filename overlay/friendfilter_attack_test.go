@@ -104,3 +104,52 @@ func befriendLocked(t *testing.T, n *Node, u *member.UserKey) {
 		t.Fatal(err)
 	}
 }
+
+// TestAttackUnfriendFilterOff: when the last friend is removed, the policy
+// filter goes off (refreshPolicyLocked: only our own nodes are left), but
+// the friend's WireGuard peer goes with the applier's queue (sleepWG), a
+// moment later. Meanwhile its packets still come out of wireguard-go, and
+// with the filter off they reach the TUN unchecked. The filter goes off
+// only behind the removals queued before it.
+func TestAttackUnfriendFilterOff(t *testing.T) {
+	nas := testNode(t, "nas", func(c *Config) { c.UserName = "alice" })
+	bob := membertest.NewUser(t, "bob")
+	now := time.Now()
+	_, laptop := membertest.NewCert(t, bob, "laptop", now)
+	own := &peer{cert: nas.mem.cert}
+	configured := func() bool {
+		s, err := nas.dev.IpcGet()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Contains(s, "public_key="+laptop.WG.String()+"\n")
+	}
+
+	nas.mu.Lock()
+	befriendLocked(t, nas, bob)
+	nas.handleRecordsLocked(own, []recordMsg{{member.KindCert, laptop.Marshal()}}, now)
+	nas.flushCertsLocked()
+	nas.mu.Unlock()
+	nas.bind.wakeForDst(laptop.IPv4) // bob's peer configured
+	if !configured() || !nas.tunf.on.Load() {
+		t.Fatalf("bob's peer configured %v, filter on %v: the test needs both", configured(), nas.tunf.on.Load())
+	}
+
+	nas.bind.wgMu.Lock() // the applier busy: bob's removal waits in its queue
+	unfriend := membertest.SignedDoc(nas.mem.user, member.KindFriends, 2, member.FormatFriends(nil))
+	nas.mu.Lock()
+	nas.handleRecordsLocked(own, []recordMsg{{member.KindFriends, unfriend.Marshal()}}, now)
+	gone := nas.paths.peers[laptop.Node] == nil
+	nas.mu.Unlock()
+	stillOn, filterOn := configured(), nas.tunf.on.Load()
+	nas.bind.wgMu.Unlock()
+	if !gone {
+		t.Fatal("bob's node is still a peer after the unfriending")
+	}
+	if stillOn && !filterOn {
+		t.Errorf("bob's WireGuard peer still configured while the policy filter is off")
+	}
+	waitFor(t, 10*time.Second, "bob's peer removed and the filter off", func() bool {
+		return !configured() && !nas.tunf.on.Load()
+	})
+}

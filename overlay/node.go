@@ -126,6 +126,7 @@ type Node struct {
 	dir         directory // overlay address -> principal, for the filter
 	filter      *policy.Filter
 	tunf        *filteredTUN
+	tunfSwitch  filterSwitch // turns tunf on and off (filterswitch.go)
 	stun        *nat.Client
 	portmap     *nat.PortMapper
 	stunServers []netip.AddrPort

@@ -107,8 +107,10 @@ func (n *Node) refreshPolicyLocked() {
 	for _, c := range n.mem.store.Certs() {
 		foreign = foreign || !n.mem.store.Own(c.User)
 	}
-	if n.tunf != nil {
-		n.tunf.on.Store(foreign)
+	if foreign {
+		n.filterOnLocked()
+	} else {
+		n.filterOffLocked() // behind the removal of the last friend's peers (filterswitch.go)
 	}
 	n.routeFriendsLocked()
 

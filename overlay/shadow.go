@@ -112,13 +112,13 @@ func (n *Node) routedLocked(c *member.Cert) []netip.Addr {
 // addresses routed to it (routedLocked), exactly.
 func (n *Node) wgConfigLocked(p *peer) {
 	c := p.cert
-	if n.tunf != nil && !n.mem.store.Own(c.User) {
+	if !n.mem.store.Own(c.User) {
 		// A friend's node may send once WireGuard has its peer: the filter
 		// is on from now, not from refreshPolicyLocked, which may come a
 		// queue of datagrams later (flushCertsLocked) and turns it off
 		// again if no friend's node is left. Until then the friend's
 		// addresses are no one's in the directory: its packets are dropped.
-		n.tunf.on.Store(true)
+		n.filterOnLocked()
 	}
 	if s := n.paths.shadow; s != nil && n.mem.store.Cert(c.Node) == c {
 		refresh := false
