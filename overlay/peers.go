@@ -129,7 +129,7 @@ func (n *Node) addPeerLocked(c *member.Cert, now time.Time) *peer {
 		n.paths.peers[c.Node] = p
 	}
 	if p.cert != nil {
-		delete(n.paths.byCtl, p.cert.Ctl)
+		n.forgetCtlLocked(p)
 		if p.cert.Ctl != c.Ctl {
 			p.rx = replayWindow{} // another sender now
 		}
@@ -153,10 +153,20 @@ func (n *Node) removePeerLocked(id wire.NodeID) {
 		return
 	}
 	n.bind.sleepWG(p.ep)
-	delete(n.paths.byCtl, p.cert.Ctl)
+	n.forgetCtlLocked(p)
 	delete(n.paths.peers, id)
 	delete(n.paths.nbrs, id)
 	n.bind.RemovePeer(id)
+}
+
+// forgetCtlLocked drops p from the control keys' map, unless another peer
+// holds its key now: a node of ours whose certificate displaced a friend's
+// that named its keys (member.Store.keysFree) is added before the friend's
+// peer is removed.
+func (n *Node) forgetCtlLocked(p *peer) {
+	if n.paths.byCtl[p.cert.Ctl] == p {
+		delete(n.paths.byCtl, p.cert.Ctl)
+	}
 }
 
 // addCandidatesLocked adds the endpoints p's signed record names.

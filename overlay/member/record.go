@@ -225,6 +225,7 @@ const (
 	RejectRevoked   = "revoked"
 	RejectKeyChange = "key-change" // a certificate giving a known node other keys or another user
 	RejectFriendCap = "friend-cap" // a friend's node beyond maxFriendCerts
+	RejectKeyTaken  = "key-taken"  // a certificate with the WireGuard or control key of another user's node
 )
 
 // MaxFriendCerts bounds the certificates of one friend user a store keeps:
@@ -506,6 +507,9 @@ func (s *Store) AddCert(c *Cert, now time.Time) (bool, error) {
 		}
 		return false, s.reject(RejectStale, fmt.Errorf("certificate of %s older than the one held", c.FQDN()))
 	}
+	if err := s.keysFree(c); err != nil {
+		return false, err
+	}
 	if s.certs[c.Node] == nil && !s.Own(c.User) {
 		held := 0
 		for _, o := range s.certs {
@@ -535,6 +539,44 @@ func (s *Store) AddCert(c *Cert, now time.Time) (bool, error) {
 	}
 	delete(s.lapsed, c.Node)
 	return true, nil
+}
+
+// keysFree checks that no node of another user holds c's WireGuard or
+// control key. A user key signs whatever keys it likes, and nothing proves
+// that the node holds them; a peer is found by these keys (wireguard-go's
+// peer by its public key, a control message by its sender's key), so a
+// friend's certificate with the keys of one of our nodes would take that
+// node's WireGuard peer and its control messages. Our certificates (held,
+// or lapsed and renewable) keep their keys: a friend's certificate that
+// names them is refused, and one held already gives way to ours,
+// whichever arrived first. Between two friends the one held first keeps
+// them. Keys shared by two nodes of one user are that user's affair.
+func (s *Store) keysFree(c *Cert) error {
+	same := func(o *Cert) bool { return o.User != c.User && (o.WG == c.WG || o.Ctl == c.Ctl) }
+	for id, o := range s.certs {
+		if id == c.Node || !same(o) {
+			continue
+		}
+		if !s.Own(c.User) || s.Own(o.User) {
+			return s.reject(RejectKeyTaken, fmt.Errorf("certificate of %s with the keys of %s", c.FQDN(), o.FQDN()))
+		}
+	}
+	if !s.Own(c.User) {
+		for _, l := range s.lapsed {
+			if same(l.cert) {
+				return s.reject(RejectKeyTaken, fmt.Errorf("certificate of %s with the keys of %s", c.FQDN(), l.cert.FQDN()))
+			}
+		}
+		return nil
+	}
+	for id, o := range s.certs {
+		if id != c.Node && same(o) {
+			s.changed()
+			delete(s.certs, id)
+			delete(s.infos, id)
+		}
+	}
+	return nil
 }
 
 // pinned says whether c gives its id the keys the store holds for it, if
