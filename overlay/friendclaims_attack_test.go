@@ -81,3 +81,74 @@ func nameOf(p *peer) string {
 	}
 	return p.cert.FQDN()
 }
+
+// TestAttackFriendNodeNames: bob's user key signs certificates for two
+// nodes named like alice's home: "home" under the user name "alice" (a
+// certificate names its user as its signer likes), and one whose id
+// starts as home's does. A name or id typed on desk (glow ping, glow ip,
+// --exit-node, the userspace proxy's names) must find home, never bob's
+// nodes; a friend's node goes by the name alice gave bob.
+func TestAttackFriendNodeNames(t *testing.T) {
+	r := newFroutesRig(t)
+	d := r.desk
+	// bob's key, under the user name "alice".
+	bobKey := r.bob
+	fake := member.UserKey{Name: "alice", Priv: bobKey.Priv}
+	now := time.Now()
+	home := r.home.cert
+	k1, _ := member.NewNodeKeys()
+	v4, _ := member.AllocIPv4(k1.ID(), nil)
+	twinName := &member.Cert{Node: k1.ID(), Name: "home", WG: k1.WGPublic(), Ctl: k1.CtlPublic(), IPv4: v4,
+		IPv6: member.NodeAddr6(fake.Public(), k1.ID()), NotBefore: now, NotAfter: now.Add(time.Hour)}
+	member.SignCert(&fake, twinName)
+	k2, _ := member.NewNodeKeys()
+	id := k2.ID()
+	copy(id[:8], home.Node[:8])
+	v4, _ = member.AllocIPv4(id, nil)
+	twinID := &member.Cert{Node: id, Name: "other", WG: k2.WGPublic(), Ctl: k2.CtlPublic(), IPv4: v4,
+		IPv6: member.NodeAddr6(fake.Public(), id), NotBefore: now, NotAfter: now.Add(time.Hour)}
+	member.SignCert(bobKey, twinID)
+
+	d.mu.Lock()
+	d.handleRecordsLocked(d.paths.peers[r.evil.cert.Node], []recordMsg{{member.KindCert, twinName.Marshal()}, {member.KindCert, twinID.Marshal()}}, now)
+	d.flushCertsLocked()
+	if d.paths.peers[twinName.Node] == nil || d.paths.peers[twinID.Node] == nil {
+		d.mu.Unlock()
+		t.Fatal("desk did not take bob's nodes")
+	}
+	targets := []string{"home", "home.alice", "home.alice.glow", home.Node.String()}
+	const rounds = 20
+	wrong := map[string]int{}
+	for _, tg := range targets {
+		for range rounds {
+			if p, err := d.findLocked(tg); err != nil || p.cert.Node != home.Node {
+				wrong[tg]++
+			}
+		}
+	}
+	d.rt.prefs.ExitNode = "home.alice"
+	exitWrong := 0
+	for range rounds {
+		if p := d.exitPeerLocked(); p == nil || p.cert.Node != home.Node {
+			exitWrong++
+		}
+	}
+	d.rt.prefs.ExitNode = ""
+	bobsOK := 0
+	if p, err := d.findLocked("home.bob"); err == nil && p.cert.Node == twinName.Node {
+		bobsOK++
+	}
+	d.mu.Unlock()
+	t.Logf("of %d lookups each, not home: %v; exit node home.alice not home %d/%d; home.bob finds bob's node: %d/1", rounds, wrong, exitWrong, rounds, bobsOK)
+	for _, tg := range targets {
+		if wrong[tg] != 0 {
+			t.Errorf("%s: %d/%d lookups did not find home", tg, wrong[tg], rounds)
+		}
+	}
+	if exitWrong != 0 {
+		t.Errorf("exit node home.alice: %d/%d not home", exitWrong, rounds)
+	}
+	if bobsOK != 1 {
+		t.Error("home.bob does not find bob's node named home")
+	}
+}

@@ -45,6 +45,7 @@ type froutesRig struct {
 	desk       *Node
 	kernel     *recordKernel
 	home, evil rigNode
+	bob        *member.UserKey // evil's user
 }
 
 type rigNode struct {
@@ -69,6 +70,7 @@ func newFroutesRig(t *testing.T) *froutesRig {
 		return slices.Equal(d.rt.connected, []netip.Prefix{deskLAN})
 	})
 	bob := membertest.NewUser(t, "bob")
+	r.bob = bob
 	now := time.Now()
 	r.home.keys, r.home.cert = membertest.NewCert(t, d.mem.user, "home", now)
 	r.evil.keys, r.evil.cert = membertest.NewCert(t, bob, "evil", now)

@@ -110,18 +110,40 @@ func (n *Node) Status() Status {
 // API's sentinel, so that errors.Is holds on both sides of the socket).
 var ErrNoSuchPeer = api.ErrNoSuchPeer
 
-// findLocked resolves a name (node, node.user, node.user.glow) or an
-// overlay address to a peer.
+// findLocked resolves a name (node, node.user, node.user.glow), a node id
+// or an overlay address to a peer. A friend's node goes by the name our
+// friend list gives its user, not the one its certificate claims, and a
+// name or id that one of our nodes answers to is ours: a friend names its
+// nodes as it likes (TestAttackFriendNodeNames). Of friends' nodes only,
+// a target must name one.
 func (n *Node) findLocked(target string) (*peer, error) {
 	target = strings.TrimSuffix(strings.ToLower(target), ".")
 	target = strings.TrimSuffix(target, ".glow")
 	ip, ipErr := netip.ParseAddr(target)
+	var own, friends []*peer
 	for _, p := range n.paths.peers {
 		c := p.cert
 		if ipErr == nil && p.routesTo(ip) ||
-			target == c.Name || target == c.FQDN() || target == c.Node.String() {
-			return p, nil
+			target == c.Name || target == c.Name+"."+n.userNameLocked(c) || target == c.Node.String() {
+			if n.mem.store.Own(c.User) {
+				own = append(own, p)
+			} else {
+				friends = append(friends, p)
+			}
 		}
+	}
+	switch {
+	case len(own) == 1:
+		return own[0], nil
+	case len(own) == 0 && len(friends) == 1:
+		return friends[0], nil
+	case len(own)+len(friends) > 1:
+		var names []string
+		for _, p := range append(own, friends...) {
+			names = append(names, p.cert.Name+"."+n.userNameLocked(p.cert))
+		}
+		slices.Sort(names)
+		return nil, api.Errorf(api.CodeInvalidArgument, "%q names more than one node (%s): give NODE.USER", target, strings.Join(names, ", "))
 	}
 	return nil, fmt.Errorf("%w %q (see 'glow status')", ErrNoSuchPeer, target)
 }
@@ -134,10 +156,13 @@ func (n *Node) Addrs(target string) ([]netip.Addr, error) {
 		return []netip.Addr{n.mem.cert.IPv4, n.mem.cert.IPv6}, nil
 	}
 	p, err := n.findLocked(target)
-	if err != nil {
+	if err != nil || !n.mem.store.Own(p.cert.User) {
+		// Our device before a friend's node of that name.
 		if d, ok := n.findDeviceLocked(target); ok { // devices.go
 			return []netip.Addr{d.IPv4, d.IPv6}, nil
 		}
+	}
+	if err != nil {
 		return nil, err
 	}
 	return slices.Clone(p.routed), nil
