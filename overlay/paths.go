@@ -121,8 +121,14 @@ func (p *peer) path() pathChoice { return choosePath(p.pathInputs()) }
 // a path) the published path stays as it was, and the caller restores the
 // input it changed. Applying an unchanged path is a no-op.
 func (n *Node) applyPathLocked(p *peer) error {
-	defer n.notePathLocked(p) // from the inputs, applied or not: the caller may keep them
 	id := p.cert.Node
+	if n.paths.peers[id] != p {
+		// Removed, or replaced by another node's peer (new keys:
+		// addPeerLocked), and changed late (a stream reader ending): the
+		// Bind's endpoint for id is no longer p's.
+		return nil
+	}
+	defer n.notePathLocked(p) // from the inputs, applied or not: the caller may keep them
 	switch c := p.path(); c.kind {
 	case pathDirect:
 		return n.bind.SetDirect(id, c.direct)

@@ -122,6 +122,13 @@ func (n *Node) addPeerLocked(c *member.Cert, now time.Time) *peer {
 	if p != nil && p.cert == c {
 		return p
 	}
+	if p != nil && (p.cert.Ctl != c.Ctl || p.cert.WG != c.WG || p.cert.User != c.User) {
+		// Another node with this id (ours, whose certificate displaced a
+		// friend's naming our id): nothing the old one proved (its path,
+		// stream link, candidates, the Bind's learned addresses) is ours.
+		n.removePeerLocked(c.Node)
+		p = nil
+	}
 	if p == nil {
 		p = &peer{cands: map[netip.AddrPort]*candidate{}, pings: map[[12]byte]*pendingPing{}, added: now, since: now,
 			txEpoch: newEpoch(now)}
@@ -153,6 +160,9 @@ func (n *Node) removePeerLocked(id wire.NodeID) {
 		return
 	}
 	n.bind.sleepWG(p.ep)
+	if p.stream != nil {
+		p.stream.Close() // authenticated by a certificate no longer held; its reader leaves p alone (detachStreamLocked)
+	}
 	n.forgetCtlLocked(p)
 	delete(n.paths.peers, id)
 	delete(n.paths.nbrs, id)
