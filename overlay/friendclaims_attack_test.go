@@ -3,6 +3,8 @@ package overlay
 import (
 	"context"
 	"net/netip"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -150,5 +152,49 @@ func TestAttackFriendNodeNames(t *testing.T) {
 	}
 	if bobsOK != 1 {
 		t.Error("home.bob does not find bob's node named home")
+	}
+}
+
+// TestAttackFriendClaimsDeviceAddress: alice's device tv (via her node
+// home) has an IPv4 address that only the device list names, and bob signs
+// a certificate for a node of his with it (he saw it as the source of tv's
+// packets to a node of his). desk must keep routing it to home alone
+// (WireGuard allowed IPs, the packet path's address map): else bob's node
+// may send from it and pass desk's filter as alice's tv.
+func TestAttackFriendClaimsDeviceAddress(t *testing.T) {
+	r := newFroutesRig(t)
+	d := r.desk
+	added, err := d.AddDevice("tv", "home", netip.AddrPort{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tvV4 := added.Device.IPv4
+	now := time.Now()
+	k, _ := member.NewNodeKeys()
+	evil := &member.Cert{Node: k.ID(), Name: "evil2", WG: k.WGPublic(), Ctl: k.CtlPublic(), IPv4: tvV4,
+		IPv6: member.NodeAddr6(r.bob.Public(), k.ID()), NotBefore: now, NotAfter: now.Add(time.Hour)}
+	member.SignCert(r.bob, evil)
+
+	d.mu.Lock()
+	d.handleRecordsLocked(d.paths.peers[r.evil.cert.Node], []recordMsg{{member.KindCert, evil.Marshal()}}, now)
+	d.flushCertsLocked()
+	p := d.paths.peers[evil.Node]
+	if p == nil {
+		d.mu.Unlock()
+		t.Fatal("desk did not take evil2")
+	}
+	routed := p.routesTo(tvV4)
+	inCfg := strings.Contains(d.bind.Peer(evil.Node).wg.cfg, tvV4.String()+"/32")
+	ep := (*d.bind.byIP.Load())[tvV4]
+	homeHas := slices.Contains(d.paths.peers[r.home.cert.Node].devices, tvV4)
+	d.mu.Unlock()
+	conflicts := d.Status().Conflicts
+	t.Logf("tv's %v: routed to evil2 %v, in evil2's allowed IPs %v, packet path maps it to evil2 %v, home still has it %v; conflicts in status: %+v",
+		tvV4, routed, inCfg, ep != nil && ep.ID == evil.Node, homeHas, conflicts)
+	if routed || inCfg || ep == nil || ep.ID != r.home.cert.Node || !homeHas {
+		t.Error("tv's address is routed to bob's node")
+	}
+	if len(conflicts) != 1 || conflicts[0].Addr != tvV4.String() || conflicts[0].Node != "evil2.bob" {
+		t.Errorf("status conflicts: %+v", conflicts)
 	}
 }

@@ -43,8 +43,22 @@ func (n *Node) computeShadowLocked() *shadowState {
 		return boolInt(!n.mem.store.Own(a.User)) - boolInt(!n.mem.store.Own(b.User))
 	})
 	holder := map[netip.Addr]*member.Cert{}
+	// Our devices' addresses are ours as our nodes' are: only the device
+	// list names them (devices.go), and a friend may have seen one as the
+	// source of a device's packets (TestAttackFriendClaimsDeviceAddress).
+	devs := map[netip.Addr]string{}
+	for _, d := range n.devicesLocked() {
+		devs[d.IPv4] = d.Name
+		s.owner[d.IPv4] = n.mem.cert.User
+	}
 	for _, c := range certs {
 		for _, a := range [2]netip.Addr{c.IPv4, c.IPv6} {
+			if dev, ok := devs[a]; ok && !n.mem.store.Own(c.User) {
+				s.multi[a] = true
+				s.conflicts = append(s.conflicts, AddrConflict{Addr: a.String(),
+					Node: c.Name + "." + n.userNameLocked(c), Holder: dev + "." + n.mem.cert.UserName + " (a device)"})
+				continue
+			}
 			h := holder[a]
 			if h == nil {
 				holder[a], s.owner[a] = c, c.User
@@ -175,7 +189,8 @@ func (n *Node) refreshShadowLocked() {
 		return
 	}
 	for _, p := range n.paths.peers {
-		if n.mem.store.Own(p.cert.User) && (n.paths.shadow.multi[p.cert.IPv4] || n.paths.shadow.multi[p.cert.IPv6]) {
+		if n.mem.store.Own(p.cert.User) && (n.paths.shadow.multi[p.cert.IPv4] || n.paths.shadow.multi[p.cert.IPv6] ||
+			slices.ContainsFunc(p.devices, func(a netip.Addr) bool { return n.paths.shadow.multi[a] })) {
 			n.wgConfigLocked(p)
 		}
 	}
