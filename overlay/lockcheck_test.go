@@ -23,7 +23,7 @@ var blockingCalls = map[string]bool{
 
 // wgMuLocked run with Bind.wgMu held, which serialises IpcSet: they may
 // block (lazywg.go), and are blocking calls to their callers.
-var wgMuLocked = map[string]bool{"addWGLocked": true, "removeWGLocked": true}
+var wgMuLocked = map[string]bool{"addWGLocked": true, "removeWGLocked": true, "removeKeyLocked": true}
 
 // lockedBlocking parses the package's Go files in dir (tests aside) and
 // returns (with package member's, dir/member), for each function named ...Locked (it runs with a mutex held:
