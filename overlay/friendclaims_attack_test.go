@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"glow/overlay/member"
+	"glow/relay"
 )
 
 // Attacks through what a friend asserts (its certificates, records and
@@ -84,10 +85,10 @@ func nameOf(p *peer) string {
 	return p.cert.FQDN()
 }
 
-// TestAttackFriendNodeNames: bob's user key signs certificates for two
-// nodes named like alice's home: "home" under the user name "alice" (a
-// certificate names its user as its signer likes), and one whose id
-// starts as home's does. A name or id typed on desk (glow ping, glow ip,
+// TestAttackFriendNodeNames: bob's user key signs a certificate for a
+// node named like alice's home: "home" under the user name "alice" (a
+// certificate names its user as its signer likes; one whose id starts as
+// home's is refused: TestAttackFriendShortID). A name typed on desk (glow ping, glow ip,
 // --exit-node, the userspace proxy's names) must find home, never bob's
 // nodes; a friend's node goes by the name alice gave bob.
 func TestAttackFriendNodeNames(t *testing.T) {
@@ -103,22 +104,15 @@ func TestAttackFriendNodeNames(t *testing.T) {
 	twinName := &member.Cert{Node: k1.ID(), Name: "home", WG: k1.WGPublic(), Ctl: k1.CtlPublic(), IPv4: v4,
 		IPv6: member.NodeAddr6(fake.Public(), k1.ID()), NotBefore: now, NotAfter: now.Add(time.Hour)}
 	member.SignCert(&fake, twinName)
-	k2, _ := member.NewNodeKeys()
-	id := k2.ID()
-	copy(id[:8], home.Node[:8])
-	v4, _ = member.AllocIPv4(id, nil)
-	twinID := &member.Cert{Node: id, Name: "other", WG: k2.WGPublic(), Ctl: k2.CtlPublic(), IPv4: v4,
-		IPv6: member.NodeAddr6(fake.Public(), id), NotBefore: now, NotAfter: now.Add(time.Hour)}
-	member.SignCert(bobKey, twinID)
 
 	d.mu.Lock()
-	d.handleRecordsLocked(d.paths.peers[r.evil.cert.Node], []recordMsg{{member.KindCert, twinName.Marshal()}, {member.KindCert, twinID.Marshal()}}, now)
+	d.handleRecordsLocked(d.paths.peers[r.evil.cert.Node], []recordMsg{{member.KindCert, twinName.Marshal()}}, now)
 	d.flushCertsLocked()
-	if d.paths.peers[twinName.Node] == nil || d.paths.peers[twinID.Node] == nil {
+	if d.paths.peers[twinName.Node] == nil {
 		d.mu.Unlock()
 		t.Fatal("desk did not take bob's nodes")
 	}
-	targets := []string{"home", "home.alice", "home.alice.glow", home.Node.String()}
+	targets := []string{"home", "home.alice", "home.alice.glow"}
 	const rounds = 20
 	wrong := map[string]int{}
 	for _, tg := range targets {
@@ -196,5 +190,49 @@ func TestAttackFriendClaimsDeviceAddress(t *testing.T) {
 	}
 	if len(conflicts) != 1 || conflicts[0].Addr != tvV4.String() || conflicts[0].Node != "evil2.bob" {
 		t.Errorf("status conflicts: %+v", conflicts)
+	}
+}
+
+// TestAttackFriendShortID: relayed frames name their ends by the first 8
+// bytes of their node ids (wire.ShortID), and a certificate's id is
+// whatever its user key signs. bob signs one whose id starts as home's.
+// desk must refuse it: else its relay directory and its forwarding map
+// may take home's short id for bob's node, and frames relayed to home go
+// to bob's node, frames from it count as home's.
+func TestAttackFriendShortID(t *testing.T) {
+	r := newFroutesRig(t)
+	d := r.desk
+	home := r.home.cert
+	now := time.Now()
+	k, _ := member.NewNodeKeys()
+	id := k.ID()
+	copy(id[:8], home.Node[:8])
+	v4, _ := member.AllocIPv4(id, nil)
+	evil := &member.Cert{Node: id, Name: "twin", WG: k.WGPublic(), Ctl: k.CtlPublic(), IPv4: v4,
+		IPv6: member.NodeAddr6(r.bob.Public(), id), NotBefore: now, NotAfter: now.Add(time.Hour)}
+	member.SignCert(r.bob, evil)
+
+	d.mu.Lock()
+	d.handleRecordsLocked(d.paths.peers[r.evil.cert.Node], []recordMsg{{member.KindCert, evil.Marshal()}}, now)
+	d.flushCertsLocked()
+	held := d.mem.store.Cert(evil.Node) != nil
+	const rounds = 20
+	wrongShort, wrongMember := 0, 0
+	for range rounds {
+		d.bind.mu.Lock()
+		d.bind.publishShortLocked()
+		d.bind.mu.Unlock()
+		if e := (*d.bind.byShort.Load())[home.Node.Short()]; e == nil || e.ID != home.Node {
+			wrongShort++
+		}
+		if d.relayMembersLocked()[home.Node.Short()] != relay.Own {
+			wrongMember++
+		}
+	}
+	d.mu.Unlock()
+	t.Logf("desk holds bob's certificate with home's short id: %v; of %d publishes, home's short id maps to another endpoint %d, to a friend in the relay directory %d",
+		held, rounds, wrongShort, wrongMember)
+	if held || wrongShort != 0 || wrongMember != 0 {
+		t.Error("bob's node took home's short id")
 	}
 }

@@ -225,7 +225,7 @@ const (
 	RejectRevoked   = "revoked"
 	RejectKeyChange = "key-change" // a certificate giving a known node other keys or another user
 	RejectFriendCap = "friend-cap" // a friend's node beyond maxFriendCerts
-	RejectKeyTaken  = "key-taken"  // a certificate with the WireGuard or control key of another user's node
+	RejectKeyTaken  = "key-taken"  // a certificate with the WireGuard or control key, or the short id, of another user's node
 )
 
 // MaxFriendCerts bounds the certificates of one friend user a store keeps:
@@ -542,9 +542,10 @@ func (s *Store) AddCert(c *Cert, now time.Time) (bool, error) {
 }
 
 // keysFree checks that no node of another user holds c's WireGuard or
-// control key. A user key signs whatever keys it likes, and nothing proves
-// that the node holds them; a peer is found by these keys (wireguard-go's
-// peer by its public key, a control message by its sender's key), so a
+// control key, or its short id. A user key signs whatever keys and id it
+// likes, and nothing proves that the node holds them; a peer is found by
+// these (wireguard-go's peer by its public key, a control message by its
+// sender's key, a relayed frame by the short ids of its ends), so a
 // friend's certificate with the keys of one of our nodes would take that
 // node's WireGuard peer and its control messages. Our certificates (held,
 // or lapsed and renewable) keep their keys: a friend's certificate that
@@ -552,7 +553,9 @@ func (s *Store) AddCert(c *Cert, now time.Time) (bool, error) {
 // whichever arrived first. Between two friends the one held first keeps
 // them. Keys shared by two nodes of one user are that user's affair.
 func (s *Store) keysFree(c *Cert) error {
-	same := func(o *Cert) bool { return o.User != c.User && (o.WG == c.WG || o.Ctl == c.Ctl) }
+	same := func(o *Cert) bool {
+		return o.User != c.User && (o.WG == c.WG || o.Ctl == c.Ctl || o.Node.Short() == c.Node.Short())
+	}
 	for id, o := range s.certs {
 		if id == c.Node || !same(o) {
 			continue
