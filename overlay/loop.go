@@ -40,6 +40,9 @@ import (
 const (
 	tickEvery = 250 * time.Millisecond // the least time between two ticks
 	maxSleep  = 10 * time.Second       // the most
+	// knownBurst is the most known peers' datagrams the loop takes in a
+	// row before it looks at its timers and other queue (loop).
+	knownBurst = 64
 	// timerSlack: slow periodic work (digests, beacons, info) due this
 	// soon is done by a tick that runs anyway, and a datagram that wakes
 	// the loop this soon before a tick for such work (and nothing due
@@ -220,6 +223,9 @@ func (n *Node) loop() {
 	}
 	held, lastFlush := 0, time.Time{} // datagrams handled since certificates were taken, and the last follow-up (flushCertsLocked)
 	handle := func(in inbound) {
+		if h := n.cfg.afterInbound; h != nil {
+			defer h()
+		}
 		now := time.Now()
 		n.mu.Lock()
 		n.handleInboundLocked(in, now, replied)
@@ -248,15 +254,25 @@ func (n *Node) loop() {
 		arm(now)
 		n.mu.Unlock()
 	}
+	knownRun := 0 // known peers' datagrams taken in a row ahead of everything else
 	for {
 		// Known peers' control packets first: a flood in the other queue
 		// never delays a heartbeat by more than one datagram (ctlqueue.go).
-		select {
-		case in := <-n.ctlq.known:
-			handle(in)
-			continue
-		default:
+		// But not more than knownBurst in a row: then one select in which
+		// the timer, the other queue, a wake-up and Close stand level with
+		// the known queue. A known peer (or whoever sends from its address)
+		// that keeps that queue full thus slows the loop's timers by a few
+		// bursts, and cannot stop them: heartbeats, gossip, saving, Close.
+		if knownRun < knownBurst {
+			select {
+			case in := <-n.ctlq.known:
+				knownRun++
+				handle(in)
+				continue
+			default:
+			}
 		}
+		knownRun = 0
 		select {
 		case <-n.ctx.Done():
 			return

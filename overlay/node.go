@@ -98,6 +98,7 @@ type Config struct {
 
 	stateWrite     func(name string) // tests: called before each state file write (State.beforeWrite)
 	beforeIpcSet   func()            // tests: called before each IpcSet of a WireGuard peer (Bind.wgHook)
+	afterInbound   func()            // tests: called by the control loop after each datagram it handled, outside Node.mu
 	tunDevice      wgtun.Device      // tests: this in-memory TUN (tun/tuntest) instead of a netstack or a kernel TUN
 	offerUserspace bool              // tests: a userspace node may offer routes (the choice runs without a kernel)
 	bindBatch      int               // tests: the Bind's batch size if > 0 (scalebatch.go)
