@@ -282,7 +282,9 @@
 //     box nonce and a replay window per peer, join and friend requests by
 //     their time and a bounded nonce cache (replay.go); beacons are signed
 //     and timed (beacon.go). Candidates from unauthenticated sources get no
-//     more bytes than they sent and at most maxUnprovenProbes pings.
+//     more bytes than they sent and at most maxUnprovenProbes pings; a
+//     friend's signed endpoints that never answered share a probe budget
+//     per friend user (friendprobe.go).
 //     Endpoints that no peer should probe (loopback outside a lab whose host
 //     addresses are loopback, link-local, multicast, unspecified, our own)
 //     are neither taken nor published; pongs' "seen" addresses are hints,

@@ -2,13 +2,17 @@ package overlay
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"glow/overlay/member"
+	"glow/overlay/member/membertest"
 	"glow/relay"
 )
 
@@ -234,5 +238,73 @@ func TestAttackFriendShortID(t *testing.T) {
 		held, rounds, wrongShort, wrongMember)
 	if held || wrongShort != 0 || wrongMember != 0 {
 		t.Error("bob's node took home's short id")
+	}
+}
+
+// TestAttackFriendEndpointFlood: a friend's nodes name their endpoints in
+// NodeInfos they sign, and nothing proves the addresses are theirs. bob
+// signs 16 nodes whose NodeInfos each name 16 endpoints of a victim (UDP
+// sockets on loopback that never answer) and refreshes them, as a friend
+// could to point alice's nodes at anyone. desk's pings to them must stay
+// within a budget per friend user (friendProbeBurst, then
+// friendProbeRate a second), not grow with the friend's nodes and
+// endpoints (16 x 16 a second).
+func TestAttackFriendEndpointFlood(t *testing.T) {
+	r := newFroutesRig(t)
+	d := r.desk
+	const nodes, eps = 16, 16
+	var got atomic.Int64
+	var victims []netip.AddrPort
+	for range eps {
+		pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pc.Close() })
+		victims = append(victims, netip.MustParseAddrPort(pc.LocalAddr().String()))
+		go func() {
+			buf := make([]byte, 2048)
+			for {
+				if _, _, err := pc.ReadFrom(buf); err != nil {
+					return
+				}
+				got.Add(1)
+			}
+		}()
+	}
+	now := time.Now()
+	var recs []recordMsg
+	var infos []recordMsg
+	for i := range nodes {
+		k, c := membertest.NewCert(t, r.bob, fmt.Sprintf("f%d", i), now)
+		recs = append(recs, recordMsg{member.KindCert, c.Marshal()})
+		info := &member.NodeInfo{Node: c.Node, Seq: 1, Endpoints: victims}
+		member.SignInfo(k.Sign, info)
+		infos = append(infos, recordMsg{member.KindInfo, info.Marshal()})
+	}
+	start := time.Now()
+	d.mu.Lock()
+	from := d.paths.peers[r.evil.cert.Node]
+	d.handleRecordsLocked(from, recs, now)
+	d.flushCertsLocked()
+	d.handleRecordsLocked(from, infos, now)
+	d.dueLocked(now)
+	d.mu.Unlock()
+	// Let desk probe for 3 s, then take what arrived within a second more.
+	time.Sleep(3 * time.Second)
+	d.mu.Lock()
+	for _, id := range d.paths.peers {
+		if id.cert.User == r.evil.cert.User {
+			id.cands = map[netip.AddrPort]*candidate{}
+		}
+	}
+	elapsed := time.Since(start)
+	d.mu.Unlock()
+	time.Sleep(time.Second)
+	n := got.Load()
+	budget := int64(friendProbeBurst + friendProbeRate*elapsed.Seconds() + 1)
+	t.Logf("bob's %d nodes x %d endpoints: desk sent %d pings to them in %v (budget %d)", nodes, eps, n, elapsed.Round(time.Millisecond), budget)
+	if n > budget {
+		t.Errorf("desk sent %d pings to a friend's unanswering endpoints in %v, over the budget of %d", n, elapsed, budget)
 	}
 }

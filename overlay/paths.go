@@ -41,6 +41,7 @@ type pathState struct {
 	routesDirty  bool                           // links or records changed: recompute routes
 	friendRoutes []netip.Prefix                 // IPv6 prefixes of friends routed through the TUN (routeSetter, save.go)
 	shadow       *shadowState                   // friends' addresses not routed (shadow.go)
+	friendProbes map[[32]byte]*bucket           // per friend user, pings to its unanswered candidates (friendprobe.go)
 
 	// nbrs holds the peers whose path is a neighbour (direct or stream
 	// link: pathChoice.neighbour), a handful whatever N, so that a flood

@@ -598,6 +598,8 @@ func (n *Node) tickPeersLocked(now time.Time) {
 							continue
 						}
 						c.probes++
+					} else if c.lastPong.IsZero() && !n.mem.store.Own(p.cert.User) && !n.friendProbeLocked(p.cert.User, now) {
+						continue // friendprobe.go
 					}
 					n.pingLocked(p, addr, now, nil)
 				}
