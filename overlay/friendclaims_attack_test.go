@@ -308,3 +308,37 @@ func TestAttackFriendEndpointFlood(t *testing.T) {
 		t.Errorf("desk sent %d pings to a friend's unanswering endpoints in %v, over the budget of %d", n, elapsed, budget)
 	}
 }
+
+// TestAttackFriendRenewalAnswer: a renewal answer carries certificates,
+// and only an admin of our user answers our renewal requests. bob's node
+// evil sends desk an unasked one carrying the certificate of a node of
+// carol (another friend of alice's) that carol did not share with alice:
+// as gossip, a friend's records of another user are refused
+// (record-not-theirs); as a renewal answer desk must refuse it too.
+func TestAttackFriendRenewalAnswer(t *testing.T) {
+	r := newFroutesRig(t)
+	d := r.desk
+	carol := membertest.NewUser(t, "carol")
+	now := time.Now()
+	_, hidden := membertest.NewCert(t, carol, "hidden", now)
+	d.mu.Lock()
+	friends := membertest.SignedDoc(d.mem.user, member.KindFriends, 2, member.FormatFriends([]member.Friend{
+		{Name: "bob", Key: [32]byte(r.bob.Public())}, {Name: "carol", Key: [32]byte(carol.Public())}}))
+	if _, err := d.mem.store.AddDoc(friends); err != nil {
+		d.mu.Unlock()
+		t.Fatal(err)
+	}
+	from := netip.MustParseAddrPort("127.0.0.1:9")
+	d.handleRecordsLocked(d.paths.peers[r.evil.cert.Node], []recordMsg{{member.KindCert, hidden.Marshal()}}, now)
+	asGossip := d.mem.store.Cert(hidden.Node) != nil
+	shared := sharedKey(r.evil.keys.Ctl, d.mem.cert.Ctl)
+	pkt := sealCtl(nil, r.evil.cert.Ctl, shared, renewResp{Certs: [][]byte{hidden.Marshal()}}.marshal())
+	d.handleControlLocked(pkt, from, now)
+	d.flushCertsLocked()
+	asRenewal := d.mem.store.Cert(hidden.Node) != nil
+	d.mu.Unlock()
+	t.Logf("carol's hidden node's certificate from bob's node: taken as gossip %v, as a renewal answer %v", asGossip, asRenewal)
+	if asGossip || asRenewal {
+		t.Error("desk took carol's certificate from bob's node")
+	}
+}

@@ -518,6 +518,13 @@ func (n *Node) handleControlLocked(pkt []byte, from netip.AddrPort, now time.Tim
 			return n.bind.SendToPeer(b, p.cert.Node) // relayed: back the same way
 		})
 	case renewResp:
+		if !n.mem.store.Own(p.cert.User) {
+			// Only our admins answer our renewal requests; a friend's
+			// node would slip in certificates its gossip may not carry
+			// (TestAttackFriendRenewalAnswer).
+			n.dropCtl["renewal-not-ours"]++
+			return
+		}
 		n.takeRenewalLocked(p.cert.FQDN(), msg, now)
 	case joinReq:
 		// A joiner we admitted already is a peer now; when our answer was
