@@ -200,7 +200,7 @@ func (n *Node) heardRelayedLocked(p *peer, tx [12]byte, now time.Time) {
 // relayRouteLocked is the best route to p that avoids our direct link to
 // it, next hop (a neighbour) first; nil when there is none.
 func (n *Node) relayRouteLocked(p *peer) []wire.NodeID {
-	route := routeTo(n.routeGraphLocked().shortest(n.id, p.cert.Node), n.id, p.cert.Node)
+	route := routeTo(n.routeGraphForLocked(n.routeGraphLocked(), p.cert.User).shortest(n.id, p.cert.Node), n.id, p.cert.Node)
 	if len(route) < 2 || n.paths.peers[route[0]] == nil || !n.paths.peers[route[0]].path().neighbour() {
 		return nil
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"glow/internal/wire"
 	"glow/overlay/member"
 	"glow/overlay/member/membertest"
 	"glow/relay"
@@ -340,5 +341,44 @@ func TestAttackFriendRenewalAnswer(t *testing.T) {
 	t.Logf("carol's hidden node's certificate from bob's node: taken as gossip %v, as a renewal answer %v", asGossip, asRenewal)
 	if asGossip || asRenewal {
 		t.Error("desk took carol's certificate from bob's node")
+	}
+}
+
+// TestAttackFriendRelaysOurTraffic: bob's node evil has direct paths to
+// alice's desk and home (which have none to each other), and its NodeInfo
+// gives both links the lowest cost, which is its to name. desk's route to
+// home must not cross evil: a friend's node relays for its own user only,
+// so home drops what evil passes on from desk (relay.Forwarder), and the
+// route would be a black hole. A route to bob's node may cross evil.
+func TestAttackFriendRelaysOurTraffic(t *testing.T) {
+	r := newFroutesRig(t)
+	d := r.desk
+	_, other := membertest.NewCert(t, r.bob, "other", time.Now())
+	link := func(n *rigNode, links ...member.LinkInfo) recordMsg {
+		n.seq++
+		info := &member.NodeInfo{Node: n.cert.Node, Seq: n.seq, Links: links}
+		member.SignInfo(n.keys.Sign, info)
+		return recordMsg{member.KindInfo, info.Marshal()}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := time.Now()
+	d.handleRecordsLocked(d.paths.peers[r.evil.cert.Node], []recordMsg{{member.KindCert, other.Marshal()}}, now)
+	d.flushCertsLocked()
+	d.handleRecordsLocked(d.paths.peers[r.evil.cert.Node], []recordMsg{link(&r.evil,
+		member.LinkInfo{Node: d.id, Cost: 1}, member.LinkInfo{Node: r.home.cert.Node, Cost: 1}, member.LinkInfo{Node: other.Node, Cost: 1})}, now)
+	own := &peer{cert: d.mem.cert}
+	d.handleRecordsLocked(own, []recordMsg{link(&r.home, member.LinkInfo{Node: r.evil.cert.Node, Cost: 10})}, now)
+	g := d.routeGraphLocked()
+	g[d.id] = map[wire.NodeID]uint16{r.evil.cert.Node: 10} // desk's direct path to evil
+	g[other.Node] = map[wire.NodeID]uint16{r.evil.cert.Node: 10}
+	toHome := routeTo(d.routeGraphForLocked(g, r.home.cert.User).shortest(d.id, wire.NodeID{}), d.id, r.home.cert.Node)
+	toOther := routeTo(d.routeGraphForLocked(g, other.User).shortest(d.id, wire.NodeID{}), d.id, other.Node)
+	t.Logf("desk's route to home: %v; to bob's other: %v", d.relayNamesLocked(toHome), d.relayNamesLocked(toOther))
+	if len(toHome) != 0 {
+		t.Errorf("desk routes home's traffic through bob's node: %v", d.relayNamesLocked(toHome))
+	}
+	if len(toOther) != 2 || toOther[0] != r.evil.cert.Node {
+		t.Errorf("desk's route to bob's other node: %v", d.relayNamesLocked(toOther))
 	}
 }

@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"container/heap"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -118,10 +119,16 @@ func compareID(a, b wire.NodeID) int {
 // next hop's path when that changed (a relay path copies it: Bind.SetRelay).
 func (n *Node) computeRoutesLocked(now time.Time) {
 	n.paths.routesDirty = false
-	prev := n.routeGraphLocked().shortest(n.id, wire.NodeID{})
+	g := n.routeGraphLocked()
+	prevs := map[[32]byte]map[wire.NodeID]wire.NodeID{} // by the user of the peer: routeGraph.forUser
 	for id, p := range n.paths.peers {
 		if p.path().neighbour() {
 			continue // over UDP or a stream link
+		}
+		prev, ok := prevs[p.cert.User]
+		if !ok {
+			prev = n.routeGraphForLocked(g, p.cert.User).shortest(n.id, wire.NodeID{})
+			prevs[p.cert.User] = prev
 		}
 		route := routeTo(prev, n.id, id)
 		if len(route) < 2 || n.paths.peers[route[0]] == nil || !n.paths.peers[route[0]].path().neighbour() {
@@ -170,6 +177,41 @@ func (n *Node) routeGraphLocked() routeGraph {
 	}
 	adj[n.id] = self
 	return adj
+}
+
+// routeGraphForLocked is g less the nodes a route to a node of user may
+// not cross: a friend's node relays for its own user only (relay.Forwarder
+// drops a frame from one of our nodes that a friend's node passed on), so
+// a route to our node crosses our nodes only, a route to a friend's node
+// ours and that friend's. Else a friend's node whose record gives its
+// links to two of our nodes a low cost (the cost is its to name) draws
+// their traffic into a route that ends in a drop
+// (TestAttackFriendRelaysOurTraffic).
+func (n *Node) routeGraphForLocked(g routeGraph, user [32]byte) routeGraph {
+	if !slices.ContainsFunc(slices.Collect(maps.Values(n.paths.peers)), func(p *peer) bool { return !n.mem.store.Own(p.cert.User) }) {
+		return g // no friend's node: nothing to leave out
+	}
+	ok := func(id wire.NodeID) bool {
+		if id == n.id {
+			return true
+		}
+		c := n.mem.store.Cert(id)
+		return c != nil && (n.mem.store.Own(c.User) || c.User == user)
+	}
+	out := make(routeGraph, len(g))
+	for u, vs := range g {
+		if !ok(u) {
+			continue
+		}
+		m := make(map[wire.NodeID]uint16, len(vs))
+		for v, c := range vs {
+			if ok(v) {
+				m[v] = c
+			}
+		}
+		out[u] = m
+	}
+	return out
 }
 
 // shortest runs Dijkstra from src over the edges both ends list, leaving
