@@ -152,6 +152,12 @@ func TestAttackFriendNodeNames(t *testing.T) {
 	if bobsOK != 1 {
 		t.Error("home.bob does not find bob's node named home")
 	}
+	// What desk shows of bob's node names it as alice's friend list does.
+	_, err := d.Ping(context.Background(), "home.bob")
+	t.Logf("ping home.bob: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "home.bob") || strings.Contains(err.Error(), "home.alice") {
+		t.Errorf("ping home.bob: %v", err)
+	}
 }
 
 // TestAttackFriendClaimsDeviceAddress: alice's device tv (via her node

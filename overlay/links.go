@@ -495,7 +495,7 @@ func (n *Node) Links() []LinkStatus {
 		ls := LinkStatus{URL: k, Status: l.status}
 		for _, p := range n.paths.peers {
 			if p.stream != nil && p.streamName == k {
-				ls.Up, ls.InUse, ls.Peer, ls.Via = true, p.path().kind == pathStream, p.cert.FQDN(), p.streamName
+				ls.Up, ls.InUse, ls.Peer, ls.Via = true, p.path().kind == pathStream, n.fqdnLocked(p.cert), p.streamName
 				seen[k] = true
 			}
 		}
@@ -506,7 +506,7 @@ func (n *Node) Links() []LinkStatus {
 	}
 	for _, p := range n.paths.peers {
 		if p.stream != nil && !seen[p.streamName] {
-			out = append(out, LinkStatus{Peer: p.cert.FQDN(), Via: p.streamName, Up: true, InUse: p.path().kind == pathStream, Status: "accepted"})
+			out = append(out, LinkStatus{Peer: n.fqdnLocked(p.cert), Via: p.streamName, Up: true, InUse: p.path().kind == pathStream, Status: "accepted"})
 		}
 	}
 	slices.SortFunc(out, func(a, b LinkStatus) int { return strings.Compare(a.URL+a.Via, b.URL+b.Via) })

@@ -32,7 +32,7 @@ func (n *Node) stunServersLocked() ([]netip.AddrPort, []NetcheckRelay) {
 	for _, p := range n.paths.peers {
 		if p.active.IsValid() && isPublic(p.active.Addr()) {
 			servers = append(servers, p.active)
-			relays = append(relays, NetcheckRelay{Name: p.cert.FQDN(), Addr: p.active.String(), RTTms: ms(p.rtt)})
+			relays = append(relays, NetcheckRelay{Name: n.fqdnLocked(p.cert), Addr: p.active.String(), RTTms: ms(p.rtt)})
 		}
 	}
 	return servers, relays

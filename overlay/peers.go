@@ -407,7 +407,7 @@ func (n *Node) handlePongLocked(p *peer, m pongMsg, from netip.AddrPort, now tim
 			p.rtt, p.hbWait = rtt, time.Time{}
 		}
 		if pp.reply != nil {
-			r := PingResult{Peer: p.cert.FQDN(), Path: pathRelay.String(), Via: n.routeNamesLocked(p), RTT: rtt}
+			r := PingResult{Peer: n.fqdnLocked(p.cert), Path: pathRelay.String(), Via: n.routeNamesLocked(p), RTT: rtt}
 			if p.stream != nil {
 				// Not relayed (a peer with a stream link has no route):
 				// over the link.
@@ -435,7 +435,7 @@ func (n *Node) handlePongLocked(p *peer, m pongMsg, from netip.AddrPort, now tim
 	c.lastPong, c.rtt = now, rtt
 	n.bind.Learn(p.cert.Node, from)
 	if pp.reply != nil {
-		deliver(pp.reply, PingResult{Peer: p.cert.FQDN(), Path: "direct", Endpoint: from.String(), RTT: rtt})
+		deliver(pp.reply, PingResult{Peer: n.fqdnLocked(p.cert), Path: "direct", Endpoint: from.String(), RTT: rtt})
 	}
 	switch {
 	case !p.active.IsValid():
@@ -631,7 +631,7 @@ func (n *Node) expirePingsLocked(p *peer, now time.Time) {
 	for tx, pp := range p.pings {
 		if now.Sub(pp.sent) > pingTimeout {
 			if pp.reply != nil {
-				deliver(pp.reply, PingResult{Peer: p.cert.FQDN(), Err: "timeout"})
+				deliver(pp.reply, PingResult{Peer: n.fqdnLocked(p.cert), Err: "timeout"})
 			}
 			delete(p.pings, tx)
 			continue

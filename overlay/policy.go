@@ -77,6 +77,11 @@ func (n *Node) userNameLocked(c *member.Cert) string {
 	return c.UserName
 }
 
+// fqdnLocked names c's node NODE.USER as this node shows it: USER as
+// userNameLocked gives it, not the user name c claims (a friend's key
+// signs any name, "alice" too).
+func (n *Node) fqdnLocked(c *member.Cert) string { return c.Name + "." + n.userNameLocked(c) }
+
 // policyTextLocked returns the policy document in force and its version.
 func (n *Node) policyTextLocked() (string, uint64) {
 	if d := n.mem.store.Doc(member.KindPolicy); d != nil {

@@ -124,7 +124,7 @@ func (n *Node) findLocked(target string) (*peer, error) {
 	for _, p := range n.paths.peers {
 		c := p.cert
 		if ipErr == nil && p.routesTo(ip) ||
-			target == c.Name || target == c.Name+"."+n.userNameLocked(c) || target == c.Node.String() {
+			target == c.Name || target == n.fqdnLocked(c) || target == c.Node.String() {
 			if n.mem.store.Own(c.User) {
 				own = append(own, p)
 			} else {
@@ -140,7 +140,7 @@ func (n *Node) findLocked(target string) (*peer, error) {
 	case len(own)+len(friends) > 1:
 		var names []string
 		for _, p := range append(own, friends...) {
-			names = append(names, p.cert.Name+"."+n.userNameLocked(p.cert))
+			names = append(names, n.fqdnLocked(p.cert))
 		}
 		slices.Sort(names)
 		return nil, api.Errorf(api.CodeInvalidArgument, "%q names more than one node (%s): give NODE.USER", target, strings.Join(names, ", "))
@@ -179,7 +179,7 @@ func (n *Node) Ping(ctx context.Context, target string) (PingResult, error) {
 		return PingResult{}, err
 	}
 	now := time.Now()
-	name := p.cert.FQDN()
+	name := n.fqdnLocked(p.cert)
 	switch c := p.path(); {
 	case c.kind == pathDirect:
 		n.pingLocked(p, c.direct, now, reply)
