@@ -388,3 +388,49 @@ func TestAttackFriendRelaysOurTraffic(t *testing.T) {
 		t.Errorf("desk's route to bob's other node: %v", d.relayNamesLocked(toOther))
 	}
 }
+
+// TestAttackFriendSeenVotes: a pong says where the peer saw us, and the
+// addresses most peers name are published as our endpoints (hints,
+// maxSeenHints of them). bob's 12 nodes each say they saw desk at one of
+// four addresses of his choosing; alice's home saw desk at its real
+// public address. desk must keep publishing the real one, and bob's
+// nodes must weigh as one observer, not twelve.
+func TestAttackFriendSeenVotes(t *testing.T) {
+	r := newFroutesRig(t)
+	d := r.desk
+	real := netip.MustParseAddrPort("203.0.113.7:41641")
+	now := time.Now()
+	var recs []recordMsg
+	for i := range 12 {
+		_, c := membertest.NewCert(t, r.bob, fmt.Sprintf("v%d", i), now)
+		recs = append(recs, recordMsg{member.KindCert, c.Marshal()})
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.handleRecordsLocked(d.paths.peers[r.evil.cert.Node], recs, now)
+	d.flushCertsLocked()
+	i := 0
+	for _, p := range d.paths.peers {
+		switch {
+		case p.cert.Node == r.home.cert.Node:
+			p.seenUs, p.seenAt = real, now
+		case p.cert.User == r.evil.cert.User && p.cert.Node != r.evil.cert.Node:
+			p.seenUs, p.seenAt = netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(1 + i%4)}), 9), now
+			i++
+		}
+	}
+	eps := d.localEndpointsLocked(now)
+	bobs := 0
+	for _, ep := range eps {
+		if netip.MustParsePrefix("198.51.100.0/24").Contains(ep.Addr()) {
+			bobs++
+		}
+	}
+	t.Logf("desk publishes %v: the real address %v, %d of bob's", eps, slices.Contains(eps, real), bobs)
+	if !slices.Contains(eps, real) {
+		t.Error("bob's nodes outvoted the address home saw desk at")
+	}
+	if bobs > 1 {
+		t.Errorf("desk publishes %d addresses bob's nodes named", bobs)
+	}
+}

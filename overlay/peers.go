@@ -716,11 +716,31 @@ func (n *Node) localEndpointsLocked(now time.Time) []netip.AddrPort {
 	if len(eps) > member.MaxEndpoints {
 		eps = eps[:member.MaxEndpoints]
 	}
+	// Each node of ours is one observer; a friend's nodes together are
+	// one, for the address most of them name: a friend mints nodes at will
+	// and each pong says what it likes (TestAttackFriendSeenVotes).
 	votes := map[netip.AddrPort]int{}
+	friends := map[[32]byte]map[netip.AddrPort]int{}
 	for _, p := range n.paths.peers {
 		if p.seenUs.IsValid() && now.Sub(p.seenAt) <= 10*time.Minute && !slices.Contains(eps, p.seenUs) {
-			votes[p.seenUs]++
+			if n.mem.store.Own(p.cert.User) {
+				votes[p.seenUs]++
+				continue
+			}
+			if friends[p.cert.User] == nil {
+				friends[p.cert.User] = map[netip.AddrPort]int{}
+			}
+			friends[p.cert.User][p.seenUs]++
 		}
+	}
+	for _, seen := range friends {
+		top := slices.MaxFunc(slices.Collect(maps.Keys(seen)), func(a, b netip.AddrPort) int {
+			if seen[a] != seen[b] {
+				return seen[a] - seen[b]
+			}
+			return b.Compare(a)
+		})
+		votes[top]++
 	}
 	hints := slices.Collect(maps.Keys(votes))
 	slices.SortFunc(hints, func(a, b netip.AddrPort) int {
