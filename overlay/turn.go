@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -21,14 +22,18 @@ import (
 // own address, and the answers to that address go back through the
 // allocation (Bind.DeliverTURN, path.turn). A TURN server only forwards from
 // addresses it was told to permit, so the node permits the addresses of
-// every peer it knows, again when records change.
+// every peer it knows, again when records change, and no others: at most
+// relay.MaxPermits, our own user's first (permitTURNLocked).
 //
 // A glow node with a public address can run a TURN server for others
 // (--turn-server ADDR with --turn-user USER:PASS).
 
 type turnAlloc struct {
-	c        *relay.TURNClient
-	permited map[netip.Addr]bool
+	c *relay.TURNClient
+	// last is the set of peer IPs last handed to applyTURNPermits (sorted;
+	// under Node.mu); want holds the newest set it has not taken yet.
+	last []netip.Addr
+	want chan []netip.Addr
 }
 
 func (n *Node) startTURN() error {
@@ -94,7 +99,11 @@ func (n *Node) keepTURN(cfg relay.TURNClientConfig) {
 
 // runTURN publishes c's relayed address and reads from it until it fails.
 func (n *Node) runTURN(c *relay.TURNClient) {
-	a := &turnAlloc{c: c, permited: map[netip.Addr]bool{}}
+	a := &turnAlloc{c: c, want: make(chan []netip.Addr, 1)}
+	done := make(chan struct{})
+	defer close(done)
+	n.wg.Add(1)
+	go n.applyTURNPermits(a, done)
 	n.mu.Lock()
 	n.lnk.turns = append(n.lnk.turns, a)
 	n.mem.infoDirty = true
@@ -120,46 +129,72 @@ func (n *Node) runTURN(c *relay.TURNClient) {
 	n.mu.Unlock()
 }
 
-// permitTURNLocked lets every known peer's addresses send to our
-// allocations (in the background: a permission takes a round trip).
+// permitTURNLocked has our allocations permit the IPv4 addresses of every
+// known peer (its candidates and published endpoints), and only those: a
+// peer's addresses that went are left to lapse at the server. Our own
+// user's peers come first, so when more than relay.MaxPermits are known
+// (a friend's nodes may publish any endpoints) the bound cuts friends'
+// addresses, never ours. The TURN client does the round trips in
+// applyTURNPermits.
 func (n *Node) permitTURNLocked() {
 	if len(n.lnk.turns) == 0 {
 		return
 	}
-	var ips []netip.Addr
+	var own, friends []netip.Addr
 	for _, p := range n.paths.peers {
+		dst := &friends
+		if n.mem.store.Own(p.cert.User) {
+			dst = &own
+		}
 		for ap := range p.cands {
 			if ap.Addr().Is4() {
-				ips = append(ips, ap.Addr())
+				*dst = append(*dst, ap.Addr())
 			}
 		}
 		if info := n.mem.store.Info(p.cert.Node); info != nil {
 			for _, ep := range info.Endpoints {
 				if ep.Addr().Is4() {
-					ips = append(ips, ep.Addr())
+					*dst = append(*dst, ep.Addr())
 				}
 			}
 		}
 	}
-	for _, t := range n.lnk.turns {
-		var fresh []netip.Addr
-		for _, ip := range ips {
-			if !t.permited[ip] {
-				t.permited[ip] = true
-				fresh = append(fresh, ip)
-			}
+	seen := map[netip.Addr]bool{}
+	var set []netip.Addr
+	for _, ip := range append(own, friends...) {
+		if !seen[ip] && len(set) < relay.MaxPermits {
+			seen[ip] = true
+			set = append(set, ip)
 		}
-		if len(fresh) == 0 {
+	}
+	sorted := slices.Clone(set)
+	slices.SortFunc(sorted, netip.Addr.Compare)
+	for _, t := range n.lnk.turns {
+		if slices.Equal(t.last, sorted) {
 			continue
 		}
-		c := t.c
-		n.wg.Add(1)
-		go func() {
-			defer n.wg.Done()
-			if err := c.Permit(fresh...); err != nil {
+		t.last = sorted
+		select { // only the newest set matters; this is its only sender
+		case <-t.want:
+		default:
+		}
+		t.want <- set
+	}
+}
+
+// applyTURNPermits hands a's TURN client the sets permitTURNLocked wants,
+// off Node.mu (a permission takes a round trip), until done.
+func (n *Node) applyTURNPermits(a *turnAlloc, done <-chan struct{}) {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-done:
+			return
+		case set := <-a.want:
+			if err := a.c.SetPermits(set); err != nil && !errors.Is(err, net.ErrClosed) {
 				n.logf("glow: TURN permissions: %v", err)
 			}
-		}()
+		}
 	}
 }
 

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,7 +66,7 @@ type TURNClient struct {
 
 	// mu guards the following. Never held while waiting on the network.
 	mu      sync.Mutex
-	permits map[netip.Addr]struct{} // peers Permit installed, refreshed by refreshLoop
+	permits map[netip.Addr]struct{} // peers SetPermits keeps, refreshed by refreshLoop
 	// alloc is written once, under mu, before DialTURN returns; readLoop
 	// reads it under mu, everyone else after DialTURN without.
 	alloc net.PacketConn // pion's relayed conn
@@ -290,25 +292,94 @@ func (c *TURNClient) Permit(peers ...netip.Addr) error {
 	if c.closed.Load() {
 		return net.ErrClosed
 	}
-	if len(peers) == 0 {
-		return nil
-	}
-	addrs := make([]net.Addr, len(peers))
 	for i, p := range peers {
-		ua, err := udpAddr4(netip.AddrPortFrom(p, 0))
-		if err != nil {
-			return fmt.Errorf("relay: TURN permit: %w", err)
+		if peers[i] = p.Unmap(); !peers[i].Is4() {
+			return fmt.Errorf("relay: TURN permit %v: IPv4 only", p)
 		}
-		addrs[i] = ua
 	}
-	if err := c.createPermission(addrs); err != nil {
+	if err := c.createPermissions(peers); err != nil {
 		return fmt.Errorf("relay: TURN server %v refused a permission for %v: %w", c.server, peers, err)
 	}
 	c.mu.Lock()
 	for _, p := range peers {
-		c.permits[p.Unmap()] = struct{}{}
+		if len(c.permits) < MaxPermits {
+			c.permits[p] = struct{}{}
+		}
 	}
 	c.mu.Unlock()
+	return nil
+}
+
+// SetPermits makes peers the set of IPs the client keeps permitted: the
+// new ones are granted before it returns, and from then on refreshLoop
+// renews these and no others, so a permission left out lapses at the
+// server within its 5 minutes. At most MaxPermits are kept (the first
+// ones given); requests carry at most permitBatch addresses each.
+func (c *TURNClient) SetPermits(peers []netip.Addr) error {
+	if c.closed.Load() {
+		return net.ErrClosed
+	}
+	want := make(map[netip.Addr]struct{}, min(len(peers), MaxPermits))
+	var fresh []netip.Addr
+	c.mu.Lock()
+	for _, p := range peers {
+		p = p.Unmap()
+		if _, dup := want[p]; dup || len(want) == MaxPermits {
+			continue
+		}
+		if !p.Is4() {
+			c.mu.Unlock()
+			return fmt.Errorf("relay: TURN permit %v: IPv4 only", p)
+		}
+		want[p] = struct{}{}
+		if _, ok := c.permits[p]; !ok {
+			fresh = append(fresh, p)
+		}
+	}
+	c.mu.Unlock()
+	if err := c.createPermissions(fresh); err != nil {
+		return fmt.Errorf("relay: TURN server %v refused a permission for %v: %w", c.server, fresh, err)
+	}
+	c.mu.Lock()
+	c.permits = want
+	c.mu.Unlock()
+	return nil
+}
+
+// Permits is the number of IPs the client keeps permitted.
+func (c *TURNClient) Permits() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.permits)
+}
+
+// Permitted reports whether the client keeps ip permitted.
+func (c *TURNClient) Permitted(ip netip.Addr) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.permits[ip.Unmap()]
+	return ok
+}
+
+// MaxPermits bounds the IPs a client keeps permitted (SetPermits), and
+// permitBatch the addresses in one CreatePermission (12 bytes each: 64
+// keep a request near 900 bytes, inside any path's MTU).
+const (
+	MaxPermits  = 1024
+	permitBatch = 64
+)
+
+// createPermissions grants peers in requests of at most permitBatch.
+func (c *TURNClient) createPermissions(peers []netip.Addr) error {
+	for b := range slices.Chunk(peers, permitBatch) {
+		addrs := make([]net.Addr, len(b))
+		for i, p := range b {
+			addrs[i] = &net.UDPAddr{IP: p.AsSlice()}
+		}
+		if err := c.createPermission(addrs); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -340,16 +411,10 @@ func (c *TURNClient) refreshLoop() {
 		case <-t.C:
 		}
 		c.mu.Lock()
-		addrs := make([]net.Addr, 0, len(c.permits))
-		for p := range c.permits {
-			addrs = append(addrs, &net.UDPAddr{IP: p.AsSlice()})
-		}
+		peers := slices.Collect(maps.Keys(c.permits))
 		c.mu.Unlock()
-		if len(addrs) == 0 {
-			continue
-		}
-		if err := c.createPermission(addrs); err != nil && !errors.Is(err, net.ErrClosed) {
-			c.cfg.Logf("relay: TURN server %v: renewing %d permissions: %v", c.server, len(addrs), err)
+		if err := c.createPermissions(peers); err != nil && !errors.Is(err, net.ErrClosed) {
+			c.cfg.Logf("relay: TURN server %v: renewing %d permissions: %v", c.server, len(peers), err)
 		}
 	}
 }

@@ -463,3 +463,49 @@ func TestTURNErrorCode(t *testing.T) {
 		t.Error("wrapped code not found")
 	}
 }
+
+// TestTURNSetPermits: SetPermits replaces the set the client keeps (and
+// renews), so addresses a caller no longer names are not kept for good;
+// the set is bounded at MaxPermits, and a large one is granted in batches.
+func TestTURNSetPermits(t *testing.T) {
+	leaktest.Check(t)
+	s := startTURNServer(t, nil)
+	c := mustDialTURN(t, s, listenUDP(t, "127.0.0.1"))
+	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{127, 1, byte(i >> 8), byte(i)}) }
+	if err := c.SetPermits([]netip.Addr{addr(1), addr(2), addr(1)}); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.Permits(); n != 2 {
+		t.Fatalf("%d permits after setting 2, want 2", n)
+	}
+	if err := c.Permit(addr(3)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetPermits([]netip.Addr{addr(3)}); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.Permits(); n != 1 {
+		t.Fatalf("%d permits after setting 1, want 1: the others are kept", n)
+	}
+	var many []netip.Addr
+	for i := range MaxPermits + 200 {
+		many = append(many, addr(10+i))
+	}
+	if err := c.SetPermits(many); err != nil {
+		t.Fatalf("setting %d permits: %v", len(many), err)
+	}
+	if n := c.Permits(); n != MaxPermits {
+		t.Fatalf("%d permits after setting %d, want the bound %d", n, len(many), MaxPermits)
+	}
+	// The last one within the bound was granted: a peer there reaches us.
+	peer := listenUDP(t, addr(10+MaxPermits-1).String())
+	if _, err := peer.WriteTo([]byte("granted"), net.UDPAddrFromAddrPort(c.RelayedAddr())); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := readTURN(t, c); string(got) != "granted" {
+		t.Fatalf("got %q", got)
+	}
+	if err := c.SetPermits([]netip.Addr{netip.MustParseAddr("2001:db8::1")}); err == nil {
+		t.Fatal("an IPv6 permit was taken")
+	}
+}
