@@ -28,16 +28,7 @@ import (
 // WireGuard peer for desk's key takes evil's endpoint and addresses, and
 // desk's control messages are taken as evil's. nas must keep reaching desk.
 func TestAttackFriendTwinKeys(t *testing.T) {
-	nas := testNode(t, "nas", func(c *Config) { c.UserName = "alice" })
-	code, _ := nas.Invite(time.Minute, 1)
-	desk := testNode(t, "desk", func(c *Config) { c.JoinCode = code })
-	laptop := testNode(t, "laptop", func(c *Config) { c.UserName = "bob" })
-	waitFor(t, 20*time.Second, "desk and nas direct", func() bool { return directPeers(desk) == 1 })
-	serveEcho(t, desk, 8080)
-	fcode, _ := nas.FriendInvite(time.Minute)
-	if _, err := laptop.FriendAdd(context.Background(), fcode); err != nil {
-		t.Fatal(err)
-	}
+	nas, desk, laptop := aliceAndFriendBob(t)
 	waitFor(t, 20*time.Second, "nas to know laptop", func() bool { _, ok := peerStatus(nas, "laptop"); return ok })
 	if got := dialCount(nas, desk.Cert().IPv4, 8080, 3); got != 3 {
 		t.Fatalf("before the attack, nas -> desk:8080: %d/3", got)

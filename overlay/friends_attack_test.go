@@ -171,17 +171,8 @@ func wgOwner(n *Node, prefix string) string {
 // for the filter, must show the collision in status, and must still reach
 // evil over IPv6.
 func TestAttackFriendAddressShadow(t *testing.T) {
-	nas := testNode(t, "nas", func(c *Config) { c.UserName = "alice" })
-	code, _ := nas.Invite(time.Minute, 1)
-	desk := testNode(t, "desk", func(c *Config) { c.JoinCode = code })
-	laptop := testNode(t, "laptop", func(c *Config) { c.UserName = "bob" })
-	waitFor(t, 20*time.Second, "desk and nas direct", func() bool { return directPeers(desk) == 1 })
-	serveEcho(t, desk, 8080)
+	nas, desk, laptop := aliceAndFriendBob(t)
 	serveEcho(t, nas, 9999) // shared with nobody
-	fcode, _ := nas.FriendInvite(time.Minute)
-	if _, err := laptop.FriendAdd(context.Background(), fcode); err != nil {
-		t.Fatal(err)
-	}
 	deskV4 := desk.Cert().IPv4
 
 	// Bob's evil node: a certificate his user key signs, with desk's IPv4.
@@ -317,4 +308,22 @@ func TestAttackShareOtherAddressOverlay(t *testing.T) {
 			t.Errorf("bob -> %v:8080 (shared): %d/1", ip, got)
 		}
 	}
+}
+
+// aliceAndFriendBob starts alice's nas and desk (joined with nas's code,
+// direct to it, serving an echo on 8080) and bob's laptop, a friend of
+// alice's (laptop took nas's friend code).
+func aliceAndFriendBob(t *testing.T) (nas, desk, laptop *Node) {
+	t.Helper()
+	nas = testNode(t, "nas", func(c *Config) { c.UserName = "alice" })
+	code, _ := nas.Invite(time.Minute, 1)
+	desk = testNode(t, "desk", func(c *Config) { c.JoinCode = code })
+	laptop = testNode(t, "laptop", func(c *Config) { c.UserName = "bob" })
+	waitFor(t, 20*time.Second, "desk and nas direct", func() bool { return directPeers(desk) == 1 })
+	serveEcho(t, desk, 8080)
+	fcode, _ := nas.FriendInvite(time.Minute)
+	if _, err := laptop.FriendAdd(context.Background(), fcode); err != nil {
+		t.Fatal(err)
+	}
+	return nas, desk, laptop
 }

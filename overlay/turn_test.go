@@ -15,16 +15,7 @@ import (
 // reaches b directly through it (path direct to the relayed address), not
 // through c.
 func TestTURN(t *testing.T) {
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := relay.ListenTURN(relay.TURNServerConfig{PacketConn: pc, PublicIP: netip.MustParseAddr("127.0.0.1"),
-		Users: map[string]string{"glow": "secret"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	srv := testTURNServer(t)
 
 	lk := &links{allowed: map[[2]netip.Addr]bool{}}
 	ips := []netip.Addr{netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.3"), netip.MustParseAddr("127.0.0.4")}
@@ -76,4 +67,21 @@ func TestTURN(t *testing.T) {
 	if srv.AllocationCount() != 1 {
 		t.Fatalf("server holds %d allocations", srv.AllocationCount())
 	}
+}
+
+// testTURNServer is a TURN server on loopback for user glow, password
+// secret, closed when the test ends.
+func testTURNServer(t *testing.T) *relay.TURNServer {
+	t.Helper()
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := relay.ListenTURN(relay.TURNServerConfig{PacketConn: pc, PublicIP: netip.MustParseAddr("127.0.0.1"),
+		Users: map[string]string{"glow": "secret"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv
 }

@@ -2,7 +2,6 @@ package overlay
 
 import (
 	"context"
-	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -18,16 +17,7 @@ import (
 // renewed every 2 minutes in one request, without bound, for good. Now
 // the client keeps the addresses of the peers' current endpoints only.
 func TestAttackFriendTURNPermits(t *testing.T) {
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := relay.ListenTURN(relay.TURNServerConfig{PacketConn: pc, PublicIP: netip.MustParseAddr("127.0.0.1"),
-		Users: map[string]string{"glow": "secret"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	srv := testTURNServer(t)
 	r := newFroutesRig(t)
 	d := r.desk
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
