@@ -25,6 +25,9 @@ type config struct {
 	// daemon says whether the configuration has daemon processes whose
 	// CPU and memory are measured (raw veth has none).
 	daemon bool
+	// noIdle leaves the configuration out of the idle phase (the reference
+	// relay's columns: their idle figures would say nothing).
+	noIdle bool
 	setup  func(l *lab, bins binaries) (*instance, error)
 	// run, when set, replaces setup and the throughput sequence: the
 	// configuration measures its own figures (the NAT rows) and is not a
@@ -43,6 +46,7 @@ type instance struct {
 
 type binaries struct {
 	glow, wireguard string
+	udpfwd          string // the reference relay (bench/udpfwd)
 }
 
 func configs() []config {
@@ -53,6 +57,10 @@ func configs() []config {
 		{key: "glowm", title: "glow + metrics", daemon: true, setup: setupGlowMetrics},
 		{key: "relay1", title: "glow 1 relay", daemon: true, setup: setupGlowRelay1},
 		{key: "relay2", title: "glow 2 relays", daemon: true, setup: setupGlowRelay2},
+		{key: "fwd1", title: "wg-go 1 fwd", daemon: true, noIdle: true, setup: setupWireguardFwd1},
+		{key: "fwd2", title: "wg-go 2 fwd", daemon: true, noIdle: true, setup: setupWireguardFwd2},
+		{key: "wgr", title: "wg-go routed", daemon: true, noIdle: true, setup: setupWireguardRouted},
+		{key: "glowr", title: "glow routed", daemon: true, noIdle: true, setup: setupGlowRouted},
 		{key: "subnet", title: "glow subnet router", daemon: true, setup: setupGlowSubnet},
 		{key: "exit", title: "glow exit node", daemon: true, setup: setupGlowExit},
 		{key: "nat", title: "glow easy NATs", run: runNAT},
@@ -75,15 +83,25 @@ func setupWireguard(l *lab, bins binaries) (*instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	type end struct {
-		ns, ifname, addr, underlay string
-		key, pub                   string
-		pid                        int
-	}
-	ends := []*end{
-		{ns: a, addr: "10.79.0.1", underlay: "10.78.0.1"},
-		{ns: b, addr: "10.79.0.2", underlay: "10.78.0.2"},
-	}
+	return startWireguard(l, bins, &wgEnd{ns: a, reachedAt: "10.78.0.1:51820"}, &wgEnd{ns: b, reachedAt: "10.78.0.2:51820"})
+}
+
+// wgEnd is one wireguard-go end of a configuration: its namespace, and the
+// address the other end sends to in order to reach it (its own underlay
+// address, or a forwarder's port).
+type wgEnd struct {
+	ns, reachedAt string
+	ifname, key   string
+	pub           string
+	pid           int
+}
+
+// startWireguard starts and configures wireguard-go at both ends: tunnel
+// 10.79.0.1 (a) <-> 10.79.0.2 (b), MTU 1420, UDP port 51820; iperf3 runs
+// from a to b.
+func startWireguard(l *lab, bins binaries, a, b *wgEnd) (*instance, error) {
+	ends := []*wgEnd{a, b}
+	addrs := []string{"10.79.0.1", "10.79.0.2"}
 	for i, e := range ends {
 		// /var/run/wireguard is shared by all namespaces: unique names.
 		e.ifname = fmt.Sprintf("gw%dr%d%c", os.Getpid(), l.round, 'a'+i)
@@ -125,17 +143,163 @@ func setupWireguard(l *lab, bins binaries) (*instance, error) {
 	for i, e := range ends {
 		peer := ends[1-i]
 		if _, err := l.exec(e.ns, "wg", "set", e.ifname, "private-key", e.key, "listen-port", "51820",
-			"peer", peer.pub, "allowed-ips", peer.addr+"/32", "endpoint", peer.underlay+":51820"); err != nil {
+			"peer", peer.pub, "allowed-ips", addrs[1-i]+"/32", "endpoint", peer.reachedAt); err != nil {
 			return nil, err
 		}
-		if _, err := l.exec(e.ns, "ip", "addr", "add", e.addr+"/24", "dev", e.ifname); err != nil {
+		if _, err := l.exec(e.ns, "ip", "addr", "add", addrs[i]+"/24", "dev", e.ifname); err != nil {
 			return nil, err
 		}
 		if _, err := l.exec(e.ns, "ip", "link", "set", e.ifname, "mtu", "1420", "up"); err != nil {
 			return nil, err
 		}
 	}
-	return &instance{client: a, server: b, target: "10.79.0.2", daemons: []int{ends[0].pid, ends[1].pid}}, nil
+	return &instance{client: a.ns, server: b.ns, target: addrs[1], daemons: []int{a.pid, b.pid}}, nil
+}
+
+// setupWireguardFwd1 is wireguard-go through the reference relay: a - r - b
+// as glow 1 relay builds it (no forwarding in r), with udpfwd in r passing
+// datagrams between its port 5000 on a's side and 5001 on b's. a sends to
+// 10.78.1.1:5000 to reach b; b to 10.78.2.1:5001 to reach a.
+func setupWireguardFwd1(l *lab, bins binaries) (*instance, error) {
+	ns, err := l.chain("a", "r", "b")
+	if err != nil {
+		return nil, err
+	}
+	a, r, b := ns[0], ns[1], ns[2]
+	fwd, err := l.forwarder(bins, r, "5000", "10.78.1.2:51820", "5001", "10.78.2.2:51820")
+	if err != nil {
+		return nil, err
+	}
+	inst, err := startWireguard(l, bins, &wgEnd{ns: a, reachedAt: "10.78.2.1:5001"}, &wgEnd{ns: b, reachedAt: "10.78.1.1:5000"})
+	if err != nil {
+		return nil, err
+	}
+	inst.daemons = append(inst.daemons, fwd)
+	inst.relays = []int{fwd}
+	return inst, nil
+}
+
+// setupWireguardFwd2 is wireguard-go through two reference relays:
+// a - r1 - r2 - b as glow 2 relays builds it, udpfwd in r1 and r2.
+func setupWireguardFwd2(l *lab, bins binaries) (*instance, error) {
+	ns, err := l.chain("a", "r1", "r2", "b")
+	if err != nil {
+		return nil, err
+	}
+	a, r1, r2, b := ns[0], ns[1], ns[2], ns[3]
+	fwd1, err := l.forwarder(bins, r1, "5000", "10.78.1.2:51820", "5001", "10.78.2.2:5000")
+	if err != nil {
+		return nil, err
+	}
+	fwd2, err := l.forwarder(bins, r2, "5000", "10.78.2.1:5001", "5001", "10.78.3.2:51820")
+	if err != nil {
+		return nil, err
+	}
+	inst, err := startWireguard(l, bins, &wgEnd{ns: a, reachedAt: "10.78.3.1:5001"}, &wgEnd{ns: b, reachedAt: "10.78.1.1:5000"})
+	if err != nil {
+		return nil, err
+	}
+	inst.daemons = append(inst.daemons, fwd1, fwd2)
+	inst.relays = []int{fwd1, fwd2}
+	return inst, nil
+}
+
+// routed is a - r - b with r a kernel router (forwarding on, a's and b's
+// default routes through it): two machines on different subnets, the
+// commonest direct path, where the single veth of wg and glow has none.
+func (l *lab) routed() (a, r, b string, err error) {
+	ns, err := l.chain("a", "r", "b")
+	if err != nil {
+		return "", "", "", err
+	}
+	a, r, b = ns[0], ns[1], ns[2]
+	if err := l.sysctl(r, "net.ipv4.ip_forward", "1"); err != nil {
+		return "", "", "", err
+	}
+	for _, x := range [][2]string{{a, "10.78.1.1"}, {b, "10.78.2.1"}} {
+		if _, err := l.exec(x[0], "ip", "route", "add", "default", "via", x[1]); err != nil {
+			return "", "", "", err
+		}
+	}
+	return a, r, b, nil
+}
+
+// setupWireguardRouted is wireguard-go between a and b through the kernel
+// router r.
+func setupWireguardRouted(l *lab, bins binaries) (*instance, error) {
+	a, _, b, err := l.routed()
+	if err != nil {
+		return nil, err
+	}
+	return startWireguard(l, bins, &wgEnd{ns: a, reachedAt: "10.78.1.2:51820"}, &wgEnd{ns: b, reachedAt: "10.78.2.2:51820"})
+}
+
+// setupGlowRouted is glow between a and b through the kernel router r,
+// which runs no glow: b joins with a's invite code, which carries a's
+// addresses (no LAN beacon crosses r); up once a sees b direct at b's
+// address.
+func setupGlowRouted(l *lab, bins binaries) (*instance, error) {
+	a, _, b, err := l.routed()
+	if err != nil {
+		return nil, err
+	}
+	ga, err := newGlowNode(l, bins, a, "a")
+	if err != nil {
+		return nil, err
+	}
+	gb, err := newGlowNode(l, bins, b, "b")
+	if err != nil {
+		return nil, err
+	}
+	if err := ga.up("--user", "bench"); err != nil {
+		return nil, err
+	}
+	if err := gb.join(ga); err != nil {
+		return nil, err
+	}
+	if _, err := ga.waitPeer("b", 30*time.Second, "direct", func(p *peerStatus) bool { return p.is("direct", "10.78.2.2") }); err != nil {
+		return nil, err
+	}
+	return glowInstance(ga, gb, ga, gb)
+}
+
+// chain builds namespaces names[0] - names[1] - ... one veth per hop,
+// hop i on 10.78.(i+1).0/24 (.2 on the left end of the first hop, .1 on
+// the left of every other; the right end the other), with forwarding off
+// in the middle ones: the ends reach each other only through a process
+// in the middle.
+func (l *lab) chain(names ...string) ([]string, error) {
+	ns := make([]string, len(names))
+	for i, name := range names {
+		var err error
+		if ns[i], err = l.ns(name); err != nil {
+			return nil, err
+		}
+	}
+	for i := 0; i+1 < len(ns); i++ {
+		left, right := fmt.Sprintf("10.78.%d.1/24", i+1), fmt.Sprintf("10.78.%d.2/24", i+1)
+		if i == 0 {
+			left, right = right, left
+		}
+		if err := l.veth(ns[i], fmt.Sprintf("eth%d", min(i, 1)), left, ns[i+1], "eth0", right); err != nil {
+			return nil, err
+		}
+	}
+	for _, r := range ns[1 : len(ns)-1] {
+		if err := l.sysctl(r, "net.ipv4.ip_forward", "0"); err != nil {
+			return nil, err
+		}
+	}
+	return ns, nil
+}
+
+// forwarder starts udpfwd (the reference relay) in ns and returns its pid.
+func (l *lab) forwarder(bins binaries, ns string, args ...string) (int, error) {
+	cmd, err := l.start(ns, "udpfwd-"+ns+".log", nil, append([]string{bins.udpfwd}, args...)...)
+	if err != nil {
+		return 0, err
+	}
+	return cmd.Process.Pid, nil
 }
 
 // glowNode is one glow daemon of a lab, driven through the CLI.
@@ -407,23 +571,11 @@ func setupGlowPair(l *lab, bins binaries, extra ...string) (*instance, error) {
 // path to each other but through r's glow. r creates user bench and
 // invites both; it is up when a's status shows b on path relay via [r].
 func setupGlowRelay1(l *lab, bins binaries) (*instance, error) {
-	var ns [3]string
-	for i, name := range []string{"a", "r", "b"} {
-		var err error
-		if ns[i], err = l.ns(name); err != nil {
-			return nil, err
-		}
+	ns, err := l.chain("a", "r", "b")
+	if err != nil {
+		return nil, err
 	}
 	a, r, b := ns[0], ns[1], ns[2]
-	if err := l.veth(a, "eth0", "10.78.1.2/24", r, "eth0", "10.78.1.1/24"); err != nil {
-		return nil, err
-	}
-	if err := l.veth(r, "eth1", "10.78.2.1/24", b, "eth0", "10.78.2.2/24"); err != nil {
-		return nil, err
-	}
-	if err := l.sysctl(r, "net.ipv4.ip_forward", "0"); err != nil {
-		return nil, err
-	}
 	nodes := map[string]*glowNode{}
 	for _, x := range [][2]string{{a, "a"}, {r, "r"}, {b, "b"}} {
 		g, err := newGlowNode(l, bins, x[0], x[1])
@@ -455,29 +607,13 @@ func setupGlowRelay1(l *lab, bins binaries) (*instance, error) {
 // deleted right after; b then restarts (glow down, glow up) with r2 as its
 // only neighbour. Up when a's status shows b on path relay via [r1 r2].
 func setupGlowRelay2(l *lab, bins binaries) (*instance, error) {
-	var ns [4]string
-	for i, name := range []string{"a", "r1", "r2", "b"} {
-		var err error
-		if ns[i], err = l.ns(name); err != nil {
-			return nil, err
-		}
+	ns, err := l.chain("a", "r1", "r2", "b")
+	if err != nil {
+		return nil, err
 	}
 	a, r1, r2, b := ns[0], ns[1], ns[2], ns[3]
-	links := [][6]string{
-		{a, "eth0", "10.78.1.2/24", r1, "eth0", "10.78.1.1/24"},
-		{r1, "eth1", "10.78.2.1/24", r2, "eth0", "10.78.2.2/24"},
-		{r2, "eth1", "10.78.3.1/24", b, "eth0", "10.78.3.2/24"},
-		{r1, "tmp0", "10.78.9.1/24", b, "tmp0", "10.78.9.2/24"},
-	}
-	for _, k := range links {
-		if err := l.veth(k[0], k[1], k[2], k[3], k[4], k[5]); err != nil {
-			return nil, err
-		}
-	}
-	for _, r := range []string{r1, r2} {
-		if err := l.sysctl(r, "net.ipv4.ip_forward", "0"); err != nil {
-			return nil, err
-		}
+	if err := l.veth(r1, "tmp0", "10.78.9.1/24", b, "tmp0", "10.78.9.2/24"); err != nil {
+		return nil, err
 	}
 	nodes := map[string]*glowNode{}
 	for _, x := range [][2]string{{a, "a"}, {r1, "r1"}, {r2, "r2"}, {b, "b"}} {

@@ -41,7 +41,7 @@ func measureIdle(ctx context.Context, work string, rounds int, cfgs []config, bi
 	t0 := time.Now()
 	for r := 1; r <= rounds; r++ {
 		for _, c := range cfgs {
-			if !c.daemon || c.setup == nil {
+			if !c.daemon || c.noIdle || c.setup == nil {
 				continue
 			}
 			if ctx.Err() != nil {

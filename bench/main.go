@@ -10,7 +10,8 @@
 //	go run ./bench -idle-only -configs wg,glow   # only the idle phase: idle CPU (steady state) and RSS
 //
 // What it does. Each configuration (a column: raw veth, wireguard-go, glow
-// direct, glow through 1 and 2 relays) is a small struct whose setup builds
+// direct, glow through 1 and 2 relays, wireguard-go through the reference
+// relay bench/udpfwd, both through a kernel router) is a small struct whose setup builds
 // its namespaces (a veth pair, or a chain a - r - b / a - r1 - r2 - b) and
 // brings its tunnel up; the lab it was built in is its teardown. One more
 // configuration, nat, is not a column: it builds two homes behind easy NATs
@@ -73,7 +74,7 @@ func main() {
 		glowBin   = flag.String("glow", "", "prebuilt glow binary (default: build ./cmd/glow)")
 		wgBin     = flag.String("wireguard", "", "prebuilt reference wireguard-go binary (default: build from go.mod's version)")
 		out       = flag.String("out", "BENCHMARKS.md", "write the report here, relative to the module root ('' = do not write)")
-		only      = flag.String("configs", "", "comma-separated configuration keys to run (raw,wg,glow,relay1,relay2,subnet,exit,nat; default all)")
+		only      = flag.String("configs", "", "comma-separated configuration keys to run (raw,wg,glow,glowm,relay1,relay2,fwd1,fwd2,wgr,glowr,subnet,exit,nat; default all)")
 		goBench   = flag.String("gobench", "BenchmarkThroughput|BenchmarkBindSend|BenchmarkBindReceive|BenchmarkRecordVerify|BenchmarkSharedThroughput|BenchmarkLocalName|BenchmarkServeUDP|BenchmarkForwardUDP|BenchmarkLatency|BenchmarkInbound", "also run these in-process Go benchmarks ('' = skip)")
 		perfDir   = flag.String("perf", "", "record a perf profile of each daemon during an extra run in the last round, into this directory")
 		verbose   = flag.Bool("v", false, "log every step")
@@ -309,6 +310,10 @@ func build(ctx context.Context, root, work, glowBin, wgBin string, logf func(str
 		if _, err := run(ctx, 5*time.Minute, "go", "build", "-C", root, "-o", b.wireguard, "golang.zx2c4.com/wireguard"); err != nil {
 			return b, "", err
 		}
+	}
+	b.udpfwd = filepath.Join(work, "udpfwd")
+	if _, err := run(ctx, 5*time.Minute, "go", "build", "-C", root, "-o", b.udpfwd, "./bench/udpfwd"); err != nil {
+		return b, "", err
 	}
 	return b, ver, nil
 }

@@ -198,12 +198,17 @@ func (r *results) mainTable(cols []config) string {
 		header = append(header, "glow / wg-go", "target")
 	}
 	// Glow through relays, a subnet router and an exit node, each divided
-	// by glow direct of the same run (see bench/README.md).
-	relays := []struct{ key, title string }{{"relay1", "1 relay / direct"}, {"relay2", "2 relays / direct"},
-		{"subnet", "subnet / direct"}, {"exit", "exit / direct"}}
+	// by glow direct of the same run; then wireguard-go through the
+	// reference relay (bench/udpfwd) divided by wireguard-go direct: what
+	// any userspace relay costs here; and glow against wireguard-go through
+	// a kernel router (see bench/README.md).
+	relays := []struct{ key, title, base string }{{"relay1", "1 relay / direct", "glow"}, {"relay2", "2 relays / direct", "glow"},
+		{"subnet", "subnet / direct", "glow"}, {"exit", "exit / direct", "glow"},
+		{"fwd1", "wg-go 1 fwd / wg-go", "wg"}, {"fwd2", "wg-go 2 fwd / wg-go", "wg"},
+		{"glowr", "glow routed / wg-go routed", "wgr"}}
 	var relayCols []int // indexes into relays
 	for i, rl := range relays {
-		if r.has(rl.key) && r.has("glow") {
+		if r.has(rl.key) && r.has(rl.base) {
 			relayCols = append(relayCols, i)
 			header = append(header, rl.title)
 		}
@@ -248,7 +253,7 @@ func (r *results) mainTable(cols []config) string {
 			if rw.relayOf != "" {
 				gk = rw.relayOf
 			}
-			g, okG := r.median("glow", gk)
+			g, okG := r.median(relays[i].base, gk)
 			x, okX := r.median(relays[i].key, rw.key)
 			var q float64
 			if rw.ratio && okG && okX && g > 0 {
