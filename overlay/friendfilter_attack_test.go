@@ -17,7 +17,7 @@ import (
 // friend's node a peer with a WireGuard configuration at once, while what
 // follows from the set of certificates (the policy, the filter switch)
 // waits for the control loop's queue to drain (flushCertsLocked, up to a
-// tick or 64 datagrams later). In between the friend's packets would reach
+// tick or max(64, N/4) datagrams later). In between the friend's packets would reach
 // the TUN unfiltered, so the filter is on from the moment a friend's peer
 // can be configured in WireGuard (wgConfigLocked).
 func TestAttackFriendCertFilterOff(t *testing.T) {
