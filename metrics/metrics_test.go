@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -196,18 +197,36 @@ func TestServe(t *testing.T) {
 	}
 }
 
-// countingListener counts the connections accepted.
+// countingListener counts the connections accepted, those open now and
+// the most open at once.
 type countingListener struct {
 	net.Listener
-	n atomic.Int32
+	n, open, maxOpen atomic.Int32
 }
 
 func (l *countingListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
-	if err == nil {
-		l.n.Add(1)
+	if err != nil {
+		return c, err
 	}
-	return c, err
+	l.n.Add(1)
+	open := l.open.Add(1)
+	for m := l.maxOpen.Load(); open > m && !l.maxOpen.CompareAndSwap(m, open); m = l.maxOpen.Load() {
+	}
+	return &countedConn{Conn: c, l: l}, nil
+}
+
+// countedConn takes itself off its listener's open count when closed.
+type countedConn struct {
+	net.Conn
+	l    *countingListener
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.l.open.Add(-1) })
+	return err
 }
 
 // parkedOnLimit reports whether a goroutine is blocked in netutil's
@@ -257,8 +276,11 @@ func TestAttackMetricsConnections(t *testing.T) {
 			t.Fatalf("the server's accept loop is not parked on its connection limit (%d accepted)", ln.n.Load())
 		}
 	}
-	got := ln.n.Load()
-	t.Logf("64 idle connections: %d accepted and held by the server (limit %d)", got, MaxConns)
+	// The most held at once, not all accepted: on a slow machine the header
+	// timeout may end some before the loop above sees the limit, and the
+	// server then rightly accepts more.
+	got := ln.maxOpen.Load()
+	t.Logf("64 idle connections: %d accepted, at most %d held at once by the server (limit %d)", ln.n.Load(), got, MaxConns)
 	if got > MaxConns {
 		t.Errorf("%d connections held at once, want at most %d", got, MaxConns)
 	}
