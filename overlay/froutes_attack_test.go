@@ -1,6 +1,8 @@
 package overlay
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"strings"
@@ -288,4 +290,106 @@ func epName(r *froutesRig, e *Endpoint) string {
 		return "evil"
 	}
 	return e.ID.String()
+}
+
+// TestAttackFriendRoutesOverlapFriend: alice opted in to the routes of two
+// friends, bob and carol. Carol is hostile: her node crook offers bob's
+// LAN and a part of it. By longest match the part would take alice's
+// traffic for that part of bob's LAN to crook, and an equal prefix would
+// go to whichever node id sorts lower. Neither claim proves anything, so a
+// prefix two friends' offers overlap is routed to neither; their other
+// prefixes are taken, and two of one friend's nodes offering the same
+// prefix (two routers for one network) are no conflict.
+func TestAttackFriendRoutesOverlapFriend(t *testing.T) {
+	r := newFroutesRig(t)
+	d := r.desk
+	carol := membertest.NewUser(t, "carol")
+	now := time.Now()
+	var crook, evil2 rigNode
+	crook.keys, crook.cert = membertest.NewCert(t, carol, "crook", now)
+	evil2.keys, evil2.cert = membertest.NewCert(t, r.bob, "evil2", now)
+	d.mu.Lock()
+	friends := membertest.SignedDoc(d.mem.user, member.KindFriends, 2, member.FormatFriends([]member.Friend{
+		{Name: r.bob.Name, Key: [32]byte(r.bob.Public())}, {Name: carol.Name, Key: [32]byte(carol.Public())}}))
+	if _, err := d.mem.store.AddDoc(friends); err != nil {
+		d.mu.Unlock()
+		t.Fatal(err)
+	}
+	d.handleRecordsLocked(&peer{cert: d.mem.cert}, []recordMsg{{member.KindCert, crook.cert.Marshal()}, {member.KindCert, evil2.cert.Marshal()}}, now)
+	d.flushCertsLocked()
+	ok := d.paths.peers[crook.cert.Node] != nil && d.paths.peers[evil2.cert.Node] != nil
+	d.mu.Unlock()
+	if !ok {
+		t.Fatal("crook and evil2 are not desk's peers")
+	}
+	r.set(api.PrefsChange{AcceptRoutesFrom: &[]string{"bob", "carol"}})
+
+	r.offer(&r.evil, "10.50.0.0/16", "10.60.0.0/16", "172.20.0.0/16")
+	r.offer(&evil2, "10.60.0.0/16")
+	r.expect("bob alone", &r.evil, true, "10.50.0.0/16", "172.20.0.0/16")
+	contested := []string{"10.50.0.0/16", "10.50.7.0/24"}
+	r.offer(&crook, append(slices.Clone(contested), "172.31.0.0/16")...)
+	hits := r.expect("carol offers bob's LAN and a part of it", &crook, false, contested...)
+	r.expect("carol offers bob's LAN and a part of it", &r.evil, false, "10.50.0.0/16")
+	r.expect("uncontested", &r.evil, true, "172.20.0.0/16")
+	r.expect("uncontested", &crook, true, "172.31.0.0/16")
+	if e := d.bind.routeFor(netip.MustParseAddr("10.50.7.9")); e != nil {
+		t.Errorf("desk's packet path sends 10.50.7.9 (bob's LAN, claimed by carol too) to %v", e.ID)
+	}
+	// Bob's two routers for one network.
+	ten60 := netip.MustParsePrefix("10.60.0.0/16")
+	if n := len(r.routedTo(&r.evil, ten60)) + len(r.routedTo(&evil2, ten60)); n != 4 {
+		t.Errorf("10.60.0.0/16, offered by two of bob's nodes: routed in %d places, want 4 (to one of them)", n)
+	}
+	// Carol withdraws: bob's LAN is routed to evil again.
+	r.offer(&crook, "172.31.0.0/16")
+	r.expect("carol withdrew", &r.evil, true, "10.50.0.0/16")
+	t.Logf("prefixes overlapping another friend's routed to carol's node: %d of %d", hits, len(contested))
+}
+
+// TestMarkContested checks the sweep against every pair, over random
+// prefixes (nested, equal, disjoint, both families) of three friends and
+// one own node.
+func TestMarkContested(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	users := make([]*peer, 4)
+	for i := range users {
+		users[i] = &peer{cert: &member.Cert{}}
+		users[i].cert.User[0] = byte(i)
+	}
+	for round := range 2000 {
+		var cands []routeOffer
+		for range 1 + rnd.IntN(12) {
+			var p netip.Prefix
+			if rnd.IntN(4) == 0 {
+				a := [16]byte{0xfd, 0, byte(rnd.IntN(2))}
+				a[3] = byte(rnd.IntN(256))
+				p = netip.PrefixFrom(netip.AddrFrom16(a), 16+rnd.IntN(17))
+			} else {
+				a := [4]byte{10, byte(rnd.IntN(2)), byte(rnd.IntN(4)), byte(rnd.IntN(256))}
+				p = netip.PrefixFrom(netip.AddrFrom4(a), 8+rnd.IntN(25))
+			}
+			if rnd.IntN(2) == 0 {
+				p = p.Masked()
+			}
+			u := rnd.IntN(len(users))
+			cands = append(cands, routeOffer{p: users[u], r: p, friend: u > 0})
+		}
+		markContested(cands)
+		for i, c := range cands {
+			want := false
+			for j, o := range cands {
+				if i != j && c.friend && o.friend && c.p.cert.User != o.p.cert.User && c.r.Overlaps(o.r) {
+					want = true
+				}
+			}
+			if c.contested != want {
+				var all []string
+				for _, o := range cands {
+					all = append(all, fmt.Sprintf("%v by %d", o.r, o.p.cert.User[0]))
+				}
+				t.Fatalf("round %d: %v (user %d, friend %v) contested %v, want %v; offers %v", round, c.r, c.p.cert.User[0], c.friend, c.contested, want, all)
+			}
+		}
+	}
 }

@@ -40,8 +40,10 @@ package overlay
 // Tailscale gives a shared machine's routes to no sharee and Linux clients
 // take routes only with --accept-routes; and even then none that overlaps
 // a prefix a node of our own user offers, or a network this node is
-// directly on. A friend's exit node is taken once chosen (--exit-node is
-// the explicit choice). The friend's router still lets our packets through
+// directly on, nor one that overlaps a prefix another friend offers
+// (markContested: by longest match one friend could take the other's
+// traffic, and neither claim is proof). A friend's exit node is taken once
+// chosen (--exit-node is the explicit choice). The friend's router still lets our packets through
 // only where its policy shares the prefix with us (policy
 // "allow bob -> route nas 10.71.1.0/24").
 //
@@ -350,7 +352,7 @@ func (n *Node) subnetChoiceLocked() map[wire.NodeID][]netip.Prefix {
 			}
 		}
 	}
-	best := map[netip.Prefix]offer{}
+	var cands []routeOffer
 	for _, p := range n.paths.peers {
 		info := n.mem.store.Info(p.cert.Node)
 		if info == nil {
@@ -374,12 +376,20 @@ func (n *Node) subnetChoiceLocked() map[wire.NodeID][]netip.Prefix {
 				friend && (slices.ContainsFunc(own, r.Overlaps) || slices.ContainsFunc(n.rt.connected, r.Overlaps)) {
 				continue
 			}
-			o, ok := best[r]
-			if ok && (o.rank < rank || o.rank == rank && bytes.Compare(o.p.cert.Node[:], p.cert.Node[:]) < 0) {
-				continue
-			}
-			best[r] = offer{p, rank}
+			cands = append(cands, routeOffer{p: p, r: r, rank: rank, friend: friend && r.Bits() > 0})
 		}
+	}
+	markContested(cands)
+	best := map[netip.Prefix]offer{}
+	for _, c := range cands {
+		if c.contested {
+			continue
+		}
+		o, ok := best[c.r]
+		if ok && (o.rank < c.rank || o.rank == c.rank && bytes.Compare(o.p.cert.Node[:], c.p.cert.Node[:]) < 0) {
+			continue
+		}
+		best[c.r] = offer{c.p, c.rank}
 	}
 	out := map[wire.NodeID][]netip.Prefix{}
 	for r, o := range best {
@@ -389,6 +399,46 @@ func (n *Node) subnetChoiceLocked() map[wire.NodeID][]netip.Prefix {
 		slices.SortFunc(rs, comparePrefix)
 	}
 	return out
+}
+
+// routeOffer is a prefix a peer offers that passed every check but the
+// comparison between friends.
+type routeOffer struct {
+	p         *peer
+	r         netip.Prefix
+	rank      int
+	friend    bool // a friend's subnet route (not a default route)
+	contested bool // another friend (user) offers an overlapping prefix
+}
+
+// markContested marks the friends' candidates that overlap (equal,
+// contain or lie inside) a prefix another friend offers. Neither friend's
+// claim proves the range is behind its node, and by longest match the
+// narrower would take traffic for the wider's range, so neither is taken.
+// A user's several nodes offering one prefix are not a conflict (they are
+// routers for the same network). Prefixes nest or are disjoint, so one
+// sweep in address order with a stack of the enclosing prefixes finds
+// every overlap: O(n log n + n*depth), depth at most 129.
+func markContested(cands []routeOffer) {
+	var fs []*routeOffer
+	for i := range cands {
+		if cands[i].friend {
+			fs = append(fs, &cands[i])
+		}
+	}
+	slices.SortFunc(fs, func(a, b *routeOffer) int { return comparePrefix(a.r.Masked(), b.r.Masked()) })
+	var stack []*routeOffer
+	for _, c := range fs {
+		for len(stack) > 0 && !stack[len(stack)-1].r.Contains(c.r.Masked().Addr()) {
+			stack = stack[:len(stack)-1]
+		}
+		for _, up := range stack {
+			if up.p.cert.User != c.p.cert.User {
+				up.contested, c.contested = true, true
+			}
+		}
+		stack = append(stack, c)
+	}
 }
 
 func comparePrefix(a, b netip.Prefix) int {
