@@ -242,6 +242,7 @@ type Store struct {
 	infos   map[wire.NodeID]*NodeInfo
 	docs    map[RecordKind]*UserDoc // our user's friend list, policy, revocations
 	revoked map[wire.NodeID]bool    // by our user: no certificate of these ids
+	devKeys map[wire.Key]bool       // our user's devices' WireGuard keys (KindDevices)
 	// Friends' revocation lists, by friend user key. A friend's list
 	// revokes only that friend's certificates (friendRevoked[c.User]).
 	friendDocs    map[[32]byte]*UserDoc
@@ -379,8 +380,19 @@ func (s *Store) AddDoc(d *UserDoc) (bool, error) {
 		}
 	}
 	if d.Kind == KindDevices {
-		if _, err := ParseDevices(d.User, d.Body); err != nil {
+		ds, err := ParseDevices(d.User, d.Body)
+		if err != nil {
 			return false, s.reject(RejectMalformed, err)
+		}
+		s.devKeys = map[wire.Key]bool{}
+		for _, dv := range ds {
+			s.devKeys[dv.WG] = true
+		}
+		for id, c := range s.certs {
+			if !s.Own(c.User) && s.devKeys[c.WG] {
+				delete(s.certs, id) // a friend's node with one of our devices' keys gives way (keysFree)
+				delete(s.infos, id)
+			}
 		}
 	}
 	if d.Kind == KindRevoked {
@@ -550,8 +562,10 @@ func (s *Store) AddCert(c *Cert, now time.Time) (bool, error) {
 // node's WireGuard peer and its control messages. Our certificates (held,
 // or lapsed and renewable) keep their keys: a friend's certificate that
 // names them is refused, and one held already gives way to ours,
-// whichever arrived first. Between two friends the one held first keeps
-// them. Keys shared by two nodes of one user are that user's affair.
+// whichever arrived first. Our devices' WireGuard keys (plain WireGuard
+// peers, found by that key alone) are ours the same way. Between two
+// friends the one held first keeps them. Keys shared by two nodes of one
+// user are that user's affair.
 func (s *Store) keysFree(c *Cert) error {
 	same := func(o *Cert) bool {
 		return o.User != c.User && (o.WG == c.WG || o.Ctl == c.Ctl || o.Node.Short() == c.Node.Short())
@@ -565,6 +579,9 @@ func (s *Store) keysFree(c *Cert) error {
 		}
 	}
 	if !s.Own(c.User) {
+		if s.devKeys[c.WG] {
+			return s.reject(RejectKeyTaken, fmt.Errorf("certificate of %s with the WireGuard key of one of our devices", c.FQDN()))
+		}
 		for _, l := range s.lapsed {
 			if same(l.cert) {
 				return s.reject(RejectKeyTaken, fmt.Errorf("certificate of %s with the keys of %s", c.FQDN(), l.cert.FQDN()))

@@ -1,6 +1,7 @@
 package member_test
 
 import (
+	"net/netip"
 	"testing"
 	"time"
 
@@ -83,4 +84,48 @@ func freshStore(t *testing.T, alice, bob, carol *member.UserKey) *member.Store {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// TestAttackFriendDeviceKey: a friend's certificate with the WireGuard key
+// of one of our devices (a phone that runs only WireGuard, listed in our
+// user's devices document) is refused, and one held already gives way
+// when the document lists the device: wireguard-go finds a peer by its
+// key alone, so the friend's node would take the phone's WireGuard peer
+// (its endpoint, its allowed IPs).
+func TestAttackFriendDeviceKey(t *testing.T) {
+	alice, bob, carol, s := membertest.FriendsStore(t)
+	now := time.Now()
+	_, desk := membertest.NewCert(t, alice, "desk", now)
+	mustAdd(t, s, desk, now)
+	phoneKeys, _ := member.NewNodeKeys()
+	phone := member.Device{Name: "phone", WG: phoneKeys.WGPublic(), IPv4: netip.MustParseAddr("100.64.9.9"), Via: desk.Node}
+	devices := membertest.SignedDoc(alice, member.KindDevices, 1, member.FormatDevices([]member.Device{phone}))
+
+	// The friend's certificate first, then our devices document.
+	s2 := freshStore(t, alice, bob, carol)
+	mustAdd(t, s2, desk, now)
+	_, evil := membertest.NewCert(t, bob, "evil", now)
+	evil.WG, evil.Raw = phone.WG, nil
+	member.SignCert(bob, evil)
+	mustAdd(t, s2, evil, now)
+	if _, err := s2.AddDoc(devices); err != nil {
+		t.Fatal(err)
+	}
+	if s2.Cert(evil.Node) != nil {
+		t.Error("bob's node with the phone's WireGuard key kept after the devices document listed the phone")
+	}
+
+	// Our devices document first, then the friend's certificate.
+	if _, err := s.AddDoc(devices); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.AddCert(evil, now); ok || err == nil {
+		t.Error("bob's node with the phone's WireGuard key taken")
+	}
+	if got := s.Rejected[member.RejectKeyTaken]; got != 1 {
+		t.Errorf("key-taken rejections: %d, want 1", got)
+	}
+	// Bob's other nodes are unaffected.
+	_, laptop := membertest.NewCert(t, bob, "laptop", now)
+	mustAdd(t, s, laptop, now)
 }
