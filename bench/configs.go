@@ -243,24 +243,7 @@ func setupGlowRouted(l *lab, bins binaries) (*instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	ga, err := newGlowNode(l, bins, a, "a")
-	if err != nil {
-		return nil, err
-	}
-	gb, err := newGlowNode(l, bins, b, "b")
-	if err != nil {
-		return nil, err
-	}
-	if err := ga.up("--user", "bench"); err != nil {
-		return nil, err
-	}
-	if err := gb.join(ga); err != nil {
-		return nil, err
-	}
-	if _, err := ga.waitPeer("b", 30*time.Second, "direct", func(p *peerStatus) bool { return p.is("direct", "10.78.2.2") }); err != nil {
-		return nil, err
-	}
-	return glowInstance(ga, gb, ga, gb)
+	return glowPairIn(l, bins, a, b, "10.78.2.2")
 }
 
 // chain builds namespaces names[0] - names[1] - ... one veth per hop,
@@ -542,6 +525,13 @@ func setupGlowPair(l *lab, bins binaries, extra ...string) (*instance, error) {
 	if err != nil {
 		return nil, err
 	}
+	return glowPairIn(l, bins, a, b, "", extra...)
+}
+
+// glowPairIn runs glow in namespaces a and b (extra flags for both): a
+// creates user bench, b joins with a's invite code; up once a sees b
+// direct at address at ("" = any).
+func glowPairIn(l *lab, bins binaries, a, b, at string, extra ...string) (*instance, error) {
 	ga, err := newGlowNode(l, bins, a, "a")
 	if err != nil {
 		return nil, err
@@ -560,7 +550,7 @@ func setupGlowPair(l *lab, bins binaries, extra ...string) (*instance, error) {
 	if err := gb.up(append([]string{"--join", code}, extra...)...); err != nil {
 		return nil, err
 	}
-	if _, err := ga.waitPeer("b", 30*time.Second, "direct", func(p *peerStatus) bool { return p.is("direct", "") }); err != nil {
+	if _, err := ga.waitPeer("b", 30*time.Second, "direct", func(p *peerStatus) bool { return p.is("direct", at) }); err != nil {
 		return nil, err
 	}
 	return glowInstance(ga, gb, ga, gb)
