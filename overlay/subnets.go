@@ -43,9 +43,9 @@ package overlay
 // directly on, nor one that overlaps a prefix another friend offers
 // (markContested: by longest match one friend could take the other's
 // traffic, and neither claim is proof). A friend's exit node is taken once
-// chosen (--exit-node is the explicit choice). The friend's router still lets our packets through
-// only where its policy shares the prefix with us (policy
-// "allow bob -> route nas 10.71.1.0/24").
+// chosen (--exit-node is the explicit choice). The friend's router still
+// lets our packets through only where its policy shares the prefix with us
+// (policy "allow bob -> route nas 10.71.1.0/24").
 //
 // The router's side (tun.Kernel.SetForwarding): while a node offers a
 // prefix its kernel forwards (net.ipv4.ip_forward and
@@ -417,27 +417,47 @@ type routeOffer struct {
 // narrower would take traffic for the wider's range, so neither is taken.
 // A user's several nodes offering one prefix are not a conflict (they are
 // routers for the same network). Prefixes nest or are disjoint, so one
-// sweep in address order with a stack of the enclosing prefixes finds
-// every overlap: O(n log n + n*depth), depth at most 129.
+// sweep in address order over the distinct (prefix, user) pairs, with a
+// stack of the enclosing ones, finds every overlap; the stack holds at most
+// 129 prefix lengths times the friends that offer the same prefix.
 func markContested(cands []routeOffer) {
-	var fs []*routeOffer
-	for i := range cands {
-		if cands[i].friend {
-			fs = append(fs, &cands[i])
+	type key struct {
+		r    netip.Prefix
+		user [32]byte
+	}
+	type group struct {
+		key
+		contested bool
+	}
+	idx := map[key]*group{}
+	var gs []*group
+	for _, c := range cands {
+		if !c.friend {
+			continue
+		}
+		k := key{c.r.Masked(), c.p.cert.User}
+		if idx[k] == nil {
+			idx[k] = &group{key: k}
+			gs = append(gs, idx[k])
 		}
 	}
-	slices.SortFunc(fs, func(a, b *routeOffer) int { return comparePrefix(a.r.Masked(), b.r.Masked()) })
-	var stack []*routeOffer
-	for _, c := range fs {
-		for len(stack) > 0 && !stack[len(stack)-1].r.Contains(c.r.Masked().Addr()) {
+	slices.SortFunc(gs, func(a, b *group) int { return comparePrefix(a.r, b.r) })
+	var stack []*group
+	for _, g := range gs {
+		for len(stack) > 0 && !stack[len(stack)-1].r.Contains(g.r.Addr()) {
 			stack = stack[:len(stack)-1]
 		}
 		for _, up := range stack {
-			if up.p.cert.User != c.p.cert.User {
-				up.contested, c.contested = true, true
+			if up.user != g.user {
+				up.contested, g.contested = true, true
 			}
 		}
-		stack = append(stack, c)
+		stack = append(stack, g)
+	}
+	for i := range cands {
+		if c := &cands[i]; c.friend {
+			c.contested = idx[key{c.r.Masked(), c.p.cert.User}].contested
+		}
 	}
 }
 
