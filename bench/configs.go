@@ -157,50 +157,52 @@ func startWireguard(l *lab, bins binaries, a, b *wgEnd) (*instance, error) {
 }
 
 // setupWireguardFwd1 is wireguard-go through the reference relay: a - r - b
-// as glow 1 relay builds it (no forwarding in r), with udpfwd in r passing
-// datagrams between its port 5000 on a's side and 5001 on b's. a sends to
-// 10.78.1.1:5000 to reach b; b to 10.78.2.1:5001 to reach a.
+// as glow 1 relay builds it (no forwarding in r), with udpfwd in r.
 func setupWireguardFwd1(l *lab, bins binaries) (*instance, error) {
-	ns, err := l.chain("a", "r", "b")
-	if err != nil {
-		return nil, err
-	}
-	a, r, b := ns[0], ns[1], ns[2]
-	fwd, err := l.forwarder(bins, r, "5000", "10.78.1.2:51820", "5001", "10.78.2.2:51820")
-	if err != nil {
-		return nil, err
-	}
-	inst, err := startWireguard(l, bins, &wgEnd{ns: a, reachedAt: "10.78.2.1:5001"}, &wgEnd{ns: b, reachedAt: "10.78.1.1:5000"})
-	if err != nil {
-		return nil, err
-	}
-	inst.daemons = append(inst.daemons, fwd)
-	inst.relays = []int{fwd}
-	return inst, nil
+	return setupWireguardFwd(l, bins, "a", "r", "b")
 }
 
 // setupWireguardFwd2 is wireguard-go through two reference relays:
 // a - r1 - r2 - b as glow 2 relays builds it, udpfwd in r1 and r2.
 func setupWireguardFwd2(l *lab, bins binaries) (*instance, error) {
-	ns, err := l.chain("a", "r1", "r2", "b")
+	return setupWireguardFwd(l, bins, "a", "r1", "r2", "b")
+}
+
+// setupWireguardFwd builds the chain names (l.chain) with udpfwd in each
+// middle namespace k (1-based): its port 5000 faces the left hop
+// 10.78.k.0/24, its port 5001 the right one 10.78.(k+1).0/24, and each
+// side sends on to the next forwarder's facing port or to the end's
+// wireguard-go (port 51820). a sends to 10.78.1.1:5000 to reach b; b to
+// 10.78.(n+1).1:5001 to reach a.
+func setupWireguardFwd(l *lab, bins binaries, names ...string) (*instance, error) {
+	ns, err := l.chain(names...)
 	if err != nil {
 		return nil, err
 	}
-	a, r1, r2, b := ns[0], ns[1], ns[2], ns[3]
-	fwd1, err := l.forwarder(bins, r1, "5000", "10.78.1.2:51820", "5001", "10.78.2.2:5000")
+	n := len(ns) - 2 // forwarders
+	var fwds []int
+	for k := 1; k <= n; k++ {
+		left := fmt.Sprintf("10.78.%d.1:5001", k) // the previous forwarder's port 5001
+		if k == 1 {
+			left = "10.78.1.2:51820"
+		}
+		right := fmt.Sprintf("10.78.%d.2:5000", k+1) // the next forwarder's port 5000
+		if k == n {
+			right = fmt.Sprintf("10.78.%d.2:51820", k+1)
+		}
+		pid, err := l.forwarder(bins, ns[k], "5000", left, "5001", right)
+		if err != nil {
+			return nil, err
+		}
+		fwds = append(fwds, pid)
+	}
+	inst, err := startWireguard(l, bins, &wgEnd{ns: ns[0], reachedAt: fmt.Sprintf("10.78.%d.1:5001", n+1)},
+		&wgEnd{ns: ns[n+1], reachedAt: "10.78.1.1:5000"})
 	if err != nil {
 		return nil, err
 	}
-	fwd2, err := l.forwarder(bins, r2, "5000", "10.78.2.1:5001", "5001", "10.78.3.2:51820")
-	if err != nil {
-		return nil, err
-	}
-	inst, err := startWireguard(l, bins, &wgEnd{ns: a, reachedAt: "10.78.3.1:5001"}, &wgEnd{ns: b, reachedAt: "10.78.1.1:5000"})
-	if err != nil {
-		return nil, err
-	}
-	inst.daemons = append(inst.daemons, fwd1, fwd2)
-	inst.relays = []int{fwd1, fwd2}
+	inst.daemons = append(inst.daemons, fwds...)
+	inst.relays = fwds
 	return inst, nil
 }
 

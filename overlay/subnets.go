@@ -330,10 +330,6 @@ func (n *Node) exitPeerLocked() *peer {
 func (n *Node) subnetChoiceLocked() map[wire.NodeID][]netip.Prefix {
 	mine := n.rt.prefs.AdvertiseRoutes // not the default routes of an exit node: they overlap everything
 	exit := n.exitPeerLocked()
-	type offer struct {
-		p    *peer
-		rank int
-	}
 	// No prefix that overlaps a user's /48 (ours, a friend's) is taken:
 	// the overlay's own addresses are routed by certificate only. No
 	// friend's prefix that overlaps one our own user's nodes offer (ours
@@ -380,7 +376,7 @@ func (n *Node) subnetChoiceLocked() map[wire.NodeID][]netip.Prefix {
 		}
 	}
 	markContested(cands)
-	best := map[netip.Prefix]offer{}
+	best := map[netip.Prefix]routeOffer{}
 	for _, c := range cands {
 		if c.contested {
 			continue
@@ -389,7 +385,7 @@ func (n *Node) subnetChoiceLocked() map[wire.NodeID][]netip.Prefix {
 		if ok && (o.rank < c.rank || o.rank == c.rank && bytes.Compare(o.p.cert.Node[:], c.p.cert.Node[:]) < 0) {
 			continue
 		}
-		best[c.r] = offer{c.p, c.rank}
+		best[c.r] = c
 	}
 	out := map[wire.NodeID][]netip.Prefix{}
 	for r, o := range best {
