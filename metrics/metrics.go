@@ -2,14 +2,30 @@
 // --metrics ADDR` serves them at http://ADDR/metrics and `glow metrics`
 // prints them through the local API.
 //
-// The collector reads a snapshot (api.Metrics, taken from the counters the
-// node keeps anyway) once per scrape; nothing is counted for Prometheus on
-// the packet path. The registry is its own (not the global one), with the
-// Go runtime's and the process's collectors beside glow's, so a scrape
-// also shows the daemon's memory and CPU.
+// Each scrape reads one snapshot (api.Metrics, taken from the counters the
+// node keeps anyway); nothing is counted for Prometheus on the packet
+// path. The exposition is written here, in the Prometheus text format
+// 0.0.4 (Content-Type: text/plain; version=0.0.4; charset=utf-8), and only
+// that format is served: there is no negotiation of the protobuf or
+// OpenMetrics formats, and Prometheus, asking for those first, falls back
+// to the text one. Label values are escaped (\\, \", \n) and made valid
+// UTF-8, so a node name or a drop reason cannot break the exposition.
 //
-// Names have the glow_ prefix, counters end in _total, and every label has
-// a small fixed set of values:
+// A scrape shows glow's families first, each with HELP and TYPE, in name
+// order and with its series in label order, then the Go runtime's and the
+// process's, written by github.com/VictoriaMetrics/metrics
+// (WriteProcessMetrics and WriteFDMetrics, with TYPE lines and empty HELP
+// ones): go_goroutines, go_threads, go_gomaxprocs, go_memstats_* (from
+// runtime.ReadMemStats), go_gc_duration_seconds, go_gc_cpu_seconds_total,
+// the histograms go_gc_pauses_seconds and go_sched_latencies_seconds, and
+// go_info; process_cpu_seconds_total, process_resident_memory_bytes
+// (and _peak, _anon, _file, _shared), process_virtual_memory_bytes,
+// process_num_threads, process_open_fds, process_max_fds,
+// process_start_time_seconds, process_io_* and, under cgroup v2,
+// process_pressure_*: so a scrape also shows the daemon's memory and CPU.
+//
+// glow's names have the glow_ prefix, counters end in _total, and every
+// label has a small fixed set of values:
 //
 //	glow_receive_bytes_total{path}       WireGuard bytes in, path: direct, relay, stream, turn
 //	glow_transmit_bytes_total{path}      WireGuard bytes out
@@ -25,18 +41,21 @@
 package metrics
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	vm "github.com/VictoriaMetrics/metrics"
 	"golang.org/x/net/netutil"
 
 	"glow/overlay/api"
@@ -52,76 +71,132 @@ var PeerStates = []string{"direct", "stream", "relay", "offline"}
 // DNSResults are the values of glow_dns_queries_total's result label.
 var DNSResults = []string{"local", "forwarded", "servfail", "refused", "formerr", "notimp"}
 
-var (
-	descRxBytes   = prometheus.NewDesc("glow_receive_bytes_total", "WireGuard bytes received, by the path they came.", []string{"path"}, nil)
-	descTxBytes   = prometheus.NewDesc("glow_transmit_bytes_total", "WireGuard bytes sent, by the path they took.", []string{"path"}, nil)
-	descRxPackets = prometheus.NewDesc("glow_receive_packets_total", "WireGuard datagrams received, by the path they came.", []string{"path"}, nil)
-	descTxPackets = prometheus.NewDesc("glow_transmit_packets_total", "WireGuard datagrams sent, by the path they took.", []string{"path"}, nil)
-	descDrops     = prometheus.NewDesc("glow_drops_total", "Datagrams, records and queries dropped, by reason.", []string{"reason"}, nil)
-	descPeers     = prometheus.NewDesc("glow_peers", "Known peers by their path now.", []string{"state"}, nil)
-	descHS        = prometheus.NewDesc("glow_handshakes_total", "WireGuard handshake messages (initiations and responses).", []string{"direction"}, nil)
-	descRelayed   = prometheus.NewDesc("glow_relay_forwarded_bytes_total", "Bytes of relay frames passed on for other nodes.", nil, nil)
-	descCert      = prometheus.NewDesc("glow_certificate_remaining_seconds", "Seconds until this node's certificate expires (negative once it has).", nil, nil)
-	descDNS       = prometheus.NewDesc("glow_dns_queries_total", "The overlay resolver's queries, by result.", []string{"result"}, nil)
-	descInfo      = prometheus.NewDesc("glow_node_info", "This node (always 1).", []string{"node"}, nil)
-)
+// contentType is the Prometheus text format's, version 0.0.4.
+const contentType = "text/plain; version=0.0.4; charset=utf-8"
 
-// collector turns one snapshot per scrape into metrics.
-type collector struct{ src Source }
-
-func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRxBytes, descTxBytes, descRxPackets, descTxPackets, descDrops,
-		descPeers, descHS, descRelayed, descCert, descDNS, descInfo} {
-		ch <- d
-	}
+func init() {
+	// The library writes its go_* and process_* lines with TYPE (and an
+	// empty HELP) only when asked; the setting is the library's, global,
+	// and glow is its only user in the binary.
+	vm.ExposeMetadata(true)
 }
 
-func (c *collector) Collect(ch chan<- prometheus.Metric) {
-	m := c.src()
-	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
-	}
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
-	}
+// Handler serves src's metrics in the Prometheus text format: one
+// snapshot per request, glow's families, then the Go runtime's and the
+// process's.
+func Handler(src Source) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var b bytes.Buffer
+		b.Grow(16 << 10)
+		write(&b, src())
+		w.Header().Set("Content-Type", contentType)
+		w.Header().Set("Content-Length", strconv.Itoa(b.Len()))
+		w.Write(b.Bytes())
+	})
+}
+
+// write writes the exposition of m, then the Go runtime's and the
+// process's metrics, to b.
+func write(b *bytes.Buffer, m api.Metrics) {
+	writeGlow(b, m)
+	vm.WriteProcessMetrics(b)
+	vm.WriteFDMetrics(b)
+}
+
+// series is one line of a family: the value of its label (if it has one)
+// and the value, formatted.
+type series struct{ label, value string }
+
+// writeGlow writes glow's families from m, in name order.
+func writeGlow(b *bytes.Buffer, m api.Metrics) {
+	var rxB, txB, rxP, txP []series
 	for _, t := range m.Traffic {
-		counter(descRxBytes, t.BytesIn, t.Path)
-		counter(descTxBytes, t.BytesOut, t.Path)
-		counter(descRxPackets, t.PacketsIn, t.Path)
-		counter(descTxPackets, t.PacketsOut, t.Path)
+		rxB = append(rxB, series{t.Path, u64(t.BytesIn)})
+		txB = append(txB, series{t.Path, u64(t.BytesOut)})
+		rxP = append(rxP, series{t.Path, u64(t.PacketsIn)})
+		txP = append(txP, series{t.Path, u64(t.PacketsOut)})
 	}
+	var drops []series
 	for reason, v := range m.Drops {
-		counter(descDrops, v, reason)
+		drops = append(drops, series{reason, u64(v)})
 	}
+	var peers []series
 	for _, s := range PeerStates {
-		gauge(descPeers, float64(m.Peers[s]), s)
+		peers = append(peers, series{s, strconv.Itoa(m.Peers[s])})
 	}
-	counter(descHS, m.HandshakesSent, "sent")
-	counter(descHS, m.HandshakesReceived, "received")
-	counter(descRelayed, m.RelayForwardedBytes)
-	gauge(descCert, m.CertSecondsLeft)
+	var dns []series
 	if m.DNS != nil {
 		for _, r := range DNSResults {
-			counter(descDNS, m.DNS[r], r)
+			dns = append(dns, series{r, u64(m.DNS[r])})
 		}
 	}
-	gauge(descInfo, 1, m.Node)
+	const counter, gauge = "counter", "gauge"
+	family(b, "glow_certificate_remaining_seconds", gauge, "Seconds until this node's certificate expires (negative once it has).",
+		"", []series{{"", f64(m.CertSecondsLeft)}})
+	family(b, "glow_dns_queries_total", counter, "The overlay resolver's queries, by result.", "result", dns)
+	family(b, "glow_drops_total", counter, "Datagrams, records and queries dropped, by reason.", "reason", drops)
+	family(b, "glow_handshakes_total", counter, "WireGuard handshake messages (initiations and responses).",
+		"direction", []series{{"sent", u64(m.HandshakesSent)}, {"received", u64(m.HandshakesReceived)}})
+	family(b, "glow_node_info", gauge, "This node (always 1).", "node", []series{{m.Node, "1"}})
+	family(b, "glow_peers", gauge, "Known peers by their path now.", "state", peers)
+	family(b, "glow_receive_bytes_total", counter, "WireGuard bytes received, by the path they came.", "path", rxB)
+	family(b, "glow_receive_packets_total", counter, "WireGuard datagrams received, by the path they came.", "path", rxP)
+	family(b, "glow_relay_forwarded_bytes_total", counter, "Bytes of relay frames passed on for other nodes.",
+		"", []series{{"", u64(m.RelayForwardedBytes)}})
+	family(b, "glow_transmit_bytes_total", counter, "WireGuard bytes sent, by the path they took.", "path", txB)
+	family(b, "glow_transmit_packets_total", counter, "WireGuard datagrams sent, by the path they took.", "path", txP)
 }
 
-// NewRegistry returns a registry holding glow's collector over src, the
-// Go runtime's and the process's.
-func NewRegistry(src Source) *prometheus.Registry {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(&collector{src: src},
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return reg
+// family writes one family: HELP, TYPE and its series, sorted by label
+// value; nothing when it has no series. label is the label's name, "" for
+// a family of one unlabelled series. Label values are made valid UTF-8
+// and escaped; of two that end up equal (invalid UTF-8 alike) only the
+// first is written, so a series never appears twice.
+func family(b *bytes.Buffer, name, typ, help, label string, ss []series) {
+	if len(ss) == 0 {
+		return
+	}
+	for i := range ss {
+		ss[i].label = escapeLabel(ss[i].label)
+	}
+	slices.SortStableFunc(ss, func(x, y series) int { return cmp.Compare(x.label, y.label) })
+	ss = slices.CompactFunc(ss, func(x, y series) bool { return x.label == y.label })
+	fmt.Fprintf(b, "# HELP %s %s\n# TYPE %s %s\n", name, helpEscaper.Replace(help), name, typ)
+	for _, s := range ss {
+		b.WriteString(name)
+		if label != "" {
+			b.WriteString("{" + label + `="` + s.label + `"}`)
+		}
+		b.WriteString(" " + s.value + "\n")
+	}
 }
 
-// Handler serves reg's metrics in the Prometheus text format (or, when a
-// scraper asks for it, the protobuf or OpenMetrics one).
-func Handler(reg *prometheus.Registry) http.Handler {
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+var (
+	labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
+	helpEscaper  = strings.NewReplacer(`\`, `\\`, "\n", `\n`)
+)
+
+// escapeLabel makes s valid UTF-8 (the text format's encoding) and
+// escapes it for a label value.
+func escapeLabel(s string) string {
+	return labelEscaper.Replace(strings.ToValidUTF8(s, "\uFFFD"))
+}
+
+// u64 formats a counter exactly (a float64 would round above 2^53).
+func u64(v uint64) string { return strconv.FormatUint(v, 10) }
+
+// f64 formats a gauge the way the text format reads it: shortest
+// decimal, +Inf, -Inf, NaN.
+func f64(v float64) string {
+	switch {
+	case math.IsInf(v, 1):
+		return "+Inf"
+	case math.IsInf(v, -1):
+		return "-Inf"
+	case math.IsNaN(v):
+		return "NaN"
+	}
+	return strconv.FormatFloat(v, 'g', -1, 64)
 }
 
 // ListenAddr turns the argument of --metrics into the address to listen

@@ -19,7 +19,7 @@ type metricsState struct {
 // (package glow/metrics): for the local API's GET /v1/metrics and for
 // `glow up --metrics ADDR`.
 func (n *Node) MetricsHandler() http.Handler {
-	n.metrics.once.Do(func() { n.metrics.h = metrics.Handler(metrics.NewRegistry(n.Metrics)) })
+	n.metrics.once.Do(func() { n.metrics.h = metrics.Handler(n.Metrics) })
 	return n.metrics.h
 }
 
