@@ -5,6 +5,10 @@
 
 GO        ?= go
 BIN       ?= bin/glow
+# glow-userspace is glow with the userspace network stack (gVisor, tag
+# glow_netstack): `glow up --userspace` hands its daemon to it, so that glow
+# itself, the kernel-TUN daemon, does not carry gVisor (cmd/glow/userspace.go).
+USERSPACE_BIN = $(dir $(BIN))glow-userspace
 TIMEOUT   ?= 15m
 # The namespace tests include two of about seven minutes (e2e/renew_test.go,
 # in parallel with each other): E2E_SLOW runs them in a process of their own
@@ -31,17 +35,18 @@ GOFILES    = $(shell find . -name '*.go' -not -path './.git/*' -not -path './bin
 all: build
 
 help:
-	@echo "make build    build $(BIN)"
+	@echo "make build    build $(BIN) and $(USERSPACE_BIN) (glow with the userspace stack, for --userspace)"
 	@echo "make test     gofmt check, go vet, go test ./... (e2e namespace tests need root)"
 	@echo "make demo     the whole story in namespaces: home, VPS, cafe (hard NAT), a friend; ssh, share, the map (root; KEEP=1 keeps it up)"
 	@echo "make bench    glow vs wireguard-go vs raw veth, relays, NAT timings, in namespaces -> BENCHMARKS.md (root)"
 	@echo "make bench-go the in-process Go benchmarks"
 	@echo "make fuzz     each fuzz target for FUZZTIME ($(FUZZTIME))"
 	@echo "make clean    remove bin/ and e2e/out/"
-	@echo "make install  glow in BINDIR, glow.service in UNITDIR, SYSCONFDIR/default/glow (PREFIX=$(PREFIX), DESTDIR)"
+	@echo "make install  glow and glow-userspace in BINDIR, glow.service in UNITDIR, SYSCONFDIR/default/glow (PREFIX=$(PREFIX), DESTDIR)"
 
 build:
 	$(GO) build -o $(BIN) ./cmd/glow
+	$(GO) build -tags=$(GOTAGS),glow_netstack -o $(USERSPACE_BIN) ./cmd/glow
 
 fmt-check:
 	@unformatted="$$(gofmt -l $(GOFILES))"; \
@@ -96,6 +101,7 @@ clean:
 install: build
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/default
 	install -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/glow
+	install -m 0755 $(USERSPACE_BIN) $(DESTDIR)$(BINDIR)/glow-userspace
 	sed -e 's|/usr/local/bin/glow|$(BINDIR)/glow|g' -e 's|/etc/default/glow|$(SYSCONFDIR)/default/glow|g' \
 		dist/glow.service > $(DESTDIR)$(UNITDIR)/glow.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/glow.service
@@ -107,4 +113,4 @@ install: build
 
 # The binary and the unit; the default file and the state stay.
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/glow $(DESTDIR)$(UNITDIR)/glow.service
+	rm -f $(DESTDIR)$(BINDIR)/glow $(DESTDIR)$(BINDIR)/glow-userspace $(DESTDIR)$(UNITDIR)/glow.service

@@ -96,3 +96,38 @@ func TestOmitDebugEventBus(t *testing.T) {
 		}
 	}
 }
+
+// TestUserspaceStackApart: the glow binary, as make builds it, links no
+// gVisor (a kernel-TUN daemon carries none of it: its code would be
+// resident in every daemon); glow-userspace (-tags glow_netstack) does,
+// and the overlay reaches it only through Config.OpenUserspace.
+func TestUserspaceStackApart(t *testing.T) {
+	list := func(tags string) []string {
+		out, err := exec.Command("go", "list", "-tags="+tags, "-deps", "./cmd/glow").Output()
+		if err != nil {
+			t.Fatalf("go list -tags=%s -deps ./cmd/glow: %v", tags, err)
+		}
+		return strings.Fields(string(out))
+	}
+	has := func(deps []string, prefix string) bool {
+		for _, d := range deps {
+			if strings.HasPrefix(d, prefix) {
+				return true
+			}
+		}
+		return false
+	}
+	if d := list("ts_omit_debugeventbus"); has(d, "gvisor.dev/") || has(d, "glow/tun/userspace") {
+		t.Errorf("glow links the userspace stack (gVisor)")
+	}
+	if d := list("ts_omit_debugeventbus,glow_netstack"); !has(d, "glow/tun/userspace") || !has(d, "gvisor.dev/") {
+		t.Errorf("glow-userspace (glow_netstack) lacks the userspace stack")
+	}
+	for _, pkg := range []string{"glow/overlay", "glow/tun"} {
+		for _, d := range deps(t, pkg) {
+			if d == "glow/tun/userspace" || strings.HasPrefix(d, "gvisor.dev/") {
+				t.Errorf("%s imports %s", pkg, d)
+			}
+		}
+	}
+}

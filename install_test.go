@@ -10,7 +10,7 @@ import (
 )
 
 // TestMakeInstall: make install DESTDIR=... PREFIX=/usr lays out the
-// binary, the systemd unit (ExecStart at the installed binary) and the
+// binaries (glow and glow-userspace), the systemd unit (ExecStart at the installed binary) and the
 // default file, and a second install keeps an edited default file.
 // systemd-analyze verify then checks the installed unit, where it exists.
 func TestMakeInstall(t *testing.T) {
@@ -33,6 +33,10 @@ func TestMakeInstall(t *testing.T) {
 	}
 	if out, err := exec.Command(bin, "version").Output(); err != nil || !strings.HasPrefix(string(out), "glow ") {
 		t.Errorf("installed glow version: %q %v", out, err)
+	}
+	// glow-userspace, which runs --userspace daemons, is installed beside it.
+	if out, err := exec.Command(filepath.Join(dest, "usr/bin/glow-userspace"), "version").Output(); err != nil || !strings.HasPrefix(string(out), "glow ") {
+		t.Errorf("installed glow-userspace version: %q %v", out, err)
 	}
 	unitPath := filepath.Join(dest, "usr/lib/systemd/system/glow.service")
 	unit, err := os.ReadFile(unitPath)

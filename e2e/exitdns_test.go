@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -67,6 +69,21 @@ func TestExitNodeDNSAndUserspace(t *testing.T) {
 	vps.up("--user", "alice", "--name", "vps", "--advertise-exit-node", "--advertise-routes", vpsLAN.V4.String())
 	cafe.up("--name", "cafe", "--join", vps.invite())
 	phone.up("--name", "phone", "--userspace", "--socks5", "127.0.0.1:1055", "--join", vps.invite())
+	// glow has no userspace stack: it handed the phone's daemon to
+	// glow-userspace beside it, while the kernel-TUN daemons are glow.
+	for _, c := range []struct {
+		n    *node
+		want string
+	}{{phone, "glow-userspace"}, {vps, "glow"}} {
+		pid, err := c.n.daemonPid()
+		if err != nil {
+			t.Fatal(err)
+		}
+		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		if err != nil || filepath.Base(exe) != c.want {
+			t.Fatalf("%s's daemon runs %q (%v), want %s", c.n.name, exe, err, c.want)
+		}
+	}
 	vpsV4, _ := vps.ips()
 	if _, err := waitPing(cafeH, vpsV4, reachTimeout); err != nil {
 		t.Fatalf("cafe cannot ping vps over the overlay: %v", err)

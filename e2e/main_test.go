@@ -19,7 +19,8 @@ var (
 )
 
 // TestMain builds cmd/glow once for every test (GLOW_BIN=/path/to/glow uses
-// a prebuilt binary instead) and says loudly when the tier cannot run.
+// a prebuilt binary instead, with glow-userspace beside it) and says loudly
+// when the tier cannot run.
 func TestMain(m *testing.M) {
 	if os.Geteuid() != 0 {
 		fmt.Fprintf(os.Stderr, "\n!!!!!!!! %s !!!!!!!!\n\n", lab.SkipMessage)
@@ -42,11 +43,28 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// buildGlow runs `go build -o out ./cmd/glow` in the module root.
-func buildGlow(out string) (string, error) { return goBuild(out, "./cmd/glow") }
+// buildGlow runs `go build -o out ./cmd/glow` in the module root, and
+// builds glow-userspace beside it (glow with the glow_netstack tag, which
+// `glow up --userspace` hands its daemon to: cmd/glow/userspace.go).
+func buildGlow(out string) (string, error) {
+	if _, err := goBuild(filepath.Join(filepath.Dir(out), "glow-userspace"), "./cmd/glow", "-tags="+withTag(os.Getenv("GOFLAGS"), "glow_netstack")); err != nil {
+		return "", err
+	}
+	return goBuild(out, "./cmd/glow")
+}
 
-// goBuild runs `go build -o out pkg` in the module root.
-func goBuild(out, pkg string) (string, error) {
+// withTag returns the build tags GOFLAGS gives (make's -tags=...) and tag.
+func withTag(goflags, tag string) string {
+	for _, f := range strings.Fields(goflags) {
+		if tags, ok := strings.CutPrefix(f, "-tags="); ok && tags != "" {
+			return tags + "," + tag
+		}
+	}
+	return tag
+}
+
+// goBuild runs `go build [flags] -o out pkg` in the module root.
+func goBuild(out, pkg string, flags ...string) (string, error) {
 	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
 	if _, err := os.Stat(goTool); err != nil {
 		goTool = "go"
@@ -55,7 +73,7 @@ func goBuild(out, pkg string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	cmd := exec.Command(goTool, "build", "-o", out, pkg)
+	cmd := exec.Command(goTool, append(append([]string{"build"}, flags...), "-o", out, pkg)...)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build %s in %s: %v\n%s", pkg, root, err, b)

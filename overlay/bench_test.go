@@ -343,7 +343,7 @@ func BenchmarkThroughput(b *testing.B) {
 func streamBench(b *testing.B, a, z *Node) {
 	const chunk = 128 << 10
 	ap := netip.AddrPortFrom(z.Cert().IPv4, 7200)
-	ln, err := z.Netstack().Net().ListenTCPAddrPort(ap)
+	ln, err := stackNet(z).ListenTCPAddrPort(ap)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -360,7 +360,7 @@ func streamBench(b *testing.B, a, z *Node) {
 		got <- n
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	c, err := a.Netstack().DialContext(ctx, "tcp", ap.String())
+	c, err := a.Userspace().DialContext(ctx, "tcp", ap.String())
 	cancel()
 	if err != nil {
 		b.Fatal(err)

@@ -261,7 +261,7 @@ func TestDeviceViaNode(t *testing.T) {
 
 	// The device (a plain wireguard-go peer) reaches the via node's echo
 	// service over the tunnel.
-	ln, err := via.Netstack().Net().ListenTCPAddrPort(netip.AddrPortFrom(via.Cert().IPv4, 7000))
+	ln, err := stackNet(via).ListenTCPAddrPort(netip.AddrPortFrom(via.Cert().IPv4, 7000))
 	if err != nil {
 		t.Fatal(err)
 	}

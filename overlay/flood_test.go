@@ -60,7 +60,7 @@ func TestAttackControlFlood(t *testing.T) {
 	}
 
 	// The ping: UDP over the overlay, n1 -> n2 -> n1, every 100 ms.
-	echo, err := n2.Netstack().Net().ListenUDPAddrPort(netip.AddrPortFrom(n2.Cert().IPv4, 7))
+	echo, err := stackNet(n2).ListenUDPAddrPort(netip.AddrPortFrom(n2.Cert().IPv4, 7))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestAttackControlFlood(t *testing.T) {
 			echo.WriteTo(buf[:k], from)
 		}
 	}()
-	pc, err := n1.Netstack().Net().DialUDPAddrPort(netip.AddrPortFrom(n1.Cert().IPv4, 0), netip.AddrPortFrom(n2.Cert().IPv4, 7))
+	pc, err := stackNet(n1).DialUDPAddrPort(netip.AddrPortFrom(n1.Cert().IPv4, 0), netip.AddrPortFrom(n2.Cert().IPv4, 7))
 	if err != nil {
 		t.Fatal(err)
 	}

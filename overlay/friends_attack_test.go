@@ -128,7 +128,7 @@ func TestAttackFriendRevocationIgnored(t *testing.T) {
 
 // serveEchoOn serves TCP echo on ip:port of n's userspace stack.
 func serveEchoOn(t *testing.T, n *Node, ip netip.Addr, port uint16) {
-	ln, err := n.Netstack().Net().ListenTCPAddrPort(netip.AddrPortFrom(ip, port))
+	ln, err := stackNet(n).ListenTCPAddrPort(netip.AddrPortFrom(ip, port))
 	if err != nil {
 		t.Fatal(err)
 	}

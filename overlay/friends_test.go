@@ -18,7 +18,7 @@ import (
 // serveEcho serves TCP echo on n's IPv4 overlay address at port, and
 // returns how many connections it has accepted.
 func serveEcho(t *testing.T, n *Node, port uint16) *atomic.Int64 {
-	ln, err := n.Netstack().Net().ListenTCPAddrPort(netip.AddrPortFrom(n.Cert().IPv4, port))
+	ln, err := stackNet(n).ListenTCPAddrPort(netip.AddrPortFrom(n.Cert().IPv4, port))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func holdsOffered(from, to *Node) bool {
 func dial(a *Node, ip netip.Addr, port uint16, d time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	return a.Netstack().DialContext(ctx, "tcp", netip.AddrPortFrom(ip, port).String())
+	return a.Userspace().DialContext(ctx, "tcp", netip.AddrPortFrom(ip, port).String())
 }
 
 // roundTrip writes msg on c and reads it back within d.

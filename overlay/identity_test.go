@@ -20,7 +20,7 @@ func TestJoinSingleUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	testNode(t, "n2", func(c *Config) { c.JoinCode = code })
-	cfg := Config{StateDir: t.TempDir(), NodeName: "n3", Random: true, Userspace: true, NoDiscovery: true, NoPortMap: true, HostAddrs: loopback, JoinCode: code}
+	cfg := Config{StateDir: t.TempDir(), NodeName: "n3", Random: true, Userspace: true, OpenUserspace: openUserspace, NoDiscovery: true, NoPortMap: true, HostAddrs: loopback, JoinCode: code}
 	if n, err := Start(cfg); err == nil {
 		n.Close()
 		t.Fatal("a used code admitted a second node")

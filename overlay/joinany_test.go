@@ -22,7 +22,7 @@ func startJoin(t *testing.T, h *natlab.Host, name, code string, logs *strings.Bu
 	done := make(chan any, 1)
 	go func() {
 		cfg := Config{
-			StateDir: t.TempDir(), NodeName: name, Userspace: true, NoDiscovery: true, NoPortMap: true,
+			StateDir: t.TempDir(), NodeName: name, Userspace: true, OpenUserspace: openUserspace, NoDiscovery: true, NoPortMap: true,
 			Port: DefaultPort, JoinCode: code,
 			ListenPacket: func(port uint16) (net.PacketConn, error) { return h.ListenPacket(port) },
 			HostAddrs:    func() []netip.Addr { return []netip.Addr{h.Addr()} },

@@ -32,7 +32,7 @@ func echoOnce(t *testing.T, cli, srv *Node, ip netip.Addr, port uint16) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := cli.Netstack().DialContext(ctx, "tcp", netip.AddrPortFrom(ip, port).String())
+	c, err := cli.Userspace().DialContext(ctx, "tcp", netip.AddrPortFrom(ip, port).String())
 	if err != nil {
 		t.Fatalf("%s -> %s: %v", cli.Cert().Name, srv.Cert().Name, err)
 	}

@@ -60,7 +60,7 @@ func TestMetricsTraffic(t *testing.T) {
 	beforeA, beforeB := a.Metrics(), b.Metrics()
 
 	ip := b.Cert().IPv4
-	ln, err := b.Netstack().Net().ListenTCPAddrPort(netip.AddrPortFrom(ip, 7000))
+	ln, err := stackNet(b).ListenTCPAddrPort(netip.AddrPortFrom(ip, 7000))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestMetricsTraffic(t *testing.T) {
 	}()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	c, err := a.Netstack().DialContext(ctx, "tcp", netip.AddrPortFrom(ip, 7000).String())
+	c, err := a.Userspace().DialContext(ctx, "tcp", netip.AddrPortFrom(ip, 7000).String())
 	if err != nil {
 		t.Fatal(err)
 	}

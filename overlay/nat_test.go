@@ -49,7 +49,7 @@ func peerStatus(n *Node, name string) (PeerStatus, bool) {
 func tcpEcho(t *testing.T, a, b *Node, port uint16) {
 	t.Helper()
 	ap := netip.AddrPortFrom(b.Cert().IPv4, port)
-	ln, err := b.Netstack().Net().ListenTCPAddrPort(ap)
+	ln, err := stackNet(b).ListenTCPAddrPort(ap)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func tcpEcho(t *testing.T, a, b *Node, port uint16) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := a.Netstack().DialContext(ctx, "tcp", ap.String())
+	c, err := a.Userspace().DialContext(ctx, "tcp", ap.String())
 	if err != nil {
 		t.Fatalf("%s -> %s: %v", a.Cert().Name, b.Cert().Name, err)
 	}

@@ -55,13 +55,19 @@ type Config struct {
 	Random       bool   // pick a free UDP port
 	Peers        []string
 
-	Userspace   bool   // netstack instead of a kernel TUN
+	Userspace   bool   // a userspace TCP/IP stack instead of a kernel TUN
 	SOCKS5      string // with Userspace: address of the SOCKS5 proxy ("" = none)
 	TUNName     string // kernel TUN name, default glow0
 	NoDNS       bool
 	NoFirewall  bool     // no nftables table keeping the underlay off the overlay (kernel TUN only)
 	NoPortMap   bool     // do not ask the gateway for a port mapping
 	STUNServers []string // extra STUN servers (HOST:PORT) for glow netcheck
+
+	// OpenUserspace opens the stack of a Userspace node: package
+	// glow/tun/userspace's, which the overlay does not import so that a
+	// daemon built without it (cmd/glow without the glow_netstack tag) does
+	// not link gVisor. nil: a Userspace node fails to start.
+	OpenUserspace func(addrs []netip.Addr, mtu int) (tun.Userspace, error)
 
 	NoDiscovery    bool           // no LAN beacons (tests on loopback)
 	DiscoveryGroup netip.AddrPort // default link.DefaultGroup
@@ -118,7 +124,7 @@ type Node struct {
 	fwd         *relay.Forwarder
 	dev         *device.Device
 	tunDev      interface{ Close() error }
-	ns          *tun.Netstack // userspace only
+	ns          tun.Userspace // userspace only
 	autoPort    bool          // the port is glow's choice (no --port): it moves off a neighbour's (portclash.go)
 	disc        *link.Discovery
 	ifw         *ifaceWatch // nil when HostAddrs was given or netlink failed (ifaces.go)
@@ -543,7 +549,10 @@ func (n *Node) startDataPlane(port uint16) error {
 	case n.cfg.tunDevice != nil:
 		n.tunDev, dev = n.cfg.tunDevice, n.cfg.tunDevice
 	case n.cfg.Userspace:
-		ns, err := tun.OpenNetstack([]netip.Addr{n.mem.cert.IPv4, n.mem.cert.IPv6}, MTU)
+		if n.cfg.OpenUserspace == nil {
+			return ErrNoUserspace
+		}
+		ns, err := n.cfg.OpenUserspace([]netip.Addr{n.mem.cert.IPv4, n.mem.cert.IPv6}, MTU)
 		if err != nil {
 			return err
 		}
@@ -689,8 +698,12 @@ func (n *Node) Cert() *member.Cert {
 	return n.mem.cert
 }
 
-// Netstack returns the userspace network stack (nil for a kernel TUN).
-func (n *Node) Netstack() *tun.Netstack { return n.ns }
+// Userspace returns the userspace network stack (nil for a kernel TUN).
+func (n *Node) Userspace() tun.Userspace { return n.ns }
+
+// ErrNoUserspace is Start's error for a Userspace node without
+// Config.OpenUserspace: this binary was built without the userspace stack.
+var ErrNoUserspace = errors.New("this glow was built without the userspace network stack (build tag glow_netstack; make builds it as glow-userspace)")
 
 // Done is closed when the node has stopped.
 func (n *Node) Done() <-chan struct{} { return n.done }

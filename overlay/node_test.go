@@ -25,7 +25,7 @@ func loopback() []netip.Addr { return []netip.Addr{netip.MustParseAddr("127.0.0.
 func testNode(tb testing.TB, name string, mod func(*Config)) *Node {
 	tb.Helper()
 	cfg := Config{
-		StateDir: tb.TempDir(), NodeName: name, Random: true, Userspace: true,
+		StateDir: tb.TempDir(), NodeName: name, Random: true, Userspace: true, OpenUserspace: openUserspace,
 		NoDiscovery: true, NoPortMap: true, HostAddrs: loopback,
 		Logf: func(f string, a ...any) { tb.Logf(time.Now().Format("05.000")+" "+name+": "+f, a...) },
 	}
@@ -153,7 +153,7 @@ func TestThreeNodesTCP(t *testing.T) {
 		}
 		for j, srv := range nodes {
 			for _, ip := range []netip.Addr{srv.Cert().IPv4, srv.Cert().IPv6} {
-				ln, err := srv.Netstack().Net().ListenTCPAddrPort(netip.AddrPortFrom(ip, 7000))
+				ln, err := stackNet(srv).ListenTCPAddrPort(netip.AddrPortFrom(ip, 7000))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -171,7 +171,7 @@ func TestThreeNodesTCP(t *testing.T) {
 						continue
 					}
 					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-					c, err := cli.Netstack().DialContext(ctx, "tcp", netip.AddrPortFrom(ip, 7000).String())
+					c, err := cli.Userspace().DialContext(ctx, "tcp", netip.AddrPortFrom(ip, 7000).String())
 					cancel()
 					if err != nil {
 						t.Fatalf("%s -> %s (%v): %v", cli.Cert().Name, srv.Cert().Name, ip, err)

@@ -34,7 +34,7 @@ func BenchmarkSharedThroughput(b *testing.B) {
 				b.Fatal(err)
 			}
 			ap := netip.AddrPortFrom(nas.Cert().IPv4, 7000)
-			ln, err := nas.Netstack().Net().ListenTCPAddrPort(ap)
+			ln, err := stackNet(nas).ListenTCPAddrPort(ap)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -53,7 +53,7 @@ func BenchmarkSharedThroughput(b *testing.B) {
 			deadline := time.Now().Add(20 * time.Second)
 			for conn == nil && time.Now().Before(deadline) {
 				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-				c, err := laptop.Netstack().DialContext(ctx, "tcp", ap.String())
+				c, err := laptop.Userspace().DialContext(ctx, "tcp", ap.String())
 				cancel()
 				if err == nil {
 					conn = c

@@ -75,7 +75,7 @@ func TestStartRefusesDamagedState(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(st.Path("cert"), []byte("not a cert"), 0o644)
-	_, err := Start(Config{StateDir: st.Dir, NodeName: "x", Random: true, Userspace: true, NoDiscovery: true, NoPortMap: true})
+	_, err := Start(Config{StateDir: st.Dir, NodeName: "x", Random: true, Userspace: true, OpenUserspace: openUserspace, NoDiscovery: true, NoPortMap: true})
 	if err == nil || !strings.Contains(err.Error(), "cert") {
 		t.Fatalf("start on damaged state: %v", err)
 	}

@@ -7,10 +7,11 @@
 //     overlay prefix lengths, so the kernel installs the connected routes
 //     (100.64.0.0/10 and the user's ULA /48) by itself and glow installs no
 //     routes of its own.
-//   - [Netstack]: a userspace TCP/IP stack (wireguard-go's netstack, built on
-//     gVisor), for machines where glow is not root and for fast in-process
-//     tests. Programs reach it through the SOCKS5 / HTTP CONNECT proxy
-//     served by [ServeSOCKS5].
+//   - [Userspace]: a userspace TCP/IP stack (package glow/tun/userspace:
+//     wireguard-go's netstack, built on gVisor), for machines where glow is
+//     not root and for fast in-process tests. Programs reach it through the
+//     SOCKS5 / HTTP CONNECT proxy served by [ServeSOCKS5]. It lives in a
+//     package of its own so that only binaries that run it link gVisor.
 //
 // A Kernel opened with KernelConfig.Firewall also carries glow's nftables
 // table (package glow/tun/firewall): packets with overlay addresses arriving
@@ -29,7 +30,7 @@
 //	dev := k.Device() // give to wireguard-go
 //	defer k.Close()   // removes the interface
 //
-//	ns, err := tun.OpenNetstack(addrs, 1280)
+//	ns, err := userspace.Open(addrs, 1280)
 //	go tun.ServeSOCKS5(ctx, ln, tun.ProxyConfig{Dial: ns.DialContext})
 //
 // # Why this shape
@@ -52,7 +53,7 @@
 // disappears with the process that held it, so a crashed glow daemon leaves
 // nothing behind, and a second daemon cannot take over a running one's.
 //
-// The proxy takes a Dial function instead of a *Netstack (habit 9 of STYLE.md:
+// The proxy takes a Dial function instead of a stack (habit 9 of STYLE.md:
 // inject the network), so the same code proxies into a netstack, into the
 // kernel stack, or into a test fake. Its handshake parser is fuzzed
 // (FuzzSOCKSHandshake). Only what applications actually use is implemented:

@@ -8,7 +8,7 @@ import (
 // DefaultName is the kernel interface name used when KernelConfig.Name is empty.
 const DefaultName = "glow0"
 
-// DefaultMTU is the MTU used when KernelConfig.MTU or OpenNetstack's mtu is 0.
+// DefaultMTU is the MTU used when KernelConfig.MTU (or userspace.Open's mtu) is 0.
 // 1280 is the IPv6 minimum: after WireGuard's 80 bytes of overhead and a relay
 // frame header, a packet still fits any path glow uses (Tailscale chose the
 // same number for the same reason).

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"glow/internal/leaktest"
 	"glow/tun/tuntest"
+	"glow/tun/userspace"
 	"net"
 	"net/netip"
 	"os"
@@ -318,7 +319,7 @@ func TestKernelToNetstack(t *testing.T) {
 	if err != nil {
 		t.Fatalf("OpenKernel: %v", err)
 	}
-	s, err := OpenNetstack([]netip.Addr{addrB4, addrB6}, 0)
+	s, err := userspace.Open([]netip.Addr{addrB4, addrB6}, 0)
 	if err != nil {
 		k.Close()
 		t.Fatal(err)

@@ -12,7 +12,7 @@ import (
 // Kernel is a kernel TUN interface. It is implemented on Linux only.
 type Kernel struct{}
 
-// OpenKernel is implemented on Linux only; elsewhere use OpenNetstack.
+// OpenKernel is implemented on Linux only; elsewhere use a userspace stack (glow/tun/userspace).
 func OpenKernel(cfg KernelConfig) (*Kernel, error) {
 	return nil, errors.ErrUnsupported
 }

@@ -43,7 +43,7 @@ type ProxyConfig struct {
 	// host is an IP literal, or a name when Resolve is nil. nil means a
 	// net.Dialer. Errors wrapping syscall.ECONNREFUSED, ENETUNREACH,
 	// EHOSTUNREACH, a timeout, or ErrNotAllowed give the matching reply code
-	// (Netstack.DialContext returns such errors).
+	// (userspace.Stack.DialContext returns such errors).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Resolve turns a domain-name target into an address (for example via
 	// glow's own names). nil passes names to Dial unresolved.

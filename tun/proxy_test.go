@@ -20,6 +20,7 @@ import (
 
 	"glow/internal/leaktest"
 	"glow/tun/tuntest"
+	"glow/tun/userspace"
 )
 
 var (
@@ -30,13 +31,13 @@ var (
 )
 
 // newNetstackPair returns two netstacks joined back to back in memory.
-func newNetstackPair(t *testing.T) (a, b *Netstack, ca, cb *tuntest.Counting) {
+func newNetstackPair(t *testing.T) (a, b *userspace.Stack, ca, cb *tuntest.Counting) {
 	t.Helper()
-	a, err := OpenNetstack([]netip.Addr{addrA4, addrA6}, 0)
+	a, err := userspace.Open([]netip.Addr{addrA4, addrA6}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err = OpenNetstack([]netip.Addr{addrB4, addrB6}, 0)
+	b, err = userspace.Open([]netip.Addr{addrB4, addrB6}, 0)
 	if err != nil {
 		a.Close()
 		t.Fatal(err)

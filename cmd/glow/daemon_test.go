@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"glow/overlay"
+	"glow/tun"
+	"glow/tun/userspace"
 )
 
 // testDaemon starts an admin node of user "alice" in this process
@@ -26,6 +28,13 @@ func startTestDaemon(t *testing.T) (string, *overlay.Node) {
 	state := t.TempDir()
 	n, err := overlay.Start(overlay.Config{
 		StateDir: state, UserName: "alice", NodeName: "n1", Random: true, Userspace: true,
+		OpenUserspace: func(addrs []netip.Addr, mtu int) (tun.Userspace, error) {
+			s, err := userspace.Open(addrs, mtu)
+			if err != nil {
+				return nil, err
+			}
+			return s, nil
+		},
 		NoDiscovery: true, NoPortMap: true, NoDNS: true, NoFirewall: true,
 		HostAddrs: func() []netip.Addr { return []netip.Addr{netip.MustParseAddr("127.0.0.1")} },
 		Logf:      func(f string, a ...any) { t.Logf(time.Now().Format("05.000")+" daemon: "+f, a...) },

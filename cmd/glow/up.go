@@ -182,10 +182,15 @@ func cmdUp(g *globals, args []string) error {
 		fmt.Fprintf(g.out, "glow is already up: %s.%s %s %s\n", s.Self.Name, s.Self.User, s.Self.IPv4, s.Self.IPv6)
 		return nil
 	}
-	if f.foreground || os.Getenv("GLOW_DAEMON") == "1" {
+	foreground := f.foreground || os.Getenv("GLOW_DAEMON") == "1"
+	if f.cfg.Userspace && openUserspace == nil && foreground {
+		return execUserspace(g, args)
+	}
+	if foreground {
+		f.cfg.OpenUserspace = openUserspace
 		return runDaemon(g, f)
 	}
-	return startBackground(g, args, f.socksAuth)
+	return startBackground(g, args, f.socksAuth, f.cfg.Userspace)
 }
 
 // startBackground re-runs this command as a detached daemon that logs to
@@ -194,7 +199,7 @@ func cmdUp(g *globals, args []string) error {
 // The proxy credentials go to the daemon in its environment, never on its
 // command line: /proc/PID/cmdline is readable by every local user, and the
 // daemon runs for days.
-func startBackground(g *globals, args []string, socksAuth string) error {
+func startBackground(g *globals, args []string, socksAuth string, userspace bool) error {
 	if err := os.MkdirAll(g.state, 0o700); err != nil {
 		return fmt.Errorf("state directory %s: %w", g.state, err)
 	}
@@ -205,7 +210,7 @@ func startBackground(g *globals, args []string, socksAuth string) error {
 		return err
 	}
 	defer logf.Close()
-	self, err := os.Executable()
+	self, err := daemonExecutable(userspace)
 	if err != nil {
 		return err
 	}
@@ -374,7 +379,7 @@ func runDaemon(g *globals, f upFlags) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	if n.Netstack() != nil && f.cfg.SOCKS5 != "" {
+	if n.Userspace() != nil && f.cfg.SOCKS5 != "" {
 		user, pass, _ := socksCredentials(f.socksAuth)
 		ln, err := listenSOCKS(f.cfg.SOCKS5)
 		if err != nil {

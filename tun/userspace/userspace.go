@@ -1,4 +1,17 @@
-package tun
+// Package userspace is glow's userspace TCP/IP stack: wireguard-go's
+// netstack, built on gVisor, behind a tun.Device. `glow up --userspace` runs
+// it instead of a kernel TUN (programs reach the overlay through the SOCKS5
+// / HTTP CONNECT proxy of package glow/tun), and the in-process tests run
+// every node on one.
+//
+// It is a package apart, and the glow binary links it only when built with
+// the glow_netstack tag (as glow-userspace; see cmd/glow/userspace.go):
+// gVisor is a fifth of glow's code, and on Linux a binary's code is resident
+// in every daemon that maps it, run or not. The overlay takes a stack
+// through an opener (overlay.Config.OpenUserspace) and sees it as a
+// glow/tun.Userspace, so it does not import this package; nor does this
+// package import glow/tun, whose tests run the proxy into a Stack.
+package userspace
 
 import (
 	"context"
@@ -14,55 +27,59 @@ import (
 	"golang.zx2c4.com/wireguard/tun/netstack"
 )
 
-// Netstack is a userspace TCP/IP stack (wireguard-go's netstack on gVisor)
+// DefaultMTU is the MTU Open uses when given 0 (as tun.DefaultMTU).
+const DefaultMTU = 1280
+
+// Stack is a userspace TCP/IP stack (wireguard-go's netstack on gVisor)
 // behind a tun.Device: packets the stack sends are read from Device, packets
-// written to Device are delivered to it. Its BatchSize is 1.
-type Netstack struct {
+// written to Device are delivered to it. Its BatchSize is 1. It is a
+// glow/tun.Userspace.
+type Stack struct {
 	dev tun.Device
 	net *netstack.Net
 
 	closeOnce sync.Once
 }
 
-// OpenNetstack creates a userspace stack with the given local addresses and
+// Open creates a userspace stack with the given local addresses and
 // MTU (0 means DefaultMTU). The stack has a default route for each address
 // family it has an address of, and no DNS servers: names are resolved by the
-// caller (see ProxyConfig.Resolve).
-func OpenNetstack(addrs []netip.Addr, mtu int) (*Netstack, error) {
+// caller (see glow/tun.ProxyConfig.Resolve).
+func Open(addrs []netip.Addr, mtu int) (*Stack, error) {
 	if mtu == 0 {
 		mtu = DefaultMTU
 	}
 	if mtu < 576 || mtu > 65535 {
-		return nil, fmt.Errorf("tun: netstack mtu %d is out of range [576, 65535]", mtu)
+		return nil, fmt.Errorf("userspace: mtu %d is out of range [576, 65535]", mtu)
 	}
 	if len(addrs) == 0 {
-		return nil, errors.New("tun: netstack needs at least one address")
+		return nil, errors.New("userspace: a stack needs at least one address")
 	}
 	for _, a := range addrs {
 		if !a.IsValid() || a.Zone() != "" || a.Is4In6() {
-			return nil, fmt.Errorf("tun: netstack: invalid address %v", a)
+			return nil, fmt.Errorf("userspace: invalid address %v", a)
 		}
 	}
 	dev, n, err := netstack.CreateNetTUN(addrs, nil, mtu)
 	if err != nil {
-		return nil, fmt.Errorf("tun: netstack: %w", err)
+		return nil, fmt.Errorf("userspace: %w", err)
 	}
-	return &Netstack{dev: dev, net: n}, nil
+	return &Stack{dev: dev, net: n}, nil
 }
 
 // Device returns the packet side of the stack, to be given to wireguard-go.
-// Do not close it directly: use Netstack.Close.
-func (s *Netstack) Device() tun.Device { return s.dev }
+// Do not close it directly: use Stack.Close.
+func (s *Stack) Device() tun.Device { return s.dev }
 
 // Net returns the socket side of the stack (Dial, Listen, ...).
-func (s *Netstack) Net() *netstack.Net { return s.net }
+func (s *Stack) Net() *netstack.Net { return s.net }
 
 // DialContext dials through the stack like netstack.Net.DialContext, but
 // returns the connect failures as syscall errors (ECONNREFUSED,
 // ENETUNREACH, EHOSTUNREACH, ETIMEDOUT) wrapped in a *net.OpError, so that
 // callers such as the proxy can tell them apart with errors.Is: gVisor's
 // adapter only gives their text.
-func (s *Netstack) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+func (s *Stack) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	c, err := s.net.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, errnoFromNetstack(err)
@@ -108,7 +125,7 @@ func errnoFromNetstack(err error) error {
 // wireguard-go's netstack panics if a packet is being handed to Read while
 // it closes, and if it is closed twice; Close drains Read while it closes so
 // neither happens. Readers of Device get os.ErrClosed afterwards.
-func (s *Netstack) Close() error {
+func (s *Stack) Close() error {
 	s.closeOnce.Do(func() {
 		done := make(chan struct{})
 		go func() {
