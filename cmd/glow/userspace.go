@@ -57,6 +57,10 @@ func execUserspace(g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	argv := append([]string{bin, "--state", g.state, "up"}, args...)
+	argv := []string{bin, "--state", g.state}
+	if g.json {
+		argv = append(argv, "--json") // its logs are JSON lines
+	}
+	argv = append(append(argv, "up"), args...)
 	return fmt.Errorf("exec %s: %w", bin, syscall.Exec(bin, argv, os.Environ()))
 }
