@@ -2,26 +2,16 @@ package overlay
 
 import (
 	"net/http"
-	"sync"
 	"time"
 
 	"glow/metrics"
 	"glow/overlay/api"
 )
 
-// metricsState holds the node's Prometheus handler, made at first use.
-type metricsState struct {
-	once sync.Once
-	h    http.Handler
-}
-
 // MetricsHandler serves the node's metrics in the Prometheus text format
 // (package glow/metrics): for the local API's GET /v1/metrics and for
 // `glow up --metrics ADDR`.
-func (n *Node) MetricsHandler() http.Handler {
-	n.metrics.once.Do(func() { n.metrics.h = metrics.Handler(n.Metrics) })
-	return n.metrics.h
-}
+func (n *Node) MetricsHandler() http.Handler { return metrics.Handler(n.Metrics) }
 
 // Metrics returns a snapshot of the node's counters. The traffic counters
 // are the Bind's (traffic.go), the drops are Status's, the rest is read

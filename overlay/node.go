@@ -142,7 +142,6 @@ type Node struct {
 	turnServer  *relay.TURNServer              // nil unless Config.TURNServer
 	dnsSrv      atomic.Pointer[glowdns.Server] // the resolver, for its counters (metrics.go); nil when off
 	exitDNS     exitDNSServer                  // the resolver on the overlay addresses while offering an exit node
-	metrics     metricsState                   // the Prometheus handler (metrics.go)
 
 	boot        [8]byte    // random per start; peers see a restart by it
 	loopbackLab bool       // our host addresses are loopback (tests, labs): loopback endpoints are fine
