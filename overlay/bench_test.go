@@ -279,7 +279,7 @@ func benchLogf(tb testing.TB, name string) func(string, ...any) {
 // BenchmarkThroughput: one TCP stream between the netstacks of two nodes
 // in this process, b.N chunks of 128 KiB, reported as MB/s:
 //
-//   - loopback: two nodes on real loopback UDP sockets (StdNetBind);
+//   - loopback: two nodes on real loopback UDP sockets (link/udpbind);
 //   - natlab-direct: two nodes on the in-memory NAT lab (PacketBind);
 //   - natlab-relay: three nodes on the lab where UDP between the two ends is
 //     dropped (the links filter), so every packet goes through the middle

@@ -19,9 +19,9 @@ import (
 // Bind is the overlay's conn.Bind: wireguard-go sends to and receives from
 // peers named by node identity, and the Bind decides how each packet travels.
 //
-// It wraps an inner conn.Bind (conn.StdNetBind in production, so recvmmsg,
-// sendmmsg, UDP GSO/GRO and sticky sources come from wireguard-go itself) and
-// shares its one UDP socket with glow's control packets, beacons and STUN.
+// It wraps an inner conn.Bind (link/udpbind in production: recvmmsg and
+// sendmmsg with UDP GRO and GSO, made as raw system calls) and shares its
+// one UDP socket with glow's control packets, beacons and STUN.
 // The packet path is in bind_recv.go and bind_send.go; everything else
 // changes it only through atomics (Endpoint.path, Bind.byAddr).
 type Bind struct {
@@ -486,6 +486,10 @@ type BindCounters struct {
 
 	// WireGuardWakes counts WireGuard peers configured on demand (not a drop).
 	WireGuardWakes uint64
+
+	// SocketLost: datagrams the UDP socket read but could not hand on
+	// (cut short, or no room to split a GRO read; udpbind.Bind.Drops).
+	SocketLost uint64
 }
 
 // Counters returns the drop counters.
@@ -502,7 +506,17 @@ func (b *Bind) Counters() BindCounters {
 		RelayUnauthenticated: b.dropRelayUnauth.Load(),
 		RelayShort:           b.dropRelayShort.Load(),
 		WireGuardWakes:       b.wgWakes.Load(),
+		SocketLost:           socketDrops(b.inner),
 	}
+}
+
+// socketDrops returns the inner bind's own count of lost datagrams, if it
+// keeps one.
+func socketDrops(inner conn.Bind) uint64 {
+	if d, ok := inner.(interface{ Drops() uint64 }); ok {
+		return d.Drops()
+	}
+	return 0
 }
 
 // conn.Bind methods that are not the packet path.

@@ -40,6 +40,7 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 
 	"glow/internal/wire"
+	"glow/link/udpbind"
 	"glow/relay"
 )
 
@@ -354,6 +355,9 @@ func dataIn(bufs [][]byte, sizes []int) int {
 
 // srcAddr returns the address a datagram came from.
 func srcAddr(ep conn.Endpoint) netip.AddrPort {
+	if e, ok := ep.(*udpbind.Endpoint); ok {
+		return e.AddrPort // unmapped already
+	}
 	if e, ok := ep.(*conn.StdNetEndpoint); ok {
 		return netip.AddrPortFrom(e.Addr().Unmap(), e.Port())
 	}

@@ -19,6 +19,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun/netstack"
 
 	"glow/internal/wire"
+	"glow/link/udpbind"
 	"glow/overlay/member"
 	"glow/overlay/member/membertest"
 	"glow/relay"
@@ -143,7 +144,7 @@ func TestDeviceInitiation(t *testing.T) {
 	var viaPriv, devPriv, otherPriv [32]byte
 	viaPriv[1], devPriv[1], otherPriv[1] = 1, 2, 3
 	viaPub, devPub, otherPub := wgPublic(&viaPriv), wgPublic(&devPriv), wgPublic(&otherPriv)
-	b := NewBind(conn.NewStdNetBind(), wire.NodeID{1}, relay.New(relay.Limits{}), newCtlQueues())
+	b := NewBind(udpbind.New(), wire.NodeID{1}, relay.New(relay.Limits{}), newCtlQueues())
 	from := netip.MustParseAddrPort("198.51.100.20:5000")
 	elsewhere := netip.MustParseAddrPort("198.51.100.66:6000")
 	pkt := initiation(t, devPriv, viaPub)
@@ -361,7 +362,7 @@ func TestAttackDeviceInitiations(t *testing.T) {
 	var viaPriv, devPriv [32]byte
 	viaPriv[1], devPriv[1] = 1, 2
 	viaPub, devPub := wgPublic(&viaPriv), wgPublic(&devPriv)
-	b := NewBind(conn.NewStdNetBind(), wire.NodeID{1}, relay.New(relay.Limits{}), newCtlQueues())
+	b := NewBind(udpbind.New(), wire.NodeID{1}, relay.New(relay.Limits{}), newCtlQueues())
 	b.setDevices(viaPriv, []deviceConfig{{WG: devPub, IPs: []netip.Addr{netip.MustParseAddr("100.64.3.3")}}})
 	mac1Key := blake2s.Sum256(append([]byte("mac1----"), viaPub[:]...))
 	const forged = 200

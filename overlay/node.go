@@ -25,6 +25,7 @@ import (
 	"glow/internal/underlay"
 	"glow/internal/wire"
 	"glow/link"
+	"glow/link/udpbind"
 	"glow/nat"
 	"glow/overlay/api"
 	"glow/overlay/member"
@@ -519,7 +520,7 @@ func (n *Node) startDataPlane(port uint16) error {
 	if n.cfg.ListenPacket != nil {
 		inner = link.NewPacketBind(n.cfg.ListenPacket)
 	} else {
-		inner = conn.NewStdNetBind()
+		inner = udpbind.New()
 	}
 	if n.cfg.bindBatch > 0 {
 		inner = batchBind{inner, n.cfg.bindBatch}

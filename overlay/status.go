@@ -103,6 +103,7 @@ func (n *Node) Status() Status {
 	s.Drops["bind/unknown-kind"] = bc.UnknownKind
 	s.Drops["bind/send-no-path"] = bc.SendNoPath
 	s.Drops["bind/stream-queue-full"] = bc.StreamFull
+	s.Drops["bind/socket-lost"] = bc.SocketLost
 	return s
 }
 
