@@ -27,11 +27,12 @@ import (
 )
 
 // sendScratch holds the relay frames of one Send call, laid out back to
-// back in one buffer. Each frame's slice keeps the capacity up to the end of
-// mem: the inner bind builds a GSO batch by appending the following frames
-// to the first one's slice, which with this layout writes every frame onto
-// itself, so equal-size relay frames leave in one sendmmsg entry as UDP GSO
-// segments, just as wireguard-go's own buffers do.
+// back in one buffer. link/udpbind gathers a GSO batch with one iovec per
+// frame, so the layout is not needed there; conn.StdNetBind (tests, other
+// platforms) builds it by appending the following frames to the first
+// one's slice, and since each frame's slice keeps the capacity up to the
+// end of mem, that writes every frame onto itself: equal-size relay frames
+// leave in one sendmmsg entry as UDP GSO segments with either bind.
 type sendScratch struct {
 	bufs [][]byte
 	mem  []byte

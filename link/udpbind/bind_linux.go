@@ -452,7 +452,7 @@ func (b *Bind) getSender() *sender {
 func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	var dst netip.AddrPort
 	if e, ok := ep.(*Endpoint); ok {
-		dst = e.AddrPort
+		dst = netip.AddrPortFrom(e.Addr().Unmap(), e.Port()) // one made by hand may be mapped
 	} else {
 		e, err := ParseEndpoint(ep.DstToString())
 		if err != nil {
