@@ -35,8 +35,10 @@
 //
 // # Why this shape
 //
-// The kernel device is wireguard-go's own [tun.CreateTUN], unchanged, so the
-// Linux offloads it negotiates (IFF_VNET_HDR with TSO4/6, and USO4/6 where the
+// The kernel device is wireguard-go's own NativeTun, opened as
+// [tun.CreateTUN] opens it but without its up/down and MTU monitors (see
+// createTUN: glow sets both itself, and the monitor polled once a second),
+// so the Linux offloads it negotiates (IFF_VNET_HDR with TSO4/6, and USO4/6 where the
 // kernel has them, plus its GRO tables) stay on and BatchSize stays > 1:
 // throughput on a direct path stays that of plain wireguard-go. This package
 // only adds what CreateTUN leaves out: addresses (IPv6 ones with IFA_F_NODAD,

@@ -349,3 +349,29 @@ func TestKernelToNetstack(t *testing.T) {
 	}
 	t.Logf("kernel TUN: %d packets read, %d written (4 MiB each way, twice; fewer packets than MTU-sized segments means TSO/GRO)", ck.Reads.Load(), ck.Writes.Load())
 }
+
+// TestKernelUnmonitored: the device is wireguard-go's NativeTun without its
+// monitors, so an idle daemon is not woken every second by the null write
+// of CreateTUN's status poll, and no thread sits in its netlink listener;
+// the MTU wireguard-go reads is still the configured one.
+func TestKernelUnmonitored(t *testing.T) {
+	enterNewNetns(t)
+	k, err := OpenKernel(KernelConfig{Name: "glowtest0", MTU: 1380, Prefixes: []netip.Prefix{netip.MustParsePrefix("100.64.0.7/10")}})
+	if err != nil {
+		t.Fatalf("OpenKernel: %v", err)
+	}
+	t.Cleanup(func() { k.Close() })
+	buf := make([]byte, 1<<20)
+	stacks := string(buf[:runtime.Stack(buf, true)])
+	for _, monitor := range []string{"routineHackListener", "routineNetlinkListener"} {
+		if strings.Contains(stacks, monitor) {
+			t.Errorf("wireguard-go's %s runs", monitor)
+		}
+	}
+	if mtu, err := k.Device().MTU(); err != nil || mtu != 1380 {
+		t.Errorf("device MTU %d, %v; want 1380", mtu, err)
+	}
+	if k.Device().BatchSize() <= 1 {
+		t.Errorf("BatchSize = %d, want > 1 (TUN offloads off?)", k.Device().BatchSize())
+	}
+}
