@@ -308,7 +308,7 @@ func (r *receiver) receive(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int
 			continue
 		}
 		if r.s.gro {
-			r.segs[i] = groSize(r.oob[i*oobRecv : i*oobRecv+int(h.hdr.Controllen)])
+			r.segs[i] = groSize(r.oob[i*oobRecv : i*oobRecv+min(int(h.hdr.Controllen), oobRecv)])
 		}
 	}
 	var out int
