@@ -92,7 +92,7 @@ func TestJoinHomeFirst(t *testing.T) {
 	t.Logf("JOIN vps (home first, %q on the nas): %v", line, took.Round(time.Millisecond))
 
 	// The laptop, behind a hard NAT, joins from a fresh NAS code.
-	if _, _, err := waitPeer(nas, "vps", reachTimeout, directAt(vpsH.IP())); err != nil {
+	if _, _, err := waitPeer(nas, "vps", reachTimeout, directOn(vpsH)); err != nil {
 		t.Fatalf("nas -> vps: %v", err)
 	}
 	res := lap.up("--name", "laptop", "--join", nas.invite())

@@ -103,7 +103,7 @@ func TestRelayNoRouteOut(t *testing.T) {
 	}
 	check(vps, "l2", relayVia("l1"))
 	check(l2, "vps", relayVia("l1"))
-	check(l2, "l1", directAt(l1H.IP()))
+	check(l2, "l1", directOn(l1H))
 	// x may reach l1 directly (easy to easy) or through the VPS; either way
 	// the last hop to l2 is l1, and l2's first hop out is l1.
 	check(x, "l2", func(p *peerStatus) error {
