@@ -363,25 +363,17 @@ func (r *receiver) read(fd uintptr) bool {
 }
 
 // groSize returns the segment size in a received message's control data
-// (UDP_GRO), or 0 when there is none: the message is one datagram. It reads
-// the kernel's cmsghdr layout for 64-bit Linux.
+// (UDP_GRO), or 0 when there is none: the message is one datagram.
 func groSize(oob []byte) int {
-	const hdrLen = cmsgHdrLen // len uint64, level int32, type int32
-	for len(oob) >= hdrLen {
-		l := binary.NativeEndian.Uint64(oob)
-		level := int32(binary.NativeEndian.Uint32(oob[8:]))
-		typ := int32(binary.NativeEndian.Uint32(oob[12:]))
-		if l < hdrLen || l > uint64(len(oob)) {
+	for len(oob) >= unix.SizeofCmsghdr {
+		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
+		if err != nil {
 			return 0
 		}
-		if level == unix.SOL_UDP && typ == unix.UDP_GRO && l >= hdrLen+4 {
-			return int(int32(binary.NativeEndian.Uint32(oob[hdrLen:])))
+		if h.Level == unix.SOL_UDP && h.Type == unix.UDP_GRO && len(data) >= 4 {
+			return int(int32(binary.NativeEndian.Uint32(data)))
 		}
-		next := (l + 7) &^ 7
-		if next >= uint64(len(oob)) {
-			return 0
-		}
-		oob = oob[next:]
+		oob = rest
 	}
 	return 0
 }
