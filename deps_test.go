@@ -97,6 +97,25 @@ func TestOmitDebugEventBus(t *testing.T) {
 	}
 }
 
+// TestDaemonLean: the glow binary is the daemon too, and all of its code
+// is resident in an idle daemon (the kernel maps a binary's text in large
+// pieces), so packages that only widen it stay out: vishvananda/netlink
+// (every netlink family; tun uses jsimonetti/rtnetlink, linked anyway by
+// the port mapper) and html/template with text/template (the web page
+// takes its one token by replacement).
+func TestDaemonLean(t *testing.T) {
+	out, err := exec.Command("go", "list", "-tags=ts_omit_debugeventbus", "-deps", "./cmd/glow").Output()
+	if err != nil {
+		t.Fatalf("go list -deps ./cmd/glow: %v", err)
+	}
+	for _, d := range strings.Fields(string(out)) {
+		switch {
+		case strings.HasPrefix(d, "github.com/vishvananda/netlink"), d == "html/template", d == "text/template":
+			t.Errorf("glow links %s", d)
+		}
+	}
+}
+
 // TestUserspaceStackApart: the glow binary, as make builds it, links no
 // gVisor (a kernel-TUN daemon carries none of it: its code would be
 // resident in every daemon); glow-userspace (-tags glow_netstack) does,

@@ -7,7 +7,6 @@ package tools
 import (
 	_ "github.com/miekg/dns"
 	_ "github.com/pion/stun"
-	_ "github.com/vishvananda/netlink"
 	_ "golang.org/x/crypto/nacl/box"
 	_ "golang.org/x/net/ipv4"
 	_ "golang.zx2c4.com/wireguard/conn"

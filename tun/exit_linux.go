@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"glow/internal/underlay"
@@ -34,23 +33,25 @@ const (
 	markMask      = 0xff0000
 )
 
-func exitRules(fam int) []*netlink.Rule {
-	mask := uint32(markMask)
-	mk := func(prio, table int, mark bool, typ uint8) *netlink.Rule {
-		r := netlink.NewRule()
-		r.Family, r.Priority, r.Table, r.Type = fam, prio, table, typ
+// exitRules are the rules above for family fam (AF_INET or AF_INET6).
+func exitRules(fam uint8) []rule {
+	mk := func(prio, table uint32, mark bool, action uint8) rule {
+		r := rule{Family: fam, Priority: prio, Table: table, Action: action}
 		if mark {
-			r.Mark, r.Mask = underlay.Mark, &mask
+			r.Mark, r.Mask = underlay.Mark, markMask
 		}
 		return r
 	}
-	return []*netlink.Rule{
+	return []rule{
 		mk(prioMarkMain, unix.RT_TABLE_MAIN, true, 0),
 		mk(prioMarkDef, unix.RT_TABLE_DEFAULT, true, 0),
-		mk(prioMarkUnrch, -1, true, unix.RTN_UNREACHABLE),
+		mk(prioMarkUnrch, 0, true, unix.FR_ACT_UNREACHABLE),
 		mk(prioTable, ExitTable, false, 0),
 	}
 }
+
+// families are the address families of glow's routes and rules.
+var families = []uint8{unix.AF_INET, unix.AF_INET6}
 
 // SetExit sends every packet not from glow's own sockets through the
 // interface (on), or stops (off): see ExitTable. With allowLAN the
@@ -84,14 +85,13 @@ func (k *Kernel) setExitLocked(on, allowLAN bool, srcs []netip.Addr) error {
 		def netip.Prefix
 		v4  bool
 	}{{netip.MustParsePrefix("0.0.0.0/0"), true}, {netip.MustParsePrefix("::/0"), false}} {
-		r := &netlink.Route{LinkIndex: k.index, Table: ExitTable, Scope: netlink.SCOPE_LINK, Protocol: rtprotGlowSubnet,
-			Dst: &net.IPNet{IP: fam.def.Addr().AsSlice(), Mask: net.CIDRMask(0, fam.def.Addr().BitLen())}}
+		r := route{Dst: fam.def, Link: k.index, Table: ExitTable, Scope: unix.RT_SCOPE_LINK, Protocol: rtprotGlowSubnet}
 		for _, s := range srcs {
 			if s.Is4() == fam.v4 {
-				r.Src = s.AsSlice()
+				r.Src = s
 			}
 		}
-		if err := k.nl.RouteReplace(r); err != nil {
+		if err := k.nl.routeReplace(r); err != nil {
 			return fmt.Errorf("tun: %s: exit route %v: %w", k.name, fam.def, err)
 		}
 	}
@@ -99,34 +99,28 @@ func (k *Kernel) setExitLocked(on, allowLAN bool, srcs []netip.Addr) error {
 	for _, p := range lan {
 		wanted[p] = true
 	}
-	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		cur, err := k.nl.RouteListFiltered(fam, &netlink.Route{Table: ExitTable}, netlink.RT_FILTER_TABLE)
-		if err != nil {
-			return fmt.Errorf("tun: %s: list exit routes: %w", k.name, err)
+	cur, err := k.nl.routes(func(r route) bool { return r.Table == ExitTable && r.Type == unix.RTN_THROW })
+	if err != nil {
+		return fmt.Errorf("tun: %s: list exit routes: %w", k.name, err)
+	}
+	for _, r := range cur {
+		if wanted[r.Dst] {
+			delete(wanted, r.Dst)
+			continue
 		}
-		for _, r := range cur {
-			if r.Type != unix.RTN_THROW {
-				continue
-			}
-			if p, ok := prefixOf(r.Dst); ok && wanted[p] {
-				delete(wanted, p)
-				continue
-			}
-			if err := k.nl.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
-				return fmt.Errorf("tun: %s: remove LAN route %v: %w", k.name, r.Dst, err)
-			}
+		if err := k.nl.routeDel(r); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("tun: %s: remove LAN route %v: %w", k.name, r.Dst, err)
 		}
 	}
 	for p := range wanted {
-		r := &netlink.Route{Table: ExitTable, Type: unix.RTN_THROW, Protocol: rtprotGlowSubnet,
-			Dst: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
-		if err := k.nl.RouteReplace(r); err != nil {
+		r := route{Dst: p, Table: ExitTable, Type: unix.RTN_THROW, Protocol: rtprotGlowSubnet}
+		if err := k.nl.routeReplace(r); err != nil {
 			return fmt.Errorf("tun: %s: LAN route %v: %w", k.name, p, err)
 		}
 	}
-	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+	for _, fam := range families {
 		for _, r := range exitRules(fam) {
-			if err := k.nl.RuleAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
+			if err := k.nl.ruleAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
 				return fmt.Errorf("tun: %s: rule %d: %w", k.name, r.Priority, err)
 			}
 		}
@@ -138,10 +132,10 @@ func (k *Kernel) setExitLocked(on, allowLAN bool, srcs []netip.Addr) error {
 // route of its table, whoever left them (a crashed daemon, or this one).
 func (k *Kernel) clearExitLocked() error {
 	var errs []error
-	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+	for _, fam := range families {
 		for _, r := range exitRules(fam) {
 			for range 16 { // duplicates too, boundedly
-				if err := k.nl.RuleDel(r); err != nil {
+				if err := k.nl.ruleDel(r); err != nil {
 					if !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EAFNOSUPPORT) {
 						errs = append(errs, fmt.Errorf("remove rule %d: %w", r.Priority, err))
 					}
@@ -149,15 +143,14 @@ func (k *Kernel) clearExitLocked() error {
 				}
 			}
 		}
-		cur, err := k.nl.RouteListFiltered(fam, &netlink.Route{Table: ExitTable}, netlink.RT_FILTER_TABLE)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		for _, r := range cur {
-			if err := k.nl.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
-				errs = append(errs, fmt.Errorf("remove route %v: %w", r.Dst, err))
-			}
+	}
+	cur, err := k.nl.routes(func(r route) bool { return r.Table == ExitTable })
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, r := range cur {
+		if err := k.nl.routeDel(r); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("remove route %v: %w", r.Dst, err))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -169,20 +162,18 @@ func (k *Kernel) clearExitLocked() error {
 // localPrefixesLocked are the prefixes of the connected routes of the
 // host's other interfaces (not link-local), for --exit-node-allow-lan-access.
 func (k *Kernel) localPrefixesLocked() ([]netip.Prefix, error) {
+	rs, err := k.nl.routes(func(r route) bool {
+		connected := !r.Gateway && (r.Scope == unix.RT_SCOPE_LINK || r.Dst.Addr().Is6() && r.Protocol == unix.RTPROT_KERNEL)
+		p := r.Dst
+		return r.Table == unix.RT_TABLE_MAIN && connected && r.Link != k.index &&
+			p.Bits() != 0 && !p.Addr().IsLinkLocalUnicast() && !p.Addr().IsMulticast()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("tun: list routes: %w", err)
+	}
 	var out []netip.Prefix
-	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		rs, err := k.nl.RouteListFiltered(fam, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
-		if err != nil {
-			return nil, fmt.Errorf("tun: list routes: %w", err)
-		}
-		for _, r := range rs {
-			p, ok := prefixOf(r.Dst)
-			connected := r.Gw == nil && (r.Scope == netlink.SCOPE_LINK || fam == netlink.FAMILY_V6 && r.Protocol == unix.RTPROT_KERNEL)
-			if !ok || !connected || r.LinkIndex == k.index || p.Bits() == 0 || p.Addr().IsLinkLocalUnicast() || p.Addr().IsMulticast() {
-				continue
-			}
-			out = append(out, p)
-		}
+	for _, r := range rs {
+		out = append(out, r.Dst)
 	}
 	return out, nil
 }

@@ -9,7 +9,6 @@ import (
 	"sync"
 
 	"github.com/google/nftables"
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/tun"
 
@@ -29,7 +28,7 @@ type Kernel struct {
 
 	// mu guards the following, and serialises netlink requests.
 	mu     sync.Mutex
-	nl     *netlink.Handle    // netlink socket in the netns OpenKernel ran in; nil after Close
+	nl     *rtnl              // netlink socket in the netns OpenKernel ran in; nil after Close
 	fw     *firewall.Firewall // nil without KernelConfig.Firewall
 	fwBase []netip.Prefix     // KernelConfig.Firewall; SetRoutes adds its routes
 	closed bool
@@ -58,7 +57,7 @@ func OpenKernel(cfg KernelConfig) (*Kernel, error) {
 	}
 	// A handle made here keeps its sockets in this thread's netns, so later
 	// calls (SetAddrs from any goroutine) still act on the right interface.
-	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	h, err := dialRtnl()
 	if err != nil {
 		return nil, fmt.Errorf("tun: netlink: %w", err)
 	}
@@ -116,11 +115,11 @@ func (k *Kernel) setup(cfg KernelConfig) error {
 	if name, err := k.dev.Name(); err == nil {
 		k.name = name
 	}
-	link, err := k.nl.LinkByName(k.name)
+	link, err := k.nl.linkByName(k.name)
 	if err != nil {
 		return fmt.Errorf("tun: %s: find link: %w", k.name, err)
 	}
-	k.index = link.Attrs().Index
+	k.index = link.Index
 	if err := k.openRouter(cfg.SysctlFile); err != nil {
 		return err
 	}
@@ -135,13 +134,13 @@ func (k *Kernel) setup(cfg KernelConfig) error {
 	}
 	// The MTU through the same netlink socket as the rest keeps all
 	// configuration in one netns.
-	if err := k.nl.LinkSetMTU(link, cfg.MTU); err != nil {
+	if err := k.nl.linkSetMTU(k.index, cfg.MTU); err != nil {
 		return fmt.Errorf("tun: %s: set mtu %d: %w", k.name, cfg.MTU, err)
 	}
 	if err := k.SetAddrs(cfg.Prefixes, cfg.ExtraAddrs); err != nil {
 		return err
 	}
-	if err := k.nl.LinkSetUp(link); err != nil {
+	if err := k.nl.linkSetUp(k.index); err != nil {
 		return fmt.Errorf("tun: %s: set up: %w", k.name, err)
 	}
 	return nil
@@ -155,24 +154,28 @@ func (k *Kernel) setup(cfg KernelConfig) error {
 // only while a process holds it; a multi-queue one reports its attached
 // queues; for a persistent single-queue one (what `ip tuntap add` makes) we
 // try to attach to it, which fails with EBUSY when a process has it.
-func removeStale(h *netlink.Handle, name string) error {
-	link, err := h.LinkByName(name)
+func removeStale(h *rtnl, name string) error {
+	link, err := h.linkByName(name)
 	if err != nil {
-		if _, ok := err.(netlink.LinkNotFoundError); ok {
+		if errors.Is(err, errNoLink) {
 			return nil
 		}
 		return fmt.Errorf("tun: look up existing interface %s: %w", name, err)
 	}
 	inUse := fmt.Errorf("tun: interface %s already exists and is held open by a running process (another glow daemon?)", name)
-	tt, ok := link.(*netlink.Tuntap)
+	tt := link.Tun
 	switch {
-	case !ok:
-		return fmt.Errorf("tun: interface %s already exists and is a %q device, not a TUN; remove it or choose another name", name, link.Type())
-	case tt.Mode == netlink.TUNTAP_MODE_TAP:
+	case link.Kind != "tun":
+		kind := link.Kind
+		if kind == "" {
+			kind = "device"
+		}
+		return fmt.Errorf("tun: interface %s already exists and is a %q device, not a TUN; remove it or choose another name", name, kind)
+	case tt.Type == unix.IFF_TAP:
 		return fmt.Errorf("tun: interface %s already exists and is a TAP device; remove it or choose another name", name)
 	case tt.NonPersist:
 		return inUse
-	case tt.Flags&netlink.TUNTAP_MULTI_QUEUE != 0:
+	case tt.MultiQueue:
 		if tt.Queues > 0 {
 			return inUse
 		}
@@ -185,7 +188,7 @@ func removeStale(h *netlink.Handle, name string) error {
 			return inUse
 		}
 	}
-	if err := h.LinkDel(link); err != nil {
+	if err := h.linkDel(link.Index); err != nil {
 		return fmt.Errorf("tun: remove stale TUN interface %s: %w", name, err)
 	}
 	return nil
@@ -238,11 +241,7 @@ func (k *Kernel) SetAddrs(prefixes []netip.Prefix, extra []netip.Addr) error {
 	if k.closed {
 		return net.ErrClosed
 	}
-	link, err := k.nl.LinkByIndex(k.index)
-	if err != nil {
-		return fmt.Errorf("tun: %s: find link: %w", k.name, err)
-	}
-	cur, err := k.nl.AddrList(link, netlink.FAMILY_ALL)
+	cur, err := k.nl.addrs(k.index)
 	if err != nil {
 		return fmt.Errorf("tun: %s: list addresses: %w", k.name, err)
 	}
@@ -251,16 +250,15 @@ func (k *Kernel) SetAddrs(prefixes []netip.Prefix, extra []netip.Addr) error {
 	for _, p := range want {
 		wanted[p] = true
 	}
-	for _, a := range cur {
-		p, ok := prefixOf(a.IPNet)
-		if !ok || p.Addr().IsLinkLocalUnicast() {
+	for _, p := range cur {
+		if p.Addr().IsLinkLocalUnicast() {
 			continue
 		}
 		if wanted[p] {
 			have[p] = true
 			continue
 		}
-		if err := k.nl.AddrDel(link, &a); err != nil {
+		if err := k.nl.addrDel(k.index, p); err != nil {
 			return fmt.Errorf("tun: %s: remove address %v: %w", k.name, p, err)
 		}
 	}
@@ -268,37 +266,11 @@ func (k *Kernel) SetAddrs(prefixes []netip.Prefix, extra []netip.Addr) error {
 		if have[p] {
 			continue
 		}
-		a := &netlink.Addr{IPNet: &net.IPNet{
-			IP:   p.Addr().AsSlice(),
-			Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen()),
-		}}
-		if p.Addr().Is6() {
-			a.Flags = unix.IFA_F_NODAD
-		}
-		if err := k.nl.AddrAdd(link, a); err != nil {
+		if err := k.nl.addrAdd(k.index, p); err != nil {
 			return fmt.Errorf("tun: %s: add address %v: %w", k.name, p, err)
 		}
 	}
 	return nil
-}
-
-func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
-	if n == nil {
-		return netip.Prefix{}, false
-	}
-	a, ok := netip.AddrFromSlice(n.IP)
-	if !ok {
-		return netip.Prefix{}, false
-	}
-	a = a.Unmap()
-	ones, bits := n.Mask.Size()
-	if bits == 0 {
-		return netip.Prefix{}, false
-	}
-	if bits == 128 && a.Is4() {
-		ones -= 96
-	}
-	return netip.PrefixFrom(a, ones), true
 }
 
 // Close closes the TUN device, which removes the interface and its
@@ -354,44 +326,37 @@ func (k *Kernel) SetRoutes(prefixes []netip.Prefix, srcs ...netip.Addr) error {
 }
 
 // syncRoutesLocked makes the routes through the interface tagged with
-// protocol proto exactly prefixes (scope link), each preferring the source
+// protocol proto in the main table exactly prefixes (scope link), each preferring the source
 // address of its family in srcs; routes of other protocols are left alone.
 // k.mu is held.
-func (k *Kernel) syncRoutesLocked(proto netlink.RouteProtocol, prefixes []netip.Prefix, srcs []netip.Addr) error {
+func (k *Kernel) syncRoutesLocked(proto uint8, prefixes []netip.Prefix, srcs []netip.Addr) error {
 	wanted := map[netip.Prefix]bool{}
 	for _, p := range prefixes {
 		wanted[p.Masked()] = true
 	}
-	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		cur, err := k.nl.RouteListFiltered(fam, &netlink.Route{LinkIndex: k.index, Protocol: proto},
-			netlink.RT_FILTER_OIF|netlink.RT_FILTER_PROTOCOL)
-		if err != nil {
-			return fmt.Errorf("tun: %s: list routes: %w", k.name, err)
+	cur, err := k.nl.routes(func(r route) bool {
+		return r.Table == unix.RT_TABLE_MAIN && r.Link == k.index && r.Protocol == proto
+	})
+	if err != nil {
+		return fmt.Errorf("tun: %s: list routes: %w", k.name, err)
+	}
+	for _, r := range cur {
+		if wanted[r.Dst] {
+			delete(wanted, r.Dst)
+			continue
 		}
-		for _, r := range cur {
-			p, ok := prefixOf(r.Dst)
-			if ok && wanted[p] {
-				delete(wanted, p)
-				continue
-			}
-			if err := k.nl.RouteDel(&r); err != nil {
-				return fmt.Errorf("tun: %s: remove route %v: %w", k.name, r.Dst, err)
-			}
+		if err := k.nl.routeDel(r); err != nil {
+			return fmt.Errorf("tun: %s: remove route %v: %w", k.name, r.Dst, err)
 		}
 	}
 	for p := range wanted {
-		r := &netlink.Route{
-			LinkIndex: k.index,
-			Dst:       &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())},
-			Scope:     netlink.SCOPE_LINK,
-			Protocol:  proto,
-		}
+		r := route{Dst: p, Link: k.index, Table: unix.RT_TABLE_MAIN, Scope: unix.RT_SCOPE_LINK, Protocol: proto}
 		for _, src := range srcs {
 			if src.Is4() == p.Addr().Is4() {
-				r.Src = src.AsSlice()
+				r.Src = src
 			}
 		}
-		if err := k.nl.RouteReplace(r); err != nil {
+		if err := k.nl.routeReplace(r); err != nil {
 			return fmt.Errorf("tun: %s: add route %v: %w", k.name, p, err)
 		}
 	}

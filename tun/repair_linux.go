@@ -4,9 +4,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
-
 	"glow/tun/firewall"
 )
 
@@ -17,21 +14,17 @@ import (
 // sysctlFile. It reports whether it changed anything.
 func RepairRouting(sysctlFile string) (bool, error) {
 	changed, err := firewall.RemoveStaleRouter()
-	h, herr := netlink.NewHandle(unix.NETLINK_ROUTE)
+	h, herr := dialRtnl()
 	if herr != nil {
 		return changed, errors.Join(err, fmt.Errorf("tun: netlink: %w", herr))
 	}
 	defer h.Close()
-	live := false
-	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		rs, lerr := h.RouteListFiltered(fam, &netlink.Route{Table: ExitTable}, netlink.RT_FILTER_TABLE)
-		live = live || lerr == nil && len(rs) > 0
-	}
-	if !live {
-		for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+	rs, lerr := h.routes(func(r route) bool { return r.Table == ExitTable })
+	if live := lerr == nil && len(rs) > 0; !live {
+		for _, fam := range families {
 			for _, r := range exitRules(fam) {
 				for range 16 {
-					if h.RuleDel(r) != nil {
+					if h.ruleDel(r) != nil {
 						break
 					}
 					changed = true

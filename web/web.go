@@ -43,6 +43,7 @@
 package web
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/subtle"
 	"embed"
@@ -50,7 +51,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"html/template"
+	"html"
 	"io/fs"
 	"net"
 	"net/http"
@@ -90,7 +91,7 @@ type Handler struct {
 	token string // in the printed URL and the cookie
 	csrf  string // in the page, for state-changing requests
 	mux   *http.ServeMux
-	page  *template.Template
+	page  []byte // index.html with the CSRF token in
 	files fs.FS
 
 	streams atomic.Int32
@@ -98,6 +99,9 @@ type Handler struct {
 
 //go:embed assets
 var assets embed.FS
+
+// csrfMark is where index.html takes the CSRF token.
+const csrfMark = "{{CSRF}}"
 
 // New returns a handler for b with fresh random tokens.
 func New(b Backend, opt Options) *Handler {
@@ -113,9 +117,17 @@ func New(b Backend, opt Options) *Handler {
 	}
 	h := &Handler{
 		b: b, opt: opt, token: randomToken(), csrf: randomToken(), files: files,
-		page: template.Must(template.ParseFS(files, "index.html")),
-		mux:  http.NewServeMux(),
+		mux: http.NewServeMux(),
 	}
+	page, err := fs.ReadFile(files, "index.html")
+	if err != nil {
+		panic(err) // the embedded tree is part of the binary
+	}
+	// The page's one variable part. Not html/template: that and
+	// text/template would be half a megabyte of glow's binary, and so of
+	// the daemon's resident memory (the daemon is the same binary), for
+	// one attribute.
+	h.page = bytes.ReplaceAll(page, []byte(csrfMark), []byte(html.EscapeString(h.csrf)))
 	h.mux.HandleFunc("GET /{$}", h.index)
 	h.mux.HandleFunc("GET /app.js", h.file("app.js", "text/javascript; charset=utf-8"))
 	h.mux.HandleFunc("GET /style.css", h.file("style.css", "text/css; charset=utf-8"))
@@ -248,7 +260,7 @@ func (h *Handler) checkCSRF(r *http.Request) error {
 
 func (h *Handler) index(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	h.page.Execute(w, map[string]string{"CSRF": h.csrf})
+	w.Write(h.page)
 }
 
 func (h *Handler) file(name, ctype string) http.HandlerFunc {
