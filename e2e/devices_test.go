@@ -31,12 +31,7 @@ func wireguardGo(t *testing.T) string {
 		if wgGoBin = os.Getenv("GLOW_WG_BIN"); wgGoBin != "" {
 			return
 		}
-		dir, err := os.MkdirTemp("", "glow-e2e-wg-")
-		if err != nil {
-			wgGoErr = err
-			return
-		}
-		wgGoBin, wgGoErr = goBuild(filepath.Join(dir, "wireguard-go"), "golang.zx2c4.com/wireguard")
+		wgGoBin, wgGoErr = goBuild(filepath.Join(buildDir, "wireguard-go"), "golang.zx2c4.com/wireguard")
 	})
 	if wgGoErr != nil {
 		t.Fatalf("no wireguard-go binary: %v", wgGoErr)

@@ -35,6 +35,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	buildDir = tmp
 	if glowBin = os.Getenv("GLOW_BIN"); glowBin == "" {
 		glowBin, buildErr = buildGlow(filepath.Join(tmp, "glow"))
 	}
@@ -42,6 +43,10 @@ func TestMain(m *testing.M) {
 	os.RemoveAll(tmp)
 	os.Exit(code)
 }
+
+// buildDir holds the binaries the tests build (glow, glow-userspace, the
+// reference wireguard-go); TestMain removes it.
+var buildDir string
 
 // buildGlow runs `go build -o out ./cmd/glow` in the module root, and
 // builds glow-userspace beside it (glow with the glow_netstack tag, which
