@@ -35,15 +35,24 @@
 //
 // # Why this shape
 //
-// The kernel device is wireguard-go's own NativeTun, opened as
-// [tun.CreateTUN] opens it but without its up/down and MTU monitors (see
-// createTUN: glow sets both itself, and the monitor polled once a second),
-// so the Linux offloads it negotiates (IFF_VNET_HDR with TSO4/6, and USO4/6 where the
-// kernel has them, plus its GRO tables) stay on and BatchSize stays > 1:
-// throughput on a direct path stays that of plain wireguard-go. This package
-// only adds what CreateTUN leaves out: addresses (IPv6 ones with IFA_F_NODAD,
-// so they are usable at once, as Tailscale and wg-quick do), MTU and link
-// state, all through netlink rather than by running ip(8).
+// The kernel device is opened as wireguard-go's [tun.CreateTUN] opens it
+// (IFF_VNET_HDR, with TSO4/6, and USO4/6 where the kernel has them), but
+// without its up/down and MTU monitors (see createTUN: glow sets both
+// itself, and the monitor polled once a second), and it is glow's own
+// tun.Device, rawTUN: the same offloads as wireguard-go's NativeTun
+// (super-packets from the kernel cut into segments on read, segments of a
+// flow merged into super-packets on write: vnet.go, after the kernel's own
+// rules), so BatchSize stays 128 and a direct path keeps wireguard-go's
+// throughput, but with reads and writes made as raw system calls. Go's
+// ordinary system call entry wakes the runtime's monitor thread whenever
+// the process was idle, and the ends of a WireGuard flow idle between
+// bursts thousands of times a second; link/udpbind does the same for the
+// UDP side. A super-packet the device cannot cut is dropped and counted
+// (wireguard-go's device would stop reading). On a kernel without TSO for
+// TUN, wireguard-go's own device is used. This package also adds what
+// CreateTUN leaves out: addresses (IPv6 ones with IFA_F_NODAD, so they are
+// usable at once, as Tailscale and wg-quick do), MTU and link state, all
+// through route netlink rather than by running ip(8).
 //
 // An interface that already has the configured name is handled as follows:
 // if it is a TUN device that no process has open (a persistent TUN, for

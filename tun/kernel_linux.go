@@ -104,7 +104,12 @@ func createTUN(name string) (tun.Device, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	dev, _, err := tun.CreateUnmonitoredTUNFromFD(fd) // sets O_NONBLOCK, negotiates the offloads
+	if dev, err := openRawTUN(fd, ifr.Name()); err == nil {
+		return dev, nil
+	}
+	// No TCP segmentation offload (an old kernel): wireguard-go's device
+	// copes without the virtio-net header.
+	dev, _, err := tun.CreateUnmonitoredTUNFromFD(fd) // sets O_NONBLOCK, negotiates what offloads there are
 	if err != nil {
 		return nil, err // the fd is an *os.File's by now, closed when it is collected
 	}
