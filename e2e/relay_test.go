@@ -333,6 +333,16 @@ func TestRelayFailoverTCP(t *testing.T) {
 	} else {
 		t.Logf("transfer of %d bytes intact (sha256 %x) in %v", size, recvSum[:8], took.Round(time.Millisecond))
 	}
+	// Every super-packet the kernel handed the TUN was cut (tun's rawTUN).
+	for _, n := range []*node{a, b} {
+		st, err := n.status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d, ok := st.Drops["tun/unsplittable"]; !ok || d != 0 {
+			t.Errorf("%s: drop counter tun/unsplittable = %d (present %v), want 0", n.name, d, ok)
+		}
+	}
 	mu.Lock()
 	stall, at := maxStall, stallAt
 	mu.Unlock()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"glow/overlay/api"
+	"glow/tun"
 )
 
 // Status reports this node and its peers.
@@ -104,6 +105,9 @@ func (n *Node) Status() Status {
 	s.Drops["bind/send-no-path"] = bc.SendNoPath
 	s.Drops["bind/stream-queue-full"] = bc.StreamFull
 	s.Drops["bind/socket-lost"] = bc.SocketLost
+	if k, ok := n.tunDev.(*tun.Kernel); ok {
+		s.Drops["tun/unsplittable"] = k.Dropped()
+	}
 	return s
 }
 

@@ -226,6 +226,16 @@ func tunAttached(name string) (bool, error) {
 // directly also removes the interface; prefer Kernel.Close.
 func (k *Kernel) Device() tun.Device { return k.dev }
 
+// Dropped is the number of reads the device dropped: super-packets from
+// the kernel it could not cut into segments (see rawTUN). The kernel never
+// makes one; a count here is a bug to report.
+func (k *Kernel) Dropped() uint64 {
+	if r, ok := k.dev.(*rawTUN); ok {
+		return r.Dropped()
+	}
+	return 0
+}
+
 // Name returns the interface name.
 func (k *Kernel) Name() string { return k.name }
 
