@@ -95,28 +95,12 @@ func (k *Kernel) setExitLocked(on, allowLAN bool, srcs []netip.Addr) error {
 			return fmt.Errorf("tun: %s: exit route %v: %w", k.name, fam.def, err)
 		}
 	}
-	wanted := map[netip.Prefix]bool{}
+	var throws []route
 	for _, p := range lan {
-		wanted[p] = true
+		throws = append(throws, route{Dst: p, Table: ExitTable, Type: unix.RTN_THROW, Protocol: rtprotGlowSubnet})
 	}
-	cur, err := k.nl.routes(func(r route) bool { return r.Table == ExitTable && r.Type == unix.RTN_THROW })
-	if err != nil {
-		return fmt.Errorf("tun: %s: list exit routes: %w", k.name, err)
-	}
-	for _, r := range cur {
-		if wanted[r.Dst] {
-			delete(wanted, r.Dst)
-			continue
-		}
-		if err := k.nl.routeDel(r); err != nil && !errors.Is(err, unix.ESRCH) {
-			return fmt.Errorf("tun: %s: remove LAN route %v: %w", k.name, r.Dst, err)
-		}
-	}
-	for p := range wanted {
-		r := route{Dst: p, Table: ExitTable, Type: unix.RTN_THROW, Protocol: rtprotGlowSubnet}
-		if err := k.nl.routeReplace(r); err != nil {
-			return fmt.Errorf("tun: %s: LAN route %v: %w", k.name, p, err)
-		}
+	if err := k.nl.syncRoutes(func(r route) bool { return r.Table == ExitTable && r.Type == unix.RTN_THROW }, throws); err != nil {
+		return fmt.Errorf("tun: %s: LAN routes: %w", k.name, err)
 	}
 	for _, fam := range families {
 		for _, r := range exitRules(fam) {

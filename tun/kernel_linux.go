@@ -345,35 +345,21 @@ func (k *Kernel) SetRoutes(prefixes []netip.Prefix, srcs ...netip.Addr) error {
 // address of its family in srcs; routes of other protocols are left alone.
 // k.mu is held.
 func (k *Kernel) syncRoutesLocked(proto uint8, prefixes []netip.Prefix, srcs []netip.Addr) error {
-	wanted := map[netip.Prefix]bool{}
+	var want []route
 	for _, p := range prefixes {
-		wanted[p.Masked()] = true
-	}
-	cur, err := k.nl.routes(func(r route) bool {
-		return r.Table == unix.RT_TABLE_MAIN && r.Link == k.index && r.Protocol == proto
-	})
-	if err != nil {
-		return fmt.Errorf("tun: %s: list routes: %w", k.name, err)
-	}
-	for _, r := range cur {
-		if wanted[r.Dst] {
-			delete(wanted, r.Dst)
-			continue
-		}
-		if err := k.nl.routeDel(r); err != nil {
-			return fmt.Errorf("tun: %s: remove route %v: %w", k.name, r.Dst, err)
-		}
-	}
-	for p := range wanted {
-		r := route{Dst: p, Link: k.index, Table: unix.RT_TABLE_MAIN, Scope: unix.RT_SCOPE_LINK, Protocol: proto}
+		r := route{Dst: p.Masked(), Link: k.index, Table: unix.RT_TABLE_MAIN, Scope: unix.RT_SCOPE_LINK, Protocol: proto}
 		for _, src := range srcs {
 			if src.Is4() == p.Addr().Is4() {
 				r.Src = src
 			}
 		}
-		if err := k.nl.routeReplace(r); err != nil {
-			return fmt.Errorf("tun: %s: add route %v: %w", k.name, p, err)
-		}
+		want = append(want, r)
+	}
+	err := k.nl.syncRoutes(func(r route) bool {
+		return r.Table == unix.RT_TABLE_MAIN && r.Link == k.index && r.Protocol == proto
+	}, want)
+	if err != nil {
+		return fmt.Errorf("tun: %s: %w", k.name, err)
 	}
 	return nil
 }

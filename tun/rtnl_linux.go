@@ -287,6 +287,35 @@ func (r *rtnl) routeReplace(rt route) error { return r.c.Route.Replace(rt.msg())
 
 func (r *rtnl) routeDel(rt route) error { return r.c.Route.Delete(rt.msg()) }
 
+// syncRoutes makes the routes match selects exactly want, by destination:
+// it deletes the selected routes whose destination want lacks and adds
+// those of want that are missing. A route already gone (ESRCH) is no error.
+func (r *rtnl) syncRoutes(match func(route) bool, want []route) error {
+	cur, err := r.routes(match)
+	if err != nil {
+		return fmt.Errorf("list routes: %w", err)
+	}
+	missing := make(map[netip.Prefix]route, len(want))
+	for _, w := range want {
+		missing[w.Dst] = w
+	}
+	for _, c := range cur {
+		if _, ok := missing[c.Dst]; ok {
+			delete(missing, c.Dst)
+			continue
+		}
+		if err := r.routeDel(c); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("remove route %v: %w", c.Dst, err)
+		}
+	}
+	for _, w := range missing {
+		if err := r.routeReplace(w); err != nil {
+			return fmt.Errorf("add route %v: %w", w.Dst, err)
+		}
+	}
+	return nil
+}
+
 // rule is one ip rule.
 type rule struct {
 	Family   uint8 // AF_INET or AF_INET6
