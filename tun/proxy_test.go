@@ -53,14 +53,25 @@ func newNetstackPair(t *testing.T) (a, b *userspace.Stack, ca, cb *tuntest.Count
 }
 
 // serveEcho echoes every connection accepted on ln, half-closing at EOF.
+// At the end of the test it closes the connections still open: their
+// peers' last FIN or RST may have been lost (a TUN's queue drops under
+// load, and nothing resends a RST), and an echo blocked on a full window
+// would wait forever.
 func serveEcho(t *testing.T, ln net.Listener) {
-	var wg sync.WaitGroup
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns []net.Conn
+	)
 	wg.Go(func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
 			wg.Go(func() {
 				defer c.Close()
 				io.Copy(c, c)
@@ -68,7 +79,15 @@ func serveEcho(t *testing.T, ln net.Listener) {
 			})
 		}
 	})
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
 }
 
 // startProxy serves cfg on 127.0.0.1 until the test ends, and checks that
@@ -138,7 +157,9 @@ func socksDial(t *testing.T, proxyAddr string, cmd, atyp byte, addr []byte, port
 // checkEcho writes data, half-closes, and expects the same bytes then EOF.
 func checkEcho(t *testing.T, c *net.TCPConn, data []byte) {
 	t.Helper()
-	c.SetDeadline(time.Now().Add(20 * time.Second))
+	// Bounded, but loosely: under load a lost segment's retransmission
+	// backs off (0.2, 0.4, ... 12.8 s).
+	c.SetDeadline(time.Now().Add(45 * time.Second))
 	errc := make(chan error, 1)
 	go func() {
 		_, err := c.Write(data)
