@@ -325,10 +325,12 @@ type groItem struct {
 	firstHdr []byte // first packet's headers, for the field comparisons
 }
 
-// groCandidate classifies p (an IP packet) for merging: it returns the
-// transport offset, header length, payload length and whether it is one.
-// A candidate has exact IP lengths, no IPv4 options and no fragmentation, no IPv6 extension headers, TCP flags ACK or
-// ACK|PSH only, and a non-empty payload whose checksum is right.
+// groCandidate classifies p (an IP packet) for merging: it returns its
+// flow, the transport header's offset, the length of all its headers, and
+// whether it may be merged at all. A candidate has exact IP lengths, no
+// IPv4 options and no fragmentation, no IPv6 extension headers, TCP flags
+// ACK or ACK|PSH only (UDP only withUDP), and a non-empty payload whose
+// checksum is right.
 func groCandidate(p []byte, withUDP bool) (key flowKey, l4, hdrLen int, ok bool) {
 	if len(p) < 20 || len(p) > maxPacket {
 		return key, 0, 0, false
