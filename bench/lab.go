@@ -4,7 +4,7 @@ package main
 // one round, all removed by close. Everything is named with the prefix
 // gb-<pid>- (namespaces) or gw<pid>... (wireguard-go interfaces), so that
 // leftovers of a run that was killed hard can be told from a live run's
-// objects and removed by the next run (removeLeftovers).
+// objects and removed by the next run (removeLeftovers, glow/internal/testns).
 
 import (
 	"context"
@@ -17,6 +17,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"glow/internal/testns"
 )
 
 // nsFamily is the prefix of every namespace this tool creates.
@@ -159,7 +161,9 @@ func (l *lab) close() {
 		stopProcess(c)
 	}
 	for _, ns := range l.namespaces {
-		removeNamespace(ns)
+		if err := testns.Remove(ns); err != nil {
+			l.log("%v", err)
+		}
 	}
 }
 
@@ -182,20 +186,6 @@ func stopProcess(c *exec.Cmd) {
 	}
 }
 
-// removeNamespace kills every process left in ns and deletes it.
-func removeNamespace(ns string) {
-	ctx := context.Background()
-	if out, err := run(ctx, 5*time.Second, "ip", "netns", "pids", ns); err == nil {
-		for _, f := range strings.Fields(out) {
-			if pid, err := strconv.Atoi(f); err == nil {
-				syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
-	}
-	run(ctx, 10*time.Second, "ip", "netns", "del", ns)
-	os.RemoveAll("/etc/netns/" + ns)
-}
-
 // removeLeftovers deletes namespaces, wireguard-go sockets and scratch
 // directories of earlier runs whose process is gone.
 func removeLeftovers(logf func(string, ...any)) {
@@ -206,14 +196,8 @@ func removeLeftovers(logf func(string, ...any)) {
 		}
 		return syscall.Kill(pid, 0) == syscall.ESRCH
 	}
-	nss, _ := filepath.Glob("/run/netns/" + nsFamily + "*")
-	for _, p := range nss {
-		ns := filepath.Base(p)
-		pid, _, _ := strings.Cut(strings.TrimPrefix(ns, nsFamily), "-")
-		if dead(pid) {
-			logf("removing leftover namespace %s", ns)
-			removeNamespace(ns)
-		}
+	for _, msg := range testns.RemoveLeftovers(nsFamily) {
+		logf("%s", msg)
 	}
 	socks, _ := filepath.Glob("/var/run/wireguard/gw*.sock")
 	for _, s := range socks {

@@ -3,19 +3,18 @@ package nat_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"glow/internal/leaktest"
+	"glow/internal/testns"
 	"glow/nat"
 	"glow/nat/igdtest"
 )
@@ -25,7 +24,8 @@ import (
 // (5351, 1900) of the gateway and multicasts SSDP, which must reach neither
 // the machine's own services nor a real router. The test re-executes its
 // own binary inside the namespace (a Go process cannot move all of its
-// threads into another namespace), with netnsEnv naming it.
+// threads into another namespace), with netnsEnv naming its gateway's
+// namespace.
 const netnsEnv = "GLOW_NAT_TEST_NETNS"
 
 var (
@@ -33,10 +33,8 @@ var (
 	testSelf = netip.MustParseAddr("192.168.77.2")
 )
 
-var netnsSeq atomic.Int32
-
 // inNetns reports whether the test runs inside its namespace. If not, it
-// creates one (name glownat-PID-N, deleted in Cleanup) with a LAN where
+// creates one (named glownat-PID-N by testns, deleted in Cleanup) with a LAN where
 // testGW and testSelf live, runs the test there and reports false; the
 // caller then returns. Without root it skips, loudly.
 func inNetns(t *testing.T) bool {
@@ -47,10 +45,6 @@ func inNetns(t *testing.T) bool {
 	if os.Geteuid() != 0 {
 		t.Skip("SKIPPED: needs root to create a network namespace (the port mapping library talks to ports 5351/1900 and multicasts SSDP)")
 	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("SKIPPED: needs the ip command (iproute2) for a network namespace")
-	}
-	name := fmt.Sprintf("glownat-%d-%d", os.Getpid(), netnsSeq.Add(1))
 	run := func(args ...string) {
 		t.Helper()
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
@@ -58,13 +52,8 @@ func inNetns(t *testing.T) bool {
 		}
 	}
 	// Two namespaces joined by a veth pair: the host (name) and its
-	// gateway (name-gw). Neither has a route anywhere else.
-	gwName := name + "-gw"
-	for _, ns := range []string{name, gwName} {
-		run("netns", "add", ns)
-		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-		run("-n", ns, "link", "set", "lo", "up")
-	}
+	// gateway (gwName). Neither has a route anywhere else.
+	name, gwName := testns.New(t, "glownat-"), testns.New(t, "glownat-")
 	run("-n", name, "link", "add", "lan0", "type", "veth", "peer", "name", "gw0", "netns", gwName)
 	run("-n", name, "addr", "add", testSelf.String()+"/24", "dev", "lan0")
 	run("-n", gwName, "addr", "add", testGW.String()+"/24", "dev", "gw0")
@@ -73,7 +62,7 @@ func inNetns(t *testing.T) bool {
 
 	cmd := exec.Command("ip", "netns", "exec", name, os.Args[0],
 		"-test.run=^"+t.Name()+"$", "-test.v", "-test.count=1", "-test.timeout=2m")
-	cmd.Env = append(os.Environ(), netnsEnv+"="+name)
+	cmd.Env = append(os.Environ(), netnsEnv+"="+gwName)
 	out, err := cmd.CombinedOutput()
 	t.Logf("in namespace %s:\n%s", name, out)
 	if err != nil {
@@ -93,7 +82,7 @@ func inGatewayNetns(t *testing.T, f func()) {
 		t.Fatal(err)
 	}
 	defer self.Close()
-	gw, err := os.Open("/run/netns/" + os.Getenv(netnsEnv) + "-gw")
+	gw, err := os.Open("/run/netns/" + os.Getenv(netnsEnv))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package overlay
 
 import (
-	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"glow/internal/testns"
 )
 
 // TestIfaceWatch: an address added to a new interface reaches hostAddrs
@@ -19,18 +20,13 @@ import (
 // any timer; the cached reading before it does not hold the address.
 // Needs root: the interface is created in a namespace of the test's own.
 func TestIfaceWatch(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPED: needs root for a network namespace")
-	}
-	name := fmt.Sprintf("glowifw-%d", os.Getpid())
+	name := testns.New(t, "glowifw-")
 	ip := func(args ...string) {
 		t.Helper()
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
-	ip("netns", "add", name)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
 
 	// The watch's socket and every reading of the interfaces are made on
 	// this thread, in the namespace.

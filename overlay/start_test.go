@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"glow/internal/leaktest"
+	"glow/internal/testns"
 	"glow/nat"
 	"glow/nat/igdtest"
 )
@@ -31,7 +32,8 @@ import (
 // namespace must be as it was: resolv.conf byte for byte, links, routes and
 // nftables rules, the gateway's mappings, and no goroutine left.
 //
-// The test runs in a network namespace it creates (startNetnsEnv names it):
+// The test runs in a network namespace it creates (startNetnsEnv names its
+// gateway's namespace):
 // the port mapping library talks to the gateway of the routing table on its
 // well-known ports, and `ip netns exec` bind-mounts a resolv.conf of the
 // namespace's own over /etc/resolv.conf, so the machine's resolver, routes
@@ -45,11 +47,9 @@ var (
 	startSelf = netip.MustParseAddr("192.168.78.2")
 )
 
-var startNetnsSeq atomic.Int32
-
 // inStartNetns reports whether the test runs inside its namespace. If not,
-// it creates one (glowstart-PID-N and glowstart-PID-N-gw, joined by a veth
-// pair, deleted with their /etc/netns directory in Cleanup), runs the test
+// it creates two (glowstart-PID-N, by testns, joined by a veth pair,
+// deleted with their /etc/netns directories in Cleanup), runs the test
 // there and reports false; the caller then returns.
 func inStartNetns(t *testing.T) bool {
 	t.Helper()
@@ -64,25 +64,18 @@ func inStartNetns(t *testing.T) bool {
 			t.Skipf("SKIPPED: needs %s: %v", prog, err)
 		}
 	}
-	name := fmt.Sprintf("glowstart-%d-%d", os.Getpid(), startNetnsSeq.Add(1))
 	run := func(args ...string) {
 		t.Helper()
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
-	gwName := name + "-gw"
-	for _, ns := range []string{name, gwName} {
-		run("netns", "add", ns)
-		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-		run("-n", ns, "link", "set", "lo", "up")
-	}
+	name, gwName := testns.New(t, "glowstart-"), testns.New(t, "glowstart-")
 	// The namespace's own resolv.conf, bind-mounted by `ip netns exec`.
 	etc := filepath.Join("/etc/netns", name)
 	if err := os.MkdirAll(etc, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(etc) })
 	if err := os.WriteFile(filepath.Join(etc, "resolv.conf"),
 		[]byte("# "+name+" (TestAttackStartUnwind)\nnameserver 192.168.78.1\nsearch example.test\noptions ndots:1\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -99,7 +92,7 @@ func inStartNetns(t *testing.T) bool {
 
 	cmd := exec.Command("ip", "netns", "exec", name, os.Args[0],
 		"-test.run=^"+t.Name()+"$", "-test.v", "-test.count=1", "-test.timeout=3m")
-	cmd.Env = append(os.Environ(), startNetnsEnv+"="+name)
+	cmd.Env = append(os.Environ(), startNetnsEnv+"="+gwName)
 	out, err := cmd.CombinedOutput()
 	t.Logf("in namespace %s:\n%s", name, out)
 	if err != nil {
@@ -118,7 +111,7 @@ func inStartGatewayNetns(t *testing.T, f func()) {
 		t.Fatal(err)
 	}
 	defer self.Close()
-	gw, err := os.Open("/run/netns/" + os.Getenv(startNetnsEnv) + "-gw")
+	gw, err := os.Open("/run/netns/" + os.Getenv(startNetnsEnv))
 	if err != nil {
 		t.Fatal(err)
 	}

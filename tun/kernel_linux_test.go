@@ -5,16 +5,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"glow/internal/leaktest"
+	"glow/internal/testns"
 	"glow/tun/tuntest"
 	"glow/tun/userspace"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"runtime"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,29 +21,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-var netnsSeq atomic.Int64
-
 // enterNewNetns creates a fresh network namespace, moves the test's
 // goroutine (locked to its thread) into it, and returns its name. Cleanup
-// moves the thread back and deletes the namespace, even when the test fails.
+// moves the thread back and deletes the namespace, even when the test fails
+// (testns removes those of a killed run). It skips t when not root.
 // Everything the test does on the thread then stays inside the namespace.
 func enterNewNetns(t *testing.T) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPING kernel TUN test: it needs root (creates a network namespace and a TUN device); run `sudo go test ./tun/...`")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("SKIPPING kernel TUN test: ip(8) from iproute2 not found")
-	}
-	name := fmt.Sprintf("glowtun-%d-%d", os.Getpid(), netnsSeq.Add(1))
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
+	name := testns.New(t, "glowtun-")
 	runtime.LockOSThread()
 	orig, err := netns.Get()
 	if err != nil {

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"glow/internal/testns"
 )
 
 // Host is one network namespace: a machine of the test network.
@@ -75,11 +77,11 @@ func (h *Host) Sysctl(key, value string) {
 }
 
 // Pids lists the processes running inside the host.
-func (h *Host) Pids() ([]int, error) { return nsPids(h.NS) }
+func (h *Host) Pids() ([]int, error) { return testns.Pids(h.NS) }
 
 // KillAll SIGKILLs every process inside the host and waits (at most 5 s)
 // until none is left.
-func (h *Host) KillAll() error { return killNS(h.NS) }
+func (h *Host) KillAll() error { return testns.Kill(h.NS) }
 
 // Start starts argv in the host in the background. Its output is collected
 // (see Proc.Output); it is killed when the lab closes if still running.

@@ -5,7 +5,7 @@
 // unique to the test process and the lab (ge-<pid>-<n>-), and is removed by
 // t.Cleanup even when the test fails; New also removes what a crashed earlier
 // run of the same family left behind (namespaces whose owning test process is
-// gone, with every process still inside them).
+// gone, with every process still inside them; see glow/internal/testns).
 //
 //	l := lab.New(t)                       // skips loudly when not root
 //	lan := l.Bridge("lan")                // a LAN: a namespace holding a Linux bridge
@@ -52,6 +52,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"glow/internal/testns"
 )
 
 // Family is the name prefix of every namespace any lab creates.
@@ -63,10 +65,7 @@ const SkipMessage = "SKIPPING namespace tests: not root (run as root, e.g. `sudo
 // CommandTimeout bounds every command the lab runs for its own set-up.
 const CommandTimeout = 20 * time.Second
 
-var (
-	labSeq       atomic.Int64
-	leftoverOnce sync.Once
-)
+var labSeq atomic.Int64
 
 // NAT is the kind of address translation a Router does.
 type NAT int
@@ -126,11 +125,7 @@ type Lab struct {
 func New(t testing.TB) *Lab {
 	t.Helper()
 	RequireRoot(t)
-	leftoverOnce.Do(func() {
-		for _, msg := range RemoveLeftovers() {
-			t.Logf("lab: %s", msg)
-		}
-	})
+	testns.SweepOnce(Family, t.Logf)
 	l := &Lab{
 		t:       t,
 		prefix:  fmt.Sprintf("%s%d-%d-", Family, os.Getpid(), labSeq.Add(1)),
@@ -286,7 +281,7 @@ func (l *Lab) Close() {
 		p.Kill()
 	}
 	for i := len(nss) - 1; i >= 0; i-- {
-		if err := removeNS(nss[i]); err != nil {
+		if err := testns.Remove(nss[i]); err != nil {
 			l.t.Logf("lab cleanup: %v", err)
 		}
 	}
@@ -368,100 +363,6 @@ func run(ctx context.Context, ns string, argv []string) (*Result, error) {
 		return res, &ExitError{Result: res, Err: err}
 	}
 	return res, nil
-}
-
-// nsPids lists the processes inside namespace ns.
-func nsPids(ns string) ([]int, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), CommandTimeout)
-	defer cancel()
-	res, err := run(ctx, "", []string{"ip", "netns", "pids", ns})
-	if err != nil {
-		return nil, err
-	}
-	var pids []int
-	for _, f := range strings.Fields(res.Stdout) {
-		if pid, err := strconv.Atoi(f); err == nil && pid > 1 && pid != os.Getpid() {
-			pids = append(pids, pid)
-		}
-	}
-	return pids, nil
-}
-
-// killNS SIGKILLs every process in ns and waits (bounded) until none is left.
-func killNS(ns string) error {
-	var pids []int
-	for i := 0; i < 50; i++ {
-		var err error
-		pids, err = nsPids(ns)
-		if err != nil {
-			return err
-		}
-		if len(pids) == 0 {
-			return nil
-		}
-		for _, pid := range pids {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return fmt.Errorf("namespace %s: processes %v still alive after 5s of SIGKILL", ns, pids)
-}
-
-func removeNS(ns string) error {
-	errKill := killNS(ns)
-	ctx, cancel := context.WithTimeout(context.Background(), CommandTimeout)
-	defer cancel()
-	_, errDel := run(ctx, "", []string{"ip", "netns", "del", ns})
-	errEtc := os.RemoveAll(filepath.Join("/etc/netns", ns))
-	return errors.Join(errKill, errDel, errEtc)
-}
-
-// RemoveLeftovers deletes the namespaces (and /etc/netns entries) of the lab
-// family whose owning process is gone, killing what still runs inside them.
-// It returns one message per thing removed or failed. Labs of live test
-// processes (another package's tests running in parallel) are left alone.
-func RemoveLeftovers() []string {
-	seen := map[string]bool{}
-	for _, dir := range []string{"/run/netns", "/var/run/netns", "/etc/netns"} {
-		ents, _ := os.ReadDir(dir)
-		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), Family) {
-				seen[e.Name()] = true
-			}
-		}
-	}
-	var msgs []string
-	for ns := range seen {
-		pidStr, _, _ := strings.Cut(strings.TrimPrefix(ns, Family), "-")
-		pid, err := strconv.Atoi(pidStr)
-		if err == nil && ownerAlive(pid) {
-			continue
-		}
-		if err := removeNS(ns); err != nil {
-			msgs = append(msgs, fmt.Sprintf("removing leftover %s: %v", ns, err))
-		} else {
-			msgs = append(msgs, "removed leftover namespace "+ns)
-		}
-	}
-	return msgs
-}
-
-// ownerAlive reports whether pid is a live process that may own a lab: the
-// process itself, or a go test binary (argv[0] or executable named *.test).
-func ownerAlive(pid int) bool {
-	if pid == os.Getpid() {
-		return true
-	}
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil {
-		return false
-	}
-	argv0, _, _ := strings.Cut(string(cmdline), "\x00")
-	if strings.HasSuffix(argv0, ".test") {
-		return true
-	}
-	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-	return strings.HasSuffix(exe, ".test")
 }
 
 func tail(s string, n int) string {

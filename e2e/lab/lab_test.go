@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -280,61 +279,6 @@ func TestNAT(t *testing.T) {
 		if got := askMap(t, s1, 41001, nofwd)[nofwd]; got != "timeout" {
 			t.Errorf("%s NAT: unsolicited UDP to %s answered: %q", tc.nat, nofwd, got)
 		}
-	}
-}
-
-func TestLeftoversRemoved(t *testing.T) {
-	RequireRoot(t)
-	// A namespace of a "crashed" run: a pid that is not a test binary, with
-	// a process still inside.
-	ns := fmt.Sprintf("%s%d-%d-x", Family, 999999999, 1)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := run(ctx, "", []string{"ip", "netns", "add", ns}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = removeNS(ns) })
-	if err := os.MkdirAll(filepath.Join("/etc/netns", ns), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	sleeper := exec.Command("ip", "netns", "exec", ns, "sleep", "60")
-	if err := sleeper.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- sleeper.Wait() }()
-	// Wait until it is inside (ip netns exec has entered the namespace).
-	inside := false
-	for i := 0; i < 100 && !inside; i++ {
-		pids, _ := nsPids(ns)
-		inside = len(pids) > 0
-		if !inside {
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	if !inside {
-		t.Fatalf("sleeper never entered %s", ns)
-	}
-
-	// A live lab of this process must survive.
-	l := New(t)
-	live := l.Host("live")
-
-	msgs := RemoveLeftovers()
-	t.Logf("RemoveLeftovers: %q", msgs)
-	if _, err := os.Stat(filepath.Join("/run/netns", ns)); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("leftover %s still there: %v", ns, err)
-	}
-	if _, err := os.Stat(filepath.Join("/etc/netns", ns)); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("leftover /etc/netns/%s still there: %v", ns, err)
-	}
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Errorf("process inside the leftover namespace not killed")
-	}
-	if _, err := os.Stat(filepath.Join("/run/netns", live.NS)); err != nil {
-		t.Errorf("live lab namespace removed: %v", err)
 	}
 }
 
