@@ -339,8 +339,10 @@ func TestRelayFailoverTCP(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d, ok := st.Drops["tun/unsplittable"]; !ok || d != 0 {
-			t.Errorf("%s: drop counter tun/unsplittable = %d (present %v), want 0", n.name, d, ok)
+		for _, c := range []string{"tun/unsplittable", "tun/write-failed"} {
+			if d, ok := st.Drops[c]; !ok || d != 0 {
+				t.Errorf("%s: drop counter %s = %d (present %v), want 0", n.name, c, d, ok)
+			}
 		}
 	}
 	mu.Lock()

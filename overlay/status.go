@@ -106,7 +106,9 @@ func (n *Node) Status() Status {
 	s.Drops["bind/stream-queue-full"] = bc.StreamFull
 	s.Drops["bind/socket-lost"] = bc.SocketLost
 	if k, ok := n.tunDev.(*tun.Kernel); ok {
-		s.Drops["tun/unsplittable"] = k.Dropped()
+		d := k.Drops()
+		s.Drops["tun/unsplittable"] = d.Unsplittable
+		s.Drops["tun/write-failed"] = d.WriteFailed
 	}
 	return s
 }

@@ -14,6 +14,17 @@ const DefaultName = "glow0"
 // same number for the same reason).
 const DefaultMTU = 1280
 
+// KernelDrops counts what a kernel TUN device dropped; both are reported
+// in `glow status --json` (tun/unsplittable, tun/write-failed).
+type KernelDrops struct {
+	// Unsplittable: super-packets read from the kernel that could not be
+	// cut into segments. The kernel never makes one; a count is a bug.
+	Unsplittable uint64
+	// WriteFailed: packets (a merged one counts once) the kernel refused
+	// on write, such as one that is neither IPv4 nor IPv6 (EINVAL).
+	WriteFailed uint64
+}
+
 // KernelConfig configures OpenKernel. It is validated once, by OpenKernel.
 type KernelConfig struct {
 	// Name of the interface; "" means DefaultName.

@@ -226,14 +226,13 @@ func tunAttached(name string) (bool, error) {
 // directly also removes the interface; prefer Kernel.Close.
 func (k *Kernel) Device() tun.Device { return k.dev }
 
-// Dropped is the number of reads the device dropped: super-packets from
-// the kernel it could not cut into segments (see rawTUN). The kernel never
-// makes one; a count here is a bug to report.
-func (k *Kernel) Dropped() uint64 {
+// Drops counts what glow's own device dropped (zero on the fallback
+// device, wireguard-go's, which only logs a failed write).
+func (k *Kernel) Drops() KernelDrops {
 	if r, ok := k.dev.(*rawTUN); ok {
-		return r.Dropped()
+		return r.Drops()
 	}
-	return 0
+	return KernelDrops{}
 }
 
 // Name returns the interface name.

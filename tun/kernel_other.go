@@ -20,7 +20,7 @@ func OpenKernel(cfg KernelConfig) (*Kernel, error) {
 func (k *Kernel) Device() tun.Device { return nil }
 func (k *Kernel) Name() string       { return "" }
 func (k *Kernel) Close() error       { return nil }
-func (k *Kernel) Dropped() uint64    { return 0 }
+func (k *Kernel) Drops() KernelDrops { return KernelDrops{} }
 
 func (k *Kernel) SetRoutes([]netip.Prefix, ...netip.Addr) error { return errors.ErrUnsupported }
 

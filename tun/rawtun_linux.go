@@ -47,7 +47,8 @@ type rawTUN struct {
 	werr    syscall.Errno
 	writeFn func(fd uintptr) bool
 
-	dropped atomic.Uint64 // reads that were not a packet glow can pass on
+	dropped     atomic.Uint64 // reads that were not a packet glow can pass on
+	writeFailed atomic.Uint64 // packets (merged or not) the kernel refused
 }
 
 // TUNSETOFFLOAD flags (linux/if_tun.h).
@@ -138,9 +139,10 @@ func (t *rawTUN) Close() error {
 	return err
 }
 
-// Dropped is the number of reads that were dropped: super-packets that
-// could not be cut, or with more segments than wireguard-go's batch.
-func (t *rawTUN) Dropped() uint64 { return t.dropped.Load() }
+// Drops counts what the device dropped (see KernelDrops).
+func (t *rawTUN) Drops() KernelDrops {
+	return KernelDrops{Unsplittable: t.dropped.Load(), WriteFailed: t.writeFailed.Load()}
+}
 
 func closedErr(err error) error {
 	if errors.Is(err, os.ErrClosed) || errors.Is(err, unix.EBADFD) || errors.Is(err, unix.EBADF) {
@@ -205,6 +207,7 @@ func (t *rawTUN) Write(bufs [][]byte, offset int) (int, error) {
 			if err := closedErr(t.werr); err == os.ErrClosed {
 				return 0, err
 			}
+			t.writeFailed.Add(1)
 			errs = errors.Join(errs, t.werr)
 		}
 	}

@@ -3,6 +3,7 @@ package tun
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"net"
 	"net/netip"
 	"testing"
@@ -82,8 +83,8 @@ func TestRawTUNUDP(t *testing.T) {
 	if reads != 1 {
 		t.Errorf("the datagrams came in %d reads, want 1 (a USO super-packet cut by Read)", reads)
 	}
-	if dev.Dropped() != 0 {
-		t.Errorf("%d reads dropped", dev.Dropped())
+	if d := dev.Drops(); d != (KernelDrops{}) {
+		t.Errorf("drops %+v", d)
 	}
 
 	// Write: three datagrams to the socket, merged into one by Write.
@@ -118,6 +119,27 @@ func TestRawTUNUDP(t *testing.T) {
 		}
 		if from.Addr() != remote || !bytes.Equal(buf[:n], p[28:]) {
 			t.Errorf("datagram %d: %d bytes from %v, want %d from %v", i, n, from, len(p)-28, remote)
+		}
+	}
+	// A packet the kernel refuses (IP version 0: EINVAL) between two good
+	// ones: the write reports it, counts it, and still delivers the others.
+	bad := append([]byte{}, pkts[0]...)
+	bad[0] = 0x05
+	wb = batch(offset, pkts[2], bad, pkts[2])
+	_, err = dev.Write(wb, offset)
+	if !errors.Is(err, unix.EINVAL) {
+		t.Errorf("Write with a refused packet: %v, want EINVAL", err)
+	}
+	if d := dev.Drops(); d.WriteFailed != 1 || d.Unsplittable != 0 {
+		t.Errorf("drops %+v, want 1 failed write", d)
+	}
+	if d := k.Drops(); d.WriteFailed != 1 {
+		t.Errorf("Kernel.Drops %+v, want 1 failed write", d)
+	}
+	for i := range 2 {
+		n, _, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil || !bytes.Equal(buf[:n], pkts[2][28:]) {
+			t.Errorf("good datagram %d beside the refused one: %d bytes, %v", i, n, err)
 		}
 	}
 }
