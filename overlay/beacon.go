@@ -160,7 +160,7 @@ func (n *Node) handleBeaconLocked(in inbound, now time.Time, replied map[netip.A
 	if !known {
 		n.mem.dirty = true
 		n.certsChangedLocked()
-		n.logf("glow: found %s at %v", c.FQDN(), addr)
+		n.logf("glow: found %s at %v", n.fqdnLocked(c), addr)
 	}
 	if !addr.IsValid() {
 		return // came relayed: no address to learn

@@ -211,7 +211,7 @@ func (n *Node) relayRouteLocked(p *peer) []wire.NodeID {
 // relay route and heartbeats over it now: the peer hears it relayed and
 // follows (heardRelayedLocked).
 func (n *Node) failoverLocked(p *peer, now time.Time) {
-	n.logf("glow: %s: direct path %v silent for %v; failing over", p.cert.FQDN(), p.active, p.directSilence(now).Round(time.Millisecond))
+	n.logf("glow: %s: direct path %v silent for %v; failing over", n.fqdnLocked(p.cert), p.active, p.directSilence(now).Round(time.Millisecond))
 	n.lostPathLocked(p, now)
 	if p.route != nil {
 		p.lastProbe, p.hbWait = now, now

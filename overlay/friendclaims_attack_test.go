@@ -143,7 +143,31 @@ func TestAttackFriendNodeNames(t *testing.T) {
 	if bobsOK != 1 {
 		t.Error("home.bob does not find bob's node named home")
 	}
-	// What desk shows of bob's node names it as alice's friend list does.
+	// What desk shows of bob's node names it as alice's friend list does:
+	// its replies, and its log (a path proven to it).
+	d.mu.Lock()
+	twinAt := netip.MustParseAddrPort("127.0.0.77:41641") // loopback: nothing leaves the machine
+	d.setPathLocked(d.paths.peers[twinName.Node], twinAt, time.Millisecond, time.Now())
+	d.mu.Unlock()
+	lines := r.logged(twinAt.String())
+	t.Logf("desk logged: %q", lines)
+	if len(lines) == 0 {
+		t.Error("desk logged nothing of the path to bob's node")
+	}
+	for _, l := range lines {
+		if !strings.Contains(l, "home.bob") || strings.Contains(l, "home.alice") {
+			t.Errorf("desk's log names bob's node as it claims, not as alice's friend list does: %q", l)
+		}
+	}
+	// A node of a user who is no friend, named home under "alice" too (a
+	// link from it is refused and logged): named by its key, not "alice".
+	_, strange := membertest.NewCert(t, membertest.NewUser(t, "alice"), "home", now)
+	d.mu.Lock()
+	strangeName := d.fqdnLocked(strange)
+	d.mu.Unlock()
+	if strings.Contains(strangeName, "alice") || !strings.Contains(strangeName, "unknown user") {
+		t.Errorf("a stranger's node is shown as %q", strangeName)
+	}
 	_, err := d.Ping(context.Background(), "home.bob")
 	t.Logf("ping home.bob: %v", err)
 	if err == nil || !strings.Contains(err.Error(), "home.bob") || strings.Contains(err.Error(), "home.alice") {

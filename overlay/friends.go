@@ -212,7 +212,7 @@ func (n *Node) acceptFriendLocked(req friendReq, sender wire.Key, from netip.Add
 		n.addCandidatesLocked(p, []netip.AddrPort{from}, now)
 	}
 	n.certsChangedLocked()
-	n.logf("glow: %s is now a friend (their node %s)", req.UserName, c.FQDN())
+	n.logf("glow: %s is now a friend (their node %s)", req.UserName, n.fqdnLocked(c))
 	return n.mem.cert, nil
 }
 
@@ -289,7 +289,7 @@ func (n *Node) FriendAdd(ctx context.Context, code string) (string, error) {
 				n.addCandidatesLocked(p, append(slices.Clone(inv.Endpoints), a.from), now)
 			}
 			n.certsChangedLocked()
-			n.logf("glow: %s is now a friend (their node %s)", a.resp.UserName, c.FQDN())
+			n.logf("glow: %s is now a friend (their node %s)", a.resp.UserName, n.fqdnLocked(c))
 			return a.resp.UserName, nil
 		}
 	}

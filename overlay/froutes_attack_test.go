@@ -48,6 +48,22 @@ type froutesRig struct {
 	kernel     *recordKernel
 	home, evil rigNode
 	bob        *member.UserKey // evil's user
+
+	logMu sync.Mutex
+	logs  []string // desk's log lines
+}
+
+// logged returns desk's log lines that contain sub.
+func (r *froutesRig) logged(sub string) []string {
+	r.logMu.Lock()
+	defer r.logMu.Unlock()
+	var out []string
+	for _, l := range r.logs {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 type rigNode struct {
@@ -62,6 +78,13 @@ func newFroutesRig(t *testing.T) *froutesRig {
 	t.Helper()
 	r := &froutesRig{t: t, kernel: &recordKernel{}}
 	r.desk = testNode(t, "desk", func(c *Config) {
+		logf := c.Logf
+		c.Logf = func(f string, a ...any) {
+			r.logMu.Lock()
+			r.logs = append(r.logs, fmt.Sprintf(f, a...))
+			r.logMu.Unlock()
+			logf(f, a...)
+		}
 		c.UserName = "alice"
 		c.HostNets = func() []netip.Prefix { return []netip.Prefix{deskLAN} }
 	})

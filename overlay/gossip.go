@@ -137,7 +137,7 @@ func (n *Node) handleRecordsLocked(from *peer, recs []recordMsg, now time.Time) 
 		}
 		isNew, err := n.mem.store.Apply(r.Kind, r.Raw, now)
 		if err != nil {
-			n.logf("glow: record from %s rejected: %v", from.cert.FQDN(), err)
+			n.logf("glow: record from %s rejected: %v", n.fqdnLocked(from.cert), err)
 			continue
 		}
 		if !isNew {

@@ -541,7 +541,7 @@ func (n *Node) admitLocked(req joinReq, ctl wire.Key, now time.Time) (*member.Ce
 	}
 	n.mem.dirty = true
 	n.certsChangedLocked()
-	n.logf("glow: admitted %s (%v, %v)", c.FQDN(), c.IPv4, c.IPv6)
+	n.logf("glow: admitted %s (%v, %v)", n.fqdnLocked(c), c.IPv4, c.IPv6)
 	n.addPeerLocked(c, now)
 	n.refreshPolicyLocked()
 	n.floodLocked(nil, []recordMsg{{member.KindCert, c.Marshal()}}) // tell the neighbours about the new member

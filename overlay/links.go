@@ -56,7 +56,7 @@ func (n *Node) verifyLink(peer wire.NodeID, raw []byte) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if _, err := n.mem.store.AddCert(c, time.Now()); err != nil {
-		return fmt.Errorf("link from %s refused: %w", c.FQDN(), err)
+		return fmt.Errorf("link from %s refused: %w", n.fqdnLocked(c), err)
 	}
 	return nil
 }
@@ -87,7 +87,7 @@ func (n *Node) attachStream(s *link.Stream, name string) {
 	p.hbWait = time.Time{}
 	n.paths.routesDirty, n.mem.infoDirty = true, true
 	n.dueLocked(time.Now()) // the loop recomputes them (we are not the loop)
-	n.logf("glow: %s: link %s up", c.FQDN(), name)
+	n.logf("glow: %s: link %s up", n.fqdnLocked(c), name)
 	n.sendDigestLocked(p, netipInvalid)
 	ep := p.ep
 	n.mu.Unlock()
@@ -135,7 +135,7 @@ func (n *Node) detachStreamLocked(p *peer, s *link.Stream, now time.Time) {
 	if p.stream != s {
 		return
 	}
-	n.logf("glow: %s: link %s down", p.cert.FQDN(), p.streamName)
+	n.logf("glow: %s: link %s down", n.fqdnLocked(p.cert), p.streamName)
 	p.stream, p.streamName, p.streamQ = nil, "", nil
 	n.applyPathLocked(p) // none, if the stream was the path, until the routes below
 	n.paths.routesDirty, n.mem.infoDirty = true, true

@@ -488,7 +488,7 @@ func (n *Node) setPathLocked(p *peer, addr netip.AddrPort, rtt time.Duration, no
 	if err := n.applyPathLocked(p); err != nil {
 		p.active, p.route = old, oldRoute
 		n.notePathLocked(p)
-		n.logf("glow: path to %s via %v: %v", p.cert.FQDN(), addr, err)
+		n.logf("glow: path to %s via %v: %v", n.fqdnLocked(p.cert), addr, err)
 		return
 	}
 	p.hbWait, p.pathAt = time.Time{}, now
@@ -503,7 +503,7 @@ func (n *Node) setPathLocked(p *peer, addr netip.AddrPort, rtt time.Duration, no
 		p.lastProbe = time.Time{}
 	}
 	n.paths.routesDirty, n.mem.infoDirty = true, true // our links changed
-	n.logf("glow: %s: direct path %v (rtt %v)", p.cert.FQDN(), addr, rtt.Round(time.Microsecond))
+	n.logf("glow: %s: direct path %v (rtt %v)", n.fqdnLocked(p.cert), addr, rtt.Round(time.Microsecond))
 	if first {
 		// A new neighbour: exchange records at once.
 		n.sendDigestLocked(p, addr)
@@ -513,7 +513,7 @@ func (n *Node) setPathLocked(p *peer, addr netip.AddrPort, rtt time.Duration, no
 // lostPathLocked drops p's direct path; the next route computation moves
 // its traffic to a relay, and probing for a direct path starts again.
 func (n *Node) lostPathLocked(p *peer, now time.Time) {
-	n.logf("glow: %s: direct path %v lost", p.cert.FQDN(), p.active)
+	n.logf("glow: %s: direct path %v lost", n.fqdnLocked(p.cert), p.active)
 	p.active, p.hbWait = netip.AddrPort{}, time.Time{}
 	p.candsExp = time.Time{} // the old path's candidate now expires as the others (tickPeersLocked)
 	n.applyPathLocked(p)     // a stream link carries on; else none until the routes below
@@ -545,7 +545,7 @@ func (n *Node) tickPeersLocked(now time.Time) {
 		}
 		n.tickStandbyLocked(p, active, now) // failover.go
 		if !p.active.IsValid() && p.stream != nil && !p.hbWait.IsZero() && now.Sub(p.hbWait) > deadIdle {
-			n.logf("glow: %s: link %s does not answer", p.cert.FQDN(), p.streamName)
+			n.logf("glow: %s: link %s does not answer", n.fqdnLocked(p.cert), p.streamName)
 			p.stream.Close() // its reader detaches it
 		}
 		if (p.active.IsValid() || p.route != nil || p.stream != nil) && hb > 0 {
@@ -780,7 +780,7 @@ func (n *Node) noteBootLocked(p *peer, boot [8]byte, now time.Time) {
 		return
 	}
 	if wp := n.dev.LookupPeer(device.NoisePublicKey(p.cert.WG)); wp != nil {
-		n.logf("glow: %s restarted; starting a new WireGuard session", p.cert.FQDN())
+		n.logf("glow: %s restarted; starting a new WireGuard session", n.fqdnLocked(p.cert))
 		wp.ExpireCurrentKeypairs()
 	}
 }

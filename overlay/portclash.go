@@ -124,7 +124,7 @@ func (n *Node) noteBeaconPortLocked(bc beacon, c *member.Cert, from netip.AddrPo
 	name := "a node of another user"
 	weMove := bytes.Compare(n.id[:], bc.node[:]) > 0
 	if c != nil {
-		name = c.FQDN()
+		name = n.fqdnLocked(c)
 		if !c.NotBefore.Equal(n.mem.cert.NotBefore) {
 			weMove = n.mem.cert.NotBefore.After(c.NotBefore) // the newer member moves
 		}

@@ -143,7 +143,7 @@ func (n *Node) tickCertsLocked(now time.Time) {
 	if gone := n.mem.store.Expire(now, n.id); len(gone) > 0 {
 		for _, id := range gone {
 			if p := n.paths.peers[id]; p != nil {
-				n.logf("glow: certificate of %s expired at %s: refusing it until it is renewed", p.cert.FQDN(), p.cert.NotAfter.UTC().Format(time.RFC3339))
+				n.logf("glow: certificate of %s expired at %s: refusing it until it is renewed", n.fqdnLocked(p.cert), p.cert.NotAfter.UTC().Format(time.RFC3339))
 				n.removePeerLocked(id)
 			}
 		}
@@ -396,7 +396,7 @@ func (n *Node) renewLocked(req renewReq, sender wire.Key, now time.Time) (*membe
 	if err != nil {
 		return nil, err
 	}
-	n.logf("glow: renewed the certificate of %s until %s", c.FQDN(), c.NotAfter.UTC().Format(time.RFC3339))
+	n.logf("glow: renewed the certificate of %s until %s", n.fqdnLocked(c), c.NotAfter.UTC().Format(time.RFC3339))
 	return c, nil
 }
 

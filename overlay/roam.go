@@ -64,7 +64,7 @@ func (n *Node) roamLocked(p *peer, now time.Time) bool {
 		n.dueLocked(p.hbWait.Add(p.stallAfter() + time.Millisecond))
 		return false
 	}
-	n.logf("glow: %s: %v does not answer; the peer speaks from %v now", p.cert.FQDN(), p.active, p.spokeFrom)
+	n.logf("glow: %s: %v does not answer; the peer speaks from %v now", n.fqdnLocked(p.cert), p.active, p.spokeFrom)
 	n.setPathLocked(p, p.spokeFrom, c.rtt, now)
 	return true
 }

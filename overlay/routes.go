@@ -133,7 +133,7 @@ func (n *Node) computeRoutesLocked(now time.Time) {
 		route := routeTo(prev, n.id, id)
 		if len(route) < 2 || n.paths.peers[route[0]] == nil || !n.paths.peers[route[0]].path().neighbour() {
 			if p.route != nil {
-				n.logf("glow: %s: no route", p.cert.FQDN())
+				n.logf("glow: %s: no route", n.fqdnLocked(p.cert))
 			}
 			p.route = nil
 			n.applyPathLocked(p)
@@ -147,7 +147,7 @@ func (n *Node) computeRoutesLocked(now time.Time) {
 		}
 		if !slices.Equal(route, old) {
 			p.hbWait = time.Time{}
-			n.logf("glow: %s: relay via %v", p.cert.FQDN(), n.routeNamesLocked(p))
+			n.logf("glow: %s: relay via %v", n.fqdnLocked(p.cert), n.routeNamesLocked(p))
 		}
 	}
 }
