@@ -151,6 +151,8 @@ func BenchmarkBindSend(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			bind, inner, _ := benchBind(b)
 			peer, via := randomNodeID(b), randomNodeID(b)
+			bind.Peer(peer) // added, as the node adds its peers
+			bind.Peer(via)
 			if err := bind.SetDirect(via, netip.MustParseAddrPort("192.0.2.1:47470")); err != nil {
 				b.Fatal(err)
 			}
@@ -209,6 +211,8 @@ func BenchmarkBindReceive(b *testing.B) {
 			bind, inner, self := benchBind(b)
 			from, to := randomNodeID(b), randomNodeID(b)
 			trustAll(bind, from, to)
+			bind.Peer(from)
+			bind.Peer(to)
 			fromAddr := netip.MustParseAddrPort("192.0.2.1:47470")
 			if err := bind.SetDirect(from, fromAddr); err != nil {
 				b.Fatal(err)

@@ -273,6 +273,18 @@ func (b *Bind) Peer(id wire.NodeID) *Endpoint {
 	return b.peerLocked(id)
 }
 
+// known returns peer id's endpoint, or nil when id is no peer: only
+// adding a peer (Peer) makes one, so that a late call for a removed peer
+// cannot bring its endpoint back with a path, an address or a short id.
+func (b *Bind) known(id wire.NodeID) *Endpoint {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.peers[id]
+}
+
+// errNoPeer is returned for a node that is not (or no longer) a peer.
+var errNoPeer = errors.New("not a peer")
+
 func (b *Bind) peerLocked(id wire.NodeID) *Endpoint {
 	e := b.peers[id]
 	if e == nil {
@@ -349,8 +361,8 @@ func (b *Bind) Learn(id wire.NodeID, addr netip.AddrPort) {
 	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	e := b.peerLocked(id)
-	if b.addrs[addr] == e {
+	e := b.peers[id]
+	if e == nil || b.addrs[addr] == e {
 		return
 	}
 	if old := b.addrs[addr]; old != nil {
@@ -386,11 +398,18 @@ func (b *Bind) publishAddrsLocked() {
 
 // ClearPath leaves the peer without a path: its packets are dropped, and a
 // handshake is held for the next path.
-func (b *Bind) ClearPath(id wire.NodeID) { b.setPath(b.Peer(id), nil) }
+func (b *Bind) ClearPath(id wire.NodeID) {
+	if e := b.known(id); e != nil {
+		b.setPath(e, nil)
+	}
+}
 
 // SetDirect makes addr the peer's direct path (an invalid addr clears it).
 func (b *Bind) SetDirect(id wire.NodeID, addr netip.AddrPort) error {
-	e := b.Peer(id)
+	e := b.known(id)
+	if e == nil {
+		return errNoPeer
+	}
 	if !addr.IsValid() {
 		b.setPath(e, nil)
 		return nil
@@ -411,7 +430,10 @@ func (b *Bind) SetDirect(id wire.NodeID, addr netip.AddrPort) error {
 // SetStream makes the stream link s the peer's path (nil clears it);
 // control datagrams for it go through ctlq.
 func (b *Bind) SetStream(id wire.NodeID, s *link.Stream, ctlq chan<- []byte) {
-	e := b.Peer(id)
+	e := b.known(id)
+	if e == nil {
+		return
+	}
 	if s == nil {
 		b.setPath(e, nil)
 		return
@@ -425,7 +447,13 @@ func (b *Bind) SetStream(id wire.NodeID, s *link.Stream, ctlq chan<- []byte) {
 // SetRelay sends the peer's packets in relay frames to the neighbour via,
 // over via's current path (UDP or a stream link).
 func (b *Bind) SetRelay(id, via wire.NodeID) error {
-	e, v := b.Peer(id), b.Peer(via)
+	e, v := b.known(id), b.known(via)
+	if e == nil {
+		return errNoPeer
+	}
+	if v == nil {
+		return errNoPath
+	}
 	vp := v.path.Load()
 	if vp == nil || vp.relay {
 		return errNoPath
@@ -443,7 +471,10 @@ func (b *Bind) SetRelay(id, via wire.NodeID) error {
 // never blocks: over a stream link the datagram is queued (dropped, and
 // counted, when the queue is full).
 func (b *Bind) SendToPeer(pkt []byte, id wire.NodeID) error {
-	e := b.Peer(id)
+	e := b.known(id)
+	if e == nil {
+		return errNoPeer
+	}
 	p := e.path.Load()
 	if p == nil || p.stream == nil {
 		return b.Send([][]byte{pkt}, e) // TURN writes do not block (pion sends at once)
@@ -555,7 +586,13 @@ func (b *Bind) BatchSize() int            { return b.inner.BatchSize() }
 // node configures every WireGuard peer, or an address for the inner bind.
 func (b *Bind) ParseEndpoint(s string) (conn.Endpoint, error) {
 	if id, err := wire.ParseNodeID(s); err == nil {
-		return b.Peer(id), nil
+		if e := b.known(id); e != nil {
+			return e, nil
+		}
+		// A configuration queued before the peer's removal (lazywg.go):
+		// an endpoint of its own, with no path, that the Bind does not
+		// hold; the removal queued after it takes the WireGuard peer out.
+		return &Endpoint{ID: id}, nil
 	}
 	return b.inner.ParseEndpoint(s)
 }

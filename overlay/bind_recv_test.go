@@ -25,6 +25,9 @@ func FuzzRelayDemux(f *testing.F) {
 		netip.MustParseAddrPort("198.51.100.9:4000"), // nobody
 	}
 	nodeAt := []wire.NodeID{a, f1, {}}
+	for _, id := range []wire.NodeID{a, d, f1, f2} {
+		bind.Peer(id) // added, as the node adds its peers
+	}
 	for i, id := range nodeAt[:2] {
 		if err := bind.SetDirect(id, addrOf[i]); err != nil {
 			f.Fatal(err)
@@ -33,7 +36,6 @@ func FuzzRelayDemux(f *testing.F) {
 	if err := bind.SetDirect(d, netip.MustParseAddrPort("192.0.2.2:47470")); err != nil {
 		f.Fatal(err)
 	}
-	bind.Peer(f2)
 	members := relay.Members{a.Short(): relay.Own, d.Short(): relay.Own, f1.Short(): relay.Friend, f2.Short(): relay.Friend}
 	bind.fwd.SetMembers(self.Short(), members)
 

@@ -71,6 +71,9 @@ func TestAttackRemovedPeerWakesWG(t *testing.T) {
 	if configured() || e.wg.on.Load() {
 		t.Errorf("old, revoked and removed, has its WireGuard peer configured again (on=%v)", e.wg.on.Load())
 	}
+	if nas.bind.known(old.Node) != nil || (*nas.bind.byShort.Load())[old.Node.Short()] != nil {
+		t.Error("old, revoked and removed, has an endpoint in the Bind again")
+	}
 }
 
 // TestAttackRemovedPeerDuringRebind: a peer removed (a revocation) while a
