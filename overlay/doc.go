@@ -140,19 +140,17 @@
 // of it per peer (the peer, its Bind endpoint and WireGuard
 // configuration, two records, a name), and the cold start 66 s of CPU
 // (122 before; 42 s and 2.2 MiB now). 1,000 whole nodes fit in one
-// process (6.8 MiB of heap a node, 16 GiB resident at GOGC=60): a cold
-// start converges in 3.1 s of simulated time, and a change then reaches
-// all 1,000 in 0.13 s (300: 0.11 s), after 893 s of CPU (24 minutes on
-// this machine's two cores shared with other work; before, it had not
-// converged after 35), measured before the follow-ups' and stale
-// NodeInfos' changes above; with them, on a quiet machine: converged in
-// 0.3 s simulated after 450 s of CPU, 6.2 MiB of heap a node, a change
-// reaches all in 0.13 s (also after a minute of churn), 297 bytes/s a
-// node idle and 5,345 under churn; the whole run takes 14 minutes
-// (GOGC=60 GLOW_SCALE=1 GLOW_SCALE_SIM_SIZES=1000 go test -run
-// 'TestScaleSim$' ./overlay/), too long for make bench. Its profile: the certificate follow-ups 29%,
-// signature checks 20% (2N records a node, each checked by every node),
-// the collector about 20%, sealing and sending the flood 9%.
+// process: measured on a quiet machine at 9e27651, a cold start converges
+// in 0.3 s of simulated time after 419 s of CPU, with 6.2 MiB of heap a
+// node (19 GB resident at GOGC=60); a change then reaches all 1,000 in
+// 0.13 s, and again after a minute of churn; a node sends 297 bytes/s idle
+// and 5,362 under churn. The run takes 14 minutes of a 2-core machine, so
+// make bench runs it only when asked (GLOW_SCALE_SIM_SIZES=100,300,1000
+// make bench; by hand: GOGC=60 GLOW_SCALE=1 GLOW_SCALE_SIM_SIZES=1000 go
+// test -run 'TestScaleSim$' ./overlay/). An earlier profile of it: the
+// certificate follow-ups 29%, signature checks 20% (2N records a node,
+// each checked by every node), the collector about 20%, sealing and
+// sending the flood 9%.
 //
 // Full replication makes every node pay for every change: a node sends
 // about (record changes per second in the whole network) × (its degree) ×
