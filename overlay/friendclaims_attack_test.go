@@ -160,12 +160,13 @@ func TestAttackFriendNodeNames(t *testing.T) {
 		}
 	}
 	// A node of a user who is no friend, named home under "alice" too (a
-	// link from it is refused and logged): named by its key, not "alice".
+	// link from it is refused and logged): shown as a claim of an unknown
+	// user, never as alice's home.
 	_, strange := membertest.NewCert(t, membertest.NewUser(t, "alice"), "home", now)
 	d.mu.Lock()
 	strangeName := d.fqdnLocked(strange)
 	d.mu.Unlock()
-	if strings.Contains(strangeName, "alice") || !strings.Contains(strangeName, "unknown user") {
+	if strangeName == "home.alice" || !strings.Contains(strangeName, "claimed by an unknown user") {
 		t.Errorf("a stranger's node is shown as %q", strangeName)
 	}
 	_, err := d.Ping(context.Background(), "home.bob")

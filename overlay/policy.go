@@ -80,11 +80,12 @@ func (n *Node) userNameLocked(c *member.Cert) string {
 // fqdnLocked names c's node NODE.USER as this node shows it: USER as
 // userNameLocked gives it, not the user name c claims (a friend's key
 // signs any name, "alice" too). A node of a user that is neither ours nor
-// a friend is named by its user key, which is all its certificate proves.
+// a friend shows the name it claims, said to be a claim, with its user
+// key, which is all its certificate proves.
 func (n *Node) fqdnLocked(c *member.Cert) string {
 	if !n.mem.store.Own(c.User) {
 		if _, ok := n.mem.store.FriendName(c.User); !ok {
-			return fmt.Sprintf("%s (of an unknown user, key %x)", c.Name, c.User[:6])
+			return fmt.Sprintf("%s (claimed by an unknown user, key %x)", c.FQDN(), c.User[:6])
 		}
 	}
 	return c.Name + "." + n.userNameLocked(c)
