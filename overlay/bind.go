@@ -25,10 +25,11 @@ import (
 // The packet path is in bind_recv.go and bind_send.go; everything else
 // changes it only through atomics (Endpoint.path, Bind.byAddr).
 type Bind struct {
-	inner conn.Bind
-	ctl   *ctlQueues // control, beacon and STUN datagrams, to the node's loop (ctlqueue.go)
-	self  wire.ShortID
-	fwd   *relay.Forwarder
+	inner  conn.Bind
+	gather prefixSender // inner, when it sends behind a prefix without copying (bind_send.go)
+	ctl    *ctlQueues   // control, beacon and STUN datagrams, to the node's loop (ctlqueue.go)
+	self   wire.ShortID
+	fwd    *relay.Forwarder
 
 	byAddr    atomic.Pointer[map[netip.AddrPort]*Endpoint]         // copy on write
 	turnVia   atomic.Pointer[map[netip.AddrPort]*relay.TURNClient] // peers that reach us through our TURN allocation; copy on write
@@ -248,7 +249,8 @@ func (e *Endpoint) SrcIP() netip.Addr { return netip.Addr{} }
 // (the receive path never blocks). Relay frames for others are forwarded as
 // fwd allows.
 func NewBind(inner conn.Bind, self wire.NodeID, fwd *relay.Forwarder, ctl *ctlQueues) *Bind {
-	b := &Bind{inner: inner, ctl: ctl, self: self.Short(), fwd: fwd,
+	gather, _ := inner.(prefixSender)
+	b := &Bind{inner: inner, gather: gather, ctl: ctl, self: self.Short(), fwd: fwd,
 		streamIn: make(chan streamPkt, 1024), silent: make(chan *Endpoint, 16),
 		wgOwner: map[string]*Endpoint{}, wgKick: make(chan struct{}, 1),
 		out: newInflight(inflightLimit), in: newInflight(inflightLimit),

@@ -9,12 +9,15 @@ package overlay
 //	-> stream: written to the peer's stream link (TCP, WebSocket, ssh)
 //	-> turn:   a peer that reaches us at our TURN relayed address gets its
 //	           answers through the allocation, one WriteTo per packet
-//	-> relay:  each packet copied behind the path's fixed relay header into
-//	           pooled scratch buffers, then one inner Send to the next hop
-//	           (equal-size frames stay GSO-able), or one stream write
+//	-> relay:  each packet sent behind the path's fixed relay header: over
+//	           UDP the kernel gathers header and packet (udpbind's
+//	           SendPrefixed; equal-size frames stay GSO-able), else each is
+//	           copied behind it into pooled scratch buffers, then one inner
+//	           Send to the next hop or one stream write
 //	-> none:   dropped, counted; wireguard-go retries its handshake later
 //
-// No lock per packet; the only copies are the relay header's. A batch of
+// No lock per packet, and no copy but on a relay path over a stream link,
+// TURN or a bind other than udpbind. A batch of
 // WireGuard packets is counted by its path kind for metrics (traffic.go):
 // one sum over the batch and two atomic adds.
 
@@ -26,13 +29,19 @@ import (
 	"glow/internal/wire"
 )
 
+// prefixSender is an inner bind that sends each packet behind a prefix
+// without copying (link/udpbind on Linux: the kernel gathers the two).
+type prefixSender interface {
+	SendPrefixed(prefix []byte, bufs [][]byte, ep conn.Endpoint) error
+}
+
 // sendScratch holds the relay frames of one Send call, laid out back to
-// back in one buffer. link/udpbind gathers a GSO batch with one iovec per
-// frame, so the layout is not needed there; conn.StdNetBind (tests, other
-// platforms) builds it by appending the following frames to the first
-// one's slice, and since each frame's slice keeps the capacity up to the
-// end of mem, that writes every frame onto itself: equal-size relay frames
-// leave in one sendmmsg entry as UDP GSO segments with either bind.
+// back in one buffer, where the inner bind is no prefixSender or the next
+// hop is a stream link or a TURN allocation. conn.StdNetBind (tests, other
+// platforms) builds its GSO batch by appending the following frames to the
+// first one's slice, and since each frame's slice keeps the capacity up to
+// the end of mem, that writes every frame onto itself: equal-size relay
+// frames leave in one sendmmsg entry as UDP GSO segments.
 type sendScratch struct {
 	bufs [][]byte
 	mem  []byte
@@ -82,6 +91,9 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 			return turnSend(p, bufs)
 		}
 		return b.inner.Send(bufs, p.ep)
+	}
+	if b.gather != nil && p.stream == nil && p.turn == nil {
+		return b.gather.SendPrefixed(p.hdr[:], bufs, p.ep) // no copy: the kernel gathers header and packet
 	}
 	s, _ := b.scratch.Get().(*sendScratch)
 	if s == nil {

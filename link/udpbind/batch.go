@@ -21,22 +21,23 @@ type group struct {
 	open         bool // a datagram of seg bytes or fewer may join
 }
 
-// coalesce appends to gs the messages that send bufs in order: a run of
-// datagrams of one size, which one shorter datagram may end, of at most
-// maxSegments datagrams and maxPayload bytes, is one message. Empty
-// datagrams travel alone.
-func coalesce(gs []group, bufs [][]byte, maxPayload int) []group {
+// coalesce appends to gs the messages that send bufs in order, each
+// datagram behind a prefix of extra bytes: a run of datagrams of one size,
+// which one shorter datagram may end, of at most maxSegments datagrams and
+// maxPayload bytes, is one message. Empty datagrams travel alone.
+func coalesce(gs []group, bufs [][]byte, extra, maxPayload int) []group {
 	for i, b := range bufs {
+		l := extra + len(b)
 		if n := len(gs); n > 0 {
 			g := &gs[n-1]
-			if g.open && len(b) > 0 && len(b) <= g.seg && g.count < maxSegments && g.bytes+len(b) <= maxPayload {
+			if g.open && l > 0 && l <= g.seg && g.count < maxSegments && g.bytes+l <= maxPayload {
 				g.count++
-				g.bytes += len(b)
-				g.open = len(b) == g.seg
+				g.bytes += l
+				g.open = l == g.seg
 				continue
 			}
 		}
-		gs = append(gs, group{first: i, count: 1, seg: len(b), bytes: len(b), open: len(b) > 0})
+		gs = append(gs, group{first: i, count: 1, seg: l, bytes: l, open: l > 0})
 	}
 	return gs
 }

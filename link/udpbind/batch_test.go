@@ -41,7 +41,7 @@ func TestCoalesce(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var got []msg
-			for _, g := range coalesce(nil, lens(c.lens...), c.max) {
+			for _, g := range coalesce(nil, lens(c.lens...), 0, c.max) {
 				got = append(got, msg{g.first, g.count, g.seg})
 			}
 			if !slices.Equal(got, c.want) {

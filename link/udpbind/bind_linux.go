@@ -419,7 +419,7 @@ func zoneIndex(zone string) uint32 {
 // sender is one Send's state; Binds pool them.
 type sender struct {
 	hdrs   [batchSize]mmsghdr
-	iovs   [batchSize]unix.Iovec
+	iovs   [2 * batchSize]unix.Iovec // a datagram's, or its prefix's and its
 	oob    [batchSize * oobSend]byte
 	groups []group
 	name   unix.RawSockaddrInet6
@@ -441,7 +441,13 @@ func (b *Bind) getSender() *sender {
 
 // Send sends bufs, in order, to ep (an *Endpoint, or any conn.Endpoint
 // whose DstToString is ip:port).
-func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
+func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error { return b.SendPrefixed(nil, bufs, ep) }
+
+// SendPrefixed sends each of bufs behind prefix, as Send sends
+// prefix+buf, without copying either: the kernel gathers each datagram
+// from two pieces (the relay path's header and a WireGuard packet), and
+// datagrams of one size still leave in one message with UDP GSO.
+func (b *Bind) SendPrefixed(prefix []byte, bufs [][]byte, ep conn.Endpoint) error {
 	var dst netip.AddrPort
 	if e, ok := ep.(*Endpoint); ok {
 		dst = netip.AddrPortFrom(e.Addr().Unmap(), e.Port()) // one made by hand may be mapped
@@ -467,7 +473,7 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	for len(bufs) > 0 {
 		chunk := bufs[:min(len(bufs), batchSize)]
 		bufs = bufs[len(chunk):]
-		if err := x.send(s, chunk); err != nil {
+		if err := x.send(s, prefix, chunk); err != nil {
 			return err
 		}
 	}
@@ -492,41 +498,52 @@ func (x *sender) setName(dst netip.AddrPort) {
 
 // send sends at most batchSize datagrams to x.name on s, with GSO while
 // the socket takes it.
-func (x *sender) send(s *socket, bufs [][]byte) error {
+func (x *sender) send(s *socket, prefix []byte, bufs [][]byte) error {
 	gso := s.gso.Load()
-	err := x.write1(s, bufs, gso)
+	err := x.write1(s, prefix, bufs, gso)
 	if err != nil && gso && errors.Is(err, unix.EIO) {
 		// EIO: the device cannot checksum for UDP_SEGMENT. Without it, for good.
 		s.gso.Store(false)
-		return conn.ErrUDPGSODisabled{RetryErr: x.write1(s, bufs, false)}
+		return conn.ErrUDPGSODisabled{RetryErr: x.write1(s, prefix, bufs, false)}
 	}
 	return err
 }
 
-// write1 builds the messages for bufs and writes them with sendmmsg.
-func (x *sender) write1(s *socket, bufs [][]byte, gso bool) error {
+// write1 builds the messages for bufs, each behind prefix, and writes them
+// with sendmmsg.
+func (x *sender) write1(s *socket, prefix []byte, bufs [][]byte, gso bool) error {
 	namelen := uint32(unix.SizeofSockaddrInet4)
 	if x.name.Family == unix.AF_INET6 {
 		namelen = unix.SizeofSockaddrInet6
 	}
+	// A datagram is iovs[per*i : per*i+per]: its prefix (if any), then it.
+	per := 1
+	if len(prefix) > 0 {
+		per = 2
+	}
 	for i, b := range bufs {
-		x.iovs[i].Base = unsafe.SliceData(b)
-		x.iovs[i].SetLen(len(b))
+		if per == 2 {
+			x.iovs[2*i].Base = unsafe.SliceData(prefix)
+			x.iovs[2*i].SetLen(len(prefix))
+		}
+		x.iovs[per*i+per-1].Base = unsafe.SliceData(b)
+		x.iovs[per*i+per-1].SetLen(len(b))
 	}
 	x.groups = x.groups[:0]
 	if gso {
-		x.groups = coalesce(x.groups, bufs, s.max)
+		x.groups = coalesce(x.groups, bufs, len(prefix), s.max)
 	} else {
 		for i, b := range bufs {
-			x.groups = append(x.groups, group{first: i, count: 1, seg: len(b), bytes: len(b)})
+			l := len(prefix) + len(b)
+			x.groups = append(x.groups, group{first: i, count: 1, seg: l, bytes: l})
 		}
 	}
 	for m, g := range x.groups {
 		h := &x.hdrs[m].hdr
 		h.Name = (*byte)(unsafe.Pointer(&x.name))
 		h.Namelen = namelen
-		h.Iov = &x.iovs[g.first]
-		h.SetIovlen(g.count)
+		h.Iov = &x.iovs[per*g.first]
+		h.SetIovlen(per * g.count)
 		h.Control = nil
 		h.SetControllen(0)
 		h.Flags = 0
@@ -542,10 +559,11 @@ func (x *sender) write1(s *socket, bufs [][]byte, gso bool) error {
 	}
 	x.start, x.count, x.errno = 0, len(x.groups), 0
 	err := s.rc.Write(x.writeFn)
-	for i := range bufs {
+	for i := range per * len(bufs) {
 		x.iovs[i].Base = nil // hold no caller's buffer
 	}
 	runtime.KeepAlive(bufs)
+	runtime.KeepAlive(prefix)
 	if err != nil {
 		return err
 	}

@@ -104,7 +104,9 @@ func loopbacks(t *testing.T) []netip.Addr {
 // runs of one size, short tails, mixed sizes, one datagram, 200 at once)
 // over loopback, where the kernel hands GSO sends to GRO sockets whole,
 // so coalesce and split both run; every datagram arrives, in order, with
-// its bytes and its sender's address.
+// its bytes and its sender's address. Each batch goes again behind a relay
+// header (SendPrefixed: two iovecs a datagram, GSO segments of header and
+// packet), and must arrive as header+packet.
 func TestRoundTrip(t *testing.T) {
 	leaktest.Check(t)
 	for _, lo := range loopbacks(t) {
@@ -135,20 +137,29 @@ func TestRoundTrip(t *testing.T) {
 				{"random", random},
 				{"more than a batch", rep(1000, 200)},
 			} {
-				sent := payloads(c.lens)
-				if err := a.Send(sent, ep); err != nil {
-					t.Fatalf("%s: send: %v", c.name, err)
-				}
-				got, from := recvN(t, fnB, len(sent))
-				if len(got) != len(sent) {
-					t.Fatalf("%s: %d datagrams arrived, %d sent", c.name, len(got), len(sent))
-				}
-				for i := range sent {
-					if !bytes.Equal(got[i], sent[i]) {
-						t.Fatalf("%s: datagram %d: %d bytes arrived, differ from the %d sent", c.name, i, len(got[i]), len(sent[i]))
+				// As Send, then behind a relay header (SendPrefixed).
+				for _, prefix := range [][]byte{nil, []byte("\x80relay\x01\x02")} {
+					sent := payloads(c.lens)
+					var err error
+					if prefix == nil {
+						err = a.Send(sent, ep)
+					} else {
+						err = a.(*Bind).SendPrefixed(prefix, sent, ep)
 					}
-					if from[i] != netip.AddrPortFrom(lo, portA) {
-						t.Fatalf("%s: datagram %d from %v, want %v", c.name, i, from[i], netip.AddrPortFrom(lo, portA))
+					if err != nil {
+						t.Fatalf("%s: send behind %q: %v", c.name, prefix, err)
+					}
+					got, from := recvN(t, fnB, len(sent))
+					if len(got) != len(sent) {
+						t.Fatalf("%s: %d datagrams arrived, %d sent", c.name, len(got), len(sent))
+					}
+					for i := range sent {
+						if want := append(bytes.Clone(prefix), sent[i]...); !bytes.Equal(got[i], want) {
+							t.Fatalf("%s: datagram %d behind %q: %d bytes arrived, differ from the %d sent", c.name, i, prefix, len(got[i]), len(want))
+						}
+						if from[i] != netip.AddrPortFrom(lo, portA) {
+							t.Fatalf("%s: datagram %d from %v, want %v", c.name, i, from[i], netip.AddrPortFrom(lo, portA))
+						}
 					}
 				}
 			}
@@ -277,7 +288,7 @@ func TestTruncatedCounted(t *testing.T) {
 }
 
 // TestSendAllocs: the packet path allocates nothing once warm: a send of a
-// batch and the receive of it, from one source.
+// batch (plain and behind a prefix) and the receive of it, from one source.
 func TestSendAllocs(t *testing.T) {
 	a, b := New(), New()
 	opened(t, a)
@@ -290,11 +301,15 @@ func TestSendAllocs(t *testing.T) {
 	}
 	sizes, eps := make([]int, batchSize), make([]conn.Endpoint, batchSize)
 	b.(*Bind).v4.conn.SetReadDeadline(time.Now().Add(time.Minute)) // bounded
+	prefix := []byte("relayhdr")
 	cycle := func() {
 		if err := a.Send(sent, ep); err != nil {
 			t.Fatal(err)
 		}
-		for got, reads := 0, 0; got < len(sent) && reads < 100; reads++ {
+		if err := a.(*Bind).SendPrefixed(prefix, sent, ep); err != nil {
+			t.Fatal(err)
+		}
+		for got, reads := 0, 0; got < 2*len(sent) && reads < 100; reads++ {
 			n, err := fnsB[0](bufs, sizes, eps)
 			if err != nil {
 				t.Fatal(err)
